@@ -1,0 +1,53 @@
+"""Small helpers shared by the tests: reading queues, waiting on conditions with deadlines."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+
+
+async def drain(sqs: Any, url: str, *, visibility: int = 60) -> list[dict[str, Any]]:
+    """Every message currently visible in a queue (received, left invisible)."""
+    out: list[dict[str, Any]] = []
+    while True:
+        response = await sqs.receive_message(
+            QueueUrl=url,
+            MaxNumberOfMessages=10,
+            WaitTimeSeconds=0,
+            VisibilityTimeout=visibility,
+            MessageAttributeNames=["All"],
+            MessageSystemAttributeNames=["All"],
+        )
+        batch = response.get("Messages", [])
+        if not batch:
+            return out
+        out.extend(batch)
+
+
+async def depth(sqs: Any, url: str) -> int:
+    """Visible plus in-flight plus delayed messages."""
+    attrs = (
+        await sqs.get_queue_attributes(
+            QueueUrl=url,
+            AttributeNames=[
+                "ApproximateNumberOfMessages",
+                "ApproximateNumberOfMessagesNotVisible",
+                "ApproximateNumberOfMessagesDelayed",
+            ],
+        )
+    )["Attributes"]
+    return sum(int(v) for v in attrs.values())
+
+
+async def wait_for(
+    condition: Callable[[], Awaitable[bool]], *, timeout: float = 30, interval: float = 0.05
+) -> None:
+    """Poll `condition` until it holds; fail the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await anyio.sleep(interval)

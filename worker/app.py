@@ -1,0 +1,155 @@
+"""The composition root: builds every component and owns the task tree. Nothing imports it
+but the command line (and tests that run the daemon in-process)."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+from contextlib import AsyncExitStack
+from typing import Any
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+from prometheus_client import CollectorRegistry
+
+from worker.aws.clients import Clients, pool_size
+from worker.aws.sources import SourceBook
+from worker.aws.sqs import SqsQueue, error_code, resolve_queue_url
+from worker.metrics import Metrics
+from worker.pipeline import Pipeline
+from worker.poller import Poller
+from worker.settings import QueueSettings, Settings
+from worker.settle import Settler
+from worker.targets import build_target
+
+log = structlog.get_logger("worker.app")
+
+STARTUP_RETRY_MAX_SECONDS = 60.0
+
+
+async def build_poller(
+    name: str, queue: QueueSettings, settings: Settings, clients: Clients, metrics: Metrics
+) -> Poller:
+    sqs = await clients.get("sqs")
+    dlq = SqsQueue(sqs, await resolve_queue_url(sqs, queue.queue_ref))
+    parking = SqsQueue(sqs, await resolve_queue_url(sqs, queue.policy.parking_queue or ""))
+    sources = SourceBook(sqs, dlq.url)
+    await sources.refresh()
+    target = await build_target(queue, clients, sources.by_arn)
+    pipeline = Pipeline(queue.policy, target, sources.arrived_with, rng=random.Random())
+    settler = Settler(
+        name,
+        dlq,
+        parking,
+        metrics,
+        target_name=target.name,
+        log_bodies=settings.logging.log_bodies,
+    )
+    log.info("queue_ready", queue=name, url=dlq.url, target=target.name, parking=parking.url)
+    return Poller(name, queue, dlq, pipeline, settler, sources, metrics)
+
+
+class Runtime:
+    """What the health endpoints and tests may look at: the pollers, once built."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.pollers: dict[str, Poller] = {}
+        self.stopping = False
+
+
+async def _start_queue(
+    name: str,
+    queue: QueueSettings,
+    runtime: Runtime,
+    clients: Clients,
+    metrics: Metrics,
+) -> None:
+    """Resolve the queue (retrying through an outage at boot), then poll it."""
+    failures = 0
+    while True:
+        try:
+            poller = await build_poller(name, queue, runtime.settings, clients, metrics)
+            break
+        except Exception as exc:  # noqa: BLE001 - retried; readiness stays false meanwhile
+            failures += 1
+            delay = min(STARTUP_RETRY_MAX_SECONDS, 2.0**failures)
+            metrics.aws_errors.labels("sqs", "ResolveQueue", error_code(exc)).inc()
+            log.error("queue_resolve_failed", queue=name, error=error_code(exc), retry_in=delay)
+            await anyio.sleep(delay)
+    runtime.pollers[name] = poller
+    await poller.run()
+
+
+async def serve(
+    settings: Settings,
+    stop: anyio.Event,
+    *,
+    registry: CollectorRegistry | None = None,
+    task_status: TaskStatus[Runtime] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run every queue until `stop` is set, then shut down within the grace period."""
+    metrics = Metrics(registry or CollectorRegistry())
+    runtime = Runtime(settings)
+    deliveries = sum(q.concurrency for q in settings.queues.values())
+    pool = pool_size(settings.aws, len(settings.queues), deliveries)
+    async with AsyncExitStack() as stack:
+        clients = Clients(settings.aws, stack, pool=pool)
+        async with anyio.create_task_group() as tg:
+            starting = anyio.CancelScope()
+
+            async def start_all() -> None:
+                with starting:
+                    async with anyio.create_task_group() as queues:
+                        for name, queue in settings.queues.items():
+                            queues.start_soon(_start_queue, name, queue, runtime, clients, metrics)
+
+            tg.start_soon(start_all)
+            log.info("started", queues=len(settings.queues), pool=pool)
+            task_status.started(runtime)
+            await stop.wait()
+            await _shutdown(runtime, settings.shutdown.grace_seconds)
+            starting.cancel()
+    log.info("stopped")
+
+
+async def _shutdown(runtime: Runtime, grace: float) -> None:
+    runtime.stopping = True
+    pollers = list(runtime.pollers.values())
+    log.info("shutdown_started", grace_seconds=grace, queues=len(pollers))
+    for poller in pollers:
+        poller.stop_receiving()
+    with anyio.move_on_after(grace):
+        for poller in pollers:
+            await poller.done.wait()
+    late = [p for p in pollers if not p.done.is_set()]
+    if late:
+        log.warning("shutdown_grace_expired", queues=[p.name for p in late])
+        for poller in late:
+            poller.abort()
+        for poller in late:
+            await poller.done.wait()
+    log.info("shutdown_drained")
+
+
+async def _watch_signals(stop: anyio.Event) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            if not stop.is_set():
+                log.info("signal_received", signal=signal.Signals(signum).name, action="drain")
+                stop.set()
+            else:
+                # A second signal: leave now. Messages in flight reappear after their
+                # visibility timeout; nothing is lost.
+                log.warning("signal_received", signal=signal.Signals(signum).name, action="exit")
+                os._exit(1)
+
+
+async def run_daemon(settings: Settings, **kwargs: Any) -> None:
+    stop = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_watch_signals, stop)
+        await serve(settings, stop, **kwargs)
+        tg.cancel_scope.cancel()

@@ -1,0 +1,71 @@
+"""Building aiobotocore clients with every retry and pool setting explicit (aws-facts.md)."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from typing import Any
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+
+from worker.settings import LAMBDA_MAX_TIMEOUT_SECONDS, AwsSettings
+
+# The client types are untyped in aiobotocore; one alias keeps signatures honest.
+Client = Any
+
+
+def client_config(
+    aws: AwsSettings,
+    *,
+    pool: int,
+    read_timeout: float | None = None,
+    total_attempts: int | None = None,
+) -> AioConfig:
+    return AioConfig(
+        region_name=aws.region,
+        max_pool_connections=pool,
+        connect_timeout=aws.connect_timeout_seconds,
+        read_timeout=read_timeout or aws.read_timeout_seconds,
+        retries={
+            "mode": "standard",
+            "total_max_attempts": total_attempts or aws.sdk_max_attempts,
+        },
+    )
+
+
+class Clients:
+    """One client per service, opened on demand and closed with the exit stack."""
+
+    def __init__(self, aws: AwsSettings, stack: AsyncExitStack, *, pool: int) -> None:
+        self._aws = aws
+        self._stack = stack
+        self._pool = pool
+        self._session = get_session()
+        self._clients: dict[str, Client] = {}
+
+    async def get(self, service: str) -> Client:
+        if service not in self._clients:
+            config = client_config(self._aws, pool=self._pool)
+            if service == "lambda":
+                # A synchronous invoke must outlive the function (at most 900 s), and botocore
+                # must never re-send an Invoke: a retried invoke runs the function twice. Our
+                # own policy retries through SQS instead.
+                config = client_config(
+                    self._aws,
+                    pool=self._pool,
+                    read_timeout=LAMBDA_MAX_TIMEOUT_SECONDS + 10,
+                    total_attempts=1,
+                )
+            creator = self._session.create_client(
+                service,
+                region_name=self._aws.region,
+                endpoint_url=self._aws.endpoint_for(service),
+                config=config,
+            )
+            self._clients[service] = await self._stack.enter_async_context(creator)
+        return self._clients[service]
+
+
+def pool_size(aws: AwsSettings, queues: int, deliveries: int) -> int:
+    """Long polls hold a connection each for up to 20 s; deliveries and settles need their own."""
+    return max(aws.max_pool_connections, queues * 2 + deliveries + 10)

@@ -1,0 +1,61 @@
+"""Which receive count a DLQ message arrived with (the redrive source's `maxReceiveCount`)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import structlog
+
+from worker.aws.clients import Client
+from worker.aws.sqs import RedriveSource, redrive_sources
+from worker.core.envelope import DlqMessage
+
+log = structlog.get_logger("worker.sources")
+
+
+class SourceBook:
+    """The DLQ's redrive sources, refreshed when a message names a source we do not know."""
+
+    def __init__(
+        self,
+        client: Client,
+        dlq_url: str,
+        *,
+        min_refresh_seconds: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self._dlq_url = dlq_url
+        self._min_refresh = min_refresh_seconds
+        self._clock = clock
+        self._refreshed_at: float | None = None
+        self.by_arn: dict[str, RedriveSource] = {}
+
+    async def refresh(self) -> None:
+        found = await redrive_sources(self._client, self._dlq_url)
+        # Keep the same dict object: targets hold a reference to it.
+        self.by_arn.clear()
+        self.by_arn.update(found)
+        self._refreshed_at = self._clock()
+        log.info("redrive_sources", dlq=self._dlq_url, sources=sorted(found))
+
+    async def learn(self, messages: Sequence[DlqMessage]) -> None:
+        unknown = any(m.source_arn and m.source_arn not in self.by_arn for m in messages)
+        due = self._refreshed_at is None or self._clock() - self._refreshed_at >= self._min_refresh
+        if unknown and due:
+            await self.refresh()
+
+    def arrived_with(self, message: DlqMessage) -> int:
+        """The source's maxReceiveCount for SQS redrive, 0 for other producers.
+
+        Without `DeadLetterQueueSourceArn` (some emulators never send it) a DLQ with redrive
+        sources is assumed fed by them; with several, the smallest count (never over-counts
+        the receives a message had before it arrived).
+        """
+        if message.source_arn:
+            source = self.by_arn.get(message.source_arn)
+            return source.max_receive_count if source else 0
+        if self.by_arn:
+            return min(s.max_receive_count for s in self.by_arn.values())
+        return 0

@@ -1,0 +1,189 @@
+"""The SQS adapter: receive, and batch calls that read every `Failed` entry.
+
+A batch entry that failed for a server-side reason is retried (with backoff) before it is
+reported; the caller decides what a still-failed entry means (never: "deleted anyway").
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import structlog
+
+from worker.aws.clients import Client
+
+BATCH = 10
+log = structlog.get_logger("worker.sqs")
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class EntryFailure:
+    code: str
+    sender_fault: bool
+    message: str = ""
+
+
+def error_code(exc: BaseException) -> str:
+    """The AWS error code of a botocore exception, or its class name (network errors)."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        code = response.get("Error", {}).get("Code")
+        if code:
+            return str(code)
+    return type(exc).__name__
+
+
+def chunks(items: Sequence[Any], size: int = BATCH) -> list[Sequence[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+async def batch_call(
+    call: Callable[[list[dict[str, Any]]], Awaitable[dict[str, Any]]],
+    entries: Sequence[dict[str, Any]],
+    *,
+    attempts: int = 3,
+    sleep: Sleep = anyio.sleep,
+    backoff: float = 0.2,
+) -> tuple[list[dict[str, Any]], dict[str, EntryFailure]]:
+    """Run a *Batch API over entries (each with a unique `Id`), in chunks of 10.
+
+    Returns the `Successful` results and the entries that still failed, by Id. Entries that
+    failed with `SenderFault: true` are not retried (the request itself is wrong).
+    """
+    successful: list[dict[str, Any]] = []
+    failed: dict[str, EntryFailure] = {}
+    pending = list(entries)
+    for attempt in range(attempts):
+        if attempt:
+            await sleep(backoff * 2 ** (attempt - 1))
+        retry: list[dict[str, Any]] = []
+        by_id = {e["Id"]: e for e in pending}
+        for chunk in chunks(pending):
+            try:
+                response = await call(list(chunk))
+            except Exception as exc:  # noqa: BLE001 - any failure leaves these entries pending
+                code = error_code(exc)
+                log.warning("batch_call_failed", error=code, entries=len(chunk))
+                for entry in chunk:
+                    failed[entry["Id"]] = EntryFailure(code, False, str(exc)[:200])
+                    retry.append(entry)
+                continue
+            successful.extend(response.get("Successful", []))
+            for item in response.get("Failed", []):
+                failure = EntryFailure(
+                    item.get("Code", "Unknown"),
+                    bool(item.get("SenderFault")),
+                    item.get("Message", ""),
+                )
+                failed[item["Id"]] = failure
+                if not failure.sender_fault:
+                    retry.append(by_id[item["Id"]])
+            for item in response.get("Successful", []):
+                failed.pop(item["Id"], None)
+        pending = retry
+        if not pending:
+            break
+    return successful, failed
+
+
+class SqsQueue:
+    """One queue URL and the calls the worker makes on it."""
+
+    def __init__(self, client: Client, url: str, *, sleep: Sleep = anyio.sleep) -> None:
+        self.client = client
+        self.url = url
+        self._sleep = sleep
+
+    @property
+    def is_fifo(self) -> bool:
+        return self.url.endswith(".fifo")
+
+    async def receive(self, max_messages: int, wait: int, visibility: int) -> list[dict[str, Any]]:
+        response = await self.client.receive_message(
+            QueueUrl=self.url,
+            MaxNumberOfMessages=max_messages,
+            WaitTimeSeconds=wait,
+            VisibilityTimeout=visibility,
+            MessageSystemAttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        )
+        messages: list[dict[str, Any]] = response.get("Messages", [])
+        return messages
+
+    async def send(
+        self, entries: Sequence[dict[str, Any]]
+    ) -> tuple[list[dict[str, Any]], dict[str, EntryFailure]]:
+        return await batch_call(self._call("send_message_batch"), entries, sleep=self._sleep)
+
+    async def delete(self, receipts: dict[str, str]) -> dict[str, EntryFailure]:
+        entries = [{"Id": i, "ReceiptHandle": r} for i, r in receipts.items()]
+        _, failed = await batch_call(self._call("delete_message_batch"), entries, sleep=self._sleep)
+        return failed
+
+    async def change_visibility(
+        self, receipts: dict[str, tuple[str, int]]
+    ) -> dict[str, EntryFailure]:
+        entries = [
+            {"Id": i, "ReceiptHandle": r, "VisibilityTimeout": t} for i, (r, t) in receipts.items()
+        ]
+        call = self._call("change_message_visibility_batch")
+        _, failed = await batch_call(call, entries, sleep=self._sleep)
+        return failed
+
+    def _call(self, operation: str) -> Callable[[list[dict[str, Any]]], Awaitable[dict[str, Any]]]:
+        method = getattr(self.client, operation)
+
+        async def call(entries: list[dict[str, Any]]) -> dict[str, Any]:
+            result: dict[str, Any] = await method(QueueUrl=self.url, Entries=entries)
+            return result
+
+        return call
+
+
+async def resolve_queue_url(client: Client, ref: str) -> str:
+    """A queue URL from a URL, a name or an ARN."""
+    if ref.startswith(("https://", "http://")):
+        return ref
+    if ref.startswith("arn:"):
+        parts = ref.split(":")
+        response = await client.get_queue_url(QueueName=parts[5], QueueOwnerAWSAccountId=parts[4])
+    else:
+        response = await client.get_queue_url(QueueName=ref)
+    return str(response["QueueUrl"])
+
+
+@dataclass(frozen=True)
+class RedriveSource:
+    arn: str
+    url: str
+    max_receive_count: int
+
+
+async def redrive_sources(client: Client, dlq_url: str) -> dict[str, RedriveSource]:
+    """The queues that dead-letter into this DLQ, by ARN, with their `maxReceiveCount`."""
+    urls: list[str] = []
+    kwargs: dict[str, Any] = {"QueueUrl": dlq_url, "MaxResults": 1000}
+    while True:
+        response = await client.list_dead_letter_source_queues(**kwargs)
+        urls.extend(response.get("queueUrls", []))
+        token = response.get("NextToken")
+        if not token:
+            break
+        kwargs["NextToken"] = token
+    sources: dict[str, RedriveSource] = {}
+    for url in urls:
+        attrs = (
+            await client.get_queue_attributes(
+                QueueUrl=url, AttributeNames=["QueueArn", "RedrivePolicy"]
+            )
+        )["Attributes"]
+        policy = json.loads(attrs.get("RedrivePolicy", "{}"))
+        count = int(policy.get("maxReceiveCount", 0))
+        sources[attrs["QueueArn"]] = RedriveSource(attrs["QueueArn"], url, count)
+    return sources

@@ -1,0 +1,91 @@
+"""The command line: run, check-config, demo, healthcheck (SPEC.md, Command line)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+
+import anyio
+import yaml
+
+from worker.config import ConfigError, load_settings
+from worker.logs import configure_logging
+from worker.settings import Settings
+
+EXIT_OK, EXIT_CRASH, EXIT_CONFIG = 0, 1, 2
+
+
+def _config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--env", help="environment: also loads config/<ENV>.yaml")
+    parser.add_argument(
+        "--config", action="append", default=[], metavar="FILE", help="extra YAML file(s)"
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="retry-worker", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _config_args(sub.add_parser("run", help="run the daemon"))
+    _config_args(sub.add_parser("check-config", help="validate and print the configuration"))
+    demo = sub.add_parser("demo", help="run the daemon against an embedded local AWS emulator")
+    demo.add_argument("--duration", type=float, default=60.0, help="seconds to run")
+    health = sub.add_parser("healthcheck", help="exit 0 if the local /readyz answers 200")
+    health.add_argument("--url", default="http://127.0.0.1:8080/readyz")
+    return parser
+
+
+def _load(args: argparse.Namespace) -> Settings | None:
+    try:
+        return load_settings(args.env, args.config)
+    except ConfigError as exc:
+        print("configuration invalid:", file=sys.stderr)
+        for error in exc.errors:
+            print(f"  {error}", file=sys.stderr)
+        return None
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    settings = _load(args)
+    if settings is None:
+        return EXIT_CONFIG
+    print(yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False), end="")
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = _load(args)
+    if settings is None:
+        return EXIT_CONFIG
+    from worker.app import run_daemon
+
+    configure_logging(settings.logging)
+    anyio.run(run_daemon, settings)
+    return EXIT_OK
+
+
+def _healthcheck(args: argparse.Namespace) -> int:
+    try:
+        with urllib.request.urlopen(args.url, timeout=3) as response:  # noqa: S310 - local probe
+            return EXIT_OK if response.status == 200 else EXIT_CRASH
+    except (urllib.error.URLError, OSError):
+        return EXIT_CRASH
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from worker.demo import run_demo
+
+    return run_demo(args.duration)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    commands = {
+        "run": _run,
+        "check-config": _check_config,
+        "demo": _demo,
+        "healthcheck": _healthcheck,
+    }
+    return commands[args.command](args)

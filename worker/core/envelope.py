@@ -1,0 +1,69 @@
+"""A received DLQ message, parsed once into a typed value (pure)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+ATTEMPT_ATTRIBUTE = "retry-worker.attempt"
+OWN_PREFIX = "retry-worker."
+
+
+@dataclass(frozen=True)
+class DlqMessage:
+    message_id: str
+    receipt_handle: str
+    body: str
+    attributes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    receive_count: int = 1
+    sent_at: float | None = None  # epoch seconds, from SentTimestamp
+    source_arn: str | None = None  # DeadLetterQueueSourceArn
+    trace_header: str | None = None  # AWSTraceHeader
+    group_id: str | None = None  # MessageGroupId (FIFO)
+    carried_attempts: int = 0  # from our `retry-worker.attempt` marker
+    marker_invalid: bool = False  # the marker was present but not a number
+
+    def age(self, now: float) -> float | None:
+        return None if self.sent_at is None else max(0.0, now - self.sent_at)
+
+    def foreign_attributes(self) -> dict[str, dict[str, Any]]:
+        """The message's attributes without our own markers."""
+        return {k: v for k, v in self.attributes.items() if not k.startswith(OWN_PREFIX)}
+
+
+def _int(value: Any, default: int) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _carried(attributes: dict[str, dict[str, Any]]) -> tuple[int, bool]:
+    marker = attributes.get(ATTEMPT_ATTRIBUTE)
+    if marker is None:
+        return 0, False
+    value = _int(marker.get("StringValue"), -1)
+    if value < 0:
+        return 0, True
+    return value, False
+
+
+def parse_message(raw: dict[str, Any]) -> DlqMessage:
+    """From one entry of a ReceiveMessage response (all attributes requested)."""
+    system = raw.get("Attributes", {})
+    attributes = raw.get("MessageAttributes", {})
+    sent = system.get("SentTimestamp")
+    carried, invalid = _carried(attributes)
+    return DlqMessage(
+        message_id=raw["MessageId"],
+        receipt_handle=raw["ReceiptHandle"],
+        body=raw.get("Body", ""),
+        attributes=attributes,
+        receive_count=max(1, _int(system.get("ApproximateReceiveCount"), 1)),
+        sent_at=_int(sent, 0) / 1000 if sent is not None else None,
+        source_arn=system.get("DeadLetterQueueSourceArn"),
+        trace_header=system.get("AWSTraceHeader"),
+        group_id=system.get("MessageGroupId"),
+        carried_attempts=carried,
+        marker_invalid=invalid,
+    )

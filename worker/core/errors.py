@@ -1,0 +1,34 @@
+"""The error vocabulary: every failure is classified once, at the adapter edge."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorKind(StrEnum):
+    THROTTLED = "throttled"
+    RETRYABLE = "retryable"
+    PERMANENT = "permanent"
+    UNKNOWN = "unknown"
+
+
+class DeliveryError(Exception):
+    """A target did not accept a message.
+
+    `code` is the AWS error code (or a code of ours such as `FunctionError.Unhandled`);
+    `retry_after` is the target's own hint in seconds, when it gave one.
+    """
+
+    def __init__(
+        self,
+        kind: ErrorKind,
+        code: str,
+        detail: str = "",
+        *,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(f"{code}: {detail}" if detail else code)
+        self.kind = kind
+        self.code = code
+        self.detail = detail
+        self.retry_after = retry_after

@@ -1,0 +1,96 @@
+"""Retry policy: attempt counting, backoff maths and the retry-or-park decision (pure).
+
+The random source and the clock reading are parameters, so tests are exact.
+"""
+
+from __future__ import annotations
+
+import random
+
+from worker.core.envelope import DlqMessage
+from worker.core.errors import DeliveryError, ErrorKind
+from worker.core.outcomes import Park, Retry
+from worker.settings import BackoffSettings, PolicySettings
+
+
+def attempt_number(message: DlqMessage, arrived_with: int) -> int:
+    """1 for the first try in this DLQ.
+
+    `arrived_with` is the receive count the message had when it reached the DLQ (the source
+    queue's `maxReceiveCount` for SQS redrive, else 0). Attempts made in earlier cycles travel
+    in our marker attribute (an SQS source queue that dead-letters the message again).
+    """
+    return max(1, message.carried_attempts + message.receive_count - arrived_with)
+
+
+def base_delay(attempt: int, backoff: BackoffSettings) -> float:
+    """`initial * multiplier^(attempt-1)`, capped at `max_seconds`."""
+    exponent = max(0, attempt - 1)
+    # Cap the exponent first: a large attempt count must not overflow the float.
+    if backoff.multiplier > 1 and backoff.initial_seconds > 0:
+        limit = backoff.max_seconds / backoff.initial_seconds
+        if backoff.multiplier**exponent >= limit:
+            return backoff.max_seconds
+    return min(backoff.max_seconds, backoff.initial_seconds * backoff.multiplier**exponent)
+
+
+def backoff_delay(attempt: int, backoff: BackoffSettings, rng: random.Random) -> float:
+    """The delay before attempt `attempt + 1`, with the configured jitter.
+
+    - none: the base delay
+    - full: uniform in [0, base]
+    - equal: base/2 + uniform in [0, base/2]
+    - decorrelated: uniform in [initial, 3 * previous base], capped. SQS keeps no state
+      between receives, so "previous" is the base delay of the previous attempt.
+    """
+    base = base_delay(attempt, backoff)
+    match backoff.jitter:
+        case "none":
+            return base
+        case "full":
+            return rng.uniform(0, base)
+        case "equal":
+            return base / 2 + rng.uniform(0, base / 2)
+        case "decorrelated":
+            previous = base_delay(attempt - 1, backoff) if attempt > 1 else backoff.initial_seconds
+            low = backoff.initial_seconds
+            return min(backoff.max_seconds, rng.uniform(low, max(low, previous * 3)))
+    raise ValueError(f"unknown jitter {backoff.jitter!r}")  # pragma: no cover
+
+
+def gate(message: DlqMessage, attempt: int, policy: PolicySettings, now: float) -> Park | None:
+    """Before delivering: a message past its limits is parked without another try."""
+    if attempt > policy.max_attempts:
+        return Park("max_attempts", "max_attempts_exceeded")
+    age = message.age(now)
+    if policy.max_age_seconds is not None and age is not None and age > policy.max_age_seconds:
+        return Park("max_age", "max_age_exceeded")
+    return None
+
+
+def on_failure(
+    error: DeliveryError,
+    attempt: int,
+    message: DlqMessage,
+    policy: PolicySettings,
+    now: float,
+    rng: random.Random,
+) -> Retry | Park:
+    """After a failed delivery: retry later (with backoff) or park."""
+    if error.code in policy.park_on:
+        return Park("permanent_error", error.code)
+    if error.kind is ErrorKind.PERMANENT and error.code not in policy.retry_on:
+        return Park("permanent_error", error.code)
+    if attempt >= policy.max_attempts:
+        return Park("max_attempts", error.code)
+    delay = backoff_delay(attempt, policy.backoff, rng)
+    if error.retry_after is not None:
+        delay = min(max(delay, error.retry_after), policy.backoff.max_seconds)
+    age = message.age(now)
+    if (
+        policy.max_age_seconds is not None
+        and age is not None
+        and age + delay > policy.max_age_seconds
+    ):
+        return Park("max_age", error.code)
+    return Retry(delay, error.code)

@@ -1,0 +1,217 @@
+"""A fault-injecting, call-counting HTTP proxy in front of the local AWS emulator.
+
+Used by the demo, the tests and the benchmark. It recognises the service (from the SigV4
+credential scope) and the operation (X-Amz-Target, or the Lambda Invoke path), counts every
+call, and applies the first matching rule:
+
+- `error`: answer with an AWS-shaped error (status, code) without forwarding;
+- `function_error`: forward a Lambda Invoke, then answer 200 with `X-Amz-Function-Error`;
+- `fail_entries`: drop the first N entries of a *Batch request, forward the rest, and report
+  the dropped ones in `Failed` (as SQS does when an entry fails server-side);
+- `delay`: wait, then forward; `reset`: close the connection without an answer.
+
+Randomness is seeded, so a run repeats. Runs its own event loop in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import ClientSession, web
+
+_SCOPE = re.compile(r"Credential=[^/]+/\d{8}/[^/]+/([^/]+)/")
+_INVOKE = re.compile(r"^/[^/]+/functions/[^/]+/invocations$")
+_HOP_HEADERS = {"content-length", "transfer-encoding", "connection", "content-encoding", "host"}
+
+
+@dataclass
+class Rule:
+    service: str
+    operation: str | None = None  # None: every operation of the service
+    action: str = "error"  # error | function_error | fail_entries | delay | reset
+    status: int = 500
+    code: str = "InternalFailure"
+    probability: float = 1.0
+    times: int | None = None  # apply at most this many times
+    entries: int = 1  # fail_entries: how many
+    seconds: float = 0.0  # delay
+    extra: dict[str, Any] = field(default_factory=dict)  # error body fields
+    applied: int = 0
+
+    def matches(self, service: str, operation: str, rng: random.Random) -> bool:
+        if self.service != service or (self.operation and self.operation != operation):
+            return False
+        if self.times is not None and self.applied >= self.times:
+            return False
+        return rng.random() < self.probability
+
+
+def identify(request: web.Request) -> tuple[str, str]:
+    match = _SCOPE.search(request.headers.get("Authorization", ""))
+    service = match.group(1) if match else "unknown"
+    target = request.headers.get("X-Amz-Target", "")
+    if target:
+        return service, target.rsplit(".", 1)[-1]
+    if service == "lambda" and _INVOKE.match(request.path):
+        return service, "Invoke"
+    return service, request.method + " " + request.path.split("/")[1:2][0]
+
+
+def error_response(rule: Rule) -> web.Response:
+    body = {"__type": rule.code, "message": f"injected {rule.code}", **rule.extra}
+    headers = {"x-amzn-ErrorType": rule.code, "x-amzn-query-error": f"{rule.code};Receiver"}
+    if "retryAfterSeconds" in rule.extra:
+        headers["Retry-After"] = str(rule.extra["retryAfterSeconds"])
+    return web.json_response(body, status=rule.status, headers=headers)
+
+
+class FaultProxy:
+    def __init__(self, upstream: str, *, seed: int = 7, host: str = "127.0.0.1", port: int = 0):
+        self.upstream = upstream.rstrip("/")
+        self.rules: list[Rule] = []
+        self.calls: Counter[tuple[str, str]] = Counter()
+        # JSON request bodies, in order (for tests that check what was asked of AWS)
+        self.journal: list[tuple[str, str, Any]] = []
+        self.keep_journal = True
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self._host, self._port = host, port
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True, name="fault-proxy")
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    # -- control (any thread) ----------------------------------------------------------------
+
+    def add(self, rule: Rule) -> Rule:
+        with self._lock:
+            self.rules.append(rule)
+        return rule
+
+    def clear(self) -> None:
+        with self._lock:
+            self.rules.clear()
+            self.calls.clear()
+            self.journal.clear()
+
+    def requests(self, service: str, operation: str) -> list[Any]:
+        with self._lock:
+            return [b for s, o, b in self.journal if s == service and o == operation]
+
+    def count(self, service: str | None = None, operation: str | None = None) -> int:
+        with self._lock:
+            return sum(
+                n
+                for (s, o), n in self.calls.items()
+                if (service is None or s == service) and (operation is None or o == operation)
+            )
+
+    def start(self) -> FaultProxy:
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    # -- serving -----------------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._startup())
+        self._ready.set()
+        self._loop.run_forever()
+        self._loop.close()
+
+    async def _startup(self) -> None:
+        self._session = ClientSession(auto_decompress=False)
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        app.on_cleanup.append(self._close_session)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port)
+        await site.start()
+        sockets = site._server.sockets if site._server else []
+        port = sockets[0].getsockname()[1]
+        self.url = f"http://{self._host}:{port}"
+
+    async def _close_session(self, _: web.Application) -> None:
+        await self._session.close()
+
+    def _pick(self, service: str, operation: str, body: bytes) -> Rule | None:
+        with self._lock:
+            self.calls[(service, operation)] += 1
+            if self.keep_journal and body[:1] == b"{":
+                try:
+                    self.journal.append((service, operation, json.loads(body)))
+                except ValueError:
+                    pass
+            for rule in self.rules:
+                if rule.matches(service, operation, self._rng):
+                    rule.applied += 1
+                    return rule
+        return None
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        service, operation = identify(request)
+        body = await request.read()
+        rule = self._pick(service, operation, body)
+        if rule is not None:
+            if rule.action == "error":
+                return error_response(rule)
+            if rule.action == "reset":
+                if request.transport is not None:
+                    request.transport.abort()
+                raise asyncio.CancelledError
+            if rule.action == "delay":
+                await asyncio.sleep(rule.seconds)
+            if rule.action == "fail_entries":
+                return await self._fail_entries(request, body, rule)
+        status, headers, payload = await self._forward(request, body)
+        if rule is not None and rule.action == "function_error":
+            error = {"errorMessage": "injected failure", "errorType": "InjectedError"}
+            headers["X-Amz-Function-Error"] = "Unhandled"
+            return web.Response(status=200, body=json.dumps(error).encode(), headers=headers)
+        return web.Response(status=status, body=payload, headers=headers)
+
+    async def _forward(
+        self, request: web.Request, body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
+        async with self._session.request(
+            request.method, self.upstream + request.path_qs, data=body, headers=headers
+        ) as response:
+            payload = await response.read()
+            out = {k: v for k, v in response.headers.items() if k.lower() not in _HOP_HEADERS}
+            return response.status, out, payload
+
+    async def _fail_entries(self, request: web.Request, body: bytes, rule: Rule) -> web.Response:
+        data = json.loads(body)
+        dropped, kept = data["Entries"][: rule.entries], data["Entries"][rule.entries :]
+        failed = [
+            {"Id": e["Id"], "SenderFault": False, "Code": rule.code, "Message": "injected"}
+            for e in dropped
+        ]
+        result: dict[str, Any] = {"Successful": [], "Failed": failed}
+        if kept:
+            status, _, payload = await self._forward(
+                request, json.dumps({**data, "Entries": kept}).encode()
+            )
+            if status != 200:
+                return web.Response(status=status, body=payload)
+            upstream = json.loads(payload)
+            result["Successful"] = upstream.get("Successful", [])
+            result["Failed"] += upstream.get("Failed", [])
+        return web.json_response(result, content_type="application/x-amz-json-1.0")

@@ -1,0 +1,91 @@
+"""The metric families of SPEC.md, on an injected registry (no globals)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from worker import __version__
+
+# Target calls take milliseconds (SQS, async invokes) to minutes (a synchronous Lambda or a
+# waited-for state machine): buckets span 5 ms to 15 min.
+DELIVERY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
+# Backoffs span seconds to the 12 h visibility limit.
+BACKOFF_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 43200)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        p = "retry_worker_"
+        self.received = Counter(
+            p + "messages_received", "Messages received from DLQs.", ["queue"], registry=registry
+        )
+        self.deliveries = Counter(
+            p + "deliveries",
+            "Target calls by outcome.",
+            ["queue", "target", "outcome"],
+            registry=registry,
+        )
+        self.settled = Counter(
+            p + "messages_settled",
+            "Messages settled, by action.",
+            ["queue", "action"],
+            registry=registry,
+        )
+        self.delivery_duration = Histogram(
+            p + "delivery_duration_seconds",
+            "Time a target took to answer a delivery.",
+            ["queue", "target"],
+            buckets=DELIVERY_BUCKETS,
+            registry=registry,
+        )
+        self.backoff = Histogram(
+            p + "backoff_seconds",
+            "Backoff applied to deferred messages.",
+            ["queue"],
+            buckets=BACKOFF_BUCKETS,
+            registry=registry,
+        )
+        self.inflight = Gauge(
+            p + "inflight_messages",
+            "Messages received and not yet settled.",
+            ["queue"],
+            registry=registry,
+        )
+        self.circuit_state = Gauge(
+            p + "circuit_state",
+            "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
+            ["target"],
+            registry=registry,
+        )
+        self.circuit_transitions = Counter(
+            p + "circuit_transitions",
+            "Circuit breaker transitions.",
+            ["target", "state"],
+            registry=registry,
+        )
+        self.rate_limit_wait = Counter(
+            p + "rate_limit_wait_seconds",
+            "Time spent waiting for a rate-limit token.",
+            ["target"],
+            registry=registry,
+        )
+        self.receive_requests = Counter(
+            p + "receive_requests",
+            "ReceiveMessage calls by result.",
+            ["queue", "result"],
+            registry=registry,
+        )
+        self.aws_errors = Counter(
+            p + "aws_errors",
+            "Failed AWS API calls.",
+            ["service", "operation", "error"],
+            registry=registry,
+        )
+        self.queue_messages = Gauge(
+            p + "queue_messages", "Approximate DLQ depth.", ["queue", "state"], registry=registry
+        )
+        self.build_info = Gauge(
+            p + "build_info", "Build information.", ["version"], registry=registry
+        )
+        self.build_info.labels(version=__version__).set(1)

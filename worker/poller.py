@@ -1,0 +1,187 @@
+"""The per-queue poller: receive → run pipelines → settle in batches.
+
+Concurrency: one token per message from receive until its delivery ends, so at most
+`concurrency` messages are in delivery per queue; the receive asks only for what fits.
+A lease heartbeat extends visibility while a batch is in delivery.
+Shutdown: `stop_receiving()`, then batches finish; `abort()` cancels deliveries and
+releases their messages (visibility 0), settled under a shielded scope.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import anyio
+import structlog
+from anyio.abc import TaskGroup, TaskStatus
+
+from worker.aws.sources import SourceBook
+from worker.aws.sqs import SqsQueue, error_code
+from worker.core.envelope import DlqMessage, parse_message
+from worker.core.outcomes import Release
+from worker.metrics import Metrics
+from worker.pipeline import Decision, Pipeline
+from worker.settings import VISIBILITY_LIMIT_SECONDS, QueueSettings
+from worker.settle import Settler
+
+log = structlog.get_logger("worker.poller")
+
+SETTLE_DEADLINE_SECONDS = 20  # a shielded settle never holds shutdown longer than this
+RECEIVE_BACKOFF_MAX_SECONDS = 30.0
+
+
+class Poller:
+    def __init__(
+        self,
+        name: str,
+        settings: QueueSettings,
+        dlq: SqsQueue,
+        pipeline: Pipeline,
+        settler: Settler,
+        sources: SourceBook,
+        metrics: Metrics,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self._settings = settings
+        self._dlq = dlq
+        self._pipeline = pipeline
+        self._settler = settler
+        self._sources = sources
+        self._metrics = metrics
+        self._monotonic = monotonic
+        self._tokens = anyio.Semaphore(settings.concurrency)
+        self._receive_scope = anyio.CancelScope()
+        self._delivery_scopes: set[anyio.CancelScope] = set()
+        self._aborted = False
+        self._receive_failures = 0
+        self.last_receive_ok: bool | None = None
+        self.last_progress = monotonic()
+        self.done = anyio.Event()
+        self._log = log.bind(queue=name)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        try:
+            async with anyio.create_task_group() as batches:
+                task_status.started()
+                with self._receive_scope:
+                    while True:
+                        await self._receive_cycle(batches)
+        finally:
+            self.done.set()
+
+    def stop_receiving(self) -> None:
+        self._receive_scope.cancel()
+
+    def abort(self) -> None:
+        """Cancel deliveries in progress; their messages are released, not lost."""
+        self._aborted = True
+        self.stop_receiving()
+        for scope in list(self._delivery_scopes):
+            scope.cancel()
+
+    async def run_once(self) -> int:
+        """One receive and the full processing of what it returned (for tests and tools)."""
+        async with anyio.create_task_group() as batches:
+            received = await self._receive_cycle(batches)
+        return received
+
+    # -- receiving -------------------------------------------------------------------------
+
+    async def _take_tokens(self) -> int:
+        await self._tokens.acquire()
+        taken = 1
+        while taken < self._settings.receive.batch_size:
+            try:
+                self._tokens.acquire_nowait()
+            except anyio.WouldBlock:
+                break
+            taken += 1
+        return taken
+
+    def _give_tokens(self, count: int) -> None:
+        for _ in range(count):
+            self._tokens.release()
+
+    async def _receive_cycle(self, batches: TaskGroup) -> int:
+        receive = self._settings.receive
+        taken = await self._take_tokens()
+        try:
+            raw = await self._dlq.receive(
+                taken, receive.wait_seconds, receive.visibility_timeout_seconds
+            )
+        except Exception as exc:  # noqa: BLE001 - an outage must not kill the process
+            self._give_tokens(taken)
+            await self._receive_failed(exc)
+            return 0
+        received_at = self._monotonic()
+        self._give_tokens(taken - len(raw))
+        self.last_receive_ok = True
+        self.last_progress = received_at
+        self._receive_failures = 0
+        self._metrics.receive_requests.labels(self.name, "messages" if raw else "empty").inc()
+        if raw:
+            self._metrics.received.labels(self.name).inc(len(raw))
+            self._metrics.inflight.labels(self.name).inc(len(raw))
+            batches.start_soon(self._handle_batch, raw, received_at)
+        return len(raw)
+
+    async def _receive_failed(self, exc: Exception) -> None:
+        self.last_receive_ok = False
+        self._receive_failures += 1
+        code = error_code(exc)
+        self._metrics.receive_requests.labels(self.name, "error").inc()
+        self._metrics.aws_errors.labels("sqs", "ReceiveMessage", code).inc()
+        delay = min(RECEIVE_BACKOFF_MAX_SECONDS, 0.5 * 2 ** (self._receive_failures - 1))
+        self._log.warning("receive_failed", error=code, retry_in=delay)
+        await anyio.sleep(delay)
+
+    # -- one received batch ----------------------------------------------------------------
+
+    async def _handle_batch(self, raw: Sequence[dict[str, Any]], received_at: float) -> None:
+        messages = [parse_message(r) for r in raw]
+        decisions: list[Decision] | None = None
+        scope = anyio.CancelScope()
+        self._delivery_scopes.add(scope)
+        if self._aborted:
+            scope.cancel()
+        try:
+            with scope:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._heartbeat, messages, received_at)
+                    await self._sources.learn(messages)
+                    decisions = await self._pipeline.run(messages)
+                    tg.cancel_scope.cancel()
+        except Exception:  # noqa: BLE001 - logged; the batch is released, not lost
+            self._log.exception("batch_failed", messages=len(messages))
+        finally:
+            self._delivery_scopes.discard(scope)
+            self._give_tokens(len(messages))
+        if decisions is None:  # aborted or crashed: hand the messages back untouched
+            decisions = [Decision(m, 0, Release()) for m in messages]
+        with anyio.CancelScope(shield=True), anyio.move_on_after(SETTLE_DEADLINE_SECONDS):
+            try:
+                await self._settler.settle(decisions, received_at)
+            except Exception:  # noqa: BLE001 - logged; unsettled messages reappear
+                self._log.exception("settle_failed", messages=len(messages))
+        self._metrics.inflight.labels(self.name).dec(len(messages))
+        self.last_progress = self._monotonic()
+
+    async def _heartbeat(self, messages: Sequence[DlqMessage], received_at: float) -> None:
+        """Extend the lease at half its length while the batch is in delivery."""
+        lease = self._settings.receive.visibility_timeout_seconds
+        while True:
+            await anyio.sleep(lease / 2)
+            left = VISIBILITY_LIMIT_SECONDS - (self._monotonic() - received_at) - 1
+            extension = min(lease, math.floor(left))
+            if extension <= 0:
+                return
+            receipts = {m.message_id: (m.receipt_handle, extension) for m in messages}
+            failed = await self._dlq.change_visibility(receipts)
+            self._log.debug("lease_extended", seconds=extension, failed=len(failed))

@@ -1,0 +1,241 @@
+"""The settings tree: one frozen, validated model (SPEC.md, Configuration).
+
+Pure: no AWS code. Loading and layering live in `worker.config`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+VISIBILITY_LIMIT_SECONDS = 43_200  # SQS: a message can stay invisible at most 12 h
+LAMBDA_MAX_TIMEOUT_SECONDS = 900
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AwsSettings(Model):
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    endpoint_urls: dict[str, str] = {}
+    max_pool_connections: Annotated[int, Field(ge=1)] = 64
+    sdk_max_attempts: Annotated[int, Field(ge=1, le=10)] = 3
+    connect_timeout_seconds: PositiveFloat = 5
+    read_timeout_seconds: PositiveFloat = 30
+
+    def endpoint_for(self, service: str) -> str | None:
+        return self.endpoint_urls.get(service, self.endpoint_url)
+
+
+class HttpSettings(Model):
+    host: str = "0.0.0.0"  # noqa: S104 - a container serves probes on every interface
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+
+
+class LoggingSettings(Model):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "console"] = "json"
+    log_bodies: bool = False
+
+
+class ShutdownSettings(Model):
+    grace_seconds: NonNegativeFloat = 25
+
+
+class ReceiveSettings(Model):
+    batch_size: Annotated[int, Field(ge=1, le=10)] = 10
+    wait_seconds: Annotated[int, Field(ge=0, le=20)] = 20
+    visibility_timeout_seconds: Annotated[int, Field(ge=1, le=VISIBILITY_LIMIT_SECONDS)] = 60
+
+
+class BackoffSettings(Model):
+    initial_seconds: NonNegativeFloat = 30
+    multiplier: Annotated[float, Field(ge=1)] = 2.0
+    max_seconds: NonNegativeFloat = 3600
+    jitter: Literal["none", "full", "equal", "decorrelated"] = "full"
+
+
+class PolicySettings(Model):
+    max_attempts: Annotated[int, Field(ge=1)] = 5
+    max_age_seconds: PositiveFloat | None = None
+    backoff: BackoffSettings = BackoffSettings()
+    retry_on: tuple[str, ...] = ()
+    park_on: tuple[str, ...] = ()
+    parking_queue: str | None = None
+
+
+class RateLimitSettings(Model):
+    per_second: PositiveFloat = 10.0
+    burst: Annotated[int, Field(ge=1)] = 20
+
+
+class CircuitBreakerSettings(Model):
+    window: Annotated[int, Field(ge=1)] = 20
+    minimum_calls: Annotated[int, Field(ge=1)] = 10
+    failure_rate_threshold: Annotated[float, Field(gt=0, le=1)] = 0.5
+    open_seconds: PositiveFloat = 30
+    max_open_seconds: PositiveFloat = 600
+    half_open_probes: Annotated[int, Field(ge=1)] = 3
+
+
+class TargetBase(Model):
+    rate_limit: RateLimitSettings | None = None
+    circuit_breaker: CircuitBreakerSettings | None = None
+
+
+class LambdaTarget(TargetBase):
+    kind: Literal["lambda"]
+    function: str
+    invocation_type: Literal["RequestResponse", "Event"] = "RequestResponse"
+
+
+class StepFunctionsTarget(TargetBase):
+    kind: Literal["stepfunctions"]
+    state_machine_arn: str
+    wait_for_completion: bool = False
+
+
+class SqsTarget(TargetBase):
+    kind: Literal["sqs"]
+    queue: str | None = None
+    source: bool = False
+
+    @model_validator(mode="after")
+    def _one_destination(self) -> SqsTarget:
+        if (self.queue is None) == (not self.source):
+            raise ValueError("set exactly one of `queue` (name or URL) or `source: true`")
+        return self
+
+
+TARGET_KINDS = ("lambda", "stepfunctions", "sqs")
+Target = Annotated[
+    LambdaTarget | StepFunctionsTarget | SqsTarget,
+    Field(discriminator="kind"),
+]
+
+
+class QueueDefaults(Model):
+    concurrency: Annotated[int, Field(ge=1, le=1000)] = 10
+    receive: ReceiveSettings = ReceiveSettings()
+    policy: PolicySettings = PolicySettings()
+    rate_limit: RateLimitSettings = RateLimitSettings()
+    circuit_breaker: CircuitBreakerSettings = CircuitBreakerSettings()
+
+
+class QueueSettings(QueueDefaults):
+    """One DLQ, after the `defaults` were merged under it (see `worker.config`)."""
+
+    url: str | None = None
+    name: str | None = None
+    target: Target
+
+    @model_validator(mode="after")
+    def _url_or_name(self) -> QueueSettings:
+        if (self.url is None) == (self.name is None):
+            raise ValueError("set exactly one of `url` or `name`")
+        return self
+
+    @property
+    def queue_ref(self) -> str:
+        return self.url or self.name or ""
+
+
+class Settings(BaseSettings):
+    """The root. Environment variables `RETRY_WORKER_<SECTION>__<KEY>` win over files."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RETRY_WORKER_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    aws: AwsSettings = AwsSettings()
+    http: HttpSettings = HttpSettings()
+    logging: LoggingSettings = LoggingSettings()
+    shutdown: ShutdownSettings = ShutdownSettings()
+    defaults: QueueDefaults = QueueDefaults()
+    queues: dict[str, QueueSettings] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _inherit_defaults(cls, data: Any) -> Any:
+        """Every queue inherits `defaults`; the queue's own keys win (maps merge by key)."""
+        if not isinstance(data, dict) or not isinstance(data.get("queues"), dict):
+            return data
+        defaults = data.get("defaults") or {}
+        if not isinstance(defaults, dict):
+            return data
+        queues = {
+            name: deep_merge(defaults, q) if isinstance(q, dict) else q
+            for name, q in data["queues"].items()
+        }
+        return {**data, "queues": queues}
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Files arrive as init kwargs; environment variables are the last layer and win.
+        return (env_settings, init_settings)
+
+
+def cross_field_errors(settings: Settings) -> list[str]:
+    """Rules that span several keys, each as `path.to.key: message`."""
+    errors: list[str] = []
+    waits = [("defaults", settings.defaults)] + [
+        (f"queues.{name}", q) for name, q in settings.queues.items()
+    ]
+    for path, q in waits:
+        if settings.aws.read_timeout_seconds <= q.receive.wait_seconds:
+            errors.append(
+                f"aws.read_timeout_seconds: must exceed {path}.receive.wait_seconds "
+                f"({settings.aws.read_timeout_seconds} <= {q.receive.wait_seconds})"
+            )
+        backoff = q.policy.backoff
+        if backoff.max_seconds > VISIBILITY_LIMIT_SECONDS:
+            errors.append(
+                f"{path}.policy.backoff.max_seconds: must be <= {VISIBILITY_LIMIT_SECONDS} "
+                "(the SQS visibility timeout limit)"
+            )
+        if backoff.initial_seconds > backoff.max_seconds:
+            errors.append(f"{path}.policy.backoff.initial_seconds: must be <= max_seconds")
+    for name, q in settings.queues.items():
+        if not q.policy.parking_queue:
+            errors.append(
+                f"queues.{name}.policy.parking_queue: required (set it on the queue or in "
+                "defaults.policy.parking_queue)"
+            )
+        if set(q.policy.retry_on) & set(q.policy.park_on):
+            errors.append(f"queues.{name}.policy.park_on: overlaps retry_on")
+    return errors
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Maps merge key by key; lists and scalars in `over` replace."""
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def as_plain(value: Any) -> Any:
+    """The resolved tree as plain data (for `check-config`)."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    return value

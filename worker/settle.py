@@ -1,0 +1,176 @@
+"""Settlement: turn decisions into SQS batch calls, metrics and logs.
+
+Order matters for the promise that nothing is lost: park first, and delete only what the
+target accepted or the parking queue accepted. A message whose delete or visibility change
+still fails after retries is left to reappear (a duplicate at worst, never a loss).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import structlog
+
+from worker.aws.sqs import SqsQueue
+from worker.core.errors import ErrorKind
+from worker.core.outcomes import Delivered, Park, Release, Retry
+from worker.core.parking import build_parked, parking_metadata
+from worker.metrics import Metrics
+from worker.pipeline import Decision
+from worker.settings import VISIBILITY_LIMIT_SECONDS
+from worker.targets.sqs import copy_attributes
+
+log = structlog.get_logger("worker.settle")
+
+# A message the parking queue refused is tried again after this long.
+PARK_FAILED_RETRY_SECONDS = 60
+
+
+def visibility_for(delay: float, received_at: float, now: float) -> int:
+    """A visibility timeout for `delay`, within what SQS accepts for this receive."""
+    left = VISIBILITY_LIMIT_SECONDS - (now - received_at) - 1
+    return max(0, min(math.ceil(delay), math.floor(left)))
+
+
+def _delivery_outcome(decision: Decision) -> str:
+    if decision.error is None:
+        return "success"
+    if decision.error.kind in (ErrorKind.THROTTLED, ErrorKind.PERMANENT):
+        return decision.error.kind.value
+    return "retryable"
+
+
+class Settler:
+    def __init__(
+        self,
+        queue_name: str,
+        dlq: SqsQueue,
+        parking: SqsQueue,
+        metrics: Metrics,
+        *,
+        target_name: str,
+        log_bodies: bool = False,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._name = queue_name
+        self._dlq = dlq
+        self._parking = parking
+        self._metrics = metrics
+        self._target = target_name
+        self._log_bodies = log_bodies
+        self._clock = clock
+        self._monotonic = monotonic
+        self._log = log.bind(queue=queue_name, target=target_name)
+
+    async def settle(self, decisions: Sequence[Decision], received_at: float) -> None:
+        """`received_at` is the monotonic time of the receive (the visibility clock)."""
+        self._record(decisions)
+        deletes: dict[str, str] = {}
+        visibility: dict[str, tuple[str, int]] = {}
+        now = self._monotonic()
+        parks = [d for d in decisions if isinstance(d.outcome, Park)]
+        parked_ok = await self._park(parks)
+        for d in decisions:
+            mid, receipt = d.message.message_id, d.message.receipt_handle
+            match d.outcome:
+                case Delivered():
+                    deletes[mid] = receipt
+                case Park():
+                    if mid in parked_ok:
+                        deletes[mid] = receipt
+                    else:
+                        wait = visibility_for(PARK_FAILED_RETRY_SECONDS, received_at, now)
+                        visibility[mid] = (receipt, wait)
+                case Retry(delay=delay):
+                    visibility[mid] = (receipt, visibility_for(delay, received_at, now))
+                case Release():
+                    visibility[mid] = (receipt, 0)
+        if deletes:
+            failed = await self._dlq.delete(deletes)
+            self._report("delete_failed", failed)
+        if visibility:
+            failed = await self._dlq.change_visibility(visibility)
+            self._report("change_visibility_failed", failed)
+
+    async def _park(self, parks: Sequence[Decision]) -> set[str]:
+        if not parks:
+            return set()
+        entries = []
+        by_entry: dict[str, Decision] = {}
+        parked_at = self._clock()
+        for index, d in enumerate(parks):
+            assert isinstance(d.outcome, Park)
+            meta = parking_metadata(
+                reason=d.outcome.reason,
+                attempts=d.attempt,
+                error=d.outcome.error,
+                source_queue=self._dlq.url,
+                parked_at=parked_at,
+            )
+            entries.append(self._parking_entry(str(index), d, build_parked(d.message, meta)))
+            by_entry[str(index)] = d
+        _, failed = await self._parking.send(entries)
+        self._metrics.settled.labels(self._name, "parked").inc(len(entries) - len(failed))
+        self._metrics.settled.labels(self._name, "deferred").inc(len(failed))
+        for entry_id, failure in failed.items():
+            d = by_entry[entry_id]
+            self._log.error(
+                "park_failed",
+                message_id=d.message.message_id,
+                error=failure.code,
+                detail=failure.message,
+                outcome="kept_in_dlq",
+            )
+        return {d.message.message_id for i, d in by_entry.items() if i not in failed}
+
+    def _parking_entry(self, entry_id: str, d: Decision, parked: Any) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "Id": entry_id,
+            "MessageBody": parked.body,
+            "MessageAttributes": copy_attributes(parked.attributes),
+        }
+        if d.message.trace_header:
+            entry["MessageSystemAttributes"] = {
+                "AWSTraceHeader": {"DataType": "String", "StringValue": d.message.trace_header}
+            }
+        if self._parking.is_fifo:
+            entry["MessageGroupId"] = d.message.group_id or "retry-worker"
+            entry["MessageDeduplicationId"] = f"park-{d.message.message_id}"
+        return entry
+
+    def _report(self, event: str, failed: dict[str, Any]) -> None:
+        for mid, failure in failed.items():
+            self._log.error(event, message_id=mid, error=failure.code, detail=failure.message)
+            self._metrics.aws_errors.labels(
+                "sqs", event.removesuffix("_failed"), failure.code
+            ).inc()
+
+    def _record(self, decisions: Sequence[Decision]) -> None:
+        m, q = self._metrics, self._name
+        for d in decisions:
+            ctx: dict[str, Any] = {"message_id": d.message.message_id, "attempt": d.attempt}
+            if self._log_bodies:
+                ctx["body"] = d.message.body
+            if d.duration is not None:
+                outcome = _delivery_outcome(d)
+                m.deliveries.labels(q, self._target, outcome).inc()
+                m.delivery_duration.labels(q, self._target).observe(d.duration)
+            match d.outcome:
+                case Delivered():
+                    m.settled.labels(q, "deleted").inc()
+                    self._log.info("delivered", outcome="delivered", **ctx)
+                case Retry(delay=delay, error=error):
+                    m.settled.labels(q, "deferred").inc()
+                    m.backoff.labels(q).observe(delay)
+                    self._log.info(
+                        "deferred", outcome="deferred", error=error, delay=round(delay, 3), **ctx
+                    )
+                case Park(reason=reason, error=error):
+                    self._log.warning("parked", outcome="parked", reason=reason, error=error, **ctx)
+                case Release():
+                    m.settled.labels(q, "released").inc()
+                    self._log.info("released", outcome="released", **ctx)

@@ -1,0 +1,24 @@
+"""One small module per target kind; `build_target` picks it from the settings."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from worker.aws.clients import Clients
+from worker.aws.sqs import RedriveSource
+from worker.settings import LambdaTarget, QueueSettings, StepFunctionsTarget
+from worker.targets.base import Target
+from worker.targets.lambda_ import LambdaInvoker
+from worker.targets.sqs import SqsSender
+from worker.targets.stepfunctions import StepFunctionsStarter
+
+
+async def build_target(
+    queue: QueueSettings, clients: Clients, sources: Mapping[str, RedriveSource]
+) -> Target:
+    settings = queue.target
+    if isinstance(settings, LambdaTarget):
+        return LambdaInvoker(await clients.get("lambda"), settings)
+    if isinstance(settings, StepFunctionsTarget):
+        return StepFunctionsStarter(await clients.get("stepfunctions"), settings)
+    return SqsSender(await clients.get("sqs"), settings, sources)

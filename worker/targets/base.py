@@ -1,0 +1,58 @@
+"""What every target offers the pipeline, and the helper for one-call-per-message targets."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import anyio
+
+from worker.core.envelope import DlqMessage
+from worker.core.errors import DeliveryError
+from worker.targets.classify import classify
+
+
+@dataclass(frozen=True)
+class Delivery:
+    message: DlqMessage
+    attempt: int
+
+
+Result = DeliveryError | None  # None: the target accepted the message
+
+
+class Target(Protocol):
+    """A target delivers a batch and answers per message; it never raises for one message."""
+
+    name: str
+
+    async def deliver(self, batch: Sequence[Delivery]) -> list[Result]: ...
+
+
+async def deliver_each(
+    batch: Sequence[Delivery], one: Callable[[Delivery], Awaitable[None]]
+) -> list[Result]:
+    """Deliver each message with its own call, concurrently (the poller bounds concurrency)."""
+    results: list[Result] = [None] * len(batch)
+
+    async def run(index: int, delivery: Delivery) -> None:
+        try:
+            await one(delivery)
+        except Exception as exc:  # noqa: BLE001 - classified, never lost
+            results[index] = classify(exc)
+
+    async with anyio.create_task_group() as tg:
+        for index, delivery in enumerate(batch):
+            tg.start_soon(run, index, delivery)
+    return results
+
+
+def short_name(ref: str) -> str:
+    """A target's short name for metrics and logs: the last part of an ARN or URL."""
+    tail = ref.rstrip("/").rsplit("/", 1)[-1]
+    if tail.startswith("arn:"):
+        parts = tail.split(":")
+        # arn:aws:lambda:region:acct:function:NAME[:QUALIFIER], arn:...:stateMachine:NAME
+        return ":".join(parts[6:]) if len(parts) > 6 else parts[-1]
+    return tail

@@ -1,0 +1,39 @@
+"""Lambda target: Invoke, RequestResponse by default so the worker sees the real outcome."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from worker.aws.clients import Client
+from worker.core.errors import DeliveryError, ErrorKind
+from worker.settings import LambdaTarget
+from worker.targets.base import Delivery, Result, deliver_each, short_name
+
+
+class LambdaInvoker:
+    def __init__(self, client: Client, settings: LambdaTarget) -> None:
+        self._client = client
+        self._function = settings.function
+        self._type = settings.invocation_type
+        self.name = short_name(settings.function)
+
+    async def deliver(self, batch: Sequence[Delivery]) -> list[Result]:
+        return await deliver_each(batch, self._invoke)
+
+    async def _invoke(self, delivery: Delivery) -> None:
+        response = await self._client.invoke(
+            FunctionName=self._function,
+            InvocationType=self._type,
+            Payload=delivery.message.body.encode("utf-8"),
+        )
+        payload = response.get("Payload")
+        if payload is not None:  # read it to hand the connection back to the pool
+            await payload.read()
+        if response.get("FunctionError"):
+            # 200 with X-Amz-Function-Error: the function ran and failed.
+            raise DeliveryError(ErrorKind.RETRYABLE, f"FunctionError.{response['FunctionError']}")
+        expected = 202 if self._type == "Event" else 200
+        if response.get("StatusCode") != expected:
+            raise DeliveryError(
+                ErrorKind.RETRYABLE, f"UnexpectedStatus.{response.get('StatusCode')}"
+            )

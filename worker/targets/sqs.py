@@ -1,0 +1,120 @@
+"""SQS target: SendMessageBatch to a named queue or back to the queue that dead-lettered it.
+
+Body, every attribute (String, Number, Binary) and AWSTraceHeader are kept; a FIFO group is
+kept and the dedup id is deterministic per (message, attempt). The `retry-worker.attempt`
+marker travels with the message, so a source queue that dead-letters it again does not start
+the count afresh (aws-facts.md, Loops).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import structlog
+
+from worker.aws.clients import Client
+from worker.aws.sqs import RedriveSource, SqsQueue, resolve_queue_url
+from worker.core.envelope import ATTEMPT_ATTRIBUTE, DlqMessage
+from worker.core.errors import DeliveryError, ErrorKind
+from worker.core.parking import MAX_ATTRIBUTES
+from worker.settings import SqsTarget
+from worker.targets.base import Delivery, Result, short_name
+from worker.targets.classify import classify, kind_of
+
+log = structlog.get_logger("worker.targets.sqs")
+_ATTRIBUTE_KEYS = ("DataType", "StringValue", "BinaryValue")
+
+
+def copy_attributes(attributes: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Received attributes in the shape SendMessage takes (drops empty list fields)."""
+    return {
+        name: {k: attr[k] for k in _ATTRIBUTE_KEYS if k in attr}
+        for name, attr in attributes.items()
+    }
+
+
+def send_entry(entry_id: str, message: DlqMessage, attempt: int, *, fifo: bool) -> dict[str, Any]:
+    attributes = copy_attributes(message.foreign_attributes())
+    if len(attributes) < MAX_ATTRIBUTES:
+        attributes[ATTEMPT_ATTRIBUTE] = {"DataType": "Number", "StringValue": str(attempt)}
+    entry: dict[str, Any] = {"Id": entry_id, "MessageBody": message.body}
+    if attributes:
+        entry["MessageAttributes"] = attributes
+    if message.trace_header:
+        entry["MessageSystemAttributes"] = {
+            "AWSTraceHeader": {"DataType": "String", "StringValue": message.trace_header}
+        }
+    if fifo:
+        if not message.group_id:
+            raise DeliveryError(ErrorKind.PERMANENT, "MissingMessageGroupId")
+        entry["MessageGroupId"] = message.group_id
+        dedup = hashlib.sha256(f"{message.message_id}:{attempt}".encode()).hexdigest()
+        entry["MessageDeduplicationId"] = dedup
+    return entry
+
+
+class SqsSender:
+    def __init__(
+        self,
+        client: Client,
+        settings: SqsTarget,
+        sources: Mapping[str, RedriveSource],
+    ) -> None:
+        self._client = client
+        self._queue = settings.queue
+        self._sources = sources  # the DLQ's redrive sources, by ARN
+        self._urls: dict[str, str] = {}
+        self.name = short_name(settings.queue) if settings.queue else "source"
+
+    async def _destination(self, message: DlqMessage) -> str:
+        ref = self._queue
+        if ref is None:
+            if message.source_arn:
+                ref = message.source_arn
+            elif len(self._sources) == 1:
+                ref = next(iter(self._sources.values())).url
+            else:
+                raise DeliveryError(
+                    ErrorKind.PERMANENT,
+                    "SourceQueueUnknown",
+                    f"no DeadLetterQueueSourceArn and {len(self._sources)} redrive sources",
+                )
+        if ref not in self._urls:
+            self._urls[ref] = await resolve_queue_url(self._client, ref)
+        return self._urls[ref]
+
+    async def deliver(self, batch: Sequence[Delivery]) -> list[Result]:
+        results: list[Result] = [None] * len(batch)
+        groups: dict[str, list[int]] = defaultdict(list)
+        for index, delivery in enumerate(batch):
+            try:
+                groups[await self._destination(delivery.message)].append(index)
+            except DeliveryError as exc:
+                results[index] = exc
+            except Exception as exc:  # noqa: BLE001 - e.g. GetQueueUrl failed
+                results[index] = classify(exc)
+        for url, indexes in groups.items():
+            await self._send(SqsQueue(self._client, url), batch, indexes, results)
+        return results
+
+    async def _send(
+        self, queue: SqsQueue, batch: Sequence[Delivery], indexes: list[int], results: list[Result]
+    ) -> None:
+        entries = []
+        for index in indexes:
+            delivery = batch[index]
+            try:
+                entries.append(
+                    send_entry(str(index), delivery.message, delivery.attempt, fifo=queue.is_fifo)
+                )
+            except DeliveryError as exc:
+                results[index] = exc
+        if not entries:
+            return
+        _, failed = await queue.send(entries)
+        for entry_id, failure in failed.items():
+            kind = ErrorKind.PERMANENT if failure.sender_fault else kind_of(failure.code)
+            results[int(entry_id)] = DeliveryError(kind, failure.code, failure.message)

@@ -1,0 +1,91 @@
+"""Step Functions target: StartExecution under a name derived from the DLQ message.
+
+The name makes a replay after a crash harmless: the same name with the same input returns the
+running execution, and `ExecutionAlreadyExists` means it was already started (delivered).
+With `wait_for_completion`, a failed execution is retried under the next name (`-1`, `-2`, …);
+a replay first finds the running or succeeded execution of an earlier try.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+
+import anyio
+
+from worker.aws.clients import Client
+from worker.aws.sqs import error_code
+from worker.core.errors import DeliveryError, ErrorKind
+from worker.settings import StepFunctionsTarget
+from worker.targets.base import Delivery, Result, deliver_each, short_name
+
+MAX_INPUT_BYTES = 256 * 1024
+MAX_NAME = 80
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+MAX_TRIES = 1000
+
+
+def execution_name(message_id: str, retry: int = 0) -> str:
+    """Deterministic, at most 80 characters of [A-Za-z0-9_-]."""
+    base = "rw-" + _UNSAFE.sub("_", message_id)
+    suffix = f"-{retry}" if retry else ""
+    return base[: MAX_NAME - len(suffix)] + suffix
+
+
+class StepFunctionsStarter:
+    def __init__(self, client: Client, settings: StepFunctionsTarget, *, poll: float = 2.0) -> None:
+        self._client = client
+        self._arn = settings.state_machine_arn
+        self._wait = settings.wait_for_completion
+        self._poll = poll
+        self.name = short_name(settings.state_machine_arn)
+
+    async def deliver(self, batch: Sequence[Delivery]) -> list[Result]:
+        return await deliver_each(batch, self._start)
+
+    def _execution_arn(self, name: str) -> str:
+        return self._arn.replace(":stateMachine:", ":execution:", 1) + f":{name}"
+
+    async def _start(self, delivery: Delivery) -> None:
+        body = delivery.message.body
+        if len(body.encode("utf-8")) > MAX_INPUT_BYTES:
+            raise DeliveryError(ErrorKind.PERMANENT, "PayloadTooLarge", "input over 256 KB")
+        try:
+            json.loads(body)
+        except ValueError as exc:
+            raise DeliveryError(ErrorKind.PERMANENT, "InvalidExecutionInput", "not JSON") from exc
+        for retry in range(MAX_TRIES):
+            name = execution_name(delivery.message.message_id, retry)
+            try:
+                started = await self._client.start_execution(
+                    stateMachineArn=self._arn, name=name, input=body
+                )
+            except Exception as exc:
+                if error_code(exc) != "ExecutionAlreadyExists":
+                    raise
+                if not self._wait:
+                    return  # started by an earlier try: already delivered
+                status = await self._status(self._execution_arn(name))
+                if status == "SUCCEEDED":
+                    return
+                if status == "RUNNING":
+                    await self._until_done(self._execution_arn(name))
+                    return
+                continue  # that try failed: this attempt gets the next name
+            if self._wait:
+                await self._until_done(started["executionArn"])
+            return
+        raise DeliveryError(ErrorKind.PERMANENT, "TooManyExecutions")  # pragma: no cover
+
+    async def _status(self, arn: str) -> str:
+        response = await self._client.describe_execution(executionArn=arn)
+        return str(response["status"])
+
+    async def _until_done(self, arn: str) -> None:
+        delay = self._poll
+        while (status := await self._status(arn)) == "RUNNING":
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+        if status != "SUCCEEDED":
+            raise DeliveryError(ErrorKind.RETRYABLE, f"Execution{status.title().replace('_', '')}")
