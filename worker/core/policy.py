@@ -5,6 +5,7 @@ The random source and the clock reading are parameters, so tests are exact.
 
 from __future__ import annotations
 
+import math
 import random
 
 from worker.core.envelope import DlqMessage
@@ -26,10 +27,10 @@ def attempt_number(message: DlqMessage, arrived_with: int) -> int:
 def base_delay(attempt: int, backoff: BackoffSettings) -> float:
     """`initial * multiplier^(attempt-1)`, capped at `max_seconds`."""
     exponent = max(0, attempt - 1)
-    # Cap the exponent first: a large attempt count must not overflow the float.
+    # Compare in logs first: a large attempt count must not overflow the float.
     if backoff.multiplier > 1 and backoff.initial_seconds > 0:
         limit = backoff.max_seconds / backoff.initial_seconds
-        if backoff.multiplier**exponent >= limit:
+        if limit <= 0 or exponent * math.log(backoff.multiplier) >= math.log(limit):
             return backoff.max_seconds
     return min(backoff.max_seconds, backoff.initial_seconds * backoff.multiplier**exponent)
 

@@ -101,6 +101,7 @@ class FaultProxy:
             self.rules.clear()
             self.calls.clear()
             self.journal.clear()
+            self.keep_journal = True
 
     def requests(self, service: str, operation: str) -> list[Any]:
         with self._lock:

@@ -1,0 +1,186 @@
+"""Configuration: layering, inheritance, and every validation rule with its `path: message`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from worker.config import ConfigError, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+QUEUE = {
+    "name": "orders-dlq",
+    "target": {"kind": "lambda", "function": "orders"},
+    "policy": {"parking_queue": "parked"},
+}
+
+
+@pytest.fixture
+def config_dir(tmp_path, monkeypatch):
+    for var in list(__import__("os").environ):
+        if var.startswith("RETRY_WORKER_"):
+            monkeypatch.delenv(var)
+    monkeypatch.setenv("RETRY_WORKER_CONFIG_DIR", str(tmp_path))
+    return tmp_path
+
+
+def write(path: Path, data: dict) -> str:
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def errors_for(config_dir: Path, data: dict) -> list[str]:
+    extra = write(config_dir / "extra.yaml", data)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, [extra])
+    return caught.value.errors
+
+
+def test_layers_merge_maps_and_later_layers_win(config_dir, monkeypatch):
+    write(config_dir / "base.yaml", {"aws": {"region": "eu-west-1"}, "queues": {"orders": QUEUE}})
+    write(
+        config_dir / "staging.yaml",
+        {"defaults": {"concurrency": 3}, "aws": {"max_pool_connections": 7}},
+    )
+    extra = write(config_dir / "x.yaml", {"queues": {"orders": {"policy": {"max_attempts": 9}}}})
+    monkeypatch.setenv("RETRY_WORKER_AWS__REGION", "ap-south-1")
+    monkeypatch.setenv("RETRY_WORKER_QUEUES__ORDERS__CONCURRENCY", "4")
+
+    settings = load_settings("staging", [extra])
+
+    assert settings.aws.region == "ap-south-1"  # env var wins over every file
+    assert settings.aws.max_pool_connections == 7  # env file
+    orders = settings.queues["orders"]
+    assert orders.policy.max_attempts == 9  # --config file
+    assert orders.policy.parking_queue == "parked"  # kept from base (maps merge)
+    assert orders.concurrency == 4  # env var into a queue
+    assert settings.defaults.concurrency == 3
+
+
+def test_queues_inherit_defaults_and_their_own_keys_win(config_dir):
+    data = {
+        "defaults": {
+            "policy": {"max_attempts": 2, "parking_queue": "p", "backoff": {"jitter": "none"}}
+        },
+        "queues": {"a": {**QUEUE, "policy": {"backoff": {"initial_seconds": 1}}}},
+    }
+    settings = load_settings(None, [write(config_dir / "c.yaml", data)])
+    policy = settings.queues["a"].policy
+    assert (policy.max_attempts, policy.parking_queue) == (2, "p")
+    assert (policy.backoff.jitter, policy.backoff.initial_seconds) == ("none", 1)
+
+
+def test_env_selected_by_variable(config_dir, monkeypatch):
+    write(config_dir / "prod.yaml", {"http": {"port": 9999}})
+    monkeypatch.setenv("RETRY_WORKER_ENV", "prod")
+    assert load_settings().http.port == 9999
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"aws": {"regoin": "x"}}, "aws.regoin: Extra inputs are not permitted"),
+        (
+            {"aws": {"read_timeout_seconds": 20}},
+            "aws.read_timeout_seconds: must exceed defaults.receive.wait_seconds (20.0 <= 20)",
+        ),
+        (
+            {"defaults": {"policy": {"backoff": {"max_seconds": 50000}}}},
+            "defaults.policy.backoff.max_seconds: must be <= 43200 (the SQS visibility timeout limit)",
+        ),
+        (
+            {"queues": {"o": {**QUEUE, "policy": {"parking_queue": None}}}},
+            "queues.o.policy.parking_queue: required (set it on the queue or in defaults.policy.parking_queue)",
+        ),
+        (
+            {"queues": {"o": {"target": QUEUE["target"], "policy": QUEUE["policy"]}}},
+            "queues.o: set exactly one of `url` or `name`",
+        ),
+        (
+            {"queues": {"o": {**QUEUE, "url": "https://x"}}},
+            "queues.o: set exactly one of `url` or `name`",
+        ),
+        (
+            {"queues": {"o": {**QUEUE, "target": {"kind": "sqs"}}}},
+            "queues.o.target: set exactly one of `queue` (name or URL) or `source: true`",
+        ),
+        (
+            {"queues": {"o": {**QUEUE, "target": {"kind": "lambda"}}}},
+            "queues.o.target.function: Field required",
+        ),
+        (
+            {"queues": {"o": {**QUEUE, "receive": {"batch_size": 11}}}},
+            "queues.o.receive.batch_size: Input should be less than or equal to 10",
+        ),
+        (
+            {"queues": {"o": {**QUEUE, "receive": {"wait_seconds": 21}}}},
+            "queues.o.receive.wait_seconds: Input should be less than or equal to 20",
+        ),
+        (
+            {"defaults": {"policy": {"backoff": {"jitter": "some"}}}},
+            "defaults.policy.backoff.jitter: Input should be 'none', 'full', 'equal' or 'decorrelated'",
+        ),
+        (
+            {
+                "queues": {
+                    "o": {
+                        **QUEUE,
+                        "policy": {"parking_queue": "p", "park_on": ["X"], "retry_on": ["X"]},
+                    }
+                }
+            },
+            "queues.o.policy.park_on: overlaps retry_on",
+        ),
+        (
+            {"defaults": {"policy": {"backoff": {"initial_seconds": 10, "max_seconds": 5}}}},
+            "defaults.policy.backoff.initial_seconds: must be <= max_seconds",
+        ),
+    ],
+)
+def test_each_rule_reports_its_key_path(config_dir, data, expected):
+    assert expected in errors_for(config_dir, data)
+
+
+def test_unknown_environment_section_is_an_error(config_dir, monkeypatch):
+    monkeypatch.setenv("RETRY_WORKER_AWSS__REGION", "x")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert caught.value.errors == ["RETRY_WORKER_AWSS__REGION: unknown setting section `awss`"]
+
+
+def test_missing_named_file_is_an_error(config_dir):
+    with pytest.raises(ConfigError, match="nope.yaml: file not found"):
+        load_settings("nope")
+
+
+def _cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("RETRY_WORKER_")}
+    return subprocess.run(
+        [sys.executable, "-m", "worker", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("env", ["local", "staging", "production"])
+def test_shipped_environments_are_valid(env):
+    result = _cli("check-config", "--env", env)
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load(result.stdout)["queues"]
+
+
+def test_check_config_prints_every_error_and_exits_2(tmp_path):
+    bad = write(tmp_path / "bad.yaml", {"aws": {"regoin": 1}, "http": {"port": "x"}})
+    result = _cli("check-config", "--config", bad)
+    assert result.returncode == 2
+    assert "aws.regoin: Extra inputs are not permitted" in result.stderr
+    assert "http.port: Input should be a valid integer" in result.stderr

@@ -1,0 +1,55 @@
+"""The parking format: metadata as attributes, then one JSON attribute, then an envelope."""
+
+from __future__ import annotations
+
+import json
+
+from worker.core.envelope import DlqMessage
+from worker.core.parking import build_parked, parking_metadata
+
+META = parking_metadata(
+    reason="max_attempts", attempts=5, error="ServiceException", source_queue="q", parked_at=0
+)
+
+
+def _attrs(n: int) -> dict:
+    return {f"a{i}": {"DataType": "String", "StringValue": str(i)} for i in range(n)}
+
+
+def _message(n: int) -> DlqMessage:
+    return DlqMessage("m", "r", "bödy \x01 bytes", attributes=_attrs(n))
+
+
+def test_metadata_is_written_as_five_attributes_when_they_fit():
+    parked = build_parked(_message(5), META)
+    assert parked.body == "bödy \x01 bytes"
+    assert len(parked.attributes) == 10
+    assert parked.attributes["retry-worker.reason"]["StringValue"] == "max_attempts"
+    assert parked.attributes["retry-worker.parked-at"]["StringValue"] == "1970-01-01T00:00:00+00:00"
+    assert parked.attributes["a4"] == _attrs(5)["a4"]
+
+
+def test_metadata_goes_into_one_json_attribute_when_five_do_not_fit():
+    parked = build_parked(_message(9), META)
+    assert parked.body == "bödy \x01 bytes"
+    assert len(parked.attributes) == 10
+    assert json.loads(parked.attributes["retry-worker.meta"]["StringValue"]) == META
+
+
+def test_ten_attributes_are_kept_inside_an_envelope():
+    message = _message(9)
+    message.attributes["bin"] = {"DataType": "Binary", "BinaryValue": b"\x00\x01"}
+    parked = build_parked(message, META)
+    envelope = json.loads(parked.body)
+    assert envelope["body"] == "bödy \x01 bytes"
+    assert envelope["retry_worker"] == META
+    assert len(envelope["attributes"]) == 10
+    assert envelope["attributes"]["bin"] == {"DataType": "Binary", "BinaryValue": "AAE="}
+
+
+def test_stale_metadata_from_an_earlier_parking_is_replaced():
+    message = _message(2)
+    message.attributes["retry-worker.reason"] = {"DataType": "String", "StringValue": "old"}
+    parked = build_parked(message, META)
+    assert parked.attributes["retry-worker.reason"]["StringValue"] == "max_attempts"
+    assert len(parked.attributes) == 7

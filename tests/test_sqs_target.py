@@ -1,0 +1,210 @@
+"""SQS target: bulk redrive, partial batch failures, attempt counting and the source loop."""
+
+from __future__ import annotations
+
+import time
+from contextlib import AsyncExitStack
+
+import anyio
+import pytest
+
+from tests.conftest import Aws, Worker, make_settings
+from tests.helpers import depth, drain
+from worker.emulator import create_queue, create_source_with_dlq
+from worker.emulator.proxy import FaultProxy, Rule
+
+pytestmark = pytest.mark.anyio
+
+
+async def _fail_in_source(aws: Aws, source: str, dlq: str) -> None:
+    """Act as a consumer that always fails: receive without deleting until SQS dead-letters."""
+    deadline = time.monotonic() + 10
+    while await depth(aws.sqs, dlq) == 0:
+        assert time.monotonic() < deadline
+        await aws.sqs.receive_message(QueueUrl=source, VisibilityTimeout=0)
+
+
+async def _run_until(poller, predicate, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met before the deadline"
+        await poller.run_once()
+
+
+def _attributes(i: int) -> dict:
+    return {
+        "kind": {"DataType": "String", "StringValue": f"order-{i}"},
+        "amount": {"DataType": "Number", "StringValue": str(i * 7)},
+        "blob": {"DataType": "Binary", "BinaryValue": i.to_bytes(2, "big") + b"\x00\xff"},
+        "note": {"DataType": "String.custom", "StringValue": "ü✓"},
+    }
+
+
+async def test_redrive_of_1000_messages_keeps_every_attribute(aws, proxy, worker_stack):
+    proxy.keep_journal = False
+    count, queues = 1000, 4
+    settings_queues = {}
+    for q in range(queues):
+        await create_queue(aws.sqs, f"dlq-{q}")
+        await create_queue(aws.sqs, f"out-{q}")
+        settings_queues[f"q{q}"] = {
+            "name": f"dlq-{q}",
+            "target": {"kind": "sqs", "queue": f"out-{q}"},
+        }
+    await create_queue(aws.sqs, "parked")
+    urls = [(await aws.sqs.get_queue_url(QueueName=f"dlq-{q}"))["QueueUrl"] for q in range(queues)]
+    for start in range(0, count, 10):
+        q = (start // 10) % queues
+        entries = [
+            {"Id": str(i), "MessageBody": f"body-{i}", "MessageAttributes": _attributes(i)}
+            for i in range(start, start + 10)
+        ]
+        await aws.sqs.send_message_batch(QueueUrl=urls[q], Entries=entries)
+
+    worker = Worker(make_settings(proxy.url, settings_queues), worker_stack)
+    pollers = [await worker.poller(f"q{q}") for q in range(queues)]
+
+    async def run(poller, name):
+        await _run_until(poller, lambda: worker.settled(name, "deleted") >= count // queues)
+
+    async with anyio.create_task_group() as tg:
+        for q, poller in enumerate(pollers):
+            tg.start_soon(run, poller, f"q{q}")
+
+    received = []
+    for q in range(queues):
+        received += await drain(
+            aws.sqs, (await aws.sqs.get_queue_url(QueueName=f"out-{q}"))["QueueUrl"]
+        )
+        assert await depth(aws.sqs, urls[q]) == 0
+    bodies = sorted(m["Body"] for m in received)
+    assert bodies == sorted(f"body-{i}" for i in range(count))  # each once
+    for message in received:
+        i = int(message["Body"].removeprefix("body-"))
+        attrs = message["MessageAttributes"]
+        for name, expected in _attributes(i).items():
+            assert attrs[name]["DataType"] == expected["DataType"]
+            key = "BinaryValue" if "BinaryValue" in expected else "StringValue"
+            assert attrs[name][key] == expected[key]
+        assert attrs["retry-worker.attempt"]["StringValue"] == "1"
+    # 0.1 receive + 0.1 send + 0.1 delete per message is the floor with batches of 10
+    assert proxy.count("sqs", "SendMessageBatch") == count // 10
+
+
+async def _two_queue_worker(aws: Aws, proxy: FaultProxy, stack: AsyncExitStack):
+    dlq = await create_queue(aws.sqs, "dlq")
+    out = await create_queue(aws.sqs, "out")
+    await create_queue(aws.sqs, "parked")
+    queues = {"main": {"name": "dlq", "target": {"kind": "sqs", "queue": "out"}}}
+    worker = Worker(make_settings(proxy.url, queues), stack)
+    return worker, await worker.poller("main"), dlq, out
+
+
+async def test_failed_send_entry_keeps_message_in_dlq(aws, proxy, worker_stack):
+    worker, poller, dlq, out = await _two_queue_worker(aws, proxy, worker_stack)
+    await aws.sqs.send_message_batch(
+        QueueUrl=dlq, Entries=[{"Id": str(i), "MessageBody": f"m{i}"} for i in range(3)]
+    )
+    # the target refuses one entry on every try of the first batch call (3 tries in all)
+    proxy.add(Rule("sqs", "SendMessageBatch", "fail_entries", entries=1, times=3))
+
+    await poller.run_once()
+
+    deletes = [e for b in proxy.requests("sqs", "DeleteMessageBatch") for e in b["Entries"]]
+    assert len(deletes) == 2, "only the two accepted messages are deleted"
+    assert worker.settled("main", "deferred") == 1
+    assert await depth(aws.sqs, dlq) == 1
+    await _run_until(poller, lambda: worker.settled("main", "deleted") == 3)
+    assert sorted(m["Body"] for m in await drain(aws.sqs, out)) == ["m0", "m1", "m2"]
+
+
+async def test_failed_delete_entry_leaves_message_to_reappear(aws, proxy, worker_stack):
+    worker, poller, dlq, out = await _two_queue_worker(aws, proxy, worker_stack)
+    await aws.sqs.send_message(QueueUrl=dlq, MessageBody="only")
+    proxy.add(Rule("sqs", "DeleteMessageBatch", "fail_entries", entries=1, times=3))
+
+    await poller.run_once()
+
+    assert proxy.count("sqs", "DeleteMessageBatch") == 3  # retried, then reported
+    assert await depth(aws.sqs, dlq) == 1, "a failed delete never loses the message"
+    assert [m["Body"] for m in await drain(aws.sqs, out)] == ["only"]
+
+
+async def test_attempts_start_at_one_for_a_dlq_fed_by_sqs_redrive(aws, proxy, worker_stack):
+    source, dlq = await create_source_with_dlq(aws.sqs, "src", "src-dlq", max_receive_count=3)
+    await create_queue(aws.sqs, "parked")
+    await aws.sqs.send_message(QueueUrl=source, MessageBody="job")
+    await _fail_in_source(aws, source, dlq)
+    queues = {
+        "src": {
+            "name": "src-dlq",
+            "target": {"kind": "sqs", "source": True},
+            "policy": {"max_attempts": 2},
+        }
+    }
+    worker = Worker(make_settings(proxy.url, queues), worker_stack)
+    poller = await worker.poller("src")
+
+    await _run_until(poller, lambda: worker.settled("src", "deleted") == 1)
+
+    [back] = await drain(aws.sqs, source)
+    assert back["Body"] == "job"
+    assert back["MessageAttributes"]["retry-worker.attempt"]["StringValue"] == "1"
+    assert worker.settled("src", "parked") == 0
+
+
+async def test_message_the_source_keeps_dead_lettering_is_parked_after_max_attempts(
+    aws, proxy, worker_stack
+):
+    source, dlq = await create_source_with_dlq(aws.sqs, "loop", "loop-dlq", max_receive_count=1)
+    parked = await create_queue(aws.sqs, "parked")
+    await aws.sqs.send_message(QueueUrl=source, MessageBody="never-works")
+    await _fail_in_source(aws, source, dlq)
+    queues = {
+        "loop": {
+            "name": "loop-dlq",
+            "target": {"kind": "sqs", "source": True},
+            "policy": {"max_attempts": 3},
+        }
+    }
+    worker = Worker(make_settings(proxy.url, queues), worker_stack)
+    poller = await worker.poller("loop")
+
+    for cycle in range(1, 4):
+        await _run_until(poller, lambda n=cycle: worker.settled("loop", "deleted") == n)
+        await _fail_in_source(aws, source, dlq)
+    await _run_until(poller, lambda: worker.settled("loop", "parked") == 1)
+
+    assert proxy.count("sqs", "SendMessageBatch") == 4  # three cycles, then the parking
+    [message] = await drain(aws.sqs, parked)
+    attrs = {k: v["StringValue"] for k, v in message["MessageAttributes"].items()}
+    assert message["Body"] == "never-works"
+    assert attrs["retry-worker.reason"] == "max_attempts"
+    assert attrs["retry-worker.attempts"] == "3"
+    assert await depth(aws.sqs, dlq) == 0
+    assert await depth(aws.sqs, source) == 0
+
+
+async def test_source_named_by_the_message_wins_over_the_single_redrive_source(aws, worker_stack):
+    """Real AWS sends DeadLetterQueueSourceArn (the emulator never does): inject it."""
+    from worker.aws.sqs import redrive_sources
+    from worker.core.envelope import DlqMessage
+    from worker.settings import SqsTarget
+    from worker.targets.base import Delivery
+    from worker.targets.sqs import SqsSender
+
+    _, dlq = await create_source_with_dlq(aws.sqs, "a", "shared-dlq", max_receive_count=2)
+    other = await create_queue(aws.sqs, "b")
+    other_arn = (await aws.sqs.get_queue_attributes(QueueUrl=other, AttributeNames=["QueueArn"]))[
+        "Attributes"
+    ]["QueueArn"]
+    sources = await redrive_sources(aws.sqs, dlq)
+    sender = SqsSender(aws.sqs, SqsTarget(kind="sqs", source=True), sources)
+    named = DlqMessage("m1", "r1", "to-b", source_arn=other_arn)
+    unnamed = DlqMessage("m2", "r2", "to-a")
+
+    assert await sender.deliver([Delivery(named, 1), Delivery(unnamed, 1)]) == [None, None]
+
+    assert [m["Body"] for m in await drain(aws.sqs, other)] == ["to-b"]
+    source_a = (await aws.sqs.get_queue_url(QueueName="a"))["QueueUrl"]
+    assert [m["Body"] for m in await drain(aws.sqs, source_a)] == ["to-a"]
