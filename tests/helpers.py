@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -43,11 +44,16 @@ async def depth(sqs: Any, url: str) -> int:
 
 
 async def wait_for(
-    condition: Callable[[], Awaitable[bool]], *, timeout: float = 30, interval: float = 0.05
+    condition: Callable[[], bool | Awaitable[bool]], *, timeout: float = 30, interval: float = 0.05
 ) -> None:
-    """Poll `condition` until it holds; fail the test at the deadline."""
+    """Poll `condition` (plain or async) until it holds; fail the test at the deadline."""
     deadline = time.monotonic() + timeout
-    while not await condition():
+
+    async def holds() -> bool:
+        result = condition()
+        return await result if inspect.isawaitable(result) else bool(result)
+
+    while not await holds():
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         await anyio.sleep(interval)

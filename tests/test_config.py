@@ -154,7 +154,7 @@ def test_unknown_environment_section_is_an_error(config_dir, monkeypatch):
 
 
 def test_missing_named_file_is_an_error(config_dir):
-    with pytest.raises(ConfigError, match="nope.yaml: file not found"):
+    with pytest.raises(ConfigError, match=r"nope\.yaml: file not found"):
         load_settings("nope")
 
 

@@ -119,7 +119,7 @@ async def test_failed_send_entry_keeps_message_in_dlq(aws, proxy, worker_stack):
 
 
 async def test_failed_delete_entry_leaves_message_to_reappear(aws, proxy, worker_stack):
-    worker, poller, dlq, out = await _two_queue_worker(aws, proxy, worker_stack)
+    _, poller, dlq, out = await _two_queue_worker(aws, proxy, worker_stack)
     await aws.sqs.send_message(QueueUrl=dlq, MessageBody="only")
     proxy.add(Rule("sqs", "DeleteMessageBatch", "fail_entries", entries=1, times=3))
 

@@ -71,7 +71,7 @@ async def test_replaying_the_same_dlq_message_starts_one_execution(aws, proxy, w
 
 
 async def test_input_that_is_not_json_is_parked(aws, proxy, worker_stack):
-    worker, poller, arn, dlq, parked = await _setup(aws, proxy, worker_stack)
+    _, poller, _, dlq, parked = await _setup(aws, proxy, worker_stack)
     await aws.sqs.send_message(QueueUrl=dlq, MessageBody="not json")
 
     await poller.run_once()

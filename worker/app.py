@@ -134,7 +134,7 @@ async def _shutdown(runtime: Runtime, grace: float) -> None:
     log.info("shutdown_drained")
 
 
-async def _watch_signals(stop: anyio.Event) -> None:
+async def watch_signals(stop: anyio.Event) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
             if not stop.is_set():
@@ -150,6 +150,6 @@ async def _watch_signals(stop: anyio.Event) -> None:
 async def run_daemon(settings: Settings, **kwargs: Any) -> None:
     stop = anyio.Event()
     async with anyio.create_task_group() as tg:
-        tg.start_soon(_watch_signals, stop)
+        tg.start_soon(watch_signals, stop)
         await serve(settings, stop, **kwargs)
         tg.cancel_scope.cancel()

@@ -16,6 +16,7 @@ Randomness is seeded, so a run repeats. Runs its own event loop in a thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import re
@@ -43,10 +44,13 @@ class Rule:
     entries: int = 1  # fail_entries: how many
     seconds: float = 0.0  # delay
     extra: dict[str, Any] = field(default_factory=dict)  # error body fields
+    path: str | None = None  # only requests whose path contains this (e.g. a function name)
     applied: int = 0
 
-    def matches(self, service: str, operation: str, rng: random.Random) -> bool:
+    def matches(self, service: str, operation: str, path: str, rng: random.Random) -> bool:
         if self.service != service or (self.operation and self.operation != operation):
+            return False
+        if self.path is not None and self.path not in path:
             return False
         if self.times is not None and self.applied >= self.times:
             return False
@@ -144,23 +148,20 @@ class FaultProxy:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
         await site.start()
-        sockets = site._server.sockets if site._server else []
-        port = sockets[0].getsockname()[1]
+        port = self._runner.addresses[0][1]
         self.url = f"http://{self._host}:{port}"
 
     async def _close_session(self, _: web.Application) -> None:
         await self._session.close()
 
-    def _pick(self, service: str, operation: str, body: bytes) -> Rule | None:
+    def _pick(self, service: str, operation: str, path: str, body: bytes) -> Rule | None:
         with self._lock:
             self.calls[(service, operation)] += 1
             if self.keep_journal and body[:1] == b"{":
-                try:
+                with contextlib.suppress(ValueError):
                     self.journal.append((service, operation, json.loads(body)))
-                except ValueError:
-                    pass
             for rule in self.rules:
-                if rule.matches(service, operation, self._rng):
+                if rule.matches(service, operation, path, self._rng):
                     rule.applied += 1
                     return rule
         return None
@@ -168,7 +169,7 @@ class FaultProxy:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         service, operation = identify(request)
         body = await request.read()
-        rule = self._pick(service, operation, body)
+        rule = self._pick(service, operation, request.path, body)
         if rule is not None:
             if rule.action == "error":
                 return error_response(rule)

@@ -1,0 +1,116 @@
+"""The daemon as a process: SIGTERM drains within the grace period and loses nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.helpers import drain, wait_for
+from worker.emulator import create_function, create_queue
+from worker.emulator.proxy import Rule
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+SEEDED = 30
+
+
+def _config(tmp_path: Path, endpoint: str, grace: float) -> Path:
+    config = {
+        "aws": {"endpoint_url": endpoint, "read_timeout_seconds": 10},
+        "logging": {"format": "json"},
+        "shutdown": {"grace_seconds": grace},
+        "defaults": {
+            "concurrency": 5,
+            "receive": {"wait_seconds": 1, "visibility_timeout_seconds": 60},
+            "policy": {"parking_queue": "parked", "backoff": {"initial_seconds": 1}},
+        },
+        "queues": {"slow": {"name": "slow-dlq", "target": {"kind": "lambda", "function": "slow"}}},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _start(tmp_path: Path, config: Path) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RETRY_WORKER_")}
+    env["RETRY_WORKER_CONFIG_DIR"] = str(tmp_path)  # no base.yaml there: only --config
+    return subprocess.Popen(
+        [sys.executable, "-m", "worker", "run", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+
+
+async def _seed(aws) -> tuple[str, str]:
+    await create_function(aws.lambda_, "slow")
+    dlq = await create_queue(aws.sqs, "slow-dlq")
+    parked = await create_queue(aws.sqs, "parked")
+    for start in range(0, SEEDED, 10):
+        entries = [
+            {"Id": str(i), "MessageBody": json.dumps({"n": i})} for i in range(start, start + 10)
+        ]
+        await aws.sqs.send_message_batch(QueueUrl=dlq, Entries=entries)
+    return dlq, parked
+
+
+async def _accounted(aws, proxy, dlq: str, parked: str) -> tuple[set[int], set[int], set[int]]:
+    remaining = {json.loads(m["Body"])["n"] for m in await drain(aws.sqs, dlq)}
+    parked_ns = {json.loads(m["Body"])["n"] for m in await drain(aws.sqs, parked)}
+    invoked = {body["n"] for body in proxy.requests("lambda", "Invoke")}
+    return remaining, parked_ns, invoked
+
+
+async def _stop(process: subprocess.Popen[str], timeout: float) -> tuple[int, str, float]:
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=timeout)
+    return process.returncode, output, time.monotonic() - started
+
+
+async def test_sigterm_mid_run_drains_and_loses_nothing(aws, proxy, tmp_path):
+    dlq, parked = await _seed(aws)
+    proxy.add(Rule("lambda", "Invoke", "delay", seconds=1.0))
+    process = _start(tmp_path, _config(tmp_path, proxy.url, grace=15))
+    try:
+        await wait_for(lambda: proxy.count("lambda", "Invoke") >= 3, timeout=30)
+        code, output, took = await _stop(process, timeout=30)
+    finally:
+        process.kill()
+
+    assert code == 0, output
+    assert took < 15
+    assert '"event": "shutdown_drained"' in output
+    remaining, parked_ns, invoked = await _accounted(aws, proxy, dlq, parked)
+    assert remaining | parked_ns | invoked == set(range(SEEDED)), "every message accounted for"
+    assert not parked_ns
+    assert invoked, "some were delivered before the stop"
+    # what was delivered was deleted: nothing invoked is still in the DLQ
+    assert not (invoked & remaining)
+
+
+async def test_grace_expiry_releases_in_flight_messages_at_once(aws, proxy, tmp_path):
+    dlq, parked = await _seed(aws)
+    proxy.add(Rule("lambda", "Invoke", "delay", seconds=8.0))
+    process = _start(tmp_path, _config(tmp_path, proxy.url, grace=1))
+    try:
+        await wait_for(lambda: proxy.count("lambda", "Invoke") >= 5, timeout=30)
+        code, output, took = await _stop(process, timeout=30)
+    finally:
+        process.kill()
+
+    assert code == 0, output
+    assert took < 8, "did not wait for the slow target"
+    assert '"event": "shutdown_grace_expired"' in output
+    remaining, parked_ns, _ = await _accounted(aws, proxy, dlq, parked)
+    # released with visibility 0: every message is visible in the DLQ again right away
+    assert remaining == set(range(SEEDED))
+    assert not parked_ns

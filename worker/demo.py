@@ -1,0 +1,207 @@
+"""`retry-worker demo`: the real daemon against an embedded local AWS emulator.
+
+Starts moto on a free loopback port with a fault proxy in front (the `orders` Lambda fails
+about half its invocations, the `ledger` Lambda always fails), creates one DLQ per target
+kind with realistic failed messages, and runs the same `serve()` as `retry-worker run`
+with short backoffs, printing progress every few seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from contextlib import AsyncExitStack
+from typing import Any
+
+import anyio
+from aiobotocore.session import get_session
+from prometheus_client import CollectorRegistry
+
+from worker.app import serve, watch_signals
+from worker.emulator import (
+    ROLE_ARN,
+    MotoServer,
+    create_function,
+    create_queue,
+    create_role,
+    create_source_with_dlq,
+)
+from worker.emulator.proxy import FaultProxy, Rule
+from worker.logs import configure_logging
+from worker.settings import LoggingSettings, Settings
+
+QUEUES = ("orders", "fulfilment", "invoices", "ledger")
+PROGRESS_EVERY_SECONDS = 3.0
+
+
+def demo_settings(endpoint: str, state_machine_arn: str) -> Settings:
+    return Settings.model_validate(
+        {
+            "aws": {"endpoint_url": endpoint, "read_timeout_seconds": 10},
+            "logging": {"format": "console", "level": "INFO"},
+            "shutdown": {"grace_seconds": 5},
+            "defaults": {
+                "concurrency": 5,
+                "receive": {"wait_seconds": 1, "visibility_timeout_seconds": 20},
+                "policy": {
+                    "max_attempts": 4,
+                    "backoff": {"initial_seconds": 1, "multiplier": 2, "max_seconds": 4},
+                    "parking_queue": "retry-parked",
+                },
+            },
+            "queues": {
+                "orders": {
+                    "name": "orders-dlq",
+                    "target": {"kind": "lambda", "function": "orders"},
+                },
+                "fulfilment": {
+                    "name": "fulfilment-dlq",
+                    "target": {"kind": "stepfunctions", "state_machine_arn": state_machine_arn},
+                },
+                "invoices": {"name": "invoices-dlq", "target": {"kind": "sqs", "source": True}},
+                "ledger": {
+                    "name": "ledger-dlq",
+                    "target": {"kind": "lambda", "function": "ledger"},
+                    "policy": {"max_attempts": 3},
+                },
+            },
+        }
+    )
+
+
+async def seed(session: Any, url: str) -> str:
+    """Targets, DLQs and failed messages; returns the state machine ARN."""
+    kw: dict[str, Any] = {"region_name": "us-east-1", "endpoint_url": url}
+    async with AsyncExitStack() as stack:
+        sqs = await stack.enter_async_context(session.create_client("sqs", **kw))
+        lam = await stack.enter_async_context(session.create_client("lambda", **kw))
+        sfn = await stack.enter_async_context(session.create_client("stepfunctions", **kw))
+        await create_role(await stack.enter_async_context(session.create_client("iam", **kw)))
+        await create_queue(sqs, "retry-parked")
+        for name in ("orders", "ledger"):
+            await create_function(lam, name)
+        definition = json.dumps({"StartAt": "Ship", "States": {"Ship": {"Type": "Succeed"}}})
+        machine = await sfn.create_state_machine(
+            name="fulfilment", definition=definition, roleArn=ROLE_ARN
+        )
+        orders = await create_queue(sqs, "orders-dlq")
+        for i in range(12):
+            order = {"orderId": f"o-{1000 + i}", "amount": 10 * i + 5, "currency": "EUR"}
+            await sqs.send_message(
+                QueueUrl=orders,
+                MessageBody=json.dumps(order),
+                MessageAttributes={
+                    "RequestID": {"DataType": "String", "StringValue": f"req-{i}"},
+                    "ErrorCode": {"DataType": "Number", "StringValue": "200"},
+                    "ErrorMessage": {"DataType": "String", "StringValue": "Task timed out"},
+                },
+            )
+        fulfilment = await create_queue(sqs, "fulfilment-dlq")
+        for i in range(6):
+            await sqs.send_message(
+                QueueUrl=fulfilment, MessageBody=json.dumps({"shipment": f"s-{i}"})
+            )
+        # a poison message: Step Functions input must be JSON
+        await sqs.send_message(QueueUrl=fulfilment, MessageBody="<shipment id='broken'/>")
+        source, dlq = await create_source_with_dlq(sqs, "invoices", "invoices-dlq", 2)
+        for i in range(5):
+            await sqs.send_message(QueueUrl=source, MessageBody=json.dumps({"invoice": i}))
+        while (
+            int(
+                (
+                    await sqs.get_queue_attributes(
+                        QueueUrl=dlq, AttributeNames=["ApproximateNumberOfMessages"]
+                    )
+                )["Attributes"]["ApproximateNumberOfMessages"]
+            )
+            < 5
+        ):  # a consumer that keeps failing: SQS dead-letters after 2 receives
+            await sqs.receive_message(QueueUrl=source, MaxNumberOfMessages=10, VisibilityTimeout=0)
+        ledger = await create_queue(sqs, "ledger-dlq")
+        await sqs.send_message(QueueUrl=ledger, MessageBody=json.dumps({"entry": "always-fails"}))
+        return str(machine["stateMachineArn"])
+
+
+def _total(registry: CollectorRegistry, metric: str, **labels: str) -> int:
+    total = 0.0
+    for family in registry.collect():
+        for sample in family.samples:
+            if sample.name == metric and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return int(total)
+
+
+def progress(registry: CollectorRegistry) -> dict[str, int]:
+    settled = "retry_worker_messages_settled_total"
+    return {
+        "received": _total(registry, "retry_worker_messages_received_total"),
+        "delivered": _total(registry, settled, action="deleted"),
+        "deferred": _total(registry, settled, action="deferred"),
+        "parked": _total(registry, settled, action="parked"),
+        "in_flight": _total(registry, "retry_worker_inflight_messages"),
+    }
+
+
+def _line(label: str, counts: dict[str, int]) -> str:
+    return f"[demo] {label}: " + " ".join(f"{k}={v}" for k, v in counts.items())
+
+
+async def _trickle(session: Any, url: str) -> None:
+    """New failures keep arriving, as they do in production: one failed order every 2 s."""
+    kw: dict[str, Any] = {"region_name": "us-east-1", "endpoint_url": url}
+    async with session.create_client("sqs", **kw) as sqs:
+        queue = (await sqs.get_queue_url(QueueName="orders-dlq"))["QueueUrl"]
+        for i in range(2000, 10_000):
+            await anyio.sleep(2)
+            body = json.dumps({"orderId": f"o-{i}", "amount": i % 97, "currency": "EUR"})
+            await sqs.send_message(QueueUrl=queue, MessageBody=body)
+
+
+async def _report(registry: CollectorRegistry, started: float) -> None:
+    while True:
+        await anyio.sleep(PROGRESS_EVERY_SECONDS)
+        elapsed = f"{time.monotonic() - started:5.1f}s"
+        print(_line(elapsed, progress(registry)), file=sys.stderr, flush=True)
+
+
+async def _demo(duration: float) -> dict[str, int]:
+    configure_logging(LoggingSettings(format="console", level="INFO"))
+    moto = MotoServer().start()
+    proxy = FaultProxy(moto.url, seed=42).start()
+    try:
+        print(f"[demo] emulator {moto.url}, fault proxy {proxy.url}", file=sys.stderr)
+        arn = await seed(get_session(), moto.url)
+        # `ledger` always fails (its message exhausts its attempts and is parked);
+        # `orders` fails about half the time (retries with backoff, then succeeds).
+        proxy.add(Rule("lambda", "Invoke", "function_error", path="/functions/ledger/"))
+        proxy.add(Rule("lambda", "Invoke", "function_error", probability=0.5))
+        registry = CollectorRegistry()
+        stop = anyio.Event()
+
+        async def stop_later() -> None:
+            await anyio.sleep(duration)
+            stop.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch_signals, stop)
+            tg.start_soon(_report, registry, time.monotonic())
+            tg.start_soon(stop_later)
+            tg.start_soon(_trickle, get_session(), moto.url)
+            await serve(demo_settings(proxy.url, arn), stop, registry=registry)
+            tg.cancel_scope.cancel()
+        return progress(registry)
+    finally:
+        proxy.stop()
+        moto.stop()
+
+
+def run_demo(duration: float) -> int:
+    # The emulator accepts any credentials; never hand it real ones from the environment.
+    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        os.environ.pop(var, None)
+    os.environ.update(AWS_ACCESS_KEY_ID="demo", AWS_SECRET_ACCESS_KEY="demo")  # noqa: S106
+    counts = anyio.run(_demo, duration)
+    print(_line("done", counts), file=sys.stderr, flush=True)
+    return 0
