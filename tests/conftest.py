@@ -62,6 +62,7 @@ def emulator(moto_server: MotoServer) -> MotoServer:
 def proxy(_proxy: FaultProxy, emulator: MotoServer) -> Iterator[FaultProxy]:
     """The fault proxy with no rules and zeroed counts; the worker talks through it."""
     _proxy.clear()
+    _proxy.keep_journal = True
     yield _proxy
     _proxy.clear()
 

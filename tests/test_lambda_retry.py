@@ -6,10 +6,11 @@ import json
 import time
 from contextlib import AsyncExitStack
 
+import anyio
 import pytest
 
 from tests.conftest import Aws, Worker, make_settings
-from tests.helpers import depth, drain
+from tests.helpers import depth, drain, wait_for
 from worker.emulator import create_function, create_queue
 from worker.emulator.proxy import FaultProxy, Rule
 
@@ -125,3 +126,34 @@ async def test_unknown_error_is_retried(aws, proxy, worker_stack):
 
     assert worker.settled("orders", "deferred") == 1
     assert worker.settled("orders", "parked") == 0
+
+
+async def test_lease_is_extended_while_a_slow_target_runs(aws, proxy, worker_stack):
+    await create_function(aws.lambda_, "slow")
+    dlq = await create_queue(aws.sqs, "slow-dlq")
+    await create_queue(aws.sqs, "parked")
+    queue = {
+        "name": "slow-dlq",
+        "receive": {"visibility_timeout_seconds": 2, "wait_seconds": 0},
+        "target": {"kind": "lambda", "function": "slow"},
+    }
+    worker = Worker(make_settings(proxy.url, {"slow": queue}), worker_stack)
+    poller = await worker.poller("slow")
+    proxy.add(Rule("lambda", "Invoke", "delay", seconds=3.5))
+    await aws.sqs.send_message(QueueUrl=dlq, MessageBody="{}")
+
+    def heartbeats() -> int:
+        return len(proxy.requests("sqs", "ChangeMessageVisibilityBatch"))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(poller.run_once)
+        await wait_for(lambda: heartbeats() >= 2, timeout=10)
+        # past the first 2 s lease: without the heartbeat the message would be visible again
+        seen = await aws.sqs.receive_message(QueueUrl=dlq, WaitTimeSeconds=0)
+        assert "Messages" not in seen
+
+    assert worker.settled("slow", "deleted") == 1
+    assert proxy.count("lambda", "Invoke") == 1
+    for body in proxy.requests("sqs", "ChangeMessageVisibilityBatch"):
+        assert [e["VisibilityTimeout"] for e in body["Entries"]] == [2]
+    assert await depth(aws.sqs, dlq) == 0

@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from tests.conftest import Aws, Worker, make_settings
-from tests.helpers import depth, drain
+from tests.helpers import depth, drain, wait_for
 from worker.emulator import create_queue, create_source_with_dlq
 from worker.emulator.proxy import FaultProxy, Rule
 
@@ -208,3 +208,24 @@ async def test_source_named_by_the_message_wins_over_the_single_redrive_source(a
     assert [m["Body"] for m in await drain(aws.sqs, other)] == ["to-b"]
     source_a = (await aws.sqs.get_queue_url(QueueName="a"))["QueueUrl"]
     assert [m["Body"] for m in await drain(aws.sqs, source_a)] == ["to-a"]
+
+
+async def test_receive_errors_back_off_and_recover(aws, proxy, worker_stack):
+    worker, poller, dlq, out = await _two_queue_worker(aws, proxy, worker_stack)
+    await aws.sqs.send_message(QueueUrl=dlq, MessageBody="survivor")
+    # two failing calls (the SDK tries twice each): a throttle, then a dropped connection
+    proxy.add(Rule("sqs", "ReceiveMessage", "error", status=400, code="RequestThrottled", times=2))
+    proxy.add(Rule("sqs", "ReceiveMessage", "reset", times=2))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(poller.run)
+        await wait_for(lambda: poller.last_receive_ok is False, timeout=10)
+        await wait_for(lambda: worker.settled("main", "deleted") == 1, timeout=20)
+        poller.stop_receiving()
+
+    errors = worker.registry.get_sample_value(
+        "retry_worker_receive_requests_total", {"queue": "main", "result": "error"}
+    )
+    assert errors == 2
+    assert poller.last_receive_ok is True
+    assert [m["Body"] for m in await drain(aws.sqs, out)] == ["survivor"]

@@ -25,7 +25,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import ClientSession, web
+from aiohttp import ClientError, ClientSession, TCPConnector, web
 
 _SCOPE = re.compile(r"Credential=[^/]+/\d{8}/[^/]+/([^/]+)/")
 _INVOKE = re.compile(r"^/[^/]+/functions/[^/]+/invocations$")
@@ -84,6 +84,7 @@ class FaultProxy:
         # JSON request bodies, in order (for tests that check what was asked of AWS)
         self.journal: list[tuple[str, str, Any]] = []
         self.keep_journal = True
+        self.upstream_errors: list[tuple[str, str, str]] = []
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._host, self._port = host, port
@@ -105,7 +106,6 @@ class FaultProxy:
             self.rules.clear()
             self.calls.clear()
             self.journal.clear()
-            self.keep_journal = True
 
     def requests(self, service: str, operation: str) -> list[Any]:
         with self._lock:
@@ -140,13 +140,18 @@ class FaultProxy:
         self._loop.close()
 
     async def _startup(self) -> None:
-        self._session = ClientSession(auto_decompress=False)
+        # A fresh upstream connection per request: the emulator drops idle keep-alive
+        # connections, and a stale one would surface as an error the test never injected.
+        self._session = ClientSession(
+            auto_decompress=False, connector=TCPConnector(force_close=True)
+        )
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         app.on_cleanup.append(self._close_session)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port)
+        # Long polls may hold connections open; do not wait for them when stopping.
+        site = web.TCPSite(self._runner, self._host, self._port, shutdown_timeout=0.5)
         await site.start()
         port = self._runner.addresses[0][1]
         self.url = f"http://{self._host}:{port}"
@@ -181,7 +186,11 @@ class FaultProxy:
                 await asyncio.sleep(rule.seconds)
             if rule.action == "fail_entries":
                 return await self._fail_entries(request, body, rule)
-        status, headers, payload = await self._forward(request, body)
+        try:
+            status, headers, payload = await self._forward(request, body)
+        except ClientError as exc:  # the emulator dropped the connection: a gateway error
+            self.upstream_errors.append((service, operation, type(exc).__name__))
+            return web.Response(status=502, text=f"upstream: {type(exc).__name__}")
         if rule is not None and rule.action == "function_error":
             error = {"errorMessage": "injected failure", "errorType": "InjectedError"}
             headers["X-Amz-Function-Error"] = "Unhandled"
