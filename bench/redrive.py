@@ -214,9 +214,8 @@ def main() -> None:
         theirs = bench_sqs_mover(url, proxy, args.queues, args.messages)
     finally:
         if proxy.upstream_errors:
-            print(
-                f"emulator dropped {len(proxy.upstream_errors)} requests: {proxy.upstream_errors[:5]}"
-            )
+            dropped = proxy.upstream_errors
+            print(f"the emulator dropped {len(dropped)} requests: {dropped[:5]}")
         proxy.stop()
         emulator.terminate()
         emulator.wait()
@@ -226,9 +225,7 @@ def main() -> None:
     calls = (ours.calls / ours.messages) / (theirs.calls / theirs.messages)
     cpu = (ours.cpu / ours.messages) / max(1e-9, theirs.cpu / theirs.messages)
     speed = (ours.messages / ours.wall) / (theirs.messages / theirs.wall)
-    print(
-        f"\nretry-worker / sqs-mover: API calls {calls:.2f}x, CPU {cpu:.2f}x, throughput {speed:.2f}x"
-    )
+    print(f"\nretry-worker / sqs-mover: calls {calls:.2f}x, CPU {cpu:.2f}x, speed {speed:.2f}x")
 
 
 if __name__ == "__main__":
