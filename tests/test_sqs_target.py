@@ -229,3 +229,22 @@ async def test_receive_errors_back_off_and_recover(aws, proxy, worker_stack):
     assert errors == 2
     assert poller.last_receive_ok is True
     assert [m["Body"] for m in await drain(aws.sqs, out)] == ["survivor"]
+
+
+async def test_a_crashing_pipeline_keeps_the_batch_and_backs_off(aws, proxy, worker_stack):
+    worker, poller, dlq, _ = await _two_queue_worker(aws, proxy, worker_stack)
+    await aws.sqs.send_message(QueueUrl=dlq, MessageBody="kept")
+
+    class Broken:
+        name = "broken"
+
+        async def deliver(self, batch):
+            raise RuntimeError("a bug")
+
+    poller._pipeline.target = Broken()
+    await poller.run_once()
+
+    [change] = proxy.requests("sqs", "ChangeMessageVisibilityBatch")
+    assert [e["VisibilityTimeout"] for e in change["Entries"]] == [60]
+    assert proxy.count("sqs", "DeleteMessageBatch") == 0
+    assert await depth(aws.sqs, dlq) == 1

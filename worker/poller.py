@@ -21,7 +21,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from worker.aws.sources import SourceBook
 from worker.aws.sqs import SqsQueue, error_code
 from worker.core.envelope import DlqMessage, parse_message
-from worker.core.outcomes import Release
+from worker.core.outcomes import Release, Retry
 from worker.metrics import Metrics
 from worker.pipeline import Decision, Pipeline
 from worker.settings import VISIBILITY_LIMIT_SECONDS, QueueSettings
@@ -31,6 +31,8 @@ log = structlog.get_logger("worker.poller")
 
 SETTLE_DEADLINE_SECONDS = 20  # a shielded settle never holds shutdown longer than this
 RECEIVE_BACKOFF_MAX_SECONDS = 30.0
+CRASH_RETRY_SECONDS = 60.0
+IDLE_PAUSE_SECONDS = 1.0  # between empty short polls (`wait_seconds: 0`)
 
 
 class Poller:
@@ -72,7 +74,9 @@ class Poller:
                 task_status.started()
                 with self._receive_scope:
                     while True:
-                        await self._receive_cycle(batches)
+                        received = await self._receive_cycle(batches)
+                        if not received and self._settings.receive.wait_seconds == 0:
+                            await anyio.sleep(IDLE_PAUSE_SECONDS)
         finally:
             self.done.set()
 
@@ -147,6 +151,7 @@ class Poller:
     async def _handle_batch(self, raw: Sequence[dict[str, Any]], received_at: float) -> None:
         messages = [parse_message(r) for r in raw]
         decisions: list[Decision] | None = None
+        crashed = False
         scope = anyio.CancelScope()
         self._delivery_scopes.add(scope)
         if self._aborted:
@@ -158,13 +163,17 @@ class Poller:
                     await self._sources.learn(messages)
                     decisions = await self._pipeline.run(messages)
                     tg.cancel_scope.cancel()
-        except Exception:  # noqa: BLE001 - logged; the batch is released, not lost
+        except Exception:  # noqa: BLE001 - logged; the batch is kept, not lost
             self._log.exception("batch_failed", messages=len(messages))
+            crashed = True
         finally:
             self._delivery_scopes.discard(scope)
             self._give_tokens(len(messages))
-        if decisions is None:  # aborted or crashed: hand the messages back untouched
-            decisions = [Decision(m, 0, Release()) for m in messages]
+        if decisions is None:
+            # Aborted: hand the messages back at once. Crashed: back off, so a bug cannot
+            # spin on the same messages.
+            outcome = Retry(CRASH_RETRY_SECONDS, "InternalError") if crashed else Release()
+            decisions = [Decision(m, 0, outcome) for m in messages]
         with anyio.CancelScope(shield=True), anyio.move_on_after(SETTLE_DEADLINE_SECONDS):
             try:
                 await self._settler.settle(decisions, received_at)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from contextlib import AsyncExitStack
 from typing import Any
 
+import anyio
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
@@ -42,8 +43,13 @@ class Clients:
         self._pool = pool
         self._session = get_session()
         self._clients: dict[str, Client] = {}
+        self._lock = anyio.Lock()
 
     async def get(self, service: str) -> Client:
+        async with self._lock:  # queues start concurrently: build each client once
+            return await self._get(service)
+
+    async def _get(self, service: str) -> Client:
         if service not in self._clients:
             config = client_config(self._aws, pool=self._pool)
             if service == "lambda":

@@ -122,6 +122,8 @@ class FaultProxy:
     def start(self) -> FaultProxy:
         self._thread.start()
         self._ready.wait(10)
+        if not self.url:
+            raise RuntimeError("the fault proxy did not start")
         return self
 
     def stop(self) -> None:
@@ -148,10 +150,10 @@ class FaultProxy:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         app.on_cleanup.append(self._close_session)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
         # Long polls may hold connections open; do not wait for them when stopping.
-        site = web.TCPSite(self._runner, self._host, self._port, shutdown_timeout=0.5)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port)
         await site.start()
         port = self._runner.addresses[0][1]
         self.url = f"http://{self._host}:{port}"
