@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import anyio
 import pytest
 import yaml
 
@@ -69,6 +70,17 @@ async def _accounted(aws, proxy, dlq: str, parked: str) -> tuple[set[int], set[i
     return remaining, parked_ns, invoked
 
 
+def _read_until(process: subprocess.Popen[str], marker: str) -> str:
+    """Read the daemon's output until a line contains `marker` (signals are not queued:
+    a second one sent before the first was handled would merge with it)."""
+    assert process.stdout is not None
+    lines = []
+    while marker not in (line := process.stdout.readline()):
+        assert line, "the daemon exited before " + marker
+        lines.append(line)
+    return "".join([*lines, line])
+
+
 async def _stop(process: subprocess.Popen[str], timeout: float) -> tuple[int, str, float]:
     started = time.monotonic()
     process.send_signal(signal.SIGTERM)
@@ -113,4 +125,27 @@ async def test_grace_expiry_releases_in_flight_messages_at_once(aws, proxy, tmp_
     remaining, parked_ns, _ = await _accounted(aws, proxy, dlq, parked)
     # released with visibility 0: every message is visible in the DLQ again right away
     assert remaining == set(range(SEEDED))
+    assert not parked_ns
+
+
+async def test_second_signal_exits_at_once_and_messages_reappear(aws, proxy, tmp_path):
+    dlq, parked = await _seed(aws)
+    proxy.add(Rule("lambda", "Invoke", "delay", seconds=8.0))
+    process = _start(tmp_path, _config(tmp_path, proxy.url, grace=20))
+    try:
+        await wait_for(lambda: proxy.count("lambda", "Invoke") >= 5, timeout=30)
+        process.send_signal(signal.SIGTERM)
+        with anyio.fail_after(10):
+            seen = await anyio.to_thread.run_sync(_read_until, process, "shutdown_started")
+        code, output, took = await _stop(process, timeout=10)
+        output = seen + output
+    finally:
+        process.kill()
+
+    assert code == 1, output
+    assert took < 5, "the second signal does not wait for the grace period"
+    assert '"action": "exit"' in output
+    # the five in delivery are invisible until their lease ends; the rest wait in the DLQ
+    remaining, parked_ns, _ = await _accounted(aws, proxy, dlq, parked)
+    assert len(remaining) == SEEDED - 5
     assert not parked_ns

@@ -232,7 +232,7 @@ async def test_receive_errors_back_off_and_recover(aws, proxy, worker_stack):
 
 
 async def test_a_crashing_pipeline_keeps_the_batch_and_backs_off(aws, proxy, worker_stack):
-    worker, poller, dlq, _ = await _two_queue_worker(aws, proxy, worker_stack)
+    _, poller, dlq, _ = await _two_queue_worker(aws, proxy, worker_stack)
     await aws.sqs.send_message(QueueUrl=dlq, MessageBody="kept")
 
     class Broken:

@@ -139,6 +139,11 @@ class FaultProxy:
         self._loop.run_until_complete(self._startup())
         self._ready.set()
         self._loop.run_forever()
+        # Requests still waiting (a `delay` rule) end with the proxy, quietly.
+        pending = asyncio.all_tasks(self._loop)
+        for task in pending:
+            task.cancel()
+        self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         self._loop.close()
 
     async def _startup(self) -> None:
