@@ -157,3 +157,20 @@ async def test_lease_is_extended_while_a_slow_target_runs(aws, proxy, worker_sta
     for body in proxy.requests("sqs", "ChangeMessageVisibilityBatch"):
         assert [e["VisibilityTimeout"] for e in body["Entries"]] == [2]
     assert await depth(aws.sqs, dlq) == 0
+
+
+async def test_message_the_parking_queue_refuses_stays_in_the_dlq(aws, proxy, worker_stack):
+    worker, poller, dlq, parked = await _setup(aws, proxy, worker_stack, park_on=["Doomed"])
+    proxy.add(Rule("lambda", "Invoke", "error", status=400, code="Doomed"))
+    proxy.add(Rule("sqs", "SendMessageBatch", "fail_entries", entries=1, times=3))
+    await aws.sqs.send_message(QueueUrl=dlq, MessageBody="must-not-vanish")
+
+    await poller.run_once()
+
+    assert proxy.count("sqs", "SendMessageBatch") == 3  # the parking send, retried
+    assert proxy.count("sqs", "DeleteMessageBatch") == 0
+    [change] = proxy.requests("sqs", "ChangeMessageVisibilityBatch")
+    assert [e["VisibilityTimeout"] for e in change["Entries"]] == [60]
+    assert worker.settled("orders", "parked") == 0
+    assert await depth(aws.sqs, dlq) == 1
+    assert await depth(aws.sqs, parked) == 0
