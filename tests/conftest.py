@@ -17,6 +17,7 @@ from worker.app import build_poller
 from worker.aws.clients import Clients
 from worker.emulator import MotoServer, create_role
 from worker.emulator.proxy import FaultProxy
+from worker.guard import Guard
 from worker.metrics import Metrics
 from worker.poller import Poller
 from worker.settings import Settings
@@ -124,10 +125,11 @@ class Worker:
         self.registry = CollectorRegistry()
         self.metrics = Metrics(self.registry)
         self.clients = Clients(settings.aws, stack, pool=32)
+        self.guards: dict[str, Guard] = {}
 
     async def poller(self, name: str) -> Poller:
         return await build_poller(
-            name, self.settings.queues[name], self.settings, self.clients, self.metrics
+            name, self.settings.queues[name], self.settings, self.clients, self.metrics, self.guards
         )
 
     def settled(self, queue: str, action: str) -> float:

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from worker.aws.clients import Clients, pool_size
 from worker.aws.sources import SourceBook
 from worker.aws.sqs import SqsQueue, error_code, resolve_queue_url
+from worker.guard import Guard
 from worker.metrics import Metrics
 from worker.pipeline import Pipeline
 from worker.poller import Poller
@@ -29,8 +30,25 @@ log = structlog.get_logger("worker.app")
 STARTUP_RETRY_MAX_SECONDS = 60.0
 
 
+def guard_for(
+    queue: QueueSettings, target_name: str, guards: dict[str, Guard], metrics: Metrics
+) -> Guard:
+    """One guard per target identity, shared by every queue that feeds it."""
+    key = queue.target_key
+    if key not in guards:
+        guards[key] = Guard(
+            target_name, queue.effective_rate_limit, queue.effective_circuit_breaker, metrics
+        )
+    return guards[key]
+
+
 async def build_poller(
-    name: str, queue: QueueSettings, settings: Settings, clients: Clients, metrics: Metrics
+    name: str,
+    queue: QueueSettings,
+    settings: Settings,
+    clients: Clients,
+    metrics: Metrics,
+    guards: dict[str, Guard],
 ) -> Poller:
     sqs = await clients.get("sqs")
     dlq = SqsQueue(sqs, await resolve_queue_url(sqs, queue.queue_ref))
@@ -38,7 +56,8 @@ async def build_poller(
     sources = SourceBook(sqs, dlq.url)
     await sources.refresh()
     target = await build_target(queue, clients, sources.by_arn)
-    pipeline = Pipeline(queue.policy, target, sources.arrived_with, rng=random.Random())
+    guard = guard_for(queue, target.name, guards, metrics)
+    pipeline = Pipeline(queue.policy, target, guard, sources.arrived_with, rng=random.Random())
     settler = Settler(
         name,
         dlq,
@@ -57,6 +76,7 @@ class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.pollers: dict[str, Poller] = {}
+        self.guards: dict[str, Guard] = {}
         self.stopping = False
 
 
@@ -71,7 +91,9 @@ async def _start_queue(
     failures = 0
     while True:
         try:
-            poller = await build_poller(name, queue, runtime.settings, clients, metrics)
+            poller = await build_poller(
+                name, queue, runtime.settings, clients, metrics, runtime.guards
+            )
             break
         except Exception as exc:  # noqa: BLE001 - retried; readiness stays false meanwhile
             failures += 1

@@ -1,9 +1,9 @@
 """`retry-worker demo`: the real daemon against an embedded local AWS emulator.
 
 Starts moto on a free loopback port with a fault proxy in front (the `orders` Lambda fails
-about half its invocations, the `ledger` Lambda always fails), creates one DLQ per target
-kind with realistic failed messages, and runs the same `serve()` as `retry-worker run`
-with short backoffs, printing progress every few seconds.
+a quarter of its invocations, `payments` is down for a while, `ledger` always fails),
+creates one DLQ per target kind with realistic failed messages, and runs the same `serve()`
+as `retry-worker run` with short backoffs, printing progress every few seconds.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from worker.emulator.proxy import FaultProxy, Rule
 from worker.logs import configure_logging
 from worker.settings import LoggingSettings, Settings
 
-QUEUES = ("orders", "fulfilment", "invoices", "ledger")
 PROGRESS_EVERY_SECONDS = 3.0
 
 
@@ -45,6 +44,7 @@ def demo_settings(endpoint: str, state_machine_arn: str) -> Settings:
             "defaults": {
                 "concurrency": 5,
                 "receive": {"wait_seconds": 1, "visibility_timeout_seconds": 20},
+                "circuit_breaker": {"open_seconds": 3, "max_open_seconds": 12},
                 "policy": {
                     "max_attempts": 4,
                     "backoff": {"initial_seconds": 1, "multiplier": 2, "max_seconds": 4},
@@ -61,6 +61,11 @@ def demo_settings(endpoint: str, state_machine_arn: str) -> Settings:
                     "target": {"kind": "stepfunctions", "state_machine_arn": state_machine_arn},
                 },
                 "invoices": {"name": "invoices-dlq", "target": {"kind": "sqs", "source": True}},
+                "payments": {
+                    "name": "payments-dlq",
+                    "target": {"kind": "lambda", "function": "payments"},
+                    "policy": {"max_attempts": 8},
+                },
                 "ledger": {
                     "name": "ledger-dlq",
                     "target": {"kind": "lambda", "function": "ledger"},
@@ -80,7 +85,7 @@ async def seed(session: Any, url: str) -> str:
         sfn = await stack.enter_async_context(session.create_client("stepfunctions", **kw))
         await create_role(await stack.enter_async_context(session.create_client("iam", **kw)))
         await create_queue(sqs, "retry-parked")
-        for name in ("orders", "ledger"):
+        for name in ("orders", "payments", "ledger"):
             await create_function(lam, name)
         definition = json.dumps({"StartAt": "Ship", "States": {"Ship": {"Type": "Succeed"}}})
         machine = await sfn.create_state_machine(
@@ -119,6 +124,10 @@ async def seed(session: Any, url: str) -> str:
             < 5
         ):  # a consumer that keeps failing: SQS dead-letters after 2 receives
             await sqs.receive_message(QueueUrl=source, MaxNumberOfMessages=10, VisibilityTimeout=0)
+        payments = await create_queue(sqs, "payments-dlq")
+        for i in range(15):
+            body = json.dumps({"paymentId": f"p-{i}", "amount": 100 + i})
+            await sqs.send_message(QueueUrl=payments, MessageBody=body)
         ledger = await create_queue(sqs, "ledger-dlq")
         await sqs.send_message(QueueUrl=ledger, MessageBody=json.dumps({"entry": "always-fails"}))
         return str(machine["stateMachineArn"])
@@ -174,9 +183,15 @@ async def _demo(duration: float) -> dict[str, int]:
         print(f"[demo] emulator {moto.url}, fault proxy {proxy.url}", file=sys.stderr)
         arn = await seed(get_session(), moto.url)
         # `ledger` always fails (its message exhausts its attempts and is parked);
-        # `orders` fails about half the time (retries with backoff, then succeeds).
+        # `payments` is down for its first 12 calls (its breaker opens, probes, closes);
+        # `orders` fails about a quarter of the time (retries with backoff, then succeeds).
         proxy.add(Rule("lambda", "Invoke", "function_error", path="/functions/ledger/"))
-        proxy.add(Rule("lambda", "Invoke", "function_error", probability=0.5))
+        down = Rule("lambda", "Invoke", "error", status=503, code="ServiceException", times=12)
+        down.path = "/functions/payments/"
+        proxy.add(down)
+        flaky = Rule("lambda", "Invoke", "function_error", probability=0.25)
+        flaky.path = "/functions/orders/"
+        proxy.add(flaky)
         registry = CollectorRegistry()
         stop = anyio.Event()
 

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 from worker.core.envelope import DlqMessage
 from worker.core.errors import DeliveryError
-from worker.core.outcomes import Delivered, Outcome, Park
+from worker.core.outcomes import Delivered, Outcome, Park, Retry
 from worker.core.policy import attempt_number, gate, on_failure
+from worker.guard import Guard
 from worker.settings import PolicySettings
 from worker.targets.base import Delivery, Target
 
@@ -32,6 +33,7 @@ class Pipeline:
         self,
         policy: PolicySettings,
         target: Target,
+        guard: Guard,
         arrived_with: Callable[[DlqMessage], int],
         *,
         clock: Callable[[], float] = time.time,
@@ -39,6 +41,7 @@ class Pipeline:
     ) -> None:
         self.policy = policy
         self.target = target
+        self.guard = guard
         self._arrived_with = arrived_with
         self._clock = clock
         self._rng = rng or random.Random()
@@ -54,12 +57,19 @@ class Pipeline:
                 decided[index] = Decision(message, attempt - 1, parked)
             else:
                 to_deliver.append((index, Delivery(message, attempt)))
+        admitted = await self.guard.admit(len(to_deliver)) if to_deliver else 0
+        for index, delivery in to_deliver[admitted:]:
+            # The breaker opened after this batch was received: not a try, come back later.
+            refused = Retry(self.guard.retry_delay(), "CircuitOpen")
+            decided[index] = Decision(delivery.message, delivery.attempt - 1, refused)
+        to_deliver = to_deliver[:admitted]
         if to_deliver:
             started = time.monotonic()
             results = await self.target.deliver([d for _, d in to_deliver])
             duration = time.monotonic() - started
             now = self._clock()
             for (index, delivery), error in zip(to_deliver, results, strict=True):
+                self.guard.record(error)
                 outcome: Outcome = Delivered()
                 if error is not None:
                     outcome = on_failure(

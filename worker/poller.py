@@ -32,6 +32,7 @@ log = structlog.get_logger("worker.poller")
 SETTLE_DEADLINE_SECONDS = 20  # a shielded settle never holds shutdown longer than this
 RECEIVE_BACKOFF_MAX_SECONDS = 30.0
 CRASH_RETRY_SECONDS = 60.0
+WAIT_SLICE_SECONDS = 5.0
 IDLE_PAUSE_SECONDS = 1.0  # between empty short polls (`wait_seconds: 0`)
 
 
@@ -98,8 +99,16 @@ class Poller:
 
     # -- receiving -------------------------------------------------------------------------
 
+    def beat(self) -> None:
+        """Liveness: this loop is making progress (or waiting on purpose)."""
+        self.last_progress = self._monotonic()
+
     async def _take_tokens(self) -> int:
-        await self._tokens.acquire()
+        while True:  # wait for room, in slices, beating: a slow target is not a dead loop
+            with anyio.move_on_after(WAIT_SLICE_SECONDS):
+                await self._tokens.acquire()
+                break
+            self.beat()
         taken = 1
         while taken < self._settings.receive.batch_size:
             try:
@@ -115,7 +124,15 @@ class Poller:
 
     async def _receive_cycle(self, batches: TaskGroup) -> int:
         receive = self._settings.receive
+        guard = self._pipeline.guard
+        await guard.wait_until_permitted(self.beat)
         taken = await self._take_tokens()
+        limit = guard.receive_limit()
+        if limit is not None and limit < taken:  # half-open: receive only the probes
+            self._give_tokens(taken - limit)
+            taken = limit
+        if taken == 0:
+            return 0
         try:
             raw = await self._dlq.receive(
                 taken, receive.wait_seconds, receive.visibility_timeout_seconds
@@ -127,7 +144,7 @@ class Poller:
         received_at = self._monotonic()
         self._give_tokens(taken - len(raw))
         self.last_receive_ok = True
-        self.last_progress = received_at
+        self.beat()
         self._receive_failures = 0
         self._metrics.receive_requests.labels(self.name, "messages" if raw else "empty").inc()
         if raw:
@@ -145,6 +162,7 @@ class Poller:
         delay = min(RECEIVE_BACKOFF_MAX_SECONDS, 0.5 * 2 ** (self._receive_failures - 1))
         self._log.warning("receive_failed", error=code, retry_in=delay)
         await anyio.sleep(delay)
+        self.beat()
 
     # -- one received batch ----------------------------------------------------------------
 
@@ -180,7 +198,7 @@ class Poller:
             except Exception:  # noqa: BLE001 - logged; unsettled messages reappear
                 self._log.exception("settle_failed", messages=len(messages))
         self._metrics.inflight.labels(self.name).dec(len(messages))
-        self.last_progress = self._monotonic()
+        self.beat()
 
     async def _heartbeat(self, messages: Sequence[DlqMessage], received_at: float) -> None:
         """Extend the lease at half its length while the batch is in delivery."""

@@ -146,6 +146,24 @@ class QueueSettings(QueueDefaults):
     def queue_ref(self) -> str:
         return self.url or self.name or ""
 
+    @property
+    def target_key(self) -> str:
+        """The target's identity: queues with the same key share one bucket and breaker."""
+        t = self.target
+        if isinstance(t, LambdaTarget):
+            return f"lambda:{t.function}"
+        if isinstance(t, StepFunctionsTarget):
+            return f"states:{t.state_machine_arn}"
+        return f"sqs:{t.queue}" if t.queue else f"sqs-source:{self.queue_ref}"
+
+    @property
+    def effective_rate_limit(self) -> RateLimitSettings:
+        return self.target.rate_limit or self.rate_limit
+
+    @property
+    def effective_circuit_breaker(self) -> CircuitBreakerSettings:
+        return self.target.circuit_breaker or self.circuit_breaker
+
 
 class Settings(BaseSettings):
     """The root. Environment variables `RETRY_WORKER_<SECTION>__<KEY>` win over files."""
@@ -212,7 +230,14 @@ def cross_field_errors(settings: Settings) -> list[str]:
             )
         if backoff.initial_seconds > backoff.max_seconds:
             errors.append(f"{path}.policy.backoff.initial_seconds: must be <= max_seconds")
+    errors += _shared_target_errors(settings)
     for name, q in settings.queues.items():
+        if q.circuit_breaker.minimum_calls > q.circuit_breaker.window:
+            errors.append(f"queues.{name}.circuit_breaker.minimum_calls: must be <= window")
+        if q.circuit_breaker.open_seconds > q.circuit_breaker.max_open_seconds:
+            errors.append(
+                f"queues.{name}.circuit_breaker.open_seconds: must be <= max_open_seconds"
+            )
         if not q.policy.parking_queue:
             errors.append(
                 f"queues.{name}.policy.parking_queue: required (set it on the queue or in "
@@ -220,6 +245,28 @@ def cross_field_errors(settings: Settings) -> list[str]:
             )
         if set(q.policy.retry_on) & set(q.policy.park_on):
             errors.append(f"queues.{name}.policy.park_on: overlaps retry_on")
+    return errors
+
+
+def _shared_target_errors(settings: Settings) -> list[str]:
+    """Queues that name the same target share its bucket and breaker: they must agree."""
+    errors: list[str] = []
+    first: dict[str, tuple[str, QueueSettings]] = {}
+    for name, q in settings.queues.items():
+        if q.target_key not in first:
+            first[q.target_key] = (name, q)
+            continue
+        other_name, other = first[q.target_key]
+        if q.effective_rate_limit != other.effective_rate_limit:
+            errors.append(
+                f"queues.{name}.target.rate_limit: differs from queues.{other_name} "
+                "(queues feeding the same target share one token bucket)"
+            )
+        if q.effective_circuit_breaker != other.effective_circuit_breaker:
+            errors.append(
+                f"queues.{name}.target.circuit_breaker: differs from queues.{other_name} "
+                "(queues feeding the same target share one circuit breaker)"
+            )
     return errors
 
 

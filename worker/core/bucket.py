@@ -1,0 +1,58 @@
+"""Token bucket per target with adaptive rate (AIMD), pure: the clock is a parameter.
+
+The configured `per_second` is the ceiling. A throttle from the target multiplies the
+effective rate by `decrease` (at most once per `cooldown`, so one burst of throttled calls
+counts as one signal), down to `floor`; each success adds `increase` back. The worker thus
+finds the target's real capacity without configuration, and several replicas, each backing
+off on its own throttles, converge without talking to each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+DECREASE = 0.7
+INCREASE_FRACTION = 0.01  # of the ceiling, per success
+FLOOR_FRACTION = 0.02  # of the ceiling
+MIN_FLOOR = 0.05  # requests per second: never stop completely
+COOLDOWN_SECONDS = 1.0
+
+
+class TokenBucket:
+    def __init__(self, per_second: float, burst: int, clock: Callable[[], float]) -> None:
+        self.ceiling = per_second
+        self.rate = per_second
+        self.burst = float(burst)
+        self.floor = max(MIN_FLOOR, per_second * FLOOR_FRACTION)
+        self._clock = clock
+        self._tokens = float(burst)
+        self._stamp = clock()
+        self._last_decrease = float("-inf")
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+
+    def reserve(self, count: int = 1) -> float:
+        """Take `count` tokens now and return how long to wait before using them.
+
+        Reserving ahead (the balance may go negative) keeps waiting callers in order and
+        makes the wait exact: no polling.
+        """
+        self._refill()
+        self._tokens -= count
+        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+
+    def on_throttle(self) -> None:
+        now = self._clock()
+        if now - self._last_decrease < COOLDOWN_SECONDS:
+            return
+        self._refill()
+        self._last_decrease = now
+        self.rate = max(self.floor, self.rate * DECREASE)
+
+    def on_success(self) -> None:
+        if self.rate < self.ceiling:
+            self._refill()
+            self.rate = min(self.ceiling, self.rate + self.ceiling * INCREASE_FRACTION)
