@@ -22,10 +22,11 @@ pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 SEEDED = 30
 
 
-def _config(tmp_path: Path, endpoint: str, grace: float) -> Path:
+def _config(tmp_path: Path, endpoint: str, grace: float, http_port: int = 0) -> Path:
     config = {
         "aws": {"endpoint_url": endpoint, "read_timeout_seconds": 10},
         "logging": {"format": "json"},
+        "http": {"host": "127.0.0.1", "port": http_port},
         "shutdown": {"grace_seconds": grace},
         "defaults": {
             "concurrency": 5,

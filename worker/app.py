@@ -7,6 +7,7 @@ import os
 import random
 import signal
 from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -18,6 +19,7 @@ from worker.aws.clients import Clients, pool_size
 from worker.aws.sources import SourceBook
 from worker.aws.sqs import SqsQueue, error_code, resolve_queue_url
 from worker.guard import Guard
+from worker.http import Health, HttpServer
 from worker.metrics import Metrics
 from worker.pipeline import Pipeline
 from worker.poller import Poller
@@ -70,19 +72,19 @@ async def build_poller(
     return Poller(name, queue, dlq, pipeline, settler, sources, metrics)
 
 
+@dataclass
 class Runtime:
-    """What the health endpoints and tests may look at: the pollers, once built."""
+    """What a running daemon exposes: its health view, guards and HTTP port."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.pollers: dict[str, Poller] = {}
-        self.guards: dict[str, Guard] = {}
-        self.stopping = False
+    health: Health
+    guards: dict[str, Guard] = field(default_factory=dict)
+    http_port: int = 0
 
 
 async def _start_queue(
     name: str,
     queue: QueueSettings,
+    settings: Settings,
     runtime: Runtime,
     clients: Clients,
     metrics: Metrics,
@@ -91,9 +93,7 @@ async def _start_queue(
     failures = 0
     while True:
         try:
-            poller = await build_poller(
-                name, queue, runtime.settings, clients, metrics, runtime.guards
-            )
+            poller = await build_poller(name, queue, settings, clients, metrics, runtime.guards)
             break
         except Exception as exc:  # noqa: BLE001 - retried; readiness stays false meanwhile
             failures += 1
@@ -101,7 +101,7 @@ async def _start_queue(
             metrics.aws_errors.labels("sqs", "ResolveQueue", error_code(exc)).inc()
             log.error("queue_resolve_failed", queue=name, error=error_code(exc), retry_in=delay)
             await anyio.sleep(delay)
-    runtime.pollers[name] = poller
+    runtime.health.pollers[name] = poller
     await poller.run()
 
 
@@ -113,33 +113,38 @@ async def serve(
     task_status: TaskStatus[Runtime] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run every queue until `stop` is set, then shut down within the grace period."""
-    metrics = Metrics(registry or CollectorRegistry())
-    runtime = Runtime(settings)
+    registry = registry or CollectorRegistry()
+    metrics = Metrics(registry)
+    runtime = Runtime(Health(list(settings.queues)))
     deliveries = sum(q.concurrency for q in settings.queues.values())
     pool = pool_size(settings.aws, len(settings.queues), deliveries)
-    async with AsyncExitStack() as stack:
+    http = HttpServer(runtime.health, registry, settings.http.host, settings.http.port)
+    async with AsyncExitStack() as stack, anyio.create_task_group() as tg:
+        runtime.http_port = await tg.start(http.serve)
         clients = Clients(settings.aws, stack, pool=pool)
-        async with anyio.create_task_group() as tg:
-            starting = anyio.CancelScope()
+        starting = anyio.CancelScope()
 
-            async def start_all() -> None:
-                with starting:
-                    async with anyio.create_task_group() as queues:
-                        for name, queue in settings.queues.items():
-                            queues.start_soon(_start_queue, name, queue, runtime, clients, metrics)
+        async def start_all() -> None:
+            with starting:
+                async with anyio.create_task_group() as queues:
+                    for name, queue in settings.queues.items():
+                        queues.start_soon(
+                            _start_queue, name, queue, settings, runtime, clients, metrics
+                        )
 
-            tg.start_soon(start_all)
-            log.info("started", queues=len(settings.queues), pool=pool)
-            task_status.started(runtime)
-            await stop.wait()
-            await _shutdown(runtime, settings.shutdown.grace_seconds)
-            starting.cancel()
+        tg.start_soon(start_all)
+        log.info("started", queues=len(settings.queues), pool=pool)
+        task_status.started(runtime)
+        await stop.wait()
+        await _shutdown(runtime.health, settings.shutdown.grace_seconds)
+        starting.cancel()
+        tg.cancel_scope.cancel()  # the HTTP server
     log.info("stopped")
 
 
-async def _shutdown(runtime: Runtime, grace: float) -> None:
-    runtime.stopping = True
-    pollers = list(runtime.pollers.values())
+async def _shutdown(health: Health, grace: float) -> None:
+    health.stopping = True
+    pollers = list(health.pollers.values())
     log.info("shutdown_started", grace_seconds=grace, queues=len(pollers))
     for poller in pollers:
         poller.stop_receiving()

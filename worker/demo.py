@@ -8,6 +8,7 @@ as `retry-worker run` with short backoffs, printing progress every few seconds.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -41,6 +42,7 @@ def demo_settings(endpoint: str, state_machine_arn: str) -> Settings:
             "aws": {"endpoint_url": endpoint, "read_timeout_seconds": 10},
             "logging": {"format": "console", "level": "INFO"},
             "shutdown": {"grace_seconds": 5},
+            "http": {"host": "127.0.0.1", "port": 0},
             "defaults": {
                 "concurrency": 5,
                 "receive": {"wait_seconds": 1, "visibility_timeout_seconds": 20},
@@ -204,7 +206,12 @@ async def _demo(duration: float) -> dict[str, int]:
             tg.start_soon(_report, registry, time.monotonic())
             tg.start_soon(stop_later)
             tg.start_soon(_trickle, get_session(), moto.url)
-            await serve(demo_settings(proxy.url, arn), stop, registry=registry)
+            async with anyio.create_task_group() as daemon:
+                runtime = await daemon.start(
+                    functools.partial(serve, demo_settings(proxy.url, arn), stop, registry=registry)
+                )
+                base = f"http://127.0.0.1:{runtime.http_port}"
+                print(f"[demo] health {base}/readyz, metrics {base}/metrics", file=sys.stderr)
             tg.cancel_scope.cancel()
         return progress(registry)
     finally:

@@ -133,10 +133,10 @@ class Poller:
             taken = limit
         if taken == 0:
             return 0
+        # The first receive is a short poll, so readiness does not wait out an empty long poll.
+        wait = receive.wait_seconds if self.last_receive_ok is not None else 0
         try:
-            raw = await self._dlq.receive(
-                taken, receive.wait_seconds, receive.visibility_timeout_seconds
-            )
+            raw = await self._dlq.receive(taken, wait, receive.visibility_timeout_seconds)
         except Exception as exc:  # noqa: BLE001 - an outage must not kill the process
             self._give_tokens(taken)
             await self._receive_failed(exc)
