@@ -16,8 +16,9 @@ from anyio.abc import TaskStatus
 from prometheus_client import CollectorRegistry
 
 from worker.aws.clients import Clients, pool_size
+from worker.aws.errors import error_code, metric_code
 from worker.aws.sources import SourceBook
-from worker.aws.sqs import SqsQueue, error_code, resolve_queue_url
+from worker.aws.sqs import SqsQueue, resolve_queue_url
 from worker.guard import Guard
 from worker.http import Health, HttpServer
 from worker.metrics import Metrics
@@ -98,7 +99,7 @@ async def _start_queue(
         except Exception as exc:  # noqa: BLE001 - retried; readiness stays false meanwhile
             failures += 1
             delay = min(STARTUP_RETRY_MAX_SECONDS, 2.0**failures)
-            metrics.aws_errors.labels("sqs", "ResolveQueue", error_code(exc)).inc()
+            metrics.aws_errors.labels("sqs", "ResolveQueue", metric_code(error_code(exc))).inc()
             log.error("queue_resolve_failed", queue=name, error=error_code(exc), retry_in=delay)
             await anyio.sleep(delay)
     runtime.health.pollers[name] = poller

@@ -18,8 +18,9 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
+from worker.aws.errors import error_code, kind_of, metric_code
 from worker.aws.sources import SourceBook
-from worker.aws.sqs import SqsQueue, error_code
+from worker.aws.sqs import SqsQueue
 from worker.core.envelope import DlqMessage, parse_message
 from worker.core.outcomes import Release, Retry
 from worker.metrics import Metrics
@@ -158,9 +159,9 @@ class Poller:
         self._receive_failures += 1
         code = error_code(exc)
         self._metrics.receive_requests.labels(self.name, "error").inc()
-        self._metrics.aws_errors.labels("sqs", "ReceiveMessage", code).inc()
+        self._metrics.aws_errors.labels("sqs", "ReceiveMessage", metric_code(code)).inc()
         delay = min(RECEIVE_BACKOFF_MAX_SECONDS, 0.5 * 2 ** (self._receive_failures - 1))
-        self._log.warning("receive_failed", error=code, retry_in=delay)
+        self._log.warning("receive_failed", error=code, kind=kind_of(code).value, retry_in=delay)
         await anyio.sleep(delay)
         self.beat()
 

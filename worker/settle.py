@@ -14,6 +14,7 @@ from typing import Any
 
 import structlog
 
+from worker.aws.errors import metric_code
 from worker.aws.sqs import SqsQueue
 from worker.core.errors import ErrorKind
 from worker.core.outcomes import Delivered, Park, Release, Retry
@@ -91,10 +92,10 @@ class Settler:
                     visibility[mid] = (receipt, 0)
         if deletes:
             failed = await self._dlq.delete(deletes)
-            self._report("delete_failed", failed)
+            self._report("DeleteMessageBatch", failed)
         if visibility:
             failed = await self._dlq.change_visibility(visibility)
-            self._report("change_visibility_failed", failed)
+            self._report("ChangeMessageVisibilityBatch", failed)
 
     async def _park(self, parks: Sequence[Decision]) -> set[str]:
         if not parks:
@@ -114,6 +115,10 @@ class Settler:
             entries.append(self._parking_entry(str(index), d, build_parked(d.message, meta)))
             by_entry[str(index)] = d
         _, failed = await self._parking.send(entries)
+        for failure in failed.values():
+            self._metrics.aws_errors.labels(
+                "sqs", "SendMessageBatch", metric_code(failure.code)
+            ).inc()
         self._metrics.settled.labels(self._name, "parked").inc(len(entries) - len(failed))
         self._metrics.settled.labels(self._name, "deferred").inc(len(failed))
         for entry_id, failure in failed.items():
@@ -142,12 +147,18 @@ class Settler:
             entry["MessageDeduplicationId"] = f"park-{d.message.message_id}"
         return entry
 
-    def _report(self, event: str, failed: dict[str, Any]) -> None:
+    def _report(self, operation: str, failed: dict[str, Any]) -> None:
+        """Entries that still failed after retries: the messages reappear (never lost)."""
         for mid, failure in failed.items():
-            self._log.error(event, message_id=mid, error=failure.code, detail=failure.message)
-            self._metrics.aws_errors.labels(
-                "sqs", event.removesuffix("_failed"), failure.code
-            ).inc()
+            self._log.error(
+                "settle_entry_failed",
+                operation=operation,
+                message_id=mid,
+                error=failure.code,
+                detail=failure.message,
+                outcome="will_reappear",
+            )
+            self._metrics.aws_errors.labels("sqs", operation, metric_code(failure.code)).inc()
 
     def _record(self, decisions: Sequence[Decision]) -> None:
         m, q = self._metrics, self._name

@@ -15,6 +15,7 @@ import anyio
 import structlog
 
 from worker.aws.clients import Client
+from worker.aws.errors import error_code
 
 BATCH = 10
 log = structlog.get_logger("worker.sqs")
@@ -27,16 +28,6 @@ class EntryFailure:
     code: str
     sender_fault: bool
     message: str = ""
-
-
-def error_code(exc: BaseException) -> str:
-    """The AWS error code of a botocore exception, or its class name (network errors)."""
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        code = response.get("Error", {}).get("Code")
-        if code:
-            return str(code)
-    return type(exc).__name__
 
 
 def chunks(items: Sequence[Any], size: int = BATCH) -> list[Sequence[Any]]:

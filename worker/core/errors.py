@@ -16,7 +16,8 @@ class DeliveryError(Exception):
     """A target did not accept a message.
 
     `code` is the AWS error code (or a code of ours such as `FunctionError.Unhandled`);
-    `retry_after` is the target's own hint in seconds, when it gave one.
+    `retry_after` is the target's own hint in seconds, when it gave one; `park_reason`
+    names why a permanent failure is permanent, when we know better than `permanent_error`.
     """
 
     def __init__(
@@ -26,9 +27,11 @@ class DeliveryError(Exception):
         detail: str = "",
         *,
         retry_after: float | None = None,
+        park_reason: str | None = None,
     ) -> None:
         super().__init__(f"{code}: {detail}" if detail else code)
         self.kind = kind
         self.code = code
         self.detail = detail
         self.retry_after = retry_after
+        self.park_reason = park_reason  # a precise parking reason, e.g. `unparseable`

@@ -78,10 +78,11 @@ def on_failure(
     rng: random.Random,
 ) -> Retry | Park:
     """After a failed delivery: retry later (with backoff) or park."""
+    reason = error.park_reason or "permanent_error"
     if error.code in policy.park_on:
-        return Park("permanent_error", error.code)
+        return Park(reason, error.code)
     if error.kind is ErrorKind.PERMANENT and error.code not in policy.retry_on:
-        return Park("permanent_error", error.code)
+        return Park(reason, error.code)
     if attempt >= policy.max_attempts:
         return Park("max_attempts", error.code)
     delay = backoff_delay(attempt, policy.backoff, rng)

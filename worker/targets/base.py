@@ -8,9 +8,9 @@ from typing import Protocol
 
 import anyio
 
+from worker.aws.errors import classify
 from worker.core.envelope import DlqMessage
 from worker.core.errors import DeliveryError
-from worker.targets.classify import classify
 
 
 @dataclass(frozen=True)

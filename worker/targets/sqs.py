@@ -16,13 +16,13 @@ from typing import Any
 import structlog
 
 from worker.aws.clients import Client
+from worker.aws.errors import classify, kind_of
 from worker.aws.sqs import RedriveSource, SqsQueue, resolve_queue_url
 from worker.core.envelope import ATTEMPT_ATTRIBUTE, DlqMessage
 from worker.core.errors import DeliveryError, ErrorKind
 from worker.core.parking import MAX_ATTRIBUTES
 from worker.settings import SqsTarget
 from worker.targets.base import Delivery, Result, short_name
-from worker.targets.classify import classify, kind_of
 
 log = structlog.get_logger("worker.targets.sqs")
 _ATTRIBUTE_KEYS = ("DataType", "StringValue", "BinaryValue")
@@ -49,7 +49,9 @@ def send_entry(entry_id: str, message: DlqMessage, attempt: int, *, fifo: bool) 
         }
     if fifo:
         if not message.group_id:
-            raise DeliveryError(ErrorKind.PERMANENT, "MissingMessageGroupId")
+            raise DeliveryError(
+                ErrorKind.PERMANENT, "MissingMessageGroupId", park_reason="missing_group_id"
+            )
         entry["MessageGroupId"] = message.group_id
         dedup = hashlib.sha256(f"{message.message_id}:{attempt}".encode()).hexdigest()
         entry["MessageDeduplicationId"] = dedup
@@ -81,6 +83,7 @@ class SqsSender:
                     ErrorKind.PERMANENT,
                     "SourceQueueUnknown",
                     f"no DeadLetterQueueSourceArn and {len(self._sources)} redrive sources",
+                    park_reason="no_source",
                 )
         if ref not in self._urls:
             self._urls[ref] = await resolve_queue_url(self._client, ref)

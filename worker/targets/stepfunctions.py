@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import anyio
 
 from worker.aws.clients import Client
-from worker.aws.sqs import error_code
+from worker.aws.errors import error_code
 from worker.core.errors import DeliveryError, ErrorKind
 from worker.settings import StepFunctionsTarget
 from worker.targets.base import Delivery, Result, deliver_each, short_name
@@ -50,11 +50,15 @@ class StepFunctionsStarter:
     async def _start(self, delivery: Delivery) -> None:
         body = delivery.message.body
         if len(body.encode("utf-8")) > MAX_INPUT_BYTES:
-            raise DeliveryError(ErrorKind.PERMANENT, "PayloadTooLarge", "input over 256 KB")
+            raise DeliveryError(
+                ErrorKind.PERMANENT, "PayloadTooLarge", "input over 256 KB", park_reason="too_large"
+            )
         try:
             json.loads(body)
         except ValueError as exc:
-            raise DeliveryError(ErrorKind.PERMANENT, "InvalidExecutionInput", "not JSON") from exc
+            raise DeliveryError(
+                ErrorKind.PERMANENT, "InvalidExecutionInput", "not JSON", park_reason="unparseable"
+            ) from exc
         for retry in range(MAX_TRIES):
             name = execution_name(delivery.message.message_id, retry)
             try:

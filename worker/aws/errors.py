@@ -1,8 +1,10 @@
-"""Classify AWS call failures into the error vocabulary, once, at the adapter edge."""
+"""Classify AWS call failures into the error vocabulary, once, at the adapter edge.
+
+Used by every target and by the SQS adapter; metric labels use `metric_code`, a bounded set.
+"""
 
 from __future__ import annotations
 
-from worker.aws.sqs import error_code
 from worker.core.errors import DeliveryError, ErrorKind
 
 THROTTLE_CODES = frozenset(
@@ -77,6 +79,52 @@ RETRYABLE_CODES = frozenset(
 )
 
 
+# Why a permanent error is permanent, for the parking reason.
+PARK_REASONS = {
+    "RequestTooLargeException": "too_large",
+    "InvalidRequestContentException": "unparseable",
+    "InvalidExecutionInput": "unparseable",
+    "InvalidMessageContents": "unparseable",
+    "ResourceNotFoundException": "target_not_found",
+    "StateMachineDoesNotExist": "target_not_found",
+    "QueueDoesNotExist": "target_not_found",
+    "AWS.SimpleQueueService.NonExistentQueue": "target_not_found",
+    "AccessDeniedException": "access_denied",
+    "AccessDenied": "access_denied",
+}
+# Codes of our own, raised at the adapter edge.
+OWN_CODES = frozenset(
+    {
+        "CircuitOpen",
+        "PayloadTooLarge",
+        "MissingMessageGroupId",
+        "SourceQueueUnknown",
+        "InternalError",
+        "ExecutionFailed",
+        "ExecutionTimedOut",
+        "ExecutionAborted",
+        "FunctionError.Handled",
+        "FunctionError.Unhandled",
+    }
+)
+KNOWN_CODES = THROTTLE_CODES | PERMANENT_CODES | RETRYABLE_CODES | OWN_CODES
+
+
+def metric_code(code: str) -> str:
+    """An error code for a metric label: from a bounded set, anything else is `Other`."""
+    return code if code in KNOWN_CODES else "Other"
+
+
+def error_code(exc: BaseException) -> str:
+    """The AWS error code of a botocore exception, or its class name (network errors)."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        code = response.get("Error", {}).get("Code")
+        if code:
+            return str(code)
+    return type(exc).__name__
+
+
 def _status(exc: BaseException) -> int:
     response = getattr(exc, "response", None)
     if isinstance(response, dict):
@@ -112,5 +160,9 @@ def classify(exc: BaseException) -> DeliveryError:
         return exc
     code = error_code(exc)
     return DeliveryError(
-        kind_of(code, _status(exc)), code, str(exc)[:300], retry_after=_retry_after(exc)
+        kind_of(code, _status(exc)),
+        code,
+        str(exc)[:300],
+        retry_after=_retry_after(exc),
+        park_reason=PARK_REASONS.get(code),
     )
