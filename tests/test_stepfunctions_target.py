@@ -81,3 +81,4 @@ async def test_input_that_is_not_json_is_parked(aws, proxy, worker_stack):
     assert (
         message["MessageAttributes"]["retry-worker.error"]["StringValue"] == "InvalidExecutionInput"
     )
+    assert message["MessageAttributes"]["retry-worker.reason"]["StringValue"] == "unparseable"
