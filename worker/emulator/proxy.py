@@ -34,7 +34,7 @@ _HOP_HEADERS = {"content-length", "transfer-encoding", "connection", "content-en
 
 @dataclass
 class Rule:
-    service: str
+    service: str  # as in the SigV4 scope (sqs, lambda, states, ...), or "*" for any
     operation: str | None = None  # None: every operation of the service
     action: str = "error"  # error | function_error | fail_entries | delay | reset
     status: int = 500
@@ -48,7 +48,9 @@ class Rule:
     applied: int = 0
 
     def matches(self, service: str, operation: str, path: str, rng: random.Random) -> bool:
-        if self.service != service or (self.operation and self.operation != operation):
+        if self.service not in ("*", service):
+            return False
+        if self.operation and self.operation != operation:
             return False
         if self.path is not None and self.path not in path:
             return False
@@ -85,6 +87,8 @@ class FaultProxy:
         self.journal: list[tuple[str, str, Any]] = []
         self.keep_journal = True
         self.upstream_errors: list[tuple[str, str, str]] = []
+        # (service, operation, JSON body) of forwarded requests the target accepted
+        self.accepted: list[tuple[str, str, Any]] = []
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._host, self._port = host, port
@@ -106,6 +110,12 @@ class FaultProxy:
             self.rules.clear()
             self.calls.clear()
             self.journal.clear()
+            self.accepted.clear()
+
+    def accepted_requests(self, service: str, operation: str) -> list[Any]:
+        """Bodies of requests the emulator answered with success (no injected failure)."""
+        with self._lock:
+            return [b for s, o, b in self.accepted if s == service and o == operation]
 
     def requests(self, service: str, operation: str) -> list[Any]:
         with self._lock:
@@ -202,7 +212,14 @@ class FaultProxy:
             error = {"errorMessage": "injected failure", "errorType": "InjectedError"}
             headers["X-Amz-Function-Error"] = "Unhandled"
             return web.Response(status=200, body=json.dumps(error).encode(), headers=headers)
+        if status < 300 and "X-Amz-Function-Error" not in headers:
+            self._accepted(service, operation, body)
         return web.Response(status=status, body=payload, headers=headers)
+
+    def _accepted(self, service: str, operation: str, body: bytes) -> None:
+        if self.keep_journal and body[:1] == b"{":
+            with self._lock, contextlib.suppress(ValueError):
+                self.accepted.append((service, operation, json.loads(body)))
 
     async def _forward(
         self, request: web.Request, body: bytes

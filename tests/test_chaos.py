@@ -1,0 +1,161 @@
+"""The chaos test: the daemon as a process, 2,000 messages over 3 queues and 3 target kinds,
+10 % of AWS calls failing (throttles, 500s, resets), one target failing 30 % of deliveries,
+and the daemon killed with SIGKILL at 5 random moments. Nothing may go missing."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.helpers import depth, drain, wait_for
+from worker.emulator import ROLE_ARN, create_function, create_queue
+from worker.emulator.proxy import FaultProxy, Rule
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(600)]
+
+MESSAGES = 2000
+KILLS = 5
+CONCURRENCY = 10
+QUEUES = ("to-sqs", "to-sfn", "to-lambda")
+DEFINITION = json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}})
+
+
+def chaos_rules(proxy: FaultProxy) -> None:
+    """About 10 % of every AWS call fails; the Lambda target fails 30 % of deliveries."""
+    proxy.add(Rule("*", None, "error", status=400, code="ThrottlingException", probability=0.04))
+    proxy.add(Rule("*", None, "error", status=500, code="InternalFailure", probability=0.03))
+    proxy.add(Rule("*", None, "reset", probability=0.03))
+    proxy.add(Rule("lambda", "Invoke", "function_error", probability=0.3))
+
+
+def config(tmp_path: Path, endpoint: str, machine_arn: str) -> Path:
+    tree = {
+        "aws": {"endpoint_url": endpoint, "read_timeout_seconds": 10, "sdk_max_attempts": 3},
+        "http": {"host": "127.0.0.1", "port": 0},
+        "shutdown": {"grace_seconds": 5},
+        "defaults": {
+            "concurrency": CONCURRENCY,
+            "receive": {"wait_seconds": 1, "visibility_timeout_seconds": 4},
+            "policy": {
+                "max_attempts": 12,
+                "backoff": {"initial_seconds": 0.2, "multiplier": 2, "max_seconds": 2},
+                "parking_queue": "chaos-parked",
+            },
+            "rate_limit": {"per_second": 1000, "burst": 1000},
+            "circuit_breaker": {"minimum_calls": 20, "failure_rate_threshold": 0.9},
+        },
+        "queues": {
+            "to-sqs": {"name": "to-sqs-dlq", "target": {"kind": "sqs", "queue": "chaos-out"}},
+            "to-sfn": {
+                "name": "to-sfn-dlq",
+                "target": {"kind": "stepfunctions", "state_machine_arn": machine_arn},
+            },
+            "to-lambda": {
+                "name": "to-lambda-dlq",
+                "target": {"kind": "lambda", "function": "chaos"},
+            },
+        },
+    }
+    path = tmp_path / "chaos.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
+def start(tmp_path: Path, cfg: Path, run: int) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RETRY_WORKER_")}
+    env["RETRY_WORKER_CONFIG_DIR"] = str(tmp_path)
+    with (tmp_path / f"run-{run}.log").open("wb") as log:  # the child keeps its own handle
+        return subprocess.Popen(
+            [sys.executable, "-m", "worker", "run", "--config", str(cfg)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+
+
+async def seed(aws) -> dict[str, str]:
+    urls = {q: await create_queue(aws.sqs, f"{q}-dlq") for q in QUEUES}
+    for start_id in range(0, MESSAGES, 10):
+        queue = QUEUES[(start_id // 10) % len(QUEUES)]
+        entries = [
+            {"Id": str(i), "MessageBody": json.dumps({"id": i})}
+            for i in range(start_id, start_id + 10)
+        ]
+        await aws.sqs.send_message_batch(QueueUrl=urls[queue], Entries=entries)
+    return urls
+
+
+async def executions(aws, arn: str) -> list[dict]:
+    found, kwargs = [], {"stateMachineArn": arn, "maxResults": 1000}
+    while True:
+        page = await aws.sfn.list_executions(**kwargs)
+        found += page["executions"]
+        if not page.get("nextToken"):
+            return found
+        kwargs["nextToken"] = page["nextToken"]
+
+
+async def test_nothing_is_lost_through_faults_and_kills(aws, proxy, tmp_path):
+    proxy.keep_journal = True
+    await create_function(aws.lambda_, "chaos")
+    machine = await aws.sfn.create_state_machine(
+        name="chaos", definition=DEFINITION, roleArn=ROLE_ARN
+    )
+    out = await create_queue(aws.sqs, "chaos-out")
+    parked = await create_queue(aws.sqs, "chaos-parked")
+    urls = await seed(aws)
+    cfg = config(tmp_path, proxy.url, machine["stateMachineArn"])
+    chaos_rules(proxy)
+    rng = random.Random(2024)
+
+    for run in range(KILLS):
+        process = start(tmp_path, cfg, run)
+        target = proxy.count() + rng.randint(100, 600)  # a random moment, in calls made
+        try:
+            await wait_for(lambda n=target: proxy.count() >= n, timeout=120)
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.wait(10)
+
+    process = start(tmp_path, cfg, KILLS)
+    try:
+
+        async def drained() -> bool:
+            return all([await depth(aws.sqs, url) == 0 for url in urls.values()])
+
+        await wait_for(drained, timeout=400, interval=0.5)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+    finally:
+        process.kill()
+
+    injected = sum(r.applied for r in proxy.rules)
+    proxy.rules.clear()
+    sent_to_sqs = [json.loads(m["Body"])["id"] for m in await drain(aws.sqs, out)]
+    invoked = [b["id"] for b in proxy.accepted_requests("lambda", "Invoke")]
+    started = []
+    for execution in await executions(aws, machine["stateMachineArn"]):
+        described = await aws.sfn.describe_execution(executionArn=execution["executionArn"])
+        started.append(json.loads(described["input"])["id"])
+    parked_ids = [json.loads(m["Body"])["id"] for m in await drain(aws.sqs, parked)]
+
+    deliveries = sent_to_sqs + invoked + started
+    delivered = set(deliveries)
+    missing = set(range(MESSAGES)) - delivered - set(parked_ids)
+    duplicates = len(deliveries) - len(delivered)
+    print(
+        f"\nchaos: {len(delivered)} delivered, {len(parked_ids)} parked, {len(missing)} missing, "
+        f"{duplicates} duplicate deliveries after {KILLS} kills; "
+        f"{proxy.count()} AWS calls, {injected} injected faults"
+    )
+    assert not missing
+    assert duplicates <= KILLS * CONCURRENCY * len(QUEUES)
+    assert len(started) == len(set(started)), "Step Functions names make replays harmless"
