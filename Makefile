@@ -25,7 +25,9 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)
-	$(BIN)/python bench/redrive.py
+	$(BIN)/python -m bench.redrive
+	$(BIN)/python -m bench.adaptive
+	$(BIN)/python -m bench.outage
 
 # Regenerate the pins after changing dependencies in pyproject.toml.
 lock:

@@ -70,15 +70,22 @@ def test_throttles_lower_the_rate_once_per_cooldown_down_to_a_floor():
     assert bucket.rate == pytest.approx(bucket.floor) == pytest.approx(2)
 
 
-def test_successes_raise_the_rate_back_to_the_ceiling_and_no_further():
+def test_successes_raise_the_rate_back_over_time_to_the_ceiling_and_no_further():
     clock = Clock()
     bucket = TokenBucket(per_second=100, burst=10, clock=clock)
-    bucket.on_throttle()
-    for _ in range(29):
+    bucket.on_throttle()  # 70
+    for _ in range(1000):  # a burst of successes in one instant is not a trend
         bucket.on_success()
-    assert bucket.rate == pytest.approx(99)
-    for _ in range(10):
+    assert bucket.rate == pytest.approx(70)
+    for _ in range(14):  # two per cent of the ceiling per second of successes
+        clock.advance(1)
         bucket.on_success()
+    assert bucket.rate == pytest.approx(98)
+    clock.advance(3600)  # a quiet hour counts as one second, not a success streak
+    bucket.on_success()
+    assert bucket.rate == 100
+    clock.advance(5)
+    bucket.on_success()
     assert bucket.rate == 100
 
 

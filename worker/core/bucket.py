@@ -1,8 +1,10 @@
 """Token bucket per target with adaptive rate (AIMD), pure: the clock is a parameter.
 
 The configured `per_second` is the ceiling. A throttle from the target multiplies the
-effective rate by `decrease` (at most once per `cooldown`, so one burst of throttled calls
-counts as one signal), down to `floor`; each success adds `increase` back. The worker thus
+effective rate by DECREASE (at most once per cooldown, so one burst of throttled calls
+counts as one signal), down to a floor; while calls succeed the rate climbs back linearly,
+by INCREASE_PER_SECOND of the ceiling per second (time-based, not per call, so a fast
+target does not climb faster than a slow one). The worker thus
 finds the target's real capacity without configuration, and several replicas, each backing
 off on its own throttles, converge without talking to each other.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 DECREASE = 0.7
-INCREASE_FRACTION = 0.01  # of the ceiling, per success
+INCREASE_PER_SECOND = 0.02  # of the ceiling, per second of successes
 FLOOR_FRACTION = 0.02  # of the ceiling
 MIN_FLOOR = 0.05  # requests per second: never stop completely
 COOLDOWN_SECONDS = 1.0
@@ -28,6 +30,7 @@ class TokenBucket:
         self._tokens = float(burst)
         self._stamp = clock()
         self._last_decrease = float("-inf")
+        self._last_increase = self._stamp
 
     def _refill(self) -> None:
         now = self._clock()
@@ -53,6 +56,9 @@ class TokenBucket:
         self.rate = max(self.floor, self.rate * DECREASE)
 
     def on_success(self) -> None:
+        now = self._clock()
+        elapsed = min(1.0, now - self._last_increase)  # a quiet spell is not a success streak
+        self._last_increase = now
         if self.rate < self.ceiling:
             self._refill()
-            self.rate = min(self.ceiling, self.rate + self.ceiling * INCREASE_FRACTION)
+            self.rate = min(self.ceiling, self.rate + self.ceiling * INCREASE_PER_SECOND * elapsed)
