@@ -75,6 +75,18 @@ def test_queues_inherit_defaults_and_their_own_keys_win(config_dir):
     assert (policy.backoff.jitter, policy.backoff.initial_seconds) == ("none", 1)
 
 
+def test_queues_feeding_one_target_may_share_identical_limits(config_dir):
+    same = {"per_second": 3.0, "burst": 4}
+    data = {
+        "queues": {
+            "a": {**QUEUE, "target": {**QUEUE["target"], "rate_limit": same}},
+            "b": {**QUEUE, "name": "b", "target": {**QUEUE["target"], "rate_limit": same}},
+        }
+    }
+    settings = load_settings(None, [write(config_dir / "c.yaml", data)])
+    assert settings.queues["b"].effective_rate_limit.per_second == 3.0
+
+
 def test_env_selected_by_variable(config_dir, monkeypatch):
     write(config_dir / "prod.yaml", {"http": {"port": 9999}})
     monkeypatch.setenv("RETRY_WORKER_ENV", "prod")
@@ -139,6 +151,32 @@ def test_env_selected_by_variable(config_dir, monkeypatch):
         (
             {"defaults": {"policy": {"backoff": {"initial_seconds": 10, "max_seconds": 5}}}},
             "defaults.policy.backoff.initial_seconds: must be <= max_seconds",
+        ),
+        (
+            {
+                "queues": {
+                    "a": QUEUE,
+                    "b": {
+                        **QUEUE,
+                        "name": "b",
+                        "target": {**QUEUE["target"], "rate_limit": {"per_second": 1}},
+                    },
+                }
+            },
+            "queues.b.target.rate_limit: differs from queues.a (queues feeding the same target share one token bucket)",
+        ),
+        (
+            {
+                "queues": {
+                    "a": QUEUE,
+                    "b": {**QUEUE, "name": "b", "circuit_breaker": {"open_seconds": 5}},
+                }
+            },
+            "queues.b.target.circuit_breaker: differs from queues.a (queues feeding the same target share one circuit breaker)",
+        ),
+        (
+            {"queues": {"a": {**QUEUE, "circuit_breaker": {"window": 5, "minimum_calls": 6}}}},
+            "queues.a.circuit_breaker.minimum_calls: must be <= window",
         ),
     ],
 )

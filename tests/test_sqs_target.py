@@ -248,3 +248,21 @@ async def test_a_crashing_pipeline_keeps_the_batch_and_backs_off(aws, proxy, wor
     assert [e["VisibilityTimeout"] for e in change["Entries"]] == [60]
     assert proxy.count("sqs", "DeleteMessageBatch") == 0
     assert await depth(aws.sqs, dlq) == 1
+
+
+async def test_failed_visibility_change_leaves_message_to_reappear(aws, proxy, worker_stack):
+    worker, poller, dlq, _ = await _two_queue_worker(aws, proxy, worker_stack)
+    await aws.sqs.send_message(QueueUrl=dlq, MessageBody="deferred")
+    proxy.add(Rule("sqs", "SendMessageBatch", "fail_entries", entries=1, times=3))
+    proxy.add(Rule("sqs", "ChangeMessageVisibilityBatch", "fail_entries", entries=1, times=3))
+
+    await poller.run_once()
+
+    assert proxy.count("sqs", "ChangeMessageVisibilityBatch") == 3  # retried, then reported
+    assert proxy.count("sqs", "DeleteMessageBatch") == 0
+    assert await depth(aws.sqs, dlq) == 1, "it reappears after its receive's visibility timeout"
+    errors = worker.registry.get_sample_value(
+        "retry_worker_aws_errors_total",
+        {"service": "sqs", "operation": "ChangeMessageVisibilityBatch", "error": "InternalFailure"},
+    )
+    assert errors == 1
