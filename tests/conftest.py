@@ -10,6 +10,7 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 import pytest
+import structlog
 from aiobotocore.session import get_session
 from prometheus_client import CollectorRegistry
 
@@ -36,6 +37,13 @@ os.environ.update(
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def _default_logging() -> Iterator[None]:
+    """Tests that capture logs configure structlog; put the defaults back afterwards."""
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture(scope="session")

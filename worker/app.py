@@ -19,6 +19,7 @@ from worker.aws.clients import Clients, pool_size
 from worker.aws.errors import error_code, metric_code
 from worker.aws.sources import SourceBook
 from worker.aws.sqs import SqsQueue, resolve_queue_url
+from worker.depth import watch_depth
 from worker.guard import Guard
 from worker.http import Health, HttpServer
 from worker.metrics import Metrics
@@ -66,7 +67,7 @@ async def build_poller(
         dlq,
         parking,
         metrics,
-        target_name=target.name,
+        target=target,
         log_bodies=settings.logging.log_bodies,
     )
     log.info("queue_ready", queue=name, url=dlq.url, target=target.name, parking=parking.url)
@@ -103,7 +104,12 @@ async def _start_queue(
             log.error("queue_resolve_failed", queue=name, error=error_code(exc), retry_in=delay)
             await anyio.sleep(delay)
     runtime.health.pollers[name] = poller
-    await poller.run()
+    interval = settings.metrics.queue_depth_interval_seconds
+    async with anyio.create_task_group() as tg:
+        if interval > 0:
+            tg.start_soon(watch_depth, name, poller.dlq, metrics, interval)
+        await poller.run()
+        tg.cancel_scope.cancel()
 
 
 async def serve(

@@ -9,6 +9,7 @@ import urllib.request
 from collections.abc import Sequence
 
 import anyio
+import structlog
 import yaml
 
 from worker.config import ConfigError, load_settings
@@ -62,6 +63,9 @@ def _run(args: argparse.Namespace) -> int:
     from worker.app import run_daemon
 
     configure_logging(settings.logging)
+    structlog.get_logger("worker.cli").info(
+        "config_loaded", env=args.env, files=args.config, queues=sorted(settings.queues)
+    )
     anyio.run(run_daemon, settings)
     return EXIT_OK
 

@@ -52,7 +52,7 @@ class Poller:
     ) -> None:
         self.name = name
         self._settings = settings
-        self._dlq = dlq
+        self.dlq = dlq
         self._pipeline = pipeline
         self._settler = settler
         self._sources = sources
@@ -137,7 +137,7 @@ class Poller:
         # The first receive is a short poll, so readiness does not wait out an empty long poll.
         wait = receive.wait_seconds if self.last_receive_ok is not None else 0
         try:
-            raw = await self._dlq.receive(taken, wait, receive.visibility_timeout_seconds)
+            raw = await self.dlq.receive(taken, wait, receive.visibility_timeout_seconds)
         except Exception as exc:  # noqa: BLE001 - an outage must not kill the process
             self._give_tokens(taken)
             await self._receive_failed(exc)
@@ -211,5 +211,5 @@ class Poller:
             if extension <= 0:
                 return
             receipts = {m.message_id: (m.receipt_handle, extension) for m in messages}
-            failed = await self._dlq.change_visibility(receipts)
+            failed = await self.dlq.change_visibility(receipts)
             self._log.debug("lease_extended", seconds=extension, failed=len(failed))

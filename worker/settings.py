@@ -45,6 +45,11 @@ class LoggingSettings(Model):
     log_bodies: bool = False
 
 
+class MetricsSettings(Model):
+    # DLQ depth gauges come from GetQueueAttributes; every call is billed, so slowly. 0: off.
+    queue_depth_interval_seconds: NonNegativeFloat = 60
+
+
 class ShutdownSettings(Model):
     grace_seconds: NonNegativeFloat = 25
 
@@ -178,6 +183,7 @@ class Settings(BaseSettings):
     aws: AwsSettings = AwsSettings()
     http: HttpSettings = HttpSettings()
     logging: LoggingSettings = LoggingSettings()
+    metrics: MetricsSettings = MetricsSettings()
     shutdown: ShutdownSettings = ShutdownSettings()
     defaults: QueueDefaults = QueueDefaults()
     queues: dict[str, QueueSettings] = {}

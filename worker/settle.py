@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 
-from worker.aws.errors import metric_code
+from worker.aws.errors import OWN_CODES, metric_code
 from worker.aws.sqs import SqsQueue
 from worker.core.errors import ErrorKind
 from worker.core.outcomes import Delivered, Park, Release, Retry
@@ -22,6 +22,7 @@ from worker.core.parking import build_parked, parking_metadata
 from worker.metrics import Metrics
 from worker.pipeline import Decision
 from worker.settings import VISIBILITY_LIMIT_SECONDS
+from worker.targets.base import Target
 from worker.targets.sqs import copy_attributes
 
 log = structlog.get_logger("worker.settle")
@@ -52,7 +53,7 @@ class Settler:
         parking: SqsQueue,
         metrics: Metrics,
         *,
-        target_name: str,
+        target: Target,
         log_bodies: bool = False,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
@@ -61,11 +62,12 @@ class Settler:
         self._dlq = dlq
         self._parking = parking
         self._metrics = metrics
-        self._target = target_name
+        self._target = target.name
+        self._target_call = (target.service, target.operation)
         self._log_bodies = log_bodies
         self._clock = clock
         self._monotonic = monotonic
-        self._log = log.bind(queue=queue_name, target=target_name)
+        self._log = log.bind(queue=queue_name, target=target.name)
 
     async def settle(self, decisions: Sequence[Decision], received_at: float) -> None:
         """`received_at` is the monotonic time of the receive (the visibility clock)."""
@@ -170,6 +172,8 @@ class Settler:
                 outcome = _delivery_outcome(d)
                 m.deliveries.labels(q, self._target, outcome).inc()
                 m.delivery_duration.labels(q, self._target).observe(d.duration)
+            if d.error is not None and d.error.code not in OWN_CODES:  # the target's API failed
+                m.aws_errors.labels(*self._target_call, metric_code(d.error.code)).inc()
             match d.outcome:
                 case Delivered():
                     m.settled.labels(q, "deleted").inc()

@@ -25,7 +25,9 @@ Result = DeliveryError | None  # None: the target accepted the message
 class Target(Protocol):
     """A target delivers a batch and answers per message; it never raises for one message."""
 
-    name: str
+    name: str  # short name for metrics and logs
+    service: str  # the AWS service and operation it calls, for `aws_errors`
+    operation: str
 
     async def deliver(self, batch: Sequence[Delivery]) -> list[Result]: ...
 

@@ -11,6 +11,9 @@ from worker.targets.base import Delivery, Result, deliver_each, short_name
 
 
 class LambdaInvoker:
+    service = "lambda"
+    operation = "Invoke"
+
     def __init__(self, client: Client, settings: LambdaTarget) -> None:
         self._client = client
         self._function = settings.function

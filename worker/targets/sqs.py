@@ -59,6 +59,9 @@ def send_entry(entry_id: str, message: DlqMessage, attempt: int, *, fifo: bool) 
 
 
 class SqsSender:
+    service = "sqs"
+    operation = "SendMessageBatch"
+
     def __init__(
         self,
         client: Client,

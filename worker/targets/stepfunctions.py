@@ -34,6 +34,9 @@ def execution_name(message_id: str, retry: int = 0) -> str:
 
 
 class StepFunctionsStarter:
+    service = "states"
+    operation = "StartExecution"
+
     def __init__(self, client: Client, settings: StepFunctionsTarget, *, poll: float = 2.0) -> None:
         self._client = client
         self._arn = settings.state_machine_arn

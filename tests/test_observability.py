@@ -1,0 +1,123 @@
+"""Metrics move as they should (by value, and as parsed from /metrics); message bodies never
+reach the logs unless `logging.log_bodies` is set."""
+
+from __future__ import annotations
+
+import functools
+import io
+import re
+from pathlib import Path
+
+import anyio
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import make_settings
+from tests.helpers import depth, wait_for
+from tests.test_http import aget
+from worker.app import serve
+from worker.emulator import create_function, create_queue
+from worker.emulator.proxy import Rule
+from worker.logs import configure_logging
+from worker.settings import LoggingSettings
+
+pytestmark = pytest.mark.anyio
+SPEC = Path(__file__).resolve().parents[2] / "shared" / "SPEC.md"
+MARKER = "BODY-MARKER-7f3a"
+
+
+def spec_metrics() -> set[str]:
+    return set(re.findall(r"^\| `(retry_worker_\w+)` \|", SPEC.read_text(), re.MULTILINE))
+
+
+async def run_scenario(aws, proxy, *, log_bodies: bool) -> tuple[CollectorRegistry, str, str]:
+    """Three messages: one delivered at once, one after a retry, one parked."""
+    await create_function(aws.lambda_, "fn")
+    dlq = await create_queue(aws.sqs, "fn-dlq")
+    await create_queue(aws.sqs, "parked")
+    proxy.add(Rule("lambda", "Invoke", "error", status=400, code="AccessDeniedException", times=1))
+    proxy.add(Rule("lambda", "Invoke", "function_error", times=1))
+    for i in range(3):
+        await aws.sqs.send_message(QueueUrl=dlq, MessageBody=f'{{"n": {i}, "s": "{MARKER}"}}')
+    settings = make_settings(
+        proxy.url,
+        {"fn": {"name": "fn-dlq", "target": {"kind": "lambda", "function": "fn"}}},
+        http={"host": "127.0.0.1", "port": 0},
+        logging={"log_bodies": log_bodies},
+        metrics={"queue_depth_interval_seconds": 0.2},
+    )
+    logs = io.StringIO()
+    configure_logging(LoggingSettings(format="json", log_bodies=log_bodies), stream=logs)
+    registry = CollectorRegistry()
+    stop = anyio.Event()
+
+    def settled(action: str) -> float:
+        labels = {"queue": "fn", "action": action}
+        return registry.get_sample_value("retry_worker_messages_settled_total", labels) or 0
+
+    async with anyio.create_task_group() as tg:
+        runtime = await tg.start(functools.partial(serve, settings, stop, registry=registry))
+        await wait_for(lambda: settled("deleted") == 2 and settled("parked") == 1, timeout=30)
+        assert await depth(aws.sqs, dlq) == 0
+        await wait_for(
+            lambda: (
+                registry.get_sample_value(
+                    "retry_worker_queue_messages", {"queue": "fn", "state": "visible"}
+                )
+                == 0
+            ),
+            timeout=10,
+        )
+        _, text = await aget(f"http://127.0.0.1:{runtime.http_port}/metrics")
+        stop.set()
+    return registry, text, logs.getvalue()
+
+
+async def test_metrics_move_as_they_should(aws, proxy):
+    registry, text, _ = await run_scenario(aws, proxy, log_bodies=False)
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    assert value("retry_worker_messages_received_total", queue="fn") == 4  # 3 + the retry
+    deliveries = "retry_worker_deliveries_total"
+    assert value(deliveries, queue="fn", target="fn", outcome="success") == 2
+    assert value(deliveries, queue="fn", target="fn", outcome="retryable") == 1
+    assert value(deliveries, queue="fn", target="fn", outcome="permanent") == 1
+    settled = "retry_worker_messages_settled_total"
+    assert value(settled, queue="fn", action="deleted") == 2
+    assert value(settled, queue="fn", action="deferred") == 1
+    assert value(settled, queue="fn", action="parked") == 1
+    assert value("retry_worker_delivery_duration_seconds_count", queue="fn", target="fn") == 4
+    assert value("retry_worker_backoff_seconds_count", queue="fn") == 1
+    assert value("retry_worker_inflight_messages", queue="fn") == 0
+    assert value("retry_worker_circuit_state", target="fn") == 0
+    assert value("retry_worker_receive_requests_total", queue="fn", result="messages") >= 2
+    errors = "retry_worker_aws_errors_total"
+    assert value(errors, service="lambda", operation="Invoke", error="AccessDeniedException") == 1
+    assert (
+        value(errors, service="lambda", operation="Invoke", error="FunctionError.Unhandled") is None
+    )
+    assert value("retry_worker_queue_messages", queue="fn", state="visible") == 0
+    assert value("retry_worker_build_info", version="0.1.0") == 1
+
+    families = {f.name for f in text_string_to_metric_families(text)}
+    # the parser strips `_total` from counter names
+    exported = {n for n in families} | {f"{n}_total" for n in families}
+    assert spec_metrics() <= exported, spec_metrics() - exported
+
+
+def test_spec_lists_the_metrics_we_check():
+    assert len(spec_metrics()) == 13
+
+
+async def test_bodies_stay_out_of_logs(aws, proxy):
+    _, _, logs = await run_scenario(aws, proxy, log_bodies=False)
+    assert '"event": "parked"' in logs
+    assert MARKER not in logs
+
+
+async def test_bodies_are_logged_when_asked(aws, proxy):
+    _, _, logs = await run_scenario(aws, proxy, log_bodies=True)
+    assert MARKER in logs
