@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean tools
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,16 @@ $(STAMP): pyproject.toml constraints.txt
 run: $(STAMP)
 	$(BIN)/retry-worker demo --duration $${DURATION:-60}
 
-test: $(STAMP)
+# What the deploy checks need besides Python: promtool and prometheus (Debian's package) and
+# Grafana's schema types with tsc (npm, pinned by tests/grafana/package-lock.json).
+tools: $(STAMP)
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	@[ -x tests/grafana/node_modules/.bin/tsc ] || \
+		(cd tests/grafana && npm ci --silent --no-audit --no-fund)
+
+test: tools
 	$(BIN)/pytest
 
 lint: $(STAMP)
