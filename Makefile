@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.redrive
 	$(BIN)/python -m bench.adaptive
 	$(BIN)/python -m bench.outage
+	$(BIN)/python -m bench.series
 
 # Regenerate the pins after changing dependencies in pyproject.toml.
 lock:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import anyio
 import structlog
 import yaml
+from prometheus_client import disable_created_metrics
 
 from worker.config import ConfigError, load_settings
 from worker.logs import configure_logging
@@ -86,6 +87,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # Counters and histograms without `_created` series: half the series, nothing lost.
+    disable_created_metrics()  # type: ignore[no-untyped-call]
     commands = {
         "run": _run,
         "check-config": _check_config,
