@@ -285,10 +285,3 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
         else:
             merged[key] = value
     return merged
-
-
-def as_plain(value: Any) -> Any:
-    """The resolved tree as plain data (for `check-config`)."""
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    return value
