@@ -34,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     _config_args(sub.add_parser("check-config", help="validate and print the configuration"))
     demo = sub.add_parser("demo", help="run the daemon against an embedded local AWS emulator")
     demo.add_argument("--duration", type=float, default=60.0, help="seconds to run")
+    iam = sub.add_parser("iam-policy", help="print the least-privilege IAM policy (JSON)")
+    _config_args(iam)
+    iam.add_argument("--account-id", help="for queues and functions given by name")
     health = sub.add_parser("healthcheck", help="exit 0 if the local /readyz answers 200")
     health.add_argument("--url", default="http://127.0.0.1:8080/readyz")
     return parser
@@ -79,6 +82,20 @@ def _healthcheck(args: argparse.Namespace) -> int:
         return EXIT_CRASH
 
 
+def _iam_policy(args: argparse.Namespace) -> int:
+    from worker.iam import PolicyError, render
+
+    settings = _load(args)
+    if settings is None:
+        return EXIT_CONFIG
+    try:
+        print(render(settings, args.account_id), end="")
+    except PolicyError as exc:
+        print(f"iam-policy: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    return EXIT_OK
+
+
 def _demo(args: argparse.Namespace) -> int:
     from worker.demo import run_demo
 
@@ -94,5 +111,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "check-config": _check_config,
         "demo": _demo,
         "healthcheck": _healthcheck,
+        "iam-policy": _iam_policy,
     }
     return commands[args.command](args)

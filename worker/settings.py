@@ -29,6 +29,8 @@ class AwsSettings(Model):
     sdk_max_attempts: Annotated[int, Field(ge=1, le=10)] = 3
     connect_timeout_seconds: PositiveFloat = 5
     read_timeout_seconds: PositiveFloat = 30
+    # SSE-KMS keys of the queues (DLQs, targets, parking): only for `iam-policy`.
+    kms_key_arns: tuple[str, ...] = ()
 
     def endpoint_for(self, service: str) -> str | None:
         return self.endpoint_urls.get(service, self.endpoint_url)

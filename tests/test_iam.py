@@ -1,0 +1,102 @@
+"""iam-policy: exactly the statements a configuration needs (golden file), nothing more."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from worker.iam import PolicyError, build_policy, partition
+from worker.settings import Settings
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def settings_from(path: Path) -> Settings:
+    return Settings(**yaml.safe_load(path.read_text()))
+
+
+def test_policy_for_every_target_kind_matches_the_golden_file():
+    policy = build_policy(settings_from(GOLDEN / "iam-config.yaml"), "210987654321")
+    assert policy == json.loads((GOLDEN / "iam-policy.json").read_text())
+
+
+def test_command_prints_the_golden_policy():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RETRY_WORKER_")}
+    env["RETRY_WORKER_CONFIG_DIR"] = str(GOLDEN / "none")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "worker",
+            "iam-policy",
+            "--config",
+            str(GOLDEN / "iam-config.yaml"),
+            "--account-id",
+            "210987654321",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == json.loads((GOLDEN / "iam-policy.json").read_text())
+
+
+def test_only_documented_statements_use_wildcards():
+    policy = build_policy(settings_from(GOLDEN / "iam-config.yaml"), "210987654321")
+    wild = {s["Sid"] for s in policy["Statement"] if any("*" in r for r in s["Resource"])}
+    # redrive sources are found at run time; executions are named per message
+    assert wild == {"ReadRedriveSources", "SendToSourceQueues", "WatchExecutions"}
+    assert all(r != "*" for s in policy["Statement"] for r in s["Resource"])
+
+
+def test_no_step_functions_no_states_actions():
+    tree = yaml.safe_load((GOLDEN / "iam-config.yaml").read_text())
+    del tree["queues"]["fulfil"]
+    policy = build_policy(Settings(**tree), "210987654321")
+    actions = [a for s in policy["Statement"] for a in s["Action"]]
+    assert not [a for a in actions if a.startswith("states:")]
+    assert "kms:Decrypt" in actions
+
+
+def test_names_need_an_account_id():
+    with pytest.raises(PolicyError, match="pass --account-id"):
+        build_policy(settings_from(GOLDEN / "iam-config.yaml"))
+
+
+@pytest.mark.parametrize(
+    ("region", "expected"),
+    [("us-east-1", "aws"), ("cn-north-1", "aws-cn"), ("us-gov-west-1", "aws-us-gov")],
+)
+def test_partition_follows_the_region(region, expected):
+    assert partition(region) == expected
+
+
+def test_queue_url_region_and_account_win_over_the_defaults():
+    tree = {
+        "aws": {"region": "cn-north-1"},
+        "queues": {
+            "q": {
+                "url": "https://sqs.cn-north-1.amazonaws.com.cn/999988887777/dlq",
+                "target": {
+                    "kind": "sqs",
+                    "queue": "https://sqs.cn-north-1.amazonaws.com.cn/999988887777/out",
+                },
+                "policy": {
+                    "parking_queue": "https://sqs.cn-north-1.amazonaws.com.cn/999988887777/parked"
+                },
+            }
+        },
+    }
+    policy = build_policy(Settings(**tree))
+    resources = {r for s in policy["Statement"] for r in s["Resource"]}
+    assert "arn:aws-cn:sqs:cn-north-1:999988887777:dlq" in resources
+    assert "arn:aws-cn:sqs:cn-north-1:999988887777:out" in resources

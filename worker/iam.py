@@ -1,0 +1,134 @@
+"""`retry-worker iam-policy`: the least-privilege IAM policy a configuration needs (pure).
+
+Only the actions each queue and target needs, on exactly their ARNs. Queues and functions
+given by name need the account id (`--account-id`); the partition follows the region.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from typing import Any
+from urllib.parse import urlparse
+
+from worker.settings import LambdaTarget, QueueSettings, Settings, SqsTarget, StepFunctionsTarget
+
+DLQ_ACTIONS = (
+    "sqs:ChangeMessageVisibility",
+    "sqs:DeleteMessage",
+    "sqs:GetQueueAttributes",
+    "sqs:GetQueueUrl",
+    "sqs:ListDeadLetterSourceQueues",
+    "sqs:ReceiveMessage",
+)
+SEND_ACTIONS = ("sqs:GetQueueUrl", "sqs:SendMessage")
+
+
+class PolicyError(ValueError):
+    """The configuration names something whose ARN cannot be known offline."""
+
+
+def partition(region: str) -> str:
+    if region.startswith("cn-"):
+        return "aws-cn"
+    if region.startswith("us-gov-"):
+        return "aws-us-gov"
+    return "aws"
+
+
+class Arns:
+    def __init__(self, region: str, account: str | None) -> None:
+        self.region = region
+        self.account = account
+        self.partition = partition(region)
+
+    def _account(self, what: str) -> str:
+        if not self.account:
+            raise PolicyError(f"{what} is given by name: pass --account-id")
+        return self.account
+
+    def queue(self, ref: str) -> str:
+        """A queue ARN from a URL, a name or an ARN."""
+        if ref.startswith("arn:"):
+            return ref
+        if ref.startswith(("https://", "http://")):
+            account, name = urlparse(ref).path.strip("/").split("/")[-2:]
+            host = urlparse(ref).hostname or ""
+            parts = host.split(".")
+            region = parts[1] if len(parts) > 2 and parts[0] == "sqs" else self.region
+            return f"arn:{partition(region)}:sqs:{region}:{account}:{name}"
+        return f"arn:{self.partition}:sqs:{self.region}:{self._account(f'queue {ref}')}:{ref}"
+
+    @staticmethod
+    def neighbours(queue_arn: str) -> str:
+        """Every queue in the queue's account and region: redrive sources live there."""
+        return queue_arn.rsplit(":", 1)[0] + ":*"
+
+    def function(self, ref: str) -> str:
+        """A function ARN, qualifier kept: a qualified invoke needs the qualified ARN."""
+        if ref.startswith("arn:"):
+            return ref
+        account = self._account(f"function {ref}")
+        return f"arn:{self.partition}:lambda:{self.region}:{account}:function:{ref}"
+
+
+def _target_statements(queue: QueueSettings, dlq: str, arns: Arns) -> list[tuple[str, str, str]]:
+    """(sid, action, resource) for a queue's target."""
+    t = queue.target
+    if isinstance(t, LambdaTarget):
+        return [("InvokeTargets", "lambda:InvokeFunction", arns.function(t.function))]
+    if isinstance(t, StepFunctionsTarget):
+        rows = [("StartExecutions", "states:StartExecution", t.state_machine_arn)]
+        if t.wait_for_completion:
+            executions = t.state_machine_arn.replace(":stateMachine:", ":execution:", 1) + ":*"
+            rows.append(("WatchExecutions", "states:DescribeExecution", executions))
+        return rows
+    assert isinstance(t, SqsTarget)
+    if t.queue:
+        return [("SendToTargets", a, arns.queue(t.queue)) for a in SEND_ACTIONS]
+    # `source: true`: the sources are discovered at run time (ListDeadLetterSourceQueues).
+    return [("SendToSourceQueues", a, arns.neighbours(dlq)) for a in SEND_ACTIONS]
+
+
+def build_policy(settings: Settings, account: str | None = None) -> dict[str, Any]:
+    arns = Arns(settings.aws.region, account)
+    grants: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    for queue in settings.queues.values():
+        dlq = arns.queue(queue.queue_ref)
+        for action in DLQ_ACTIONS:
+            grants["ReadDeadLetterQueues"][action].add(dlq)
+        parking = arns.queue(queue.policy.parking_queue or "")
+        for action in SEND_ACTIONS:
+            grants["WriteParkingQueues"][action].add(parking)
+        # Attempt counting reads each redrive source's maxReceiveCount; the sources are
+        # found at run time, so this read-only grant covers the account's queues in the region.
+        grants["ReadRedriveSources"]["sqs:GetQueueAttributes"].add(arns.neighbours(dlq))
+        for sid, action, resource in _target_statements(queue, dlq, arns):
+            grants[sid][action].add(resource)
+    if settings.aws.kms_key_arns:
+        for action in ("kms:Decrypt", "kms:GenerateDataKey"):
+            grants["UseQueueKeys"][action].update(settings.aws.kms_key_arns)
+    return {"Version": "2012-10-17", "Statement": _statements(grants)}
+
+
+def _statements(grants: dict[str, dict[str, set[str]]]) -> list[dict[str, Any]]:
+    """One statement per Sid and resource set, actions and resources sorted."""
+    statements = []
+    for sid in sorted(grants):
+        by_resources: dict[tuple[str, ...], list[str]] = defaultdict(list)
+        for action, granted in grants[sid].items():
+            by_resources[tuple(sorted(granted))].append(action)
+        for index, (resources, actions) in enumerate(sorted(by_resources.items())):
+            statements.append(
+                {
+                    "Sid": sid if index == 0 else f"{sid}{index + 1}",
+                    "Effect": "Allow",
+                    "Action": sorted(actions),
+                    "Resource": list(resources),
+                }
+            )
+    return statements
+
+
+def render(settings: Settings, account: str | None = None) -> str:
+    return json.dumps(build_policy(settings, account), indent=2) + "\n"
