@@ -14,7 +14,7 @@ WORKDIR /src
 COPY pyproject.toml constraints.txt README.md ./
 COPY worker ./worker
 # Exactly the tested versions: constraints.txt pins every dependency.
-RUN python -m venv /opt/retry-worker \
+RUN python3 -m venv /opt/retry-worker \
  && /opt/retry-worker/bin/pip install ${PIP_CERT:+--cert "$PIP_CERT"} \
         -c constraints.txt ".${EXTRAS:+[$EXTRAS]}" \
  && find /opt/retry-worker -name "__pycache__" -prune -exec rm -rf {} +

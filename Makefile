@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench clean tools
+.PHONY: run test lint bench clean tools image-test
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.adaptive
 	$(BIN)/python -m bench.outage
 	$(BIN)/python -m bench.series
+
+# Build the container image with buildah and smoke-run it (root, apt; minutes: not in CI).
+image-test:
+	scripts/image-test.sh
 
 # Regenerate the pins after changing dependencies in pyproject.toml.
 lock:
