@@ -71,7 +71,6 @@ class Settler:
 
     async def settle(self, decisions: Sequence[Decision], received_at: float) -> None:
         """`received_at` is the monotonic time of the receive (the visibility clock)."""
-        self._record(decisions)
         deletes: dict[str, str] = {}
         visibility: dict[str, tuple[str, int]] = {}
         now = self._monotonic()
@@ -98,6 +97,8 @@ class Settler:
         if visibility:
             failed = await self._dlq.change_visibility(visibility)
             self._report("ChangeMessageVisibilityBatch", failed)
+        # Metrics and logs after the calls: a counted settlement is a finished one.
+        self._record(decisions, parked_ok)
 
     async def _park(self, parks: Sequence[Decision]) -> set[str]:
         if not parks:
@@ -121,8 +122,6 @@ class Settler:
             self._metrics.aws_errors.labels(
                 "sqs", "SendMessageBatch", metric_code(failure.code)
             ).inc()
-        self._metrics.settled.labels(self._name, "parked").inc(len(entries) - len(failed))
-        self._metrics.settled.labels(self._name, "deferred").inc(len(failed))
         for entry_id, failure in failed.items():
             d = by_entry[entry_id]
             self._log.error(
@@ -162,7 +161,7 @@ class Settler:
             )
             self._metrics.aws_errors.labels("sqs", operation, metric_code(failure.code)).inc()
 
-    def _record(self, decisions: Sequence[Decision]) -> None:
+    def _record(self, decisions: Sequence[Decision], parked_ok: set[str]) -> None:
         m, q = self._metrics, self._name
         for d in decisions:
             ctx: dict[str, Any] = {"message_id": d.message.message_id, "attempt": d.attempt}
@@ -184,7 +183,10 @@ class Settler:
                     self._log.info(
                         "deferred", outcome="deferred", error=error, delay=round(delay, 3), **ctx
                     )
+                case Park() if d.message.message_id not in parked_ok:
+                    m.settled.labels(q, "deferred").inc()  # kept in the DLQ; logged in _park
                 case Park(reason=reason, error=error):
+                    m.settled.labels(q, "parked").inc()
                     self._log.warning("parked", outcome="parked", reason=reason, error=error, **ctx)
                 case Release():
                     m.settled.labels(q, "released").inc()
