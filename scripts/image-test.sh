@@ -32,11 +32,19 @@ if ! buildah inspect --type image "$base" >/dev/null 2>&1; then
 fi
 
 ca=/etc/ssl/certs/ca-certificates.crt
-buildah bud --quiet --layers=false --build-arg BASE="$base" --build-arg EXTRAS=demo \
-  --build-arg PIP_CERT=/run/pip-ca.crt --volume "$ca:/run/pip-ca.crt:ro" \
-  -t localhost/retry-worker:test . >"$work/build.log"
-buildah images --format '{{.Name}}:{{.Tag}} {{.Size}}' localhost/retry-worker:test
-buildah images --format '{{.Name}}:{{.Tag}} {{.Size}}' "$base"
+build() {  # tag, extras; docker format keeps the HEALTHCHECK (OCI has none)
+  buildah bud --quiet --format docker --layers=false --build-arg BASE="$base" \
+    --build-arg EXTRAS="$2" --build-arg PIP_CERT=/run/pip-ca.crt \
+    --volume "$ca:/run/pip-ca.crt:ro" -t "localhost/retry-worker:$1" . >"$work/build-$1.log"
+}
+build prod ""
+build test demo
+for image in localhost/retry-worker:prod localhost/retry-worker:test "$base"; do
+  echo "$image: $(buildah images --format '{{.Size}}' "$image")"
+done
+buildah inspect --type image \
+  --format '{{.Docker.Config.Healthcheck.Test}} user={{.Docker.Config.User}} stop={{.Docker.Config.StopSignal}}{{"\n"}}' \
+  localhost/retry-worker:prod
 
 ctr=$(buildah from localhost/retry-worker:test)
 trap 'buildah rm "$ctr" >/dev/null' EXIT
