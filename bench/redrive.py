@@ -125,7 +125,12 @@ def worker_config(folder: Path, endpoint: str, prefix: str, queues: int) -> Path
         "aws": {"endpoint_url": endpoint},
         "logging": {"level": "WARNING"},
         "http": {"port": free_port()},
-        "defaults": {"policy": {"parking_queue": "bench-parked"}},
+        # The default token bucket (10 msg/s per target) protects targets; a bulk redrive
+        # into queues that take thousands per second lifts it, as an operator would.
+        "defaults": {
+            "policy": {"parking_queue": "bench-parked"},
+            "rate_limit": {"per_second": 10_000, "burst": 1_000},
+        },
         "queues": {
             f"q{q}": {
                 "name": f"{prefix}-dlq-{q}",
