@@ -13,7 +13,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from worker.settings import TARGET_KINDS, Settings, cross_field_errors, deep_merge
+from worker.settings import TARGET_KINDS, Settings, deep_merge
+from worker.validation import cross_field_errors
 
 ENV_VAR = "RETRY_WORKER_ENV"
 CONFIG_DIR_VAR = "RETRY_WORKER_CONFIG_DIR"
