@@ -174,3 +174,26 @@ async def test_message_the_parking_queue_refuses_stays_in_the_dlq(aws, proxy, wo
     assert worker.settled("orders", "parked") == 0
     assert await depth(aws.sqs, dlq) == 1
     assert await depth(aws.sqs, parked) == 0
+
+
+async def test_message_that_would_expire_before_its_next_try_is_parked(aws, proxy, worker_stack):
+    await create_function(aws.lambda_, "orders")
+    dlq = await create_queue(aws.sqs, "short-dlq", MessageRetentionPeriod="60")
+    parked = await create_queue(aws.sqs, "parked")
+    queue = {
+        "name": "short-dlq",
+        "target": {"kind": "lambda", "function": "orders"},
+        "policy": {"backoff": {"initial_seconds": 30, "max_seconds": 60}},
+    }
+    worker = Worker(make_settings(proxy.url, {"short": queue}), worker_stack)
+    poller = await worker.poller("short")
+    proxy.add(Rule("lambda", "Invoke", "function_error"))
+    await aws.sqs.send_message(QueueUrl=dlq, MessageBody='{"late": true}')
+
+    await poller.run_once()
+
+    [message] = await drain(aws.sqs, parked)
+    attrs = {k: v["StringValue"] for k, v in message["MessageAttributes"].items()}
+    assert attrs["retry-worker.reason"] == "expiring"
+    assert attrs["retry-worker.attempts"] == "1"
+    assert await depth(aws.sqs, dlq) == 0

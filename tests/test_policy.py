@@ -135,3 +135,19 @@ def test_retry_after_hint_raises_the_delay_within_the_cap():
     )
     error = DeliveryError(ErrorKind.THROTTLED, "TooManyRequestsException", retry_after=5000)
     assert on_failure(error, 1, _message(), POLICY, 0, random.Random(0)).delay == 100
+
+
+@pytest.mark.parametrize(
+    ("age", "retention", "expected"),
+    [
+        (0, 1000, Retry(10, "ServiceException")),  # 1000 s left > 10 s backoff + 60 s margin
+        (930, 1000, Retry(10, "ServiceException")),  # 70 s left: just enough
+        (931, 1000, Park("expiring", "ServiceException")),  # 69 s left < 10 s + 60 s margin
+        (0, None, Retry(10, "ServiceException")),
+    ],
+)
+def test_a_message_that_would_expire_before_its_next_try_is_parked(age, retention, expected):
+    policy = PolicySettings(max_attempts=5, backoff=backoff(jitter="none"))
+    error = DeliveryError(ErrorKind.RETRYABLE, "ServiceException")
+    message = _message(sent_at=5000 - age)
+    assert on_failure(error, 1, message, policy, 5000, random.Random(0), retention) == expected

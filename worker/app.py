@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 from worker.aws.clients import Clients, pool_size
 from worker.aws.errors import error_code, metric_code
 from worker.aws.sources import SourceBook
-from worker.aws.sqs import SqsQueue, resolve_queue_url
+from worker.aws.sqs import SqsQueue, resolve_queue_url, retention_seconds
 from worker.depth import watch_depth
 from worker.guard import Guard
 from worker.http import Health, HttpServer
@@ -61,7 +61,14 @@ async def build_poller(
     await sources.refresh()
     target = await build_target(queue, clients, sources.by_arn)
     guard = guard_for(queue, target.name, guards, metrics)
-    pipeline = Pipeline(queue.policy, target, guard, sources.arrived_with, rng=random.Random())
+    pipeline = Pipeline(
+        queue.policy,
+        target,
+        guard,
+        sources.arrived_with,
+        rng=random.Random(),
+        retention_seconds=await retention_seconds(sqs, dlq.url),
+    )
     settler = Settler(
         name,
         dlq,

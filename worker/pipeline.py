@@ -38,6 +38,7 @@ class Pipeline:
         *,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        retention_seconds: float | None = None,
     ) -> None:
         self.policy = policy
         self.target = target
@@ -45,6 +46,7 @@ class Pipeline:
         self._arrived_with = arrived_with
         self._clock = clock
         self._rng = rng or random.Random()
+        self.retention_seconds = retention_seconds  # the DLQ's MessageRetentionPeriod
 
     async def run(self, messages: Sequence[DlqMessage]) -> list[Decision]:
         now = self._clock()
@@ -73,7 +75,13 @@ class Pipeline:
                 outcome: Outcome = Delivered()
                 if error is not None:
                     outcome = on_failure(
-                        error, delivery.attempt, delivery.message, self.policy, now, self._rng
+                        error,
+                        delivery.attempt,
+                        delivery.message,
+                        self.policy,
+                        now,
+                        self._rng,
+                        self.retention_seconds,
                     )
                 decided[index] = Decision(
                     delivery.message, delivery.attempt, outcome, error, duration

@@ -13,6 +13,9 @@ from worker.core.errors import DeliveryError, ErrorKind
 from worker.core.outcomes import Park, Retry
 from worker.settings import BackoffSettings, PolicySettings
 
+# After its backoff a message must still be received and tried before SQS drops it.
+EXPIRY_MARGIN_SECONDS = 60.0
+
 
 def attempt_number(message: DlqMessage, arrived_with: int) -> int:
     """1 for the first try in this DLQ.
@@ -76,8 +79,14 @@ def on_failure(
     policy: PolicySettings,
     now: float,
     rng: random.Random,
+    retention_seconds: float | None = None,
 ) -> Retry | Park:
-    """After a failed delivery: retry later (with backoff) or park."""
+    """After a failed delivery: retry later (with backoff) or park.
+
+    `retention_seconds` is the DLQ's retention period: a message that would expire before
+    its next try (SQS counts retention from the original SentTimestamp) is parked as
+    `expiring` rather than left to vanish.
+    """
     reason = error.park_reason or "permanent_error"
     if error.code in policy.park_on:
         return Park(reason, error.code)
@@ -89,10 +98,12 @@ def on_failure(
     if error.retry_after is not None:
         delay = min(max(delay, error.retry_after), policy.backoff.max_seconds)
     age = message.age(now)
-    if (
-        policy.max_age_seconds is not None
-        and age is not None
-        and age + delay > policy.max_age_seconds
-    ):
-        return Park("max_age", error.code)
+    if age is not None:
+        if policy.max_age_seconds is not None and age + delay > policy.max_age_seconds:
+            return Park("max_age", error.code)
+        if (
+            retention_seconds is not None
+            and retention_seconds - age < delay + EXPIRY_MARGIN_SECONDS
+        ):
+            return Park("expiring", error.code)
     return Retry(delay, error.code)
