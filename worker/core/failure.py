@@ -1,0 +1,158 @@
+"""What a DLQ message says about its failure, by shape (pure; aws-facts.md, "What a DLQ
+message looks like, by source").
+
+The shape is detected by signature: system attributes, then message attributes, then body
+keys. SNS envelopes are unwrapped recursively. An unknown shape is an opaque body, never
+guessed at. The payload to replay is kept byte for byte as the target received it: for an
+invocation record it is the raw text of `requestPayload`, not a re-serialisation.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+from worker.core.envelope import DlqMessage
+
+_DECODER = json.JSONDecoder()
+_WHITESPACE = " \t\n\r"
+STREAM_KEYS = ("KinesisBatchInfo", "DDBStreamBatchInfo", "KafkaBatchInfo")
+EVENTBRIDGE_ATTRIBUTES = ("RULE_ARN", "TARGET_ARN", "ERROR_CODE")
+LAMBDA_DLQ_ATTRIBUTES = ("RequestID", "ErrorCode", "ErrorMessage")
+MAX_DEPTH = 8
+
+
+@dataclass(frozen=True)
+class FailedEvent:
+    shape: str  # sqs_redrive, lambda_dlq, lambda_destination, stream_batch, eventbridge_dlq,
+    #             sns_envelope, opaque
+    payload: str  # what to replay, as the target originally received it
+    target_arn: str | None = None  # the target the message itself names, if any
+    error: str | None = None  # the original error, as the producer reported it
+    first_failed_at: float | None = None  # epoch seconds
+    replayable: bool = True
+    via: tuple[str, ...] = ()  # envelopes unwrapped on the way (outermost first)
+
+
+def raw_member(text: str, key: str) -> str | None:
+    """The raw text of a top-level member of a JSON object, or None."""
+    index = _skip(text, 0)
+    if index >= len(text) or text[index] != "{":
+        return None
+    index = _skip(text, index + 1)
+    while index < len(text) and text[index] == '"':
+        name, index = _DECODER.raw_decode(text, index)
+        index = _skip(text, index)
+        if text[index : index + 1] != ":":
+            return None
+        start = _skip(text, index + 1)
+        _, end = _DECODER.raw_decode(text, start)
+        if name == key:
+            return text[start:end]
+        index = _skip(text, end)
+        if text[index : index + 1] != ",":
+            return None
+        index = _skip(text, index + 1)
+    return None
+
+
+def _skip(text: str, index: int) -> int:
+    while index < len(text) and text[index] in _WHITESPACE:
+        index += 1
+    return index
+
+
+def _string_attribute(message: DlqMessage, name: str) -> str | None:
+    value = message.attributes.get(name, {}).get("StringValue")
+    return str(value) if value is not None else None
+
+
+def _timestamp(value: Any) -> float | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _json_object(body: str) -> dict[str, Any] | None:
+    if not body.lstrip().startswith("{"):
+        return None
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def parse_failure(message: DlqMessage) -> FailedEvent:
+    if message.source_arn:
+        return FailedEvent("sqs_redrive", message.body, target_arn=message.source_arn)
+    if all(name in message.attributes for name in EVENTBRIDGE_ATTRIBUTES):
+        return FailedEvent(
+            "eventbridge_dlq",
+            message.body,
+            target_arn=_string_attribute(message, "TARGET_ARN"),
+            error=_string_attribute(message, "ERROR_CODE"),
+        )
+    if all(name in message.attributes for name in LAMBDA_DLQ_ATTRIBUTES):
+        return FailedEvent(
+            "lambda_dlq", message.body, error=_string_attribute(message, "ErrorMessage")
+        )
+    return parse_body(message.body, message.sent_at)
+
+
+def parse_body(body: str, sent_at: float | None = None, depth: int = 0) -> FailedEvent:
+    """A body's shape, unwrapping SNS envelopes (they nest)."""
+    data = _json_object(body) if depth < MAX_DEPTH else None
+    if data is None:
+        return FailedEvent("opaque", body, first_failed_at=sent_at)
+    context = data.get("requestContext")
+    if isinstance(context, dict) and "functionArn" in context:
+        return _invocation_record(body, data, context)
+    if data.get("Type") == "Notification" and "TopicArn" in data and "Message" in data:
+        inner = parse_body(str(data["Message"]), sent_at, depth + 1)
+        if inner.shape == "opaque":
+            subscription = _subscription(data.get("UnsubscribeURL"))
+            return FailedEvent(
+                "sns_envelope",
+                str(data["Message"]),
+                target_arn=subscription,
+                first_failed_at=_timestamp(data.get("Timestamp")) or sent_at,
+                via=("sns",),
+            )
+        return FailedEvent(
+            inner.shape,
+            inner.payload,
+            inner.target_arn,
+            inner.error,
+            inner.first_failed_at,
+            inner.replayable,
+            ("sns", *inner.via),
+        )
+    return FailedEvent("opaque", body, first_failed_at=sent_at)
+
+
+def _invocation_record(body: str, data: dict[str, Any], context: dict[str, Any]) -> FailedEvent:
+    response = data.get("responseContext") or {}
+    error = response.get("functionError") or context.get("condition")
+    first = _timestamp(data.get("timestamp"))
+    target = str(context["functionArn"])
+    if any(key in data for key in STREAM_KEYS):
+        # Pointers only (shard, sequence range): the data must be re-read from the stream.
+        return FailedEvent("stream_batch", body, target, error, first, replayable=False)
+    payload = raw_member(body, "requestPayload")
+    if payload is None:  # Lambda drops the payload when the record would be too large
+        return FailedEvent("lambda_destination", body, target, error, first, replayable=False)
+    return FailedEvent("lambda_destination", payload, target, error, first)
+
+
+def _subscription(url: Any) -> str | None:
+    if not isinstance(url, str):
+        return None
+    values = parse_qs(urlparse(url).query).get("SubscriptionArn")
+    return values[0] if values else None
