@@ -11,7 +11,15 @@ from collections import defaultdict
 from typing import Any
 from urllib.parse import urlparse
 
-from worker.settings import LambdaTarget, QueueSettings, Settings, SqsTarget, StepFunctionsTarget
+from worker.settings import (
+    EventBridgeTarget,
+    LambdaTarget,
+    QueueSettings,
+    Settings,
+    SnsTarget,
+    SqsTarget,
+    StepFunctionsTarget,
+)
 
 DLQ_ACTIONS = (
     "sqs:ChangeMessageVisibility",
@@ -64,6 +72,12 @@ class Arns:
         """Every queue in the queue's account and region: redrive sources live there."""
         return queue_arn.rsplit(":", 1)[0] + ":*"
 
+    def event_bus(self, ref: str) -> str:
+        if ref.startswith("arn:"):
+            return ref
+        account = self._account(f"event bus {ref}")
+        return f"arn:{self.partition}:events:{self.region}:{account}:event-bus/{ref}"
+
     def function(self, ref: str) -> str:
         """A function ARN, qualifier kept: a qualified invoke needs the qualified ARN."""
         if ref.startswith("arn:"):
@@ -83,6 +97,10 @@ def _target_statements(queue: QueueSettings, dlq: str, arns: Arns) -> list[tuple
             executions = t.state_machine_arn.replace(":stateMachine:", ":execution:", 1) + ":*"
             rows.append(("WatchExecutions", "states:DescribeExecution", executions))
         return rows
+    if isinstance(t, EventBridgeTarget):
+        return [("PutEventsToBuses", "events:PutEvents", arns.event_bus(t.event_bus))]
+    if isinstance(t, SnsTarget):
+        return [("PublishToTopics", "sns:Publish", t.topic_arn)]
     assert isinstance(t, SqsTarget)
     if t.queue:
         return [("SendToTargets", a, arns.queue(t.queue)) for a in SEND_ACTIONS]

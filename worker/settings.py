@@ -121,9 +121,19 @@ class SqsTarget(TargetBase):
         return self
 
 
-TARGET_KINDS = ("lambda", "stepfunctions", "sqs")
+class EventBridgeTarget(TargetBase):
+    kind: Literal["eventbridge"]
+    event_bus: str  # name or ARN
+
+
+class SnsTarget(TargetBase):
+    kind: Literal["sns"]
+    topic_arn: str
+
+
+TARGET_KINDS = ("lambda", "stepfunctions", "sqs", "eventbridge", "sns")
 Target = Annotated[
-    LambdaTarget | StepFunctionsTarget | SqsTarget,
+    LambdaTarget | StepFunctionsTarget | SqsTarget | EventBridgeTarget | SnsTarget,
     Field(discriminator="kind"),
 ]
 
@@ -161,6 +171,10 @@ class QueueSettings(QueueDefaults):
             return f"lambda:{t.function}"
         if isinstance(t, StepFunctionsTarget):
             return f"states:{t.state_machine_arn}"
+        if isinstance(t, EventBridgeTarget):
+            return f"events:{t.event_bus}"
+        if isinstance(t, SnsTarget):
+            return f"sns:{t.topic_arn}"
         return f"sqs:{t.queue}" if t.queue else f"sqs-source:{self.queue_ref}"
 
     @property

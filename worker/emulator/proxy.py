@@ -24,6 +24,7 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs
 
 from aiohttp import ClientError, ClientSession, TCPConnector, web
 
@@ -59,12 +60,16 @@ class Rule:
         return rng.random() < self.probability
 
 
-def identify(request: web.Request) -> tuple[str, str]:
+def identify(request: web.Request, body: bytes = b"") -> tuple[str, str]:
     match = _SCOPE.search(request.headers.get("Authorization", ""))
     service = match.group(1) if match else "unknown"
     target = request.headers.get("X-Amz-Target", "")
-    if target:
+    if target:  # JSON protocols (SQS, Step Functions, EventBridge)
         return service, target.rsplit(".", 1)[-1]
+    if request.content_type == "application/x-www-form-urlencoded":  # query protocol (SNS)
+        action = parse_qs(body.decode("utf-8", "replace")).get("Action")
+        if action:
+            return service, action[0]
     if service == "lambda" and _INVOKE.match(request.path):
         return service, "Invoke"
     return service, request.method + " " + request.path.split("/")[1:2][0]
@@ -189,8 +194,8 @@ class FaultProxy:
         return None
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        service, operation = identify(request)
         body = await request.read()
+        service, operation = identify(request, body)
         rule = self._pick(service, operation, request.path, body)
         if rule is not None:
             if rule.action == "error":

@@ -6,9 +6,17 @@ from collections.abc import Mapping
 
 from worker.aws.clients import Clients
 from worker.aws.sqs import RedriveSource
-from worker.settings import LambdaTarget, QueueSettings, StepFunctionsTarget
+from worker.settings import (
+    EventBridgeTarget,
+    LambdaTarget,
+    QueueSettings,
+    SnsTarget,
+    StepFunctionsTarget,
+)
 from worker.targets.base import Target
+from worker.targets.eventbridge import EventBridgePublisher
 from worker.targets.lambda_ import LambdaInvoker
+from worker.targets.sns import SnsPublisher
 from worker.targets.sqs import SqsSender
 from worker.targets.stepfunctions import StepFunctionsStarter
 
@@ -21,4 +29,8 @@ async def build_target(
         return LambdaInvoker(await clients.get("lambda"), settings)
     if isinstance(settings, StepFunctionsTarget):
         return StepFunctionsStarter(await clients.get("stepfunctions"), settings)
+    if isinstance(settings, EventBridgeTarget):
+        return EventBridgePublisher(await clients.get("events"), settings)
+    if isinstance(settings, SnsTarget):
+        return SnsPublisher(await clients.get("sns"), settings)
     return SqsSender(await clients.get("sqs"), settings, sources)
