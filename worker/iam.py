@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from worker.settings import (
+    AutoTarget,
     EventBridgeTarget,
     LambdaTarget,
     QueueSettings,
@@ -30,6 +31,12 @@ DLQ_ACTIONS = (
     "sqs:ReceiveMessage",
 )
 SEND_ACTIONS = ("sqs:GetQueueUrl", "sqs:SendMessage")
+AUTO_ACTIONS = {
+    "lambda": ("lambda:InvokeFunction",),
+    "sqs": SEND_ACTIONS,
+    "states": ("states:StartExecution",),
+    "sns": ("sns:Publish",),
+}
 
 
 class PolicyError(ValueError):
@@ -97,6 +104,14 @@ def _target_statements(queue: QueueSettings, dlq: str, arns: Arns) -> list[tuple
             executions = t.state_machine_arn.replace(":stateMachine:", ":execution:", 1) + ":*"
             rows.append(("WatchExecutions", "states:DescribeExecution", executions))
         return rows
+    if isinstance(t, AutoTarget):  # exactly what `allow` names, per service
+        return [
+            ("AutoTargets", action, pattern)
+            for pattern in t.allow
+            for action in AUTO_ACTIONS.get(
+                pattern.split(":")[2] if pattern.count(":") >= 5 else "", ()
+            )
+        ]
     if isinstance(t, EventBridgeTarget):
         return [("PutEventsToBuses", "events:PutEvents", arns.event_bus(t.event_bus))]
     if isinstance(t, SnsTarget):

@@ -131,9 +131,16 @@ class SnsTarget(TargetBase):
     topic_arn: str
 
 
-TARGET_KINDS = ("lambda", "stepfunctions", "sqs", "eventbridge", "sns")
+class AutoTarget(TargetBase):
+    """Deliver to the target the message itself names, only if it matches `allow`."""
+
+    kind: Literal["auto"]
+    allow: Annotated[tuple[str, ...], Field(min_length=1)]  # ARN patterns, `*` wildcards
+
+
+TARGET_KINDS = ("lambda", "stepfunctions", "sqs", "eventbridge", "sns", "auto")
 Target = Annotated[
-    LambdaTarget | StepFunctionsTarget | SqsTarget | EventBridgeTarget | SnsTarget,
+    LambdaTarget | StepFunctionsTarget | SqsTarget | EventBridgeTarget | SnsTarget | AutoTarget,
     Field(discriminator="kind"),
 ]
 
@@ -175,6 +182,8 @@ class QueueSettings(QueueDefaults):
             return f"events:{t.event_bus}"
         if isinstance(t, SnsTarget):
             return f"sns:{t.topic_arn}"
+        if isinstance(t, AutoTarget):
+            return f"auto:{self.queue_ref}"
         return f"sqs:{t.queue}" if t.queue else f"sqs-source:{self.queue_ref}"
 
     @property

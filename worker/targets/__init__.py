@@ -7,12 +7,14 @@ from collections.abc import Mapping
 from worker.aws.clients import Clients
 from worker.aws.sqs import RedriveSource
 from worker.settings import (
+    AutoTarget,
     EventBridgeTarget,
     LambdaTarget,
     QueueSettings,
     SnsTarget,
     StepFunctionsTarget,
 )
+from worker.targets.auto import AutoDispatcher
 from worker.targets.base import Target
 from worker.targets.eventbridge import EventBridgePublisher
 from worker.targets.lambda_ import LambdaInvoker
@@ -31,6 +33,8 @@ async def build_target(
         return StepFunctionsStarter(await clients.get("stepfunctions"), settings)
     if isinstance(settings, EventBridgeTarget):
         return EventBridgePublisher(await clients.get("events"), settings)
+    if isinstance(settings, AutoTarget):
+        return AutoDispatcher(clients, settings, sources)
     if isinstance(settings, SnsTarget):
         return SnsPublisher(await clients.get("sns"), settings)
     return SqsSender(await clients.get("sqs"), settings, sources)

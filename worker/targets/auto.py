@@ -1,0 +1,103 @@
+"""`kind: auto`: deliver to the target the message itself names — a Lambda record's function,
+an EventBridge DLQ's `TARGET_ARN` (called directly: re-publishing to the bus would re-match
+every rule), the SQS queue that dead-lettered it — but only when that ARN matches the queue's
+`allow` patterns. Anything else is parked with its reason; a target outside `allow` is never
+called. The generic retrier, with least privilege.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from fnmatch import fnmatchcase
+
+from worker.aws.clients import Clients
+from worker.aws.sqs import RedriveSource
+from worker.core.errors import DeliveryError, ErrorKind
+from worker.core.failure import parse_failure
+from worker.settings import (
+    AutoTarget,
+    LambdaTarget,
+    SnsTarget,
+    SqsTarget,
+    StepFunctionsTarget,
+)
+from worker.targets.base import Delivery, Result, Target
+from worker.targets.lambda_ import LambdaInvoker
+from worker.targets.sns import SnsPublisher
+from worker.targets.sqs import SqsSender
+from worker.targets.stepfunctions import StepFunctionsStarter
+
+
+def _park(code: str, reason: str, detail: str = "") -> DeliveryError:
+    return DeliveryError(ErrorKind.PERMANENT, code, detail, park_reason=reason)
+
+
+def allowed(arn: str, patterns: Sequence[str]) -> bool:
+    return any(fnmatchcase(arn, pattern) for pattern in patterns)
+
+
+class AutoDispatcher:
+    service = "auto"
+    operation = "Deliver"
+
+    def __init__(
+        self, clients: Clients, settings: AutoTarget, sources: Mapping[str, RedriveSource]
+    ) -> None:
+        self._clients = clients
+        self._allow = settings.allow
+        self._sources = sources
+        self._targets: dict[str, Target] = {}
+        self.name = "auto"
+
+    async def _target(self, arn: str) -> Target | None:
+        if arn not in self._targets:
+            service = arn.split(":")[2] if arn.count(":") >= 5 else ""
+            get = self._clients.get
+            if service == "lambda":
+                self._targets[arn] = LambdaInvoker(
+                    await get("lambda"), LambdaTarget(kind="lambda", function=arn)
+                )
+            elif service == "sqs":
+                settings = SqsTarget(kind="sqs", queue=arn)
+                self._targets[arn] = SqsSender(await get("sqs"), settings, self._sources)
+            elif service == "states":
+                settings_sf = StepFunctionsTarget(kind="stepfunctions", state_machine_arn=arn)
+                self._targets[arn] = StepFunctionsStarter(await get("stepfunctions"), settings_sf)
+            elif service == "sns" and arn.count(":") == 5:  # a topic, not a subscription
+                self._targets[arn] = SnsPublisher(
+                    await get("sns"), SnsTarget(kind="sns", topic_arn=arn)
+                )
+            else:
+                return None
+        return self._targets[arn]
+
+    async def deliver(self, batch: Sequence[Delivery]) -> list[Result]:
+        results: list[Result] = [None] * len(batch)
+        groups: dict[str, list[tuple[int, Delivery]]] = defaultdict(list)
+        for index, delivery in enumerate(batch):
+            event = parse_failure(delivery.message)
+            if not event.replayable:
+                results[index] = _park("NotReplayable", "not_replayable", event.shape)
+            elif event.target_arn is None:
+                results[index] = _park("NoTargetNamed", "no_target", event.shape)
+            elif not allowed(event.target_arn, self._allow):
+                results[index] = _park("TargetNotAllowed", "target_not_allowed", event.target_arn)
+            else:
+                # Replay the payload as the target first received it; producer attributes of
+                # an envelope (EventBridge's RULE_ARN…, Lambda's RequestID…) stay behind.
+                message = delivery.message
+                if event.shape != "sqs_redrive":
+                    message = dataclasses.replace(message, body=event.payload, attributes={})
+                groups[event.target_arn].append((index, Delivery(message, delivery.attempt)))
+        for arn, members in groups.items():
+            target = await self._target(arn)
+            if target is None:
+                for index, _ in members:
+                    results[index] = _park("TargetNotSupported", "target_not_supported", arn)
+                continue
+            outcomes = await target.deliver([d for _, d in members])
+            for (index, _), outcome in zip(members, outcomes, strict=True):
+                results[index] = outcome
+        return results
