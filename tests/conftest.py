@@ -5,6 +5,7 @@ helpers that build the real components against them (aiobotocore over HTTP, as i
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
 from typing import Any
@@ -16,6 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from worker.app import build_poller
 from worker.aws.clients import Clients
+from worker.core.loopguard import LoopGuard
 from worker.emulator import MotoServer, create_role
 from worker.emulator.proxy import FaultProxy
 from worker.guard import Guard
@@ -134,10 +136,17 @@ class Worker:
         self.metrics = Metrics(self.registry)
         self.clients = Clients(settings.aws, stack, pool=32)
         self.guards: dict[str, Guard] = {}
+        self.loops = LoopGuard(time.monotonic)
 
     async def poller(self, name: str) -> Poller:
         return await build_poller(
-            name, self.settings.queues[name], self.settings, self.clients, self.metrics, self.guards
+            name,
+            self.settings.queues[name],
+            self.settings,
+            self.clients,
+            self.metrics,
+            self.guards,
+            self.loops,
         )
 
     def settled(self, queue: str, action: str) -> float:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,7 @@ from worker.aws.clients import Clients, pool_size
 from worker.aws.errors import error_code, metric_code
 from worker.aws.sources import SourceBook
 from worker.aws.sqs import SqsQueue, resolve_queue_url, retention_seconds
+from worker.core.loopguard import LoopGuard
 from worker.depth import watch_depth
 from worker.guard import Guard
 from worker.http import Health, HttpServer
@@ -53,6 +55,7 @@ async def build_poller(
     clients: Clients,
     metrics: Metrics,
     guards: dict[str, Guard],
+    loops: LoopGuard | None = None,
 ) -> Poller:
     sqs = await clients.get("sqs")
     dlq = SqsQueue(sqs, await resolve_queue_url(sqs, queue.queue_ref))
@@ -68,6 +71,8 @@ async def build_poller(
         sources.arrived_with,
         rng=random.Random(),
         retention_seconds=await retention_seconds(sqs, dlq.url),
+        loops=loops,
+        loop_key=queue.target_key,
     )
     settler = Settler(
         name,
@@ -87,6 +92,7 @@ class Runtime:
 
     health: Health
     guards: dict[str, Guard] = field(default_factory=dict)
+    loops: LoopGuard = field(default_factory=lambda: LoopGuard(time.monotonic))
     http_port: int = 0
 
 
@@ -102,7 +108,9 @@ async def _start_queue(
     failures = 0
     while True:
         try:
-            poller = await build_poller(name, queue, settings, clients, metrics, runtime.guards)
+            poller = await build_poller(
+                name, queue, settings, clients, metrics, runtime.guards, runtime.loops
+            )
             break
         except Exception as exc:  # noqa: BLE001 - retried; readiness stays false meanwhile
             failures += 1

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from worker.core.envelope import DlqMessage
 from worker.core.errors import DeliveryError
+from worker.core.loopguard import LoopGuard, fingerprint
 from worker.core.outcomes import Delivered, Outcome, Park, Retry
 from worker.core.policy import attempt_number, gate, on_failure
 from worker.guard import Guard
@@ -39,6 +40,8 @@ class Pipeline:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         retention_seconds: float | None = None,
+        loops: LoopGuard | None = None,
+        loop_key: str = "",
     ) -> None:
         self.policy = policy
         self.target = target
@@ -47,6 +50,17 @@ class Pipeline:
         self._clock = clock
         self._rng = rng or random.Random()
         self.retention_seconds = retention_seconds  # the DLQ's MessageRetentionPeriod
+        self._loops = loops if target.hands_off else None
+        self._loop_key = loop_key or target.name
+
+    def _looping(self, message: DlqMessage) -> Park | None:
+        """A payload that keeps coming back as new DLQ messages through a hand-off target."""
+        if self._loops is None:
+            return None
+        key = fingerprint(self._loop_key, message.body)
+        if self._loops.observe(key, message.message_id) >= self.policy.max_attempts:
+            return Park("loop_detected", "LoopDetected")
+        return None
 
     async def run(self, messages: Sequence[DlqMessage]) -> list[Decision]:
         now = self._clock()
@@ -54,7 +68,7 @@ class Pipeline:
         to_deliver: list[tuple[int, Delivery]] = []
         for index, message in enumerate(messages):
             attempt = attempt_number(message, self._arrived_with(message))
-            parked: Park | None = gate(message, attempt, self.policy, now)
+            parked: Park | None = gate(message, attempt, self.policy, now) or self._looping(message)
             if parked:
                 decided[index] = Decision(message, attempt - 1, parked)
             else:

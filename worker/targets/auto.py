@@ -50,6 +50,7 @@ class AutoDispatcher:
         self._sources = sources
         self._targets: dict[str, Target] = {}
         self.name = "auto"
+        self.hands_off = True  # the named target's own failure path may send it back
 
     async def _target(self, arn: str) -> Target | None:
         if arn not in self._targets:

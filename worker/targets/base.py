@@ -28,6 +28,7 @@ class Target(Protocol):
     name: str  # short name for metrics and logs
     service: str  # the AWS service and operation it calls, for `aws_errors`
     operation: str
+    hands_off: bool  # accepted now, may fail later and come back as a new DLQ message
 
     async def deliver(self, batch: Sequence[Delivery]) -> list[Result]: ...
 

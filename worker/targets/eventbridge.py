@@ -67,6 +67,7 @@ class EventBridgePublisher:
         self._client = client
         self._bus = settings.event_bus
         self.name = short_name(settings.event_bus)
+        self.hands_off = True
 
     async def deliver(self, batch: Sequence[Delivery]) -> list[Result]:
         results: list[Result] = [None] * len(batch)

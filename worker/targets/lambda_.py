@@ -19,6 +19,9 @@ class LambdaInvoker:
         self._function = settings.function
         self._type = settings.invocation_type
         self.name = short_name(settings.function)
+        # An async invoke is accepted, then fails on its own: its failures come back as new
+        # DLQ messages (the loop guard watches for that).
+        self.hands_off = settings.invocation_type == "Event"
 
     async def deliver(self, batch: Sequence[Delivery]) -> list[Result]:
         return await deliver_each(batch, self._invoke)

@@ -51,6 +51,7 @@ class SnsPublisher:
         self._topic = settings.topic_arn
         self._fifo = settings.topic_arn.endswith(".fifo")
         self.name = short_name(settings.topic_arn)
+        self.hands_off = True
 
     async def deliver(self, batch: Sequence[Delivery]) -> list[Result]:
         results: list[Result] = [None] * len(batch)

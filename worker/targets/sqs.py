@@ -73,6 +73,7 @@ class SqsSender:
         self._sources = sources  # the DLQ's redrive sources, by ARN
         self._urls: dict[str, str] = {}
         self.name = short_name(settings.queue) if settings.queue else "source"
+        self.hands_off = False  # the retry-worker.attempt marker travels with the message
 
     async def _destination(self, message: DlqMessage) -> str:
         ref = self._queue

@@ -43,6 +43,7 @@ class StepFunctionsStarter:
         self._wait = settings.wait_for_completion
         self._poll = poll
         self.name = short_name(settings.state_machine_arn)
+        self.hands_off = not settings.wait_for_completion
 
     async def deliver(self, batch: Sequence[Delivery]) -> list[Result]:
         return await deliver_each(batch, self._start)
