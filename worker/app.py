@@ -22,6 +22,7 @@ from worker.aws.sources import SourceBook
 from worker.aws.sqs import SqsQueue, resolve_queue_url, retention_seconds
 from worker.core.loopguard import LoopGuard
 from worker.depth import watch_depth
+from worker.discovery import discover
 from worker.guard import Guard
 from worker.http import Health, HttpServer
 from worker.metrics import Metrics
@@ -118,6 +119,7 @@ async def _start_queue(
             metrics.aws_errors.labels("sqs", "ResolveQueue", metric_code(error_code(exc))).inc()
             log.error("queue_resolve_failed", queue=name, error=error_code(exc), retry_in=delay)
             await anyio.sleep(delay)
+    poller.stop_when_gone = name not in settings.queues  # discovered: may be deleted
     runtime.health.pollers[name] = poller
     interval = settings.metrics.queue_depth_interval_seconds
     async with anyio.create_task_group() as tg:
@@ -146,12 +148,18 @@ async def serve(
         clients = Clients(settings.aws, stack, pool=pool)
         starting = anyio.CancelScope()
 
+        async def start_queue(name: str, queue: QueueSettings) -> None:
+            await _start_queue(name, queue, settings, runtime, clients, metrics)
+
         async def start_all() -> None:
             with starting:
                 async with anyio.create_task_group() as queues:
                     for name, queue in settings.queues.items():
+                        queues.start_soon(start_queue, name, queue)
+                    if settings.discovery is not None:
+                        sqs = await clients.get("sqs")
                         queues.start_soon(
-                            _start_queue, name, queue, settings, runtime, clients, metrics
+                            discover, settings, sqs, runtime.health, metrics, start_queue
                         )
 
         tg.start_soon(start_all)

@@ -126,7 +126,14 @@ def _target_statements(queue: QueueSettings, dlq: str, arns: Arns) -> list[tuple
 def build_policy(settings: Settings, account: str | None = None) -> dict[str, Any]:
     arns = Arns(settings.aws.region, account)
     grants: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
-    for queue in settings.queues.values():
+    queues = list(settings.queues.values())
+    if settings.discovery is not None:
+        # Every queue the prefix may ever name; ListQueues has no narrower resource than "*".
+        prefix = settings.discovery.prefix
+        defaults = settings.defaults.model_dump(mode="json")
+        queues.append(settings.discovery.queue_for(f"{prefix}*", defaults))
+        grants["ListQueuesForDiscovery"]["sqs:ListQueues"].add("*")
+    for queue in queues:
         dlq = arns.queue(queue.queue_ref)
         for action in DLQ_ACTIONS:
             grants["ReadDeadLetterQueues"][action].add(dlq)

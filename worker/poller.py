@@ -34,6 +34,7 @@ SETTLE_DEADLINE_SECONDS = 20  # a shielded settle never holds shutdown longer th
 RECEIVE_BACKOFF_MAX_SECONDS = 30.0
 CRASH_RETRY_SECONDS = 60.0
 WAIT_SLICE_SECONDS = 5.0
+QUEUE_GONE_CODES = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
 IDLE_PAUSE_SECONDS = 1.0  # between empty short polls (`wait_seconds: 0`)
 
 
@@ -64,6 +65,7 @@ class Poller:
         self._aborted = False
         self._receive_failures = 0
         self.last_receive_ok: bool | None = None
+        self.stop_when_gone = False  # discovered queues: a deleted queue ends its poller
         self.last_progress = monotonic()
         self.done = anyio.Event()
         self._log = log.bind(queue=name)
@@ -161,6 +163,10 @@ class Poller:
         self._metrics.receive_requests.labels(self.name, "error").inc()
         self._metrics.aws_errors.labels("sqs", "ReceiveMessage", metric_code(code)).inc()
         delay = min(RECEIVE_BACKOFF_MAX_SECONDS, 0.5 * 2 ** (self._receive_failures - 1))
+        if self.stop_when_gone and code in QUEUE_GONE_CODES:
+            self._log.info("queue_gone", error=code)
+            self.stop_receiving()
+            return
         self._log.warning("receive_failed", error=code, kind=kind_of(code).value, retry_in=delay)
         await anyio.sleep(delay)
         self.beat()

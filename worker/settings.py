@@ -195,6 +195,19 @@ class QueueSettings(QueueDefaults):
         return self.target.circuit_breaker or self.circuit_breaker
 
 
+class DiscoverySettings(Model):
+    """Serve every DLQ whose name starts with `prefix` (ListQueues), with `kind: auto`."""
+
+    prefix: Annotated[str, Field(min_length=1)]
+    refresh_seconds: Annotated[float, Field(ge=1)] = 300
+    # Queue settings for discovered queues (over `defaults`); `target` must be `kind: auto`.
+    defaults: dict[str, Any] = {}
+
+    def queue_for(self, name: str, defaults: dict[str, Any]) -> QueueSettings:
+        tree = deep_merge(defaults, self.defaults)
+        return QueueSettings.model_validate({**tree, "name": name})
+
+
 class Settings(BaseSettings):
     """The root. Environment variables `RETRY_WORKER_<SECTION>__<KEY>` win over files."""
 
@@ -212,6 +225,7 @@ class Settings(BaseSettings):
     shutdown: ShutdownSettings = ShutdownSettings()
     defaults: QueueDefaults = QueueDefaults()
     queues: dict[str, QueueSettings] = {}
+    discovery: DiscoverySettings | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 from worker.settings import VISIBILITY_LIMIT_SECONDS, QueueSettings, Settings
 
 
@@ -25,7 +27,7 @@ def cross_field_errors(settings: Settings) -> list[str]:
             )
         if backoff.initial_seconds > backoff.max_seconds:
             errors.append(f"{path}.policy.backoff.initial_seconds: must be <= max_seconds")
-    errors += _shared_target_errors(settings)
+    errors += _shared_target_errors(settings) + _discovery_errors(settings)
     for name, q in settings.queues.items():
         if q.circuit_breaker.minimum_calls > q.circuit_breaker.window:
             errors.append(f"queues.{name}.circuit_breaker.minimum_calls: must be <= window")
@@ -62,4 +64,30 @@ def _shared_target_errors(settings: Settings) -> list[str]:
                 f"queues.{name}.target.circuit_breaker: differs from queues.{other_name} "
                 "(queues feeding the same target share one circuit breaker)"
             )
+    return errors
+
+
+def _discovery_errors(settings: Settings) -> list[str]:
+    """Discovered queues are built at run time: check their settings now, at boot."""
+    discovery = settings.discovery
+    if discovery is None:
+        return []
+    defaults = settings.defaults.model_dump(mode="json")
+    try:
+        queue = discovery.queue_for(f"{discovery.prefix}example", defaults)
+    except ValidationError as exc:
+        return [
+            f"discovery.defaults.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+            for e in exc.errors()
+        ]
+    errors = []
+    if queue.target.kind != "auto":
+        errors.append("discovery.defaults.target.kind: discovered queues need `kind: auto`")
+    if not queue.policy.parking_queue:
+        errors.append("discovery.defaults.policy.parking_queue: required")
+    elif queue.policy.parking_queue.rsplit("/", 1)[-1].startswith(discovery.prefix):
+        errors.append(
+            "discovery.defaults.policy.parking_queue: starts with the discovery prefix "
+            "(it would be served as a DLQ)"
+        )
     return errors

@@ -1,0 +1,89 @@
+"""Queue discovery: serve every DLQ whose name starts with `discovery.prefix`, with
+`kind: auto`; queues that appear are picked up and queues that disappear are drained, without
+a restart. Parking queues and explicitly configured queues are never served twice."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import structlog
+
+from worker.aws.clients import Client
+from worker.aws.errors import error_code, metric_code
+from worker.http import Health
+from worker.metrics import Metrics
+from worker.settings import QueueSettings, Settings
+
+log = structlog.get_logger("worker.discovery")
+
+StartQueue = Callable[[str, QueueSettings], Awaitable[None]]
+
+
+async def list_queue_names(sqs: Client, prefix: str) -> set[str]:
+    names: set[str] = set()
+    kwargs: dict[str, Any] = {"QueueNamePrefix": prefix, "MaxResults": 1000}
+    while True:
+        response = await sqs.list_queues(**kwargs)
+        names.update(url.rsplit("/", 1)[-1] for url in response.get("QueueUrls", []))
+        token = response.get("NextToken")
+        if not token:
+            return names
+        kwargs["NextToken"] = token
+
+
+def _excluded(settings: Settings, discovered: QueueSettings) -> set[str]:
+    """Names never to serve as discovered DLQs: configured queues and every parking queue."""
+    refs = [q.queue_ref for q in settings.queues.values()]
+    refs += [q.policy.parking_queue or "" for q in settings.queues.values()]
+    refs.append(discovered.policy.parking_queue or "")
+    return {ref.rsplit("/", 1)[-1].rsplit(":", 1)[-1] for ref in refs if ref}
+
+
+async def discover(
+    settings: Settings, sqs: Client, health: Health, metrics: Metrics, start: StartQueue
+) -> None:
+    discovery = settings.discovery
+    assert discovery is not None
+    defaults = settings.defaults.model_dump(mode="json")
+    template = discovery.queue_for(f"{discovery.prefix}template", defaults)
+    excluded = _excluded(settings, template)
+    serving: dict[str, anyio.CancelScope] = {}
+
+    async def serve_one(name: str) -> None:
+        with anyio.CancelScope() as scope:
+            serving[name] = scope
+            health.queues.append(name)
+            try:
+                await start(name, discovery.queue_for(name, defaults))
+            finally:
+                health.queues.remove(name)
+                health.pollers.pop(name, None)
+                serving.pop(name, None)
+                log.info("queue_released", queue=name)
+
+    async with anyio.create_task_group() as tg:
+        while not health.stopping:
+            try:
+                found = await list_queue_names(sqs, discovery.prefix) - excluded
+            except Exception as exc:  # noqa: BLE001 - try again next refresh
+                code = error_code(exc)
+                metrics.aws_errors.labels("sqs", "ListQueues", metric_code(code)).inc()
+                log.warning("discovery_failed", error=code)
+            else:
+                for name in sorted(found - serving.keys()):
+                    log.info("queue_discovered", queue=name)
+                    tg.start_soon(serve_one, name)
+                for name in sorted(serving.keys() - found):
+                    log.info("queue_vanished", queue=name)
+                    _stop(name, health, serving)
+            await anyio.sleep(discovery.refresh_seconds)
+
+
+def _stop(name: str, health: Health, serving: dict[str, anyio.CancelScope]) -> None:
+    poller = health.pollers.get(name)
+    if poller is not None:
+        poller.stop_receiving()  # drain what is in flight, then the task ends
+    else:
+        serving[name].cancel()  # still resolving: nothing in flight
