@@ -100,3 +100,13 @@ def test_queue_url_region_and_account_win_over_the_defaults():
     resources = {r for s in policy["Statement"] for r in s["Resource"]}
     assert "arn:aws-cn:sqs:cn-north-1:999988887777:dlq" in resources
     assert "arn:aws-cn:sqs:cn-north-1:999988887777:out" in resources
+
+
+@pytest.mark.parametrize("mode", ["explicit", "auto", "discovery"])
+def test_documented_mode_policies_are_what_the_command_prints(mode):
+    docs = Path(__file__).parent.parent / "docs"
+    settings = settings_from(docs / "modes" / f"{mode}.yaml")
+    generated = build_policy(settings, "123456789012")
+    assert generated == json.loads((docs / "modes" / f"{mode}.policy.json").read_text())
+    page = (docs / "modes.md").read_text()
+    assert json.dumps(generated, indent=2) in page
