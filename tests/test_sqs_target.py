@@ -237,6 +237,10 @@ async def test_a_crashing_pipeline_keeps_the_batch_and_backs_off(aws, proxy, wor
 
     class Broken:
         name = "broken"
+        hands_off = False
+
+        def loops_back(self, message):
+            return False
 
         async def deliver(self, batch):
             raise RuntimeError("a bug")
@@ -266,3 +270,14 @@ async def test_failed_visibility_change_leaves_message_to_reappear(aws, proxy, w
         {"service": "sqs", "operation": "ChangeMessageVisibilityBatch", "error": "InternalFailure"},
     )
     assert errors == 1
+
+
+def test_sqs_target_needs_the_loop_guard_only_when_the_marker_cannot_travel():
+    from worker.core.envelope import DlqMessage
+    from worker.settings import SqsTarget
+    from worker.targets.sqs import SqsSender
+
+    sender = SqsSender(None, SqsTarget(kind="sqs", queue="q"), {})
+    full = {f"a{i}": {"DataType": "String", "StringValue": "v"} for i in range(10)}
+    assert not sender.loops_back(DlqMessage("m", "r", "b", attributes=dict(list(full.items())[:9])))
+    assert sender.loops_back(DlqMessage("m", "r", "b", attributes=full))

@@ -50,12 +50,12 @@ class Pipeline:
         self._clock = clock
         self._rng = rng or random.Random()
         self.retention_seconds = retention_seconds  # the DLQ's MessageRetentionPeriod
-        self._loops = loops if target.hands_off else None
+        self._loops = loops
         self._loop_key = loop_key or target.name
 
     def _looping(self, message: DlqMessage) -> Park | None:
         """A payload that keeps coming back as new DLQ messages through a hand-off target."""
-        if self._loops is None:
+        if self._loops is None or not self.target.loops_back(message):
             return None
         key = fingerprint(self._loop_key, message.body)
         if self._loops.observe(key, message.message_id) >= self.policy.max_attempts:

@@ -23,7 +23,7 @@ from worker.settings import (
     SqsTarget,
     StepFunctionsTarget,
 )
-from worker.targets.base import Delivery, Result, Target
+from worker.targets.base import Delivery, HandOff, Result, Target
 from worker.targets.lambda_ import LambdaInvoker
 from worker.targets.sns import SnsPublisher
 from worker.targets.sqs import SqsSender
@@ -38,7 +38,7 @@ def allowed(arn: str, patterns: Sequence[str]) -> bool:
     return any(fnmatchcase(arn, pattern) for pattern in patterns)
 
 
-class AutoDispatcher:
+class AutoDispatcher(HandOff):
     service = "auto"
     operation = "Deliver"
 

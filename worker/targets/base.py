@@ -30,7 +30,21 @@ class Target(Protocol):
     operation: str
     hands_off: bool  # accepted now, may fail later and come back as a new DLQ message
 
+    def loops_back(self, message: DlqMessage) -> bool:
+        """Whether a failure after this delivery may return as a new DLQ message that nothing
+        in it ties to this one (the loop guard then watches the payload)."""
+        ...
+
     async def deliver(self, batch: Sequence[Delivery]) -> list[Result]: ...
+
+
+class HandOff:
+    """`loops_back` for targets where it depends on the target alone."""
+
+    hands_off: bool
+
+    def loops_back(self, message: DlqMessage) -> bool:
+        return self.hands_off
 
 
 async def deliver_each(

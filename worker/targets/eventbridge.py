@@ -15,7 +15,7 @@ from worker.aws.clients import Client
 from worker.aws.errors import classify, kind_of
 from worker.core.errors import DeliveryError, ErrorKind
 from worker.settings import EventBridgeTarget
-from worker.targets.base import Delivery, Result, short_name
+from worker.targets.base import Delivery, HandOff, Result, short_name
 
 MAX_ENTRY_BYTES = 256 * 1024
 BATCH = 10
@@ -59,7 +59,7 @@ def put_events_entry(body: str, bus: str) -> dict[str, Any]:
     return entry
 
 
-class EventBridgePublisher:
+class EventBridgePublisher(HandOff):
     service = "events"
     operation = "PutEvents"
 

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from worker.aws.clients import Client
 from worker.core.errors import DeliveryError, ErrorKind
 from worker.settings import LambdaTarget
-from worker.targets.base import Delivery, Result, deliver_each, short_name
+from worker.targets.base import Delivery, HandOff, Result, deliver_each, short_name
 
 
-class LambdaInvoker:
+class LambdaInvoker(HandOff):
     service = "lambda"
     operation = "Invoke"
 

@@ -14,7 +14,7 @@ from worker.aws.clients import Client
 from worker.aws.errors import classify, kind_of
 from worker.core.errors import DeliveryError, ErrorKind
 from worker.settings import SnsTarget
-from worker.targets.base import Delivery, Result, short_name
+from worker.targets.base import Delivery, HandOff, Result, short_name
 from worker.targets.sqs import copy_attributes
 
 MAX_MESSAGE_BYTES = 256 * 1024
@@ -42,7 +42,7 @@ def publish_entry(entry_id: str, delivery: Delivery, *, fifo: bool) -> dict[str,
     return entry
 
 
-class SnsPublisher:
+class SnsPublisher(HandOff):
     service = "sns"
     operation = "PublishBatch"
 

@@ -75,6 +75,10 @@ class SqsSender:
         self.name = short_name(settings.queue) if settings.queue else "source"
         self.hands_off = False  # the retry-worker.attempt marker travels with the message
 
+    def loops_back(self, message: DlqMessage) -> bool:
+        """Only when the marker cannot travel: the message already has 10 attributes."""
+        return len(message.foreign_attributes()) >= MAX_ATTRIBUTES
+
     async def _destination(self, message: DlqMessage) -> str:
         ref = self._queue
         if ref is None:

@@ -18,7 +18,7 @@ from worker.aws.clients import Client
 from worker.aws.errors import error_code
 from worker.core.errors import DeliveryError, ErrorKind
 from worker.settings import StepFunctionsTarget
-from worker.targets.base import Delivery, Result, deliver_each, short_name
+from worker.targets.base import Delivery, HandOff, Result, deliver_each, short_name
 
 MAX_INPUT_BYTES = 256 * 1024
 MAX_NAME = 80
@@ -33,7 +33,7 @@ def execution_name(message_id: str, retry: int = 0) -> str:
     return base[: MAX_NAME - len(suffix)] + suffix
 
 
-class StepFunctionsStarter:
+class StepFunctionsStarter(HandOff):
     service = "states"
     operation = "StartExecution"
 
