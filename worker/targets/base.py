@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import anyio
 
@@ -45,6 +45,39 @@ class HandOff:
 
     def loops_back(self, message: DlqMessage) -> bool:
         return self.hands_off
+
+
+Entry = dict[str, Any]
+# Sends one chunk of entries; returns the failed ones by their position in the chunk.
+SendChunk = Callable[[list[Entry]], Awaitable[dict[int, DeliveryError]]]
+
+
+async def deliver_batched(
+    batch: Sequence[Delivery],
+    build: Callable[[int, Delivery], Entry],
+    send: SendChunk,
+    size: int = 10,
+) -> list[Result]:
+    """For batch APIs: build an entry per message (a DeliveryError parks just that one), send
+    in chunks of `size`, and map every per-entry failure back to its message."""
+    results: list[Result] = [None] * len(batch)
+    ready: list[tuple[int, Entry]] = []
+    for index, delivery in enumerate(batch):
+        try:
+            ready.append((index, build(index, delivery)))
+        except DeliveryError as exc:
+            results[index] = exc
+    for start in range(0, len(ready), size):
+        chunk = ready[start : start + size]
+        try:
+            failed = await send([entry for _, entry in chunk])
+        except Exception as exc:  # noqa: BLE001 - every entry of the call failed alike
+            for index, _ in chunk:
+                results[index] = classify(exc)
+            continue
+        for position, error in failed.items():
+            results[chunk[position][0]] = error
+    return results
 
 
 async def deliver_each(

@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from worker.aws.clients import Client
-from worker.aws.errors import classify, kind_of
+from worker.aws.errors import kind_of
 from worker.core.errors import DeliveryError, ErrorKind
 from worker.settings import EventBridgeTarget
-from worker.targets.base import Delivery, HandOff, Result, short_name
+from worker.targets.base import Delivery, HandOff, Result, deliver_batched, short_name
 
 MAX_ENTRY_BYTES = 256 * 1024
 BATCH = 10
@@ -70,26 +70,18 @@ class EventBridgePublisher(HandOff):
         self.hands_off = True
 
     async def deliver(self, batch: Sequence[Delivery]) -> list[Result]:
-        results: list[Result] = [None] * len(batch)
-        ready: list[tuple[int, dict[str, Any]]] = []
-        for index, delivery in enumerate(batch):
-            try:
-                ready.append((index, put_events_entry(delivery.message.body, self._bus)))
-            except DeliveryError as exc:
-                results[index] = exc
-        for start in range(0, len(ready), BATCH):
-            chunk = ready[start : start + BATCH]
-            try:
-                response = await self._client.put_events(Entries=[entry for _, entry in chunk])
-            except Exception as exc:  # noqa: BLE001 - every entry of the call failed alike
-                for index, _ in chunk:
-                    results[index] = classify(exc)
-                continue
-            for (index, _), outcome in zip(chunk, response.get("Entries", []), strict=False):
-                code = outcome.get("ErrorCode")
-                if code:
-                    kind = RETRYABLE_ENTRY_CODES.get(code) or kind_of(code)
-                    if kind is ErrorKind.UNKNOWN:
-                        kind = ErrorKind.PERMANENT  # per-entry codes other than the two are final
-                    results[index] = DeliveryError(kind, code, outcome.get("ErrorMessage", ""))
-        return results
+        return await deliver_batched(
+            batch, lambda _, d: put_events_entry(d.message.body, self._bus), self._put, BATCH
+        )
+
+    async def _put(self, entries: list[dict[str, Any]]) -> dict[int, DeliveryError]:
+        response = await self._client.put_events(Entries=entries)
+        failed = {}
+        for position, outcome in enumerate(response.get("Entries", [])):
+            code = outcome.get("ErrorCode")
+            if code:
+                kind = RETRYABLE_ENTRY_CODES.get(code) or kind_of(code)
+                if kind is ErrorKind.UNKNOWN:
+                    kind = ErrorKind.PERMANENT  # per-entry codes other than the two are final
+                failed[position] = DeliveryError(kind, code, outcome.get("ErrorMessage", ""))
+        return failed

@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from worker.aws.clients import Client
-from worker.aws.errors import classify, kind_of
+from worker.aws.errors import kind_of
 from worker.core.errors import DeliveryError, ErrorKind
 from worker.settings import SnsTarget
-from worker.targets.base import Delivery, HandOff, Result, short_name
+from worker.targets.base import Delivery, HandOff, Result, deliver_batched, short_name
 from worker.targets.sqs import copy_attributes
 
 MAX_MESSAGE_BYTES = 256 * 1024
@@ -54,25 +54,19 @@ class SnsPublisher(HandOff):
         self.hands_off = True
 
     async def deliver(self, batch: Sequence[Delivery]) -> list[Result]:
-        results: list[Result] = [None] * len(batch)
-        ready: list[dict[str, Any]] = []
-        for index, delivery in enumerate(batch):
-            try:
-                ready.append(publish_entry(str(index), delivery, fifo=self._fifo))
-            except DeliveryError as exc:
-                results[index] = exc
-        for start in range(0, len(ready), BATCH):
-            chunk = ready[start : start + BATCH]
-            try:
-                response = await self._client.publish_batch(
-                    TopicArn=self._topic, PublishBatchRequestEntries=chunk
-                )
-            except Exception as exc:  # noqa: BLE001 - every entry of the call failed alike
-                for entry in chunk:
-                    results[int(entry["Id"])] = classify(exc)
-                continue
-            for failure in response.get("Failed", []):
-                code = failure.get("Code", "Unknown")
-                kind = ErrorKind.PERMANENT if failure.get("SenderFault") else kind_of(code)
-                results[int(failure["Id"])] = DeliveryError(kind, code, failure.get("Message", ""))
-        return results
+        def build(index: int, delivery: Delivery) -> dict[str, Any]:
+            return publish_entry(str(index), delivery, fifo=self._fifo)
+
+        return await deliver_batched(batch, build, self._publish, BATCH)
+
+    async def _publish(self, entries: list[dict[str, Any]]) -> dict[int, DeliveryError]:
+        response = await self._client.publish_batch(
+            TopicArn=self._topic, PublishBatchRequestEntries=entries
+        )
+        position = {entry["Id"]: i for i, entry in enumerate(entries)}
+        failed = {}
+        for failure in response.get("Failed", []):
+            code = failure.get("Code", "Unknown")
+            kind = ErrorKind.PERMANENT if failure.get("SenderFault") else kind_of(code)
+            failed[position[failure["Id"]]] = DeliveryError(kind, code, failure.get("Message", ""))
+        return failed
