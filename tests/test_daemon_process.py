@@ -89,15 +89,26 @@ async def _stop(process: subprocess.Popen[str], timeout: float) -> tuple[int, st
     return process.returncode, output, time.monotonic() - started
 
 
-async def test_sigterm_mid_run_drains_and_loses_nothing(aws, proxy, tmp_path):
+async def _sigterm_during_slow_deliveries(
+    aws, proxy, tmp_path: Path, *, delay: float, grace: float, invokes: int
+) -> tuple[str, str, int, str, float]:
+    """Seed, start the daemon against a target that takes `delay` s, SIGTERM it once
+    `invokes` deliveries are under way; returns the queues and how the process ended."""
     dlq, parked = await _seed(aws)
-    proxy.add(Rule("lambda", "Invoke", "delay", seconds=1.0))
-    process = _start(tmp_path, _config(tmp_path, proxy.url, grace=15))
+    proxy.add(Rule("lambda", "Invoke", "delay", seconds=delay))
+    process = _start(tmp_path, _config(tmp_path, proxy.url, grace=grace))
     try:
-        await wait_for(lambda: proxy.count("lambda", "Invoke") >= 3, timeout=30)
+        await wait_for(lambda: proxy.count("lambda", "Invoke") >= invokes, timeout=30)
         code, output, took = await _stop(process, timeout=30)
     finally:
         process.kill()
+    return dlq, parked, code, output, took
+
+
+async def test_sigterm_mid_run_drains_and_loses_nothing(aws, proxy, tmp_path):
+    dlq, parked, code, output, took = await _sigterm_during_slow_deliveries(
+        aws, proxy, tmp_path, delay=1.0, grace=15, invokes=3
+    )
 
     assert code == 0, output
     assert took < 15
@@ -111,14 +122,9 @@ async def test_sigterm_mid_run_drains_and_loses_nothing(aws, proxy, tmp_path):
 
 
 async def test_grace_expiry_releases_in_flight_messages_at_once(aws, proxy, tmp_path):
-    dlq, parked = await _seed(aws)
-    proxy.add(Rule("lambda", "Invoke", "delay", seconds=8.0))
-    process = _start(tmp_path, _config(tmp_path, proxy.url, grace=1))
-    try:
-        await wait_for(lambda: proxy.count("lambda", "Invoke") >= 5, timeout=30)
-        code, output, took = await _stop(process, timeout=30)
-    finally:
-        process.kill()
+    dlq, parked, code, output, took = await _sigterm_during_slow_deliveries(
+        aws, proxy, tmp_path, delay=8.0, grace=1, invokes=5
+    )
 
     assert code == 0, output
     assert took < 8, "did not wait for the slow target"
