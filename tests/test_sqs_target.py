@@ -281,3 +281,24 @@ def test_sqs_target_needs_the_loop_guard_only_when_the_marker_cannot_travel():
     full = {f"a{i}": {"DataType": "String", "StringValue": "v"} for i in range(10)}
     assert not sender.loops_back(DlqMessage("m", "r", "b", attributes=dict(list(full.items())[:9])))
     assert sender.loops_back(DlqMessage("m", "r", "b", attributes=full))
+
+
+async def test_an_unreadable_redrive_source_does_not_stop_the_dlq(aws, proxy, worker_stack):
+    source, dlq = await create_source_with_dlq(aws.sqs, "locked", "locked-dlq", max_receive_count=2)
+    await create_queue(aws.sqs, "parked")
+    out = await create_queue(aws.sqs, "unlocked-out")
+    await aws.sqs.send_message(QueueUrl=dlq, MessageBody="still served")
+    # the worker's role cannot read the source (added after its IAM policy was made)
+    only_source = f'"{source}"'  # the exact URL, not the DLQ's (which starts the same)
+    proxy.add(
+        Rule(
+            "sqs", "GetQueueAttributes", "error", status=403, code="AccessDenied", body=only_source
+        )
+    )
+    queues = {"locked": {"name": "locked-dlq", "target": {"kind": "sqs", "queue": "unlocked-out"}}}
+    worker = Worker(make_settings(proxy.url, queues), worker_stack)
+
+    poller = await worker.poller("locked")
+    await _run_until(poller, lambda: worker.settled("locked", "deleted") == 1)
+
+    assert [m["Body"] for m in await drain(aws.sqs, out)] == ["still served"]

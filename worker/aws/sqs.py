@@ -177,11 +177,17 @@ async def redrive_sources(client: Client, dlq_url: str) -> dict[str, RedriveSour
         kwargs["NextToken"] = token
     sources: dict[str, RedriveSource] = {}
     for url in urls:
-        attrs = (
-            await client.get_queue_attributes(
-                QueueUrl=url, AttributeNames=["QueueArn", "RedrivePolicy"]
-            )
-        )["Attributes"]
+        try:
+            attrs = (
+                await client.get_queue_attributes(
+                    QueueUrl=url, AttributeNames=["QueueArn", "RedrivePolicy"]
+                )
+            )["Attributes"]
+        except Exception as exc:  # noqa: BLE001 - e.g. a source added after the IAM policy
+            # One unreadable source must not stop the DLQ from being served; its messages
+            # count attempts from the other sources (or from 0).
+            log.warning("redrive_source_unreadable", source=url, error=error_code(exc))
+            continue
         policy = json.loads(attrs.get("RedrivePolicy", "{}"))
         count = int(policy.get("maxReceiveCount", 0))
         sources[attrs["QueueArn"]] = RedriveSource(attrs["QueueArn"], url, count)

@@ -46,14 +46,19 @@ class Rule:
     seconds: float = 0.0  # delay
     extra: dict[str, Any] = field(default_factory=dict)  # error body fields
     path: str | None = None  # only requests whose path contains this (e.g. a function name)
+    body: str | None = None  # only requests whose body contains this (e.g. a queue URL)
     applied: int = 0
 
-    def matches(self, service: str, operation: str, path: str, rng: random.Random) -> bool:
+    def matches(
+        self, service: str, operation: str, path: str, body: bytes, rng: random.Random
+    ) -> bool:
         if self.service not in ("*", service):
             return False
         if self.operation and self.operation != operation:
             return False
         if self.path is not None and self.path not in path:
+            return False
+        if self.body is not None and self.body.encode() not in body:
             return False
         if self.times is not None and self.applied >= self.times:
             return False
@@ -188,7 +193,7 @@ class FaultProxy:
                 with contextlib.suppress(ValueError):
                     self.journal.append((service, operation, json.loads(body)))
             for rule in self.rules:
-                if rule.matches(service, operation, path, self._rng):
+                if rule.matches(service, operation, path, body, self._rng):
                     rule.applied += 1
                     return rule
         return None
