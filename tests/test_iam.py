@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import anyio
 import pytest
 import yaml
 
@@ -29,6 +31,7 @@ def test_policy_for_every_target_kind_matches_the_golden_file():
 def test_command_prints_the_golden_policy():
     env = {k: v for k, v in os.environ.items() if not k.startswith("RETRY_WORKER_")}
     env["RETRY_WORKER_CONFIG_DIR"] = str(GOLDEN / "none")
+    config = str(GOLDEN / "iam-config.yaml")
     result = subprocess.run(
         [
             sys.executable,
@@ -36,7 +39,7 @@ def test_command_prints_the_golden_policy():
             "worker",
             "iam-policy",
             "--config",
-            str(GOLDEN / "iam-config.yaml"),
+            config,
             "--account-id",
             "210987654321",
         ],
@@ -110,3 +113,31 @@ def test_documented_mode_policies_are_what_the_command_prints(mode):
     assert generated == json.loads((docs / "modes" / f"{mode}.policy.json").read_text())
     page = (docs / "modes.md").read_text()
     assert json.dumps(generated, indent=2) in page
+
+
+@pytest.mark.anyio
+async def test_resolved_sources_replace_the_redrive_wildcards(aws, tmp_path):
+    from worker.emulator import create_source_with_dlq
+
+    await create_source_with_dlq(aws.sqs, "billing", "billing-dlq", max_receive_count=3)
+    config = {
+        "aws": {"endpoint_url": aws.url},
+        "defaults": {"policy": {"parking_queue": "parked"}},
+        "queues": {"billing": {"name": "billing-dlq", "target": {"kind": "sqs", "source": True}}},
+    }
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RETRY_WORKER_")}
+    env["RETRY_WORKER_CONFIG_DIR"] = str(tmp_path / "none")
+    command = [sys.executable, "-m", "worker", "iam-policy", "--config", str(path)]
+    command += ["--account-id", "123456789012", "--resolve-sources"]
+    run = functools.partial(
+        subprocess.run, command, capture_output=True, text=True, env=env, timeout=60, check=False
+    )
+    result = await anyio.to_thread.run_sync(run)
+    assert result.returncode == 0, result.stderr
+    statements = {s["Sid"]: s for s in json.loads(result.stdout)["Statement"]}
+    source_arn = "arn:aws:sqs:us-east-1:123456789012:billing"
+    assert statements["ReadRedriveSources"]["Resource"] == [source_arn]
+    assert statements["SendToSourceQueues"]["Resource"] == [source_arn]
+    assert not [r for s in statements.values() for r in s["Resource"] if "*" in r]

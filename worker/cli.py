@@ -37,6 +37,11 @@ def _parser() -> argparse.ArgumentParser:
     iam = sub.add_parser("iam-policy", help="print the least-privilege IAM policy (JSON)")
     _config_args(iam)
     iam.add_argument("--account-id", help="for queues and functions given by name")
+    iam.add_argument(
+        "--resolve-sources",
+        action="store_true",
+        help="ask AWS for each DLQ's redrive sources and grant exactly those",
+    )
     health = sub.add_parser("healthcheck", help="exit 0 if the local /readyz answers 200")
     health.add_argument("--url", default="http://127.0.0.1:8080/readyz")
     return parser
@@ -83,13 +88,14 @@ def _healthcheck(args: argparse.Namespace) -> int:
 
 
 def _iam_policy(args: argparse.Namespace) -> int:
-    from worker.iam import PolicyError, render
+    from worker.iam import PolicyError, render, resolve_sources
 
     settings = _load(args)
     if settings is None:
         return EXIT_CONFIG
     try:
-        print(render(settings, args.account_id), end="")
+        sources = anyio.run(resolve_sources, settings) if args.resolve_sources else None
+        print(render(settings, args.account_id, sources), end="")
     except PolicyError as exc:
         print(f"iam-policy: {exc}", file=sys.stderr)
         return EXIT_CONFIG

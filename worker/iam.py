@@ -1,16 +1,21 @@
-"""`retry-worker iam-policy`: the least-privilege IAM policy a configuration needs (pure).
+"""`retry-worker iam-policy`: the least-privilege IAM policy a configuration needs.
 
 Only the actions each queue and target needs, on exactly their ARNs. Queues and functions
 given by name need the account id (`--account-id`); the partition follows the region.
+`build_policy` is pure; `resolve_sources` (for `--resolve-sources`) asks AWS which queues
+dead-letter into each DLQ, so the redrive grants can name them instead of a wildcard.
 """
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
+from contextlib import AsyncExitStack
 from typing import Any
 from urllib.parse import urlparse
 
+from worker.aws.clients import Clients
+from worker.aws.sqs import redrive_sources, resolve_queue_url
 from worker.settings import (
     AutoTarget,
     EventBridgeTarget,
@@ -93,7 +98,9 @@ class Arns:
         return f"arn:{self.partition}:lambda:{self.region}:{account}:function:{ref}"
 
 
-def _target_statements(queue: QueueSettings, dlq: str, arns: Arns) -> list[tuple[str, str, str]]:
+def _target_statements(
+    queue: QueueSettings, dlq: str, arns: Arns, sources: list[str] | None
+) -> list[tuple[str, str, str]]:
     """(sid, action, resource) for a queue's target."""
     t = queue.target
     if isinstance(t, LambdaTarget):
@@ -120,10 +127,17 @@ def _target_statements(queue: QueueSettings, dlq: str, arns: Arns) -> list[tuple
     if t.queue:
         return [("SendToTargets", a, arns.queue(t.queue)) for a in SEND_ACTIONS]
     # `source: true`: the sources are discovered at run time (ListDeadLetterSourceQueues).
-    return [("SendToSourceQueues", a, arns.neighbours(dlq)) for a in SEND_ACTIONS]
+    resources = sources if sources is not None else [arns.neighbours(dlq)]
+    return [("SendToSourceQueues", a, r) for a in SEND_ACTIONS for r in resources]
 
 
-def build_policy(settings: Settings, account: str | None = None) -> dict[str, Any]:
+def build_policy(
+    settings: Settings,
+    account: str | None = None,
+    sources: dict[str, list[str]] | None = None,
+) -> dict[str, Any]:
+    """`sources`, when given (`--resolve-sources`), maps configured queue names to their
+    redrive sources' ARNs: the redrive grants then name exactly those queues."""
     arns = Arns(settings.aws.region, account)
     grants: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     queues = list(settings.queues.values())
@@ -133,7 +147,8 @@ def build_policy(settings: Settings, account: str | None = None) -> dict[str, An
         defaults = settings.defaults.model_dump(mode="json")
         queues.append(settings.discovery.queue_for(f"{prefix}*", defaults))
         grants["ListQueuesForDiscovery"]["sqs:ListQueues"].add("*")
-    for queue in queues:
+    names = list(settings.queues) + ["<discovered>"] * (len(queues) - len(settings.queues))
+    for name, queue in zip(names, queues, strict=True):
         dlq = arns.queue(queue.queue_ref)
         for action in DLQ_ACTIONS:
             grants["ReadDeadLetterQueues"][action].add(dlq)
@@ -142,8 +157,10 @@ def build_policy(settings: Settings, account: str | None = None) -> dict[str, An
             grants["WriteParkingQueues"][action].add(parking)
         # Attempt counting reads each redrive source's maxReceiveCount; the sources are
         # found at run time, so this read-only grant covers the account's queues in the region.
-        grants["ReadRedriveSources"]["sqs:GetQueueAttributes"].add(arns.neighbours(dlq))
-        for sid, action, resource in _target_statements(queue, dlq, arns):
+        known = sources.get(name) if sources is not None else None
+        for source in known if known is not None else [arns.neighbours(dlq)]:
+            grants["ReadRedriveSources"]["sqs:GetQueueAttributes"].add(source)
+        for sid, action, resource in _target_statements(queue, dlq, arns, known):
             grants[sid][action].add(resource)
     if settings.aws.kms_key_arns:
         for action in ("kms:Decrypt", "kms:GenerateDataKey"):
@@ -170,5 +187,18 @@ def _statements(grants: dict[str, dict[str, set[str]]]) -> list[dict[str, Any]]:
     return statements
 
 
-def render(settings: Settings, account: str | None = None) -> str:
-    return json.dumps(build_policy(settings, account), indent=2) + "\n"
+def render(
+    settings: Settings, account: str | None = None, sources: dict[str, list[str]] | None = None
+) -> str:
+    return json.dumps(build_policy(settings, account, sources), indent=2) + "\n"
+
+
+async def resolve_sources(settings: Settings) -> dict[str, list[str]]:
+    """Each configured queue's redrive sources, asked of AWS (ListDeadLetterSourceQueues)."""
+    found: dict[str, list[str]] = {}
+    async with AsyncExitStack() as stack:
+        sqs = await Clients(settings.aws, stack, pool=4).get("sqs")
+        for name, queue in settings.queues.items():
+            url = await resolve_queue_url(sqs, queue.queue_ref)
+            found[name] = sorted(await redrive_sources(sqs, url))
+    return found
