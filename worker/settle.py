@@ -15,15 +15,14 @@ from typing import Any
 import structlog
 
 from worker.aws.errors import OWN_CODES, metric_code
-from worker.aws.sqs import SqsQueue
+from worker.aws.sqs import SqsQueue, message_entry
 from worker.core.errors import ErrorKind
 from worker.core.outcomes import Delivered, Park, Release, Retry
-from worker.core.parking import build_parked, parking_metadata
+from worker.core.parking import ParkedMessage, build_parked, parking_metadata
 from worker.metrics import Metrics
 from worker.pipeline import Decision
 from worker.settings import VISIBILITY_LIMIT_SECONDS
 from worker.targets.base import Target
-from worker.targets.sqs import copy_attributes
 
 log = structlog.get_logger("worker.settle")
 
@@ -133,19 +132,14 @@ class Settler:
             )
         return {d.message.message_id for i, d in by_entry.items() if i not in failed}
 
-    def _parking_entry(self, entry_id: str, d: Decision, parked: Any) -> dict[str, Any]:
-        entry: dict[str, Any] = {
-            "Id": entry_id,
-            "MessageBody": parked.body,
-            "MessageAttributes": copy_attributes(parked.attributes),
-        }
-        if d.message.trace_header:
-            entry["MessageSystemAttributes"] = {
-                "AWSTraceHeader": {"DataType": "String", "StringValue": d.message.trace_header}
-            }
+    def _parking_entry(self, entry_id: str, d: Decision, parked: ParkedMessage) -> dict[str, Any]:
+        message = d.message
+        entry = message_entry(
+            entry_id, parked.body, parked.attributes, trace_header=message.trace_header
+        )
         if self._parking.is_fifo:
-            entry["MessageGroupId"] = d.message.group_id or "retry-worker"
-            entry["MessageDeduplicationId"] = f"park-{d.message.message_id}"
+            entry["MessageGroupId"] = message.group_id or "retry-worker"
+            entry["MessageDeduplicationId"] = f"park-{message.message_id}"
         return entry
 
     def _report(self, operation: str, failed: dict[str, Any]) -> None:

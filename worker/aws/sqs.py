@@ -7,7 +7,7 @@ reported; the caller decides what a still-failed entry means (never: "deleted an
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,6 +81,36 @@ async def batch_call(
         if not pending:
             break
     return successful, failed
+
+
+_ATTRIBUTE_KEYS = ("DataType", "StringValue", "BinaryValue")
+
+
+def copy_attributes(attributes: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Received attributes in the shape SendMessage (and SNS Publish) takes: drops the empty
+    list fields a receive returns."""
+    return {
+        name: {k: attr[k] for k in _ATTRIBUTE_KEYS if k in attr}
+        for name, attr in attributes.items()
+    }
+
+
+def message_entry(
+    entry_id: str,
+    body: str,
+    attributes: Mapping[str, Mapping[str, Any]],
+    *,
+    trace_header: str | None = None,
+) -> dict[str, Any]:
+    """One SendMessageBatch entry: body, attributes and the X-Ray trace header kept."""
+    entry: dict[str, Any] = {"Id": entry_id, "MessageBody": body}
+    if attributes:
+        entry["MessageAttributes"] = copy_attributes(attributes)
+    if trace_header:
+        entry["MessageSystemAttributes"] = {
+            "AWSTraceHeader": {"DataType": "String", "StringValue": trace_header}
+        }
+    return entry
 
 
 class SqsQueue:

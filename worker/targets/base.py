@@ -1,7 +1,9 @@
-"""What every target offers the pipeline, and the helper for one-call-per-message targets."""
+"""What every target offers the pipeline, and the helpers targets share (per-message calls,
+batch calls, FIFO ids)."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -10,7 +12,7 @@ import anyio
 
 from worker.aws.errors import classify
 from worker.core.envelope import DlqMessage
-from worker.core.errors import DeliveryError
+from worker.core.errors import DeliveryError, ErrorKind
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,21 @@ async def deliver_each(
         for index, delivery in enumerate(batch):
             tg.start_soon(run, index, delivery)
     return results
+
+
+def fifo_fields(delivery: Delivery) -> dict[str, str]:
+    """Group and deduplication id for a FIFO queue or topic: the group is kept, the dedup id
+    is deterministic per (message, attempt), so a replay after a crash is deduplicated."""
+    message = delivery.message
+    if not message.group_id:
+        raise DeliveryError(
+            ErrorKind.PERMANENT, "MissingMessageGroupId", park_reason="missing_group_id"
+        )
+    key = f"{message.message_id}:{delivery.attempt}".encode()
+    return {
+        "MessageGroupId": message.group_id,
+        "MessageDeduplicationId": hashlib.sha256(key).hexdigest(),
+    }
 
 
 def short_name(ref: str) -> str:

@@ -6,16 +6,15 @@ deduplication id per (message, attempt). Messages over 256 KB are parked.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from typing import Any
 
 from worker.aws.clients import Client
 from worker.aws.errors import kind_of
+from worker.aws.sqs import copy_attributes
 from worker.core.errors import DeliveryError, ErrorKind
 from worker.settings import SnsTarget
-from worker.targets.base import Delivery, HandOff, Result, deliver_batched, short_name
-from worker.targets.sqs import copy_attributes
+from worker.targets.base import Delivery, HandOff, Result, deliver_batched, fifo_fields, short_name
 
 MAX_MESSAGE_BYTES = 256 * 1024
 BATCH = 10
@@ -31,15 +30,7 @@ def publish_entry(entry_id: str, delivery: Delivery, *, fifo: bool) -> dict[str,
     attributes = copy_attributes(message.foreign_attributes())
     if attributes:
         entry["MessageAttributes"] = attributes
-    if fifo:
-        if not message.group_id:
-            raise DeliveryError(
-                ErrorKind.PERMANENT, "MissingMessageGroupId", park_reason="missing_group_id"
-            )
-        entry["MessageGroupId"] = message.group_id
-        key = f"{message.message_id}:{delivery.attempt}".encode()
-        entry["MessageDeduplicationId"] = hashlib.sha256(key).hexdigest()
-    return entry
+    return {**entry, **fifo_fields(delivery)} if fifo else entry
 
 
 class SnsPublisher(HandOff):

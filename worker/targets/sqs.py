@@ -8,54 +8,28 @@ the count afresh (aws-facts.md, Loops).
 
 from __future__ import annotations
 
-import hashlib
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import structlog
-
 from worker.aws.clients import Client
 from worker.aws.errors import classify, kind_of
-from worker.aws.sqs import RedriveSource, SqsQueue, resolve_queue_url
+from worker.aws.sqs import RedriveSource, SqsQueue, message_entry, resolve_queue_url
 from worker.core.envelope import ATTEMPT_ATTRIBUTE, DlqMessage
 from worker.core.errors import DeliveryError, ErrorKind
 from worker.core.parking import MAX_ATTRIBUTES
 from worker.settings import SqsTarget
-from worker.targets.base import Delivery, Result, short_name
-
-log = structlog.get_logger("worker.targets.sqs")
-_ATTRIBUTE_KEYS = ("DataType", "StringValue", "BinaryValue")
+from worker.targets.base import Delivery, Result, fifo_fields, short_name
 
 
-def copy_attributes(attributes: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Received attributes in the shape SendMessage takes (drops empty list fields)."""
-    return {
-        name: {k: attr[k] for k in _ATTRIBUTE_KEYS if k in attr}
-        for name, attr in attributes.items()
-    }
-
-
-def send_entry(entry_id: str, message: DlqMessage, attempt: int, *, fifo: bool) -> dict[str, Any]:
-    attributes = copy_attributes(message.foreign_attributes())
+def send_entry(entry_id: str, delivery: Delivery, *, fifo: bool) -> dict[str, Any]:
+    message = delivery.message
+    attributes = message.foreign_attributes()
     if len(attributes) < MAX_ATTRIBUTES:
-        attributes[ATTEMPT_ATTRIBUTE] = {"DataType": "Number", "StringValue": str(attempt)}
-    entry: dict[str, Any] = {"Id": entry_id, "MessageBody": message.body}
-    if attributes:
-        entry["MessageAttributes"] = attributes
-    if message.trace_header:
-        entry["MessageSystemAttributes"] = {
-            "AWSTraceHeader": {"DataType": "String", "StringValue": message.trace_header}
-        }
-    if fifo:
-        if not message.group_id:
-            raise DeliveryError(
-                ErrorKind.PERMANENT, "MissingMessageGroupId", park_reason="missing_group_id"
-            )
-        entry["MessageGroupId"] = message.group_id
-        dedup = hashlib.sha256(f"{message.message_id}:{attempt}".encode()).hexdigest()
-        entry["MessageDeduplicationId"] = dedup
-    return entry
+        marker = {"DataType": "Number", "StringValue": str(delivery.attempt)}
+        attributes = {**attributes, ATTEMPT_ATTRIBUTE: marker}
+    entry = message_entry(entry_id, message.body, attributes, trace_header=message.trace_header)
+    return {**entry, **fifo_fields(delivery)} if fifo else entry
 
 
 class SqsSender:
@@ -118,9 +92,7 @@ class SqsSender:
         for index in indexes:
             delivery = batch[index]
             try:
-                entries.append(
-                    send_entry(str(index), delivery.message, delivery.attempt, fifo=queue.is_fifo)
-                )
+                entries.append(send_entry(str(index), delivery, fifo=queue.is_fifo))
             except DeliveryError as exc:
                 results[index] = exc
         if not entries:
