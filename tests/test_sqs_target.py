@@ -130,20 +130,32 @@ async def test_failed_delete_entry_leaves_message_to_reappear(aws, proxy, worker
     assert [m["Body"] for m in await drain(aws.sqs, out)] == ["only"]
 
 
-async def test_attempts_start_at_one_for_a_dlq_fed_by_sqs_redrive(aws, proxy, worker_stack):
-    source, dlq = await create_source_with_dlq(aws.sqs, "src", "src-dlq", max_receive_count=3)
-    await create_queue(aws.sqs, "parked")
-    await aws.sqs.send_message(QueueUrl=source, MessageBody="job")
+async def _dead_lettered_by_source(
+    aws: Aws, proxy: FaultProxy, stack: AsyncExitStack, name: str, body: str, **counts: int
+):
+    """A source queue whose consumer always fails, its DLQ holding `body`, and a worker
+    sending the DLQ back to the source (`source: true`)."""
+    source, dlq = await create_source_with_dlq(
+        aws.sqs, name, f"{name}-dlq", max_receive_count=counts["max_receive_count"]
+    )
+    parked = await create_queue(aws.sqs, "parked")
+    await aws.sqs.send_message(QueueUrl=source, MessageBody=body)
     await _fail_in_source(aws, source, dlq)
     queues = {
-        "src": {
-            "name": "src-dlq",
+        name: {
+            "name": f"{name}-dlq",
             "target": {"kind": "sqs", "source": True},
-            "policy": {"max_attempts": 2},
+            "policy": {"max_attempts": counts["max_attempts"]},
         }
     }
-    worker = Worker(make_settings(proxy.url, queues), worker_stack)
-    poller = await worker.poller("src")
+    worker = Worker(make_settings(proxy.url, queues), stack)
+    return worker, await worker.poller(name), source, dlq, parked
+
+
+async def test_attempts_start_at_one_for_a_dlq_fed_by_sqs_redrive(aws, proxy, worker_stack):
+    worker, poller, source, _, _ = await _dead_lettered_by_source(
+        aws, proxy, worker_stack, "src", "job", max_receive_count=3, max_attempts=2
+    )
 
     await _run_until(poller, lambda: worker.settled("src", "deleted") == 1)
 
@@ -156,19 +168,9 @@ async def test_attempts_start_at_one_for_a_dlq_fed_by_sqs_redrive(aws, proxy, wo
 async def test_message_the_source_keeps_dead_lettering_is_parked_after_max_attempts(
     aws, proxy, worker_stack
 ):
-    source, dlq = await create_source_with_dlq(aws.sqs, "loop", "loop-dlq", max_receive_count=1)
-    parked = await create_queue(aws.sqs, "parked")
-    await aws.sqs.send_message(QueueUrl=source, MessageBody="never-works")
-    await _fail_in_source(aws, source, dlq)
-    queues = {
-        "loop": {
-            "name": "loop-dlq",
-            "target": {"kind": "sqs", "source": True},
-            "policy": {"max_attempts": 3},
-        }
-    }
-    worker = Worker(make_settings(proxy.url, queues), worker_stack)
-    poller = await worker.poller("loop")
+    worker, poller, source, dlq, parked = await _dead_lettered_by_source(
+        aws, proxy, worker_stack, "loop", "never-works", max_receive_count=1, max_attempts=3
+    )
 
     for cycle in range(1, 4):
         await _run_until(poller, lambda n=cycle: worker.settled("loop", "deleted") == n)
