@@ -3,6 +3,7 @@ never crashes or stalls."""
 
 from __future__ import annotations
 
+import io
 import json
 import time
 
@@ -12,6 +13,8 @@ import pytest
 from tests.conftest import Worker, make_settings
 from tests.helpers import depth, drain
 from worker.emulator import ROLE_ARN, create_function, create_queue
+from worker.logs import configure_logging
+from worker.settings import LoggingSettings
 
 pytestmark = pytest.mark.anyio
 
@@ -50,6 +53,8 @@ async def test_bad_input_corpus(aws, proxy, worker_stack):
         "fn": {"name": "fn-dlq", "target": {"kind": "lambda", "function": "fn"}},
         "fifo": {"name": "to-fifo-dlq", "target": {"kind": "sqs", "queue": "out.fifo"}},
     }
+    logs = io.StringIO()
+    configure_logging(LoggingSettings(format="json"), stream=logs)
     worker = Worker(make_settings(proxy.url, queues), worker_stack)
     pollers = {name: await worker.poller(name) for name in queues}
     deadline = time.monotonic() + 30
@@ -72,3 +77,4 @@ async def test_bad_input_corpus(aws, proxy, worker_stack):
     assert worker.settled("sfn", "deleted") == 1  # the fine one
     assert worker.settled("fn", "deleted") == 2  # Lambda takes any payload; garbage marker ignored
     assert await depth(aws.sqs, out) == 0
+    assert logs.getvalue().count('"attempt_marker": "invalid"') == 1  # the garbage marker

@@ -155,12 +155,18 @@ class Settler:
             )
             self._metrics.aws_errors.labels("sqs", operation, metric_code(failure.code)).inc()
 
+    def _context(self, d: Decision) -> dict[str, Any]:
+        ctx: dict[str, Any] = {"message_id": d.message.message_id, "attempt": d.attempt}
+        if d.message.marker_invalid:  # counted as no earlier cycles; say so
+            ctx["attempt_marker"] = "invalid"
+        if self._log_bodies:
+            ctx["body"] = d.message.body
+        return ctx
+
     def _record(self, decisions: Sequence[Decision], parked_ok: set[str]) -> None:
         m, q = self._metrics, self._name
         for d in decisions:
-            ctx: dict[str, Any] = {"message_id": d.message.message_id, "attempt": d.attempt}
-            if self._log_bodies:
-                ctx["body"] = d.message.body
+            ctx = self._context(d)
             if d.duration is not None:
                 outcome = _delivery_outcome(d)
                 m.deliveries.labels(q, self._target, outcome).inc()
