@@ -33,6 +33,19 @@ def test_counts_expire_after_the_window():
     assert guard.observe("k", "m3") == 1
 
 
+def test_a_fingerprint_seen_again_still_expires_after_its_window():
+    clock = Clock()
+    guard = LoopGuard(clock, window_seconds=100)
+    guard.observe("old", "m1")
+    clock.now = 10
+    guard.observe("young", "m2")
+    clock.now = 50
+    assert guard.observe("old", "m3") == 2  # seen again: must not move behind "young"
+    clock.now = 105  # "old" is past its window, "young" is not
+    assert guard.observe("old", "m4") == 1
+    assert guard.observe("young", "m5") == 2
+
+
 def test_is_bounded():
     guard = LoopGuard(Clock(), max_fingerprints=3)
     for i in range(10):

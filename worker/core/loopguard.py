@@ -36,7 +36,8 @@ class LoopGuard:
         self._clock = clock
         self._window = window_seconds
         self._max = max_fingerprints
-        # fingerprint -> (first seen, message ids seen), oldest first
+        # fingerprint -> (first seen, message ids seen), in first-seen order: a fingerprint
+        # keeps its place when seen again, so the head is always the next to expire.
         self._seen: OrderedDict[str, tuple[float, list[str]]] = OrderedDict()
 
     def __len__(self) -> int:
@@ -47,10 +48,10 @@ class LoopGuard:
         messages carried it within the window (this one included)."""
         now = self._clock()
         self._expire(now)
-        first, ids = self._seen.pop(key, (now, []))
+        first, ids = self._seen.get(key, (now, []))
         if message_id not in ids:
             ids = [*ids, message_id][-MAX_IDS_PER_FINGERPRINT:]
-        self._seen[key] = (first, ids)
+        self._seen[key] = (first, ids)  # an existing key keeps its first-seen place
         while len(self._seen) > self._max:
             self._seen.popitem(last=False)
         return len(ids)
