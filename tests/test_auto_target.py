@@ -101,4 +101,5 @@ def test_iam_policy_for_auto_grants_exactly_the_allow_patterns():
         ("lambda:InvokeFunction", allow[0]),
         ("sqs:SendMessage", allow[1]),
         ("sqs:GetQueueUrl", allow[1]),
+        ("sqs:GetQueueAttributes", allow[1]),  # the queue's MaximumMessageSize
     }

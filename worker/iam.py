@@ -35,7 +35,8 @@ DLQ_ACTIONS = (
     "sqs:ListDeadLetterSourceQueues",
     "sqs:ReceiveMessage",
 )
-SEND_ACTIONS = ("sqs:GetQueueUrl", "sqs:SendMessage")
+# GetQueueAttributes: the queue's MaximumMessageSize, read once before the first send.
+SEND_ACTIONS = ("sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:SendMessage")
 AUTO_ACTIONS = {
     "lambda": ("lambda:InvokeFunction",),
     "sqs": SEND_ACTIONS,

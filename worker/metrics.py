@@ -85,6 +85,12 @@ class Metrics:
         self.queue_messages = Gauge(
             p + "queue_messages", "Approximate DLQ depth.", ["queue", "state"], registry=registry
         )
+        self.unparkable = Counter(
+            p + "unparkable_messages",
+            "Messages kept in their DLQ because no parking form fits the parking queue.",
+            ["queue"],
+            registry=registry,
+        )
         self.build_info = Gauge(
             p + "build_info", "Build information.", ["version"], registry=registry
         )

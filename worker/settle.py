@@ -17,6 +17,7 @@ import structlog
 from worker.aws.errors import OWN_CODES, metric_code
 from worker.aws.sqs import SqsQueue, message_entry
 from worker.core.errors import ErrorKind
+from worker.core.limits import message_size
 from worker.core.outcomes import Delivered, Park, Release, Retry
 from worker.core.parking import ParkedMessage, build_parked, parking_metadata
 from worker.metrics import Metrics
@@ -28,6 +29,9 @@ log = structlog.get_logger("worker.settle")
 
 # A message the parking queue refused is tried again after this long.
 PARK_FAILED_RETRY_SECONDS = 60
+# A message no parking form of which fits the parking queue is held this long (the longest
+# visibility SQS allows): it cannot succeed by trying again, an operator has to act.
+UNPARKABLE_HOLD_SECONDS = VISIBILITY_LIMIT_SECONDS
 
 
 def visibility_for(delay: float, received_at: float, now: float) -> int:
@@ -74,18 +78,19 @@ class Settler:
         visibility: dict[str, tuple[str, int]] = {}
         now = self._monotonic()
         parks = [d for d in decisions if isinstance(d.outcome, Park)]
-        parked_ok = await self._park(parks)
+        parked_ok, unparkable = await self._park(parks)
         for d in decisions:
             mid, receipt = d.message.message_id, d.message.receipt_handle
             match d.outcome:
                 case Delivered():
                     deletes[mid] = receipt
+                case Park() if mid in parked_ok:
+                    deletes[mid] = receipt
                 case Park():
-                    if mid in parked_ok:
-                        deletes[mid] = receipt
-                    else:
-                        wait = visibility_for(PARK_FAILED_RETRY_SECONDS, received_at, now)
-                        visibility[mid] = (receipt, wait)
+                    hold = (
+                        UNPARKABLE_HOLD_SECONDS if mid in unparkable else PARK_FAILED_RETRY_SECONDS
+                    )
+                    visibility[mid] = (receipt, visibility_for(hold, received_at, now))
                 case Retry(delay=delay):
                     visibility[mid] = (receipt, visibility_for(delay, received_at, now))
                 case Release():
@@ -99,11 +104,15 @@ class Settler:
         # Metrics and logs after the calls: a counted settlement is a finished one.
         self._record(decisions, parked_ok)
 
-    async def _park(self, parks: Sequence[Decision]) -> set[str]:
+    async def _park(self, parks: Sequence[Decision]) -> tuple[set[str], set[str]]:
+        """Send to the parking queue; returns the ids it accepted and those no parking form
+        of which fits it."""
         if not parks:
-            return set()
+            return set(), set()
+        limit = await self._parking.max_message_bytes()
         entries = []
         by_entry: dict[str, Decision] = {}
+        unparkable: set[str] = set()
         parked_at = self._clock()
         for index, d in enumerate(parks):
             assert isinstance(d.outcome, Park)
@@ -114,8 +123,15 @@ class Settler:
                 source_queue=self._dlq.url,
                 parked_at=parked_at,
             )
-            entries.append(self._parking_entry(str(index), d, build_parked(d.message, meta)))
+            parked = build_parked(d.message, meta, limit)
+            if parked is None:
+                self._unparkable(d, limit)
+                unparkable.add(d.message.message_id)
+                continue
+            entries.append(self._parking_entry(str(index), d, parked))
             by_entry[str(index)] = d
+        if not entries:
+            return set(), unparkable
         _, failed = await self._parking.send(entries)
         for failure in failed.values():
             self._metrics.aws_errors.labels(
@@ -130,7 +146,23 @@ class Settler:
                 detail=failure.message,
                 outcome="kept_in_dlq",
             )
-        return {d.message.message_id for i, d in by_entry.items() if i not in failed}
+        parked_ok = {d.message.message_id for i, d in by_entry.items() if i not in failed}
+        return parked_ok, unparkable
+
+    def _unparkable(self, d: Decision, limit: int) -> None:
+        """Logged once per receive (every 12 h at most), counted, alerted on."""
+        assert isinstance(d.outcome, Park)
+        self._metrics.unparkable.labels(self._name).inc()
+        self._log.error(
+            "unparkable",
+            message_id=d.message.message_id,
+            reason=d.outcome.reason,
+            error=d.outcome.error,
+            size=message_size(d.message.body, d.message.attributes),
+            parking_limit=limit,
+            outcome="held_in_dlq",
+            hold_seconds=UNPARKABLE_HOLD_SECONDS,
+        )
 
     def _parking_entry(self, entry_id: str, d: Decision, parked: ParkedMessage) -> dict[str, Any]:
         message = d.message

@@ -15,7 +15,9 @@ import anyio
 import structlog
 
 from worker.aws.clients import Client
-from worker.aws.errors import error_code
+from worker.aws.errors import error_code, kind_of
+from worker.core.errors import ErrorKind
+from worker.core.limits import SQS_MAX_BATCH_BYTES, SQS_MAX_MESSAGE_BYTES, pack, sqs_entry_size
 
 BATCH = 10
 log = structlog.get_logger("worker.sqs")
@@ -34,6 +36,14 @@ def chunks(items: Sequence[Any], size: int = BATCH) -> list[Sequence[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
+Cut = Callable[[Sequence[dict[str, Any]]], Sequence[Sequence[dict[str, Any]]]]
+
+
+def _retried(failure: EntryFailure) -> bool:
+    """Whether a failed entry is worth sending again: not the request's fault, not final."""
+    return not failure.sender_fault and kind_of(failure.code) is not ErrorKind.PERMANENT
+
+
 async def batch_call(
     call: Callable[[list[dict[str, Any]]], Awaitable[dict[str, Any]]],
     entries: Sequence[dict[str, Any]],
@@ -41,11 +51,15 @@ async def batch_call(
     attempts: int = 3,
     sleep: Sleep = anyio.sleep,
     backoff: float = 0.2,
+    cut: Cut = chunks,
 ) -> tuple[list[dict[str, Any]], dict[str, EntryFailure]]:
-    """Run a *Batch API over entries (each with a unique `Id`), in chunks of 10.
+    """Run a *Batch API over entries (each with a unique `Id`), in the requests `cut` makes
+    (10 entries each by default; by size too for sends).
 
-    Returns the `Successful` results and the entries that still failed, by Id. Entries that
-    failed with `SenderFault: true` are not retried (the request itself is wrong).
+    Returns the `Successful` results and the entries that still failed, by Id. A failed entry
+    is sent again only when the failure is the server's and not final (no `SenderFault`, not a
+    permanent code). A call that raised was already retried by botocore: its entries are
+    reported failed at once, not retried on top.
     """
     successful: list[dict[str, Any]] = []
     failed: dict[str, EntryFailure] = {}
@@ -55,7 +69,7 @@ async def batch_call(
             await sleep(backoff * 2 ** (attempt - 1))
         retry: list[dict[str, Any]] = []
         by_id = {e["Id"]: e for e in pending}
-        for chunk in chunks(pending):
+        for chunk in cut(pending):
             try:
                 response = await call(list(chunk))
             except Exception as exc:  # noqa: BLE001 - any failure leaves these entries pending
@@ -63,9 +77,7 @@ async def batch_call(
                 log.warning("batch_call_failed", error=code, entries=len(chunk))
                 for entry in chunk:
                     failed[entry["Id"]] = EntryFailure(code, False, str(exc)[:200])
-                    retry.append(entry)
                 continue
-            successful.extend(response.get("Successful", []))
             for item in response.get("Failed", []):
                 failure = EntryFailure(
                     item.get("Code", "Unknown"),
@@ -73,14 +85,19 @@ async def batch_call(
                     item.get("Message", ""),
                 )
                 failed[item["Id"]] = failure
-                if not failure.sender_fault:
+                if _retried(failure):
                     retry.append(by_id[item["Id"]])
             for item in response.get("Successful", []):
+                successful.append(item)
                 failed.pop(item["Id"], None)
         pending = retry
         if not pending:
             break
     return successful, failed
+
+
+def _send_requests(entries: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    return pack(entries, sqs_entry_size, max_bytes=SQS_MAX_BATCH_BYTES)
 
 
 _ATTRIBUTE_KEYS = ("DataType", "StringValue", "BinaryValue")
@@ -120,6 +137,7 @@ class SqsQueue:
         self.client = client
         self.url = url
         self._sleep = sleep
+        self._max_message_bytes: int | None = None
 
     @property
     def is_fifo(self) -> bool:
@@ -137,10 +155,28 @@ class SqsQueue:
         messages: list[dict[str, Any]] = response.get("Messages", [])
         return messages
 
+    async def max_message_bytes(self) -> int:
+        """The queue's own MaximumMessageSize, read once, on first use (an idle queue pays
+        nothing). If it cannot be read, the service limit stands in (the send itself will
+        say what is wrong)."""
+        if self._max_message_bytes is None:
+            try:
+                response = await self.client.get_queue_attributes(
+                    QueueUrl=self.url, AttributeNames=["MaximumMessageSize"]
+                )
+                self._max_message_bytes = int(response["Attributes"]["MaximumMessageSize"])
+            except Exception as exc:  # noqa: BLE001 - degrade to the service limit
+                log.warning("max_message_size_unreadable", queue=self.url, error=error_code(exc))
+                self._max_message_bytes = SQS_MAX_MESSAGE_BYTES
+        return self._max_message_bytes
+
     async def send(
         self, entries: Sequence[dict[str, Any]]
     ) -> tuple[list[dict[str, Any]], dict[str, EntryFailure]]:
-        return await batch_call(self._call("send_message_batch"), entries, sleep=self._sleep)
+        """SendMessageBatch in requests of at most 10 entries and 1 MiB."""
+        return await batch_call(
+            self._call("send_message_batch"), entries, sleep=self._sleep, cut=_send_requests
+        )
 
     async def delete(self, receipts: dict[str, str]) -> dict[str, EntryFailure]:
         entries = [{"Id": i, "ReceiptHandle": r} for i, r in receipts.items()]

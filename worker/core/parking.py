@@ -1,8 +1,12 @@
 """The parking format (SPEC.md, Parking): nothing of the original is dropped (pure).
 
 1. the body byte for byte, the original attributes, plus five `retry-worker.*` attributes;
-2. if that exceeds SQS's 10 attributes: one JSON attribute `retry-worker.meta`;
-3. if not even that fits: a JSON envelope `{"retry_worker", "body", "attributes"}`.
+2. if that exceeds SQS's 10 attributes, or the parking queue's size limit: one JSON attribute
+   `retry-worker.meta` instead of the five;
+3. if not even that fits the attribute count: a JSON envelope
+   `{"retry_worker", "body", "attributes"}`.
+A form over the parking queue's size limit is never sent: `build_parked` returns None and the
+message stays in its DLQ, unchanged (unparkable).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from worker.core.envelope import DlqMessage
+from worker.core.limits import SQS_MAX_MESSAGE_BYTES, message_size
 
 MAX_ATTRIBUTES = 10
 META_ATTRIBUTE = "retry-worker.meta"
@@ -54,18 +59,34 @@ def parking_metadata(
     }
 
 
-def build_parked(message: DlqMessage, meta: dict[str, str]) -> ParkedMessage:
+def _forms(message: DlqMessage, meta: dict[str, str]) -> list[ParkedMessage]:
+    """The parking forms that fit the attribute count, most readable first."""
     original = message.attributes
     own = {f"retry-worker.{k}": _string(v) for k, v in meta.items()}
+    packed = {META_ATTRIBUTE: _string(json.dumps(meta))}
     # Our fresh metadata replaces stale metadata from an earlier parking (an operator redrive).
     kept = {k: v for k, v in original.items() if k not in own and k != META_ATTRIBUTE}
+    forms = []
     if len(kept) + len(own) <= MAX_ATTRIBUTES:
-        return ParkedMessage(message.body, {**kept, **own})
+        forms.append(ParkedMessage(message.body, {**kept, **own}))
     if len(kept) + 1 <= MAX_ATTRIBUTES:
-        return ParkedMessage(message.body, {**kept, META_ATTRIBUTE: _string(json.dumps(meta))})
-    envelope = {
-        "retry_worker": meta,
-        "body": message.body,
-        "attributes": _plain_attributes(original),
-    }
-    return ParkedMessage(json.dumps(envelope), {META_ATTRIBUTE: _string(json.dumps(meta))})
+        forms.append(ParkedMessage(message.body, {**kept, **packed}))
+    if not forms:
+        envelope = {
+            "retry_worker": meta,
+            "body": message.body,
+            "attributes": _plain_attributes(original),
+        }
+        forms.append(ParkedMessage(json.dumps(envelope), packed))
+    return forms
+
+
+def build_parked(
+    message: DlqMessage, meta: dict[str, str], max_bytes: int = SQS_MAX_MESSAGE_BYTES
+) -> ParkedMessage | None:
+    """The first parking form within `max_bytes` (the parking queue's MaximumMessageSize),
+    or None when none fits."""
+    for form in _forms(message, meta):
+        if message_size(form.body, form.attributes) <= max_bytes:
+            return form
+    return None

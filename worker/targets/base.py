@@ -13,6 +13,7 @@ import anyio
 from worker.aws.errors import classify
 from worker.core.envelope import DlqMessage
 from worker.core.errors import DeliveryError, ErrorKind
+from worker.core.limits import pack
 
 
 @dataclass(frozen=True)
@@ -58,10 +59,13 @@ async def deliver_batched(
     batch: Sequence[Delivery],
     build: Callable[[int, Delivery], Entry],
     send: SendChunk,
-    size: int = 10,
+    *,
+    size_of: Callable[[Entry], int],
+    max_bytes: int,
 ) -> list[Result]:
     """For batch APIs: build an entry per message (a DeliveryError parks just that one), send
-    in chunks of `size`, and map every per-entry failure back to its message."""
+    in requests of at most 10 entries and `max_bytes` (entry sizes by `size_of`, in order), and
+    map every per-entry failure back to its message."""
     results: list[Result] = [None] * len(batch)
     ready: list[tuple[int, Entry]] = []
     for index, delivery in enumerate(batch):
@@ -69,8 +73,7 @@ async def deliver_batched(
             ready.append((index, build(index, delivery)))
         except DeliveryError as exc:
             results[index] = exc
-    for start in range(0, len(ready), size):
-        chunk = ready[start : start + size]
+    for chunk in pack(ready, lambda item: size_of(item[1]), max_bytes=max_bytes):
         try:
             failed = await send([entry for _, entry in chunk])
         except Exception as exc:  # noqa: BLE001 - every entry of the call failed alike
@@ -80,6 +83,16 @@ async def deliver_batched(
         for position, error in failed.items():
             results[chunk[position][0]] = error
     return results
+
+
+def too_large(size: int, limit: int, what: str) -> DeliveryError:
+    """A message its target can never take: parked `too_large` at once."""
+    return DeliveryError(
+        ErrorKind.PERMANENT,
+        "PayloadTooLarge",
+        f"{size} bytes, over the {what} limit of {limit}",
+        park_reason="too_large",
+    )
 
 
 async def deliver_each(

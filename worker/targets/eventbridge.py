@@ -1,8 +1,9 @@
-"""EventBridge target: PutEvents to a bus, up to 10 entries a call, every entry's result read.
+"""EventBridge target: PutEvents to a bus, in requests of at most 10 entries and 256 KiB (entry
+sizes by EventBridge's rule), every entry's result read.
 
 A body that is an EventBridge event (an EventBridge DLQ holds the event its target failed to
 get) is sent with its own source, detail-type, detail and resources; any other JSON object
-becomes the detail of a `retry-worker.replay` event. Entries over 256 KB are parked.
+becomes the detail of a `retry-worker.replay` event. An entry over 256 KiB is parked.
 """
 
 from __future__ import annotations
@@ -14,11 +15,17 @@ from typing import Any
 from worker.aws.clients import Client
 from worker.aws.errors import kind_of
 from worker.core.errors import DeliveryError, ErrorKind
+from worker.core.limits import EVENTS_MAX_BATCH_BYTES, EVENTS_MAX_ENTRY_BYTES, events_entry_size
 from worker.settings import EventBridgeTarget
-from worker.targets.base import Delivery, HandOff, Result, deliver_batched, short_name
+from worker.targets.base import (
+    Delivery,
+    HandOff,
+    Result,
+    deliver_batched,
+    short_name,
+    too_large,
+)
 
-MAX_ENTRY_BYTES = 256 * 1024
-BATCH = 10
 RETRYABLE_ENTRY_CODES = {
     "ThrottlingException": ErrorKind.THROTTLED,
     "InternalFailure": ErrorKind.RETRYABLE,
@@ -52,10 +59,9 @@ def put_events_entry(body: str, bus: str) -> dict[str, Any]:
             "Detail": body,
             "EventBusName": bus,
         }
-    if len(json.dumps(entry).encode("utf-8")) > MAX_ENTRY_BYTES:
-        raise DeliveryError(
-            ErrorKind.PERMANENT, "PayloadTooLarge", "entry over 256 KB", park_reason="too_large"
-        )
+    size = events_entry_size(entry)
+    if size > EVENTS_MAX_ENTRY_BYTES:
+        raise too_large(size, EVENTS_MAX_ENTRY_BYTES, "EventBridge entry")
     return entry
 
 
@@ -71,7 +77,11 @@ class EventBridgePublisher(HandOff):
 
     async def deliver(self, batch: Sequence[Delivery]) -> list[Result]:
         return await deliver_batched(
-            batch, lambda _, d: put_events_entry(d.message.body, self._bus), self._put, BATCH
+            batch,
+            lambda _, d: put_events_entry(d.message.body, self._bus),
+            self._put,
+            size_of=events_entry_size,
+            max_bytes=EVENTS_MAX_BATCH_BYTES,
         )
 
     async def _put(self, entries: list[dict[str, Any]]) -> dict[int, DeliveryError]:

@@ -6,8 +6,9 @@ from collections.abc import Sequence
 
 from worker.aws.clients import Client
 from worker.core.errors import DeliveryError, ErrorKind
+from worker.core.limits import LAMBDA_MAX_ASYNC_BYTES, LAMBDA_MAX_SYNC_BYTES
 from worker.settings import LambdaTarget
-from worker.targets.base import Delivery, HandOff, Result, deliver_each, short_name
+from worker.targets.base import Delivery, HandOff, Result, deliver_each, short_name, too_large
 
 
 class LambdaInvoker(HandOff):
@@ -22,19 +23,21 @@ class LambdaInvoker(HandOff):
         # An async invoke is accepted, then fails on its own: its failures come back as new
         # DLQ messages (the loop guard watches for that).
         self.hands_off = settings.invocation_type == "Event"
+        self._max_payload = LAMBDA_MAX_ASYNC_BYTES if self.hands_off else LAMBDA_MAX_SYNC_BYTES
 
     async def deliver(self, batch: Sequence[Delivery]) -> list[Result]:
         return await deliver_each(batch, self._invoke)
 
     async def _invoke(self, delivery: Delivery) -> None:
+        payload = delivery.message.body.encode("utf-8")
+        if len(payload) > self._max_payload:
+            raise too_large(len(payload), self._max_payload, f"Lambda {self._type} payload")
         response = await self._client.invoke(
-            FunctionName=self._function,
-            InvocationType=self._type,
-            Payload=delivery.message.body.encode("utf-8"),
+            FunctionName=self._function, InvocationType=self._type, Payload=payload
         )
-        payload = response.get("Payload")
-        if payload is not None:  # read it to hand the connection back to the pool
-            await payload.read()
+        answer = response.get("Payload")
+        if answer is not None:  # read it to hand the connection back to the pool
+            await answer.read()
         if response.get("FunctionError"):
             # 200 with X-Amz-Function-Error: the function ran and failed.
             raise DeliveryError(ErrorKind.RETRYABLE, f"FunctionError.{response['FunctionError']}")

@@ -1,7 +1,9 @@
-"""SNS target: PublishBatch to a topic, up to 10 entries a call, every `Failed` entry read.
+"""SNS target: PublishBatch to a topic, in requests of at most 10 entries and 256 KiB, every
+`Failed` entry read.
 
 Body and message attributes are kept; FIFO topics get the message group and a deterministic
-deduplication id per (message, attempt). Messages over 256 KB are parked.
+deduplication id per (message, attempt), and a request keeps the order the messages were
+received in. A message over 256 KiB (body and attributes) is parked `too_large`.
 """
 
 from __future__ import annotations
@@ -13,23 +15,28 @@ from worker.aws.clients import Client
 from worker.aws.errors import kind_of
 from worker.aws.sqs import copy_attributes
 from worker.core.errors import DeliveryError, ErrorKind
+from worker.core.limits import SNS_MAX_BATCH_BYTES, SNS_MAX_MESSAGE_BYTES, sns_entry_size
 from worker.settings import SnsTarget
-from worker.targets.base import Delivery, HandOff, Result, deliver_batched, fifo_fields, short_name
-
-MAX_MESSAGE_BYTES = 256 * 1024
-BATCH = 10
+from worker.targets.base import (
+    Delivery,
+    HandOff,
+    Result,
+    deliver_batched,
+    fifo_fields,
+    short_name,
+    too_large,
+)
 
 
 def publish_entry(entry_id: str, delivery: Delivery, *, fifo: bool) -> dict[str, Any]:
     message = delivery.message
-    if len(message.body.encode("utf-8")) > MAX_MESSAGE_BYTES:
-        raise DeliveryError(
-            ErrorKind.PERMANENT, "PayloadTooLarge", "message over 256 KB", park_reason="too_large"
-        )
     entry: dict[str, Any] = {"Id": entry_id, "Message": message.body}
     attributes = copy_attributes(message.foreign_attributes())
     if attributes:
         entry["MessageAttributes"] = attributes
+    size = sns_entry_size(entry)
+    if size > SNS_MAX_MESSAGE_BYTES:
+        raise too_large(size, SNS_MAX_MESSAGE_BYTES, "SNS message")
     return {**entry, **fifo_fields(delivery)} if fifo else entry
 
 
@@ -48,7 +55,9 @@ class SnsPublisher(HandOff):
         def build(index: int, delivery: Delivery) -> dict[str, Any]:
             return publish_entry(str(index), delivery, fifo=self._fifo)
 
-        return await deliver_batched(batch, build, self._publish, BATCH)
+        return await deliver_batched(
+            batch, build, self._publish, size_of=sns_entry_size, max_bytes=SNS_MAX_BATCH_BYTES
+        )
 
     async def _publish(self, entries: list[dict[str, Any]]) -> dict[int, DeliveryError]:
         response = await self._client.publish_batch(

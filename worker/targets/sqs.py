@@ -17,17 +17,38 @@ from worker.aws.errors import classify, kind_of
 from worker.aws.sqs import RedriveSource, SqsQueue, message_entry, resolve_queue_url
 from worker.core.envelope import ATTEMPT_ATTRIBUTE, DlqMessage
 from worker.core.errors import DeliveryError, ErrorKind
+from worker.core.limits import SQS_MAX_MESSAGE_BYTES, message_size
 from worker.core.parking import MAX_ATTRIBUTES
 from worker.settings import SqsTarget
-from worker.targets.base import Delivery, Result, fifo_fields, short_name
+from worker.targets.base import Delivery, Result, fifo_fields, short_name, too_large
+
+MARKER_DIGITS = 10  # room for the attempt count's digits
 
 
-def send_entry(entry_id: str, delivery: Delivery, *, fifo: bool) -> dict[str, Any]:
+def _marker(attempt: int) -> dict[str, dict[str, str]]:
+    return {ATTEMPT_ATTRIBUTE: {"DataType": "Number", "StringValue": str(attempt)}}
+
+
+def _carries_marker(message: DlqMessage, limit: int = SQS_MAX_MESSAGE_BYTES) -> bool:
+    """The marker travels unless the message has no attribute slot or no byte left for it."""
+    attributes = message.foreign_attributes()
+    if len(attributes) >= MAX_ATTRIBUTES:
+        return False
+    return message_size(message.body, {**attributes, **_marker(0)}) + MARKER_DIGITS <= limit
+
+
+def send_entry(
+    entry_id: str, delivery: Delivery, *, fifo: bool, limit: int = SQS_MAX_MESSAGE_BYTES
+) -> dict[str, Any]:
+    """A SendMessageBatch entry within the destination's `limit` (MaximumMessageSize), or a
+    `too_large` DeliveryError."""
     message = delivery.message
     attributes = message.foreign_attributes()
-    if len(attributes) < MAX_ATTRIBUTES:
-        marker = {"DataType": "Number", "StringValue": str(delivery.attempt)}
-        attributes = {**attributes, ATTEMPT_ATTRIBUTE: marker}
+    size = message_size(message.body, attributes)
+    if size > limit:
+        raise too_large(size, limit, "queue's MaximumMessageSize")
+    if _carries_marker(message, limit):
+        attributes = {**attributes, **_marker(delivery.attempt)}
     entry = message_entry(entry_id, message.body, attributes, trace_header=message.trace_header)
     return {**entry, **fifo_fields(delivery)} if fifo else entry
 
@@ -46,12 +67,14 @@ class SqsSender:
         self._queue = settings.queue
         self._sources = sources  # the DLQ's redrive sources, by ARN
         self._urls: dict[str, str] = {}
+        self._queues: dict[str, SqsQueue] = {}  # by URL: each reads its size limit once
         self.name = short_name(settings.queue) if settings.queue else "source"
         self.hands_off = False  # the retry-worker.attempt marker travels with the message
 
     def loops_back(self, message: DlqMessage) -> bool:
-        """Only when the marker cannot travel: the message already has 10 attributes."""
-        return len(message.foreign_attributes()) >= MAX_ATTRIBUTES
+        """Only when the marker cannot travel: the message already has 10 attributes, or is
+        within a few bytes of the size limit."""
+        return not _carries_marker(message)
 
     async def _destination(self, message: DlqMessage) -> str:
         ref = self._queue
@@ -82,17 +105,20 @@ class SqsSender:
             except Exception as exc:  # noqa: BLE001 - e.g. GetQueueUrl failed
                 results[index] = classify(exc)
         for url, indexes in groups.items():
-            await self._send(SqsQueue(self._client, url), batch, indexes, results)
+            if url not in self._queues:
+                self._queues[url] = SqsQueue(self._client, url)
+            await self._send(self._queues[url], batch, indexes, results)
         return results
 
     async def _send(
         self, queue: SqsQueue, batch: Sequence[Delivery], indexes: list[int], results: list[Result]
     ) -> None:
         entries = []
+        limit = await queue.max_message_bytes()
         for index in indexes:
             delivery = batch[index]
             try:
-                entries.append(send_entry(str(index), delivery, fifo=queue.is_fifo))
+                entries.append(send_entry(str(index), delivery, fifo=queue.is_fifo, limit=limit))
             except DeliveryError as exc:
                 results[index] = exc
         if not entries:

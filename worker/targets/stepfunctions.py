@@ -17,10 +17,10 @@ import anyio
 from worker.aws.clients import Client
 from worker.aws.errors import error_code
 from worker.core.errors import DeliveryError, ErrorKind
+from worker.core.limits import SFN_MAX_INPUT_BYTES, utf8_len
 from worker.settings import StepFunctionsTarget
-from worker.targets.base import Delivery, HandOff, Result, deliver_each, short_name
+from worker.targets.base import Delivery, HandOff, Result, deliver_each, short_name, too_large
 
-MAX_INPUT_BYTES = 256 * 1024
 MAX_NAME = 80
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 MAX_TRIES = 1000
@@ -53,10 +53,8 @@ class StepFunctionsStarter(HandOff):
 
     async def _start(self, delivery: Delivery) -> None:
         body = delivery.message.body
-        if len(body.encode("utf-8")) > MAX_INPUT_BYTES:
-            raise DeliveryError(
-                ErrorKind.PERMANENT, "PayloadTooLarge", "input over 256 KB", park_reason="too_large"
-            )
+        if (size := utf8_len(body)) > SFN_MAX_INPUT_BYTES:
+            raise too_large(size, SFN_MAX_INPUT_BYTES, "Step Functions input")
         try:
             json.loads(body)
         except ValueError as exc:
