@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gzip
+import http.client
 import subprocess
 import sys
 import urllib.error
@@ -19,6 +22,7 @@ from worker.app import serve
 from worker.emulator import create_function, create_queue
 from worker.emulator.proxy import Rule
 from worker.http import Health, HttpServer
+from worker.metrics import Metrics
 
 pytestmark = pytest.mark.anyio
 
@@ -46,9 +50,13 @@ def healthcheck(url: str) -> int:
 
 
 class FakePoller:
-    def __init__(self, ok: bool | None, beat: float) -> None:
+    def __init__(self, ok: bool | None, beat: float, notes: list[str] | None = None) -> None:
         self.last_receive_ok = ok
         self.last_progress = beat
+        self._notes = notes or []
+
+    def notes(self) -> list[str]:
+        return self._notes
 
 
 def test_readiness_needs_every_queue_resolved_and_receiving():
@@ -75,14 +83,77 @@ def test_liveness_fails_when_a_queue_loop_stops_beating():
     assert not all(ok for _, ok in health.liveness())
 
 
-def test_routes():
+@contextlib.asynccontextmanager
+async def http_server(health: Health, registry: CollectorRegistry | None = None):
+    registry = registry or CollectorRegistry()
+    async with anyio.create_task_group() as tg:
+        port = await tg.start(HttpServer(health, registry, "127.0.0.1", 0).serve)
+        yield port
+        tg.cancel_scope.cancel()
+
+
+def request(port: int, method: str, path: str, headers: dict[str, str] | None = None):
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    connection.request(method, path, headers=headers or {})
+    response = connection.getresponse()
+    body = response.read()
+    connection.close()
+    return response, body
+
+
+async def test_routes_methods_and_notes():
+    health = Health(["a"], clock=lambda: 1000.0)
+    health.pollers["a"] = FakePoller(True, 1000.0, ["redrive sources unreadable (AccessDenied)"])
+    async with http_server(health) as port:
+        response, _ = await anyio.to_thread.run_sync(request, port, "GET", "/nope")
+        assert response.status == 404
+        response, _ = await anyio.to_thread.run_sync(request, port, "POST", "/readyz")
+        assert response.status == 405
+        assert set(response.headers["Allow"].split(",")) >= {"GET", "HEAD"}
+        response, body = await anyio.to_thread.run_sync(request, port, "HEAD", "/readyz")
+        assert (response.status, body) == (200, b"")
+        response, body = await anyio.to_thread.run_sync(request, port, "GET", "/readyz?verbose")
+        assert response.status == 200  # a note is not a failure
+        assert b"[+] configuration loaded" in body
+        assert b"[!] queue a: redrive sources unreadable (AccessDenied)" in body
+
+
+async def test_metrics_negotiate_openmetrics_and_gzip_and_keep_alive():
     registry = CollectorRegistry()
-    server = HttpServer(Health([]), registry, "127.0.0.1", 0)
-    assert server.route("GET", "/nope").startswith(b"HTTP/1.1 404")
-    assert server.route("POST", "/readyz").startswith(b"HTTP/1.1 405")
-    verbose = server.route("GET", "/readyz?verbose")
-    assert verbose.startswith(b"HTTP/1.1 200")
-    assert b"[+] configuration loaded" in verbose
+    Metrics(registry)
+
+    def scrape(port: int) -> list[tuple[int, dict[str, str], bytes]]:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        out = []
+        for headers in (
+            {"Accept-Encoding": "gzip", "Accept": "application/openmetrics-text"},
+            {},
+        ):
+            connection.request("GET", "/metrics", headers=headers)
+            response = connection.getresponse()
+            out.append((response.status, dict(response.headers), response.read()))
+        sock = connection.sock  # still open: the second request reused the connection
+        connection.close()
+        assert sock is not None
+        return out
+
+    async with http_server(Health([]), registry) as port:
+        (
+            (status, headers, body),
+            (plain_status, plain_headers, plain),
+        ) = await anyio.to_thread.run_sync(scrape, port)
+        head, head_body = await anyio.to_thread.run_sync(request, port, "HEAD", "/metrics")
+    assert status == 200
+    assert headers["Content-Encoding"] == "gzip"
+    assert headers["Content-Type"].startswith("application/openmetrics-text")
+    text = gzip.decompress(body).decode()
+    assert text.rstrip().endswith("# EOF")
+    assert "retry_worker_build_info" in text
+    assert plain_status == 200
+    assert plain_headers["Content-Type"].startswith("text/plain")
+    assert "Content-Encoding" not in plain_headers
+    assert "# EOF" not in plain.decode()
+    assert (head.status, head_body) == (200, b"")
 
 
 async def test_endpoints_follow_the_daemon_through_an_sqs_outage(aws, proxy):
@@ -113,7 +184,8 @@ async def test_endpoints_follow_the_daemon_through_an_sqs_outage(aws, proxy):
 
         proxy.rules.clear()  # SQS is back
         await wait_for(lambda: _status(base + "/readyz", 200), timeout=40)
-        await wait_for(lambda: _delivered(aws, dlq), timeout=20)
+        # a delete that failed in the outage: the message reappears after its visibility (30 s)
+        await wait_for(lambda: _delivered(aws, dlq), timeout=60)
 
         status, text = await aget(base + "/metrics")
         assert status == 200

@@ -1,11 +1,15 @@
-"""Health and metrics endpoints, served inside the daemon's task tree (no hidden threads).
+"""Health and metrics endpoints on aiohttp's server, inside the daemon's task tree (no threads).
 
 - `/livez` (and `/healthz`): 200 while every queue loop beat recently; no dependency checks.
 - `/readyz`: 200 when every queue is resolved and its last receive succeeded, and the daemon
-  is not shutting down; 503 otherwise. `?verbose` lists each check.
-- `/metrics`: Prometheus text format.
+  is not shutting down; 503 otherwise. `?verbose` lists each check, and notes on what is
+  degraded without being a failure (e.g. redrive sources that cannot be listed).
+- `/metrics`: prometheus-client's own handler: text format or OpenMetrics as the scraper asks
+  (`Accept`), gzip when accepted.
 
-A deliberately small HTTP/1.1 server: GET only, one request per connection, bounded reads.
+GET and HEAD on every path (405 with `Allow` otherwise), keep-alive. The accept loop is
+asyncio's, which survives running out of descriptors (EMFILE): it pauses accepting for a
+second and logs it, instead of ending the server.
 """
 
 from __future__ import annotations
@@ -17,8 +21,10 @@ from typing import TYPE_CHECKING
 
 import anyio
 import structlog
-from anyio.abc import SocketStream, TaskStatus
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from aiohttp import web
+from anyio.abc import TaskStatus
+from prometheus_client import CollectorRegistry
+from prometheus_client.aiohttp import make_aiohttp_handler
 
 if TYPE_CHECKING:
     from worker.poller import Poller
@@ -26,8 +32,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger("worker.http")
 
 LIVENESS_STALE_SECONDS = 120.0  # a queue loop beats at least every ~20 s (long poll)
+KEEPALIVE_SECONDS = 15.0  # an idle scraper connection is closed after this (one descriptor)
 MAX_REQUEST_BYTES = 8192
-READ_TIMEOUT_SECONDS = 5.0
 
 
 @dataclass
@@ -55,22 +61,19 @@ class Health:
             checks.append((f"queue {name} last receive succeeded", ok))
         return checks
 
-
-def _response(status: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> bytes:
-    reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
-    head = (
-        f"HTTP/1.1 {status} {reason.get(status, 'Error')}\r\n"
-        f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
-        "Connection: close\r\n\r\n"
-    )
-    return head.encode() + body
+    def notes(self) -> list[str]:
+        """Degraded but serving: shown with `?verbose`, never a failed check."""
+        return [f"queue {name}: {note}" for name, p in self.pollers.items() for note in p.notes()]
 
 
-def _checks(checks: list[tuple[str, bool]], verbose: bool) -> bytes:
+def _checks(checks: list[tuple[str, bool]], verbose: bool, notes: list[str]) -> web.Response:
     status = 200 if all(ok for _, ok in checks) else 503
-    lines = [f"[{'+' if ok else '-'}] {name}" for name, ok in checks] if verbose else []
+    lines = []
+    if verbose:
+        lines = [f"[{'+' if ok else '-'}] {name}" for name, ok in checks]
+        lines += [f"[!] {note}" for note in notes]
     lines.append("ok" if status == 200 else "failed")
-    return _response(status, ("\n".join(lines) + "\n").encode())
+    return web.Response(status=status, text="\n".join(lines) + "\n")
 
 
 class HttpServer:
@@ -80,41 +83,33 @@ class HttpServer:
         self._host = host
         self._port = port
 
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_REQUEST_BYTES)
+        app.router.add_get("/livez", self._livez)
+        app.router.add_get("/healthz", self._livez)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", make_aiohttp_handler(self._registry))
+        return app
+
+    async def _livez(self, request: web.Request) -> web.Response:
+        return _checks(self._health.liveness(), "verbose" in request.query, [])
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        verbose = "verbose" in request.query
+        return _checks(self._health.readiness(), verbose, self._health.notes())
+
     async def serve(self, *, task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> None:
-        listener = await anyio.create_tcp_listener(local_host=self._host, local_port=self._port)
-        port = int(listener.extra(anyio.abc.SocketAttribute.local_port))  # noqa: S610
-        log.info("http_listening", host=self._host, port=port)
-        task_status.started(port)
-        async with listener:
-            await listener.serve(self._handle)
-
-    def route(self, method: str, target: str) -> bytes:
-        path, _, query = target.partition("?")
-        verbose = "verbose" in query.split("&")
-        if method != "GET":
-            return _response(405, b"GET only\n")
-        if path in ("/livez", "/healthz"):
-            return _checks(self._health.liveness(), verbose)
-        if path == "/readyz":
-            return _checks(self._health.readiness(), verbose)
-        if path == "/metrics":
-            return _response(200, generate_latest(self._registry), CONTENT_TYPE_LATEST)
-        return _response(404, b"not found\n")
-
-    async def _handle(self, stream: SocketStream) -> None:
-        async with stream:
-            data = b""
-            try:
-                with anyio.fail_after(READ_TIMEOUT_SECONDS):
-                    while b"\r\n\r\n" not in data and len(data) < MAX_REQUEST_BYTES:
-                        data += await stream.receive(4096)
-                method, target, _ = data.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
-                await stream.send(self.route(method, target))
-            except (
-                TimeoutError,
-                ValueError,
-                anyio.EndOfStream,
-                anyio.BrokenResourceError,
-                OSError,
-            ):
-                return  # a broken or slow client: drop it, never the server
+        runner = web.AppRunner(
+            self.app(), access_log=None, handle_signals=False, keepalive_timeout=KEEPALIVE_SECONDS
+        )
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self._host, self._port)
+            await site.start()
+            port = int(runner.addresses[0][1])
+            log.info("http_listening", host=self._host, port=port)
+            task_status.started(port)
+            await anyio.sleep_forever()
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                await runner.cleanup()

@@ -10,6 +10,7 @@ releases their messages (visibility 0), settled under a shielded scope.
 from __future__ import annotations
 
 import math
+import random
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -50,8 +51,10 @@ class Poller:
         metrics: Metrics,
         *,
         monotonic: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
     ) -> None:
         self.name = name
+        self._rng = rng or random.Random()
         self._settings = settings
         self.dlq = dlq
         self._pipeline = pipeline
@@ -83,6 +86,10 @@ class Poller:
                             await anyio.sleep(IDLE_PAUSE_SECONDS)
         finally:
             self.done.set()
+
+    def notes(self) -> list[str]:
+        """What is degraded on this queue without stopping it (for `/readyz?verbose`)."""
+        return [self._sources.note] if self._sources.note else []
 
     def stop_receiving(self) -> None:
         self._receive_scope.cancel()
@@ -162,7 +169,9 @@ class Poller:
         code = error_code(exc)
         self._metrics.receive_requests.labels(self.name, "error").inc()
         self._metrics.aws_errors.labels("sqs", "ReceiveMessage", metric_code(code)).inc()
-        delay = min(RECEIVE_BACKOFF_MAX_SECONDS, 0.5 * 2 ** (self._receive_failures - 1))
+        # Equal jitter: queues and replicas that failed together do not retry in lockstep.
+        ceiling = min(RECEIVE_BACKOFF_MAX_SECONDS, 0.5 * 2 ** (self._receive_failures - 1))
+        delay = round(ceiling / 2 + self._rng.uniform(0, ceiling / 2), 3)
         if self.stop_when_gone and code in QUEUE_GONE_CODES:
             self._log.info("queue_gone", error=code)
             self.stop_receiving()

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 import structlog
 
 from worker.aws.clients import Client
+from worker.aws.errors import error_code
 from worker.aws.sqs import RedriveSource, redrive_sources
 from worker.core.envelope import DlqMessage
 
@@ -31,13 +32,25 @@ class SourceBook:
         self._clock = clock
         self._refreshed_at: float | None = None
         self.by_arn: dict[str, RedriveSource] = {}
+        self.note: str | None = None  # why attempts are less accurate than they could be
 
     async def refresh(self) -> None:
-        found = await redrive_sources(self._client, self._dlq_url)
+        """Read the sources. If they cannot be listed (a missing permission, an emulator
+        without the API), the DLQ is served anyway: attempts count from the receive count."""
+        self._refreshed_at = self._clock()
+        try:
+            found = await redrive_sources(self._client, self._dlq_url)
+        except Exception as exc:  # noqa: BLE001 - costs attempt accuracy, never the queue
+            code = error_code(exc)
+            note = f"redrive sources unreadable ({code}): attempts count from the receive count"
+            if note != self.note:  # once per kind of failure, not per refresh
+                log.warning("redrive_sources_unreadable", dlq=self._dlq_url, error=code)
+            self.note = note
+            return
+        self.note = None
         # Keep the same dict object: targets hold a reference to it.
         self.by_arn.clear()
         self.by_arn.update(found)
-        self._refreshed_at = self._clock()
         log.info("redrive_sources", dlq=self._dlq_url, sources=sorted(found))
 
     async def learn(self, messages: Sequence[DlqMessage]) -> None:
