@@ -4,6 +4,7 @@ helpers that build the real components against them (aiobotocore over HTTP, as i
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -21,6 +22,7 @@ from worker.core.loopguard import LoopGuard
 from worker.emulator import MotoServer, create_role
 from worker.emulator.proxy import FaultProxy
 from worker.guard import Guard
+from worker.logs import OwnHandler
 from worker.metrics import Metrics
 from worker.poller import Poller
 from worker.settings import Settings
@@ -46,6 +48,9 @@ def _default_logging() -> Iterator[None]:
     """Tests that capture logs configure structlog; put the defaults back afterwards."""
     yield
     structlog.reset_defaults()
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, OwnHandler)]:
+        root.removeHandler(handler)
 
 
 @pytest.fixture(scope="session")

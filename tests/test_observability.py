@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import functools
 import io
+import json
+import logging
 import re
 from pathlib import Path
 
 import anyio
 import pytest
+import structlog
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -122,3 +125,22 @@ async def test_bodies_stay_out_of_logs(aws, proxy):
 async def test_bodies_are_logged_when_asked(aws, proxy):
     _, _, logs = await run_scenario(aws, proxy, log_bodies=True)
     assert MARKER in logs
+
+
+def test_library_records_are_json_lines_too():
+    logs = io.StringIO()
+    configure_logging(LoggingSettings(format="json"), stream=logs)
+    structlog.get_logger("worker.test").info("ours", queue="q")
+    logging.getLogger("botocore.credentials").warning("library %s", "speaks")
+    logging.getLogger("asyncio").error("socket.accept() out of system resource")
+    logging.getLogger("aiohttp.server").info("below the library level: dropped")
+    lines = logs.getvalue().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["event"] for r in records] == [
+        "ours",
+        "library speaks",
+        "socket.accept() out of system resource",
+    ]
+    assert all({"event", "level", "timestamp"} <= r.keys() for r in records)
+    assert records[1]["logger"] == "botocore.credentials"
+    assert records[2]["level"] == "error"

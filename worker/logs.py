@@ -1,4 +1,8 @@
-"""structlog: one JSON object per line in containers, readable lines on a terminal."""
+"""structlog: one JSON object per line in containers, readable lines on a terminal.
+
+Records from the standard library's loggers (botocore, aiohttp, asyncio) go through the same
+renderer, so "one JSON object per line" holds for every line the process writes.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,9 @@ import structlog
 
 from worker.settings import LoggingSettings
 
+# Libraries speak at WARNING and above unless the configured level is DEBUG.
+LIBRARY_LEVEL = logging.WARNING
+
 
 def configure_logging(settings: LoggingSettings, stream: TextIO | None = None) -> None:
     stream = stream or sys.stderr
@@ -19,11 +26,14 @@ def configure_logging(settings: LoggingSettings, stream: TextIO | None = None) -
         renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
     else:
         renderer = structlog.processors.JSONRenderer()
+    shared: list[structlog.typing.Processor] = [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            *shared,
             structlog.processors.format_exc_info,
             renderer,
         ],
@@ -31,5 +41,23 @@ def configure_logging(settings: LoggingSettings, stream: TextIO | None = None) -
         logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )
-    # botocore and aiohttp chatter stays out unless asked for.
-    logging.basicConfig(level=logging.WARNING, stream=stream)
+    handler = OwnHandler(stream)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, OwnHandler)]:
+        root.removeHandler(old)  # configured again (tests, the demo): one handler, not two
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if level <= logging.DEBUG else LIBRARY_LEVEL)
+
+
+class OwnHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The handler this module installs (and replaces when configured again)."""
