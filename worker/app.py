@@ -35,6 +35,10 @@ from worker.targets import build_target
 log = structlog.get_logger("worker.app")
 
 STARTUP_RETRY_MAX_SECONDS = 60.0
+# Queues start spread over up to this long (5 ms a queue), so N queues and a fleet of replicas
+# restarted together do not resolve and poll in one burst.
+STARTUP_SPREAD_PER_QUEUE_SECONDS = 0.005
+STARTUP_SPREAD_MAX_SECONDS = 5.0
 
 
 def guard_for(
@@ -95,6 +99,7 @@ class Runtime:
     guards: dict[str, Guard] = field(default_factory=dict)
     loops: LoopGuard = field(default_factory=lambda: LoopGuard(time.monotonic))
     http_port: int = 0
+    queues: int = 0  # how many queues this process serves (sizes the start-up spread)
 
 
 async def _start_queue(
@@ -106,6 +111,9 @@ async def _start_queue(
     metrics: Metrics,
 ) -> None:
     """Resolve the queue (retrying through an outage at boot), then poll it."""
+    rng = random.Random()
+    spread = min(STARTUP_SPREAD_MAX_SECONDS, STARTUP_SPREAD_PER_QUEUE_SECONDS * runtime.queues)
+    await anyio.sleep(rng.uniform(0, spread))
     failures = 0
     while True:
         try:
@@ -115,9 +123,11 @@ async def _start_queue(
             break
         except Exception as exc:  # noqa: BLE001 - retried; readiness stays false meanwhile
             failures += 1
-            delay = min(STARTUP_RETRY_MAX_SECONDS, 2.0**failures)
+            delay = rng.uniform(0.5, 1.0) * min(STARTUP_RETRY_MAX_SECONDS, 2.0**failures)
             metrics.aws_errors.labels("sqs", "ResolveQueue", metric_code(error_code(exc))).inc()
-            log.error("queue_resolve_failed", queue=name, error=error_code(exc), retry_in=delay)
+            log.error(
+                "queue_resolve_failed", queue=name, error=error_code(exc), retry_in=round(delay, 3)
+            )
             await anyio.sleep(delay)
     poller.stop_when_gone = name not in settings.queues  # discovered: may be deleted
     runtime.health.pollers[name] = poller
@@ -139,7 +149,7 @@ async def serve(
     """Run every queue until `stop` is set, then shut down within the grace period."""
     registry = registry or CollectorRegistry()
     metrics = Metrics(registry)
-    runtime = Runtime(Health(list(settings.queues)))
+    runtime = Runtime(Health(list(settings.queues)), queues=len(settings.queues))
     deliveries = sum(q.concurrency for q in settings.queues.values())
     pool = pool_size(settings.aws, len(settings.queues), deliveries)
     http = HttpServer(runtime.health, registry, settings.http.host, settings.http.port)
