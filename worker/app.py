@@ -16,7 +16,14 @@ import structlog
 from anyio.abc import TaskStatus
 from prometheus_client import CollectorRegistry
 
-from worker.aws.clients import Clients, pool_size
+from worker.aws.budget import (
+    TARGET_SERVICES,
+    ConnectionPlan,
+    open_descriptors,
+    plan_connections,
+    raise_descriptor_limit,
+)
+from worker.aws.clients import Clients
 from worker.aws.errors import error_code, metric_code
 from worker.aws.sources import SourceBook
 from worker.aws.sqs import SqsQueue, resolve_queue_url, retention_seconds
@@ -61,6 +68,7 @@ async def build_poller(
     metrics: Metrics,
     guards: dict[str, Guard],
     loops: LoopGuard | None = None,
+    polls: anyio.CapacityLimiter | None = None,
 ) -> Poller:
     sqs = await clients.get("sqs")
     dlq = SqsQueue(sqs, await resolve_queue_url(sqs, queue.queue_ref))
@@ -88,7 +96,7 @@ async def build_poller(
         log_bodies=settings.logging.log_bodies,
     )
     log.info("queue_ready", queue=name, url=dlq.url, target=target.name, parking=parking.url)
-    return Poller(name, queue, dlq, pipeline, settler, sources, metrics)
+    return Poller(name, queue, dlq, pipeline, settler, sources, metrics, polls=polls)
 
 
 @dataclass
@@ -100,6 +108,8 @@ class Runtime:
     loops: LoopGuard = field(default_factory=lambda: LoopGuard(time.monotonic))
     http_port: int = 0
     queues: int = 0  # how many queues this process serves (sizes the start-up spread)
+    polls: anyio.CapacityLimiter | None = None  # poll slots: the descriptor budget
+    taking_turns: bool = False
 
 
 async def _start_queue(
@@ -118,7 +128,14 @@ async def _start_queue(
     while True:
         try:
             poller = await build_poller(
-                name, queue, settings, clients, metrics, runtime.guards, runtime.loops
+                name,
+                queue,
+                settings,
+                clients,
+                metrics,
+                runtime.guards,
+                runtime.loops,
+                runtime.polls,
             )
             break
         except Exception as exc:  # noqa: BLE001 - retried; readiness stays false meanwhile
@@ -131,6 +148,7 @@ async def _start_queue(
             await anyio.sleep(delay)
     poller.stop_when_gone = name not in settings.queues  # discovered: may be deleted
     runtime.health.pollers[name] = poller
+    _warn_if_taking_turns(runtime)
     interval = settings.metrics.queue_depth_interval_seconds
     async with anyio.create_task_group() as tg:
         if interval > 0:
@@ -139,23 +157,64 @@ async def _start_queue(
         tg.cancel_scope.cancel()
 
 
+def _warn_if_taking_turns(runtime: Runtime) -> None:
+    slots = runtime.polls.total_tokens if runtime.polls is not None else None
+    if slots is not None and len(runtime.health.pollers) > slots and not runtime.taking_turns:
+        runtime.taking_turns = True
+        log.warning(
+            "queues_take_turns",
+            queues=len(runtime.health.pollers),
+            poll_slots=slots,
+            hint="raise the open-files limit (RLIMIT_NOFILE) to poll every queue at once",
+        )
+
+
+def connection_plan(settings: Settings, limit: int, *, cost: int = 1) -> ConnectionPlan:
+    kinds = {q.target.kind for q in settings.queues.values()}
+    if settings.discovery is not None:
+        kinds.add("auto")
+    plan = plan_connections(
+        limit=limit,
+        in_use=open_descriptors(),
+        queues=len(settings.queues),
+        deliveries=sum(q.concurrency for q in settings.queues.values()),
+        services={s for kind in kinds for s in TARGET_SERVICES[kind]},
+        wanted_floor=settings.aws.max_pool_connections,
+        cost=cost,
+    )
+    log.info(
+        "connections_planned",
+        open_files_limit=plan.limit,
+        budget=plan.budget,
+        sqs_pool=plan.sqs_pool,
+        target_pools=plan.target_pools,
+        poll_slots=plan.poll_slots,
+    )
+    return plan
+
+
 async def serve(
     settings: Settings,
     stop: anyio.Event,
     *,
     registry: CollectorRegistry | None = None,
+    connection_cost: int = 1,
     task_status: TaskStatus[Runtime] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run every queue until `stop` is set, then shut down within the grace period."""
+    """Run every queue until `stop` is set, then shut down within the grace period.
+
+    `connection_cost`: descriptors per AWS connection (more than 1 when the emulator runs in
+    this process, as in the demo)."""
     registry = registry or CollectorRegistry()
     metrics = Metrics(registry)
     runtime = Runtime(Health(list(settings.queues)), queues=len(settings.queues))
-    deliveries = sum(q.concurrency for q in settings.queues.values())
-    pool = pool_size(settings.aws, len(settings.queues), deliveries)
+    limit = raise_descriptor_limit()
     http = HttpServer(runtime.health, registry, settings.http.host, settings.http.port)
     async with AsyncExitStack() as stack, anyio.create_task_group() as tg:
         runtime.http_port = await tg.start(http.serve)
-        clients = Clients(settings.aws, stack, pool=pool)
+        plan = connection_plan(settings, limit, cost=connection_cost)
+        runtime.polls = anyio.CapacityLimiter(plan.poll_slots)
+        clients = Clients(settings.aws, stack, pool=plan.pool_for)
         starting = anyio.CancelScope()
 
         async def start_queue(name: str, queue: QueueSettings) -> None:
@@ -173,7 +232,7 @@ async def serve(
                         )
 
         tg.start_soon(start_all)
-        log.info("started", queues=len(settings.queues), pool=pool)
+        log.info("started", queues=len(settings.queues), poll_slots=plan.poll_slots)
         task_status.started(runtime)
         await stop.wait()
         await _shutdown(runtime.health, settings.shutdown.grace_seconds)

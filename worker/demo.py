@@ -207,8 +207,16 @@ async def _demo(duration: float) -> dict[str, int]:
             tg.start_soon(stop_later)
             tg.start_soon(_trickle, get_session(), moto.url)
             async with anyio.create_task_group() as daemon:
+                # The emulator and the proxy run in this process: a connection costs 4
+                # descriptors (ours, the proxy's two, the emulator's).
                 runtime = await daemon.start(
-                    functools.partial(serve, demo_settings(proxy.url, arn), stop, registry=registry)
+                    functools.partial(
+                        serve,
+                        demo_settings(proxy.url, arn),
+                        stop,
+                        registry=registry,
+                        connection_cost=4,
+                    )
                 )
                 base = f"http://127.0.0.1:{runtime.http_port}"
                 print(f"[demo] health {base}/readyz, metrics {base}/metrics", file=sys.stderr)

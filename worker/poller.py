@@ -52,9 +52,11 @@ class Poller:
         *,
         monotonic: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        polls: anyio.CapacityLimiter | None = None,
     ) -> None:
         self.name = name
         self._rng = rng or random.Random()
+        self._polls = polls  # shared poll slots (the descriptor budget); None: unlimited
         self._settings = settings
         self.dlq = dlq
         self._pipeline = pipeline
@@ -128,6 +130,22 @@ class Poller:
             taken += 1
         return taken
 
+    async def _receive(self, count: int, wait: int) -> list[dict[str, Any]]:
+        """One ReceiveMessage within a poll slot (queues take turns when there are more queues
+        than connections); waiting for a turn beats: it is not a dead loop."""
+        visibility = self._settings.receive.visibility_timeout_seconds
+        if self._polls is None:
+            return await self.dlq.receive(count, wait, visibility)
+        while True:
+            with anyio.move_on_after(WAIT_SLICE_SECONDS):
+                await self._polls.acquire_on_behalf_of(self)
+                break
+            self.beat()
+        try:
+            return await self.dlq.receive(count, wait, visibility)
+        finally:
+            self._polls.release_on_behalf_of(self)
+
     def _give_tokens(self, count: int) -> None:
         for _ in range(count):
             self._tokens.release()
@@ -146,7 +164,7 @@ class Poller:
         # The first receive is a short poll, so readiness does not wait out an empty long poll.
         wait = receive.wait_seconds if self.last_receive_ok is not None else 0
         try:
-            raw = await self.dlq.receive(taken, wait, receive.visibility_timeout_seconds)
+            raw = await self._receive(taken, wait)
         except Exception as exc:  # noqa: BLE001 - an outage must not kill the process
             self._give_tokens(taken)
             await self._receive_failed(exc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -35,12 +36,15 @@ def client_config(
 
 
 class Clients:
-    """One client per service, opened on demand and closed with the exit stack."""
+    """One client per service, opened on demand and closed with the exit stack. `pool` is the
+    connection pool of every client, or a function of the service (the descriptor budget)."""
 
-    def __init__(self, aws: AwsSettings, stack: AsyncExitStack, *, pool: int) -> None:
+    def __init__(
+        self, aws: AwsSettings, stack: AsyncExitStack, *, pool: int | Callable[[str], int]
+    ) -> None:
         self._aws = aws
         self._stack = stack
-        self._pool = pool
+        self._pool: Callable[[str], int] = pool if callable(pool) else (lambda _: pool)
         self._session = get_session()
         self._clients: dict[str, Client] = {}
         self._lock = anyio.Lock()
@@ -51,14 +55,15 @@ class Clients:
 
     async def _get(self, service: str) -> Client:
         if service not in self._clients:
-            config = client_config(self._aws, pool=self._pool)
+            pool = self._pool(service)
+            config = client_config(self._aws, pool=pool)
             if service == "lambda":
                 # A synchronous invoke must outlive the function (at most 900 s), and botocore
                 # must never re-send an Invoke: a retried invoke runs the function twice. Our
                 # own policy retries through SQS instead.
                 config = client_config(
                     self._aws,
-                    pool=self._pool,
+                    pool=pool,
                     read_timeout=LAMBDA_MAX_TIMEOUT_SECONDS + 10,
                     total_attempts=1,
                 )
@@ -70,8 +75,3 @@ class Clients:
             )
             self._clients[service] = await self._stack.enter_async_context(creator)
         return self._clients[service]
-
-
-def pool_size(aws: AwsSettings, queues: int, deliveries: int) -> int:
-    """Long polls hold a connection each for up to 20 s; deliveries and settles need their own."""
-    return max(aws.max_pool_connections, queues * 2 + deliveries + 10)
