@@ -86,6 +86,7 @@ async def build_poller(
         retention_seconds=await retention_seconds(sqs, dlq.url),
         loops=loops,
         loop_key=queue.target_key,
+        fifo=dlq.is_fifo,
     )
     settler = Settler(
         name,

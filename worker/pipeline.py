@@ -1,20 +1,28 @@
 """The per-message pipeline: envelope → gate → deliver → classify → decision.
 
 It returns outcome values; it never touches the DLQ itself.
+
+FIFO DLQs with a target that takes one message per call (Lambda, Step Functions, `auto`):
+the messages of a group are delivered one at a time in receive order, in rounds (one message
+of every group per round, groups side by side). When one is not accepted (deferred, or refused
+by the breaker), the rest of its group is handed back untried, to come back after it; those
+receives are not counted as attempts (`WaitLedger`).
 """
 
 from __future__ import annotations
 
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from worker.core.envelope import DlqMessage
 from worker.core.errors import DeliveryError
 from worker.core.loopguard import LoopGuard, fingerprint
-from worker.core.outcomes import Delivered, Outcome, Park, Retry
+from worker.core.outcomes import Delivered, Outcome, Park, Release, Retry
 from worker.core.policy import attempt_number, gate, on_failure
+from worker.core.waiting import WaitLedger
 from worker.guard import Guard
 from worker.settings import PolicySettings
 from worker.targets.base import Delivery, Target
@@ -42,6 +50,7 @@ class Pipeline:
         retention_seconds: float | None = None,
         loops: LoopGuard | None = None,
         loop_key: str = "",
+        fifo: bool = False,
     ) -> None:
         self.policy = policy
         self.target = target
@@ -52,6 +61,8 @@ class Pipeline:
         self.retention_seconds = retention_seconds  # the DLQ's MessageRetentionPeriod
         self._loops = loops
         self._loop_key = loop_key or target.name
+        self.in_group_order = fifo and target.one_per_call
+        self.waiting = WaitLedger()
 
     def _looping(self, message: DlqMessage) -> Park | None:
         """A payload that keeps coming back as new DLQ messages through a hand-off target."""
@@ -62,42 +73,80 @@ class Pipeline:
             return Park("loop_detected", "LoopDetected")
         return None
 
+    def _attempt(self, message: DlqMessage) -> int:
+        counted = attempt_number(message, self._arrived_with(message))
+        return max(1, counted - self.waiting.untried(message.message_id))
+
     async def run(self, messages: Sequence[DlqMessage]) -> list[Decision]:
         now = self._clock()
         decided: dict[int, Decision] = {}
         to_deliver: list[tuple[int, Delivery]] = []
         for index, message in enumerate(messages):
-            attempt = attempt_number(message, self._arrived_with(message))
+            attempt = self._attempt(message)
             parked: Park | None = gate(message, attempt, self.policy, now) or self._looping(message)
             if parked:
                 decided[index] = Decision(message, attempt - 1, parked)
             else:
                 to_deliver.append((index, Delivery(message, attempt)))
+        if self.in_group_order:
+            await self._deliver_in_group_order(to_deliver, decided)
+        else:
+            await self._deliver(to_deliver, decided)
+        for decision in decided.values():
+            self._keep_count(decision)
+        return [decided[i] for i in range(len(messages))]
+
+    def _keep_count(self, decision: Decision) -> None:
+        mid = decision.message.message_id
+        match decision.outcome:
+            case Release(reason="waiting_for_group"):
+                self.waiting.handed_back(mid)
+            case Delivered() | Park():
+                self.waiting.forget(mid)
+
+    async def _deliver_in_group_order(
+        self, pending: list[tuple[int, Delivery]], decided: dict[int, Decision]
+    ) -> None:
+        groups: dict[str, deque[tuple[int, Delivery]]] = {}
+        for item in pending:
+            groups.setdefault(item[1].message.group_id or "", deque()).append(item)
+        while groups:
+            heads = {group: queue.popleft() for group, queue in groups.items()}
+            await self._deliver(list(heads.values()), decided)
+            for group, (index, _) in heads.items():
+                if isinstance(decided[index].outcome, Retry):  # not accepted: the group waits
+                    for waiting, delivery in groups.pop(group):
+                        untried = Release("waiting_for_group")
+                        decided[waiting] = Decision(delivery.message, delivery.attempt - 1, untried)
+                elif not groups[group]:
+                    del groups[group]
+
+    async def _deliver(
+        self, to_deliver: list[tuple[int, Delivery]], decided: dict[int, Decision]
+    ) -> None:
         admitted = await self.guard.admit(len(to_deliver)) if to_deliver else 0
         for index, delivery in to_deliver[admitted:]:
             # The breaker opened after this batch was received: not a try, come back later.
             refused = Retry(self.guard.retry_delay(), "CircuitOpen")
             decided[index] = Decision(delivery.message, delivery.attempt - 1, refused)
         to_deliver = to_deliver[:admitted]
-        if to_deliver:
-            started = time.monotonic()
-            results = await self.target.deliver([d for _, d in to_deliver])
-            duration = time.monotonic() - started
-            now = self._clock()
-            for (index, delivery), error in zip(to_deliver, results, strict=True):
-                self.guard.record(error)
-                outcome: Outcome = Delivered()
-                if error is not None:
-                    outcome = on_failure(
-                        error,
-                        delivery.attempt,
-                        delivery.message,
-                        self.policy,
-                        now,
-                        self._rng,
-                        self.retention_seconds,
-                    )
-                decided[index] = Decision(
-                    delivery.message, delivery.attempt, outcome, error, duration
+        if not to_deliver:
+            return
+        started = time.monotonic()
+        results = await self.target.deliver([d for _, d in to_deliver])
+        duration = time.monotonic() - started
+        now = self._clock()
+        for (index, delivery), error in zip(to_deliver, results, strict=True):
+            self.guard.record(error)
+            outcome: Outcome = Delivered()
+            if error is not None:
+                outcome = on_failure(
+                    error,
+                    delivery.attempt,
+                    delivery.message,
+                    self.policy,
+                    now,
+                    self._rng,
+                    self.retention_seconds,
                 )
-        return [decided[i] for i in range(len(messages))]
+            decided[index] = Decision(delivery.message, delivery.attempt, outcome, error, duration)

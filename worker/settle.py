@@ -220,6 +220,6 @@ class Settler:
                 case Park(reason=reason, error=error):
                     m.settled.labels(q, "parked").inc()
                     self._log.warning("parked", outcome="parked", reason=reason, error=error, **ctx)
-                case Release():
+                case Release(reason=reason):
                     m.settled.labels(q, "released").inc()
-                    self._log.info("released", outcome="released", **ctx)
+                    self._log.info("released", outcome="released", reason=reason, **ctx)

@@ -31,7 +31,11 @@ class Park:
 
 @dataclass(frozen=True)
 class Release:
-    """Not processed (shutdown): make the message visible again at once."""
+    """Not tried: make the message visible again at once. `reason`: `shutdown`, or
+    `waiting_for_group` (a FIFO message behind a failed one of its group; SQS returns it
+    only after that one)."""
+
+    reason: str = "shutdown"
 
 
 Outcome = Delivered | Retry | Park | Release

@@ -41,6 +41,7 @@ def allowed(arn: str, patterns: Sequence[str]) -> bool:
 class AutoDispatcher(HandOff):
     service = "auto"
     operation = "Deliver"
+    one_per_call = True  # it may resolve to Lambda or Step Functions
 
     def __init__(
         self, clients: Clients, settings: AutoTarget, sources: Mapping[str, RedriveSource]

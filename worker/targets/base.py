@@ -32,6 +32,9 @@ class Target(Protocol):
     service: str  # the AWS service and operation it calls, for `aws_errors`
     operation: str
     hands_off: bool  # accepted now, may fail later and come back as a new DLQ message
+    # One call per message (Lambda, Step Functions): a FIFO group is delivered one at a time.
+    # Batch targets keep a group's order inside each request instead.
+    one_per_call: bool
 
     def loops_back(self, message: DlqMessage) -> bool:
         """Whether a failure after this delivery may return as a new DLQ message that nothing

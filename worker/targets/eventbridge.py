@@ -68,6 +68,7 @@ def put_events_entry(body: str, bus: str) -> dict[str, Any]:
 class EventBridgePublisher(HandOff):
     service = "events"
     operation = "PutEvents"
+    one_per_call = False
 
     def __init__(self, client: Client, settings: EventBridgeTarget) -> None:
         self._client = client

@@ -14,6 +14,7 @@ from worker.targets.base import Delivery, HandOff, Result, deliver_each, short_n
 class LambdaInvoker(HandOff):
     service = "lambda"
     operation = "Invoke"
+    one_per_call = True
 
     def __init__(self, client: Client, settings: LambdaTarget) -> None:
         self._client = client

@@ -43,6 +43,7 @@ def publish_entry(entry_id: str, delivery: Delivery, *, fifo: bool) -> dict[str,
 class SnsPublisher(HandOff):
     service = "sns"
     operation = "PublishBatch"
+    one_per_call = False
 
     def __init__(self, client: Client, settings: SnsTarget) -> None:
         self._client = client

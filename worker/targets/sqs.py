@@ -56,6 +56,7 @@ def send_entry(
 class SqsSender:
     service = "sqs"
     operation = "SendMessageBatch"
+    one_per_call = False
 
     def __init__(
         self,

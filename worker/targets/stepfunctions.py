@@ -36,6 +36,7 @@ def execution_name(message_id: str, retry: int = 0) -> str:
 class StepFunctionsStarter(HandOff):
     service = "states"
     operation = "StartExecution"
+    one_per_call = True
 
     def __init__(self, client: Client, settings: StepFunctionsTarget, *, poll: float = 2.0) -> None:
         self._client = client
