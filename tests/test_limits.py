@@ -17,6 +17,7 @@ from worker.core.limits import (
     attributes_size,
     events_entry_size,
     pack,
+    sqs_entry_size,
 )
 from worker.emulator import create_queue, queue_arn
 
@@ -105,16 +106,21 @@ async def test_batch_call_retries_only_transient_entry_failures(fake, calls):
 # -- on the emulator -------------------------------------------------------------------------
 
 
-async def test_large_messages_reach_an_sqs_target_whole_in_one_pass(aws, proxy, worker_stack):
+async def big_dlq(aws, proxy, worker_stack, target_queue: str):
+    """Ten 200 kB messages in a DLQ, and a worker for it with an SQS target."""
     dlq = await create_queue(aws.sqs, "big-dlq")
-    out = await create_queue(aws.sqs, "big-out")
-    await create_queue(aws.sqs, "parked")
     bodies = big_bodies(10, KB200)
     for body in bodies:
         await aws.sqs.send_message(QueueUrl=dlq, MessageBody=body)
-    queues = {"big": {"name": "big-dlq", "target": {"kind": "sqs", "queue": "big-out"}}}
+    queues = {"big": {"name": "big-dlq", "target": {"kind": "sqs", "queue": target_queue}}}
     worker = Worker(make_settings(proxy.url, queues), worker_stack)
-    poller = await worker.poller("big")
+    return worker, await worker.poller("big"), dlq, bodies
+
+
+async def test_large_messages_reach_an_sqs_target_whole_in_one_pass(aws, proxy, worker_stack):
+    out = await create_queue(aws.sqs, "big-out")
+    await create_queue(aws.sqs, "parked")
+    worker, poller, dlq, bodies = await big_dlq(aws, proxy, worker_stack, "big-out")
 
     received = 0
     while received < 10:
@@ -126,21 +132,14 @@ async def test_large_messages_reach_an_sqs_target_whole_in_one_pass(aws, proxy, 
     sends = proxy.accepted_requests("sqs", "SendMessageBatch")
     assert len(sends) >= 2
     for request in sends:
-        total = sum(len(e["MessageBody"].encode()) + 40 for e in request["Entries"])
-        assert total <= SQS_MAX_BATCH_BYTES
+        assert sum(sqs_entry_size(e) for e in request["Entries"]) <= SQS_MAX_BATCH_BYTES
     assert await depth(aws.sqs, dlq) == 0
 
 
 async def test_large_messages_that_fail_are_all_parked_byte_for_byte(aws, proxy, worker_stack):
-    dlq = await create_queue(aws.sqs, "big-dlq")
     parked = await create_queue(aws.sqs, "parked")
-    bodies = big_bodies(10, KB200)
-    for body in bodies:
-        await aws.sqs.send_message(QueueUrl=dlq, MessageBody=body)
     # a target queue that does not exist: every message is parked `target_not_found` at once
-    queues = {"big": {"name": "big-dlq", "target": {"kind": "sqs", "queue": "missing"}}}
-    worker = Worker(make_settings(proxy.url, queues), worker_stack)
-    poller = await worker.poller("big")
+    worker, poller, dlq, bodies = await big_dlq(aws, proxy, worker_stack, "missing")
 
     while worker.settled("big", "parked") < 10:
         await poller.run_once()
