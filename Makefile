@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.adaptive
 	$(BIN)/python -m bench.outage
 	$(BIN)/python -m bench.series
+	$(BIN)/python -m bench.descriptors
 
 # Build the container image with buildah and smoke-run it (root, apt; minutes: not in CI).
 image-test:
