@@ -53,3 +53,32 @@ def test_stale_metadata_from_an_earlier_parking_is_replaced():
     parked = build_parked(message, META)
     assert parked.attributes["retry-worker.reason"]["StringValue"] == "max_attempts"
     assert len(parked.attributes) == 7
+
+
+def _read(parked):
+    from worker.core.parking import read_parked
+
+    return read_parked(parked.body, parked.attributes)
+
+
+def test_every_parking_form_reads_back_to_the_original():
+    for n in (5, 9):
+        view = _read(build_parked(_message(n), META))
+        assert view.meta == META
+        assert view.body == "bödy \x01 bytes"
+        assert view.attributes == _attrs(n)
+    message = _message(9)
+    message.attributes["bin"] = {"DataType": "Binary", "BinaryValue": b"\x00\x01"}
+    view = _read(build_parked(message, META))
+    assert view.meta == META
+    assert view.body == "bödy \x01 bytes"
+    assert view.attributes["bin"] == {"DataType": "Binary", "BinaryValue": b"\x00\x01"}
+    assert len(view.attributes) == 10
+
+
+def test_a_message_we_did_not_park_reads_as_none():
+    from worker.core.parking import read_parked
+
+    assert read_parked("plain", _attrs(3)) is None
+    marker = {"retry-worker.attempt": {"DataType": "Number", "StringValue": "2"}}
+    assert read_parked("plain", marker) is None

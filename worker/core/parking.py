@@ -6,18 +6,20 @@
 3. if not even that fits the attribute count: a JSON envelope
    `{"retry_worker", "body", "attributes"}`.
 A form over the parking queue's size limit is never sent: `build_parked` returns None and the
-message stays in its DLQ, unchanged (unparkable).
+message stays in its DLQ, unchanged (unparkable). `read_parked` reads any of the three forms
+back: the metadata, and the original body and attributes.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from worker.core.envelope import DlqMessage
+from worker.core.envelope import OWN_PREFIX, DlqMessage
 from worker.core.limits import SQS_MAX_MESSAGE_BYTES, message_size
 
 MAX_ATTRIBUTES = 10
@@ -90,3 +92,61 @@ def build_parked(
         if message_size(form.body, form.attributes) <= max_bytes:
             return form
     return None
+
+
+@dataclass(frozen=True)
+class ParkedView:
+    """A parked message read back: our metadata, and the original as it was."""
+
+    meta: dict[str, str]
+    body: str
+    attributes: dict[str, dict[str, Any]]  # the original's, without any `retry-worker.*`
+
+    @property
+    def source_queue(self) -> str:
+        return self.meta.get("source-queue", "")
+
+
+def _from_plain(attributes: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for name, attr in attributes.items():
+        entry: dict[str, Any] = {"DataType": attr.get("DataType", "String")}
+        if "StringValue" in attr:
+            entry["StringValue"] = attr["StringValue"]
+        if "BinaryValue" in attr:
+            entry["BinaryValue"] = base64.b64decode(attr["BinaryValue"])
+        out[name] = entry
+    return out
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def read_parked(body: str, attributes: Mapping[str, Mapping[str, Any]]) -> ParkedView | None:
+    """Whichever of the three forms carries the metadata; None for a message that was not
+    parked by us."""
+    foreign = {k: dict(v) for k, v in attributes.items() if not k.startswith(OWN_PREFIX)}
+    packed = attributes.get(META_ATTRIBUTE, {}).get("StringValue")
+    if packed is not None:
+        raw = _json_object(packed)
+        if raw is None:
+            return None
+        meta = {k: str(v) for k, v in raw.items()}
+        envelope = _json_object(body) if body.startswith('{"retry_worker"') else None
+        if envelope is not None and {"body", "attributes"} <= envelope.keys():
+            return ParkedView(meta, str(envelope["body"]), _from_plain(envelope["attributes"]))
+        return ParkedView(meta, body, foreign)
+    own = {
+        name[len(OWN_PREFIX) :]: str(attr.get("StringValue", ""))
+        for name, attr in attributes.items()
+        if name.startswith(OWN_PREFIX)
+    }
+    if "reason" not in own:
+        return None
+    own.pop("attempt", None)  # the attempt marker is not parking metadata
+    return ParkedView(own, body, foreign)
