@@ -33,6 +33,7 @@ from worker.discovery import discover
 from worker.guard import Guard
 from worker.http import Health, HttpServer
 from worker.metrics import Metrics
+from worker.pause import PauseWatch
 from worker.pipeline import Pipeline
 from worker.poller import Poller
 from worker.settings import QueueSettings, Settings
@@ -97,7 +98,8 @@ async def build_poller(
         log_bodies=settings.logging.log_bodies,
     )
     log.info("queue_ready", queue=name, url=dlq.url, target=target.name, parking=parking.url)
-    return Poller(name, queue, dlq, pipeline, settler, sources, metrics, polls=polls)
+    pause = PauseWatch(sqs, dlq.url)
+    return Poller(name, queue, dlq, pipeline, settler, sources, metrics, polls=polls, pause=pause)
 
 
 @dataclass

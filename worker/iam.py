@@ -33,6 +33,7 @@ DLQ_ACTIONS = (
     "sqs:GetQueueAttributes",
     "sqs:GetQueueUrl",
     "sqs:ListDeadLetterSourceQueues",
+    "sqs:ListQueueTags",  # the pause tag
     "sqs:ReceiveMessage",
 )
 # GetQueueAttributes: the queue's MaximumMessageSize, read once before the first send.

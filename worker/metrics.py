@@ -91,6 +91,12 @@ class Metrics:
             ["queue"],
             registry=registry,
         )
+        self.paused = Gauge(
+            p + "queue_paused",
+            "1 while the queue is paused (its DLQ tagged retry-worker:paused=true).",
+            ["queue"],
+            registry=registry,
+        )
         self.build_info = Gauge(
             p + "build_info", "Build information.", ["version"], registry=registry
         )

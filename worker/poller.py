@@ -25,6 +25,7 @@ from worker.aws.sqs import SqsQueue
 from worker.core.envelope import DlqMessage, parse_message
 from worker.core.outcomes import Release, Retry
 from worker.metrics import Metrics
+from worker.pause import PauseWatch
 from worker.pipeline import Decision, Pipeline
 from worker.settings import VISIBILITY_LIMIT_SECONDS, QueueSettings
 from worker.settle import Settler
@@ -53,10 +54,12 @@ class Poller:
         monotonic: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         polls: anyio.CapacityLimiter | None = None,
+        pause: PauseWatch | None = None,
     ) -> None:
         self.name = name
         self._rng = rng or random.Random()
         self._polls = polls  # shared poll slots (the descriptor budget); None: unlimited
+        self._pause = pause
         self._settings = settings
         self.dlq = dlq
         self._pipeline = pipeline
@@ -90,8 +93,9 @@ class Poller:
             self.done.set()
 
     def notes(self) -> list[str]:
-        """What is degraded on this queue without stopping it (for `/readyz?verbose`)."""
-        return [self._sources.note] if self._sources.note else []
+        """What is degraded or paused on this queue without failing (`/readyz?verbose`)."""
+        notes = [self._sources.note] if self._sources.note else []
+        return notes + (self._pause.notes() if self._pause is not None else [])
 
     def stop_receiving(self) -> None:
         self._receive_scope.cancel()
@@ -150,9 +154,23 @@ class Poller:
         for _ in range(count):
             self._tokens.release()
 
+    async def _paused(self) -> bool:
+        """Read the pause tag (at most every 30 s); while paused, wait for the next read."""
+        if self._pause is None:
+            return False
+        paused = await self._pause.check(self.name)
+        self._metrics.paused.labels(self.name).set(1 if paused else 0)
+        if paused:
+            self.beat()
+            await anyio.sleep(min(WAIT_SLICE_SECONDS, max(0.1, self._pause.due_in())))
+            self.beat()
+        return paused
+
     async def _receive_cycle(self, batches: TaskGroup) -> int:
         receive = self._settings.receive
         guard = self._pipeline.guard
+        if await self._paused():
+            return 0
         await guard.wait_until_permitted(self.beat)
         taken = await self._take_tokens()
         limit = guard.receive_limit()
