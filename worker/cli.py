@@ -1,8 +1,10 @@
-"""The command line: run, check-config, demo, healthcheck (SPEC.md, Command line)."""
+"""The command line (SPEC.md, Command line): the daemon's commands here, the operator
+commands' arguments in `worker/ops/arguments.py` and their work in `worker/ops/`."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import urllib.error
 import urllib.request
@@ -15,6 +17,7 @@ from prometheus_client import disable_created_metrics
 
 from worker.config import ConfigError, load_settings
 from worker.logs import configure_logging
+from worker.ops.arguments import add_operator_commands
 from worker.settings import Settings
 
 EXIT_OK, EXIT_CRASH, EXIT_CONFIG = 0, 1, 2
@@ -42,8 +45,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="ask AWS for each DLQ's redrive sources and grant exactly those",
     )
+    iam.add_argument(
+        "--operator", action="store_true", help="the policy for a person running the commands"
+    )
     health = sub.add_parser("healthcheck", help="exit 0 if the local /readyz answers 200")
     health.add_argument("--url", default="http://127.0.0.1:8080/readyz")
+    add_operator_commands(sub, _config_args)
     return parser
 
 
@@ -94,12 +101,26 @@ def _iam_policy(args: argparse.Namespace) -> int:
     if settings is None:
         return EXIT_CONFIG
     try:
+        if args.operator:
+            from worker.ops.policy import operator_policy
+
+            print(json.dumps(operator_policy(settings, args.account_id), indent=2))
+            return EXIT_OK
         sources = anyio.run(resolve_sources, settings) if args.resolve_sources else None
         print(render(settings, args.account_id, sources), end="")
     except PolicyError as exc:
         print(f"iam-policy: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     return EXIT_OK
+
+
+def _operator(args: argparse.Namespace) -> int:
+    settings = _load(args)
+    if settings is None:
+        return EXIT_CONFIG
+    from worker.ops.commands import run
+
+    return anyio.run(run, args, settings)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -118,5 +139,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo": _demo,
         "healthcheck": _healthcheck,
         "iam-policy": _iam_policy,
+        **dict.fromkeys(("status", "parked", "restore", "pause", "resume"), _operator),
     }
     return commands[args.command](args)

@@ -100,7 +100,7 @@ class Arns:
         return f"arn:{self.partition}:lambda:{self.region}:{account}:function:{ref}"
 
 
-def _target_statements(
+def target_statements(
     queue: QueueSettings, dlq: str, arns: Arns, sources: list[str] | None
 ) -> list[tuple[str, str, str]]:
     """(sid, action, resource) for a queue's target."""
@@ -162,23 +162,23 @@ def build_policy(
         known = sources.get(name) if sources is not None else None
         for source in known if known is not None else [arns.neighbours(dlq)]:
             grants["ReadRedriveSources"]["sqs:GetQueueAttributes"].add(source)
-        for sid, action, resource in _target_statements(queue, dlq, arns, known):
+        for sid, action, resource in target_statements(queue, dlq, arns, known):
             grants[sid][action].add(resource)
     if settings.aws.kms_key_arns:
         for action in ("kms:Decrypt", "kms:GenerateDataKey"):
             grants["UseQueueKeys"][action].update(settings.aws.kms_key_arns)
-    return {"Version": "2012-10-17", "Statement": _statements(grants)}
+    return {"Version": "2012-10-17", "Statement": statements(grants)}
 
 
-def _statements(grants: dict[str, dict[str, set[str]]]) -> list[dict[str, Any]]:
+def statements(grants: dict[str, dict[str, set[str]]]) -> list[dict[str, Any]]:
     """One statement per Sid and resource set, actions and resources sorted."""
-    statements = []
+    out = []
     for sid in sorted(grants):
         by_resources: dict[tuple[str, ...], list[str]] = defaultdict(list)
         for action, granted in grants[sid].items():
             by_resources[tuple(sorted(granted))].append(action)
         for index, (resources, actions) in enumerate(sorted(by_resources.items())):
-            statements.append(
+            out.append(
                 {
                     "Sid": sid if index == 0 else f"{sid}{index + 1}",
                     "Effect": "Allow",
@@ -186,7 +186,7 @@ def _statements(grants: dict[str, dict[str, set[str]]]) -> list[dict[str, Any]]:
                     "Resource": list(resources),
                 }
             )
-    return statements
+    return out
 
 
 def render(

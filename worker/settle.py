@@ -122,6 +122,7 @@ class Settler:
                 error=d.outcome.error,
                 source_queue=self._dlq.url,
                 parked_at=parked_at,
+                group_id=d.message.group_id,
             )
             parked = build_parked(d.message, meta, limit)
             if parked is None:

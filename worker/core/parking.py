@@ -36,7 +36,7 @@ def _string(value: str) -> dict[str, Any]:
     return {"DataType": "String", "StringValue": value}
 
 
-def _plain_attributes(attributes: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def plain_attributes(attributes: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Attributes as JSON-safe values (binary as base64)."""
     out: dict[str, Any] = {}
     for name, attr in attributes.items():
@@ -50,15 +50,26 @@ def _plain_attributes(attributes: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def parking_metadata(
-    *, reason: str, attempts: int, error: str, source_queue: str, parked_at: float
+    *,
+    reason: str,
+    attempts: int,
+    error: str,
+    source_queue: str,
+    parked_at: float,
+    group_id: str | None = None,
 ) -> dict[str, str]:
-    return {
+    """The five keys of SPEC.md, and `group-id` for a FIFO message (a replay keeps its group
+    even when the parking queue is a standard queue)."""
+    meta = {
         "reason": reason,
         "attempts": str(attempts),
         "error": error or "none",
         "source-queue": source_queue,
         "parked-at": datetime.fromtimestamp(parked_at, UTC).isoformat(timespec="seconds"),
     }
+    if group_id:
+        meta["group-id"] = group_id
+    return meta
 
 
 def _forms(message: DlqMessage, meta: dict[str, str]) -> list[ParkedMessage]:
@@ -77,7 +88,7 @@ def _forms(message: DlqMessage, meta: dict[str, str]) -> list[ParkedMessage]:
         envelope = {
             "retry_worker": meta,
             "body": message.body,
-            "attributes": _plain_attributes(original),
+            "attributes": plain_attributes(original),
         }
         forms.append(ParkedMessage(json.dumps(envelope), packed))
     return forms
@@ -107,7 +118,7 @@ class ParkedView:
         return self.meta.get("source-queue", "")
 
 
-def _from_plain(attributes: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+def from_plain(attributes: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for name, attr in attributes.items():
         entry: dict[str, Any] = {"DataType": attr.get("DataType", "String")}
@@ -139,7 +150,7 @@ def read_parked(body: str, attributes: Mapping[str, Mapping[str, Any]]) -> Parke
         meta = {k: str(v) for k, v in raw.items()}
         envelope = _json_object(body) if body.startswith('{"retry_worker"') else None
         if envelope is not None and {"body", "attributes"} <= envelope.keys():
-            return ParkedView(meta, str(envelope["body"]), _from_plain(envelope["attributes"]))
+            return ParkedView(meta, str(envelope["body"]), from_plain(envelope["attributes"]))
         return ParkedView(meta, body, foreign)
     own = {
         name[len(OWN_PREFIX) :]: str(attr.get("StringValue", ""))

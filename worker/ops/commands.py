@@ -1,0 +1,194 @@
+"""Running an operator command: clients, Ctrl-C, output and exit codes (SPEC.md rule 6:
+0 done or dry run, 1 some messages failed, 2 bad arguments or configuration)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import TextIO
+
+import anyio
+
+from worker.aws.clients import Clients
+from worker.aws.errors import error_code
+from worker.aws.sqs import SqsQueue, resolve_queue_url
+from worker.ops import moves, reading
+from worker.ops.context import ContextError, QueueContext, open_queue
+from worker.ops.filters import FilterError, Filters
+from worker.ops.progress import Progress
+from worker.ops.records import default_backup_path
+from worker.ops.scan import QueueReader
+from worker.settings import Settings
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+POOL = 16
+
+
+@asynccontextmanager
+async def interruptible() -> AsyncIterator[anyio.Event]:
+    """An event set by Ctrl-C (or SIGTERM): commands stop between batches."""
+    stop = anyio.Event()
+
+    async def watch() -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                stop.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch)
+        yield stop
+        tg.cancel_scope.cancel()
+
+
+def filters_from(args: argparse.Namespace) -> Filters:
+    return Filters.build(
+        reasons=args.reason,
+        errors=args.error,
+        ids=args.id,
+        parked_before=args.parked_before,
+        parked_after=args.parked_after,
+        body_contains=args.body_contains,
+        match=args.match,
+        limit=args.limit,
+    )
+
+
+async def _reader(ctx: QueueContext, label: str, err: TextIO, stop: anyio.Event) -> QueueReader:
+    visible = (await reading.depth(ctx.parking))["visible"]
+    return QueueReader(ctx.parking, progress=Progress(err, label, visible), stop=stop)
+
+
+def _backup_path(args: argparse.Namespace, ctx: QueueContext) -> Path:
+    return Path(args.backup) if args.backup else default_backup_path(ctx.name)
+
+
+async def _parked(
+    args: argparse.Namespace, ctx: QueueContext, clients: Clients, io: tuple[TextIO, TextIO]
+) -> int:
+    out, err = io
+    filters = filters_from(args)
+    if getattr(args, "yes", False) and (backup := _backup_path(args, ctx)).exists():
+        raise FileExistsError(f"{backup}: exists; a backup is never overwritten")
+    async with interruptible() as stop:
+        reader = await _reader(ctx, f"{args.action} {ctx.name}", err, stop)
+        try:
+            return await _parked_action(args, ctx, clients, reader, filters, out)
+        finally:
+            unreleased = await reader.release()
+            if unreleased:
+                err.write(f"{unreleased} messages could not be released now; they reappear ")
+                err.write("when their hold ends\n")
+
+
+async def _parked_action(
+    args: argparse.Namespace,
+    ctx: QueueContext,
+    clients: Clients,
+    reader: QueueReader,
+    filters: Filters,
+    out: TextIO,
+) -> int:
+    action = args.action
+    if action == "summary":
+        result = await reading.summary(reader, ctx, filters)
+        if args.json:
+            out.write(json.dumps(result) + "\n")
+        else:
+            reading.print_summary(result, out)
+        return EXIT_OK
+    if action == "list":
+        style = {"as_json": args.json, "show_body": args.show_body}
+        await reading.listing(reader, ctx, filters, out, **style)
+        return EXIT_OK
+    if action == "export":
+        written = await reading.export(reader, ctx, filters, Path(args.out))
+        out.write(f"exported {written} messages to {args.out}\n")
+        return EXIT_OK
+    return await _move(args, ctx, clients, reader, filters, out)
+
+
+async def _move(
+    args: argparse.Namespace,
+    ctx: QueueContext,
+    clients: Clients,
+    reader: QueueReader,
+    filters: Filters,
+    out: TextIO,
+) -> int:
+    replay = args.action == "replay"
+    verb = f"replay to the {args.to}" if replay else "purge"
+    backup = _backup_path(args, ctx)
+    send = None
+    if replay:
+        send = moves.to_dlq(ctx) if args.to == "dlq" else await moves.to_target(ctx, clients)
+    tally = await moves.move(
+        reader, ctx, filters, send=send, backup=backup if args.yes else None, rate=args.rate
+    )
+    moves.print_plan(verb, ctx, filters, tally, out)
+    if not args.yes:
+        out.write("dry run: nothing changed; add --yes to act\n")
+        return EXIT_OK
+    if tally.total:
+        out.write(f"backup: {backup}\n")
+    out.write(f"done: {tally.done}, failed: {len(tally.failed)}\n")
+    for message_id, code in tally.failed.items():
+        out.write(f"  failed {message_id}: {code} (still parked)\n")
+    return EXIT_FAILED if tally.failed else EXIT_OK
+
+
+async def _queue_command(args: argparse.Namespace, settings: Settings, clients: Clients) -> int:
+    out = sys.stdout
+    sqs = await clients.get("sqs")
+    if args.command == "status":
+        rows = await reading.status(settings, sqs)
+        if args.json:
+            out.write(json.dumps(rows) + "\n")
+        else:
+            reading.print_status(rows, out)
+        return EXIT_OK
+    if args.command == "restore":
+        queue = SqsQueue(sqs, await resolve_queue_url(sqs, args.to))
+        async with interruptible() as stop:
+            count, failed = await moves.restore(
+                Path(args.file), queue, yes=args.yes, rate=args.rate, stop=stop
+            )
+        if not args.yes:
+            out.write(f"plan: restore {count} messages from {args.file} to {queue.url}\n")
+            out.write("dry run: nothing changed; add --yes to act\n")
+            return EXIT_OK
+        out.write(f"restored {count} messages to {queue.url}, failed: {len(failed)}\n")
+        for message_id, code in failed.items():
+            out.write(f"  failed {message_id}: {code}\n")
+        return EXIT_FAILED if failed else EXIT_OK
+    ctx = await open_queue(settings, args.queue, clients)
+    if args.command == "pause":
+        note = await moves.pause(ctx.dlq, args.reason)
+        out.write(f"paused {ctx.name} ({note}); every replica stops receiving within ~30 s\n")
+        return EXIT_OK
+    if args.command == "resume":
+        await moves.resume(ctx.dlq)
+        out.write(f"resumed {ctx.name}; replicas receive again within ~30 s\n")
+        return EXIT_OK
+    return await _parked(args, ctx, clients, (out, sys.stderr))
+
+
+USAGE_ERRORS = (ContextError, FilterError, FileExistsError, ValueError)
+
+
+async def run(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        async with AsyncExitStack() as stack:
+            return await _queue_command(args, settings, Clients(settings.aws, stack, pool=POOL))
+    except Exception as exc:  # noqa: BLE001 - said in one line, with the exit code it means
+        while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
+            exc = exc.exceptions[0]  # raised inside a task group (the Ctrl-C watcher's)
+        if isinstance(exc, USAGE_ERRORS):
+            print(f"{args.command}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        print(f"{args.command}: {error_code(exc)}: {exc}", file=sys.stderr)
+        return EXIT_FAILED

@@ -1,0 +1,242 @@
+"""The operator commands that change a queue: replay, purge, restore, pause, resume.
+
+The safety rules of SPEC.md are the feature: a dry run (the plan) unless `--yes`; a JSONL
+backup written and flushed before anything is deleted or moved; a parked message is deleted
+only after its send succeeded (every `Failed` entry read); a bounded rate; Ctrl-C stops
+between batches, so every message is in exactly one place.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import anyio
+from prometheus_client import CollectorRegistry
+
+from worker.aws.clients import Clients
+from worker.aws.sources import SourceBook
+from worker.aws.sqs import SqsQueue, message_entry
+from worker.core.bucket import TokenBucket
+from worker.core.envelope import DlqMessage
+from worker.guard import Guard
+from worker.metrics import Metrics
+from worker.ops.context import QueueContext
+from worker.ops.filters import Filters
+from worker.ops.reading import selected
+from worker.ops.records import JsonlWriter, Record, Saved, read_saved
+from worker.ops.scan import QueueReader
+from worker.pause import NOTE_TAG, PAUSED_TAG
+from worker.targets import build_target
+from worker.targets.base import Delivery
+
+# Sends a chunk of records on; returns the error code of each one that was not accepted.
+Send = Callable[[Sequence[Record]], Awaitable[dict[str, str]]]
+# (message id, body, attributes, group id) of a message to send.
+Outgoing = tuple[str, str, dict[str, dict[str, Any]], str | None]
+
+
+@dataclass
+class Tally:
+    matched: Counter[tuple[str, str]] = field(default_factory=Counter)
+    done: int = 0
+    failed: dict[str, str] = field(default_factory=dict)  # message id -> error
+
+    def add(self, records: Sequence[Record]) -> None:
+        for r in records:
+            meta = r.view.meta if r.view else {}
+            self.matched[(meta.get("reason", "?"), meta.get("error", "?"))] += 1
+
+    @property
+    def total(self) -> int:
+        return sum(self.matched.values())
+
+
+def print_plan(verb: str, ctx: QueueContext, filters: Filters, tally: Tally, out: TextIO) -> None:
+    what = f"all {tally.total}" if filters.selects_all else str(tally.total)
+    out.write(f"plan: {verb} {what} parked messages of {ctx.name} ({ctx.parking.url})\n")
+    reasons: Counter[str] = Counter()
+    errors: Counter[str] = Counter()
+    for (reason, error), count in tally.matched.items():
+        reasons[reason] += count
+        errors[error] += count
+    for reason, count in reasons.most_common():
+        out.write(f"  reason {reason:<32} {count}\n")
+    for error, count in errors.most_common():
+        out.write(f"  error  {error:<32} {count}\n")
+
+
+def _fifo_fields(queue: SqsQueue, group_id: str | None) -> dict[str, str]:
+    if not queue.is_fifo:
+        return {}
+    return {
+        "MessageGroupId": group_id or "retry-worker",
+        "MessageDeduplicationId": uuid.uuid4().hex,
+    }
+
+
+async def _send_entries(queue: SqsQueue, items: Sequence[Outgoing]) -> dict[str, str]:
+    """SendMessageBatch (10 entries and 1 MiB a request); the error of each refused id."""
+    entries = []
+    ids = {}
+    for index, (message_id, body, attributes, group) in enumerate(items):
+        entries.append(
+            {**message_entry(str(index), body, attributes), **_fifo_fields(queue, group)}
+        )
+        ids[str(index)] = message_id
+    _, failed = await queue.send(entries)
+    return {ids[entry_id]: failure.code for entry_id, failure in failed.items()}
+
+
+def to_dlq(ctx: QueueContext) -> Send:
+    """The original body and attributes back to the DLQ, without ours: fresh attempts."""
+
+    async def send(records: Sequence[Record]) -> dict[str, str]:
+        items = []
+        for r in records:
+            assert r.view is not None
+            group = r.group_id or r.view.meta.get("group-id")
+            items.append((r.message_id, r.view.body, r.view.attributes, group))
+        return await _send_entries(ctx.dlq, items)
+
+    return send
+
+
+async def to_target(ctx: QueueContext, clients: Clients) -> Send:
+    """Through the queue's own target adapter, bucket and breaker settings."""
+    sources = SourceBook(await clients.get("sqs"), ctx.dlq.url)
+    await sources.refresh()
+    target = await build_target(ctx.settings, clients, sources.by_arn)
+    q = ctx.settings
+    guard = Guard(
+        target.name,
+        q.effective_rate_limit,
+        q.effective_circuit_breaker,
+        Metrics(CollectorRegistry()),
+    )
+
+    async def send(records: Sequence[Record]) -> dict[str, str]:
+        deliveries = []
+        for r in records:
+            assert r.view is not None
+            message = DlqMessage(
+                r.message_id,
+                r.receipt_handle,
+                r.view.body,
+                attributes=r.view.attributes,
+                group_id=r.group_id or r.view.meta.get("group-id"),
+            )
+            deliveries.append(Delivery(message, 1))
+        admitted = await guard.admit(len(deliveries))
+        refused = {d.message.message_id: "CircuitOpen" for d in deliveries[admitted:]}
+        results = await target.deliver(deliveries[:admitted])
+        for delivery, error in zip(deliveries[:admitted], results, strict=True):
+            guard.record(error)
+            if error is not None:
+                refused[delivery.message.message_id] = error.code
+        return refused
+
+    return send
+
+
+async def move(
+    reader: QueueReader,
+    ctx: QueueContext,
+    filters: Filters,
+    *,
+    send: Send | None,
+    backup: Path | None,
+    rate: float,
+) -> Tally:
+    """Dry run (`backup` None) or act: back up each chunk, send it on (`send` None: purge),
+    delete from the parking queue exactly what was accepted, keep the rest parked."""
+    tally = Tally()
+    writer: JsonlWriter | None = None
+    bucket = TokenBucket(rate, max(1, int(rate)), time.monotonic)
+    try:
+        async for batch in selected(reader, ctx, filters):
+            tally.add(batch)
+            if backup is None:
+                for record in batch:
+                    reader.keep(record)
+                continue
+            if writer is None:
+                writer = JsonlWriter(backup)  # created with the first match, never overwritten
+            await anyio.sleep(bucket.reserve(len(batch)))
+            writer.write(batch, ctx.parking.url)  # on disk before anything moves
+            with anyio.CancelScope(shield=True):  # a chunk is moved whole, Ctrl-C or not
+                await _settle(reader, ctx, batch, send, tally)
+    finally:
+        if writer is not None:
+            writer.close()
+    return tally
+
+
+async def _settle(
+    reader: QueueReader, ctx: QueueContext, batch: list[Record], send: Send | None, tally: Tally
+) -> None:
+    refused = await send(batch) if send is not None else {}
+    accepted = {r.message_id: r.receipt_handle for r in batch if r.message_id not in refused}
+    not_deleted = await ctx.parking.delete(accepted) if accepted else {}
+    for record in batch:
+        if record.message_id in refused:
+            tally.failed[record.message_id] = refused[record.message_id]
+            reader.keep(record)
+        elif record.message_id in not_deleted:
+            code = not_deleted[record.message_id].code
+            tally.failed[record.message_id] = f"sent, but not deleted from parking ({code})"
+            reader.keep(record)
+        else:
+            tally.done += 1
+
+
+async def restore(
+    path: Path, queue: SqsQueue, *, yes: bool, rate: float, stop: anyio.Event
+) -> tuple[int, dict[str, str]]:
+    """Send the messages of a backup or export file as they were (or, without `yes`, count
+    them); returns (sent or counted, failed). Ctrl-C stops between chunks."""
+    sent = 0
+    failed: dict[str, str] = {}
+    bucket = TokenBucket(rate, max(1, int(rate)), time.monotonic)
+    chunk: list[Saved] = []
+
+    async def flush() -> None:
+        nonlocal sent
+        await anyio.sleep(bucket.reserve(len(chunk)))
+        items = [(s.message_id, s.body, s.attributes, s.group_id) for s in chunk]
+        with anyio.CancelScope(shield=True):
+            refused = await _send_entries(queue, items)
+        failed.update(refused)
+        sent += len(chunk) - len(refused)
+        chunk.clear()
+
+    for saved in read_saved(path):
+        if stop.is_set():
+            break
+        if not yes:
+            sent += 1
+            continue
+        chunk.append(saved)
+        if len(chunk) == 10:
+            await flush()
+    if chunk:
+        await flush()
+    return sent, failed
+
+
+async def pause(queue: SqsQueue, reason: str | None) -> str:
+    note = datetime.now(UTC).isoformat(timespec="seconds") + (f" {reason}" if reason else "")
+    await queue.client.tag_queue(
+        QueueUrl=queue.url, Tags={PAUSED_TAG: "true", NOTE_TAG: note[:256]}
+    )
+    return note
+
+
+async def resume(queue: SqsQueue) -> None:
+    await queue.client.untag_queue(QueueUrl=queue.url, TagKeys=[PAUSED_TAG, NOTE_TAG])

@@ -1,0 +1,49 @@
+"""`iam-policy --operator`: what a person running the operator commands needs, nothing more.
+
+Read, delete and send on the parking queues (summary, list, export, replay, purge, restore to
+them); send, tag and untag on the DLQs (replay to the DLQ, pause, resume), their attributes and
+tags (status); the targets' own actions (replay `--to target`).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from worker.iam import Arns, statements, target_statements
+from worker.settings import Settings
+
+PARKING_ACTIONS = (
+    "sqs:ChangeMessageVisibility",
+    "sqs:DeleteMessage",
+    "sqs:GetQueueAttributes",
+    "sqs:GetQueueUrl",
+    "sqs:ReceiveMessage",
+    "sqs:SendMessage",
+)
+DLQ_ACTIONS = (
+    "sqs:GetQueueAttributes",
+    "sqs:GetQueueUrl",
+    "sqs:ListDeadLetterSourceQueues",
+    "sqs:ListQueueTags",
+    "sqs:SendMessage",
+    "sqs:TagQueue",
+    "sqs:UntagQueue",
+)
+
+
+def operator_policy(settings: Settings, account: str | None = None) -> dict[str, Any]:
+    arns = Arns(settings.aws.region, account)
+    grants: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    for queue in settings.queues.values():
+        dlq = arns.queue(queue.queue_ref)
+        for action in DLQ_ACTIONS:
+            grants["OperateDeadLetterQueues"][action].add(dlq)
+        for action in PARKING_ACTIONS:
+            grants["OperateParkingQueues"][action].add(arns.queue(queue.policy.parking_queue or ""))
+        for sid, action, resource in target_statements(queue, dlq, arns, None):
+            grants[f"Replay{sid}"][action].add(resource)
+    if settings.aws.kms_key_arns:
+        for action in ("kms:Decrypt", "kms:GenerateDataKey"):
+            grants["UseQueueKeys"][action].update(settings.aws.kms_key_arns)
+    return {"Version": "2012-10-17", "Statement": statements(grants)}

@@ -1,0 +1,175 @@
+"""The read-only operator commands: status, parked summary / list / export, and the selection
+of a queue's parked messages that every `parked` command shares."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from worker.aws.clients import Client
+from worker.aws.sqs import SqsQueue, resolve_queue_url
+from worker.depth import ATTRIBUTES
+from worker.ops.context import QueueContext, same_queue
+from worker.ops.filters import Filters
+from worker.ops.records import JsonlWriter, Record
+from worker.ops.scan import QueueReader
+from worker.pause import PAUSED_TAG
+from worker.settings import Settings
+
+AGE_BUCKETS = ((3600, "<1h"), (86400, "1h-1d"), (7 * 86400, "1d-7d"))
+BODY_PREVIEW = 120
+
+
+def chosen_by(record: Record, ctx: QueueContext, filters: Filters) -> bool:
+    """Parked by us from this queue's DLQ (a parking queue may serve several DLQs), and
+    matching the filters."""
+    view = record.view
+    if view is None or not same_queue(view.source_queue, ctx.dlq.url):
+        return False
+    return filters.matches(record.message_id, view)
+
+
+async def selected(
+    reader: QueueReader, ctx: QueueContext, filters: Filters
+) -> AsyncIterator[list[Record]]:
+    """Batches of this queue's parked messages that match; everything else is kept (released
+    at the end). Stops reading once `--limit` messages were selected."""
+    taken = 0
+    async for batch in reader.batches():
+        chosen = []
+        for record in batch:
+            wanted = filters.limit is None or taken < filters.limit
+            if wanted and chosen_by(record, ctx, filters):
+                chosen.append(record)
+                taken += 1
+            else:
+                reader.keep(record)
+        if chosen:
+            yield chosen
+        if filters.limit is not None and taken >= filters.limit:
+            return
+
+
+def _age_bucket(parked_at: str, now: datetime) -> str:
+    try:
+        age = (now - datetime.fromisoformat(parked_at)).total_seconds()
+    except ValueError:
+        return "unknown"
+    return next((name for limit, name in AGE_BUCKETS if age < limit), ">7d")
+
+
+def summarize(name: str, records: list[dict[str, str]], now: datetime) -> dict[str, Any]:
+    times = sorted(m["parked-at"] for m in records if m.get("parked-at"))
+    return {
+        "queue": name,
+        "total": len(records),
+        "by_reason": dict(Counter(m.get("reason", "unknown") for m in records).most_common()),
+        "by_error": dict(Counter(m.get("error", "unknown") for m in records).most_common()),
+        "by_age": dict(Counter(_age_bucket(m.get("parked-at", ""), now) for m in records)),
+        "oldest": times[0] if times else None,
+        "newest": times[-1] if times else None,
+    }
+
+
+def print_summary(summary: dict[str, Any], out: TextIO) -> None:
+    out.write(f"{summary['total']} parked messages from {summary['queue']}\n")
+    for key in ("by_reason", "by_error", "by_age"):
+        for value, count in summary[key].items():
+            out.write(f"  {key[3:]:<7} {value:<40} {count}\n")
+    if summary["total"]:
+        out.write(f"  oldest  {summary['oldest']}\n  newest  {summary['newest']}\n")
+
+
+async def summary(reader: QueueReader, ctx: QueueContext, filters: Filters) -> dict[str, Any]:
+    metas: list[dict[str, str]] = []
+    async for batch in selected(reader, ctx, filters):
+        metas.extend(r.view.meta for r in batch if r.view is not None)
+        for record in batch:
+            reader.keep(record)
+    return summarize(ctx.name, metas, datetime.now(UTC))
+
+
+def list_line(record: Record, *, as_json: bool, show_body: bool) -> str:
+    meta = record.view.meta if record.view else {}
+    row = {
+        "id": record.message_id,
+        "reason": meta.get("reason"),
+        "error": meta.get("error"),
+        "attempts": int(meta.get("attempts", "0") or 0),
+        "parked_at": meta.get("parked-at"),
+        "size": len(record.view.body.encode("utf-8")) if record.view else record.size,
+    }
+    if show_body and record.view is not None:
+        row["body"] = record.view.body[:BODY_PREVIEW]
+    if as_json:
+        return json.dumps(row, ensure_ascii=False)
+    text = " ".join(f"{row[k]}" for k in ("id", "reason", "error", "attempts", "parked_at"))
+    text += f" {row['size']}B"
+    return text + (f" {row['body']!r}" if "body" in row else "")
+
+
+async def listing(
+    reader: QueueReader, ctx: QueueContext, filters: Filters, out: TextIO, **style: bool
+) -> int:
+    shown = 0
+    async for batch in selected(reader, ctx, filters):
+        for record in batch:
+            out.write(list_line(record, **style) + "\n")
+            reader.keep(record)
+        shown += len(batch)
+    return shown
+
+
+async def export(reader: QueueReader, ctx: QueueContext, filters: Filters, path: Path) -> int:
+    writer = JsonlWriter(path)
+    try:
+        async for batch in selected(reader, ctx, filters):
+            writer.write(batch, ctx.parking.url)
+            for record in batch:
+                reader.keep(record)
+    finally:
+        writer.close()
+    return writer.written
+
+
+async def depth(queue: SqsQueue) -> dict[str, int]:
+    response = await queue.client.get_queue_attributes(
+        QueueUrl=queue.url, AttributeNames=list(ATTRIBUTES)
+    )
+    values = response.get("Attributes", {})
+    return {state: int(values.get(attribute, 0)) for attribute, state in ATTRIBUTES.items()}
+
+
+async def status(settings: Settings, sqs: Client) -> list[dict[str, Any]]:
+    """One row per configured queue, from queue attributes and tags only (no receives)."""
+    rows = []
+    for name, queue in settings.queues.items():
+        dlq = SqsQueue(sqs, await resolve_queue_url(sqs, queue.queue_ref))
+        parking = SqsQueue(sqs, await resolve_queue_url(sqs, queue.policy.parking_queue or ""))
+        tags = (await sqs.list_queue_tags(QueueUrl=dlq.url)).get("Tags", {})
+        rows.append(
+            {
+                "queue": name,
+                "dlq": await depth(dlq),
+                "parking_queue": parking.url,
+                "parked": sum((await depth(parking)).values()),
+                "target": queue.target_key,
+                "paused": tags.get(PAUSED_TAG) == "true",
+            }
+        )
+    return rows
+
+
+def print_status(rows: list[dict[str, Any]], out: TextIO) -> None:
+    head = f"{'queue':<20} {'visible':>8} {'in_flight':>9} {'delayed':>8} {'parked':>7}"
+    out.write(head + " paused target\n")
+    for row in rows:
+        dlq = row["dlq"]
+        out.write(
+            f"{row['queue']:<20} {dlq['visible']:>8} {dlq['in_flight']:>9} {dlq['delayed']:>8} "
+            f"{row['parked']:>7} {'yes' if row['paused'] else 'no':<6} {row['target']}\n"
+        )

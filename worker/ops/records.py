@@ -1,0 +1,112 @@
+"""A parked message as read from its queue, and the JSONL format of backups and exports.
+
+One JSON object per line: `message_id`, `group_id`, `body` and `attributes` exactly as the
+message sat in the queue (binary values base64; `restore` sends them back as they were),
+`meta` (the parking metadata, or null) and `queue` (where it was read). A backup is written
+and flushed to disk before anything it holds is deleted or moved, and never overwrites a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from worker.aws.sqs import copy_attributes
+from worker.core.parking import ParkedView, from_plain, plain_attributes, read_parked
+
+
+@dataclass(frozen=True)
+class Record:
+    message_id: str
+    receipt_handle: str
+    body: str  # as it sits in the queue (a parked form)
+    attributes: dict[str, dict[str, Any]]
+    group_id: str | None
+    view: ParkedView | None  # None: not a message we parked
+
+    @classmethod
+    def received(cls, raw: dict[str, Any]) -> Record:
+        body = raw.get("Body", "")
+        attributes = copy_attributes(raw.get("MessageAttributes", {}))
+        return cls(
+            raw["MessageId"],
+            raw["ReceiptHandle"],
+            body,
+            attributes,
+            raw.get("Attributes", {}).get("MessageGroupId"),
+            read_parked(body, attributes),
+        )
+
+    @property
+    def size(self) -> int:
+        return len(self.body.encode("utf-8"))
+
+    def line(self, queue_url: str) -> str:
+        return json.dumps(
+            {
+                "message_id": self.message_id,
+                "group_id": self.group_id,
+                "body": self.body,
+                "attributes": plain_attributes(self.attributes),
+                "meta": self.view.meta if self.view else None,
+                "queue": queue_url,
+            },
+            ensure_ascii=False,
+        )
+
+
+@dataclass(frozen=True)
+class Saved:
+    """One line of a backup or export file, ready to send again."""
+
+    message_id: str
+    group_id: str | None
+    body: str
+    attributes: dict[str, dict[str, Any]]
+
+
+def default_backup_path(queue: str, now: datetime | None = None) -> Path:
+    moment = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    return Path(f"retry-worker-backup-{queue}-{moment}.jsonl")
+
+
+class JsonlWriter:
+    """Exclusive create (never overwrites); each `write` is on disk when it returns."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.written = 0
+        self._file: IO[str] = path.open("x", encoding="utf-8")
+
+    def write(self, records: Sequence[Record], queue_url: str) -> None:
+        for record in records:
+            self._file.write(record.line(queue_url) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self.written += len(records)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def read_saved(path: Path) -> Iterator[Saved]:
+    """The messages of a backup or export file, one at a time (bounded memory)."""
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+                yield Saved(
+                    str(item["message_id"]),
+                    item.get("group_id"),
+                    str(item["body"]),
+                    from_plain(item.get("attributes") or {}),
+                )
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ValueError(f"{path}:{number}: not a retry-worker backup line") from exc

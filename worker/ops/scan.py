@@ -1,0 +1,85 @@
+"""Reading a queue: SQS has no other way than receiving. Every message is read once and held
+invisible (`hold` seconds) while the command runs; what the command did not act on is
+released (visibility 0) at the end, Ctrl-C included. The receipts to release are spilled to a
+temporary file, so reading 100,000 messages keeps memory bounded (one id per message is kept,
+to skip a message that came back because the hold ran out).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import AsyncIterator
+
+import anyio
+
+from worker.aws.sqs import SqsQueue
+from worker.ops.progress import Progress
+from worker.ops.records import Record
+
+HOLD_SECONDS = 1800  # a read of 100,000 messages takes minutes; released at the end anyway
+EMPTY_RECEIVES = 2  # consecutive empty long polls that mean "nothing left to read"
+WAIT_SECONDS = 1
+RELEASE_CHUNK = 100  # receipts per release call of the adapter (it sends batches of 10)
+
+
+class QueueReader:
+    def __init__(
+        self,
+        queue: SqsQueue,
+        *,
+        progress: Progress | None = None,
+        stop: anyio.Event | None = None,
+        hold: int = HOLD_SECONDS,
+    ) -> None:
+        self._queue = queue
+        self._progress = progress
+        self._stop = stop or anyio.Event()
+        self._hold = hold
+        self._seen: set[str] = set()
+        self._spill = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 - closed in release
+        self._kept = 0
+        self.read = 0
+
+    async def batches(self) -> AsyncIterator[list[Record]]:
+        """Batches of up to 10 records, each message once."""
+        empty = 0
+        while empty < EMPTY_RECEIVES and not self._stop.is_set():
+            raw = await self._queue.receive(10, WAIT_SECONDS, self._hold)
+            if not raw:
+                empty += 1
+                continue
+            empty = 0
+            batch = []
+            for item in raw:
+                record = Record.received(item)
+                if record.message_id in self._seen:  # the hold ran out: already counted
+                    self.keep(record)
+                    continue
+                self._seen.add(record.message_id)
+                batch.append(record)
+            self.read += len(batch)
+            if batch:
+                yield batch
+
+    def keep(self, record: Record) -> None:
+        """Leave this message where it is: released at the end."""
+        self._spill.write(json.dumps(record.receipt_handle) + "\n")
+        self._kept += 1
+
+    async def release(self) -> int:
+        """Make every kept message visible again; returns how many could not be released
+        (they reappear when their hold ends)."""
+        failed = 0
+        self._spill.seek(0)
+        pending: dict[str, tuple[str, int]] = {}
+        with anyio.CancelScope(shield=True):
+            for line in self._spill:
+                pending[str(len(pending))] = (json.loads(line), 0)
+                if len(pending) == RELEASE_CHUNK:
+                    failed += len(await self._queue.change_visibility(pending))
+                    pending = {}
+            if pending:
+                failed += len(await self._queue.change_visibility(pending))
+        self._spill.close()
+        return failed
