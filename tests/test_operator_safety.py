@@ -78,9 +78,9 @@ def test_operator_policy_grants_the_commands_and_nothing_of_the_daemon():
 
 def test_iam_policy_operator_command_prints_it(tmp_path):
     cli = Cli(tmp_path, _tree("http://127.0.0.1:1"))
+    command = [sys.executable, "-m", "worker", "iam-policy", "--operator", "--account-id", "1"]
     result = subprocess.run(
-        [sys.executable, "-m", "worker", "iam-policy", "--operator", "--account-id", "1"]
-        + ["--config", str(cli.config)],
+        [*command, "--config", str(cli.config)],
         capture_output=True,
         text=True,
         env={**cli.env, "RETRY_WORKER_CONFIG_DIR": str(tmp_path)},
