@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
 from typing import Any
@@ -16,12 +15,10 @@ import structlog
 from aiobotocore.session import get_session
 from prometheus_client import CollectorRegistry
 
-from worker.app import build_poller
+from worker.assembly import Shared, build_poller
 from worker.aws.clients import Clients
-from worker.core.loopguard import LoopGuard
 from worker.emulator import MotoServer, create_role
 from worker.emulator.proxy import FaultProxy
-from worker.guard import Guard
 from worker.logs import OwnHandler
 from worker.metrics import Metrics
 from worker.poller import Poller
@@ -114,7 +111,13 @@ def make_settings(endpoint: str, queues: dict[str, Any], **sections: Any) -> Set
     """Settings for tests: short polls and backoffs unless a test says otherwise."""
     defaults = {
         "concurrency": 10,
-        "receive": {"batch_size": 10, "wait_seconds": 1, "visibility_timeout_seconds": 30},
+        # always long-poll: a test sending mid-run must not wait out an idle interval
+        "receive": {
+            "batch_size": 10,
+            "wait_seconds": 1,
+            "visibility_timeout_seconds": 30,
+            "idle_max_interval_seconds": 0,
+        },
         "policy": {
             "max_attempts": 5,
             "backoff": {"initial_seconds": 1, "multiplier": 2, "max_seconds": 4, "jitter": "none"},
@@ -140,8 +143,7 @@ class Worker:
         self.registry = CollectorRegistry()
         self.metrics = Metrics(self.registry)
         self.clients = Clients(settings.aws, stack, pool=32)
-        self.guards: dict[str, Guard] = {}
-        self.loops = LoopGuard(time.monotonic)
+        self.shared = Shared()
 
     async def poller(self, name: str) -> Poller:
         return await build_poller(
@@ -150,8 +152,7 @@ class Worker:
             self.settings,
             self.clients,
             self.metrics,
-            self.guards,
-            self.loops,
+            self.shared,
         )
 
     def settled(self, queue: str, action: str) -> float:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +15,7 @@ import structlog
 from anyio.abc import TaskStatus
 from prometheus_client import CollectorRegistry
 
+from worker.assembly import Shared, build_poller
 from worker.aws.budget import (
     TARGET_SERVICES,
     ConnectionPlan,
@@ -25,20 +25,10 @@ from worker.aws.budget import (
 )
 from worker.aws.clients import Clients
 from worker.aws.errors import error_code, metric_code
-from worker.aws.sources import SourceBook
-from worker.aws.sqs import SqsQueue, resolve_queue_url, retention_seconds
-from worker.core.loopguard import LoopGuard
-from worker.depth import watch_depth
 from worker.discovery import discover
-from worker.guard import Guard
 from worker.http import Health, HttpServer
 from worker.metrics import Metrics
-from worker.pause import PauseWatch
-from worker.pipeline import Pipeline
-from worker.poller import Poller
 from worker.settings import QueueSettings, Settings
-from worker.settle import Settler
-from worker.targets import build_target
 
 log = structlog.get_logger("worker.app")
 
@@ -49,69 +39,14 @@ STARTUP_SPREAD_PER_QUEUE_SECONDS = 0.005
 STARTUP_SPREAD_MAX_SECONDS = 5.0
 
 
-def guard_for(
-    queue: QueueSettings, target_name: str, guards: dict[str, Guard], metrics: Metrics
-) -> Guard:
-    """One guard per target identity, shared by every queue that feeds it."""
-    key = queue.target_key
-    if key not in guards:
-        guards[key] = Guard(
-            target_name, queue.effective_rate_limit, queue.effective_circuit_breaker, metrics
-        )
-    return guards[key]
-
-
-async def build_poller(
-    name: str,
-    queue: QueueSettings,
-    settings: Settings,
-    clients: Clients,
-    metrics: Metrics,
-    guards: dict[str, Guard],
-    loops: LoopGuard | None = None,
-    polls: anyio.CapacityLimiter | None = None,
-) -> Poller:
-    sqs = await clients.get("sqs")
-    dlq = SqsQueue(sqs, await resolve_queue_url(sqs, queue.queue_ref))
-    parking = SqsQueue(sqs, await resolve_queue_url(sqs, queue.policy.parking_queue or ""))
-    sources = SourceBook(sqs, dlq.url)
-    await sources.refresh()
-    target = await build_target(queue, clients, sources.by_arn)
-    guard = guard_for(queue, target.name, guards, metrics)
-    pipeline = Pipeline(
-        queue.policy,
-        target,
-        guard,
-        sources.arrived_with,
-        rng=random.Random(),
-        retention_seconds=await retention_seconds(sqs, dlq.url),
-        loops=loops,
-        loop_key=queue.target_key,
-        fifo=dlq.is_fifo,
-    )
-    settler = Settler(
-        name,
-        dlq,
-        parking,
-        metrics,
-        target=target,
-        log_bodies=settings.logging.log_bodies,
-    )
-    log.info("queue_ready", queue=name, url=dlq.url, target=target.name, parking=parking.url)
-    pause = PauseWatch(sqs, dlq.url)
-    return Poller(name, queue, dlq, pipeline, settler, sources, metrics, polls=polls, pause=pause)
-
-
 @dataclass
 class Runtime:
-    """What a running daemon exposes: its health view, guards and HTTP port."""
+    """What a running daemon exposes: its health view, what its queues share, its HTTP port."""
 
     health: Health
-    guards: dict[str, Guard] = field(default_factory=dict)
-    loops: LoopGuard = field(default_factory=lambda: LoopGuard(time.monotonic))
+    shared: Shared = field(default_factory=Shared)
     http_port: int = 0
     queues: int = 0  # how many queues this process serves (sizes the start-up spread)
-    polls: anyio.CapacityLimiter | None = None  # poll slots: the descriptor budget
     taking_turns: bool = False
 
 
@@ -130,16 +65,7 @@ async def _start_queue(
     failures = 0
     while True:
         try:
-            poller = await build_poller(
-                name,
-                queue,
-                settings,
-                clients,
-                metrics,
-                runtime.guards,
-                runtime.loops,
-                runtime.polls,
-            )
+            poller = await build_poller(name, queue, settings, clients, metrics, runtime.shared)
             break
         except Exception as exc:  # noqa: BLE001 - retried; readiness stays false meanwhile
             failures += 1
@@ -152,16 +78,12 @@ async def _start_queue(
     poller.stop_when_gone = name not in settings.queues  # discovered: may be deleted
     runtime.health.pollers[name] = poller
     _warn_if_taking_turns(runtime)
-    interval = settings.metrics.queue_depth_interval_seconds
-    async with anyio.create_task_group() as tg:
-        if interval > 0:
-            tg.start_soon(watch_depth, name, poller.dlq, metrics, interval)
-        await poller.run()
-        tg.cancel_scope.cancel()
+    await poller.run()
 
 
 def _warn_if_taking_turns(runtime: Runtime) -> None:
-    slots = runtime.polls.total_tokens if runtime.polls is not None else None
+    polls = runtime.shared.polls
+    slots = polls.total_tokens if polls is not None else None
     if slots is not None and len(runtime.health.pollers) > slots and not runtime.taking_turns:
         runtime.taking_turns = True
         log.warning(
@@ -216,8 +138,8 @@ async def serve(
     async with AsyncExitStack() as stack, anyio.create_task_group() as tg:
         runtime.http_port = await tg.start(http.serve)
         plan = connection_plan(settings, limit, cost=connection_cost)
-        runtime.polls = anyio.CapacityLimiter(plan.poll_slots)
-        clients = Clients(settings.aws, stack, pool=plan.pool_for)
+        runtime.shared.polls = anyio.CapacityLimiter(plan.poll_slots)
+        clients = Clients(settings.aws, stack, pool=plan.pool_for, on_request=metrics.count_request)
         starting = anyio.CancelScope()
 
         async def start_queue(name: str, queue: QueueSettings) -> None:

@@ -45,7 +45,12 @@ def demo_settings(endpoint: str, state_machine_arn: str) -> Settings:
             "http": {"host": "127.0.0.1", "port": 0},
             "defaults": {
                 "concurrency": 5,
-                "receive": {"wait_seconds": 1, "visibility_timeout_seconds": 20},
+                # idle queues are checked every few seconds: the demo keeps moving
+                "receive": {
+                    "wait_seconds": 1,
+                    "visibility_timeout_seconds": 20,
+                    "idle_max_interval_seconds": 5,
+                },
                 "circuit_breaker": {"open_seconds": 3, "max_open_seconds": 12},
                 "policy": {
                     "max_attempts": 4,

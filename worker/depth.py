@@ -1,15 +1,10 @@
-"""DLQ depth gauges from GetQueueAttributes, on a slow cadence (every call is billed)."""
+"""DLQ depth from GetQueueAttributes (every call is billed): read by a busy queue's poller every
+`metrics.queue_depth_interval_seconds`, and by an idle queue's checks (one call does both)."""
 
 from __future__ import annotations
 
-import anyio
-import structlog
-
-from worker.aws.errors import error_code, metric_code
 from worker.aws.sqs import SqsQueue
-from worker.metrics import Metrics
-
-log = structlog.get_logger("worker.depth")
+from worker.metrics import Metrics, drop
 
 ATTRIBUTES = {
     "ApproximateNumberOfMessages": "visible",
@@ -18,21 +13,20 @@ ATTRIBUTES = {
 }
 
 
-async def refresh_depth(name: str, dlq: SqsQueue, metrics: Metrics) -> None:
-    try:
-        response = await dlq.client.get_queue_attributes(
-            QueueUrl=dlq.url, AttributeNames=list(ATTRIBUTES)
-        )
-    except Exception as exc:  # noqa: BLE001 - a gauge that cannot refresh keeps its value
-        metrics.aws_errors.labels("sqs", "GetQueueAttributes", metric_code(error_code(exc))).inc()
-        log.warning("queue_depth_failed", queue=name, error=error_code(exc))
-        return
+async def read_depth(queue: SqsQueue) -> dict[str, int]:
+    """Visible, in-flight and delayed counts (raises what the call raised)."""
+    response = await queue.client.get_queue_attributes(
+        QueueUrl=queue.url, AttributeNames=list(ATTRIBUTES)
+    )
     values = response.get("Attributes", {})
-    for attribute, state in ATTRIBUTES.items():
-        metrics.queue_messages.labels(name, state).set(int(values.get(attribute, 0)))
+    return {state: int(values.get(attribute, 0)) for attribute, state in ATTRIBUTES.items()}
 
 
-async def watch_depth(name: str, dlq: SqsQueue, metrics: Metrics, interval: float) -> None:
-    while True:
-        await refresh_depth(name, dlq, metrics)
-        await anyio.sleep(interval)
+def record_depth(name: str, metrics: Metrics, counts: dict[str, int]) -> None:
+    """`visible` always; `in_flight` and `delayed` only while not zero (an idle queue costs one
+    series, not three)."""
+    for state, value in counts.items():
+        if value or state == "visible":
+            metrics.queue_messages.labels(name, state).set(value)
+        else:
+            drop(metrics.queue_messages, name, state)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from worker import __version__
@@ -82,6 +84,12 @@ class Metrics:
             ["service", "operation", "error"],
             registry=registry,
         )
+        self.aws_requests = Counter(
+            p + "aws_requests",
+            "HTTP requests made to AWS (each is billed), retries included.",
+            ["service", "operation"],
+            registry=registry,
+        )
         self.queue_messages = Gauge(
             p + "queue_messages", "Approximate DLQ depth.", ["queue", "state"], registry=registry
         )
@@ -101,3 +109,12 @@ class Metrics:
             p + "build_info", "Build information.", ["version"], registry=registry
         )
         self.build_info.labels(version=__version__).set(1)
+
+    def count_request(self, service: str, operation: str) -> None:
+        self.aws_requests.labels(service, operation).inc()
+
+
+def drop(gauge: Gauge, *labels: str) -> None:
+    """Remove a child series (absent reads as 0): idle queues cost few series."""
+    with contextlib.suppress(KeyError):
+        gauge.remove(*labels)

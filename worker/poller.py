@@ -21,14 +21,14 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from worker.aws.errors import error_code, kind_of, metric_code
 from worker.aws.sources import SourceBook
-from worker.aws.sqs import SqsQueue
+from worker.aws.sqs import SqsQueue, retention_seconds
 from worker.core.envelope import DlqMessage, parse_message
 from worker.core.outcomes import Release, Retry
 from worker.metrics import Metrics
-from worker.pause import PauseWatch
 from worker.pipeline import Decision, Pipeline
 from worker.settings import VISIBILITY_LIMIT_SECONDS, QueueSettings
 from worker.settle import Settler
+from worker.watch import QueueWatch
 
 log = structlog.get_logger("worker.poller")
 
@@ -54,12 +54,12 @@ class Poller:
         monotonic: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         polls: anyio.CapacityLimiter | None = None,
-        pause: PauseWatch | None = None,
+        watch: QueueWatch | None = None,
     ) -> None:
         self.name = name
         self._rng = rng or random.Random()
         self._polls = polls  # shared poll slots (the descriptor budget); None: unlimited
-        self._pause = pause
+        self._watch = watch  # idle checks, depth gauges, the pause tag (None: receive only)
         self._settings = settings
         self.dlq = dlq
         self._pipeline = pipeline
@@ -71,6 +71,7 @@ class Poller:
         self._receive_scope = anyio.CancelScope()
         self._delivery_scopes: set[anyio.CancelScope] = set()
         self._aborted = False
+        self._retention_read = False
         self._receive_failures = 0
         self.last_receive_ok: bool | None = None
         self.stop_when_gone = False  # discovered queues: a deleted queue ends its poller
@@ -86,16 +87,35 @@ class Poller:
                 task_status.started()
                 with self._receive_scope:
                     while True:
-                        received = await self._receive_cycle(batches)
-                        if not received and self._settings.receive.wait_seconds == 0:
-                            await anyio.sleep(IDLE_PAUSE_SECONDS)
+                        await self._cycle(batches)
         finally:
             self.done.set()
+
+    async def _cycle(self, batches: TaskGroup) -> None:
+        watch = self._watch
+        if watch is not None:
+            try:
+                if await watch.hold(self.beat, self._check_ok):
+                    return
+            except Exception as exc:  # noqa: BLE001 - a failed check is a failed receive
+                await self._receive_failed(exc)
+                return
+        received = await self._receive_cycle(batches)
+        if received is not None and watch is not None:
+            watch.received(received)
+        if not received and self._settings.receive.wait_seconds == 0:
+            await anyio.sleep(IDLE_PAUSE_SECONDS)
+
+    def _check_ok(self) -> None:
+        self.last_receive_ok = True
+        self._receive_failures = 0
+        self.beat()
 
     def notes(self) -> list[str]:
         """What is degraded or paused on this queue without failing (`/readyz?verbose`)."""
         notes = [self._sources.note] if self._sources.note else []
-        return notes + (self._pause.notes() if self._pause is not None else [])
+        pause = self._watch.pause if self._watch is not None else None
+        return notes + (pause.notes() if pause is not None else [])
 
     def stop_receiving(self) -> None:
         self._receive_scope.cancel()
@@ -111,7 +131,7 @@ class Poller:
         """One receive and the full processing of what it returned (for tests and tools)."""
         async with anyio.create_task_group() as batches:
             received = await self._receive_cycle(batches)
-        return received
+        return received or 0
 
     # -- receiving -------------------------------------------------------------------------
 
@@ -154,23 +174,10 @@ class Poller:
         for _ in range(count):
             self._tokens.release()
 
-    async def _paused(self) -> bool:
-        """Read the pause tag (at most every 30 s); while paused, wait for the next read."""
-        if self._pause is None:
-            return False
-        paused = await self._pause.check(self.name)
-        self._metrics.paused.labels(self.name).set(1 if paused else 0)
-        if paused:
-            self.beat()
-            await anyio.sleep(min(WAIT_SLICE_SECONDS, max(0.1, self._pause.due_in())))
-            self.beat()
-        return paused
-
-    async def _receive_cycle(self, batches: TaskGroup) -> int:
+    async def _receive_cycle(self, batches: TaskGroup) -> int | None:
+        """One receive (None: none was made) and its batch started."""
         receive = self._settings.receive
         guard = self._pipeline.guard
-        if await self._paused():
-            return 0
         await guard.wait_until_permitted(self.beat)
         taken = await self._take_tokens()
         limit = guard.receive_limit()
@@ -178,7 +185,7 @@ class Poller:
             self._give_tokens(taken - limit)
             taken = limit
         if taken == 0:
-            return 0
+            return None
         # The first receive is a short poll, so readiness does not wait out an empty long poll.
         wait = receive.wait_seconds if self.last_receive_ok is not None else 0
         try:
@@ -186,7 +193,7 @@ class Poller:
         except Exception as exc:  # noqa: BLE001 - an outage must not kill the process
             self._give_tokens(taken)
             await self._receive_failed(exc)
-            return 0
+            return None
         received_at = self._monotonic()
         self._give_tokens(taken - len(raw))
         self.last_receive_ok = True
@@ -231,6 +238,7 @@ class Poller:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._heartbeat, messages, received_at)
                     await self._sources.learn(messages)
+                    await self._read_retention()
                     decisions = await self._pipeline.run(messages)
                     tg.cancel_scope.cancel()
         except Exception:  # noqa: BLE001 - logged; the batch is kept, not lost
@@ -251,6 +259,18 @@ class Poller:
                 self._log.exception("settle_failed", messages=len(messages))
         self._metrics.inflight.labels(self.name).dec(len(messages))
         self.beat()
+
+    async def _read_retention(self) -> None:
+        """The DLQ's retention, read with the first batch, for the expiry guard."""
+        if self._retention_read:
+            return
+        self._retention_read = True
+        try:
+            self._pipeline.retention_seconds = await retention_seconds(
+                self.dlq.client, self.dlq.url
+            )
+        except Exception as exc:  # noqa: BLE001 - costs the expiry guard only; said once
+            self._log.warning("retention_unreadable", error=error_code(exc), expiry_guard="off")
 
     async def _heartbeat(self, messages: Sequence[DlqMessage], received_at: float) -> None:
         """Extend the lease at half its length while the batch is in delivery."""

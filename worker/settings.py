@@ -60,6 +60,8 @@ class ReceiveSettings(Model):
     batch_size: Annotated[int, Field(ge=1, le=10)] = 10
     wait_seconds: Annotated[int, Field(ge=0, le=20)] = 20
     visibility_timeout_seconds: Annotated[int, Field(ge=1, le=VISIBILITY_LIMIT_SECONDS)] = 60
+    # An idle queue is checked at least this often instead of long-polled; 0: always long-poll.
+    idle_max_interval_seconds: NonNegativeFloat = 300
 
 
 class BackoffSettings(Model):

@@ -40,10 +40,16 @@ class Clients:
     connection pool of every client, or a function of the service (the descriptor budget)."""
 
     def __init__(
-        self, aws: AwsSettings, stack: AsyncExitStack, *, pool: int | Callable[[str], int]
+        self,
+        aws: AwsSettings,
+        stack: AsyncExitStack,
+        *,
+        pool: int | Callable[[str], int],
+        on_request: Callable[[str, str], None] | None = None,
     ) -> None:
         self._aws = aws
         self._stack = stack
+        self._on_request = on_request  # (service, operation) of every HTTP request, retries too
         self._pool: Callable[[str], int] = pool if callable(pool) else (lambda _: pool)
         self._session = get_session()
         self._clients: dict[str, Client] = {}
@@ -73,5 +79,14 @@ class Clients:
                 endpoint_url=self._aws.endpoint_for(service),
                 config=config,
             )
-            self._clients[service] = await self._stack.enter_async_context(creator)
+            client = await self._stack.enter_async_context(creator)
+            if self._on_request is not None:
+                client.meta.events.register("before-send", self._counted)
+            self._clients[service] = client
         return self._clients[service]
+
+    def _counted(self, event_name: str, **kwargs: Any) -> None:
+        """`before-send.<service>.<operation>`: one billed request (botocore's retries too)."""
+        assert self._on_request is not None
+        _, service, operation = event_name.split(".", 2)
+        self._on_request(service, operation)

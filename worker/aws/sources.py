@@ -54,6 +54,11 @@ class SourceBook:
         log.info("redrive_sources", dlq=self._dlq_url, sources=sorted(found))
 
     async def learn(self, messages: Sequence[DlqMessage]) -> None:
+        """Read the sources with the first batch (an idle queue never pays for them), and
+        again when a message names a source we do not know (at most every minute)."""
+        if self._refreshed_at is None:
+            await self.refresh()
+            return
         unknown = any(m.source_arn and m.source_arn not in self.by_arn for m in messages)
         due = self._refreshed_at is None or self._clock() - self._refreshed_at >= self._min_refresh
         if unknown and due:

@@ -17,6 +17,7 @@ import anyio
 from worker.aws.clients import Clients
 from worker.aws.errors import error_code
 from worker.aws.sqs import SqsQueue, resolve_queue_url
+from worker.depth import read_depth
 from worker.ops import moves, reading
 from worker.ops.context import ContextError, QueueContext, open_queue
 from worker.ops.filters import FilterError, Filters
@@ -59,7 +60,7 @@ def filters_from(args: argparse.Namespace) -> Filters:
 
 
 async def _reader(ctx: QueueContext, label: str, err: TextIO, stop: anyio.Event) -> QueueReader:
-    visible = (await reading.depth(ctx.parking))["visible"]
+    visible = (await read_depth(ctx.parking))["visible"]
     return QueueReader(ctx.parking, progress=Progress(err, label, visible), stop=stop)
 
 

@@ -12,7 +12,7 @@ from typing import Any, TextIO
 
 from worker.aws.clients import Client
 from worker.aws.sqs import SqsQueue, resolve_queue_url
-from worker.depth import ATTRIBUTES
+from worker.depth import read_depth
 from worker.ops.context import QueueContext, same_queue
 from worker.ops.filters import Filters
 from worker.ops.records import JsonlWriter, Record
@@ -136,14 +136,6 @@ async def export(reader: QueueReader, ctx: QueueContext, filters: Filters, path:
     return writer.written
 
 
-async def depth(queue: SqsQueue) -> dict[str, int]:
-    response = await queue.client.get_queue_attributes(
-        QueueUrl=queue.url, AttributeNames=list(ATTRIBUTES)
-    )
-    values = response.get("Attributes", {})
-    return {state: int(values.get(attribute, 0)) for attribute, state in ATTRIBUTES.items()}
-
-
 async def status(settings: Settings, sqs: Client) -> list[dict[str, Any]]:
     """One row per configured queue, from queue attributes and tags only (no receives)."""
     rows = []
@@ -154,9 +146,9 @@ async def status(settings: Settings, sqs: Client) -> list[dict[str, Any]]:
         rows.append(
             {
                 "queue": name,
-                "dlq": await depth(dlq),
+                "dlq": await read_depth(dlq),
                 "parking_queue": parking.url,
-                "parked": sum((await depth(parking)).values()),
+                "parked": sum((await read_depth(parking)).values()),
                 "target": queue.target_key,
                 "paused": tags.get(PAUSED_TAG) == "true",
             }

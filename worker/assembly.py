@@ -1,0 +1,100 @@
+"""Building one queue's poller from its settings — part of the composition root (`app.py`
+owns the task tree and uses this). What the queues of one process share lives in `Shared`.
+
+Start-up costs one call per queue at most: the DLQ's URL (none when the configuration or
+discovery gives it); a parking queue is resolved once however many queues park into it; the
+redrive sources and the retention period are read with the first batch (an idle queue never
+pays for them).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+
+import anyio
+import structlog
+
+from worker.aws.clients import Clients
+from worker.aws.sources import SourceBook
+from worker.aws.sqs import SqsQueue, resolve_queue_url
+from worker.core.idle import IdleSchedule
+from worker.core.loopguard import LoopGuard
+from worker.guard import Guard
+from worker.metrics import Metrics
+from worker.pause import PauseWatch
+from worker.pipeline import Pipeline
+from worker.poller import Poller
+from worker.settings import QueueSettings, Settings
+from worker.settle import Settler
+from worker.targets import build_target
+from worker.watch import QueueWatch
+
+log = structlog.get_logger("worker.assembly")
+
+
+@dataclass
+class Shared:
+    """Shared by every queue of the process."""
+
+    guards: dict[str, Guard] = field(default_factory=dict)  # one per target identity
+    loops: LoopGuard = field(default_factory=lambda: LoopGuard(time.monotonic))
+    polls: anyio.CapacityLimiter | None = None  # poll slots: the descriptor budget
+    parking: dict[str, SqsQueue] = field(default_factory=dict)  # resolved once, by reference
+    _lock: anyio.Lock = field(default_factory=anyio.Lock)
+
+    def guard_for(self, queue: QueueSettings, target_name: str, metrics: Metrics) -> Guard:
+        key = queue.target_key
+        if key not in self.guards:
+            self.guards[key] = Guard(
+                target_name, queue.effective_rate_limit, queue.effective_circuit_breaker, metrics
+            )
+        return self.guards[key]
+
+    async def parking_queue(self, clients: Clients, ref: str) -> SqsQueue:
+        async with self._lock:  # queues start concurrently: resolve each parking queue once
+            if ref not in self.parking:
+                sqs = await clients.get("sqs")
+                self.parking[ref] = SqsQueue(sqs, await resolve_queue_url(sqs, ref))
+            return self.parking[ref]
+
+
+async def build_poller(
+    name: str,
+    queue: QueueSettings,
+    settings: Settings,
+    clients: Clients,
+    metrics: Metrics,
+    shared: Shared,
+) -> Poller:
+    sqs = await clients.get("sqs")
+    dlq = SqsQueue(sqs, await resolve_queue_url(sqs, queue.queue_ref))
+    parking = await shared.parking_queue(clients, queue.policy.parking_queue or "")
+    sources = SourceBook(sqs, dlq.url)  # read with the first batch
+    target = await build_target(queue, clients, sources.by_arn)
+    pipeline = Pipeline(
+        queue.policy,
+        target,
+        shared.guard_for(queue, target.name, metrics),
+        sources.arrived_with,
+        rng=random.Random(),
+        loops=shared.loops,
+        loop_key=queue.target_key,
+        fifo=dlq.is_fifo,
+    )
+    settler = Settler(
+        name, dlq, parking, metrics, target=target, log_bodies=settings.logging.log_bodies
+    )
+    watch = QueueWatch(
+        name,
+        dlq,
+        metrics,
+        IdleSchedule(queue.receive.idle_max_interval_seconds, random.Random()),
+        pause=PauseWatch(sqs, dlq.url),
+        depth_interval=settings.metrics.queue_depth_interval_seconds,
+    )
+    log.info("queue_ready", queue=name, url=dlq.url, target=target.name, parking=parking.url)
+    return Poller(
+        name, queue, dlq, pipeline, settler, sources, metrics, polls=shared.polls, watch=watch
+    )
