@@ -285,6 +285,7 @@ def main() -> None:
     parser.add_argument("--queues", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--window", type=float, default=630.0, help="idle seconds measured")
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--skip-idle", action="store_true")
     args = parser.parse_args()
     os.environ.update({k: v for k, v in ENV.items() if k.startswith("AWS_")})
     server, url = start_fauxqs()
@@ -302,6 +303,8 @@ def main() -> None:
                 f"ratio: {ours.messages / ours.seconds / (bare.messages / bare.seconds):.2f}x "
                 f"throughput, {ours.cpu / bare.cpu:.2f}x CPU per message"
             )
+        if args.skip_idle:
+            return
         print(
             f"\nidle queues on fauxqs, defaults (idle checks every <= 300 s), {args.window:.0f} s"
         )

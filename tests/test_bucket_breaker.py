@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry
 
-from worker.app import guard_for
+from worker.assembly import Shared
 from worker.core.breaker import CircuitBreaker, State
 from worker.core.bucket import TokenBucket
 from worker.core.errors import DeliveryError, ErrorKind
@@ -197,10 +197,10 @@ def _queue(name: str, function: str, per_second: float = 10) -> QueueSettings:
 
 def test_queues_feeding_one_target_share_one_guard():
     metrics = Metrics(CollectorRegistry())
-    guards: dict[str, Guard] = {}
-    a = guard_for(_queue("a", "fn"), "fn", guards, metrics)
-    b = guard_for(_queue("b", "fn"), "fn", guards, metrics)
-    c = guard_for(_queue("c", "other"), "other", guards, metrics)
+    shared = Shared()
+    a = shared.guard_for(_queue("a", "fn"), "fn", metrics)
+    b = shared.guard_for(_queue("b", "fn"), "fn", metrics)
+    c = shared.guard_for(_queue("c", "other"), "other", metrics)
     assert a is b
     assert c is not a
     # one budget: what queue a takes, queue b cannot

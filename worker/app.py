@@ -4,7 +4,6 @@ but the command line (and tests that run the daemon in-process)."""
 from __future__ import annotations
 
 import os
-import random
 import signal
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -59,7 +58,7 @@ async def _start_queue(
     metrics: Metrics,
 ) -> None:
     """Resolve the queue (retrying through an outage at boot), then poll it."""
-    rng = random.Random()
+    rng = runtime.shared.rng
     spread = min(STARTUP_SPREAD_MAX_SECONDS, STARTUP_SPREAD_PER_QUEUE_SECONDS * runtime.queues)
     await anyio.sleep(rng.uniform(0, spread))
     failures = 0

@@ -42,6 +42,8 @@ class Shared:
     loops: LoopGuard = field(default_factory=lambda: LoopGuard(time.monotonic))
     polls: anyio.CapacityLimiter | None = None  # poll slots: the descriptor budget
     parking: dict[str, SqsQueue] = field(default_factory=dict)  # resolved once, by reference
+    # one random source for every queue's jitter (a Random holds 2.5 kB of state)
+    rng: random.Random = field(default_factory=random.Random)
     _lock: anyio.Lock = field(default_factory=anyio.Lock)
 
     def guard_for(self, queue: QueueSettings, target_name: str, metrics: Metrics) -> Guard:
@@ -78,7 +80,7 @@ async def build_poller(
         target,
         shared.guard_for(queue, target.name, metrics),
         sources.arrived_with,
-        rng=random.Random(),
+        rng=shared.rng,
         loops=shared.loops,
         loop_key=queue.target_key,
         fifo=dlq.is_fifo,
@@ -90,11 +92,20 @@ async def build_poller(
         name,
         dlq,
         metrics,
-        IdleSchedule(queue.receive.idle_max_interval_seconds, random.Random()),
+        IdleSchedule(queue.receive.idle_max_interval_seconds, shared.rng),
         pause=PauseWatch(sqs, dlq.url),
         depth_interval=settings.metrics.queue_depth_interval_seconds,
     )
     log.info("queue_ready", queue=name, url=dlq.url, target=target.name, parking=parking.url)
     return Poller(
-        name, queue, dlq, pipeline, settler, sources, metrics, polls=shared.polls, watch=watch
+        name,
+        queue,
+        dlq,
+        pipeline,
+        settler,
+        sources,
+        metrics,
+        polls=shared.polls,
+        watch=watch,
+        rng=shared.rng,
     )

@@ -21,15 +21,16 @@ log = structlog.get_logger("worker.discovery")
 StartQueue = Callable[[str, QueueSettings], Awaitable[None]]
 
 
-async def list_queue_names(sqs: Client, prefix: str) -> set[str]:
-    names: set[str] = set()
+async def list_queues(sqs: Client, prefix: str) -> dict[str, str]:
+    """Queue URLs by name (the URLs are kept: a discovered queue needs no GetQueueUrl)."""
+    found: dict[str, str] = {}
     kwargs: dict[str, Any] = {"QueueNamePrefix": prefix, "MaxResults": 1000}
     while True:
         response = await sqs.list_queues(**kwargs)
-        names.update(url.rsplit("/", 1)[-1] for url in response.get("QueueUrls", []))
+        found.update({url.rsplit("/", 1)[-1]: url for url in response.get("QueueUrls", [])})
         token = response.get("NextToken")
         if not token:
-            return names
+            return found
         kwargs["NextToken"] = token
 
 
@@ -51,12 +52,12 @@ async def discover(
     excluded = _excluded(settings, template)
     serving: dict[str, anyio.CancelScope] = {}
 
-    async def serve_one(name: str) -> None:
+    async def serve_one(name: str, url: str) -> None:
         with anyio.CancelScope() as scope:
             serving[name] = scope
             health.queues.append(name)
             try:
-                await start(name, discovery.queue_for(name, defaults))
+                await start(name, discovery.queue_for(name, defaults, url=url))
             finally:
                 health.queues.remove(name)
                 health.pollers.pop(name, None)
@@ -66,15 +67,16 @@ async def discover(
     async with anyio.create_task_group() as tg:
         while not health.stopping:
             try:
-                found = await list_queue_names(sqs, discovery.prefix) - excluded
+                listed = await list_queues(sqs, discovery.prefix)
+                found = {n: u for n, u in listed.items() if n not in excluded}
             except Exception as exc:  # noqa: BLE001 - try again next refresh
                 code = error_code(exc)
                 metrics.aws_errors.labels("sqs", "ListQueues", metric_code(code)).inc()
                 log.warning("discovery_failed", error=code)
             else:
-                for name in sorted(found - serving.keys()):
+                for name in sorted(found.keys() - serving.keys()):
                     log.info("queue_discovered", queue=name)
-                    tg.start_soon(serve_one, name)
+                    tg.start_soon(serve_one, name, found[name])
                 for name in sorted(serving.keys() - found):
                     log.info("queue_vanished", queue=name)
                     _stop(name, health, serving)

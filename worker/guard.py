@@ -33,6 +33,7 @@ class Guard:
         self.name = name
         self._metrics = metrics
         self._changed = anyio.Event()
+        self._waiting = 0  # queues waiting in wait_until_permitted
         self.bucket = TokenBucket(rate_limit.per_second, rate_limit.burst, clock)
         self.breaker = CircuitBreaker(breaker, clock, self._on_change)
         metrics.circuit_state.labels(name).set(State.CLOSED)
@@ -46,8 +47,11 @@ class Guard:
         self._wake()
 
     def _wake(self) -> None:
-        self._changed.set()
-        self._changed = anyio.Event()
+        """Wake the queues waiting for the breaker; a new event only if one was waited on
+        (this runs for every delivery: no allocation on the hot path)."""
+        if self._waiting:
+            self._changed.set()
+            self._changed = anyio.Event()
 
     def receive_limit(self) -> int | None:
         """How many messages a feeding queue may receive now (None: no limit)."""
@@ -59,8 +63,12 @@ class Guard:
         while self.breaker.permits() == 0:
             beat()
             pause = self.breaker.seconds_until_half_open() or MAX_WAIT_SLICE_SECONDS
-            with anyio.move_on_after(min(pause, MAX_WAIT_SLICE_SECONDS)):
-                await self._changed.wait()
+            self._waiting += 1
+            try:
+                with anyio.move_on_after(min(pause, MAX_WAIT_SLICE_SECONDS)):
+                    await self._changed.wait()
+            finally:
+                self._waiting -= 1
         beat()
 
     async def admit(self, wanted: int) -> int:

@@ -135,9 +135,10 @@ class Poller:
 
     # -- receiving -------------------------------------------------------------------------
 
-    def beat(self) -> None:
-        """Liveness: this loop is making progress (or waiting on purpose)."""
-        self.last_progress = self._monotonic()
+    def beat(self, waiting: float = 0.0) -> None:
+        """Liveness: this loop is making progress, or waits on purpose for `waiting` seconds
+        (an idle queue's long wait is one timer, not a wake-up every few seconds)."""
+        self.last_progress = self._monotonic() + waiting
 
     async def _take_tokens(self) -> int:
         while True:  # wait for room, in slices, beating: a slow target is not a dead loop

@@ -205,9 +205,11 @@ class DiscoverySettings(Model):
     # Queue settings for discovered queues (over `defaults`); `target` must be `kind: auto`.
     defaults: dict[str, Any] = {}
 
-    def queue_for(self, name: str, defaults: dict[str, Any]) -> QueueSettings:
+    def queue_for(
+        self, name: str, defaults: dict[str, Any], *, url: str | None = None
+    ) -> QueueSettings:
         tree = deep_merge(defaults, self.defaults)
-        return QueueSettings.model_validate({**tree, "name": name})
+        return QueueSettings.model_validate({**tree, **({"url": url} if url else {"name": name})})
 
 
 class Settings(BaseSettings):

@@ -25,7 +25,7 @@ from worker.pause import PauseWatch
 
 log = structlog.get_logger("worker.watch")
 
-SLICE_SECONDS = 5.0  # waits are sliced so the loop keeps beating for /livez
+Beat = Callable[..., None]  # the loop's liveness beat, `beat(waiting=seconds)`
 
 
 class QueueWatch:
@@ -50,7 +50,7 @@ class QueueWatch:
         self._depth_at: float | None = None
         self._checked = False
 
-    async def hold(self, beat: Callable[[], None], ok: Callable[[], None]) -> bool:
+    async def hold(self, beat: Beat, ok: Callable[[], None]) -> bool:
         """True when the loop must not receive now (idle and still empty, or paused): the
         wait is done here. `ok` is called after a successful check; a failed one raises."""
         if self.idle.enabled and (not self._checked or self.idle.idle):
@@ -90,7 +90,7 @@ class QueueWatch:
             self._metrics.aws_errors.labels("sqs", "GetQueueAttributes", metric_code(code)).inc()
             log.warning("queue_depth_failed", queue=self._name, error=code)
 
-    async def _paused(self, beat: Callable[[], None]) -> bool:
+    async def _paused(self, beat: Beat) -> bool:
         if self.pause is None:
             return False
         paused = await self.pause.check(self._name)
@@ -102,9 +102,9 @@ class QueueWatch:
         return paused
 
     @staticmethod
-    async def _sleep(seconds: float, beat: Callable[[], None]) -> None:
-        end = anyio.current_time() + seconds
-        while (left := end - anyio.current_time()) > 0:
-            beat()
-            await anyio.sleep(min(SLICE_SECONDS, left))
+    async def _sleep(seconds: float, beat: Beat) -> None:
+        """One timer for the whole wait: 10,000 idle queues must not wake every few seconds.
+        The loop says how long it will wait, so /livez knows it is alive meanwhile."""
+        beat(waiting=seconds)
+        await anyio.sleep(seconds)
         beat()

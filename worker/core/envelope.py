@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
+
+from worker.core.limits import message_size
 
 ATTEMPT_ATTRIBUTE = "retry-worker.attempt"
 OWN_PREFIX = "retry-worker."
@@ -27,8 +30,17 @@ class DlqMessage:
         return None if self.sent_at is None else max(0.0, now - self.sent_at)
 
     def foreign_attributes(self) -> dict[str, dict[str, Any]]:
-        """The message's attributes without our own markers."""
+        """The message's attributes without our own markers (do not modify)."""
+        return self._foreign
+
+    @cached_property
+    def _foreign(self) -> dict[str, dict[str, Any]]:
         return {k: v for k, v in self.attributes.items() if not k.startswith(OWN_PREFIX)}
+
+    @cached_property
+    def foreign_size(self) -> int:
+        """Body and foreign attributes, as SQS counts a message (computed once)."""
+        return message_size(self.body, self._foreign)
 
 
 def _int(value: Any, default: int) -> int:

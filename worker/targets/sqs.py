@@ -17,12 +17,13 @@ from worker.aws.errors import classify, kind_of
 from worker.aws.sqs import RedriveSource, SqsQueue, message_entry, resolve_queue_url
 from worker.core.envelope import ATTEMPT_ATTRIBUTE, DlqMessage
 from worker.core.errors import DeliveryError, ErrorKind
-from worker.core.limits import SQS_MAX_MESSAGE_BYTES, message_size
+from worker.core.limits import SQS_MAX_MESSAGE_BYTES
 from worker.core.parking import MAX_ATTRIBUTES
 from worker.settings import SqsTarget
 from worker.targets.base import Delivery, Result, fifo_fields, short_name, too_large
 
-MARKER_DIGITS = 10  # room for the attempt count's digits
+# The marker attribute: its name, "Number" and up to 10 digits.
+MARKER_BYTES = len(ATTEMPT_ATTRIBUTE) + len("Number") + 10
 
 
 def _marker(attempt: int) -> dict[str, dict[str, str]]:
@@ -31,10 +32,9 @@ def _marker(attempt: int) -> dict[str, dict[str, str]]:
 
 def _carries_marker(message: DlqMessage, limit: int = SQS_MAX_MESSAGE_BYTES) -> bool:
     """The marker travels unless the message has no attribute slot or no byte left for it."""
-    attributes = message.foreign_attributes()
-    if len(attributes) >= MAX_ATTRIBUTES:
+    if len(message.foreign_attributes()) >= MAX_ATTRIBUTES:
         return False
-    return message_size(message.body, {**attributes, **_marker(0)}) + MARKER_DIGITS <= limit
+    return message.foreign_size + MARKER_BYTES <= limit
 
 
 def send_entry(
@@ -44,8 +44,7 @@ def send_entry(
     `too_large` DeliveryError."""
     message = delivery.message
     attributes = message.foreign_attributes()
-    size = message_size(message.body, attributes)
-    if size > limit:
+    if (size := message.foreign_size) > limit:
         raise too_large(size, limit, "queue's MaximumMessageSize")
     if _carries_marker(message, limit):
         attributes = {**attributes, **_marker(delivery.attempt)}
