@@ -1,7 +1,7 @@
 """The per-queue poller: receive → run pipelines → settle in batches.
 
-Concurrency: one token per message from receive until its delivery ends, so at most
-`concurrency` messages are in delivery per queue; the receive asks only for what fits.
+Concurrency and turns to poll come from its `Room`; the receive asks only for what fits.
+Between receives its `QueueWatch` does the idle checks, depth gauges and pause tag.
 A lease heartbeat extends visibility while a batch is in delivery.
 Shutdown: `stop_receiving()`, then batches finish; `abort()` cancels deliveries and
 releases their messages (visibility 0), settled under a shielded scope.
@@ -26,6 +26,7 @@ from worker.core.envelope import DlqMessage, parse_message
 from worker.core.outcomes import Release, Retry
 from worker.metrics import Metrics
 from worker.pipeline import Decision, Pipeline
+from worker.room import Room
 from worker.settings import VISIBILITY_LIMIT_SECONDS, QueueSettings
 from worker.settle import Settler
 from worker.watch import QueueWatch
@@ -35,7 +36,6 @@ log = structlog.get_logger("worker.poller")
 SETTLE_DEADLINE_SECONDS = 20  # a shielded settle never holds shutdown longer than this
 RECEIVE_BACKOFF_MAX_SECONDS = 30.0
 CRASH_RETRY_SECONDS = 60.0
-WAIT_SLICE_SECONDS = 5.0
 QUEUE_GONE_CODES = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
 IDLE_PAUSE_SECONDS = 1.0  # between empty short polls (`wait_seconds: 0`)
 
@@ -58,7 +58,6 @@ class Poller:
     ) -> None:
         self.name = name
         self._rng = rng or random.Random()
-        self._polls = polls  # shared poll slots (the descriptor budget); None: unlimited
         self._watch = watch  # idle checks, depth gauges, the pause tag (None: receive only)
         self._settings = settings
         self.dlq = dlq
@@ -67,7 +66,7 @@ class Poller:
         self._sources = sources
         self._metrics = metrics
         self._monotonic = monotonic
-        self._tokens = anyio.Semaphore(settings.concurrency)
+        self._room = Room(settings.concurrency, settings.receive.batch_size, polls)
         self._receive_scope = anyio.CancelScope()
         self._delivery_scopes: set[anyio.CancelScope] = set()
         self._aborted = False
@@ -140,63 +139,29 @@ class Poller:
         (an idle queue's long wait is one timer, not a wake-up every few seconds)."""
         self.last_progress = self._monotonic() + waiting
 
-    async def _take_tokens(self) -> int:
-        while True:  # wait for room, in slices, beating: a slow target is not a dead loop
-            with anyio.move_on_after(WAIT_SLICE_SECONDS):
-                await self._tokens.acquire()
-                break
-            self.beat()
-        taken = 1
-        while taken < self._settings.receive.batch_size:
-            try:
-                self._tokens.acquire_nowait()
-            except anyio.WouldBlock:
-                break
-            taken += 1
-        return taken
-
-    async def _receive(self, count: int, wait: int) -> list[dict[str, Any]]:
-        """One ReceiveMessage within a poll slot (queues take turns when there are more queues
-        than connections); waiting for a turn beats: it is not a dead loop."""
-        visibility = self._settings.receive.visibility_timeout_seconds
-        if self._polls is None:
-            return await self.dlq.receive(count, wait, visibility)
-        while True:
-            with anyio.move_on_after(WAIT_SLICE_SECONDS):
-                await self._polls.acquire_on_behalf_of(self)
-                break
-            self.beat()
-        try:
-            return await self.dlq.receive(count, wait, visibility)
-        finally:
-            self._polls.release_on_behalf_of(self)
-
-    def _give_tokens(self, count: int) -> None:
-        for _ in range(count):
-            self._tokens.release()
-
     async def _receive_cycle(self, batches: TaskGroup) -> int | None:
         """One receive (None: none was made) and its batch started."""
         receive = self._settings.receive
         guard = self._pipeline.guard
         await guard.wait_until_permitted(self.beat)
-        taken = await self._take_tokens()
+        taken = await self._room.take(self.beat)
         limit = guard.receive_limit()
         if limit is not None and limit < taken:  # half-open: receive only the probes
-            self._give_tokens(taken - limit)
+            self._room.give(taken - limit)
             taken = limit
         if taken == 0:
             return None
         # The first receive is a short poll, so readiness does not wait out an empty long poll.
         wait = receive.wait_seconds if self.last_receive_ok is not None else 0
         try:
-            raw = await self._receive(taken, wait)
+            async with self._room.poll_slot(self.beat):
+                raw = await self.dlq.receive(taken, wait, receive.visibility_timeout_seconds)
         except Exception as exc:  # noqa: BLE001 - an outage must not kill the process
-            self._give_tokens(taken)
+            self._room.give(taken)
             await self._receive_failed(exc)
             return None
         received_at = self._monotonic()
-        self._give_tokens(taken - len(raw))
+        self._room.give(taken - len(raw))
         self.last_receive_ok = True
         self.beat()
         self._receive_failures = 0
@@ -247,7 +212,7 @@ class Poller:
             crashed = True
         finally:
             self._delivery_scopes.discard(scope)
-            self._give_tokens(len(messages))
+            self._room.give(len(messages))
         if decisions is None:
             # Aborted: hand the messages back at once. Crashed: back off, so a bug cannot
             # spin on the same messages.
