@@ -36,6 +36,9 @@ def client_config(
 ) -> AioConfig:
     return AioConfig(
         user_agent=USER_AGENT,
+        # Our requests are built by our own code (and tested); the service validates them
+        # anyway. Client-side validation was 13 % of the CPU of an API call, measured.
+        parameter_validation=False,
         region_name=aws.region,
         max_pool_connections=pool,
         connect_timeout=aws.connect_timeout_seconds,
