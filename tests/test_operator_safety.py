@@ -166,7 +166,10 @@ async def test_reading_a_large_parking_queue_releases_what_it_did_not_take(aws, 
     assert summary["total"] == 150
     listed = await cli("parked", "list", "orders", "--limit", "7")
     assert len(listed.stdout.splitlines()) == 7
-    assert "parked" in listed.stderr or listed.stderr == ""  # progress lines, not a TTY
+    # not a terminal: plain progress lines, no bar redrawn in place
+    assert "list orders" in listed.stderr
+    assert "read=" in listed.stderr
+    assert "\r" not in listed.stderr
     export = await cli("parked", "export", "orders", "--reason", "max_attempts", "--out", "e.jsonl")
     assert export.returncode == 0, export.stderr
     assert len((tmp_path / "e.jsonl").read_text().splitlines()) == 150
@@ -180,3 +183,26 @@ async def _visible(aws, url: str, expected: int) -> bool:
         QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"]
     )
     return int(attrs["Attributes"]["ApproximateNumberOfMessages"]) == expected
+
+
+def test_progress_redraws_a_bar_on_a_terminal_and_writes_lines_otherwise():
+    import io
+
+    from worker.ops.progress import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    now = [0.0]
+    tty, plain = Terminal(), io.StringIO()
+    for stream in (tty, plain):
+        progress = Progress(stream, "replay orders", 100, clock=lambda: now[0])
+        for read in (10, 50, 100):
+            now[0] += 10
+            progress.update(read=read)
+        progress.finish()
+    assert tty.getvalue().count("\r") == 4
+    assert "[###############...............] 50/~100" in tty.getvalue()
+    assert "\r" not in plain.getvalue()
+    assert len(plain.getvalue().splitlines()) == 4

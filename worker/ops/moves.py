@@ -172,6 +172,7 @@ async def move(
             writer.write(batch, ctx.parking.url)  # on disk before anything moves
             with anyio.CancelScope(shield=True):  # a chunk is moved whole, Ctrl-C or not
                 await _settle(reader, ctx, batch, send, tally)
+            reader.progress(done=tally.done, failed=len(tally.failed))
     finally:
         if writer is not None:
             writer.close()

@@ -29,8 +29,11 @@ class Progress:
         self._last = -1e9
         self._counts: dict[str, int] = {}
 
-    def update(self, *, force: bool = False, **counts: int) -> None:
+    def update(self, **counts: int) -> None:
         self._counts.update(counts)
+        self._draw(force=False)
+
+    def _draw(self, *, force: bool) -> None:
         now = self._clock()
         every = REDRAW_EVERY_SECONDS if self._tty else LINE_EVERY_SECONDS
         if not force and now - self._last < every:
@@ -43,7 +46,7 @@ class Progress:
         self._stream.flush()
 
     def finish(self) -> None:
-        self.update(force=True)
+        self._draw(force=True)
         if self._tty:
             self._stream.write("\n")
             self._stream.flush()

@@ -59,8 +59,14 @@ class QueueReader:
                 self._seen.add(record.message_id)
                 batch.append(record)
             self.read += len(batch)
+            self.progress(read=self.read)
             if batch:
                 yield batch
+
+    def progress(self, **counts: int) -> None:
+        """Shown while reading (a bar on a terminal, a line every few seconds otherwise)."""
+        if self._progress is not None:
+            self._progress.update(**counts)
 
     def keep(self, record: Record) -> None:
         """Leave this message where it is: released at the end."""
@@ -82,4 +88,6 @@ class QueueReader:
             if pending:
                 failed += len(await self._queue.change_visibility(pending))
         self._spill.close()
+        if self._progress is not None:
+            self._progress.finish()
         return failed
