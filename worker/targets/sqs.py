@@ -66,8 +66,8 @@ class SqsSender:
         self._client = client
         self._queue = settings.queue
         self._sources = sources  # the DLQ's redrive sources, by ARN
-        self._urls: dict[str, str] = {}
-        self._queues: dict[str, SqsQueue] = {}  # by URL: each reads its size limit once
+        # by reference (name, URL or ARN): resolved once, and each reads its size limit once
+        self._queues: dict[str, SqsQueue] = {}
         self.name = short_name(settings.queue) if settings.queue else "source"
         self.hands_off = False  # the retry-worker.attempt marker travels with the message
 
@@ -76,7 +76,7 @@ class SqsSender:
         within a few bytes of the size limit."""
         return not _carries_marker(message)
 
-    async def _destination(self, message: DlqMessage) -> str:
+    async def _destination(self, message: DlqMessage) -> SqsQueue:
         ref = self._queue
         if ref is None:
             if message.source_arn:
@@ -90,13 +90,13 @@ class SqsSender:
                     f"no DeadLetterQueueSourceArn and {len(self._sources)} redrive sources",
                     park_reason="no_source",
                 )
-        if ref not in self._urls:
-            self._urls[ref] = await resolve_queue_url(self._client, ref)
-        return self._urls[ref]
+        if ref not in self._queues:
+            self._queues[ref] = SqsQueue(self._client, await resolve_queue_url(self._client, ref))
+        return self._queues[ref]
 
     async def deliver(self, batch: Sequence[Delivery]) -> list[Result]:
         results: list[Result] = [None] * len(batch)
-        groups: dict[str, list[int]] = defaultdict(list)
+        groups: dict[SqsQueue, list[int]] = defaultdict(list)
         for index, delivery in enumerate(batch):
             try:
                 groups[await self._destination(delivery.message)].append(index)
@@ -104,10 +104,8 @@ class SqsSender:
                 results[index] = exc
             except Exception as exc:  # noqa: BLE001 - e.g. GetQueueUrl failed
                 results[index] = classify(exc)
-        for url, indexes in groups.items():
-            if url not in self._queues:
-                self._queues[url] = SqsQueue(self._client, url)
-            await self._send(self._queues[url], batch, indexes, results)
+        for queue, indexes in groups.items():
+            await self._send(queue, batch, indexes, results)
         return results
 
     async def _send(
