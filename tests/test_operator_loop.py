@@ -37,10 +37,7 @@ class Cli:
         self.env["RETRY_WORKER_CONFIG_DIR"] = str(tmp_path)
 
     async def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-m", "worker", args[0], *args[1:], "--config", str(self.config)]
-        if args[0] == "parked":
-            command = [sys.executable, "-m", "worker", *args[:2], "--config", str(self.config)]
-            command += list(args[2:])
+        command = [sys.executable, "-m", "worker", *args, "--config", str(self.config)]
         run = functools.partial(
             subprocess.run,
             command,

@@ -114,14 +114,11 @@ def list_line(record: Record, *, as_json: bool, show_body: bool) -> str:
 
 async def listing(
     reader: QueueReader, ctx: QueueContext, filters: Filters, out: TextIO, **style: bool
-) -> int:
-    shown = 0
+) -> None:
     async for batch in selected(reader, ctx, filters):
         for record in batch:
             out.write(list_line(record, **style) + "\n")
             reader.keep(record)
-        shown += len(batch)
-    return shown
 
 
 async def export(reader: QueueReader, ctx: QueueContext, filters: Filters, path: Path) -> int:
