@@ -207,3 +207,37 @@ def test_queues_feeding_one_target_share_one_guard():
     for _ in range(20):
         a.bucket.reserve()
     assert b.bucket.reserve() > 0
+
+
+def test_a_share_of_the_bucket_holds_its_share_of_the_rate():
+    clock = Clock()
+    bucket = TokenBucket(per_second=10, burst=20, clock=clock, share=1 / 3)
+    # burst 20/3 free, then 10/3 a second: 6.67 + 33.3 over 10 s
+    assert greedy(bucket, clock, 10.0) == pytest.approx(40, abs=1)
+    bucket.set_share(1.0)  # the others left: the whole budget
+    clock.advance(10.0)
+    assert greedy(bucket, clock, 10.0) == pytest.approx(120, abs=1)
+
+
+def test_adaptive_rate_keeps_its_place_inside_a_changing_share():
+    clock = Clock()
+    bucket = TokenBucket(per_second=10, burst=20, clock=clock)
+    bucket.on_throttle()  # 7/s of 10
+    bucket.set_share(0.5)
+    assert (bucket.ceiling, bucket.rate) == (5.0, pytest.approx(3.5))
+    for _ in range(200):  # successes climb back, never past the share
+        clock.advance(1.0)
+        bucket.on_success()
+    assert bucket.rate == 5.0
+
+
+@pytest.mark.parametrize(("share", "minimum"), [(1.0, 10), (0.5, 5), (1 / 3, 4), (0.1, 3)])
+def test_a_share_of_the_breaker_window_never_trips_on_one_error(share, minimum):
+    clock = Clock()
+    breaker = CircuitBreaker(CircuitBreakerSettings(window=20, minimum_calls=10), clock)
+    breaker.set_share(share)
+    calls = 0
+    while breaker.state is State.CLOSED:
+        breaker.record(failed=True)
+        calls += 1
+    assert calls == minimum

@@ -24,8 +24,11 @@ from worker.aws.budget import (
 )
 from worker.aws.clients import Clients
 from worker.aws.errors import error_code, metric_code
+from worker.aws.table import CoordinationTable
 from worker.discovery import discover
+from worker.fleet import Coordinator
 from worker.http import Health, HttpServer
+from worker.loops import SharedLoops
 from worker.metrics import Metrics
 from worker.settings import QueueSettings, Settings
 
@@ -97,12 +100,15 @@ def connection_plan(settings: Settings, limit: int, *, cost: int = 1) -> Connect
     kinds = {q.target.kind for q in settings.queues.values()}
     if settings.discovery is not None:
         kinds.add("auto")
+    services = {s for kind in kinds for s in TARGET_SERVICES[kind]}
+    if settings.coordination.backend == "dynamodb":
+        services.add("dynamodb")  # loop counts run beside the deliveries
     plan = plan_connections(
         limit=limit,
         in_use=open_descriptors(),
         queues=len(settings.queues),
         deliveries=sum(q.concurrency for q in settings.queues.values()),
-        services={s for kind in kinds for s in TARGET_SERVICES[kind]},
+        services=services,
         wanted_floor=settings.aws.max_pool_connections,
         cost=cost,
     )
@@ -139,6 +145,9 @@ async def serve(
         plan = connection_plan(settings, limit, cost=connection_cost)
         runtime.shared.polls = anyio.CapacityLimiter(plan.poll_slots)
         clients = Clients(settings.aws, stack, pool=plan.pool_for, on_request=metrics.count_request)
+        fleet = await _coordinate(settings, runtime, clients, metrics)
+        if fleet is not None:
+            tg.start_soon(fleet.run)
         starting = anyio.CancelScope()
 
         async def start_queue(name: str, queue: QueueSettings) -> None:
@@ -160,9 +169,35 @@ async def serve(
         task_status.started(runtime)
         await stop.wait()
         await _shutdown(runtime.health, settings.shutdown.grace_seconds)
+        if fleet is not None:
+            await fleet.leave()
         starting.cancel()
         tg.cancel_scope.cancel()  # the HTTP server
     log.info("stopped")
+
+
+async def _coordinate(
+    settings: Settings, runtime: Runtime, clients: Clients, metrics: Metrics
+) -> Coordinator | None:
+    """With `coordination.backend: dynamodb`: join the fleet (one heartbeat, bounded) before
+    any queue starts, so the first deliveries already use this replica's share."""
+    coordination = settings.coordination
+    if coordination.backend != "dynamodb" or coordination.table is None:
+        return None
+    table = CoordinationTable(await clients.get("dynamodb"), coordination.table)
+    fleet = Coordinator(coordination, table, runtime.shared.guards, metrics)
+    runtime.shared.fleet = fleet
+    runtime.shared.loops = SharedLoops(table, fleet)
+    runtime.health.sources.append(fleet.notes)
+    await fleet.start()
+    log.info(
+        "coordination_joined",
+        table=coordination.table,
+        replica=fleet.me,
+        members=fleet.members,
+        degraded=fleet.degraded,
+    )
+    return fleet
 
 
 async def _shutdown(health: Health, grace: float) -> None:

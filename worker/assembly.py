@@ -10,7 +10,6 @@ pays for them).
 from __future__ import annotations
 
 import random
-import time
 from dataclasses import dataclass, field
 
 import anyio
@@ -20,8 +19,9 @@ from worker.aws.clients import Clients
 from worker.aws.sources import SourceBook
 from worker.aws.sqs import SqsQueue, resolve_queue_url
 from worker.core.idle import IdleSchedule
-from worker.core.loopguard import LoopGuard
+from worker.fleet import Coordinator
 from worker.guard import Guard
+from worker.loops import LocalLoops, Loops
 from worker.metrics import Metrics
 from worker.pause import PauseWatch
 from worker.pipeline import Pipeline
@@ -39,7 +39,8 @@ class Shared:
     """Shared by every queue of the process."""
 
     guards: dict[str, Guard] = field(default_factory=dict)  # one per target identity
-    loops: LoopGuard = field(default_factory=lambda: LoopGuard(time.monotonic))
+    loops: Loops = field(default_factory=LocalLoops)
+    fleet: Coordinator | None = None  # coordination with the other replicas, when enabled
     polls: anyio.CapacityLimiter | None = None  # poll slots: the descriptor budget
     parking: dict[str, SqsQueue] = field(default_factory=dict)  # resolved once, by reference
     # one random source for every queue's jitter (a Random holds 2.5 kB of state)
@@ -49,9 +50,16 @@ class Shared:
     def guard_for(self, queue: QueueSettings, target_name: str, metrics: Metrics) -> Guard:
         key = queue.target_key
         if key not in self.guards:
-            self.guards[key] = Guard(
-                target_name, queue.effective_rate_limit, queue.effective_circuit_breaker, metrics
+            guard = Guard(
+                target_name,
+                queue.effective_rate_limit,
+                queue.effective_circuit_breaker,
+                metrics,
+                key=key,
             )
+            if self.fleet is not None:
+                self.fleet.attach(guard)
+            self.guards[key] = guard
         return self.guards[key]
 
     async def parking_queue(self, clients: Clients, ref: str) -> SqsQueue:

@@ -1,10 +1,16 @@
 """A target's protection: its token bucket and circuit breaker, shared by every queue that
-feeds the same target (same ARN/URL), with the waiting done here and the maths in the core."""
+feeds the same target (same ARN/URL), with the waiting done here and the maths in the core.
+
+With coordination (`fleet`), the guard takes its share of the budget, tells the fleet about
+its own breaker transitions (to publish them), adopts the ones other replicas published, and
+in half-open makes probes only while the fleet says this replica holds the probe lease.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 import anyio
 import structlog
@@ -20,6 +26,14 @@ log = structlog.get_logger("worker.guard")
 MAX_WAIT_SLICE_SECONDS = 5.0  # waits are sliced so loops keep beating for liveness
 
 
+class Fleet(Protocol):
+    """What a guard needs of the coordination (`worker.fleet.Coordinator`)."""
+
+    def may_probe(self, key: str) -> bool: ...
+
+    def changed(self, guard: Guard, state: State) -> None: ...
+
+
 class Guard:
     def __init__(
         self,
@@ -28,9 +42,13 @@ class Guard:
         breaker: CircuitBreakerSettings,
         metrics: Metrics,
         *,
+        key: str = "",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
+        self.key = key or name  # the target's identity (shared with other replicas)
+        self.fleet: Fleet | None = None
+        self._adopting = False
         self._metrics = metrics
         self._changed = anyio.Event()
         self._waiting = 0  # queues waiting in wait_until_permitted
@@ -43,10 +61,38 @@ class Guard:
         self._metrics.circuit_transitions.labels(self.name, state.name.lower()).inc()
         event = "circuit_opened" if state is State.OPEN else f"circuit_{state.name.lower()}"
         level = log.warning if state is State.OPEN else log.info
-        level(event, target=self.name, open_for=round(self.breaker.seconds_until_half_open(), 1))
-        self._wake()
+        level(
+            event,
+            target=self.name,
+            open_for=round(self.breaker.seconds_until_half_open(), 1),
+            **({"by": "fleet"} if self._adopting else {}),
+        )
+        if self.fleet is not None and not self._adopting:
+            self.fleet.changed(self, state)
+        self.wake()
 
-    def _wake(self) -> None:
+    def set_share(self, share: float) -> None:
+        self.bucket.set_share(share)
+        self.breaker.set_share(share)
+
+    def adopt(self, open_until: float | None, trips: int = 0) -> bool:
+        """Take a state another replica published: open until `open_until` (this clock),
+        or closed (None). Not published again."""
+        self._adopting = True
+        try:
+            if open_until is None:
+                return self.breaker.adopt_close()
+            return self.breaker.adopt_open(open_until, trips)
+        finally:
+            self._adopting = False
+
+    def _permits(self) -> int | None:
+        permits = self.breaker.permits()
+        if permits and self.fleet is not None and self.breaker.state is State.HALF_OPEN:
+            return permits if self.fleet.may_probe(self.key) else 0
+        return permits
+
+    def wake(self) -> None:
         """Wake the queues waiting for the breaker; a new event only if one was waited on
         (this runs for every delivery: no allocation on the hot path)."""
         if self._waiting:
@@ -55,12 +101,12 @@ class Guard:
 
     def receive_limit(self) -> int | None:
         """How many messages a feeding queue may receive now (None: no limit)."""
-        return self.breaker.permits()
+        return self._permits()
 
     async def wait_until_permitted(self, beat: Callable[[], None]) -> None:
         """While the breaker admits nothing, wait (without receiving: each receive costs an
         attempt and an API call)."""
-        while self.breaker.permits() == 0:
+        while self._permits() == 0:
             beat()
             pause = self.breaker.seconds_until_half_open() or MAX_WAIT_SLICE_SECONDS
             self._waiting += 1
@@ -73,7 +119,7 @@ class Guard:
 
     async def admit(self, wanted: int) -> int:
         """Claim breaker permits and rate tokens for up to `wanted` calls; waits for tokens."""
-        granted = self.breaker.acquire(wanted)
+        granted = 0 if self._permits() == 0 else self.breaker.acquire(wanted)
         if granted:
             wait = self.bucket.reserve(granted)
             if wait > 0:
@@ -93,4 +139,4 @@ class Guard:
             if error.kind is ErrorKind.THROTTLED:
                 self.bucket.on_throttle()
             self.breaker.record(failed=True)
-        self._wake()
+        self.wake()

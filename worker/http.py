@@ -44,6 +44,7 @@ class Health:
     pollers: dict[str, Poller] = field(default_factory=dict)
     stopping: bool = False
     clock: Callable[[], float] = time.monotonic
+    sources: list[Callable[[], list[str]]] = field(default_factory=list)  # more notes
 
     def liveness(self) -> list[tuple[str, bool]]:
         now = self.clock()
@@ -63,7 +64,8 @@ class Health:
 
     def notes(self) -> list[str]:
         """Degraded but serving: shown with `?verbose`, never a failed check."""
-        return [f"queue {name}: {note}" for name, p in self.pollers.items() for note in p.notes()]
+        notes = [f"queue {name}: {note}" for name, p in self.pollers.items() for note in p.notes()]
+        return notes + [note for source in self.sources for note in source()]
 
 
 def _checks(checks: list[tuple[str, bool]], verbose: bool, notes: list[str]) -> web.Response:

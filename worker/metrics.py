@@ -105,6 +105,16 @@ class Metrics:
             ["queue"],
             registry=registry,
         )
+        self.coordination_members = Gauge(
+            p + "coordination_members",
+            "Live replicas sharing the budgets (coordination.backend: dynamodb).",
+            registry=registry,
+        )
+        self.coordination_degraded = Gauge(
+            p + "coordination_degraded",
+            "1 while the coordination table is failing (last known share kept).",
+            registry=registry,
+        )
         self.build_info = Gauge(
             p + "build_info", "Build information.", ["version"], registry=registry
         )

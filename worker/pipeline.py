@@ -19,11 +19,12 @@ from dataclasses import dataclass
 
 from worker.core.envelope import DlqMessage
 from worker.core.errors import DeliveryError
-from worker.core.loopguard import LoopGuard, fingerprint
+from worker.core.loopguard import fingerprint
 from worker.core.outcomes import Delivered, Outcome, Park, Release, Retry
 from worker.core.policy import attempt_number, gate, on_failure
 from worker.core.waiting import WaitLedger
 from worker.guard import Guard
+from worker.loops import Loops
 from worker.settings import PolicySettings
 from worker.targets.base import Delivery, Target
 
@@ -48,7 +49,7 @@ class Pipeline:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         retention_seconds: float | None = None,
-        loops: LoopGuard | None = None,
+        loops: Loops | None = None,
         loop_key: str = "",
         fifo: bool = False,
     ) -> None:
@@ -64,14 +65,18 @@ class Pipeline:
         self.in_group_order = fifo and target.one_per_call
         self.waiting = WaitLedger()
 
-    def _looping(self, message: DlqMessage) -> Park | None:
-        """A payload that keeps coming back as new DLQ messages through a hand-off target."""
-        if self._loops is None or not self.target.loops_back(message):
-            return None
-        key = fingerprint(self._loop_key, message.body)
-        if self._loops.observe(key, message.message_id) >= self.policy.max_attempts:
-            return Park("loop_detected", "LoopDetected")
-        return None
+    async def _looping(self, candidates: list[tuple[int, Delivery]]) -> set[int]:
+        """The indexes of payloads that keep coming back as new DLQ messages through a
+        hand-off target (counted for the whole batch at once)."""
+        if self._loops is None:
+            return set()
+        handed_off = [(i, d.message) for i, d in candidates if self.target.loops_back(d.message)]
+        if not handed_off:
+            return set()
+        seen = [(fingerprint(self._loop_key, m.body), m.message_id) for _, m in handed_off]
+        counts = await self._loops.counts(seen)
+        limit = self.policy.max_attempts
+        return {i for (i, _), n in zip(handed_off, counts, strict=True) if n >= limit}
 
     def _attempt(self, message: DlqMessage) -> int:
         counted = attempt_number(message, self._arrived_with(message))
@@ -83,11 +88,17 @@ class Pipeline:
         to_deliver: list[tuple[int, Delivery]] = []
         for index, message in enumerate(messages):
             attempt = self._attempt(message)
-            parked: Park | None = gate(message, attempt, self.policy, now) or self._looping(message)
+            parked: Park | None = gate(message, attempt, self.policy, now)
             if parked:
                 decided[index] = Decision(message, attempt - 1, parked)
             else:
                 to_deliver.append((index, Delivery(message, attempt)))
+        looping = await self._looping(to_deliver)
+        for index, delivery in to_deliver:
+            if index in looping:
+                loop = Park("loop_detected", "LoopDetected")
+                decided[index] = Decision(delivery.message, delivery.attempt - 1, loop)
+        to_deliver = [item for item in to_deliver if item[0] not in looping]
         if self.in_group_order:
             await self._deliver_in_group_order(to_deliver, decided)
         else:

@@ -56,6 +56,23 @@ class ShutdownSettings(Model):
     grace_seconds: NonNegativeFloat = 25
 
 
+class CoordinationSettings(Model):
+    """Sharing budgets between the replicas of one deployment (SPEC.md, Coordination)."""
+
+    backend: Literal["none", "dynamodb"] = "none"
+    table: Annotated[str, Field(min_length=3, max_length=255)] | None = None
+    heartbeat_seconds: Annotated[float, Field(ge=0.5, le=300)] = 10
+    # Until the table has answered once, a replica assumes this many members (a replica that
+    # boots while DynamoDB is down must not take the whole budget).
+    members_when_unknown: Annotated[int, Field(ge=1, le=1000)] = 10
+
+    @model_validator(mode="after")
+    def _table_for_dynamodb(self) -> CoordinationSettings:
+        if self.backend == "dynamodb" and not self.table:
+            raise ValueError("`table` is required when `backend` is dynamodb")
+        return self
+
+
 class ReceiveSettings(Model):
     batch_size: Annotated[int, Field(ge=1, le=10)] = 10
     wait_seconds: Annotated[int, Field(ge=0, le=20)] = 20
@@ -227,6 +244,7 @@ class Settings(BaseSettings):
     logging: LoggingSettings = LoggingSettings()
     metrics: MetricsSettings = MetricsSettings()
     shutdown: ShutdownSettings = ShutdownSettings()
+    coordination: CoordinationSettings = CoordinationSettings()
     defaults: QueueDefaults = QueueDefaults()
     queues: dict[str, QueueSettings] = {}
     discovery: DiscoverySettings | None = None

@@ -16,6 +16,8 @@ from aiobotocore.session import get_session
 from worker import __version__
 from worker.settings import LAMBDA_MAX_TIMEOUT_SECONDS, AwsSettings
 
+COORDINATION_READ_TIMEOUT = 3.0
+
 # The client types are untyped in aiobotocore; one alias keeps signatures honest.
 Client = Any
 
@@ -87,6 +89,15 @@ class Clients:
                     pool=pool,
                     read_timeout=LAMBDA_MAX_TIMEOUT_SECONDS + 10,
                     total_attempts=1,
+                )
+            if service == "dynamodb":
+                # Coordination: a slow table must not hold deliveries (loop counts) or the
+                # heartbeat; one retry, short reads, then the replica degrades on its own.
+                config = client_config(
+                    self._aws,
+                    pool=pool,
+                    read_timeout=min(self._aws.read_timeout_seconds, COORDINATION_READ_TIMEOUT),
+                    total_attempts=min(self._aws.sdk_max_attempts, 2),
                 )
             creator = self._session.create_client(
                 service,

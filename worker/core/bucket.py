@@ -7,6 +7,10 @@ by INCREASE_PER_SECOND of the ceiling per second (time-based, not per call, so a
 target does not climb faster than a slow one). The worker thus
 finds the target's real capacity without configuration, and several replicas, each backing
 off on its own throttles, converge without talking to each other.
+
+With coordination, a replica holds a `share` of the configured rate and burst (1 / live
+members): the ceiling, the floor and the burst scale with it, and the adaptive rate keeps its
+place relative to the ceiling, so AIMD works inside the share.
 """
 
 from __future__ import annotations
@@ -21,16 +25,34 @@ COOLDOWN_SECONDS = 1.0
 
 
 class TokenBucket:
-    def __init__(self, per_second: float, burst: int, clock: Callable[[], float]) -> None:
-        self.ceiling = per_second
-        self.rate = per_second
-        self.burst = float(burst)
-        self.floor = max(MIN_FLOOR, per_second * FLOOR_FRACTION)
+    def __init__(
+        self, per_second: float, burst: int, clock: Callable[[], float], share: float = 1.0
+    ) -> None:
+        self.configured = (per_second, float(burst))
+        self.share = share
+        self.ceiling = per_second * share
+        self.rate = self.ceiling
+        self.burst = float(burst) * share
+        self.floor = max(MIN_FLOOR * share, self.ceiling * FLOOR_FRACTION)
         self._clock = clock
         self._tokens = float(burst)
         self._stamp = clock()
         self._last_decrease = float("-inf")
         self._last_increase = self._stamp
+
+    def set_share(self, share: float) -> None:
+        """Take `share` (0 < share <= 1) of the configured budget from now on."""
+        if share == self.share:
+            return
+        self._refill()
+        per_second, burst = self.configured
+        ratio = share / self.share
+        self.share = share
+        self.ceiling = per_second * share
+        self.floor = max(MIN_FLOOR * share, self.ceiling * FLOOR_FRACTION)
+        self.rate = min(self.ceiling, max(self.floor, self.rate * ratio))
+        self.burst = burst * share
+        self._tokens = min(self.burst, self._tokens * ratio if self._tokens > 0 else self._tokens)
 
     def _refill(self) -> None:
         now = self._clock()

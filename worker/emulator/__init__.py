@@ -113,3 +113,23 @@ async def create_source_with_dlq(
     }
     source_url = await create_queue(client, source, RedrivePolicy=json.dumps(policy))
     return source_url, dlq_url
+
+
+async def create_coordination_table(client: Any, name: str) -> None:
+    """The coordination table as deploy/dynamodb creates it (pk/sk strings, TTL)."""
+    await client.create_table(
+        TableName=name,
+        KeySchema=[
+            {"AttributeName": "pk", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ],
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    await client.update_time_to_live(
+        TableName=name,
+        TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"},
+    )
