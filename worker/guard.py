@@ -127,6 +127,10 @@ class Guard:
                 await anyio.sleep(wait)
         return granted
 
+    def chunk_size(self) -> int:
+        """The most calls to start at once: the burst (at least one)."""
+        return max(1, int(self.bucket.burst))
+
     def retry_delay(self) -> float:
         """When a message the breaker refused should come back."""
         return max(1.0, self.breaker.seconds_until_half_open())

@@ -17,6 +17,8 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import anyio
+
 from worker.core.envelope import DlqMessage
 from worker.core.errors import DeliveryError
 from worker.core.loopguard import fingerprint
@@ -135,14 +137,25 @@ class Pipeline:
     async def _deliver(
         self, to_deliver: list[tuple[int, Delivery]], decided: dict[int, Decision]
     ) -> None:
-        admitted = await self.guard.admit(len(to_deliver)) if to_deliver else 0
-        for index, delivery in to_deliver[admitted:]:
+        """Deliver in chunks no larger than the bucket's burst, each as soon as its tokens
+        are there (a batch larger than the burst, as with a replica's share of it, would
+        otherwise go out at once and overrun the rate)."""
+        rest = to_deliver
+        async with anyio.create_task_group() as tg:
+            while rest:
+                admitted = await self.guard.admit(min(len(rest), self.guard.chunk_size()))
+                if not admitted:
+                    break
+                tg.start_soon(self._call, rest[:admitted], decided)
+                rest = rest[admitted:]
+        for index, delivery in rest:
             # The breaker opened after this batch was received: not a try, come back later.
             refused = Retry(self.guard.retry_delay(), "CircuitOpen")
             decided[index] = Decision(delivery.message, delivery.attempt - 1, refused)
-        to_deliver = to_deliver[:admitted]
-        if not to_deliver:
-            return
+
+    async def _call(
+        self, to_deliver: list[tuple[int, Delivery]], decided: dict[int, Decision]
+    ) -> None:
         started = time.monotonic()
         results = await self.target.deliver([d for _, d in to_deliver])
         duration = time.monotonic() - started

@@ -1,11 +1,13 @@
 """The fleet as one replica sees it (pure; the clock is a parameter).
 
 Membership: every replica bumps a counter in its heartbeat item every `heartbeat_seconds`; a
-member whose counter has not moved for MISSED_BEATS heartbeats of *this* replica's clock is
-gone. Judging by the counter, not by the time written in the item, keeps the hosts' clock skew
-out of it; an item a replica removed when it stopped is gone at once. A member first seen
-counts as live (a stale item of a dead replica is counted until it has missed its beats: the
-safe side, a smaller share).
+member is gone once MISSED_BEATS heartbeats' time has passed, on *this* replica's clock, since
+the read before the one that last saw its counter move (its beat came after that read): so a
+replica killed right after a beat is gone within MISSED_BEATS heartbeats of its death. Judging
+by the counter, not by the time written in the item, keeps the hosts' clock skew out of it; an
+item a replica removed when it stopped is gone at once. A member first seen counts as live (a
+stale item of a dead replica is counted until it has missed its beats: the safe side, a
+smaller share).
 
 A published breaker (`BreakerNote`) carries a generation that grows with each publication; a
 replica applies a note once, in generation order.
@@ -24,7 +26,8 @@ class Membership:
         self.me = me
         self._heartbeat = heartbeat_seconds
         self._clock = clock
-        self._seen: dict[str, tuple[int, float]] = {}  # member -> (counter, when it moved)
+        self._seen: dict[str, tuple[int, float]] = {}  # member -> (counter, moved since)
+        self._last_read = clock()
 
     def observe(self, counters: Mapping[str, int]) -> list[str]:
         """Take one read of the heartbeat items (member -> counter); returns the live
@@ -33,9 +36,14 @@ class Membership:
         seen: dict[str, tuple[int, float]] = {}
         for member, counter in counters.items():
             before = self._seen.get(member)
-            moved = before is None or before[0] != counter
-            seen[member] = (counter, now if moved or before is None else before[1])
+            if before is None:
+                seen[member] = (counter, now)
+            elif before[0] != counter:
+                seen[member] = (counter, self._last_read)
+            else:
+                seen[member] = before
         self._seen = seen
+        self._last_read = now
         limit = MISSED_BEATS * self._heartbeat
         live = {m for m, (_, moved) in seen.items() if now - moved < limit}
         live.add(self.me)

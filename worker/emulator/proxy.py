@@ -21,6 +21,7 @@ import json
 import random
 import re
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,6 +98,7 @@ class FaultProxy:
         self.journal: list[tuple[str, str, Any]] = []
         self.keep_journal = True
         self.upstream_errors: list[tuple[str, str, str]] = []
+        self.arrivals: list[tuple[float, str, str]] = []  # (monotonic time, service, operation)
         # (service, operation, JSON body) of forwarded requests the target accepted
         self.accepted: list[tuple[str, str, Any]] = []
         self._rng = random.Random(seed)
@@ -121,6 +123,7 @@ class FaultProxy:
             self.calls.clear()
             self.journal.clear()
             self.accepted.clear()
+            self.arrivals.clear()
 
     def accepted_requests(self, service: str, operation: str) -> list[Any]:
         """Bodies of requests the emulator answered with success (no injected failure)."""
@@ -130,6 +133,11 @@ class FaultProxy:
     def requests(self, service: str, operation: str) -> list[Any]:
         with self._lock:
             return [b for s, o, b in self.journal if s == service and o == operation]
+
+    def times(self, service: str, operation: str) -> list[float]:
+        """When each call arrived (time.monotonic), in order."""
+        with self._lock:
+            return [t for t, s, o in self.arrivals if s == service and o == operation]
 
     def count(self, service: str | None = None, operation: str | None = None) -> int:
         with self._lock:
@@ -189,6 +197,7 @@ class FaultProxy:
     def _pick(self, service: str, operation: str, path: str, body: bytes) -> Rule | None:
         with self._lock:
             self.calls[(service, operation)] += 1
+            self.arrivals.append((time.monotonic(), service, operation))
             if self.keep_journal and body[:1] == b"{":
                 with contextlib.suppress(ValueError):
                     self.journal.append((service, operation, json.loads(body)))

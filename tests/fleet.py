@@ -1,0 +1,147 @@
+"""Running several daemons as processes against one emulator (the fleet tests)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.helpers import wait_for
+from tests.test_http import aget
+
+TABLE = "coordination"
+HEARTBEAT = 1.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def fleet_config(endpoint: str, backend: str, queues: dict[str, Any], **defaults: Any) -> dict:
+    coordination: dict[str, Any] = {"backend": backend}
+    if backend == "dynamodb":
+        coordination |= {"table": TABLE, "heartbeat_seconds": HEARTBEAT}
+    return {
+        "aws": {"endpoint_url": endpoint, "read_timeout_seconds": 10},
+        "logging": {"format": "json"},
+        "metrics": {"queue_depth_interval_seconds": 0},
+        "shutdown": {"grace_seconds": 5},
+        "coordination": coordination,
+        "defaults": {
+            "concurrency": 10,
+            "receive": {
+                "batch_size": 10,
+                "wait_seconds": 1,
+                "visibility_timeout_seconds": 30,
+                "idle_max_interval_seconds": 0,
+            },
+            "policy": {
+                "parking_queue": "parked",
+                "backoff": {"initial_seconds": 1, "max_seconds": 2, "jitter": "none"},
+            },
+            **defaults,
+        },
+        "queues": queues,
+    }
+
+
+class Daemon:
+    """One replica: its own config file, HTTP port and log file."""
+
+    def __init__(self, tmp_path: Path, index: int, config: dict[str, Any]) -> None:
+        tmp_path.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.log_path = tmp_path / f"daemon-{index}.log"
+        self.config_path = tmp_path / f"daemon-{index}.yaml"
+        tree = {**config, "http": {"host": "127.0.0.1", "port": self.port}}
+        self.config_path.write_text(yaml.safe_dump(tree))
+        self._tmp = tmp_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Daemon:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RETRY_WORKER_")}
+        env["RETRY_WORKER_CONFIG_DIR"] = str(self._tmp)  # no base.yaml there
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "worker", "run", "--config", str(self.config_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    async def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        assert self.process is not None
+        assert self.process.poll() is None, self.log()[-3000:]
+        try:
+            status, text = await aget(f"http://127.0.0.1:{self.port}/metrics")
+        except OSError:
+            return {}
+        assert status == 200
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+    async def value(self, name: str, **labels: str) -> float:
+        samples = await self.metrics()
+        return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+    async def ready(self) -> bool:
+        try:
+            return (await aget(f"http://127.0.0.1:{self.port}/readyz"))[0] == 200
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    async def stop(self) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        process = self.process
+        return await anyio.to_thread.run_sync(lambda: process.wait(30))
+
+
+async def start_fleet(daemons: list[Daemon], *, members: int | None) -> None:
+    """Start every daemon; wait until each is ready and (coordinated) sees `members`."""
+    for daemon in daemons:
+        daemon.start()
+
+    async def all_ready() -> bool:
+        for daemon in daemons:
+            if not await daemon.ready():
+                return False
+            seen = await daemon.value("retry_worker_coordination_members")
+            if members is not None and seen != members:
+                return False
+        return True
+
+    await wait_for(all_ready, timeout=60, interval=0.2)
+
+
+def max_in_window(times: list[float], window: float) -> int:
+    """The most calls that arrived within any `window` seconds."""
+    best, start = 0, 0
+    for end, t in enumerate(times):
+        while t - times[start] > window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
