@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.series
 	$(BIN)/python -m bench.descriptors
 	$(BIN)/python -m bench.fast
+	$(BIN)/python -m bench.coordination
 
 # Build the container image with buildah and smoke-run it (root, apt; minutes: not in CI).
 image-test:

@@ -97,6 +97,16 @@ async def test_replicas_split_the_rate_and_the_breaker_window(fleet):
     assert a.trip() == 3
 
 
+async def test_a_heartbeat_is_two_requests(fleet, proxy):
+    a, _, clock = fleet
+    proxy.clear()
+    for _ in range(5):
+        clock.now += HEARTBEAT
+        await a.fleet.heartbeat()
+    assert proxy.count("dynamodb") == 10
+    assert proxy.count("dynamodb", "UpdateItem") == proxy.count("dynamodb", "Query") == 5
+
+
 async def test_a_member_that_stops_beating_is_gone_after_three_heartbeats(fleet):
     a, b, clock = fleet
     for _ in range(2):

@@ -70,6 +70,26 @@ def test_no_step_functions_no_states_actions():
     assert "kms:Decrypt" in actions
 
 
+def test_coordination_grants_the_tables_item_operations_only():
+    tree = yaml.safe_load((GOLDEN / "iam-config.yaml").read_text())
+    policy = build_policy(Settings(**tree), "210987654321")
+    [table] = [s for s in policy["Statement"] if s["Sid"] == "CoordinationTable"]
+    assert table["Action"] == [
+        "dynamodb:DeleteItem",
+        "dynamodb:PutItem",
+        "dynamodb:Query",
+        "dynamodb:UpdateItem",
+    ]
+    assert table["Resource"] == [
+        "arn:aws:dynamodb:eu-west-1:210987654321:table/retry-worker-coordination"
+    ]
+    del tree["coordination"]
+    actions = [
+        a for s in build_policy(Settings(**tree), "210987654321")["Statement"] for a in s["Action"]
+    ]
+    assert not [a for a in actions if a.startswith("dynamodb:")]
+
+
 def test_names_need_an_account_id():
     with pytest.raises(PolicyError, match="pass --account-id"):
         build_policy(settings_from(GOLDEN / "iam-config.yaml"))

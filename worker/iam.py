@@ -45,6 +45,9 @@ AUTO_ACTIONS = {
     "sns": ("sns:Publish",),
 }
 
+# Coordination: exactly the item operations the daemon makes on its table (worker/aws/table.py).
+TABLE_ACTIONS = ("dynamodb:DeleteItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem")
+
 
 class PolicyError(ValueError):
     """The configuration names something whose ARN cannot be known offline."""
@@ -91,6 +94,12 @@ class Arns:
             return ref
         account = self._account(f"event bus {ref}")
         return f"arn:{self.partition}:events:{self.region}:{account}:event-bus/{ref}"
+
+    def table(self, ref: str) -> str:
+        if ref.startswith("arn:"):
+            return ref
+        account = self._account(f"table {ref}")
+        return f"arn:{self.partition}:dynamodb:{self.region}:{account}:table/{ref}"
 
     def function(self, ref: str) -> str:
         """A function ARN, qualifier kept: a qualified invoke needs the qualified ARN."""
@@ -164,10 +173,21 @@ def build_policy(
             grants["ReadRedriveSources"]["sqs:GetQueueAttributes"].add(source)
         for sid, action, resource in target_statements(queue, dlq, arns, known):
             grants[sid][action].add(resource)
+    _grant_coordination(settings, arns, grants)
     if settings.aws.kms_key_arns:
         for action in ("kms:Decrypt", "kms:GenerateDataKey"):
             grants["UseQueueKeys"][action].update(settings.aws.kms_key_arns)
     return {"Version": "2012-10-17", "Statement": statements(grants)}
+
+
+def _grant_coordination(
+    settings: Settings, arns: Arns, grants: dict[str, dict[str, set[str]]]
+) -> None:
+    coordination = settings.coordination
+    if coordination.backend == "dynamodb" and coordination.table:
+        table = arns.table(coordination.table)
+        for action in TABLE_ACTIONS:
+            grants["CoordinationTable"][action].add(table)
 
 
 def statements(grants: dict[str, dict[str, set[str]]]) -> list[dict[str, Any]]:

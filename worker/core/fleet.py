@@ -1,9 +1,12 @@
 """The fleet as one replica sees it (pure; the clock is a parameter).
 
 Membership: every replica bumps a counter in its heartbeat item every `heartbeat_seconds`; a
-member is gone once MISSED_BEATS heartbeats' time has passed, on *this* replica's clock, since
-the read before the one that last saw its counter move (its beat came after that read): so a
-replica killed right after a beat is gone within MISSED_BEATS heartbeats of its death. Judging
+member is gone once its counter has stood still for MISSED_BEATS heartbeats, measured on *this*
+replica's clock from the read before the one that last saw it move (its beat came after that
+read), less half a heartbeat for the reads' own timing (a read a little late must not push the
+verdict a whole heartbeat further): so a replica killed right after a beat is gone within
+MISSED_BEATS heartbeats of its death, and a live one must miss two beats in a row to be
+counted out. Judging
 by the counter, not by the time written in the item, keeps the hosts' clock skew out of it; an
 item a replica removed when it stopped is gone at once. A member first seen counts as live (a
 stale item of a dead replica is counted until it has missed its beats: the safe side, a
@@ -44,7 +47,7 @@ class Membership:
                 seen[member] = before
         self._seen = seen
         self._last_read = now
-        limit = MISSED_BEATS * self._heartbeat
+        limit = (MISSED_BEATS - 0.5) * self._heartbeat
         live = {m for m, (_, moved) in seen.items() if now - moved < limit}
         live.add(self.me)
         return sorted(live)
