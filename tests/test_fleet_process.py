@@ -19,7 +19,7 @@ from tests.fleet import (
     max_in_window,
     start_fleet,
 )
-from tests.helpers import depth, wait_for
+from tests.helpers import depth, drain, wait_for
 from tests.test_http import aget
 from worker.emulator import create_coordination_table, create_function, create_queue
 from worker.emulator.proxy import Rule
@@ -241,3 +241,48 @@ async def test_the_table_failing_for_30s_loses_nothing_and_keeps_the_rate(
 
 async def _empty(aws, url: str) -> bool:
     return await depth(aws.sqs, url) == 0
+
+
+LOOPING = 10
+
+
+@pytest.mark.timeout(180)
+async def test_a_loop_is_caught_after_max_attempts_cycles_whichever_replica_sees_them(
+    aws, proxy, setup, tmp_path
+):
+    """A Lambda `Event` invoke hands off; the function's failure path (played here by the
+    test) sends the payload back to the DLQ as a new message. Counted in the table, each
+    payload is delivered max_attempts - 1 times across the fleet and then parked; counted
+    per replica, the cycles spread over three replicas would run up to three times longer."""
+    dlq, parked = setup
+    queues = _queues("orders", invocation_type="Event")
+    config = fleet_config(
+        proxy.url, "dynamodb", queues, policy={"parking_queue": "parked", "max_attempts": 3}
+    )
+    daemons = [Daemon(tmp_path, i, config) for i in range(REPLICAS)]
+    echoed = 0
+
+    async def loop_back_until_parked() -> bool:
+        nonlocal echoed
+        invoked = proxy.accepted_requests("lambda", "Invoke")
+        for body in invoked[echoed:]:
+            await aws.sqs.send_message(QueueUrl=dlq, MessageBody=json.dumps(body))
+        echoed = len(invoked)
+        return await depth(aws.sqs, parked) == LOOPING
+
+    try:
+        await start_fleet(daemons, members=REPLICAS)
+        proxy.clear()
+        for n in range(LOOPING):
+            await aws.sqs.send_message(QueueUrl=dlq, MessageBody=json.dumps({"loop": n}))
+        await wait_for(loop_back_until_parked, timeout=120, interval=0.2)
+        invoked = [body["loop"] for body in proxy.accepted_requests("lambda", "Invoke")]
+    finally:
+        for daemon in daemons:
+            await daemon.stop()
+    assert sorted(invoked) == sorted(list(range(LOOPING)) * 2)
+    reasons = [
+        m["MessageAttributes"]["retry-worker.reason"]["StringValue"]
+        for m in await drain(aws.sqs, parked)
+    ]
+    assert reasons == ["loop_detected"] * LOOPING
