@@ -87,6 +87,16 @@ async def fleet(aws, proxy):
         yield a, b, clock
 
 
+async def open_then_half_open(a: Replica, b: Replica, clock: Clock) -> None:
+    """A trips and publishes, B adopts on its heartbeat, the open time passes."""
+    a.trip()
+    await a.fleet.flush()
+    await b.fleet.heartbeat()
+    clock.now += 30.0
+    a.guard.breaker.state  # noqa: B018 - half-open now (lazily)
+    b.guard.breaker.state  # noqa: B018
+
+
 async def test_replicas_split_the_rate_and_the_breaker_window(fleet):
     a, b, _ = fleet
     assert (a.fleet.members, b.fleet.members) == (2, 2)
@@ -159,11 +169,7 @@ async def test_an_open_breaker_is_adopted_and_one_replica_probes(fleet):
 
 async def test_a_failed_probe_reopens_every_replica_for_longer(fleet):
     a, b, clock = fleet
-    a.trip()
-    await a.fleet.flush()
-    await b.fleet.heartbeat()
-    clock.now += 30.0
-    a.guard.breaker.state  # noqa: B018 - half-open now (lazily)
+    await open_then_half_open(a, b, clock)
     await a.fleet.flush()
     assert await a.guard.admit(2) == 2
     a.guard.record(FAILED)  # the probe failed: open again, twice as long
@@ -174,14 +180,25 @@ async def test_a_failed_probe_reopens_every_replica_for_longer(fleet):
     assert b.guard.breaker.trips == 2
 
 
+async def test_a_shorter_open_never_replaces_a_longer_one(fleet):
+    a, b, clock = fleet
+    await open_then_half_open(a, b, clock)
+    await a.fleet.flush()
+    assert await a.guard.admit(2) == 2
+    a.guard.record(FAILED)  # A re-trips: 60 s, published
+    await a.fleet.flush()
+    b.guard.adopt(None)  # B, not having read it yet, trips on its own for 30 s
+    b.trip()
+    await b.fleet.flush()  # refused by the table: a longer open stands
+    await b.fleet.heartbeat()
+    assert b.guard.breaker.seconds_until_half_open() == pytest.approx(60.0, abs=0.01)
+    await a.fleet.heartbeat()
+    assert a.guard.breaker.seconds_until_half_open() == pytest.approx(60.0, abs=0.01)
+
+
 async def test_a_quiet_prober_loses_its_lease(fleet):
     a, b, clock = fleet
-    a.trip()
-    await a.fleet.flush()
-    await b.fleet.heartbeat()
-    clock.now += 30.0
-    a.guard.breaker.state  # noqa: B018
-    b.guard.breaker.state  # noqa: B018
+    await open_then_half_open(a, b, clock)
     await a.fleet.flush()
     await b.fleet.flush()
     assert (a.guard.receive_limit(), b.guard.receive_limit()) == (2, 0)

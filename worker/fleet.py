@@ -190,7 +190,9 @@ class Coordinator:
                 if error_code(exc) != "ConditionalCheckFailedException":
                     self.failed("PublishBreaker", exc)
                     return
-                generation = self._applied.get(key, 0)  # another replica holds the lease
+                # another replica holds the lease, or published a longer open: its note
+                # is applied on the next heartbeat
+                generation = self._applied.get(key, 0)
             del self._pending[key]
             self._applied[key] = max(generation, self._applied.get(key, 0))
             log.info("circuit_published", target=guard.name, open=until is not None)
@@ -207,8 +209,10 @@ class Coordinator:
             self.failed("ProbeLease", exc)
             self._leases[guard.key] = LOCAL
         else:
-            self._leases[guard.key] = MINE if mine else OTHERS
-            log.info("probe_lease", target=guard.name, holder="this replica" if mine else "another")
+            holder = MINE if mine else OTHERS
+            if self._leases.get(guard.key) != holder:  # renewals are not news
+                log.info("probe_lease", target=guard.name, holder=holder)
+            self._leases[guard.key] = holder
         guard.wake()
 
     async def _renew_leases(self) -> None:

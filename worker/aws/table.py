@@ -97,7 +97,8 @@ class CoordinationTable:
     async def publish(self, key: str, me: str, *, open_until: float | None, trips: int) -> int:
         """Publish a breaker opened until `open_until` (wall clock), or closed (None), and
         end any probe lease; returns the new generation. A close is only published by the
-        lease holder or when nobody holds it."""
+        lease holder or when nobody holds it; an open never shortens a published one (the
+        condition fails: the caller adopts the longer one on its next heartbeat)."""
         values: dict[str, Any] = {
             ":one": {"N": "1"},
             ":open": {"BOOL": open_until is not None},
@@ -117,6 +118,11 @@ class CoordinationTable:
         }
         if open_until is None:
             request["ConditionExpression"] = "attribute_not_exists(prober) OR prober = :me"
+        else:  # never shorten an open another replica published meanwhile
+            request["ConditionExpression"] = (
+                "attribute_not_exists(open_until) OR is_open = :shut OR open_until < :until"
+            )
+            values[":shut"] = {"BOOL": False}
         response = await self._client.update_item(**request)
         return int(response["Attributes"]["gen"]["N"])
 
