@@ -178,6 +178,18 @@ def test_env_selected_by_variable(config_dir, monkeypatch):
             {"queues": {"a": {**QUEUE, "circuit_breaker": {"window": 5, "minimum_calls": 6}}}},
             "queues.a.circuit_breaker.minimum_calls: must be <= window",
         ),
+        (
+            {"coordination": {"backend": "dynamodb"}},
+            "coordination: `table` is required when `backend` is dynamodb",
+        ),
+        (
+            {"coordination": {"backend": "redis", "table": "t"}},
+            "coordination.backend: Input should be 'none' or 'dynamodb'",
+        ),
+        (
+            {"coordination": {"backend": "dynamodb", "table": "rw", "heartbeat_seconds": 0.1}},
+            "coordination.heartbeat_seconds: Input should be greater than or equal to 0.5",
+        ),
     ],
 )
 def test_each_rule_reports_its_key_path(config_dir, data, expected):
