@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import time
 from contextlib import AsyncExitStack
 
+import anyio
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -43,8 +45,15 @@ class Clock:
         return 1_800_000_000.0 + self.now
 
 
+class RealClock:
+    __call__ = staticmethod(time.monotonic)
+    wall = staticmethod(time.time)
+
+
 class Replica:
-    def __init__(self, name: str, table: CoordinationTable, clock: Clock) -> None:
+    def __init__(
+        self, name: str, table: CoordinationTable, clock: Clock | RealClock, heartbeat: float = 10
+    ) -> None:
         self.registry = CollectorRegistry()
         self.metrics = Metrics(self.registry)
         self.guard = Guard(
@@ -55,7 +64,9 @@ class Replica:
             key=KEY,
             clock=clock,
         )
-        settings = CoordinationSettings(backend="dynamodb", table=table.table)
+        settings = CoordinationSettings(
+            backend="dynamodb", table=table.table, heartbeat_seconds=heartbeat
+        )
         self.fleet = Coordinator(
             settings, table, {KEY: self.guard}, self.metrics, me=name, clock=clock, wall=clock.wall
         )
@@ -258,3 +269,19 @@ async def test_a_replica_that_boots_without_the_table_takes_a_small_share(aws, p
         await replica.fleet.start()
     assert replica.fleet.degraded == "InternalServerError"
     assert replica.guard.bucket.ceiling == pytest.approx(1.0)  # 10/s over 10 assumed members
+
+
+async def test_a_joining_replica_delivers_only_once_the_others_count_it(aws, proxy):
+    async with AsyncExitStack() as stack:
+        clients = Clients(AwsSettings(endpoint_url=proxy.url, sdk_max_attempts=1), stack, pool=4)
+        client = await clients.get("dynamodb")
+        await create_coordination_table(client, "coordination")
+        table = CoordinationTable(client, "coordination")
+        a, c = Replica("a", table, RealClock(), 0.5), Replica("c", table, RealClock(), 0.5)
+        await a.fleet.start()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(a.fleet.run)
+            await c.fleet.start()  # then C's queues would start delivering
+            assert (a.fleet.members, c.fleet.members) == (2, 2)
+            assert a.guard.bucket.ceiling == pytest.approx(5.0)
+            tg.cancel_scope.cancel()

@@ -1,6 +1,8 @@
 """Coordination between the replicas of one deployment (SPEC.md, Coordination).
 
 One task per process, one request at a time, in order:
+- at start: one heartbeat (and, joining a running fleet, one more after a heartbeat's wait,
+  so the others already take their smaller share when this one starts delivering);
 - every `heartbeat_seconds`: bump this replica's heartbeat item and read the fleet partition
   (members and published breakers); the live members set every guard's share; breakers other
   replicas published are adopted; probe leases this replica holds are renewed;
@@ -35,6 +37,7 @@ from worker.settings import CoordinationSettings
 log = structlog.get_logger("worker.fleet")
 
 MINE, OTHERS, LOCAL = "mine", "others", "local"  # who probes a half-open breaker
+JOIN_WAIT_BEATS = 1.2  # a heartbeat, and a little for the others' reads to come back
 
 
 def replica_id() -> str:
@@ -98,9 +101,16 @@ class Coordinator:
 
     async def start(self) -> None:
         """The first heartbeat, before any queue delivers (bounded: an unreachable table
-        must not hold the daemon back)."""
+        must not hold the daemon back). Joining a running fleet, wait one more heartbeat
+        before delivering: by then every member has read this one's beat and taken its
+        smaller share, so a joining replica never puts the fleet over its budget."""
         with anyio.move_on_after(max(self._hb, 5.0)):
             await self.heartbeat()
+        if self.degraded is None and self.members > 1:
+            log.info("coordination_joining", members=self.members, wait_seconds=self._hb)
+            await anyio.sleep(self._hb * JOIN_WAIT_BEATS)
+            with anyio.move_on_after(max(self._hb, 5.0)):
+                await self.heartbeat()
 
     async def run(self) -> None:
         due = self._clock() + self._hb
