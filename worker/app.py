@@ -24,7 +24,6 @@ from worker.aws.budget import (
 )
 from worker.aws.clients import Clients
 from worker.aws.errors import error_code, metric_code
-from worker.aws.table import CoordinationTable
 from worker.discovery import discover
 from worker.fleet import Coordinator
 from worker.http import Health, HttpServer
@@ -182,12 +181,11 @@ async def _coordinate(
     """With `coordination.backend: dynamodb`: join the fleet (one heartbeat, bounded) before
     any queue starts, so the first deliveries already use this replica's share."""
     coordination = settings.coordination
-    if coordination.backend != "dynamodb" or coordination.table is None:
+    if coordination.backend != "dynamodb":
         return None
-    table = CoordinationTable(await clients.get("dynamodb"), coordination.table)
-    fleet = Coordinator(coordination, table, runtime.shared.guards, metrics)
+    fleet = await Coordinator.open(coordination, clients, runtime.shared.guards, metrics)
     runtime.shared.fleet = fleet
-    runtime.shared.loops = SharedLoops(table, fleet)
+    runtime.shared.loops = SharedLoops(fleet.table, fleet)
     runtime.health.sources.append(fleet.notes)
     await fleet.start()
     log.info(

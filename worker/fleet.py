@@ -21,11 +21,13 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 
 import anyio
 import structlog
 
+from worker.aws.clients import Clients
 from worker.aws.errors import error_code, metric_code
 from worker.aws.table import CoordinationTable, FleetView
 from worker.core.breaker import State
@@ -59,7 +61,7 @@ class Coordinator:
     ) -> None:
         self.me = me or replica_id()
         self._hb = settings.heartbeat_seconds
-        self._table = table
+        self.table = table
         self._guards = guards  # by target key; the process adds to it as queues start
         self._metrics = metrics
         self._clock, self._wall = clock, wall
@@ -74,6 +76,18 @@ class Coordinator:
         self._kick = anyio.Event()
         metrics.coordination_members.set(self.members)
         metrics.coordination_degraded.set(0)
+
+    @classmethod
+    async def open(
+        cls,
+        settings: CoordinationSettings,
+        clients: Clients,
+        guards: Mapping[str, Guard],
+        metrics: Metrics,
+    ) -> Coordinator:
+        assert settings.table is not None  # validated: required for dynamodb
+        table = CoordinationTable(await clients.get("dynamodb"), settings.table)
+        return cls(settings, table, guards, metrics)
 
     # -- what guards call (Fleet protocol) ----------------------------------------------------
 
@@ -125,9 +139,9 @@ class Coordinator:
 
     async def leave(self) -> None:
         """Remove this replica's heartbeat: the others take its share at once."""
-        with anyio.move_on_after(2.0):
+        with anyio.move_on_after(2.0, shield=True):
             try:
-                await self._table.leave(self.me)
+                await self.table.leave(self.me)
                 log.info("coordination_left", replica=self.me)
             except Exception as exc:  # noqa: BLE001 - the item expires anyway
                 self.failed("DeleteItem", exc)
@@ -136,8 +150,8 @@ class Coordinator:
 
     async def heartbeat(self) -> None:
         try:
-            await self._table.beat(self.me, self._hb)
-            view = await self._table.read()
+            await self.table.beat(self.me, self._hb)
+            view = await self.table.read()
         except Exception as exc:  # noqa: BLE001 - degraded, not down
             self.failed("Heartbeat", exc)
             return
@@ -193,7 +207,7 @@ class Coordinator:
                 del self._pending[key]  # the open ended before it was published: nothing to say
                 continue
             try:
-                generation = await self._table.publish(
+                generation = await self.table.publish(
                     key, self.me, open_until=until, trips=breaker.trips
                 )
             except Exception as exc:  # noqa: BLE001 - kept pending until the table answers
@@ -214,7 +228,7 @@ class Coordinator:
 
     async def _take_lease(self, guard: Guard) -> None:
         try:
-            mine = await self._table.lease(guard.key, self.me, MISSED_BEATS * self._hb)
+            mine = await self.table.lease(guard.key, self.me, MISSED_BEATS * self._hb)
         except Exception as exc:  # noqa: BLE001 - probe on our own, as one process would
             self.failed("ProbeLease", exc)
             self._leases[guard.key] = LOCAL
@@ -256,3 +270,29 @@ class Coordinator:
             if holder == LOCAL:  # ask the fleet again who probes
                 del self._leases[key]
                 self._lease_wanted.add(key)
+
+
+@asynccontextmanager
+async def membership(
+    settings: CoordinationSettings,
+    clients: Clients,
+    guards: Mapping[str, Guard],
+    metrics: Metrics,
+) -> AsyncIterator[Coordinator | None]:
+    """Take part in the fleet while the block runs (an operator's replay to a target: it
+    takes its share of the target's budget and honours the fleet's breaker); None without
+    coordination."""
+    if settings.backend != "dynamodb":
+        yield None
+        return
+    fleet = await Coordinator.open(settings, clients, guards, metrics)
+    for guard in guards.values():
+        fleet.attach(guard)
+    await fleet.start()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(fleet.run)
+            yield fleet
+            tg.cancel_scope.cancel()
+    finally:
+        await fleet.leave()

@@ -173,14 +173,14 @@ def build_policy(
             grants["ReadRedriveSources"]["sqs:GetQueueAttributes"].add(source)
         for sid, action, resource in target_statements(queue, dlq, arns, known):
             grants[sid][action].add(resource)
-    _grant_coordination(settings, arns, grants)
+    grant_coordination(settings, arns, grants)
     if settings.aws.kms_key_arns:
         for action in ("kms:Decrypt", "kms:GenerateDataKey"):
             grants["UseQueueKeys"][action].update(settings.aws.kms_key_arns)
     return {"Version": "2012-10-17", "Statement": statements(grants)}
 
 
-def _grant_coordination(
+def grant_coordination(
     settings: Settings, arns: Arns, grants: dict[str, dict[str, set[str]]]
 ) -> None:
     coordination = settings.coordination

@@ -124,12 +124,15 @@ async def _move(
     replay = args.action == "replay"
     verb = f"replay to the {args.to}" if replay else "purge"
     backup = _backup_path(args, ctx)
-    send = None
-    if replay:
-        send = moves.to_dlq(ctx) if args.to == "dlq" else await moves.to_target(ctx, clients)
-    tally = await moves.move(
-        reader, ctx, filters, send=send, backup=backup if args.yes else None, rate=args.rate
-    )
+    async with AsyncExitStack() as stack:
+        send = None
+        if replay and args.to == "dlq":
+            send = moves.to_dlq(ctx)
+        elif replay:  # a dry run does not join the fleet
+            send = await stack.enter_async_context(moves.to_target(ctx, clients, join=args.yes))
+        tally = await moves.move(
+            reader, ctx, filters, send=send, backup=backup if args.yes else None, rate=args.rate
+        )
     moves.print_plan(verb, ctx, filters, tally, out)
     if not args.yes:
         out.write("dry run: nothing changed; add --yes to act\n")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
 from worker.aws.clients import Clients
 from worker.aws.sqs import SqsQueue, resolve_queue_url
-from worker.settings import QueueSettings, Settings
+from worker.settings import CoordinationSettings, QueueSettings, Settings
 
 
 class ContextError(ValueError):
@@ -20,6 +20,7 @@ class QueueContext:
     settings: QueueSettings
     dlq: SqsQueue
     parking: SqsQueue
+    coordination: CoordinationSettings = field(default_factory=CoordinationSettings)
 
 
 def queue_name(ref: str) -> str:
@@ -51,4 +52,4 @@ async def open_queue(settings: Settings, ref: str, clients: Clients) -> QueueCon
     sqs = await clients.get("sqs")
     dlq = SqsQueue(sqs, await resolve_queue_url(sqs, queue.queue_ref))
     parking = SqsQueue(sqs, await resolve_queue_url(sqs, queue.policy.parking_queue or ""))
-    return QueueContext(name, queue, dlq, parking)
+    return QueueContext(name, queue, dlq, parking, settings.coordination)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +26,7 @@ from worker.aws.sources import SourceBook
 from worker.aws.sqs import SqsQueue, message_entry
 from worker.core.bucket import TokenBucket
 from worker.core.envelope import DlqMessage
+from worker.fleet import membership
 from worker.guard import Guard
 from worker.metrics import Metrics
 from worker.ops.context import QueueContext
@@ -33,6 +35,7 @@ from worker.ops.reading import selected
 from worker.ops.records import JsonlWriter, Record, Saved, read_saved
 from worker.ops.scan import QueueReader
 from worker.pause import NOTE_TAG, PAUSED_TAG
+from worker.settings import CoordinationSettings
 from worker.targets import build_target
 from worker.targets.base import Delivery
 
@@ -108,18 +111,21 @@ def to_dlq(ctx: QueueContext) -> Send:
     return send
 
 
-async def to_target(ctx: QueueContext, clients: Clients) -> Send:
-    """Through the queue's own target adapter, bucket and breaker settings."""
+@asynccontextmanager
+async def to_target(ctx: QueueContext, clients: Clients, *, join: bool) -> AsyncIterator[Send]:
+    """Through the queue's own target adapter, bucket and breaker settings. With `join` and
+    coordination configured, the command is a member of the fleet while it runs: it takes
+    its share of the target's rate (the daemons' shares shrink meanwhile) and honours the
+    fleet's breaker (an open breaker refuses the replay; the messages stay parked)."""
     sources = SourceBook(await clients.get("sqs"), ctx.dlq.url)
     await sources.refresh()
     target = await build_target(ctx.settings, clients, sources.by_arn)
     q = ctx.settings
+    metrics = Metrics(CollectorRegistry())
     guard = Guard(
-        target.name,
-        q.effective_rate_limit,
-        q.effective_circuit_breaker,
-        Metrics(CollectorRegistry()),
+        target.name, q.effective_rate_limit, q.effective_circuit_breaker, metrics, key=q.target_key
     )
+    coordination = ctx.coordination if join else CoordinationSettings()
 
     async def send(records: Sequence[Record]) -> dict[str, str]:
         deliveries = []
@@ -142,7 +148,8 @@ async def to_target(ctx: QueueContext, clients: Clients) -> Send:
                 refused[delivery.message.message_id] = error.code
         return refused
 
-    return send
+    async with membership(coordination, clients, {guard.key: guard}, metrics):
+        yield send
 
 
 async def move(

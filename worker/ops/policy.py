@@ -2,7 +2,8 @@
 
 Read, delete and send on the parking queues (summary, list, export, replay, purge, restore to
 them); send, tag and untag on the DLQs (replay to the DLQ, pause, resume), their attributes and
-tags (status); the targets' own actions (replay `--to target`).
+tags (status); the targets' own actions (replay `--to target`), and with coordination the
+table's item operations (a replay to the target joins the fleet while it runs).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from worker.iam import Arns, statements, target_statements
+from worker.iam import Arns, grant_coordination, statements, target_statements
 from worker.settings import Settings
 
 PARKING_ACTIONS = (
@@ -43,6 +44,7 @@ def operator_policy(settings: Settings, account: str | None = None) -> dict[str,
             grants["OperateParkingQueues"][action].add(arns.queue(queue.policy.parking_queue or ""))
         for sid, action, resource in target_statements(queue, dlq, arns, None):
             grants[f"Replay{sid}"][action].add(resource)
+    grant_coordination(settings, arns, grants)
     if settings.aws.kms_key_arns:
         for action in ("kms:Decrypt", "kms:GenerateDataKey"):
             grants["UseQueueKeys"][action].update(settings.aws.kms_key_arns)
