@@ -76,6 +76,8 @@ async def test_a_replay_to_target_is_a_member_while_it_runs(aws, proxy, tmp_path
     proxy.clear()
     result = await cli("parked", "replay", "orders", "--to", "target", "--yes")
     assert result.returncode == 0, result.stderr
+    assert "coordination" not in result.stdout + result.stderr  # routine lines stay quiet
+    assert "redrive_sources" not in result.stdout
     assert await depth(aws.sqs, out) == 5
     assert await depth(aws.sqs, parked) == 0
     beats = [b for b in proxy.requests("dynamodb", "UpdateItem") if "member#" in str(b["Key"])]

@@ -120,6 +120,11 @@ def _operator(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     from worker.ops.commands import run
 
+    # stdout is the command's output (and `--json`); warnings go to stderr beside the
+    # progress, the daemon's routine info lines not at all (DEBUG shows everything).
+    quiet = "DEBUG" if settings.logging.level == "DEBUG" else "WARNING"
+    configure_logging(settings.logging.model_copy(update={"level": quiet}), sys.stderr)
+
     return anyio.run(run, args, settings)
 
 
