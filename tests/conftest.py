@@ -107,17 +107,21 @@ async def aws(emulator: MotoServer) -> AsyncIterator[Aws]:
         yield await Aws(emulator.url, stack).open()
 
 
+# Short polls for tests; always long-poll: a test sending mid-run must not wait out an idle
+# interval.
+TEST_RECEIVE = {
+    "batch_size": 10,
+    "wait_seconds": 1,
+    "visibility_timeout_seconds": 30,
+    "idle_max_interval_seconds": 0,
+}
+
+
 def make_settings(endpoint: str, queues: dict[str, Any], **sections: Any) -> Settings:
     """Settings for tests: short polls and backoffs unless a test says otherwise."""
     defaults = {
         "concurrency": 10,
-        # always long-poll: a test sending mid-run must not wait out an idle interval
-        "receive": {
-            "batch_size": 10,
-            "wait_seconds": 1,
-            "visibility_timeout_seconds": 30,
-            "idle_max_interval_seconds": 0,
-        },
+        "receive": TEST_RECEIVE,
         "policy": {
             "max_attempts": 5,
             "backoff": {"initial_seconds": 1, "multiplier": 2, "max_seconds": 4, "jitter": "none"},

@@ -14,6 +14,7 @@ import anyio
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.conftest import TEST_RECEIVE
 from tests.helpers import wait_for
 from tests.test_http import aget
 
@@ -39,12 +40,7 @@ def fleet_config(endpoint: str, backend: str, queues: dict[str, Any], **defaults
         "coordination": coordination,
         "defaults": {
             "concurrency": 10,
-            "receive": {
-                "batch_size": 10,
-                "wait_seconds": 1,
-                "visibility_timeout_seconds": 30,
-                "idle_max_interval_seconds": 0,
-            },
+            "receive": TEST_RECEIVE,
             "policy": {
                 "parking_queue": "parked",
                 "backoff": {"initial_seconds": 1, "max_seconds": 2, "jitter": "none"},
