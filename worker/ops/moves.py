@@ -26,11 +26,11 @@ from worker.aws.sources import SourceBook
 from worker.aws.sqs import SqsQueue, message_entry
 from worker.core.bucket import TokenBucket
 from worker.core.envelope import DlqMessage
-from worker.fleet import membership
 from worker.guard import Guard
 from worker.metrics import Metrics
 from worker.ops.context import QueueContext
 from worker.ops.filters import Filters
+from worker.ops.member import membership
 from worker.ops.reading import selected
 from worker.ops.records import JsonlWriter, Record, Saved, read_saved
 from worker.ops.scan import QueueReader
