@@ -95,6 +95,7 @@ class SharedBreakers:
             self._lease_wanted.add(guard.key)
 
     async def flush(self) -> None:
+        """Publish this replica's own transitions, then ask for the leases wanted."""
         while self._pending:
             key, guard = next(iter(self._pending.items()))
             breaker = guard.breaker
@@ -114,10 +115,11 @@ class SharedBreakers:
                     return
                 # another replica holds the lease, or published a longer open: its note
                 # is applied on the next heartbeat
-                generation = self._applied.get(key, 0)
+                generation = 0
             del self._pending[key]
             self._applied[key] = max(generation, self._applied.get(key, 0))
-            log.info("circuit_published", target=guard.name, open=until is not None)
+            event = "circuit_published" if generation else "circuit_publish_superseded"
+            log.info(event, target=guard.name, open=until is not None)
         for key in list(self._lease_wanted):
             self._lease_wanted.discard(key)
             guard = self._guards[key]
