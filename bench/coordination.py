@@ -7,6 +7,8 @@ idle DLQ each (default settings but the endpoint), lets them run for --window se
 all have seen each other, and reads each one's `retry_worker_aws_requests_total{service=
 "dynamodb"}` before and after. Then sends --messages messages to a DLQ whose target is a
 Lambda `Event` invoke (a hand-off: every delivery is loop-counted) and reads the requests again.
+Last, 300 messages to a Lambda target limited to 10 msg/s: the fleet's delivery rate, timed at
+the target (the daemons talk to the emulator through the call-counting proxy).
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.redrive import ENV, free_port, start_emulator
 from worker.emulator import create_coordination_table, create_function, create_role
+from worker.emulator.proxy import FaultProxy
 
 TABLE = "coordination"
+RATE, BURST, RATED = 10.0, 10, 300
 
 
 async def setup(url: str) -> str:
@@ -47,6 +51,8 @@ async def setup(url: str) -> str:
         urllib.request.urlopen(request, timeout=10).close()  # noqa: S310 - loopback
         await create_role(iam)
         await create_function(lam, "handoff")
+        await create_function(lam, "rated")
+        await sqs.create_queue(QueueName="rated-dlq")
         await create_coordination_table(ddb, TABLE)
         await sqs.create_queue(QueueName="parked")
         await sqs.create_queue(QueueName="idle-dlq")
@@ -76,6 +82,15 @@ def config(url: str, port: int) -> dict[str, object]:
             "handoff": {
                 "name": "handoff-dlq",
                 "target": {"kind": "lambda", "function": "handoff", "invocation_type": "Event"},
+            },
+            "rated": {
+                "name": "rated-dlq",
+                "receive": {"idle_max_interval_seconds": 0},  # the rate, not the idle checks
+                "target": {
+                    "kind": "lambda",
+                    "function": "rated",
+                    "rate_limit": {"per_second": RATE, "burst": BURST},
+                },
             },
         },
     }
@@ -121,6 +136,8 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.update({k: v for k, v in ENV.items() if k.startswith("AWS_")})
     emulator, url = start_emulator()
+    proxy = FaultProxy(url).start()
+    proxy.keep_journal = False
     daemons: list[subprocess.Popen[bytes]] = []
     try:
         dlq = asyncio.run(setup(url))
@@ -129,7 +146,7 @@ def main() -> None:
         env = {**ENV, "RETRY_WORKER_CONFIG_DIR": str(folder)}
         for i, port in enumerate(ports):
             path = folder / f"r{i}.yaml"
-            path.write_text(yaml.safe_dump(config(url, port)))
+            path.write_text(yaml.safe_dump(config(proxy.url, port)))
             daemons.append(
                 subprocess.Popen(
                     [sys.executable, "-m", "worker", "run", "--config", str(path)],
@@ -161,12 +178,26 @@ def main() -> None:
             f"hand-off target, {args.messages} messages: {loop_writes - beats:.0f} loop-count "
             f"writes ({(loop_writes - beats) / args.messages:.2f} per message)"
         )
+        print(
+            f"fleet rate, {RATED} messages to a target limited to {RATE:.0f} msg/s "
+            f"(burst {BURST}): {rated(url, proxy):.2f} msg/s steady"
+        )
     finally:
         for d in daemons:
             d.terminate()
         for d in daemons:
             d.wait(30)
+        proxy.stop()
         emulator.terminate()
+
+
+def rated(url: str, proxy: FaultProxy) -> float:
+    """Calls per second at the target after the fleet's burst."""
+    proxy.clear()
+    asyncio.run(send(url, url.rstrip("/") + "/123456789012/rated-dlq", RATED))
+    wait(lambda: proxy.count("lambda", "Invoke") >= RATED, 300)
+    steady = proxy.times("lambda", "Invoke")[BURST:]
+    return (len(steady) - 1) / (steady[-1] - steady[0])
 
 
 if __name__ == "__main__":
