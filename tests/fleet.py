@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,17 +14,11 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import TEST_RECEIVE
-from tests.helpers import wait_for
+from tests.helpers import free_port, wait_for
 from tests.test_http import aget
 
 TABLE = "coordination"
 HEARTBEAT = 1.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def fleet_config(endpoint: str, backend: str, queues: dict[str, Any], **defaults: Any) -> dict:

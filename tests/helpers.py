@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -57,3 +58,10 @@ async def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         await anyio.sleep(interval)
+
+
+def free_port() -> int:
+    """A free loopback port (for a daemon's HTTP server or a scraper)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

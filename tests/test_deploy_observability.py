@@ -8,7 +8,6 @@ import functools
 import json
 import re
 import shutil
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -20,7 +19,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from tests.conftest import make_settings
-from tests.helpers import wait_for
+from tests.helpers import free_port, wait_for
 from tests.test_http import aget
 from worker.app import serve
 from worker.emulator import create_function, create_queue
@@ -152,12 +151,6 @@ ENUM_VALUES = {
     '"type": "value"': '"type": MappingType.ValueToText',
     '"type": "range"': '"type": MappingType.RangeToText',
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.anyio

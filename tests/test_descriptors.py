@@ -8,7 +8,6 @@ import json
 import os
 import resource
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,19 +16,13 @@ import anyio
 import pytest
 import yaml
 
-from tests.helpers import depth, drain, wait_for
+from tests.helpers import depth, drain, free_port, wait_for
 from tests.test_http import aget
 from worker.emulator import create_queue
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 QUEUES = 150
 HARD_LIMIT = 128
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _limit_open_files() -> None:  # runs in the child, before exec
@@ -43,7 +36,7 @@ async def test_more_queues_than_descriptors_take_turns_and_all_are_served(aws, p
     for name in names:
         url = await create_queue(aws.sqs, f"{name}-dlq")
         await aws.sqs.send_message(QueueUrl=url, MessageBody=name)
-    port = _free_port()
+    port = free_port()
     config = {
         "aws": {"endpoint_url": proxy.url, "read_timeout_seconds": 10},
         "logging": {"format": "json"},
