@@ -66,7 +66,6 @@ class Coordinator:
         self._clock, self._wall = clock, wall
         self._membership = Membership(self.me, self._hb, clock)
         self.members = settings.members_when_unknown
-        self.share = share_of(self.members)
         self.degraded: str | None = None  # the last error while the table is failing
         self.breakers = SharedBreakers(
             table, self.me, guards, MISSED_BEATS * self._hb, self.failed, clock=clock, wall=wall
@@ -163,11 +162,16 @@ class Coordinator:
         """Publish this replica's own transitions and ask for wanted leases, now."""
         await self.breakers.flush()
 
+    @property
+    def share(self) -> float:
+        """This replica's part of every target's budget."""
+        return share_of(self.members)
+
     def _set_members(self, live: list[str]) -> None:
-        if len(live) != self.members:
-            log.info("coordination_members", members=len(live), was=self.members)
+        if len(live) == self.members:
+            return  # guards attached since took the share then
+        log.info("coordination_members", members=len(live), was=self.members)
         self.members = len(live)
-        self.share = share_of(self.members)
         self._metrics.coordination_members.set(self.members)
         for guard in self._guards.values():
             guard.set_share(self.share)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 import structlog
 
 from worker.aws.errors import error_code
-from worker.aws.table import CoordinationTable
+from worker.aws.table import CONDITION_FAILED, CoordinationTable
 from worker.core.breaker import State
 from worker.core.fleet import BreakerNote
 from worker.guard import Guard
@@ -23,7 +23,6 @@ from worker.guard import Guard
 log = structlog.get_logger("worker.fleet")
 
 MINE, OTHERS, LOCAL = "mine", "others", "local"  # who probes a half-open breaker
-CONDITION_FAILED = "ConditionalCheckFailedException"
 
 
 class SharedBreakers:
