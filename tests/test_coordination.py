@@ -52,23 +52,29 @@ class RealClock:
 
 class Replica:
     def __init__(
-        self, name: str, table: CoordinationTable, clock: Clock | RealClock, heartbeat: float = 10
+        self,
+        name: str,
+        table: CoordinationTable,
+        clock: Clock | RealClock,
+        heartbeat: float = 10,
+        *,
+        key: str = KEY,
     ) -> None:
         self.registry = CollectorRegistry()
         self.metrics = Metrics(self.registry)
         self.guard = Guard(
-            "orders",
+            key.split(":", 1)[-1],
             RateLimitSettings(per_second=10, burst=20),
             CircuitBreakerSettings(window=10, minimum_calls=6, open_seconds=30, half_open_probes=2),
             self.metrics,
-            key=KEY,
+            key=key,
             clock=clock,
         )
         settings = CoordinationSettings(
             backend="dynamodb", table=table.table, heartbeat_seconds=heartbeat
         )
         self.fleet = Coordinator(
-            settings, table, {KEY: self.guard}, self.metrics, me=name, clock=clock, wall=clock.wall
+            settings, table, {key: self.guard}, self.metrics, me=name, clock=clock, wall=clock.wall
         )
         self.fleet.attach(self.guard)
         self.loops = SharedLoops(table, self.fleet)

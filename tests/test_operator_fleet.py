@@ -6,25 +6,17 @@ from __future__ import annotations
 from contextlib import AsyncExitStack
 
 import pytest
-from prometheus_client import CollectorRegistry
 
 from tests.helpers import depth
-from tests.test_coordination import FAILED
+from tests.test_coordination import RealClock, Replica
 from tests.test_operator_loop import Cli
 from tests.test_operator_safety import _park, _tree
 from worker.aws.clients import Clients
 from worker.aws.table import CoordinationTable
-from worker.core.breaker import State
 from worker.emulator import create_coordination_table, create_queue
-from worker.fleet import Coordinator
-from worker.guard import Guard
-from worker.metrics import Metrics
 from worker.ops.policy import operator_policy
 from worker.settings import (
     AwsSettings,
-    CircuitBreakerSettings,
-    CoordinationSettings,
-    RateLimitSettings,
     Settings,
 )
 
@@ -38,15 +30,10 @@ async def _daemon_opened_the_breaker(endpoint: str) -> None:
     async with AsyncExitStack() as stack:
         clients = Clients(AwsSettings(endpoint_url=endpoint), stack, pool=2)
         table = CoordinationTable(await clients.get("dynamodb"), TABLE)
-        metrics = Metrics(CollectorRegistry())
-        guard = Guard("out", RateLimitSettings(), CircuitBreakerSettings(), metrics, key="sqs:out")
-        settings = CoordinationSettings(backend="dynamodb", table=TABLE)
-        fleet = Coordinator(settings, table, {guard.key: guard}, metrics, me="daemon")
-        fleet.attach(guard)
-        await fleet.heartbeat()
-        while guard.breaker.state is not State.OPEN:
-            guard.record(FAILED)
-        await fleet.flush()
+        daemon = Replica("daemon", table, RealClock(), key="sqs:out")
+        await daemon.fleet.heartbeat()
+        daemon.trip()
+        await daemon.fleet.flush()
 
 
 async def _setup(aws, proxy, tmp_path) -> tuple[Cli, str, str]:
