@@ -18,7 +18,7 @@ from aiobotocore.session import get_session
 from prometheus_client import CollectorRegistry
 
 from bench.redrive import ENV, start_emulator
-from worker.app import serve
+from worker.daemon.app import serve
 from worker.emulator import create_function, create_queue, create_role
 from worker.emulator.proxy import FaultProxy, Rule
 from worker.logs import configure_logging

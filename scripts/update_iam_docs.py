@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from worker.iam import build_policy
+from worker.ops.iam import build_policy
 from worker.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]

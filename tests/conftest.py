@@ -15,13 +15,13 @@ import structlog
 from aiobotocore.session import get_session
 from prometheus_client import CollectorRegistry
 
-from worker.assembly import Shared, build_poller
 from worker.aws.clients import Clients
+from worker.daemon.assembly import Shared, build_poller
+from worker.dlq.poller import Poller
 from worker.emulator import MotoServer, create_role
 from worker.emulator.proxy import FaultProxy
 from worker.logs import OwnHandler
 from worker.metrics import Metrics
-from worker.poller import Poller
 from worker.settings import Settings
 
 # Never reach a real AWS account from a test.

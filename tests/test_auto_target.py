@@ -77,7 +77,7 @@ async def test_auto_delivers_to_named_targets_inside_allow_only(aws, proxy, work
 
 
 def test_iam_policy_for_auto_grants_exactly_the_allow_patterns():
-    from worker.iam import build_policy
+    from worker.ops.iam import build_policy
 
     allow = [
         f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:dest-*",

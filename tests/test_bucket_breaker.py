@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry
 
-from worker.assembly import Shared
 from worker.core.breaker import CircuitBreaker, State
 from worker.core.bucket import TokenBucket
 from worker.core.errors import DeliveryError, ErrorKind
-from worker.guard import Guard
+from worker.daemon.assembly import Shared
 from worker.metrics import Metrics
 from worker.settings import CircuitBreakerSettings, QueueSettings, RateLimitSettings
+from worker.targets.guard import Guard
 
 
 class Clock:

@@ -11,14 +11,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from worker.aws.clients import Clients
-from worker.aws.table import CoordinationTable
 from worker.core.breaker import State
 from worker.core.errors import DeliveryError, ErrorKind
 from worker.emulator import create_coordination_table
 from worker.emulator.proxy import Rule
-from worker.fleet import Coordinator
-from worker.guard import Guard
-from worker.loops import SharedLoops
+from worker.fleet.coordinator import Coordinator
+from worker.fleet.loops import SharedLoops
+from worker.fleet.table import CoordinationTable
 from worker.metrics import Metrics
 from worker.settings import (
     AwsSettings,
@@ -26,6 +25,7 @@ from worker.settings import (
     CoordinationSettings,
     RateLimitSettings,
 )
+from worker.targets.guard import Guard
 
 pytestmark = pytest.mark.anyio
 
@@ -62,21 +62,23 @@ class Replica:
     ) -> None:
         self.registry = CollectorRegistry()
         self.metrics = Metrics(self.registry)
+        settings = CoordinationSettings(
+            backend="dynamodb", table=table.table, heartbeat_seconds=heartbeat
+        )
+        guards: dict[str, Guard] = {}
+        self.fleet = Coordinator(
+            settings, table, guards, self.metrics, me=name, clock=clock, wall=clock.wall
+        )
         self.guard = Guard(
             key.split(":", 1)[-1],
             RateLimitSettings(per_second=10, burst=20),
             CircuitBreakerSettings(window=10, minimum_calls=6, open_seconds=30, half_open_probes=2),
             self.metrics,
             key=key,
+            fleet=self.fleet,
             clock=clock,
         )
-        settings = CoordinationSettings(
-            backend="dynamodb", table=table.table, heartbeat_seconds=heartbeat
-        )
-        self.fleet = Coordinator(
-            settings, table, {key: self.guard}, self.metrics, me=name, clock=clock, wall=clock.wall
-        )
-        self.fleet.attach(self.guard)
+        guards[key] = self.guard
         self.loops = SharedLoops(table, self.fleet)
 
     def trip(self) -> int:

@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 from tests.conftest import make_settings
 from tests.helpers import depth, drain, wait_for
 from tests.test_http import aget
-from worker.app import serve
+from worker.daemon.app import serve
 from worker.emulator import create_queue
 from worker.emulator.proxy import Rule
 

@@ -15,7 +15,7 @@ import yaml
 
 from tests.test_deploy import render
 from worker.aws.clients import Clients
-from worker.aws.table import CoordinationTable
+from worker.fleet.table import CoordinationTable
 from worker.settings import AwsSettings
 
 pytestmark = pytest.mark.anyio

@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from tests.conftest import make_settings
 from tests.helpers import free_port, wait_for
 from tests.test_http import aget
-from worker.app import serve
+from worker.daemon.app import serve
 from worker.emulator import create_function, create_queue
 from worker.metrics import Metrics
 

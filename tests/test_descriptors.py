@@ -111,7 +111,7 @@ async def _status(url: str, expected: int) -> bool:
 
 
 def test_plan_fits_the_budget_and_polls_every_queue_when_it_can():
-    from worker.aws.budget import RESERVE, plan_connections
+    from worker.aws.descriptors import RESERVE, plan_connections
 
     roomy = plan_connections(
         limit=65536, in_use=10, queues=100, deliveries=1000, services={"sqs"}, wanted_floor=64

@@ -11,9 +11,9 @@ from prometheus_client import CollectorRegistry
 
 from tests.conftest import make_settings
 from tests.helpers import depth, drain, wait_for
-from worker.app import serve
+from worker.config import cross_field_errors
+from worker.daemon.app import serve
 from worker.emulator import create_queue, queue_arn
-from worker.validation import cross_field_errors
 
 pytestmark = pytest.mark.anyio
 
@@ -101,7 +101,7 @@ def test_discovery_settings_are_checked_at_boot(discovery, expected):
 
 
 def test_iam_policy_for_discovery_is_prefix_scoped():
-    from worker.iam import build_policy
+    from worker.ops.iam import build_policy
 
     allow = ["arn:aws:sqs:us-east-1:123456789012:app-*"]
     settings = make_settings(

@@ -18,10 +18,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import make_settings
 from tests.helpers import depth, wait_for
-from worker.app import serve
+from worker.daemon.app import serve
+from worker.daemon.health import Health
+from worker.daemon.http import HttpServer
 from worker.emulator import create_function, create_queue
 from worker.emulator.proxy import Rule
-from worker.http import Health, HttpServer
 from worker.metrics import Metrics
 
 pytestmark = pytest.mark.anyio

@@ -13,7 +13,7 @@ import anyio
 import pytest
 import yaml
 
-from worker.iam import PolicyError, build_policy, partition
+from worker.ops.iam import PolicyError, build_policy, partition
 from worker.settings import Settings
 
 GOLDEN = Path(__file__).parent / "golden"

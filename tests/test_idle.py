@@ -14,8 +14,8 @@ from prometheus_client import CollectorRegistry
 from tests.conftest import make_settings
 from tests.helpers import depth, wait_for
 from tests.test_http import aget
-from worker.app import serve
 from worker.core.idle import EMPTY_POLLS_BEFORE_IDLE, FIRST_INTERVAL_SECONDS, IdleSchedule
+from worker.daemon.app import serve
 from worker.emulator import create_queue
 
 pytestmark = pytest.mark.anyio

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import make_settings
 from tests.helpers import depth, wait_for
 from tests.test_http import aget
-from worker.app import serve
+from worker.daemon.app import serve
 from worker.emulator import create_function, create_queue
 from worker.emulator.proxy import Rule
 from worker.logs import configure_logging

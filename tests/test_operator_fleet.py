@@ -12,9 +12,9 @@ from tests.test_coordination import RealClock, Replica
 from tests.test_operator_loop import Cli
 from tests.test_operator_safety import _park, _tree
 from worker.aws.clients import Clients
-from worker.aws.table import CoordinationTable
 from worker.emulator import create_coordination_table, create_queue
-from worker.ops.policy import operator_policy
+from worker.fleet.table import CoordinationTable
+from worker.ops.operator_iam import operator_policy
 from worker.settings import (
     AwsSettings,
     Settings,

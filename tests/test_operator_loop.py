@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from tests.conftest import make_settings
 from tests.helpers import depth, wait_for
-from worker.app import serve
+from worker.daemon.app import serve
 from worker.emulator import create_function, create_queue
 from worker.emulator.proxy import Rule
 

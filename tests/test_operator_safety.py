@@ -19,7 +19,7 @@ from worker.core.envelope import DlqMessage
 from worker.core.parking import ParkedView, build_parked, parking_metadata
 from worker.emulator import create_queue
 from worker.ops.filters import FilterError, Filters
-from worker.ops.policy import operator_policy
+from worker.ops.operator_iam import operator_policy
 
 pytestmark = pytest.mark.anyio
 

@@ -76,7 +76,7 @@ def _run(args: argparse.Namespace) -> int:
     settings = _load(args)
     if settings is None:
         return EXIT_CONFIG
-    from worker.app import run_daemon
+    from worker.daemon.app import run_daemon
 
     configure_logging(settings.logging)
     structlog.get_logger("worker.cli").info(
@@ -95,14 +95,14 @@ def _healthcheck(args: argparse.Namespace) -> int:
 
 
 def _iam_policy(args: argparse.Namespace) -> int:
-    from worker.iam import PolicyError, render, resolve_sources
+    from worker.ops.iam import PolicyError, render, resolve_sources
 
     settings = _load(args)
     if settings is None:
         return EXIT_CONFIG
     try:
         if args.operator:
-            from worker.ops.policy import operator_policy
+            from worker.ops.operator_iam import operator_policy
 
             print(json.dumps(operator_policy(settings, args.account_id), indent=2))
             return EXIT_OK
@@ -129,7 +129,7 @@ def _operator(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from worker.demo import run_demo
+    from worker.emulator.demo import run_demo
 
     return run_demo(args.duration)
 

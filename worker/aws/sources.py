@@ -1,4 +1,6 @@
-"""Which receive count a DLQ message arrived with (the redrive source's `maxReceiveCount`)."""
+"""What the first batch teaches about a DLQ, kept in one place: its redrive sources (which
+receive count a message arrived with, and where an SQS redrive goes back to) and its retention
+period (for the expiry guard). An idle queue never pays for either."""
 
 from __future__ import annotations
 
@@ -7,16 +9,18 @@ from collections.abc import Callable, Sequence
 
 import structlog
 
+from worker.aws.attributes import retention_seconds
 from worker.aws.clients import Client
 from worker.aws.errors import error_code
 from worker.aws.sqs import RedriveSource, redrive_sources
 from worker.core.envelope import DlqMessage
 
-log = structlog.get_logger("worker.sources")
+log = structlog.get_logger("worker.aws.sources")
 
 
-class SourceBook:
-    """The DLQ's redrive sources, refreshed when a message names a source we do not know."""
+class DlqFacts:
+    """The DLQ's redrive sources, refreshed when a message names a source we do not know,
+    and its retention, read once."""
 
     def __init__(
         self,
@@ -31,7 +35,9 @@ class SourceBook:
         self._min_refresh = min_refresh_seconds
         self._clock = clock
         self._refreshed_at: float | None = None
+        self._retention_read = False
         self.by_arn: dict[str, RedriveSource] = {}
+        self.retention_seconds: float | None = None  # None: unknown, no expiry guard
         self.note: str | None = None  # why attempts are less accurate than they could be
 
     async def refresh(self) -> None:
@@ -54,15 +60,24 @@ class SourceBook:
         log.info("redrive_sources", dlq=self._dlq_url, sources=sorted(found))
 
     async def learn(self, messages: Sequence[DlqMessage]) -> None:
-        """Read the sources with the first batch (an idle queue never pays for them), and
-        again when a message names a source we do not know (at most every minute)."""
-        if self._refreshed_at is None:
+        """Read the sources and the retention with the first batch, and the sources again
+        when a message names one we do not know (at most every minute)."""
+        if self._refreshed_at is None or (
+            self._clock() - self._refreshed_at >= self._min_refresh
+            and any(m.source_arn and m.source_arn not in self.by_arn for m in messages)
+        ):
             await self.refresh()
-            return
-        unknown = any(m.source_arn and m.source_arn not in self.by_arn for m in messages)
-        due = self._refreshed_at is None or self._clock() - self._refreshed_at >= self._min_refresh
-        if unknown and due:
-            await self.refresh()
+        if not self._retention_read:
+            await self._read_retention()
+
+    async def _read_retention(self) -> None:
+        self._retention_read = True
+        try:
+            self.retention_seconds = await retention_seconds(self._client, self._dlq_url)
+        except Exception as exc:  # noqa: BLE001 - costs the expiry guard only; said once
+            log.warning(
+                "retention_unreadable", dlq=self._dlq_url, error=error_code(exc), expiry_guard="off"
+            )
 
     def arrived_with(self, message: DlqMessage) -> int:
         """The source's maxReceiveCount for SQS redrive, 0 for other producers.

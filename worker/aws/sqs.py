@@ -215,14 +215,6 @@ async def resolve_queue_url(client: Client, ref: str) -> str:
     return str(response["QueueUrl"])
 
 
-async def retention_seconds(client: Client, url: str) -> float:
-    """The queue's MessageRetentionPeriod (SQS drops a message that long after it was sent)."""
-    response = await client.get_queue_attributes(
-        QueueUrl=url, AttributeNames=["MessageRetentionPeriod"]
-    )
-    return float(response["Attributes"]["MessageRetentionPeriod"])
-
-
 @dataclass(frozen=True)
 class RedriveSource:
     arn: str

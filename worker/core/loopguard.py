@@ -5,16 +5,17 @@ the message and fails later on its own; its failure path sends the payload back 
 message with fresh counters. The guard counts the distinct DLQ messages that carried the same
 (target, payload) within a window; once that reaches `max_attempts`, the payload is looping.
 
-Bounded (oldest fingerprints are dropped first) and expiring. The count lives in one process:
-with several replicas each counts what it sees, so a loop is caught within
-`max_attempts * replicas` cycles at worst.
+Bounded (oldest fingerprints are dropped first) and expiring. The count lives in one process
+(`LocalLoops`); with coordination every replica counts the same payload in the table
+(`worker.fleet.loops.SharedLoops`): the pipeline sees either through the `Loops` protocol.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 MAX_FINGERPRINTS = 50_000
 MAX_IDS_PER_FINGERPRINT = 64
@@ -62,3 +63,22 @@ class LoopGuard:
             if now - first < self._window:
                 return
             del self._seen[key]
+
+
+class Loops(Protocol):
+    """How the pipeline counts a hand-off target's payloads (locally, or fleet-wide)."""
+
+    async def counts(self, seen: Sequence[tuple[str, str]]) -> list[int]:
+        """For each (fingerprint, DLQ message id): how many distinct DLQ messages carried
+        that fingerprint within the window, this one included."""
+        ...
+
+
+class LocalLoops:
+    """This process's own count."""
+
+    def __init__(self, guard: LoopGuard) -> None:
+        self.guard = guard
+
+    async def counts(self, seen: Sequence[tuple[str, str]]) -> list[int]:
+        return [self.guard.observe(key, mid) for key, mid in seen]

@@ -1,11 +1,14 @@
 """What the pipeline decided for one message: small frozen values.
 
-Only the poller turns them into SQS calls, metrics and logs.
+Only the queue loop's settlement turns them into SQS calls, metrics and logs.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from worker.core.envelope import DlqMessage
+from worker.core.errors import DeliveryError
 
 
 @dataclass(frozen=True)
@@ -39,3 +42,14 @@ class Release:
 
 
 Outcome = Delivered | Retry | Park | Release
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One message's outcome, with what settlement records of the delivery."""
+
+    message: DlqMessage
+    attempt: int  # attempts made, counting this one if a delivery was tried
+    outcome: Outcome
+    error: DeliveryError | None = None  # the delivery's failure, if one was tried and failed
+    duration: float | None = None  # seconds the target took, if a delivery was tried

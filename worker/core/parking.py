@@ -24,6 +24,8 @@ from worker.core.limits import SQS_MAX_MESSAGE_BYTES, message_size
 
 MAX_ATTRIBUTES = 10
 META_ATTRIBUTE = "retry-worker.meta"
+# The group of a message sent to a FIFO parking queue (or back to a FIFO DLQ) that had none.
+DEFAULT_GROUP_ID = "retry-worker"
 
 
 @dataclass(frozen=True)

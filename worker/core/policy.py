@@ -1,4 +1,5 @@
-"""Retry policy: attempt counting, backoff maths and the retry-or-park decision (pure).
+"""Retry policy: attempt counting, backoff maths, the retry-or-park decision, and the
+visibility arithmetic of one receive (pure).
 
 The random source and the clock reading are parameters, so tests are exact.
 """
@@ -11,7 +12,7 @@ import random
 from worker.core.envelope import DlqMessage
 from worker.core.errors import DeliveryError, ErrorKind
 from worker.core.outcomes import Park, Retry
-from worker.settings import BackoffSettings, PolicySettings
+from worker.settings import VISIBILITY_LIMIT_SECONDS, BackoffSettings, PolicySettings
 
 # After its backoff a message must still be received and tried before SQS drops it.
 EXPIRY_MARGIN_SECONDS = 60.0
@@ -107,3 +108,22 @@ def on_failure(
         ):
             return Park("expiring", error.code)
     return Retry(delay, error.code)
+
+
+def visibility_left(received_at: float, now: float) -> int:
+    """Whole seconds of visibility SQS still accepts for a message received at `received_at`
+    (12 h from the receive, a second of margin kept); monotonic times."""
+    return math.floor(VISIBILITY_LIMIT_SECONDS - (now - received_at) - 1)
+
+
+def visibility_for(delay: float, received_at: float, now: float) -> int:
+    """A visibility timeout for `delay`, within what SQS accepts for this receive."""
+    return max(0, min(math.ceil(delay), visibility_left(received_at, now)))
+
+
+def failure_pause(failures: int, first: float, ceiling: float, rng: random.Random) -> float:
+    """How long to wait after `failures` failures in a row of a call that is simply made
+    again (a receive, resolving a queue at boot): doubling from `first` up to `ceiling`, with
+    equal jitter, so queues and replicas that failed together do not retry in lockstep."""
+    top = min(ceiling, first * 2.0 ** max(0, failures - 1))
+    return top / 2 + rng.uniform(0, top / 2)

@@ -1,6 +1,8 @@
-"""The embedded local AWS emulator (moto's server) for the demo, the tests and the benchmark.
+"""The embedded local AWS emulator (moto's server) for the demo, the tests and the benchmark:
+the server, helpers that create queues, functions and tables, a fault-injecting and
+call-counting proxy (`proxy.py`) and the demo (`demo.py`, which runs the daemon).
 
-Needs the `demo` extra (`pip install 'retry-worker[demo]'`).
+Needs the `demo` extra (`pip install 'retry-worker[demo]'`). The daemon never imports it.
 """
 
 from __future__ import annotations

@@ -14,10 +14,10 @@ from typing import TextIO
 
 import anyio
 
+from worker.aws.attributes import clear_pause, read_depth, write_pause
 from worker.aws.clients import Clients
 from worker.aws.errors import error_code
 from worker.aws.sqs import SqsQueue, resolve_queue_url
-from worker.depth import read_depth
 from worker.ops import moves, reading
 from worker.ops.context import ContextError, QueueContext, open_queue
 from worker.ops.filters import FilterError, Filters
@@ -171,11 +171,11 @@ async def _queue_command(args: argparse.Namespace, settings: Settings, clients: 
         return EXIT_FAILED if failed else EXIT_OK
     ctx = await open_queue(settings, args.queue, clients)
     if args.command == "pause":
-        note = await moves.pause(ctx.dlq, args.reason)
+        note = await write_pause(ctx.dlq, args.reason)
         out.write(f"paused {ctx.name} ({note}); every replica stops receiving within ~30 s\n")
         return EXIT_OK
     if args.command == "resume":
-        await moves.resume(ctx.dlq)
+        await clear_pause(ctx.dlq)
         out.write(f"resumed {ctx.name}; replicas receive again within ~30 s\n")
         return EXIT_OK
     return await _parked(args, ctx, clients, (out, sys.stderr))

@@ -1,4 +1,5 @@
-"""The operator commands that change a queue: replay, purge, restore, pause, resume.
+"""The operator commands that change a queue: replay, purge, restore (pause and resume write
+the DLQ's tag: `worker.aws.attributes`).
 
 The safety rules of SPEC.md are the feature: a dry run (the plan) unless `--yes`; a JSONL
 backup written and flushed before anything is deleted or moved; a parked message is deleted
@@ -14,7 +15,6 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -22,22 +22,21 @@ import anyio
 from prometheus_client import CollectorRegistry
 
 from worker.aws.clients import Clients
-from worker.aws.sources import SourceBook
+from worker.aws.sources import DlqFacts
 from worker.aws.sqs import SqsQueue, message_entry
 from worker.core.bucket import TokenBucket
 from worker.core.envelope import DlqMessage
-from worker.guard import Guard
+from worker.core.parking import DEFAULT_GROUP_ID
+from worker.fleet.coordinator import Coordinator
 from worker.metrics import Metrics
 from worker.ops.context import QueueContext
 from worker.ops.filters import Filters
-from worker.ops.member import membership
 from worker.ops.reading import selected
 from worker.ops.records import JsonlWriter, Record, Saved, read_saved
 from worker.ops.scan import QueueReader
-from worker.pause import NOTE_TAG, PAUSED_TAG
-from worker.settings import CoordinationSettings
 from worker.targets import build_target
 from worker.targets.base import Delivery
+from worker.targets.guard import Guard
 
 # Sends a chunk of records on; returns the error code of each one that was not accepted.
 Send = Callable[[Sequence[Record]], Awaitable[dict[str, str]]]
@@ -79,7 +78,7 @@ def _fifo_fields(queue: SqsQueue, group_id: str | None) -> dict[str, str]:
     if not queue.is_fifo:
         return {}
     return {
-        "MessageGroupId": group_id or "retry-worker",
+        "MessageGroupId": group_id or DEFAULT_GROUP_ID,
         "MessageDeduplicationId": uuid.uuid4().hex,
     }
 
@@ -113,19 +112,29 @@ def to_dlq(ctx: QueueContext) -> Send:
 
 @asynccontextmanager
 async def to_target(ctx: QueueContext, clients: Clients, *, join: bool) -> AsyncIterator[Send]:
-    """Through the queue's own target adapter, bucket and breaker settings. With `join` and
-    coordination configured, the command is a member of the fleet while it runs: it takes
-    its share of the target's rate (the daemons' shares shrink meanwhile) and honours the
-    fleet's breaker (an open breaker refuses the replay; the messages stay parked)."""
-    sources = SourceBook(await clients.get("sqs"), ctx.dlq.url)
-    await sources.refresh()
-    target = await build_target(ctx.settings, clients, sources.by_arn)
+    """Through the queue's own target adapter, bucket and breaker settings, by the same
+    delivery step as the daemon's (`Guard.deliver`). With `join` and coordination configured,
+    the command is a member of the fleet while it runs: it takes its share of the target's
+    rate (the daemons' shares shrink meanwhile) and honours the fleet's breaker (an open
+    breaker refuses the replay; the messages stay parked)."""
+    facts = DlqFacts(await clients.get("sqs"), ctx.dlq.url)
+    await facts.refresh()
+    target = await build_target(ctx.settings, clients, facts.by_arn)
     q = ctx.settings
     metrics = Metrics(CollectorRegistry())
+    guards: dict[str, Guard] = {}
+    fleet = None
+    if join and ctx.coordination.backend == "dynamodb":
+        fleet = await Coordinator.open(ctx.coordination, clients, guards, metrics)
     guard = Guard(
-        target.name, q.effective_rate_limit, q.effective_circuit_breaker, metrics, key=q.target_key
+        target.name,
+        q.effective_rate_limit,
+        q.effective_circuit_breaker,
+        metrics,
+        key=q.target_key,
+        fleet=fleet,
     )
-    coordination = ctx.coordination if join else CoordinationSettings()
+    guards[guard.key] = guard
 
     async def send(records: Sequence[Record]) -> dict[str, str]:
         deliveries = []
@@ -139,16 +148,18 @@ async def to_target(ctx: QueueContext, clients: Clients, *, join: bool) -> Async
                 group_id=r.group_id or r.view.meta.get("group-id"),
             )
             deliveries.append(Delivery(message, 1))
-        admitted = await guard.admit(len(deliveries))
-        refused = {d.message.message_id: "CircuitOpen" for d in deliveries[admitted:]}
-        results = await target.deliver(deliveries[:admitted])
-        for delivery, error in zip(deliveries[:admitted], results, strict=True):
-            guard.record(error)
-            if error is not None:
-                refused[delivery.message.message_id] = error.code
+        results = await guard.deliver(target, deliveries)
+        refused = {}
+        for delivery, tried in zip(deliveries, results, strict=True):
+            if tried is None or tried.error is not None:
+                code = tried.error.code if tried is not None and tried.error else "CircuitOpen"
+                refused[delivery.message.message_id] = code
         return refused
 
-    async with membership(coordination, clients, {guard.key: guard}, metrics):
+    if fleet is None:
+        yield send
+        return
+    async with fleet.taking_part():
         yield send
 
 
@@ -236,15 +247,3 @@ async def restore(
     if chunk:
         await flush()
     return sent, failed
-
-
-async def pause(queue: SqsQueue, reason: str | None) -> str:
-    note = datetime.now(UTC).isoformat(timespec="seconds") + (f" {reason}" if reason else "")
-    await queue.client.tag_queue(
-        QueueUrl=queue.url, Tags={PAUSED_TAG: "true", NOTE_TAG: note[:256]}
-    )
-    return note
-
-
-async def resume(queue: SqsQueue) -> None:
-    await queue.client.untag_queue(QueueUrl=queue.url, TagKeys=[PAUSED_TAG, NOTE_TAG])

@@ -10,14 +10,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from worker.aws.attributes import read_depth, read_pause
 from worker.aws.clients import Client
 from worker.aws.sqs import SqsQueue, resolve_queue_url
-from worker.depth import read_depth
 from worker.ops.context import QueueContext, same_queue
 from worker.ops.filters import Filters
 from worker.ops.records import JsonlWriter, Record
 from worker.ops.scan import QueueReader
-from worker.pause import PAUSED_TAG
 from worker.settings import Settings
 
 AGE_BUCKETS = ((3600, "<1h"), (86400, "1h-1d"), (7 * 86400, "1d-7d"))
@@ -139,7 +138,7 @@ async def status(settings: Settings, sqs: Client) -> list[dict[str, Any]]:
     for name, queue in settings.queues.items():
         dlq = SqsQueue(sqs, await resolve_queue_url(sqs, queue.queue_ref))
         parking = SqsQueue(sqs, await resolve_queue_url(sqs, queue.policy.parking_queue or ""))
-        tags = (await sqs.list_queue_tags(QueueUrl=dlq.url)).get("Tags", {})
+        pause = await read_pause(sqs, dlq.url)
         rows.append(
             {
                 "queue": name,
@@ -147,7 +146,7 @@ async def status(settings: Settings, sqs: Client) -> list[dict[str, Any]]:
                 "parking_queue": parking.url,
                 "parked": sum((await read_depth(parking)).values()),
                 "target": queue.target_key,
-                "paused": tags.get(PAUSED_TAG) == "true",
+                "paused": pause.paused,
             }
         )
     return rows

@@ -1,4 +1,9 @@
-"""One small module per target kind; `build_target` picks it from the settings."""
+"""The targets: one small module per kind (`build_target` picks it from the settings), and
+the guard that protects a target (its token bucket and circuit breaker) with the one delivery
+step every caller uses: admit through the guard, deliver, record.
+
+May import: `worker.aws`, `worker.core`, `worker.settings`, `worker.metrics`.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Pause through the DLQ's tag (SPEC.md, Pause): `retry-worker:paused` = `true`.
+"""Pause through the DLQ's tag (SPEC.md, Pause), as the queue loop reads it (the tag itself:
+`worker.aws.attributes`).
 
 Read with ListQueueTags only right before a receive and at most once per interval, so a pause
 reaches every replica within ~30 s, survives restarts, shows in the AWS console, and an admin
@@ -13,13 +14,12 @@ from collections.abc import Callable
 
 import structlog
 
+from worker.aws.attributes import read_pause
 from worker.aws.clients import Client
 from worker.aws.errors import error_code
 
-log = structlog.get_logger("worker.pause")
+log = structlog.get_logger("worker.dlq.pause")
 
-PAUSED_TAG = "retry-worker:paused"
-NOTE_TAG = "retry-worker:paused-note"
 CHECK_INTERVAL_SECONDS = 30.0
 
 
@@ -53,7 +53,7 @@ class PauseWatch:
             return self.paused
         self._checked_at = self._clock()
         try:
-            response = await self._client.list_queue_tags(QueueUrl=self._url)
+            tag = await read_pause(self._client, self._url)
         except Exception as exc:  # noqa: BLE001 - the last known state stays in force
             code = error_code(exc)
             if self.unreadable != code:
@@ -61,13 +61,11 @@ class PauseWatch:
             self.unreadable = code
             return self.paused
         self.unreadable = None
-        tags: dict[str, str] = response.get("Tags", {})
-        paused = tags.get(PAUSED_TAG) == "true"
-        if paused != self.paused:
-            event = "queue_paused" if paused else "queue_resumed"
-            log.warning(event, queue=queue, note=tags.get(NOTE_TAG))
-        self.paused, self.note = paused, tags.get(NOTE_TAG) if paused else None
-        return paused
+        if tag.paused != self.paused:
+            event = "queue_paused" if tag.paused else "queue_resumed"
+            log.warning(event, queue=queue, note=tag.note)
+        self.paused, self.note = tag.paused, tag.note
+        return tag.paused
 
     def notes(self) -> list[str]:
         notes = []

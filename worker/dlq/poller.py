@@ -1,15 +1,13 @@
-"""The per-queue poller: receive → run pipelines → settle in batches.
+"""The per-queue poller: receive → start a `Batch` for what came back → receive again.
 
-Concurrency and turns to poll come from its `Room`; the receive asks only for what fits.
-Between receives its `QueueWatch` does the idle checks, depth gauges and pause tag.
-A lease heartbeat extends visibility while a batch is in delivery.
-Shutdown: `stop_receiving()`, then batches finish; `abort()` cancels deliveries and
-releases their messages (visibility 0), settled under a shielded scope.
+Concurrency and turns to poll come from its `Room`; the receive asks only for what fits, and
+nothing while the target's breaker admits nothing. Between receives its `QueueWatch` does the
+idle checks, depth gauges and pause tag. Shutdown: `stop_receiving()`, then batches finish;
+`abort()` cancels deliveries and releases their messages (visibility 0).
 """
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -20,22 +18,23 @@ import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
 from worker.aws.errors import error_code, kind_of, metric_code
-from worker.aws.sources import SourceBook
-from worker.aws.sqs import SqsQueue, retention_seconds
-from worker.core.envelope import DlqMessage, parse_message
-from worker.core.outcomes import Release, Retry
+from worker.aws.sources import DlqFacts
+from worker.aws.sqs import SqsQueue
+from worker.core.envelope import parse_message
+from worker.core.policy import failure_pause
+from worker.dlq.batch import Batch
+from worker.dlq.capacity import Room
+from worker.dlq.checks import QueueWatch
+from worker.dlq.pipeline import Pipeline
+from worker.dlq.settle import Settler
 from worker.metrics import Metrics
-from worker.pipeline import Decision, Pipeline
-from worker.room import Room
-from worker.settings import VISIBILITY_LIMIT_SECONDS, QueueSettings
-from worker.settle import Settler
-from worker.watch import QueueWatch
+from worker.settings import QueueSettings
+from worker.targets.guard import Guard
 
-log = structlog.get_logger("worker.poller")
+log = structlog.get_logger("worker.dlq.poller")
 
-SETTLE_DEADLINE_SECONDS = 20  # a shielded settle never holds shutdown longer than this
+RECEIVE_BACKOFF_FIRST_SECONDS = 0.5
 RECEIVE_BACKOFF_MAX_SECONDS = 30.0
-CRASH_RETRY_SECONDS = 60.0
 QUEUE_GONE_CODES = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
 IDLE_PAUSE_SECONDS = 1.0  # between empty short polls (`wait_seconds: 0`)
 
@@ -46,34 +45,36 @@ class Poller:
         name: str,
         settings: QueueSettings,
         dlq: SqsQueue,
+        *,
+        guard: Guard,
+        facts: DlqFacts,
         pipeline: Pipeline,
         settler: Settler,
-        sources: SourceBook,
         metrics: Metrics,
-        *,
+        watch: QueueWatch | None = None,
+        polls: anyio.CapacityLimiter | None = None,
+        stop_when_gone: bool = False,
         monotonic: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
-        polls: anyio.CapacityLimiter | None = None,
-        watch: QueueWatch | None = None,
     ) -> None:
         self.name = name
-        self._rng = rng or random.Random()
-        self._watch = watch  # idle checks, depth gauges, the pause tag (None: receive only)
-        self._settings = settings
         self.dlq = dlq
+        self._settings = settings
+        self._guard = guard
+        self._facts = facts
         self._pipeline = pipeline
         self._settler = settler
-        self._sources = sources
         self._metrics = metrics
-        self._monotonic = monotonic
+        self._watch = watch  # idle checks, depth gauges, the pause tag (None: receive only)
         self._room = Room(settings.concurrency, settings.receive.batch_size, polls)
+        self._stop_when_gone = stop_when_gone  # discovered queues: a deleted queue ends it
+        self._monotonic = monotonic
+        self._rng = rng or random.Random()
         self._receive_scope = anyio.CancelScope()
-        self._delivery_scopes: set[anyio.CancelScope] = set()
+        self._batches: set[Batch] = set()
         self._aborted = False
-        self._retention_read = False
         self._receive_failures = 0
         self.last_receive_ok: bool | None = None
-        self.stop_when_gone = False  # discovered queues: a deleted queue ends its poller
         self.last_progress = monotonic()
         self.done = anyio.Event()
         self._log = log.bind(queue=name)
@@ -112,7 +113,7 @@ class Poller:
 
     def notes(self) -> list[str]:
         """What is degraded or paused on this queue without failing (`/readyz?verbose`)."""
-        notes = [self._sources.note] if self._sources.note else []
+        notes = [self._facts.note] if self._facts.note else []
         pause = self._watch.pause if self._watch is not None else None
         return notes + (pause.notes() if pause is not None else [])
 
@@ -123,8 +124,8 @@ class Poller:
         """Cancel deliveries in progress; their messages are released, not lost."""
         self._aborted = True
         self.stop_receiving()
-        for scope in list(self._delivery_scopes):
-            scope.cancel()
+        for batch in list(self._batches):
+            batch.abort()
 
     async def run_once(self) -> int:
         """One receive and the full processing of what it returned (for tests and tools)."""
@@ -142,10 +143,9 @@ class Poller:
     async def _receive_cycle(self, batches: TaskGroup) -> int | None:
         """One receive (None: none was made) and its batch started."""
         receive = self._settings.receive
-        guard = self._pipeline.guard
-        await guard.wait_until_permitted(self.beat)
+        await self._guard.wait_until_permitted(self.beat)
         taken = await self._room.take(self.beat)
-        limit = guard.receive_limit()
+        limit = self._guard.receive_limit()
         if limit is not None and limit < taken:  # half-open: receive only the probes
             self._room.give(taken - limit)
             taken = limit
@@ -169,7 +169,7 @@ class Poller:
         if raw:
             self._metrics.received.labels(self.name).inc(len(raw))
             self._metrics.inflight.labels(self.name).inc(len(raw))
-            batches.start_soon(self._handle_batch, raw, received_at)
+            batches.start_soon(self._handle, raw, received_at)
         return len(raw)
 
     async def _receive_failed(self, exc: Exception) -> None:
@@ -178,75 +178,41 @@ class Poller:
         code = error_code(exc)
         self._metrics.receive_requests.labels(self.name, "error").inc()
         self._metrics.aws_errors.labels("sqs", "ReceiveMessage", metric_code(code)).inc()
-        # Equal jitter: queues and replicas that failed together do not retry in lockstep.
-        ceiling = min(RECEIVE_BACKOFF_MAX_SECONDS, 0.5 * 2 ** (self._receive_failures - 1))
-        delay = round(ceiling / 2 + self._rng.uniform(0, ceiling / 2), 3)
-        if self.stop_when_gone and code in QUEUE_GONE_CODES:
+        if self._stop_when_gone and code in QUEUE_GONE_CODES:
             self._log.info("queue_gone", error=code)
             self.stop_receiving()
             return
-        self._log.warning("receive_failed", error=code, kind=kind_of(code).value, retry_in=delay)
+        delay = failure_pause(
+            self._receive_failures,
+            RECEIVE_BACKOFF_FIRST_SECONDS,
+            RECEIVE_BACKOFF_MAX_SECONDS,
+            self._rng,
+        )
+        self._log.warning(
+            "receive_failed", error=code, kind=kind_of(code).value, retry_in=round(delay, 3)
+        )
         await anyio.sleep(delay)
         self.beat()
 
-    # -- one received batch ----------------------------------------------------------------
-
-    async def _handle_batch(self, raw: Sequence[dict[str, Any]], received_at: float) -> None:
-        messages = [parse_message(r) for r in raw]
-        decisions: list[Decision] | None = None
-        crashed = False
-        scope = anyio.CancelScope()
-        self._delivery_scopes.add(scope)
+    async def _handle(self, raw: Sequence[dict[str, Any]], received_at: float) -> None:
+        batch = Batch(
+            [parse_message(r) for r in raw],
+            received_at,
+            dlq=self.dlq,
+            facts=self._facts,
+            pipeline=self._pipeline,
+            settler=self._settler,
+            lease_seconds=self._settings.receive.visibility_timeout_seconds,
+            delivered=self._room.give,
+            log=self._log,
+            monotonic=self._monotonic,
+        )
+        self._batches.add(batch)
         if self._aborted:
-            scope.cancel()
+            batch.abort()
         try:
-            with scope:
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._heartbeat, messages, received_at)
-                    await self._sources.learn(messages)
-                    await self._read_retention()
-                    decisions = await self._pipeline.run(messages)
-                    tg.cancel_scope.cancel()
-        except Exception:  # noqa: BLE001 - logged; the batch is kept, not lost
-            self._log.exception("batch_failed", messages=len(messages))
-            crashed = True
+            await batch.run()
         finally:
-            self._delivery_scopes.discard(scope)
-            self._room.give(len(messages))
-        if decisions is None:
-            # Aborted: hand the messages back at once. Crashed: back off, so a bug cannot
-            # spin on the same messages.
-            outcome = Retry(CRASH_RETRY_SECONDS, "InternalError") if crashed else Release()
-            decisions = [Decision(m, 0, outcome) for m in messages]
-        with anyio.CancelScope(shield=True), anyio.move_on_after(SETTLE_DEADLINE_SECONDS):
-            try:
-                await self._settler.settle(decisions, received_at)
-            except Exception:  # noqa: BLE001 - logged; unsettled messages reappear
-                self._log.exception("settle_failed", messages=len(messages))
-        self._metrics.inflight.labels(self.name).dec(len(messages))
+            self._batches.discard(batch)
+        self._metrics.inflight.labels(self.name).dec(len(raw))
         self.beat()
-
-    async def _read_retention(self) -> None:
-        """The DLQ's retention, read with the first batch, for the expiry guard."""
-        if self._retention_read:
-            return
-        self._retention_read = True
-        try:
-            self._pipeline.retention_seconds = await retention_seconds(
-                self.dlq.client, self.dlq.url
-            )
-        except Exception as exc:  # noqa: BLE001 - costs the expiry guard only; said once
-            self._log.warning("retention_unreadable", error=error_code(exc), expiry_guard="off")
-
-    async def _heartbeat(self, messages: Sequence[DlqMessage], received_at: float) -> None:
-        """Extend the lease at half its length while the batch is in delivery."""
-        lease = self._settings.receive.visibility_timeout_seconds
-        while True:
-            await anyio.sleep(lease / 2)
-            left = VISIBILITY_LIMIT_SECONDS - (self._monotonic() - received_at) - 1
-            extension = min(lease, math.floor(left))
-            if extension <= 0:
-                return
-            receipts = {m.message_id: (m.receipt_handle, extension) for m in messages}
-            failed = await self.dlq.change_visibility(receipts)
-            self._log.debug("lease_extended", seconds=extension, failed=len(failed))

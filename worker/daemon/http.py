@@ -14,11 +14,6 @@ second and logs it, instead of ending the server.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-
 import anyio
 import structlog
 from aiohttp import web
@@ -26,46 +21,12 @@ from anyio.abc import TaskStatus
 from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-if TYPE_CHECKING:
-    from worker.poller import Poller
+from worker.daemon.health import Health
 
-log = structlog.get_logger("worker.http")
+log = structlog.get_logger("worker.daemon.http")
 
-LIVENESS_STALE_SECONDS = 120.0  # a queue loop beats at least every ~20 s (long poll)
 KEEPALIVE_SECONDS = 15.0  # an idle scraper connection is closed after this (one descriptor)
 MAX_REQUEST_BYTES = 8192
-
-
-@dataclass
-class Health:
-    """What the endpoints look at; the composition root fills it in."""
-
-    queues: list[str]
-    pollers: dict[str, Poller] = field(default_factory=dict)
-    stopping: bool = False
-    clock: Callable[[], float] = time.monotonic
-    sources: list[Callable[[], list[str]]] = field(default_factory=list)  # more notes
-
-    def liveness(self) -> list[tuple[str, bool]]:
-        now = self.clock()
-        return [
-            (f"queue {name} loop", now - p.last_progress < LIVENESS_STALE_SECONDS)
-            for name, p in self.pollers.items()
-        ]
-
-    def readiness(self) -> list[tuple[str, bool]]:
-        checks = [("configuration loaded", True), ("not shutting down", not self.stopping)]
-        for name in self.queues:
-            poller = self.pollers.get(name)
-            checks.append((f"queue {name} resolved", poller is not None))
-            ok = poller is not None and poller.last_receive_ok is True
-            checks.append((f"queue {name} last receive succeeded", ok))
-        return checks
-
-    def notes(self) -> list[str]:
-        """Degraded but serving: shown with `?verbose`, never a failed check."""
-        notes = [f"queue {name}: {note}" for name, p in self.pollers.items() for note in p.notes()]
-        return notes + [note for source in self.sources for note in source()]
 
 
 def _checks(checks: list[tuple[str, bool]], verbose: bool, notes: list[str]) -> web.Response:

@@ -24,7 +24,7 @@ from typing import Any
 
 from worker.aws.clients import Client
 from worker.aws.errors import error_code
-from worker.core.fleet import BreakerNote
+from worker.core.membership import BreakerNote
 
 FLEET = "fleet"
 MEMBER = "member#"

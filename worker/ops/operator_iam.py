@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from worker.iam import Arns, grant_coordination, statements, target_statements
+from worker.ops.iam import Arns, grant_coordination, statements, target_statements
 from worker.settings import Settings
 
 PARKING_ACTIONS = (

@@ -20,7 +20,7 @@ import anyio
 from aiobotocore.session import get_session
 from prometheus_client import CollectorRegistry
 
-from worker.app import serve, watch_signals
+from worker.daemon.app import serve, watch_signals
 from worker.emulator import (
     ROLE_ARN,
     MotoServer,

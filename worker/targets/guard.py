@@ -1,5 +1,7 @@
 """A target's protection: its token bucket and circuit breaker, shared by every queue that
-feeds the same target (same ARN/URL), with the waiting done here and the maths in the core.
+feeds the same target (same ARN/URL), with the waiting done here and the maths in the core;
+and the one delivery step every caller takes through it (`Guard.deliver`: admit → deliver →
+record), the queue loop's pipeline and an operator's replay alike.
 
 With coordination (`fleet`), the guard takes its share of the budget, tells the fleet about
 its own breaker transitions (to publish them), adopts the ones other replicas published, and
@@ -9,7 +11,8 @@ in half-open makes probes only while the fleet says this replica holds the probe
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import anyio
@@ -20,14 +23,18 @@ from worker.core.bucket import TokenBucket
 from worker.core.errors import DeliveryError, ErrorKind
 from worker.metrics import Metrics
 from worker.settings import CircuitBreakerSettings, RateLimitSettings
+from worker.targets.base import Delivery, Target
 
-log = structlog.get_logger("worker.guard")
+log = structlog.get_logger("worker.targets.guard")
 
 MAX_WAIT_SLICE_SECONDS = 5.0  # waits are sliced so loops keep beating for liveness
 
 
 class Fleet(Protocol):
-    """What a guard needs of the coordination (`worker.fleet.Coordinator`)."""
+    """What a guard needs of the coordination (`worker.fleet.coordinator.Coordinator`)."""
+
+    @property
+    def share(self) -> float: ...
 
     def may_probe(self, key: str) -> bool: ...
 
@@ -43,11 +50,12 @@ class Guard:
         metrics: Metrics,
         *,
         key: str = "",
+        fleet: Fleet | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
         self.key = key or name  # the target's identity (shared with other replicas)
-        self.fleet: Fleet | None = None
+        self.fleet = fleet
         self._adopting = False
         self._metrics = metrics
         self._changed = anyio.Event()
@@ -55,6 +63,8 @@ class Guard:
         self.bucket = TokenBucket(rate_limit.per_second, rate_limit.burst, clock)
         self.breaker = CircuitBreaker(breaker, clock, self._on_change)
         metrics.circuit_state.labels(name).set(State.CLOSED)
+        if fleet is not None:
+            self.set_share(fleet.share)
 
     def _on_change(self, state: State) -> None:
         self._metrics.circuit_state.labels(self.name).set(state)
@@ -144,3 +154,38 @@ class Guard:
                 self.bucket.on_throttle()
             self.breaker.record(failed=True)
         self.wake()
+
+    async def deliver(self, target: Target, deliveries: Sequence[Delivery]) -> list[Tried | None]:
+        """The one delivery step: admit, deliver, record. Calls start in chunks no larger
+        than the burst, each as soon as its tokens are there (a batch larger than the burst,
+        as with a replica's share of it, would otherwise go out at once and overrun the
+        rate). Returns, in the order given, what the target answered, or None for a delivery
+        the breaker refused (not tried: it comes back after `retry_delay()`)."""
+        results: list[Tried | None] = [None] * len(deliveries)
+
+        async def call(start: int, chunk: Sequence[Delivery]) -> None:
+            started = time.monotonic()
+            errors = await target.deliver(chunk)
+            duration = time.monotonic() - started
+            for offset, (delivery, error) in enumerate(zip(chunk, errors, strict=True)):
+                self.record(error)
+                results[start + offset] = Tried(delivery, error, duration)
+
+        start = 0
+        async with anyio.create_task_group() as tg:
+            while start < len(deliveries):
+                admitted = await self.admit(min(len(deliveries) - start, self.chunk_size()))
+                if not admitted:
+                    break
+                tg.start_soon(call, start, deliveries[start : start + admitted])
+                start += admitted
+        return results
+
+
+@dataclass(frozen=True)
+class Tried:
+    """A delivery the guard admitted and the target answered."""
+
+    delivery: Delivery
+    error: DeliveryError | None  # None: accepted
+    duration: float  # seconds the call took

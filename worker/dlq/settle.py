@@ -7,7 +7,6 @@ still fails after retries is left to reappear (a duplicate at worst, never a los
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -18,26 +17,20 @@ from worker.aws.errors import OWN_CODES, metric_code
 from worker.aws.sqs import SqsQueue, message_entry
 from worker.core.errors import ErrorKind
 from worker.core.limits import message_size
-from worker.core.outcomes import Delivered, Park, Release, Retry
-from worker.core.parking import ParkedMessage, build_parked, parking_metadata
+from worker.core.outcomes import Decision, Delivered, Park, Release, Retry
+from worker.core.parking import DEFAULT_GROUP_ID, ParkedMessage, build_parked, parking_metadata
+from worker.core.policy import visibility_for
 from worker.metrics import Metrics
-from worker.pipeline import Decision
 from worker.settings import VISIBILITY_LIMIT_SECONDS
 from worker.targets.base import Target
 
-log = structlog.get_logger("worker.settle")
+log = structlog.get_logger("worker.dlq.settle")
 
 # A message the parking queue refused is tried again after this long.
 PARK_FAILED_RETRY_SECONDS = 60
 # A message no parking form of which fits the parking queue is held this long (the longest
 # visibility SQS allows): it cannot succeed by trying again, an operator has to act.
 UNPARKABLE_HOLD_SECONDS = VISIBILITY_LIMIT_SECONDS
-
-
-def visibility_for(delay: float, received_at: float, now: float) -> int:
-    """A visibility timeout for `delay`, within what SQS accepts for this receive."""
-    left = VISIBILITY_LIMIT_SECONDS - (now - received_at) - 1
-    return max(0, min(math.ceil(delay), math.floor(left)))
 
 
 def _delivery_outcome(decision: Decision) -> str:
@@ -171,7 +164,7 @@ class Settler:
             entry_id, parked.body, parked.attributes, trace_header=message.trace_header
         )
         if self._parking.is_fifo:
-            entry["MessageGroupId"] = message.group_id or "retry-worker"
+            entry["MessageGroupId"] = message.group_id or DEFAULT_GROUP_ID
             entry["MessageDeduplicationId"] = f"park-{message.message_id}"
         return entry
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import signal
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -14,24 +14,27 @@ import structlog
 from anyio.abc import TaskStatus
 from prometheus_client import CollectorRegistry
 
-from worker.assembly import Shared, build_poller
-from worker.aws.budget import (
+from worker.aws.clients import Clients
+from worker.aws.descriptors import (
     TARGET_SERVICES,
     ConnectionPlan,
     open_descriptors,
     plan_connections,
     raise_descriptor_limit,
 )
-from worker.aws.clients import Clients
 from worker.aws.errors import error_code, metric_code
-from worker.discovery import discover
-from worker.fleet import Coordinator
-from worker.http import Health, HttpServer
-from worker.loops import SharedLoops
+from worker.core.policy import failure_pause
+from worker.daemon.assembly import Shared, build_poller
+from worker.daemon.discovery import discover
+from worker.daemon.health import Health
+from worker.daemon.http import HttpServer
+from worker.fleet.coordinator import Coordinator
+from worker.fleet.loops import SharedLoops
 from worker.metrics import Metrics
 from worker.settings import QueueSettings, Settings
+from worker.targets.guard import Guard
 
-log = structlog.get_logger("worker.app")
+log = structlog.get_logger("worker.daemon.app")
 
 STARTUP_RETRY_MAX_SECONDS = 60.0
 # Queues start spread over up to this long (5 ms a queue), so N queues and a fleet of replicas
@@ -45,9 +48,8 @@ class Runtime:
     """What a running daemon exposes: its health view, what its queues share, its HTTP port."""
 
     health: Health
-    shared: Shared = field(default_factory=Shared)
-    http_port: int = 0
-    queues: int = 0  # how many queues this process serves (sizes the start-up spread)
+    shared: Shared
+    http_port: int
     taking_turns: bool = False
 
 
@@ -61,22 +63,30 @@ async def _start_queue(
 ) -> None:
     """Resolve the queue (retrying through an outage at boot), then poll it."""
     rng = runtime.shared.rng
-    spread = min(STARTUP_SPREAD_MAX_SECONDS, STARTUP_SPREAD_PER_QUEUE_SECONDS * runtime.queues)
-    await anyio.sleep(rng.uniform(0, spread))
+    spread = STARTUP_SPREAD_PER_QUEUE_SECONDS * len(runtime.health.queues)
+    await anyio.sleep(rng.uniform(0, min(STARTUP_SPREAD_MAX_SECONDS, spread)))
+    discovered = name not in settings.queues  # may be deleted while served
     failures = 0
     while True:
         try:
-            poller = await build_poller(name, queue, settings, clients, metrics, runtime.shared)
+            poller = await build_poller(
+                name,
+                queue,
+                settings,
+                clients,
+                metrics,
+                runtime.shared,
+                stop_when_gone=discovered,
+            )
             break
         except Exception as exc:  # noqa: BLE001 - retried; readiness stays false meanwhile
             failures += 1
-            delay = rng.uniform(0.5, 1.0) * min(STARTUP_RETRY_MAX_SECONDS, 2.0**failures)
+            delay = failure_pause(failures, 2.0, STARTUP_RETRY_MAX_SECONDS, rng)
             metrics.aws_errors.labels("sqs", "ResolveQueue", metric_code(error_code(exc))).inc()
             log.error(
                 "queue_resolve_failed", queue=name, error=error_code(exc), retry_in=round(delay, 3)
             )
             await anyio.sleep(delay)
-    poller.stop_when_gone = name not in settings.queues  # discovered: may be deleted
     runtime.health.pollers[name] = poller
     _warn_if_taking_turns(runtime)
     await poller.run()
@@ -136,66 +146,61 @@ async def serve(
     this process, as in the demo)."""
     registry = registry or CollectorRegistry()
     metrics = Metrics(registry)
-    runtime = Runtime(Health(list(settings.queues)), queues=len(settings.queues))
     limit = raise_descriptor_limit()
-    http = HttpServer(runtime.health, registry, settings.http.host, settings.http.port)
     async with AsyncExitStack() as stack, anyio.create_task_group() as tg:
-        runtime.http_port = await tg.start(http.serve)
         plan = connection_plan(settings, limit, cost=connection_cost)
-        runtime.shared.polls = anyio.CapacityLimiter(plan.poll_slots)
         clients = Clients(settings.aws, stack, pool=plan.pool_for, on_request=metrics.count_request)
-        fleet = await _coordinate(settings, runtime, clients, metrics)
+        guards: dict[str, Guard] = {}  # filled as queues start; the fleet shares them
+        fleet = await _fleet(settings, clients, guards, metrics)
+        shared = Shared(guards, fleet, polls=anyio.CapacityLimiter(plan.poll_slots))
         if fleet is not None:
-            tg.start_soon(fleet.run)
-        starting = anyio.CancelScope()
+            shared.loops = SharedLoops(fleet.table, fleet)
+        health = Health(list(settings.queues), sources=[fleet.notes] if fleet else [])
+        http = HttpServer(health, registry, settings.http.host, settings.http.port)
+        runtime = Runtime(health, shared, await tg.start(http.serve))
+        async with AsyncExitStack() as membership:
+            if fleet is not None:
+                await membership.enter_async_context(fleet.taking_part())
+                log.info(
+                    "coordination_joined",
+                    table=settings.coordination.table,
+                    replica=fleet.me,
+                    members=fleet.members,
+                    degraded=fleet.degraded,
+                )
+            starting = anyio.CancelScope()
 
-        async def start_queue(name: str, queue: QueueSettings) -> None:
-            await _start_queue(name, queue, settings, runtime, clients, metrics)
+            async def start_queue(name: str, queue: QueueSettings) -> None:
+                await _start_queue(name, queue, settings, runtime, clients, metrics)
 
-        async def start_all() -> None:
-            with starting:
-                async with anyio.create_task_group() as queues:
-                    for name, queue in settings.queues.items():
-                        queues.start_soon(start_queue, name, queue)
-                    if settings.discovery is not None:
-                        sqs = await clients.get("sqs")
-                        queues.start_soon(
-                            discover, settings, sqs, runtime.health, metrics, start_queue
-                        )
+            async def start_all() -> None:
+                with starting:
+                    async with anyio.create_task_group() as queues:
+                        for name, queue in settings.queues.items():
+                            queues.start_soon(start_queue, name, queue)
+                        if settings.discovery is not None:
+                            sqs = await clients.get("sqs")
+                            queues.start_soon(discover, settings, sqs, health, metrics, start_queue)
 
-        tg.start_soon(start_all)
-        log.info("started", queues=len(settings.queues), poll_slots=plan.poll_slots)
-        task_status.started(runtime)
-        await stop.wait()
-        await _shutdown(runtime.health, settings.shutdown.grace_seconds)
-        if fleet is not None:
-            await fleet.leave()
+            tg.start_soon(start_all)
+            log.info("started", queues=len(settings.queues), poll_slots=plan.poll_slots)
+            task_status.started(runtime)
+            await stop.wait()
+            await _shutdown(health, settings.shutdown.grace_seconds)
         starting.cancel()
         tg.cancel_scope.cancel()  # the HTTP server
     log.info("stopped")
 
 
-async def _coordinate(
-    settings: Settings, runtime: Runtime, clients: Clients, metrics: Metrics
+async def _fleet(
+    settings: Settings, clients: Clients, guards: dict[str, Guard], metrics: Metrics
 ) -> Coordinator | None:
-    """With `coordination.backend: dynamodb`: join the fleet (one heartbeat, bounded) before
-    any queue starts, so the first deliveries already use this replica's share."""
-    coordination = settings.coordination
-    if coordination.backend != "dynamodb":
+    """With `coordination.backend: dynamodb`, the coordinator (it joins the fleet, with one
+    bounded heartbeat, before any queue starts, so the first deliveries already use this
+    replica's share)."""
+    if settings.coordination.backend != "dynamodb":
         return None
-    fleet = await Coordinator.open(coordination, clients, runtime.shared.guards, metrics)
-    runtime.shared.fleet = fleet
-    runtime.shared.loops = SharedLoops(fleet.table, fleet)
-    runtime.health.sources.append(fleet.notes)
-    await fleet.start()
-    log.info(
-        "coordination_joined",
-        table=coordination.table,
-        replica=fleet.me,
-        members=fleet.members,
-        degraded=fleet.degraded,
-    )
-    return fleet
+    return await Coordinator.open(settings.coordination, clients, guards, metrics)
 
 
 async def _shutdown(health: Health, grace: float) -> None:

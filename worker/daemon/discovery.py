@@ -12,11 +12,11 @@ import structlog
 
 from worker.aws.clients import Client
 from worker.aws.errors import error_code, metric_code
-from worker.http import Health
+from worker.daemon.health import Health
 from worker.metrics import Metrics
 from worker.settings import QueueSettings, Settings
 
-log = structlog.get_logger("worker.discovery")
+log = structlog.get_logger("worker.daemon.discovery")
 
 StartQueue = Callable[[str, QueueSettings], Awaitable[None]]
 

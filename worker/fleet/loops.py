@@ -1,5 +1,5 @@
-"""Counting loops for hand-off targets: in this process (`LocalLoops`), or in the
-coordination table so that every replica counts the same payload (`SharedLoops`).
+"""Counting loops for hand-off targets in the coordination table, so that every replica
+counts the same payload (`SharedLoops`, a `worker.core.loopguard.Loops`).
 
 A shared count falls back to this process's own count while the table fails (the count is
 kept locally all along, so the fallback starts from what this replica saw)."""
@@ -8,28 +8,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Protocol
 
 import anyio
 
-from worker.aws.table import CoordinationTable
-from worker.core.loopguard import WINDOW_SECONDS, LoopGuard
-from worker.fleet import Coordinator
-
-
-class Loops(Protocol):
-    async def counts(self, seen: Sequence[tuple[str, str]]) -> list[int]:
-        """For each (fingerprint, DLQ message id): how many distinct DLQ messages carried
-        that fingerprint within the window, this one included."""
-        ...
-
-
-class LocalLoops:
-    def __init__(self, guard: LoopGuard | None = None) -> None:
-        self.guard = guard or LoopGuard(time.monotonic)
-
-    async def counts(self, seen: Sequence[tuple[str, str]]) -> list[int]:
-        return [self.guard.observe(key, mid) for key, mid in seen]
+from worker.core.loopguard import WINDOW_SECONDS, LocalLoops, LoopGuard
+from worker.fleet.coordinator import Coordinator
+from worker.fleet.table import CoordinationTable
 
 
 class SharedLoops:
@@ -43,7 +27,7 @@ class SharedLoops:
     ) -> None:
         self._table = table
         self._fleet = fleet
-        self._local = local or LocalLoops()
+        self._local = local or LocalLoops(LoopGuard(time.monotonic))
         self._window = window_seconds
 
     async def counts(self, seen: Sequence[tuple[str, str]]) -> list[int]:

@@ -1,6 +1,5 @@
-"""The per-message pipeline: envelope → gate → deliver → classify → decision.
-
-It returns outcome values; it never touches the DLQ itself.
+"""The per-message pipeline: attempt → gate → loop check → deliver through the guard →
+decision. It returns `Decision` values (`worker.core.outcomes`); it never touches the DLQ.
 
 FIFO DLQs with a target that takes one message per call (Lambda, Step Functions, `auto`):
 the messages of a group are delivered one at a time in receive order, in rounds (one message
@@ -15,29 +14,16 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
-import anyio
-
+from worker.aws.sources import DlqFacts
 from worker.core.envelope import DlqMessage
-from worker.core.errors import DeliveryError
-from worker.core.loopguard import fingerprint
-from worker.core.outcomes import Delivered, Outcome, Park, Release, Retry
+from worker.core.loopguard import Loops, fingerprint
+from worker.core.outcomes import Decision, Delivered, Outcome, Park, Release, Retry
 from worker.core.policy import attempt_number, gate, on_failure
 from worker.core.waiting import WaitLedger
-from worker.guard import Guard
-from worker.loops import Loops
 from worker.settings import PolicySettings
 from worker.targets.base import Delivery, Target
-
-
-@dataclass(frozen=True)
-class Decision:
-    message: DlqMessage
-    attempt: int  # attempts made, counting this one if a delivery was tried
-    outcome: Outcome
-    error: DeliveryError | None = None  # the delivery's failure, if one was tried and failed
-    duration: float | None = None  # seconds the target took, if a delivery was tried
+from worker.targets.guard import Guard
 
 
 class Pipeline:
@@ -46,22 +32,20 @@ class Pipeline:
         policy: PolicySettings,
         target: Target,
         guard: Guard,
-        arrived_with: Callable[[DlqMessage], int],
+        facts: DlqFacts,
         *,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
-        retention_seconds: float | None = None,
         loops: Loops | None = None,
         loop_key: str = "",
         fifo: bool = False,
     ) -> None:
         self.policy = policy
         self.target = target
-        self.guard = guard
-        self._arrived_with = arrived_with
+        self._guard = guard
+        self._facts = facts  # what the first batch learns: redrive sources, retention
         self._clock = clock
         self._rng = rng or random.Random()
-        self.retention_seconds = retention_seconds  # the DLQ's MessageRetentionPeriod
         self._loops = loops
         self._loop_key = loop_key or target.name
         self.in_group_order = fifo and target.one_per_call
@@ -81,7 +65,7 @@ class Pipeline:
         return {i for (i, _), n in zip(handed_off, counts, strict=True) if n >= limit}
 
     def _attempt(self, message: DlqMessage) -> int:
-        counted = attempt_number(message, self._arrived_with(message))
+        counted = attempt_number(message, self._facts.arrived_with(message))
         return max(1, counted - self.waiting.untried(message.message_id))
 
     async def run(self, messages: Sequence[DlqMessage]) -> list[Decision]:
@@ -137,40 +121,24 @@ class Pipeline:
     async def _deliver(
         self, to_deliver: list[tuple[int, Delivery]], decided: dict[int, Decision]
     ) -> None:
-        """Deliver in chunks no larger than the bucket's burst, each as soon as its tokens
-        are there (a batch larger than the burst, as with a replica's share of it, would
-        otherwise go out at once and overrun the rate)."""
-        rest = to_deliver
-        async with anyio.create_task_group() as tg:
-            while rest:
-                admitted = await self.guard.admit(min(len(rest), self.guard.chunk_size()))
-                if not admitted:
-                    break
-                tg.start_soon(self._call, rest[:admitted], decided)
-                rest = rest[admitted:]
-        for index, delivery in rest:
-            # The breaker opened after this batch was received: not a try, come back later.
-            refused = Retry(self.guard.retry_delay(), "CircuitOpen")
-            decided[index] = Decision(delivery.message, delivery.attempt - 1, refused)
-
-    async def _call(
-        self, to_deliver: list[tuple[int, Delivery]], decided: dict[int, Decision]
-    ) -> None:
-        started = time.monotonic()
-        results = await self.target.deliver([d for _, d in to_deliver])
-        duration = time.monotonic() - started
+        results = await self._guard.deliver(self.target, [d for _, d in to_deliver])
         now = self._clock()
-        for (index, delivery), error in zip(to_deliver, results, strict=True):
-            self.guard.record(error)
+        for (index, delivery), tried in zip(to_deliver, results, strict=True):
+            message, attempt = delivery.message, delivery.attempt
+            if tried is None:
+                # The breaker opened after this batch was received: not a try, come back later.
+                refused = Retry(self._guard.retry_delay(), "CircuitOpen")
+                decided[index] = Decision(message, attempt - 1, refused)
+                continue
             outcome: Outcome = Delivered()
-            if error is not None:
+            if tried.error is not None:
                 outcome = on_failure(
-                    error,
-                    delivery.attempt,
-                    delivery.message,
+                    tried.error,
+                    attempt,
+                    message,
                     self.policy,
                     now,
                     self._rng,
-                    self.retention_seconds,
+                    self._facts.retention_seconds,
                 )
-            decided[index] = Decision(delivery.message, delivery.attempt, outcome, error, duration)
+            decided[index] = Decision(message, attempt, outcome, tried.error, tried.duration)

@@ -16,16 +16,26 @@ from collections.abc import Callable
 import anyio
 import structlog
 
+from worker.aws.attributes import read_depth
 from worker.aws.errors import error_code, metric_code
 from worker.aws.sqs import SqsQueue
 from worker.core.idle import IdleSchedule
-from worker.depth import read_depth, record_depth
+from worker.dlq.pause import PauseWatch
 from worker.metrics import Metrics, drop
-from worker.pause import PauseWatch
 
-log = structlog.get_logger("worker.watch")
+log = structlog.get_logger("worker.dlq.checks")
 
 Beat = Callable[..., None]  # the loop's liveness beat, `beat(waiting=seconds)`
+
+
+def record_depth(name: str, metrics: Metrics, counts: dict[str, int]) -> None:
+    """`visible` always; `in_flight` and `delayed` only while not zero (an idle queue costs one
+    series, not three)."""
+    for state, value in counts.items():
+        if value or state == "visible":
+            metrics.queue_messages.labels(name, state).set(value)
+        else:
+            drop(metrics.queue_messages, name, state)
 
 
 class QueueWatch:

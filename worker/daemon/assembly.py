@@ -10,37 +10,42 @@ pays for them).
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass, field
 
 import anyio
 import structlog
 
 from worker.aws.clients import Clients
-from worker.aws.sources import SourceBook
+from worker.aws.sources import DlqFacts
 from worker.aws.sqs import SqsQueue, resolve_queue_url
 from worker.core.idle import IdleSchedule
-from worker.fleet import Coordinator
-from worker.guard import Guard
-from worker.loops import LocalLoops, Loops
+from worker.core.loopguard import LocalLoops, LoopGuard, Loops
+from worker.dlq.checks import QueueWatch
+from worker.dlq.pause import PauseWatch
+from worker.dlq.pipeline import Pipeline
+from worker.dlq.poller import Poller
+from worker.dlq.settle import Settler
+from worker.fleet.coordinator import Coordinator
 from worker.metrics import Metrics
-from worker.pause import PauseWatch
-from worker.pipeline import Pipeline
-from worker.poller import Poller
 from worker.settings import QueueSettings, Settings
-from worker.settle import Settler
 from worker.targets import build_target
-from worker.watch import QueueWatch
+from worker.targets.guard import Guard
 
-log = structlog.get_logger("worker.assembly")
+log = structlog.get_logger("worker.daemon.assembly")
+
+
+def _local_loops() -> Loops:
+    return LocalLoops(LoopGuard(time.monotonic))
 
 
 @dataclass
 class Shared:
-    """Shared by every queue of the process."""
+    """Shared by every queue of the process; built once, before any queue starts."""
 
     guards: dict[str, Guard] = field(default_factory=dict)  # one per target identity
-    loops: Loops = field(default_factory=LocalLoops)
     fleet: Coordinator | None = None  # coordination with the other replicas, when enabled
+    loops: Loops = field(default_factory=_local_loops)  # local, or the fleet's shared count
     polls: anyio.CapacityLimiter | None = None  # poll slots: the descriptor budget
     parking: dict[str, SqsQueue] = field(default_factory=dict)  # resolved once, by reference
     # one random source for every queue's jitter (a Random holds 2.5 kB of state)
@@ -56,9 +61,8 @@ class Shared:
                 queue.effective_circuit_breaker,
                 metrics,
                 key=key,
+                fleet=self.fleet,
             )
-            if self.fleet is not None:
-                self.fleet.attach(guard)
             self.guards[key] = guard
         return self.guards[key]
 
@@ -77,17 +81,21 @@ async def build_poller(
     clients: Clients,
     metrics: Metrics,
     shared: Shared,
+    *,
+    stop_when_gone: bool = False,
 ) -> Poller:
+    """`stop_when_gone`: a discovered queue, whose deletion ends its poller."""
     sqs = await clients.get("sqs")
     dlq = SqsQueue(sqs, await resolve_queue_url(sqs, queue.queue_ref))
     parking = await shared.parking_queue(clients, queue.policy.parking_queue or "")
-    sources = SourceBook(sqs, dlq.url)  # read with the first batch
-    target = await build_target(queue, clients, sources.by_arn)
+    facts = DlqFacts(sqs, dlq.url)  # learned with the first batch
+    target = await build_target(queue, clients, facts.by_arn)
+    guard = shared.guard_for(queue, target.name, metrics)
     pipeline = Pipeline(
         queue.policy,
         target,
-        shared.guard_for(queue, target.name, metrics),
-        sources.arrived_with,
+        guard,
+        facts,
         rng=shared.rng,
         loops=shared.loops,
         loop_key=queue.target_key,
@@ -109,11 +117,13 @@ async def build_poller(
         name,
         queue,
         dlq,
-        pipeline,
-        settler,
-        sources,
-        metrics,
-        polls=shared.polls,
+        guard=guard,
+        facts=facts,
+        pipeline=pipeline,
+        settler=settler,
+        metrics=metrics,
         watch=watch,
+        polls=shared.polls,
+        stop_when_gone=stop_when_gone,
         rng=shared.rng,
     )

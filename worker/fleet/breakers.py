@@ -1,4 +1,4 @@
-"""Breakers shared through the coordination table (the breaker half of `worker.fleet`).
+"""Breakers shared through the coordination table (the breaker half of the coordinator).
 
 A replica publishes its own transitions (open until, trip count; close) at once, adopts what
 others published once per generation, and in half-open lets only the holder of the probe
@@ -15,12 +15,12 @@ from collections.abc import Callable, Mapping
 import structlog
 
 from worker.aws.errors import error_code
-from worker.aws.table import CONDITION_FAILED, CoordinationTable
 from worker.core.breaker import State
-from worker.core.fleet import BreakerNote
-from worker.guard import Guard
+from worker.core.membership import BreakerNote
+from worker.fleet.table import CONDITION_FAILED, CoordinationTable
+from worker.targets.guard import Guard
 
-log = structlog.get_logger("worker.fleet")
+log = structlog.get_logger("worker.fleet.breakers")
 
 MINE, OTHERS, LOCAL = "mine", "others", "local"  # who probes a half-open breaker
 

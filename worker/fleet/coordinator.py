@@ -21,22 +21,23 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 
 import anyio
 import structlog
 
 from worker.aws.clients import Clients
 from worker.aws.errors import error_code, metric_code
-from worker.aws.table import CoordinationTable
 from worker.core.breaker import State
-from worker.core.fleet import MISSED_BEATS, Membership, share_of
-from worker.guard import Guard
+from worker.core.membership import MISSED_BEATS, Membership, share_of
+from worker.fleet.breakers import SharedBreakers
+from worker.fleet.table import CoordinationTable
 from worker.metrics import Metrics
 from worker.settings import CoordinationSettings
-from worker.shared_breakers import SharedBreakers
+from worker.targets.guard import Guard
 
-log = structlog.get_logger("worker.fleet")
+log = structlog.get_logger("worker.fleet.coordinator")
 
 JOIN_WAIT_BEATS = 1.2  # a heartbeat, and a little for the others' reads to come back
 
@@ -88,10 +89,6 @@ class Coordinator:
 
     # -- what guards call (Fleet protocol) ----------------------------------------------------
 
-    def attach(self, guard: Guard) -> None:
-        guard.fleet = self
-        guard.set_share(self.share)
-
     def may_probe(self, key: str) -> bool:
         return self.breakers.may_probe(key)
 
@@ -133,6 +130,19 @@ class Coordinator:
             if self._clock() >= due:
                 await self.heartbeat()
                 due = max(due + self._hb, self._clock())
+
+    @asynccontextmanager
+    async def taking_part(self) -> AsyncIterator[None]:
+        """A member of the fleet while the block runs: joins (`start`), beats in the
+        background, and leaves at the end, however the block ends."""
+        try:
+            await self.start()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self.run)
+                yield
+                tg.cancel_scope.cancel()
+        finally:
+            await self.leave()
 
     async def leave(self) -> None:
         """Remove this replica's heartbeat: the others take its share at once."""

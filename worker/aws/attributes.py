@@ -1,0 +1,63 @@
+"""What a queue says about itself through its attributes and tags: depth counts, retention,
+and the pause tag (SPEC.md, Pause). Read by the queue loop and by the operator commands;
+written by `pause` / `resume` only. Every call here is billed: callers decide how often."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from worker.aws.clients import Client
+from worker.aws.sqs import SqsQueue
+
+PAUSED_TAG = "retry-worker:paused"
+NOTE_TAG = "retry-worker:paused-note"
+MAX_TAG_VALUE = 256
+
+DEPTH_ATTRIBUTES = {
+    "ApproximateNumberOfMessages": "visible",
+    "ApproximateNumberOfMessagesNotVisible": "in_flight",
+    "ApproximateNumberOfMessagesDelayed": "delayed",
+}
+
+
+async def read_depth(queue: SqsQueue) -> dict[str, int]:
+    """Visible, in-flight and delayed counts (raises what the call raised)."""
+    response = await queue.client.get_queue_attributes(
+        QueueUrl=queue.url, AttributeNames=list(DEPTH_ATTRIBUTES)
+    )
+    values = response.get("Attributes", {})
+    return {state: int(values.get(name, 0)) for name, state in DEPTH_ATTRIBUTES.items()}
+
+
+async def retention_seconds(client: Client, url: str) -> float:
+    """The queue's MessageRetentionPeriod (SQS drops a message that long after it was sent)."""
+    response = await client.get_queue_attributes(
+        QueueUrl=url, AttributeNames=["MessageRetentionPeriod"]
+    )
+    return float(response["Attributes"]["MessageRetentionPeriod"])
+
+
+@dataclass(frozen=True)
+class PauseTag:
+    paused: bool
+    note: str | None = None  # the pause's time and reason, while paused
+
+
+async def read_pause(client: Client, url: str) -> PauseTag:
+    """The DLQ's pause tag (raises what ListQueueTags raised)."""
+    tags: dict[str, str] = (await client.list_queue_tags(QueueUrl=url)).get("Tags", {})
+    paused = tags.get(PAUSED_TAG) == "true"
+    return PauseTag(paused, tags.get(NOTE_TAG) if paused else None)
+
+
+async def write_pause(queue: SqsQueue, reason: str | None) -> str:
+    """Pause the queue for every replica; returns the note written (time and reason)."""
+    note = datetime.now(UTC).isoformat(timespec="seconds") + (f" {reason}" if reason else "")
+    note = note[:MAX_TAG_VALUE]
+    await queue.client.tag_queue(QueueUrl=queue.url, Tags={PAUSED_TAG: "true", NOTE_TAG: note})
+    return note
+
+
+async def clear_pause(queue: SqsQueue) -> None:
+    await queue.client.untag_queue(QueueUrl=queue.url, TagKeys=[PAUSED_TAG, NOTE_TAG])
