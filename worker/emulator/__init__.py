@@ -28,6 +28,9 @@ class MotoServer:
             raise SystemExit(
                 "the local emulator needs the demo extra: pip install 'retry-worker[demo]'"
             ) from exc
+        from worker.emulator import speedups
+
+        speedups.apply()
         # The emulator's per-request access log is noise next to the worker's own logs.
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)

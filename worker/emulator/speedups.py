@@ -1,0 +1,51 @@
+"""Two shortcuts in moto's SQS backend that answer exactly as moto does, without its
+quadratic cost (moto 5.2):
+
+- every message a ReceiveMessage returns asked GetQueueAttributes for the queue's retention,
+  and every attribute built the whole attribute dict, counting every message three times
+  (visible, in flight, delayed): a receive from a queue of n messages cost O(n²);
+- GetQueueAttributes built that whole dict up to three times per attribute asked for.
+
+With them the emulator spends its time on requests, not on counting: the chaos test's
+emulator CPU, most of `make test`'s, falls by about half. Applied once, in this process
+(the emulator runs in a thread of the process that starts it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+MARK = "_retry_worker_speedups"
+
+
+def apply() -> None:
+    from moto.core.utils import unix_time
+    from moto.sqs.models import SQSBackend
+
+    if getattr(SQSBackend, MARK, False):
+        return
+
+    original = SQSBackend.get_queue_attributes
+
+    def get_queue_attributes(
+        self: Any, queue_name: str, attribute_names: list[str]
+    ) -> dict[str, Any]:
+        if not attribute_names or "All" in attribute_names:
+            return original(self, queue_name, attribute_names)
+        queue = self.get_queue(queue_name)  # raises moto's own QueueDoesNotExist
+        valid = ["All", *queue.BASE_ATTRIBUTES, *queue.FIFO_ATTRIBUTES, *queue.KMS_ATTRIBUTES]
+        if any(name not in valid for name in attribute_names):
+            return original(self, queue_name, attribute_names)  # moto raises its own error
+        everything = queue.attributes  # built once
+        return {
+            name: everything[name]
+            for name in attribute_names
+            if name in everything and everything[name] is not None
+        }
+
+    def retained(self: Any, queue_name: str, message: Any) -> bool:
+        period = self.get_queue(queue_name).message_retention_period
+        return bool(period + message.sent_timestamp / 1000 > unix_time())
+
+    setattr(SQSBackend, "get_queue_attributes", get_queue_attributes)  # noqa: B010
+    setattr(SQSBackend, "is_message_valid_based_on_retention_period", retained)  # noqa: B010
+    setattr(SQSBackend, MARK, True)
