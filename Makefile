@@ -29,8 +29,11 @@ tools: $(STAMP) .tools/helm
 .tools/helm: scripts/install_helm.py
 	$(BIN)/python scripts/install_helm.py $@
 
+# Four workers on two cores: most tests wait on the emulator or on the clock. Work stealing,
+# and the long end-to-end tests first (tests/conftest.py), so no long test starts last.
+TEST_WORKERS ?= 4
 test: tools
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal
 
 lint: $(STAMP)
 	$(BIN)/ruff check worker tests bench

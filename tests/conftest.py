@@ -35,6 +35,13 @@ os.environ.update(
 )
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The long end-to-end tests first: run in parallel (`make test` uses pytest-xdist),
+    they start at once on their own workers and the short ones fill the gaps, instead of
+    one long test starting last and running alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"

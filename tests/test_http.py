@@ -157,6 +157,7 @@ async def test_metrics_negotiate_openmetrics_and_gzip_and_keep_alive():
     assert (head.status, head_body) == (200, b"")
 
 
+@pytest.mark.slow
 async def test_endpoints_follow_the_daemon_through_an_sqs_outage(aws, proxy):
     await create_function(aws.lambda_, "fn")
     dlq = await create_queue(aws.sqs, "fn-dlq")

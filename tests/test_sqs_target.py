@@ -40,6 +40,7 @@ def _attributes(i: int) -> dict:
     }
 
 
+@pytest.mark.slow
 async def test_redrive_of_1000_messages_keeps_every_attribute(aws, proxy, worker_stack):
     proxy.keep_journal = False
     count, queues = 1000, 4
