@@ -1,4 +1,4 @@
-"""Regenerate the IAM policies the docs and the golden test show, after changing worker/iam.py.
+"""Regenerate the IAM policies the docs and the golden test show, after changing worker/ops/iam.py.
 
 .venv/bin/python scripts/update_iam_docs.py
 """
