@@ -30,10 +30,13 @@ tools: $(STAMP) .tools/helm
 	$(BIN)/python scripts/install_helm.py $@
 
 # Four workers on two cores: most tests wait on the emulator or on the clock. Work stealing,
-# and the long end-to-end tests first (tests/conftest.py), so no long test starts last.
+# and the long end-to-end tests first (tests/conftest.py), so no long test starts last. The
+# tests that measure a fleet's rate in wall-clock windows run after, alone: on a starved CPU
+# the proxy records requests in clumps and a window overcounts.
 TEST_WORKERS ?= 4
 test: tools
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal -m "not timing"
+	$(BIN)/pytest -m timing
 
 lint: $(STAMP)
 	$(BIN)/ruff check worker tests bench
