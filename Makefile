@@ -31,8 +31,8 @@ tools: $(STAMP) .tools/helm
 
 # Four workers on two cores: most tests wait on the emulator or on the clock. Work stealing,
 # and the long end-to-end tests first (tests/conftest.py), so no long test starts last. The
-# tests that measure a fleet's rate in wall-clock windows run after, alone: on a starved CPU
-# the proxy records requests in clumps and a window overcounts.
+# fleet's process tests (rates and probe cycles in wall-clock windows) run after, alone: on a
+# starved CPU the proxy records requests in clumps and a window miscounts.
 TEST_WORKERS ?= 4
 test: tools
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal -m "not timing"

@@ -24,7 +24,7 @@ from tests.test_http import aget
 from worker.emulator import create_coordination_table, create_function, create_queue
 from worker.emulator.proxy import Rule
 
-pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timing]
 
 RATE, BURST = 10.0, 10
 REPLICAS = 3
@@ -78,7 +78,6 @@ async def _run_fleet(aws, proxy, tmp_path, dlq: str, backend: str, count: int) -
             await daemon.stop()
 
 
-@pytest.mark.timing
 @pytest.mark.timeout(300)
 async def test_the_fleet_keeps_to_one_rate_and_without_coordination_triples_it(
     aws, proxy, setup, tmp_path
@@ -190,7 +189,6 @@ async def test_the_others_take_a_killed_replicas_share_within_three_heartbeats(
 OUTAGE_SECONDS = 30.0
 
 
-@pytest.mark.timing
 @pytest.mark.timeout(240)
 async def test_the_table_failing_for_30s_loses_nothing_and_keeps_the_rate(
     aws, proxy, setup, tmp_path
