@@ -152,9 +152,11 @@ async def serve(
         clients = Clients(settings.aws, stack, pool=plan.pool_for, on_request=metrics.count_request)
         guards: dict[str, Guard] = {}  # filled as queues start; the fleet shares them
         fleet = await _fleet(settings, clients, guards, metrics)
-        shared = Shared(guards, fleet, polls=anyio.CapacityLimiter(plan.poll_slots))
-        if fleet is not None:
-            shared.loops = SharedLoops(fleet.table, fleet)
+        polls = anyio.CapacityLimiter(plan.poll_slots)
+        if fleet is None:
+            shared = Shared(guards, polls=polls)
+        else:
+            shared = Shared(guards, fleet, SharedLoops(fleet.table, fleet), polls=polls)
         health = Health(list(settings.queues), sources=[fleet.notes] if fleet else [])
         http = HttpServer(health, registry, settings.http.host, settings.http.port)
         runtime = Runtime(health, shared, await tg.start(http.serve))
