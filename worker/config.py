@@ -21,8 +21,10 @@ from worker.settings import (
     Settings,
     deep_merge,
 )
+from worker.settings.decisions import load_hook
 
 ENV_VAR = "RETRY_WORKER_ENV"
+UNION_BRANCHES = {*TARGET_KINDS, "str", "LambdaHook", "none"}
 CONFIG_DIR_VAR = "RETRY_WORKER_CONFIG_DIR"
 # Variables with our prefix that are not settings keys.
 _NOT_SETTINGS = {ENV_VAR, CONFIG_DIR_VAR}
@@ -66,12 +68,15 @@ def _format(exc: ValidationError) -> list[str]:
     out = []
     for err in exc.errors():
         loc: list[str] = []
-        for part in map(str, err["loc"]):
+        for part in err["loc"]:
             # Drop pydantic's union-branch names (`target.lambda.function` reads as the YAML
-            # does: `target.function`).
-            if loc and loc[-1] == "target" and part in TARGET_KINDS:
+            # does: `target.function`, `hook.str` as `hook`); list items read `rules[0]`.
+            if loc and loc[-1] in ("target", "hook") and str(part) in UNION_BRANCHES:
                 continue
-            loc.append(part)
+            if isinstance(part, int) and loc:
+                loc[-1] += f"[{part}]"
+                continue
+            loc.append(str(part))
         message = err["msg"].removeprefix("Value error, ")
         out.append(f"{'.'.join(loc) or '<root>'}: {message}")
     return out
@@ -133,6 +138,7 @@ def cross_field_errors(settings: Settings) -> list[str]:
         if backoff.initial_seconds > backoff.max_seconds:
             errors.append(f"{path}.policy.backoff.initial_seconds: must be <= max_seconds")
     errors += _shared_target_errors(settings) + _discovery_errors(settings)
+    errors += _hook_errors(settings)
     for name, q in settings.queues.items():
         if q.circuit_breaker.minimum_calls > q.circuit_breaker.window:
             errors.append(f"queues.{name}.circuit_breaker.minimum_calls: must be <= window")
@@ -169,6 +175,18 @@ def _shared_target_errors(settings: Settings) -> list[str]:
                 f"queues.{name}.target.circuit_breaker: differs from queues.{other_name} "
                 "(queues feeding the same target share one circuit breaker)"
             )
+    return errors
+
+
+def _hook_errors(settings: Settings) -> list[str]:
+    """A Python hook is imported at start-up: an import error fails the boot."""
+    errors = []
+    for name, q in settings.queues.items():
+        if isinstance(q.hook, str):
+            try:
+                load_hook(q.hook)
+            except ValueError as exc:
+                errors.append(f"queues.{name}.hook: {exc}")
     return errors
 
 

@@ -115,6 +115,13 @@ class Metrics:
             "1 while the coordination table is failing (last known share kept).",
             registry=registry,
         )
+        self.decisions = Counter(
+            p + "decisions",
+            "Messages a queue's rules, transform or hook decided (action: deliver, defer, "
+            "park; error: the hook failed).",
+            ["queue", "by", "action"],
+            registry=registry,
+        )
         self.build_info = Gauge(
             p + "build_info", "Build information.", ["version"], registry=registry
         )

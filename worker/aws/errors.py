@@ -105,14 +105,25 @@ OWN_CODES = frozenset(
         "ExecutionAborted",
         "FunctionError.Handled",
         "FunctionError.Unhandled",
+        "HookTimeout",
+        "Deferred",
+        "Hook",
     }
 )
 KNOWN_CODES = THROTTLE_CODES | PERMANENT_CODES | RETRYABLE_CODES | OWN_CODES
 
 
+# Codes of a family named after the user's own code or configuration (`HookError.ValueError`,
+# `Rule.2`): the family is the label.
+FAMILIES = ("HookError", "RuleFailed", "TransformFailed", "Rule")
+
+
 def metric_code(code: str) -> str:
     """An error code for a metric label: from a bounded set, anything else is `Other`."""
-    return code if code in KNOWN_CODES else "Other"
+    if code in KNOWN_CODES:
+        return code
+    family = code.split(".", 1)[0]
+    return family if family in FAMILIES else "Other"
 
 
 def error_code(exc: BaseException) -> str:

@@ -9,6 +9,7 @@ invocation record it is the raw text of `requestPayload`, not a re-serialisation
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,6 +36,11 @@ class FailedEvent:
     first_failed_at: float | None = None  # epoch seconds
     replayable: bool = True
     via: tuple[str, ...] = ()  # envelopes unwrapped on the way (outermost first)
+    # What the producer recorded of the failure, for the message view's `error`: Lambda's
+    # ErrorCode / ErrorMessage, EventBridge's ERROR_CODE / ERROR_MESSAGE, an invocation
+    # record's responsePayload.errorType / errorMessage (else its condition).
+    error_code: str | None = None
+    error_message: str | None = None
 
 
 def raw_member(text: str, key: str) -> str | None:
@@ -93,15 +99,23 @@ def parse_failure(message: DlqMessage) -> FailedEvent:
     if message.source_arn:
         return FailedEvent("sqs_redrive", message.body, target_arn=message.source_arn)
     if all(name in message.attributes for name in EVENTBRIDGE_ATTRIBUTES):
+        code = _string_attribute(message, "ERROR_CODE")
         return FailedEvent(
             "eventbridge_dlq",
             message.body,
             target_arn=_string_attribute(message, "TARGET_ARN"),
-            error=_string_attribute(message, "ERROR_CODE"),
+            error=code,
+            error_code=code,
+            error_message=_string_attribute(message, "ERROR_MESSAGE"),
         )
     if all(name in message.attributes for name in LAMBDA_DLQ_ATTRIBUTES):
+        text = _string_attribute(message, "ErrorMessage")
         return FailedEvent(
-            "lambda_dlq", message.body, error=_string_attribute(message, "ErrorMessage")
+            "lambda_dlq",
+            message.body,
+            error=text,
+            error_code=_string_attribute(message, "ErrorCode"),
+            error_message=text,
         )
     return parse_body(message.body, message.sent_at)
 
@@ -125,15 +139,7 @@ def parse_body(body: str, sent_at: float | None = None, depth: int = 0) -> Faile
                 first_failed_at=_timestamp(data.get("Timestamp")) or sent_at,
                 via=("sns",),
             )
-        return FailedEvent(
-            inner.shape,
-            inner.payload,
-            inner.target_arn,
-            inner.error,
-            inner.first_failed_at,
-            inner.replayable,
-            ("sns", *inner.via),
-        )
+        return dataclasses.replace(inner, via=("sns", *inner.via))
     return FailedEvent("opaque", body, first_failed_at=sent_at)
 
 
@@ -142,13 +148,32 @@ def _invocation_record(body: str, data: dict[str, Any], context: dict[str, Any])
     error = response.get("functionError") or context.get("condition")
     first = _timestamp(data.get("timestamp"))
     target = str(context["functionArn"])
+    answer = data.get("responsePayload")
+    answer = answer if isinstance(answer, dict) else {}
+    condition = context.get("condition")
+    code = _text(answer.get("errorType")) or _text(condition)
+    text = _text(answer.get("errorMessage")) or _text(condition)
+    shape, replayable = "lambda_destination", True
+    payload = raw_member(body, "requestPayload")
     if any(key in data for key in STREAM_KEYS):
         # Pointers only (shard, sequence range): the data must be re-read from the stream.
-        return FailedEvent("stream_batch", body, target, error, first, replayable=False)
-    payload = raw_member(body, "requestPayload")
-    if payload is None:  # Lambda drops the payload when the record would be too large
-        return FailedEvent("lambda_destination", body, target, error, first, replayable=False)
-    return FailedEvent("lambda_destination", payload, target, error, first)
+        shape, payload, replayable = "stream_batch", body, False
+    elif payload is None:  # Lambda drops the payload when the record would be too large
+        payload, replayable = body, False
+    return FailedEvent(
+        shape,
+        payload,
+        target,
+        error,
+        first,
+        replayable=replayable,
+        error_code=code,
+        error_message=text,
+    )
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def _subscription(url: Any) -> str | None:

@@ -93,21 +93,36 @@ def on_failure(
         return Park(reason, error.code)
     if error.kind is ErrorKind.PERMANENT and error.code not in policy.retry_on:
         return Park(reason, error.code)
-    if attempt >= policy.max_attempts:
-        return Park("max_attempts", error.code)
     delay = backoff_delay(attempt, policy.backoff, rng)
     if error.retry_after is not None:
         delay = min(max(delay, error.retry_after), policy.backoff.max_seconds)
+    return later(delay, error.code, attempt, message, policy, now, retention_seconds)
+
+
+def later(
+    delay: float,
+    code: str,
+    attempt: int,
+    message: DlqMessage,
+    policy: PolicySettings,
+    now: float,
+    retention_seconds: float | None = None,
+) -> Retry | Park:
+    """Try again after `delay` — a retry after a failure, or a deferral a rule or hook asked
+    for (it counts as an attempt) — unless that was the last attempt, or the message would
+    outlive `max_age` or expire from the DLQ first."""
+    if attempt >= policy.max_attempts:
+        return Park("max_attempts", code)
     age = message.age(now)
     if age is not None:
         if policy.max_age_seconds is not None and age + delay > policy.max_age_seconds:
-            return Park("max_age", error.code)
+            return Park("max_age", code)
         if (
             retention_seconds is not None
             and retention_seconds - age < delay + EXPIRY_MARGIN_SECONDS
         ):
-            return Park("expiring", error.code)
-    return Retry(delay, error.code)
+            return Park("expiring", code)
+    return Retry(delay, code)
 
 
 def visibility_left(received_at: float, now: float) -> int:

@@ -21,6 +21,7 @@ from worker.aws.sources import DlqFacts
 from worker.aws.sqs import SqsQueue, resolve_queue_url
 from worker.core.idle import IdleSchedule
 from worker.core.loopguard import LocalLoops, LoopGuard, Loops
+from worker.decisions.decider import Decider
 from worker.dlq.checks import QueueWatch
 from worker.dlq.pause import PauseWatch
 from worker.dlq.pipeline import Pipeline
@@ -91,6 +92,9 @@ async def build_poller(
     facts = DlqFacts(sqs, dlq.url)  # learned with the first batch
     target = await build_target(queue, clients, facts.by_arn)
     guard = shared.guard_for(queue, target.name, metrics)
+    decider = await Decider.build(
+        name, queue, clients, metrics, log_bodies=settings.logging.log_bodies
+    )
     pipeline = Pipeline(
         queue.policy,
         target,
@@ -100,6 +104,7 @@ async def build_poller(
         loops=shared.loops,
         loop_key=queue.target_key,
         fifo=dlq.is_fifo,
+        decider=decider,
     )
     settler = Settler(
         name, dlq, parking, metrics, target=target, log_bodies=settings.logging.log_bodies

@@ -1,7 +1,9 @@
-"""The per-message pipeline: attempt → gate → loop check → deliver through the guard →
-decision. It returns `Decision` values (`worker.core.outcomes`); it never touches the DLQ.
+"""The per-message pipeline: attempt → gate → loop check → the queue's decisions (rules,
+transform, hook: `worker.decisions`) → deliver through the guard → decision. It returns
+`Decision` values (`worker.core.outcomes`); it never touches the DLQ.
 
-FIFO DLQs with a target that takes one message per call (Lambda, Step Functions, `auto`):
+FIFO DLQs with a target that takes one message per call (Lambda, Step Functions, `auto`), or
+any target when the queue has decisions:
 the messages of a group are delivered one at a time in receive order, in rounds (one message
 of every group per round, groups side by side). When one is not accepted (deferred, or refused
 by the breaker), the rest of its group is handed back untried, to come back after it; those
@@ -17,10 +19,12 @@ from collections.abc import Callable, Sequence
 
 from worker.aws.sources import DlqFacts
 from worker.core.envelope import DlqMessage
+from worker.core.errors import DeliveryError
 from worker.core.loopguard import Loops, fingerprint
 from worker.core.outcomes import Decision, Delivered, Outcome, Park, Release, Retry
-from worker.core.policy import attempt_number, gate, on_failure
+from worker.core.policy import attempt_number, gate, later, on_failure
 from worker.core.waiting import WaitLedger
+from worker.decisions.decider import Decider
 from worker.settings import PolicySettings
 from worker.targets.base import Delivery, Target
 from worker.targets.guard import Guard
@@ -39,6 +43,7 @@ class Pipeline:
         loops: Loops | None = None,
         loop_key: str = "",
         fifo: bool = False,
+        decider: Decider | None = None,
     ) -> None:
         self.policy = policy
         self.target = target
@@ -48,8 +53,11 @@ class Pipeline:
         self._rng = rng or random.Random()
         self._loops = loops
         self._loop_key = loop_key or target.name
-        self.in_group_order = fifo and target.one_per_call
+        # A decision may defer one message of a group: then a batch target too takes a group
+        # one message at a time, so nothing overtakes the deferred one.
+        self.in_group_order = fifo and (target.one_per_call or decider is not None)
         self.waiting = WaitLedger()
+        self._decider = decider  # the queue's rules, transform and hook, if it has any
 
     async def _looping(self, candidates: list[tuple[int, Delivery]]) -> set[int]:
         """The indexes of payloads that keep coming back as new DLQ messages through a
@@ -118,9 +126,56 @@ class Pipeline:
                 elif not groups[group]:
                     del groups[group]
 
+    async def _decide(
+        self, to_deliver: list[tuple[int, Delivery]], decided: dict[int, Decision]
+    ) -> list[tuple[int, Delivery]]:
+        """The queue's decisions, just before delivery: what they park or defer is decided
+        here, without a target call; the rest is delivered with the payload they made."""
+        if self._decider is None or not to_deliver:
+            return to_deliver
+        now = self._clock()
+        items = [(d.message, d.attempt) for _, d in to_deliver]
+        verdicts = await self._decider.decide_all(items, now)
+        ready = []
+        for (index, delivery), verdict in zip(to_deliver, verdicts, strict=True):
+            message, attempt = delivery.message, delivery.attempt
+            match verdict.action:
+                case "deliver":
+                    ready.append((index, Delivery(message, attempt, verdict.payload)))
+                    continue
+                case "park":  # nothing was tried
+                    outcome: Outcome = Park(verdict.reason, verdict.error)
+                    decided[index] = Decision(message, attempt - 1, outcome)
+                    continue
+                case "defer":
+                    outcome = later(
+                        verdict.delay,
+                        "Deferred",
+                        attempt,
+                        message,
+                        self.policy,
+                        now,
+                        self._facts.retention_seconds,
+                    )
+                case _:  # the hook failed: a retryable failure of this attempt
+                    assert verdict.failure is not None
+                    outcome = self._after_failure(verdict.failure, attempt, message, now)
+            decided[index] = Decision(message, attempt, outcome)
+        return ready
+
+    def _after_failure(
+        self, error: DeliveryError, attempt: int, message: DlqMessage, now: float
+    ) -> Retry | Park:
+        return on_failure(
+            error, attempt, message, self.policy, now, self._rng, self._facts.retention_seconds
+        )
+
     async def _deliver(
         self, to_deliver: list[tuple[int, Delivery]], decided: dict[int, Decision]
     ) -> None:
+        to_deliver = await self._decide(to_deliver, decided)
+        if not to_deliver:
+            return
         results = await self._guard.deliver(self.target, [d for _, d in to_deliver])
         now = self._clock()
         for (index, delivery), tried in zip(to_deliver, results, strict=True):
@@ -132,13 +187,5 @@ class Pipeline:
                 continue
             outcome: Outcome = Delivered()
             if tried.error is not None:
-                outcome = on_failure(
-                    tried.error,
-                    attempt,
-                    message,
-                    self.policy,
-                    now,
-                    self._rng,
-                    self._facts.retention_seconds,
-                )
+                outcome = self._after_failure(tried.error, attempt, message, now)
             decided[index] = Decision(message, attempt, outcome, tried.error, tried.duration)

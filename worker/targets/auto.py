@@ -89,10 +89,12 @@ class AutoDispatcher(HandOff):
             else:
                 # Replay the payload as the target first received it; producer attributes of
                 # an envelope (EventBridge's RULE_ARN…, Lambda's RequestID…) stay behind.
+                # A queue's transform or hook may have made the payload (`delivery.payload`).
                 message = delivery.message
                 if event.shape != "sqs_redrive":
                     message = dataclasses.replace(message, body=event.payload, attributes={})
-                groups[event.target_arn].append((index, Delivery(message, delivery.attempt)))
+                unwrapped = Delivery(message, delivery.attempt, delivery.payload)
+                groups[event.target_arn].append((index, unwrapped))
         for arn, members in groups.items():
             target = await self._target(arn)
             if target is None:

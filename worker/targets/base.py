@@ -13,13 +13,27 @@ import anyio
 from worker.aws.errors import classify
 from worker.core.envelope import DlqMessage
 from worker.core.errors import DeliveryError, ErrorKind
-from worker.core.limits import pack
+from worker.core.limits import message_size, pack
 
 
 @dataclass(frozen=True)
 class Delivery:
-    message: DlqMessage
+    message: DlqMessage  # as received: settlement and parking use it
     attempt: int
+    # The text to deliver instead of the message's own, when the queue's transform or hook
+    # made one (SPEC.md, Decisions); targets read `body`.
+    payload: str | None = None
+
+    @property
+    def body(self) -> str:
+        return self.message.body if self.payload is None else self.payload
+
+    @property
+    def size(self) -> int:
+        """Body and foreign attributes, as SQS counts a message."""
+        if self.payload is None:
+            return self.message.foreign_size
+        return message_size(self.payload, self.message.foreign_attributes())
 
 
 Result = DeliveryError | None  # None: the target accepted the message

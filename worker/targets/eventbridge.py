@@ -79,7 +79,7 @@ class EventBridgePublisher(HandOff):
     async def deliver(self, batch: Sequence[Delivery]) -> list[Result]:
         return await deliver_batched(
             batch,
-            lambda _, d: put_events_entry(d.message.body, self._bus),
+            lambda _, d: put_events_entry(d.body, self._bus),
             self._put,
             size_of=events_entry_size,
             max_bytes=EVENTS_MAX_BATCH_BYTES,

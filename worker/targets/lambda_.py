@@ -30,7 +30,7 @@ class LambdaInvoker(HandOff):
         return await deliver_each(batch, self._invoke)
 
     async def _invoke(self, delivery: Delivery) -> None:
-        payload = delivery.message.body.encode("utf-8")
+        payload = delivery.body.encode("utf-8")
         if len(payload) > self._max_payload:
             raise too_large(len(payload), self._max_payload, f"Lambda {self._type} payload")
         response = await self._client.invoke(

@@ -30,7 +30,7 @@ from worker.targets.base import (
 
 def publish_entry(entry_id: str, delivery: Delivery, *, fifo: bool) -> dict[str, Any]:
     message = delivery.message
-    entry: dict[str, Any] = {"Id": entry_id, "Message": message.body}
+    entry: dict[str, Any] = {"Id": entry_id, "Message": delivery.body}
     attributes = copy_attributes(message.foreign_attributes())
     if attributes:
         entry["MessageAttributes"] = attributes

@@ -30,11 +30,11 @@ def _marker(attempt: int) -> dict[str, dict[str, str]]:
     return {ATTEMPT_ATTRIBUTE: {"DataType": "Number", "StringValue": str(attempt)}}
 
 
-def _carries_marker(message: DlqMessage, limit: int = SQS_MAX_MESSAGE_BYTES) -> bool:
+def _carries_marker(
+    attributes: dict[str, Any], size: int, limit: int = SQS_MAX_MESSAGE_BYTES
+) -> bool:
     """The marker travels unless the message has no attribute slot or no byte left for it."""
-    if len(message.foreign_attributes()) >= MAX_ATTRIBUTES:
-        return False
-    return message.foreign_size + MARKER_BYTES <= limit
+    return len(attributes) < MAX_ATTRIBUTES and size + MARKER_BYTES <= limit
 
 
 def send_entry(
@@ -44,11 +44,11 @@ def send_entry(
     `too_large` DeliveryError."""
     message = delivery.message
     attributes = message.foreign_attributes()
-    if (size := message.foreign_size) > limit:
+    if (size := delivery.size) > limit:
         raise too_large(size, limit, "queue's MaximumMessageSize")
-    if _carries_marker(message, limit):
+    if _carries_marker(attributes, size, limit):
         attributes = {**attributes, **_marker(delivery.attempt)}
-    entry = message_entry(entry_id, message.body, attributes, trace_header=message.trace_header)
+    entry = message_entry(entry_id, delivery.body, attributes, trace_header=message.trace_header)
     return {**entry, **fifo_fields(delivery)} if fifo else entry
 
 
@@ -74,7 +74,7 @@ class SqsSender:
     def loops_back(self, message: DlqMessage) -> bool:
         """Only when the marker cannot travel: the message already has 10 attributes, or is
         within a few bytes of the size limit."""
-        return not _carries_marker(message)
+        return not _carries_marker(message.foreign_attributes(), message.foreign_size)
 
     async def _destination(self, message: DlqMessage) -> SqsQueue:
         ref = self._queue

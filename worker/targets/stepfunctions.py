@@ -53,7 +53,7 @@ class StepFunctionsStarter(HandOff):
         return self._arn.replace(":stateMachine:", ":execution:", 1) + f":{name}"
 
     async def _start(self, delivery: Delivery) -> None:
-        body = delivery.message.body
+        body = delivery.body
         if (size := utf8_len(body)) > SFN_MAX_INPUT_BYTES:
             raise too_large(size, SFN_MAX_INPUT_BYTES, "Step Functions input")
         try:

@@ -1,0 +1,267 @@
+"""One queue's decisions for one message: rules → transform → hook (SPEC.md, Decisions).
+
+The same code decides in the daemon and in `retry-worker explain` (which asks for a `Trace`).
+The message view is built once per message. Nothing here calls the target or touches a queue;
+what a verdict becomes (a delivery, a retry, a park) is the pipeline's business.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import anyio
+import structlog
+
+from worker.aws.clients import Clients
+from worker.core.envelope import DlqMessage
+from worker.core.errors import DeliveryError
+from worker.decisions.expressions import ExpressionFailed, Transform, compile_rules
+from worker.decisions.hook import Hook, LambdaHook, PythonHook
+from worker.decisions.view import View, build_view, with_payload
+from worker.hooks import Defer, Deliver, Park
+from worker.metrics import Metrics
+from worker.settings import LambdaHook as LambdaHookSettings
+from worker.settings import QueueSettings
+from worker.settings.decisions import load_hook
+
+log = structlog.get_logger("worker.decisions")
+
+Action = Literal["deliver", "defer", "park", "failed"]
+By = Literal["rule", "transform", "hook", "default"]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    action: Action  # failed: the hook failed (`failure`), a retryable error
+    by: By
+    payload: str | None = None  # deliver: the text to deliver, when not the message's own
+    delay: float = 0.0  # defer
+    reason: str = ""  # park, defer
+    error: str = ""  # park: the error code parked with
+    failure: DeliveryError | None = None
+    rule: int | None = None  # the index of the rule that decided
+
+
+@dataclass
+class Trace:
+    """Every step's finding, for `explain`."""
+
+    view: View = field(default_factory=dict)
+    rules: list[dict[str, Any]] = field(default_factory=list)
+    transform: dict[str, Any] | None = None
+    hook: dict[str, Any] | None = None
+
+
+class Decider:
+    def __init__(
+        self,
+        queue: str,
+        settings: QueueSettings,
+        hook: Hook | None,
+        metrics: Metrics | None = None,
+        *,
+        log_bodies: bool = False,
+    ) -> None:
+        self.queue = queue
+        self._rules = compile_rules(settings.rules)
+        self._transform = Transform(settings.transform) if settings.transform else None
+        self._hook = hook
+        self._metrics = metrics
+        self._unwrap = settings.target.kind == "auto"
+        self._log_bodies = log_bodies
+        self._log = log.bind(queue=queue)
+
+    @classmethod
+    async def build(
+        cls,
+        queue: str,
+        settings: QueueSettings,
+        clients: Clients,
+        metrics: Metrics | None = None,
+        *,
+        log_bodies: bool = False,
+    ) -> Decider | None:
+        """None when the queue has nothing to decide (no cost per message then)."""
+        if not settings.decides:
+            return None
+        return cls(
+            queue, settings, await build_hook(settings, clients), metrics, log_bodies=log_bodies
+        )
+
+    def view(self, message: DlqMessage, attempt: int, now: float) -> View:
+        return build_view(self.queue, message, attempt, now, unwrap=self._unwrap)
+
+    async def decide_all(
+        self, items: Sequence[tuple[DlqMessage, int]], now: float
+    ) -> list[Verdict]:
+        """Side by side (a slow hook holds only its own message)."""
+        if self._hook is None or len(items) == 1:
+            return [await self.decide(self.view(m, a, now)) for m, a in items]
+        verdicts: list[Verdict | None] = [None] * len(items)
+
+        async def one(index: int, message: DlqMessage, attempt: int) -> None:
+            verdicts[index] = await self.decide(self.view(message, attempt, now))
+
+        async with anyio.create_task_group() as tg:
+            for index, (message, attempt) in enumerate(items):
+                tg.start_soon(one, index, message, attempt)
+        return [v for v in verdicts if v is not None]
+
+    async def decide(self, view: View, trace: Trace | None = None) -> Verdict:
+        if trace is not None:
+            trace.view = view
+        verdict = self._by_rules(view, trace)
+        if verdict is not None and verdict.action != "deliver":
+            return self._count(verdict)
+        matched_deliver = verdict is not None
+        if verdict is not None:
+            self._count(verdict)
+        payload: str | None = None
+        if self._transform is not None:
+            try:
+                payload = self._transform.apply(view)
+            except ExpressionFailed as exc:
+                if trace is not None:
+                    trace.transform = {"expression": self._transform.text, "error": str(exc)}
+                self._log.warning(
+                    "transform_failed",
+                    message_id=view["message_id"],
+                    error=exc.code,
+                    detail=exc.detail,
+                )
+                failed = Verdict("park", "transform", reason="transform_failed", error=exc.code)
+                return self._count(failed)
+            if trace is not None:
+                trace.transform = {"expression": self._transform.text, "payload": payload}
+            self._count(Verdict("deliver", "transform", payload=payload))
+        if self._hook is not None:
+            answered = await self._ask_hook(view, payload, trace)
+            if answered is not None:
+                return answered
+        by: By = "transform" if payload is not None else ("rule" if matched_deliver else "default")
+        rule = verdict.rule if verdict is not None else None
+        return Verdict("deliver", by, payload=payload, rule=rule)
+
+    def _by_rules(self, view: View, trace: Trace | None) -> Verdict | None:
+        for compiled in self._rules:
+            rule = compiled.rule
+            try:
+                matched = compiled.matches(view)
+            except ExpressionFailed as exc:
+                if trace is not None:
+                    trace.rules.append(
+                        {"index": compiled.index, "when": rule.when, "error": str(exc)}
+                    )
+                self._log.warning(
+                    "rule_failed",
+                    message_id=view["message_id"],
+                    rule=compiled.index,
+                    error=exc.code,
+                    detail=exc.detail,
+                )
+                return Verdict(
+                    "park", "rule", reason="rule_failed", error=exc.code, rule=compiled.index
+                )
+            if trace is not None:
+                trace.rules.append(
+                    {
+                        "index": compiled.index,
+                        "when": rule.when,
+                        "action": rule.action,
+                        "matched": matched,
+                    }
+                )
+            if not matched:
+                continue
+            if rule.action == "park":
+                verdict = Verdict(
+                    "park",
+                    "rule",
+                    reason=rule.reason or "",
+                    error=f"Rule.{compiled.index}",
+                    rule=compiled.index,
+                )
+            elif rule.action == "defer":
+                verdict = Verdict(
+                    "defer",
+                    "rule",
+                    delay=float(rule.delay_seconds or 0),
+                    reason=rule.reason or "deferred",
+                    rule=compiled.index,
+                )
+            else:
+                return Verdict("deliver", "rule", rule=compiled.index)
+            self._log.info(
+                "rule_matched",
+                message_id=view["message_id"],
+                attempt=view["attempt"],
+                rule=compiled.index,
+                action=verdict.action,
+                reason=verdict.reason,
+                **({"delay": verdict.delay} if verdict.action == "defer" else {}),
+            )
+            return verdict
+        return None
+
+    async def _ask_hook(
+        self, view: View, payload: str | None, trace: Trace | None
+    ) -> Verdict | None:
+        assert self._hook is not None
+        seen = with_payload(view, payload) if payload is not None else view
+        try:
+            answer = await self._hook(seen)
+        except DeliveryError as failure:
+            if trace is not None:
+                trace.hook = {"name": self._hook.name, "error": str(failure)}
+            detail = failure.detail if self._log_bodies or failure.code == "HookTimeout" else None
+            self._log.warning(
+                "hook_failed", message_id=view["message_id"], error=failure.code, detail=detail
+            )
+            return self._count(Verdict("failed", "hook", failure=failure))
+        if trace is not None:
+            trace.hook = {"name": self._hook.name, "decision": _described(answer)}
+        match answer:
+            case None:
+                return None
+            case Deliver(payload=new):
+                return self._count(
+                    Verdict("deliver", "hook", payload=new if new is not None else payload)
+                )
+            case Defer(seconds=seconds, reason=reason):
+                return self._count(Verdict("defer", "hook", delay=float(seconds), reason=reason))
+            case Park(reason=reason, error=error):
+                return self._count(Verdict("park", "hook", reason=reason, error=error or "Hook"))
+        return None  # pragma: no cover - `checked` allows nothing else
+
+    def _count(self, verdict: Verdict) -> Verdict:
+        if self._metrics is not None:
+            action = "error" if verdict.action == "failed" else verdict.action
+            self._metrics.decisions.labels(self.queue, verdict.by, action).inc()
+        return verdict
+
+    def close(self) -> None:
+        if self._hook is not None:
+            self._hook.close()
+
+
+def _described(answer: Any) -> dict[str, Any] | None:
+    match answer:
+        case Deliver(payload=payload):
+            return {"action": "deliver", "payload": payload}
+        case Defer(seconds=seconds, reason=reason):
+            return {"action": "defer", "delay_seconds": seconds, "reason": reason}
+        case Park(reason=reason, error=error):
+            return {"action": "park", "reason": reason, "error": error}
+    return None
+
+
+async def build_hook(settings: QueueSettings, clients: Clients) -> Hook | None:
+    spec = settings.hook
+    timeout = settings.hook_timeout_seconds
+    if spec is None:
+        return None
+    if isinstance(spec, LambdaHookSettings):
+        return LambdaHook(await clients.get("lambda"), spec.function, timeout=timeout)
+    return PythonHook(spec, load_hook(spec), timeout=timeout, threads=settings.concurrency)

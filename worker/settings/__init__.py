@@ -1,0 +1,122 @@
+"""The settings tree: one frozen, validated model (SPEC.md, Configuration).
+
+Pure: no AWS code. Loading and layering live in `worker.config`. The sections live in the
+modules of this package; everything is importable from `worker.settings`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from worker.settings.decisions import DecisionSettings, LambdaHook, Rule
+from worker.settings.queues import DiscoverySettings, QueueDefaults, QueueSettings, deep_merge
+from worker.settings.sections import (
+    LAMBDA_MAX_TIMEOUT_SECONDS,
+    VISIBILITY_LIMIT_SECONDS,
+    AwsSettings,
+    BackoffSettings,
+    CircuitBreakerSettings,
+    CoordinationSettings,
+    HttpSettings,
+    LoggingSettings,
+    MetricsSettings,
+    Model,
+    PolicySettings,
+    RateLimitSettings,
+    ReceiveSettings,
+    ShutdownSettings,
+)
+from worker.settings.targets import (
+    TARGET_KINDS,
+    AutoTarget,
+    EventBridgeTarget,
+    LambdaTarget,
+    SnsTarget,
+    SqsTarget,
+    StepFunctionsTarget,
+    Target,
+)
+
+__all__ = [
+    "LAMBDA_MAX_TIMEOUT_SECONDS",
+    "TARGET_KINDS",
+    "VISIBILITY_LIMIT_SECONDS",
+    "AutoTarget",
+    "AwsSettings",
+    "BackoffSettings",
+    "CircuitBreakerSettings",
+    "CoordinationSettings",
+    "DecisionSettings",
+    "DiscoverySettings",
+    "EventBridgeTarget",
+    "HttpSettings",
+    "LambdaHook",
+    "LambdaTarget",
+    "LoggingSettings",
+    "MetricsSettings",
+    "Model",
+    "PolicySettings",
+    "QueueDefaults",
+    "QueueSettings",
+    "RateLimitSettings",
+    "ReceiveSettings",
+    "Rule",
+    "Settings",
+    "ShutdownSettings",
+    "SnsTarget",
+    "SqsTarget",
+    "StepFunctionsTarget",
+    "Target",
+    "deep_merge",
+]
+
+
+class Settings(BaseSettings):
+    """The root. Environment variables `RETRY_WORKER_<SECTION>__<KEY>` win over files."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RETRY_WORKER_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    aws: AwsSettings = AwsSettings()
+    http: HttpSettings = HttpSettings()
+    logging: LoggingSettings = LoggingSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    shutdown: ShutdownSettings = ShutdownSettings()
+    coordination: CoordinationSettings = CoordinationSettings()
+    defaults: QueueDefaults = QueueDefaults()
+    queues: dict[str, QueueSettings] = {}
+    discovery: DiscoverySettings | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _inherit_defaults(cls, data: Any) -> Any:
+        """Every queue inherits `defaults`; the queue's own keys win (maps merge by key)."""
+        if not isinstance(data, dict) or not isinstance(data.get("queues"), dict):
+            return data
+        defaults = data.get("defaults") or {}
+        if not isinstance(defaults, dict):
+            return data
+        queues = {
+            name: deep_merge(defaults, q) if isinstance(q, dict) else q
+            for name, q in data["queues"].items()
+        }
+        return {**data, "queues": queues}
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Files arrive as init kwargs; environment variables are the last layer and win.
+        return (env_settings, init_settings)
