@@ -24,7 +24,6 @@ from worker.settings import (
 from worker.settings.decisions import load_hook
 
 ENV_VAR = "RETRY_WORKER_ENV"
-UNION_BRANCHES = {*TARGET_KINDS, "str", "LambdaHook", "none"}
 CONFIG_DIR_VAR = "RETRY_WORKER_CONFIG_DIR"
 # Variables with our prefix that are not settings keys.
 _NOT_SETTINGS = {ENV_VAR, CONFIG_DIR_VAR}
@@ -70,8 +69,8 @@ def _format(exc: ValidationError) -> list[str]:
         loc: list[str] = []
         for part in err["loc"]:
             # Drop pydantic's union-branch names (`target.lambda.function` reads as the YAML
-            # does: `target.function`, `hook.str` as `hook`); list items read `rules[0]`.
-            if loc and loc[-1] in ("target", "hook") and str(part) in UNION_BRANCHES:
+            # does: `target.function`); list items read `rules[0]`.
+            if loc and loc[-1] == "target" and part in TARGET_KINDS:
                 continue
             if isinstance(part, int) and loc:
                 loc[-1] += f"[{part}]"

@@ -38,7 +38,9 @@ _HOP_HEADERS = {"content-length", "transfer-encoding", "connection", "content-en
 class Rule:
     service: str  # as in the SigV4 scope (sqs, lambda, states, ...), or "*" for any
     operation: str | None = None  # None: every operation of the service
-    action: str = "error"  # error | function_error | fail_entries | delay | reset
+    # error | function_error | fail_entries | delay | reset | answer (a function's answer:
+    # forwarded, then answered with `extra` as the JSON payload)
+    action: str = "error"
     status: int = 500
     code: str = "InternalFailure"
     probability: float = 1.0
@@ -227,10 +229,8 @@ class FaultProxy:
         except ClientError as exc:  # the emulator dropped the connection: a gateway error
             self.upstream_errors.append((service, operation, type(exc).__name__))
             return web.Response(status=502, text=f"upstream: {type(exc).__name__}")
-        if rule is not None and rule.action == "function_error":
-            error = {"errorMessage": "injected failure", "errorType": "InjectedError"}
-            headers["X-Amz-Function-Error"] = "Unhandled"
-            return web.Response(status=200, body=json.dumps(error).encode(), headers=headers)
+        if rule is not None and rule.action in ("answer", "function_error") and status == 200:
+            return _answer(rule, headers)
         if status < 300 and "X-Amz-Function-Error" not in headers:
             self._accepted(service, operation, body)
         return web.Response(status=status, body=payload, headers=headers)
@@ -269,3 +269,13 @@ class FaultProxy:
             result["Successful"] = upstream.get("Successful", [])
             result["Failed"] += upstream.get("Failed", [])
         return web.json_response(result, content_type="application/x-amz-json-1.0")
+
+
+def _answer(rule: Rule, headers: dict[str, str]) -> web.Response:
+    """A function's answer in place of the emulator's: `extra` as its payload (`answer`), or
+    a failure of the function itself (`function_error`)."""
+    payload: dict[str, Any] = rule.extra
+    if rule.action == "function_error":
+        payload = {"errorMessage": "injected failure", "errorType": "InjectedError"}
+        headers["X-Amz-Function-Error"] = "Unhandled"
+    return web.Response(status=200, body=json.dumps(payload).encode(), headers=headers)

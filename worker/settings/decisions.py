@@ -14,7 +14,14 @@ from typing import Annotated, Any, Literal
 
 import jmespath
 from jmespath.exceptions import JMESPathError
-from pydantic import AfterValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from worker.settings.sections import VISIBILITY_LIMIT_SECONDS, Model
 
@@ -65,13 +72,31 @@ class LambdaHook(Model):
     function: Annotated[str, Field(alias="lambda", min_length=1)]
 
 
+def _one_hook(value: Any) -> Any:
+    """One clear error for either form (a union would report both branches)."""
+    if value is None or isinstance(value, LambdaHook):
+        return value
+    if isinstance(value, str):
+        if re.fullmatch(HOOK_PATTERN, value) is None:
+            raise ValueError("a Python hook is `package.module:function`")
+        return value
+    if isinstance(value, dict):
+        try:
+            return LambdaHook.model_validate(value)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "hook"
+            raise ValueError(f"`{where}`: {first['msg']}") from None
+    raise ValueError("`package.module:function` or `{lambda: FUNCTION}`")
+
+
 class DecisionSettings(Model):
     """Evaluated for every delivery after the attempt and age gate: rules → transform →
     hook → delivery."""
 
     rules: tuple[Rule, ...] = ()
     transform: Expression | None = None
-    hook: Annotated[str, Field(pattern=HOOK_PATTERN)] | LambdaHook | None = None
+    hook: Annotated[str | LambdaHook | None, BeforeValidator(_one_hook)] = None
     hook_timeout_seconds: Annotated[float, Field(gt=0, le=900)] = 5
     idempotency_key: Expression | None = None
 

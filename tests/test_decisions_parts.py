@@ -1,0 +1,212 @@
+"""The parts of decisions without the emulator: configuration errors at their key, the
+message view, JMESPath truthiness, a hook's answers (SPEC.md, Decisions)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.test_config import QUEUE, _cli, config_dir, errors_for, write
+from worker.core.envelope import DlqMessage
+from worker.core.errors import DeliveryError
+from worker.decisions.expressions import Transform, truthy
+from worker.decisions.hook import checked, lambda_answer
+from worker.decisions.view import build_view
+from worker.hooks import Defer, Deliver, Park
+
+__all__ = ["config_dir"]  # the fixture, shared with the configuration tests
+
+
+@pytest.mark.parametrize(
+    ("decisions", "expected"),
+    [
+        (
+            {"rules": [{"when": "body.", "action": "park", "reason": "x"}]},
+            "queues.orders.rules[0].when: not a valid JMESPath expression",
+        ),
+        (
+            {
+                "rules": [
+                    {"when": "`true`", "action": "park", "reason": "x"},
+                    {"when": "a ==", "action": "deliver"},
+                ]
+            },
+            "queues.orders.rules[1].when: not a valid JMESPath expression",
+        ),
+        ({"transform": "merge(body,"}, "queues.orders.transform: not a valid JMESPath"),
+        ({"idempotency_key": "[["}, "queues.orders.idempotency_key: not a valid JMESPath"),
+        (
+            {"rules": [{"when": "`true`", "action": "park"}]},
+            "queues.orders.rules[0]: `reason` is required for action park",
+        ),
+        (
+            {"rules": [{"when": "`true`", "action": "defer"}]},
+            "queues.orders.rules[0]: `delay_seconds` is required for action defer",
+        ),
+        (
+            {"rules": [{"when": "`true`", "action": "park", "reason": "Manual Review"}]},
+            "queues.orders.rules[0].reason: String should match pattern",
+        ),
+        (
+            {"rules": [{"when": "`true`", "action": "defer", "delay_seconds": 50000}]},
+            "queues.orders.rules[0].delay_seconds: Input should be less than or equal to 43200",
+        ),
+        ({"hook": "no_such_module_here:decide"}, "queues.orders.hook: cannot import"),
+        ({"hook": "tests.decision_hooks:missing"}, "has no function missing"),
+        ({"hook": "not a hook"}, "queues.orders.hook: a Python hook is `package.module:func"),
+        ({"hook": {"lambda": ""}}, "queues.orders.hook: `lambda`: String should have at least"),
+        ({"hook": {"lamda": "f"}}, "queues.orders.hook: `lambda`: Field required"),
+    ],
+)
+def test_a_bad_decision_is_a_configuration_error_at_its_key(config_dir, decisions, expected):
+    errors = errors_for(config_dir, {"queues": {"orders": {**QUEUE, **decisions}}})
+    assert any(expected in e for e in errors), errors
+
+
+def test_check_config_exits_2_naming_the_rule(tmp_path: Path):
+    queue = {**QUEUE, "rules": [{"when": "body.amount >", "action": "park", "reason": "big"}]}
+    bad = write(tmp_path / "bad.yaml", {"queues": {"orders": queue}})
+    result = _cli("check-config", "--config", bad)
+    assert result.returncode == 2
+    assert "queues.orders.rules[0].when: not a valid JMESPath expression" in result.stderr
+
+
+def test_a_lambda_hook_prints_as_it_is_written(tmp_path: Path):
+    good = write(tmp_path / "ok.yaml", {"queues": {"orders": {**QUEUE, "hook": {"lambda": "f"}}}})
+    result = _cli("check-config", "--config", good)
+    assert result.returncode == 0, result.stderr
+    assert "hook:\n      lambda: f" in result.stdout
+
+
+def _message(body: str, **attributes: str) -> DlqMessage:
+    attrs = {k: {"DataType": "String", "StringValue": v} for k, v in attributes.items()}
+    return DlqMessage("m-1", "r", body, attrs, receive_count=3, sent_at=100.0)
+
+
+def test_the_view_has_exactly_the_keys_of_the_spec():
+    view = build_view("orders", _message('{"a": 1}', tenant="acme"), 2, 160.5, unwrap=False)
+    assert set(view) == {
+        "queue",
+        "message_id",
+        "attempt",
+        "receive_count",
+        "age_seconds",
+        "group_id",
+        "source_arn",
+        "body",
+        "text",
+        "dlq_body",
+        "attributes",
+        "error",
+    }
+    assert view["body"] == view["dlq_body"] == {"a": 1}
+    assert view["text"] == '{"a": 1}'
+    assert view["attributes"] == {"tenant": "acme"}
+    assert (view["attempt"], view["receive_count"], view["age_seconds"]) == (2, 3, 60.5)
+    assert view["error"] is None
+    json.dumps(view)  # a Lambda hook's input
+
+
+def test_the_view_of_a_lambda_dlq_message_carries_its_error():
+    message = _message("{}", RequestID="r-1", ErrorCode="200", ErrorMessage="boom")
+    view = build_view("q", message, 1, 100.0, unwrap=False)
+    assert view["error"] == {"code": "200", "message": "boom"}
+
+
+def test_kind_auto_sees_the_payload_inside_a_destination_record():
+    record = {
+        "version": "1.0",
+        "requestContext": {
+            "requestId": "x",
+            "functionArn": "arn:aws:lambda:us-east-1:1:function:f:$LATEST",
+            "condition": "RetriesExhausted",
+        },
+        "requestPayload": {"order": 7},
+        "responsePayload": {"errorType": "Sandbox.Timedout", "errorMessage": "took too long"},
+    }
+    body = json.dumps(record)
+    view = build_view("q", _message(body), 1, 100.0, unwrap=True)
+    assert view["body"] == {"order": 7}
+    assert view["text"] == '{"order": 7}'
+    assert view["dlq_body"] == record
+    assert view["error"] == {"code": "Sandbox.Timedout", "message": "took too long"}
+    plain = build_view("q", _message(body), 1, 100.0, unwrap=False)
+    assert plain["body"] == record  # a target that takes the DLQ body as it is
+
+
+def test_an_eventbridge_dlq_message_carries_its_error():
+    message = _message(
+        '{"detail": {}}',
+        RULE_ARN="r",
+        TARGET_ARN="t",
+        ERROR_CODE="SDK_CLIENT_ERROR",
+        ERROR_MESSAGE="no",
+    )
+    assert build_view("q", message, 1, 100.0, unwrap=True)["error"] == {
+        "code": "SDK_CLIENT_ERROR",
+        "message": "no",
+    }
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, False),
+        (False, False),
+        ("", False),
+        ([], False),
+        ({}, False),
+        (0, True),
+        ("x", True),
+        ([0], True),
+        (True, True),
+    ],
+)
+def test_truthiness_is_jmespaths(value, expected):
+    assert truthy(value) is expected
+
+
+def test_a_transform_result_is_text_or_compact_json():
+    view = {"body": {"a": [1, 2]}, "text": "plain"}
+    assert Transform("text").apply(view) == "plain"
+    assert Transform("body").apply(view) == '{"a":[1,2]}'
+    assert Transform("length(body.a)").apply(view) == "2"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [Defer(0), Defer(50_000), Park("Not Valid"), Park(""), "deliver", Defer(5, "Bad Reason")],
+)
+def test_a_hook_answer_outside_the_api_is_an_invalid_decision(answer):
+    with pytest.raises(DeliveryError) as caught:
+        checked(answer)
+    assert caught.value.code == "HookError.InvalidDecision"
+
+
+def test_a_hook_may_deliver_json_as_its_payload():
+    assert checked(Deliver({"a": 1})) == Deliver('{"a":1}')  # type: ignore[arg-type]
+    assert checked(None) is None
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ({"action": "deliver"}, Deliver()),
+        ({"action": "deliver", "payload": {"x": 1}}, Deliver('{"x":1}')),
+        ({"action": "defer", "delay_seconds": 30, "reason": "later"}, Defer(30, "later")),
+        ({"action": "park", "reason": "manual"}, Park("manual")),
+        (None, None),
+    ],
+)
+def test_a_lambda_hooks_json_answer(answer, expected):
+    assert lambda_answer(answer) == expected
+
+
+@pytest.mark.parametrize(
+    "answer", [{"action": "defer"}, {"action": "retry"}, [1], {"action": "park"}]
+)
+def test_a_lambda_hooks_bad_answer_is_an_invalid_decision(answer):
+    with pytest.raises(DeliveryError, match=r"HookError\.InvalidDecision"):
+        lambda_answer(answer)
