@@ -144,6 +144,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo": _demo,
         "healthcheck": _healthcheck,
         "iam-policy": _iam_policy,
-        **dict.fromkeys(("status", "parked", "restore", "pause", "resume"), _operator),
+        **dict.fromkeys(("status", "parked", "restore", "pause", "resume", "explain"), _operator),
     }
     return commands[args.command](args)

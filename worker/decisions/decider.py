@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import anyio
 import structlog
@@ -19,6 +19,7 @@ from worker.core.envelope import DlqMessage
 from worker.core.errors import DeliveryError
 from worker.decisions.expressions import ExpressionFailed, Transform, compile_rules
 from worker.decisions.hook import Hook, LambdaHook, PythonHook
+from worker.decisions.verdicts import By, Verdict
 from worker.decisions.view import View, build_view, with_payload
 from worker.hooks import Defer, Deliver, Park
 from worker.metrics import Metrics
@@ -27,21 +28,6 @@ from worker.settings import QueueSettings
 from worker.settings.decisions import load_hook
 
 log = structlog.get_logger("worker.decisions")
-
-Action = Literal["deliver", "defer", "park", "failed"]
-By = Literal["rule", "transform", "hook", "default"]
-
-
-@dataclass(frozen=True)
-class Verdict:
-    action: Action  # failed: the hook failed (`failure`), a retryable error
-    by: By
-    payload: str | None = None  # deliver: the text to deliver, when not the message's own
-    delay: float = 0.0  # defer
-    reason: str = ""  # park, defer
-    error: str = ""  # park: the error code parked with
-    failure: DeliveryError | None = None
-    rule: int | None = None  # the index of the rule that decided
 
 
 @dataclass

@@ -22,9 +22,10 @@ from worker.core.envelope import DlqMessage
 from worker.core.errors import DeliveryError
 from worker.core.loopguard import Loops, fingerprint
 from worker.core.outcomes import Decision, Delivered, Outcome, Park, Release, Retry
-from worker.core.policy import attempt_number, gate, later, on_failure
+from worker.core.policy import attempt_number, gate, on_failure
 from worker.core.waiting import WaitLedger
 from worker.decisions.decider import Decider
+from worker.decisions.verdicts import settled_as
 from worker.settings import PolicySettings
 from worker.targets.base import Delivery, Target
 from worker.targets.guard import Guard
@@ -137,30 +138,14 @@ class Pipeline:
         items = [(d.message, d.attempt) for _, d in to_deliver]
         verdicts = await self._decider.decide_all(items, now)
         ready = []
+        retention = self._facts.retention_seconds
         for (index, delivery), verdict in zip(to_deliver, verdicts, strict=True):
             message, attempt = delivery.message, delivery.attempt
-            match verdict.action:
-                case "deliver":
-                    ready.append((index, Delivery(message, attempt, verdict.payload)))
-                    continue
-                case "park":  # nothing was tried
-                    outcome: Outcome = Park(verdict.reason, verdict.error)
-                    decided[index] = Decision(message, attempt - 1, outcome)
-                    continue
-                case "defer":
-                    outcome = later(
-                        verdict.delay,
-                        "Deferred",
-                        attempt,
-                        message,
-                        self.policy,
-                        now,
-                        self._facts.retention_seconds,
-                    )
-                case _:  # the hook failed: a retryable failure of this attempt
-                    assert verdict.failure is not None
-                    outcome = self._after_failure(verdict.failure, attempt, message, now)
-            decided[index] = Decision(message, attempt, outcome)
+            settled = settled_as(verdict, attempt, message, self.policy, now, self._rng, retention)
+            if settled is None:
+                ready.append((index, Delivery(message, attempt, verdict.payload)))
+            else:
+                decided[index] = Decision(message, *settled)
         return ready
 
     def _after_failure(

@@ -8,6 +8,13 @@ from collections.abc import Callable
 DEFAULT_RATE = 10.0
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
 def _filters(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("filters (all must hold; none given: all messages)")
     group.add_argument("--reason", action="append", default=[], help="parking reason (repeat)")
@@ -76,6 +83,20 @@ def add_operator_commands(
     restore.add_argument("file", metavar="FILE")
     restore.add_argument("--to", required=True, metavar="QUEUE_OR_URL", help="queue name or URL")
     _acting(restore, backup=False)
+
+    explain = sub.add_parser(
+        "explain", help="what a queue's rules, transform and hook decide for one message"
+    )
+    config_args(explain)
+    explain.add_argument("queue", metavar="QUEUE", help="logical name (or the DLQ's URL)")
+    source = explain.add_mutually_exclusive_group(required=True)
+    source.add_argument("--body-file", metavar="FILE", help="the message body")
+    source.add_argument("--parked-id", metavar="ID", help="a parked message of the queue")
+    explain.add_argument(
+        "--attribute", action="append", default=[], metavar="NAME=VALUE", help="(repeat)"
+    )
+    explain.add_argument("--attempt", type=_positive, default=1, metavar="N")
+    explain.add_argument("--json", action="store_true")
 
     for name, text in (
         ("pause", "stop every replica receiving from a queue (tags the DLQ)"),

@@ -20,6 +20,7 @@ from worker.aws.errors import error_code
 from worker.aws.sqs import SqsQueue, resolve_queue_url
 from worker.ops import moves, reading
 from worker.ops.context import ContextError, QueueContext, open_queue
+from worker.ops.explain import explain
 from worker.ops.filters import FilterError, Filters
 from worker.ops.progress import Progress
 from worker.ops.records import default_backup_path
@@ -169,6 +170,8 @@ async def _queue_command(args: argparse.Namespace, settings: Settings, clients: 
         for message_id, code in failed.items():
             out.write(f"  failed {message_id}: {code}\n")
         return EXIT_FAILED if failed else EXIT_OK
+    if args.command == "explain":
+        return await explain(args, settings, clients, out)
     ctx = await open_queue(settings, args.queue, clients)
     if args.command == "pause":
         note = await write_pause(ctx.dlq, args.reason)
