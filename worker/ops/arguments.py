@@ -73,6 +73,11 @@ def add_operator_commands(
             action.add_argument("--show-body", action="store_true", help="first 120 characters")
         if name == "replay":
             action.add_argument("--to", choices=("dlq", "target"), default="dlq")
+            action.add_argument(
+                "--transform",
+                metavar="EXPR",
+                help="JMESPath over the message view: its result is the payload replayed",
+            )
         if name in ("replay", "purge"):
             _acting(action)
         if name == "export":

@@ -24,6 +24,7 @@ from worker.ops.explain import explain
 from worker.ops.filters import FilterError, Filters
 from worker.ops.progress import Progress
 from worker.ops.records import default_backup_path
+from worker.ops.reshape import Reshape, preview
 from worker.ops.scan import QueueReader
 from worker.settings import Settings
 
@@ -125,16 +126,31 @@ async def _move(
     replay = args.action == "replay"
     verb = f"replay to the {args.to}" if replay else "purge"
     backup = _backup_path(args, ctx)
+    reshape = _reshape(args, ctx) if replay else None
     async with AsyncExitStack() as stack:
         send = None
         if replay and args.to == "dlq":
-            send = moves.to_dlq(ctx)
+            send = moves.to_dlq(ctx, reshape)
         elif replay:  # a dry run does not join the fleet
-            send = await stack.enter_async_context(moves.to_target(ctx, clients, join=args.yes))
+            send = await stack.enter_async_context(
+                moves.to_target(ctx, clients, join=args.yes, reshape=reshape)
+            )
         tally = await moves.move(
-            reader, ctx, filters, send=send, backup=backup if args.yes else None, rate=args.rate
+            reader,
+            ctx,
+            filters,
+            send=send,
+            backup=backup if args.yes else None,
+            rate=args.rate,
+            reshape=reshape,
         )
     moves.print_plan(verb, ctx, filters, tally, out)
+    if reshape is not None:
+        out.write(f"transform: {reshape.expression}\n")
+    if tally.example is not None:
+        before, after = tally.example
+        out.write(f"  first match before: {preview(before)}\n")
+        out.write(f"  first match after:  {preview(after)}\n")
     if not args.yes:
         out.write("dry run: nothing changed; add --yes to act\n")
         return EXIT_OK
@@ -144,6 +160,19 @@ async def _move(
     for message_id, code in tally.failed.items():
         out.write(f"  failed {message_id}: {code} (still parked)\n")
     return EXIT_FAILED if tally.failed else EXIT_OK
+
+
+def _reshape(args: argparse.Namespace, ctx: QueueContext) -> Reshape | None:
+    """`--transform`; replaying to the target without one applies the queue's own transform
+    (its rules and hook are skipped: the operator decided)."""
+    auto = ctx.settings.target.kind == "auto"
+    if args.transform and args.to == "dlq" and auto:
+        raise ValueError(
+            "--transform --to dlq: with kind auto the DLQ message's envelope names the "
+            "target; replay --to target instead"
+        )
+    expression = args.transform or (ctx.settings.transform if args.to == "target" else None)
+    return Reshape(ctx.name, expression, unwrap=auto) if expression else None
 
 
 async def _queue_command(args: argparse.Namespace, settings: Settings, clients: Clients) -> int:
@@ -172,6 +201,8 @@ async def _queue_command(args: argparse.Namespace, settings: Settings, clients: 
         return EXIT_FAILED if failed else EXIT_OK
     if args.command == "explain":
         return await explain(args, settings, clients, out)
+    if getattr(args, "transform", None):
+        Reshape(args.queue, args.transform, unwrap=False)  # a syntax error before any call
     ctx = await open_queue(settings, args.queue, clients)
     if args.command == "pause":
         note = await write_pause(ctx.dlq, args.reason)

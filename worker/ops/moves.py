@@ -27,12 +27,14 @@ from worker.aws.sqs import SqsQueue, message_entry
 from worker.core.bucket import TokenBucket
 from worker.core.envelope import DlqMessage
 from worker.core.parking import DEFAULT_GROUP_ID
+from worker.decisions.expressions import ExpressionFailed
 from worker.fleet.coordinator import Coordinator
 from worker.metrics import Metrics
 from worker.ops.context import QueueContext
 from worker.ops.filters import Filters
 from worker.ops.reading import selected
 from worker.ops.records import JsonlWriter, Record, Saved, read_saved
+from worker.ops.reshape import Reshape
 from worker.ops.scan import QueueReader
 from worker.targets import build_target
 from worker.targets.base import Delivery
@@ -49,6 +51,7 @@ class Tally:
     matched: Counter[tuple[str, str]] = field(default_factory=Counter)
     done: int = 0
     failed: dict[str, str] = field(default_factory=dict)  # message id -> error
+    example: tuple[str, str] | None = None  # a dry run with --transform: the first, before/after
 
     def add(self, records: Sequence[Record]) -> None:
         for r in records:
@@ -96,22 +99,41 @@ async def _send_entries(queue: SqsQueue, items: Sequence[Outgoing]) -> dict[str,
     return {ids[entry_id]: failure.code for entry_id, failure in failed.items()}
 
 
-def to_dlq(ctx: QueueContext) -> Send:
-    """The original body and attributes back to the DLQ, without ours: fresh attempts."""
+def _reshaped(
+    records: Sequence[Record], reshape: Reshape | None
+) -> tuple[list[tuple[Record, str]], dict[str, str]]:
+    """Each record with the payload to send (the original, or `--transform`'s), and the codes
+    of those the transform failed on (they stay parked)."""
+    ready, failed = [], {}
+    for r in records:
+        assert r.view is not None
+        try:
+            ready.append((r, reshape(r) if reshape is not None else r.view.body))
+        except ExpressionFailed as exc:
+            failed[r.message_id] = exc.code
+    return ready, failed
+
+
+def to_dlq(ctx: QueueContext, reshape: Reshape | None = None) -> Send:
+    """The original body (or `--transform`'s payload) and attributes back to the DLQ, without
+    ours: fresh attempts."""
 
     async def send(records: Sequence[Record]) -> dict[str, str]:
+        ready, failed = _reshaped(records, reshape)
         items = []
-        for r in records:
+        for r, body in ready:
             assert r.view is not None
             group = r.group_id or r.view.meta.get("group-id")
-            items.append((r.message_id, r.view.body, r.view.attributes, group))
-        return await _send_entries(ctx.dlq, items)
+            items.append((r.message_id, body, r.view.attributes, group))
+        return {**failed, **(await _send_entries(ctx.dlq, items) if items else {})}
 
     return send
 
 
 @asynccontextmanager
-async def to_target(ctx: QueueContext, clients: Clients, *, join: bool) -> AsyncIterator[Send]:
+async def to_target(
+    ctx: QueueContext, clients: Clients, *, join: bool, reshape: Reshape | None = None
+) -> AsyncIterator[Send]:
     """Through the queue's own target adapter, bucket and breaker settings, by the same
     delivery step as the daemon's (`Guard.deliver`). With `join` and coordination configured,
     the command is a member of the fleet while it runs: it takes its share of the target's
@@ -137,8 +159,9 @@ async def to_target(ctx: QueueContext, clients: Clients, *, join: bool) -> Async
     guards[guard.key] = guard
 
     async def send(records: Sequence[Record]) -> dict[str, str]:
+        ready, refused = _reshaped(records, reshape)
         deliveries = []
-        for r in records:
+        for r, body in ready:
             assert r.view is not None
             message = DlqMessage(
                 r.message_id,
@@ -147,9 +170,10 @@ async def to_target(ctx: QueueContext, clients: Clients, *, join: bool) -> Async
                 attributes=r.view.attributes,
                 group_id=r.group_id or r.view.meta.get("group-id"),
             )
-            deliveries.append(Delivery(message, 1))
+            deliveries.append(Delivery(message, 1, body if reshape is not None else None))
+        if not deliveries:
+            return refused
         results = await guard.deliver(target, deliveries)
-        refused = {}
         for delivery, tried in zip(deliveries, results, strict=True):
             if tried is None or tried.error is not None:
                 code = tried.error.code if tried is not None and tried.error else "CircuitOpen"
@@ -171,6 +195,7 @@ async def move(
     send: Send | None,
     backup: Path | None,
     rate: float,
+    reshape: Reshape | None = None,
 ) -> Tally:
     """Dry run (`backup` None) or act: back up each chunk, send it on (`send` None: purge),
     delete from the parking queue exactly what was accepted, keep the rest parked."""
@@ -181,6 +206,8 @@ async def move(
         async for batch in selected(reader, ctx, filters):
             tally.add(batch)
             if backup is None:
+                if reshape is not None and tally.example is None:
+                    tally.example = _example(reshape, batch[0])
                 for record in batch:
                     reader.keep(record)
                 continue
@@ -195,6 +222,14 @@ async def move(
         if writer is not None:
             writer.close()
     return tally
+
+
+def _example(reshape: Reshape, record: Record) -> tuple[str, str]:
+    try:
+        after = reshape(record)
+    except ExpressionFailed as exc:
+        after = f"(stays parked: {exc})"
+    return reshape.before(record), after
 
 
 async def _settle(
