@@ -161,3 +161,21 @@ async def test_resolved_sources_replace_the_redrive_wildcards(aws, tmp_path):
     assert statements["ReadRedriveSources"]["Resource"] == [source_arn]
     assert statements["SendToSourceQueues"]["Resource"] == [source_arn]
     assert not [r for s in statements.values() for r in s["Resource"] if "*" in r]
+
+
+def test_a_lambda_hook_adds_its_invoke_and_nothing_else():
+    tree = yaml.safe_load((GOLDEN / "iam-config.yaml").read_text())
+    plain = build_policy(Settings(**tree), "210987654321")
+    name = next(iter(tree["queues"]))
+    tree["queues"][name]["hook"] = {"lambda": "decide-orders"}
+    hooked = build_policy(Settings(**tree), "210987654321")
+    added = [s for s in hooked["Statement"] if s not in plain["Statement"]]
+    assert added == [
+        {
+            "Sid": "InvokeHooks",
+            "Effect": "Allow",
+            "Action": ["lambda:InvokeFunction"],
+            "Resource": ["arn:aws:lambda:eu-west-1:210987654321:function:decide-orders"],
+        }
+    ]
+    assert len(hooked["Statement"]) == len(plain["Statement"]) + 1

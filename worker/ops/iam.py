@@ -19,6 +19,7 @@ from worker.aws.sqs import redrive_sources, resolve_queue_url
 from worker.settings import (
     AutoTarget,
     EventBridgeTarget,
+    LambdaHook,
     LambdaTarget,
     QueueSettings,
     Settings,
@@ -173,6 +174,8 @@ def build_policy(
             grants["ReadRedriveSources"]["sqs:GetQueueAttributes"].add(source)
         for sid, action, resource in target_statements(queue, dlq, arns, known):
             grants[sid][action].add(resource)
+        if isinstance(queue.hook, LambdaHook):  # a Lambda that decides (SPEC.md, Decisions)
+            grants["InvokeHooks"]["lambda:InvokeFunction"].add(arns.function(queue.hook.function))
     grant_coordination(settings, arns, grants)
     if settings.aws.kms_key_arns:
         for action in ("kms:Decrypt", "kms:GenerateDataKey"):
