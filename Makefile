@@ -39,8 +39,8 @@ test: tools
 	$(BIN)/pytest -m timing
 
 lint: $(STAMP)
-	$(BIN)/ruff check worker tests bench
-	$(BIN)/ruff format --check worker tests bench
+	$(BIN)/ruff check worker tests bench examples
+	$(BIN)/ruff format --check worker tests bench examples
 	$(BIN)/mypy
 
 bench: $(STAMP)

@@ -55,9 +55,10 @@ def kinds(docs: list[dict]) -> dict[str, dict]:
     }
 
 
-def test_dockerfile_passes_hadolint():
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "examples/hooks/Dockerfile"])
+def test_dockerfile_passes_hadolint(dockerfile):
     hadolint = Path(sys.executable).parent / "hadolint"
-    result = run(str(hadolint), "--failure-threshold", "warning", str(ROOT / "Dockerfile"))
+    result = run(str(hadolint), "--failure-threshold", "warning", str(ROOT / dockerfile))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
