@@ -1,7 +1,8 @@
 """`retry-worker demo`: the real daemon against an embedded local AWS emulator.
 
 Starts moto on a free loopback port with a fault proxy in front (the `orders` Lambda fails
-a quarter of its invocations, `payments` is down for a while, `ledger` always fails),
+a quarter of its invocations, `payments` is down for a while, `ledger` always fails; orders
+over 100 are parked `manual_review` by a rule, the rest transformed on the way),
 creates one DLQ per target kind with realistic failed messages, and runs the same `serve()`
 as `retry-worker run` with short backoffs, printing progress every few seconds.
 """
@@ -62,6 +63,16 @@ def demo_settings(endpoint: str, state_machine_arn: str) -> Settings:
                 "orders": {
                     "name": "orders-dlq",
                     "target": {"kind": "lambda", "function": "orders"},
+                    # Decisions (docs/decisions.md): big orders wait for a person; the rest
+                    # reach the function marked as replayed.
+                    "rules": [
+                        {
+                            "when": "body.amount > `100`",
+                            "action": "park",
+                            "reason": "manual_review",
+                        }
+                    ],
+                    "transform": "merge(body, {replayed: `true`})",
                 },
                 "fulfilment": {
                     "name": "fulfilment-dlq",
@@ -151,12 +162,15 @@ def _total(registry: CollectorRegistry, metric: str, **labels: str) -> int:
 
 def progress(registry: CollectorRegistry) -> dict[str, int]:
     settled = "retry_worker_messages_settled_total"
+    decisions = "retry_worker_decisions_total"
     return {
         "received": _total(registry, "retry_worker_messages_received_total"),
         "delivered": _total(registry, settled, action="deleted"),
         "deferred": _total(registry, settled, action="deferred"),
         "parked": _total(registry, settled, action="parked"),
         "in_flight": _total(registry, "retry_worker_inflight_messages"),
+        "transformed": _total(registry, decisions, by="transform", action="deliver"),
+        "ruled": _total(registry, decisions, by="rule"),
     }
 
 
