@@ -182,16 +182,23 @@ def wait_ready(port: int, process: subprocess.Popen[bytes], limit: float = 900) 
     return time.monotonic() - started
 
 
-async def throughput(url: str, tool: str, total: int, run_id: int) -> Run:
+async def throughput(
+    url: str, tool: str, total: int, run_id: int, queue_extra: dict | None = None
+) -> Run:
+    """`queue_extra`: more keys for each of the daemon's queues (rules, a transform…)."""
     names = [f"t{run_id}-{i}" for i in range(4)]
     urls = await create(url, [f"{n}-dlq" for n in names] + [f"{n}-out" for n in names] + ["parked"])
     dlqs = [urls[f"{n}-dlq"] for n in names]
     outs = [urls[f"{n}-out"] for n in names]
     with tempfile.TemporaryDirectory() as tmp:
-        if tool == "retry-worker":
+        if tool != "bare-aiobotocore":
             port = free_port()
             queues = {
-                n: {"url": urls[f"{n}-dlq"], "target": {"kind": "sqs", "queue": urls[f"{n}-out"]}}
+                n: {
+                    "url": urls[f"{n}-dlq"],
+                    "target": {"kind": "sqs", "queue": urls[f"{n}-out"]},
+                    **(queue_extra or {}),
+                }
                 for n in names
             }
             process = start_daemon(
@@ -216,7 +223,7 @@ async def throughput(url: str, tool: str, total: int, run_id: int) -> Run:
         seconds = time.monotonic() - started
         cpu = cpu_seconds(process.pid) - cpu0
         rss = peak_rss_mb(process.pid)
-        if tool == "retry-worker":
+        if tool != "bare-aiobotocore":
             requests = requests_made(port) - before
             process.terminate()
         else:

@@ -95,7 +95,12 @@ def _json_object(body: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def parse_failure(message: DlqMessage) -> FailedEvent:
+_UNPARSED: Any = object()
+
+
+def parse_failure(message: DlqMessage, data: Any = _UNPARSED) -> FailedEvent:
+    """`data`: the body already parsed as JSON (None when it is not JSON), if the caller has
+    it: a body is parsed once."""
     if message.source_arn:
         return FailedEvent("sqs_redrive", message.body, target_arn=message.source_arn)
     if all(name in message.attributes for name in EVENTBRIDGE_ATTRIBUTES):
@@ -117,12 +122,17 @@ def parse_failure(message: DlqMessage) -> FailedEvent:
             error_code=_string_attribute(message, "ErrorCode"),
             error_message=text,
         )
-    return parse_body(message.body, message.sent_at)
+    return parse_body(message.body, message.sent_at, data=data)
 
 
-def parse_body(body: str, sent_at: float | None = None, depth: int = 0) -> FailedEvent:
+def parse_body(
+    body: str, sent_at: float | None = None, depth: int = 0, data: Any = _UNPARSED
+) -> FailedEvent:
     """A body's shape, unwrapping SNS envelopes (they nest)."""
-    data = _json_object(body) if depth < MAX_DEPTH else None
+    if data is _UNPARSED:
+        data = _json_object(body) if depth < MAX_DEPTH else None
+    elif not isinstance(data, dict):
+        data = None
     if data is None:
         return FailedEvent("opaque", body, first_failed_at=sent_at)
     context = data.get("requestContext")

@@ -55,6 +55,7 @@ class Decider:
         self._transform = Transform(settings.transform) if settings.transform else None
         self._hook = hook
         self._metrics = metrics
+        self._counted: dict[tuple[str, str], Any] = {}  # metric children, by (by, action)
         self._unwrap = settings.target.kind == "auto"
         self._log_bodies = log_bodies
         self._log = log.bind(queue=queue)
@@ -223,8 +224,11 @@ class Decider:
 
     def _count(self, verdict: Verdict) -> Verdict:
         if self._metrics is not None:
-            action = "error" if verdict.action == "failed" else verdict.action
-            self._metrics.decisions.labels(self.queue, verdict.by, action).inc()
+            key = (verdict.by, "error" if verdict.action == "failed" else verdict.action)
+            child = self._counted.get(key)
+            if child is None:  # created on first use: a queue's series only once it decides
+                child = self._counted[key] = self._metrics.decisions.labels(self.queue, *key)
+            child.inc()
         return verdict
 
     def close(self) -> None:

@@ -16,11 +16,14 @@ from typing import Any
 
 import jmespath
 from jmespath.exceptions import JMESPathError
+from jmespath.visitor import TreeInterpreter
 
 from worker.settings import Rule
 
-# Options shared by every search: JMESPath's own functions, nothing custom.
-OPTIONS = jmespath.Options()
+# One interpreter for every search (JMESPath's own functions, nothing custom): `search()`
+# builds a new one, with its function table, on every call — most of a short search's cost.
+# It keeps no state between visits, so sharing it is safe.
+INTERPRETER = TreeInterpreter(jmespath.Options())
 
 
 class ExpressionFailed(Exception):
@@ -34,7 +37,7 @@ class ExpressionFailed(Exception):
 
 def _search(expression: Any, data: Any, family: str) -> Any:
     try:
-        return expression.search(data, options=OPTIONS)
+        return INTERPRETER.visit(expression.parsed, data)
     except JMESPathError as exc:
         detail = " ".join(str(exc).split())
         raise ExpressionFailed(f"{family}.{type(exc).__name__}", detail) from exc

@@ -45,8 +45,8 @@ def recorded_error(event: FailedEvent) -> dict[str, str | None] | None:
 def build_view(queue: str, message: DlqMessage, attempt: int, now: float, *, unwrap: bool) -> View:
     """`unwrap`: the queue's target is `kind: auto`, which delivers the payload inside the
     DLQ message's envelope; `text` is that payload."""
-    event = parse_failure(message)
     dlq_body = parsed(message.body)
+    event = parse_failure(message, dlq_body)
     text = event.payload if unwrap else message.body
     age = message.age(now)
     return {
