@@ -65,3 +65,11 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+async def run_until(poller: Any, predicate: Callable[[], bool], timeout: float = 30) -> None:
+    """Run the poller's receive cycles until `predicate` holds; fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met before the deadline"
+        await poller.run_once()

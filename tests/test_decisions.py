@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -12,7 +11,7 @@ import pytest
 
 from tests import decision_hooks
 from tests.conftest import Aws, Worker, make_settings
-from tests.helpers import depth, drain, wait_for
+from tests.helpers import depth, drain, run_until, wait_for
 from worker.emulator import create_function, create_queue
 from worker.emulator.proxy import FaultProxy, Rule
 
@@ -37,13 +36,6 @@ async def _setup(
     return worker, await worker.poller("orders"), dlq, parked
 
 
-async def _run_until(poller: Any, predicate: Any, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        await poller.run_once()
-
-
 def _invoked(proxy: FaultProxy) -> list[Any]:
     return proxy.requests("lambda", "Invoke")
 
@@ -62,7 +54,7 @@ async def test_a_rule_parks_without_calling_the_target(aws, proxy, worker_stack)
     await aws.sqs.send_message(QueueUrl=dlq, MessageBody='{"id": 1, "amount": 25000}')
     await aws.sqs.send_message(QueueUrl=dlq, MessageBody='{"id": 2, "amount": 5}')
 
-    await _run_until(
+    await run_until(
         poller,
         lambda: (
             worker.settled("orders", "parked") == 1 and worker.settled("orders", "deleted") == 1
@@ -85,7 +77,7 @@ async def test_a_rule_defers_by_its_delay_and_it_counts_as_an_attempt(aws, proxy
     ledger = {"ledger": {"DataType": "String", "StringValue": "maintenance"}}
     await aws.sqs.send_message(QueueUrl=dlq, MessageBody='{"id": 3}', MessageAttributes=ledger)
 
-    await _run_until(poller, lambda: worker.settled("orders", "deferred") == 1)
+    await run_until(poller, lambda: worker.settled("orders", "deferred") == 1)
 
     assert _invoked(proxy) == []
     [entry] = [
@@ -103,7 +95,7 @@ async def test_a_deferral_on_the_last_attempt_parks_max_attempts(aws, proxy, wor
     ledger = {"ledger": {"DataType": "String", "StringValue": "maintenance"}}
     await aws.sqs.send_message(QueueUrl=dlq, MessageBody="{}", MessageAttributes=ledger)
 
-    await _run_until(poller, lambda: worker.settled("orders", "parked") == 1)
+    await run_until(poller, lambda: worker.settled("orders", "parked") == 1)
 
     assert worker.settled("orders", "deferred") == 1
     [message] = await drain(aws.sqs, parked)
@@ -117,7 +109,7 @@ async def test_the_transform_is_what_the_target_gets(aws, proxy, worker_stack):
     worker, poller, dlq, _parked = await _setup(aws, proxy, worker_stack, transform=transform)
     await aws.sqs.send_message(QueueUrl=dlq, MessageBody='{"customerId": "c-7", "total": 3}')
 
-    await _run_until(poller, lambda: worker.settled("orders", "deleted") == 1)
+    await run_until(poller, lambda: worker.settled("orders", "deleted") == 1)
 
     assert _invoked(proxy) == [{"customerId": None, "total": 3, "orderId": "c-7", "replayed": True}]
     assert _decisions(worker, "transform", "deliver") == 1
@@ -128,7 +120,7 @@ async def test_an_unreadable_payload_parks_transform_failed_unchanged(aws, proxy
     worker, poller, dlq, parked = await _setup(aws, proxy, worker_stack, transform=transform)
     await aws.sqs.send_message(QueueUrl=dlq, MessageBody="not json at all")
 
-    await _run_until(poller, lambda: worker.settled("orders", "parked") == 1)
+    await run_until(poller, lambda: worker.settled("orders", "parked") == 1)
 
     assert _invoked(proxy) == []
     assert proxy.count("lambda", "Invoke") == 0
@@ -143,7 +135,7 @@ async def test_a_transform_that_gives_null_parks(aws, proxy, worker_stack):
     worker, poller, dlq, parked = await _setup(aws, proxy, worker_stack, transform="body.missing")
     await aws.sqs.send_message(QueueUrl=dlq, MessageBody='{"present": 1}')
 
-    await _run_until(poller, lambda: worker.settled("orders", "parked") == 1)
+    await run_until(poller, lambda: worker.settled("orders", "parked") == 1)
 
     [message] = await drain(aws.sqs, parked)
     assert _meta(message)["retry-worker.error"] == "TransformFailed.NullResult"
@@ -156,7 +148,7 @@ async def test_a_python_hook_parks(aws, proxy, worker_stack):
     await aws.sqs.send_message(QueueUrl=dlq, MessageBody='{"customer": "vip"}')
     await aws.sqs.send_message(QueueUrl=dlq, MessageBody='{"customer": "anyone"}')
 
-    await _run_until(
+    await run_until(
         poller,
         lambda: (
             worker.settled("orders", "parked") == 1 and worker.settled("orders", "deleted") == 1
@@ -180,7 +172,7 @@ async def test_an_async_hook_rewrites_the_payload_after_the_transform(aws, proxy
     )
     await aws.sqs.send_message(QueueUrl=dlq, MessageBody='{"order": 12}')
 
-    await _run_until(poller, lambda: worker.settled("orders", "deleted") == 1)
+    await run_until(poller, lambda: worker.settled("orders", "deleted") == 1)
 
     # The hook saw the transformed payload as `body`, and its text replaced it.
     assert _invoked(proxy) == [{"rewritten": 12, "attempt": 1}]
@@ -197,7 +189,7 @@ async def test_a_raising_hook_is_retried_then_parked_with_its_error(aws, proxy, 
     )
     await aws.sqs.send_message(QueueUrl=dlq, MessageBody='{"id": 9}')
 
-    await _run_until(poller, lambda: worker.settled("orders", "parked") == 1)
+    await run_until(poller, lambda: worker.settled("orders", "parked") == 1)
 
     assert worker.settled("orders", "deferred") == 2
     assert proxy.count("lambda", "Invoke") == 0
@@ -220,7 +212,7 @@ async def test_a_hook_answering_nonsense_is_an_invalid_decision(aws, proxy, work
     )
     await aws.sqs.send_message(QueueUrl=dlq, MessageBody="{}")
 
-    await _run_until(poller, lambda: worker.settled("orders", "parked") == 1)
+    await run_until(poller, lambda: worker.settled("orders", "parked") == 1)
 
     [message] = await drain(aws.sqs, parked)
     assert _meta(message)["retry-worker.error"] == "HookError.InvalidDecision"
@@ -239,7 +231,7 @@ async def test_a_lambda_hook_decides(aws, proxy, worker_stack):
     # moto echoes its input without Docker: an echo is not a decision (InvalidDecision), so
     # the first message is answered `deliver` by a second rule.
     proxy.add(Rule("lambda", "Invoke", "answer", path="decider", extra={"action": "deliver"}))
-    await _run_until(
+    await run_until(
         poller,
         lambda: (
             worker.settled("orders", "parked") == 1 and worker.settled("orders", "deleted") == 1

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -16,7 +15,7 @@ import yaml
 from acme_hooks import downstream
 
 from tests.conftest import Worker, make_settings
-from tests.helpers import drain
+from tests.helpers import drain, run_until
 from worker.emulator import create_function, create_queue
 from worker.emulator.proxy import Rule
 from worker.ops.iam import build_policy
@@ -45,13 +44,6 @@ async def _worker(example: str, aws, proxy, stack) -> tuple[Worker, Any, str, st
     return worker, await worker.poller("orders"), dlq, parked
 
 
-async def _run_until(poller: Any, predicate: Any) -> None:
-    deadline = time.monotonic() + 30
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        await poller.run_once()
-
-
 def _visibility(proxy) -> list[int]:
     return [
         e["VisibilityTimeout"]
@@ -65,7 +57,7 @@ async def test_high_value_orders_are_parked_for_review(aws, proxy, worker_stack)
     await aws.sqs.send_message(QueueUrl=dlq, MessageBody='{"order": 1, "amount": 25000}')
     await aws.sqs.send_message(QueueUrl=dlq, MessageBody='{"order": 2, "amount": 40}')
 
-    await _run_until(
+    await run_until(
         poller,
         lambda: (
             worker.settled("orders", "parked") == 1 and worker.settled("orders", "deleted") == 1
@@ -83,7 +75,7 @@ async def test_a_renamed_field_reaches_the_new_function(aws, proxy, worker_stack
     v1 = '{"customerId": "c-1", "items": [{"sku": "a"}], "total": 3}'
     await aws.sqs.send_message(QueueUrl=dlq, MessageBody=v1)
 
-    await _run_until(poller, lambda: worker.settled("orders", "deleted") == 1)
+    await run_until(poller, lambda: worker.settled("orders", "deleted") == 1)
 
     assert proxy.requests("lambda", "Invoke") == [
         {"customer": {"id": "c-1"}, "items": [{"sku": "a"}], "total": 3}
@@ -117,14 +109,14 @@ async def test_the_ledger_hook_defers_while_the_ledger_is_down(aws, proxy, worke
     worker, poller, dlq, _ = await _worker("ledger-hook", aws, proxy, worker_stack)
     await aws.sqs.send_message(QueueUrl=dlq, MessageBody='{"order": 1}')
 
-    await _run_until(poller, lambda: worker.settled("orders", "deferred") == 1)
+    await run_until(poller, lambda: worker.settled("orders", "deferred") == 1)
     assert _visibility(proxy) == [300]
     assert proxy.count("lambda", "Invoke") == 0
 
     ledger["status"] = 200
     downstream.forget()
     await aws.sqs.send_message(QueueUrl=dlq, MessageBody='{"order": 2}')
-    await _run_until(poller, lambda: worker.settled("orders", "deleted") == 1)
+    await run_until(poller, lambda: worker.settled("orders", "deleted") == 1)
     assert proxy.requests("lambda", "Invoke") == [{"order": 2}]
 
 
@@ -135,7 +127,7 @@ async def test_a_lambda_decides_and_is_granted_its_invoke(aws, proxy, worker_sta
     proxy.add(Rule("lambda", "Invoke", "answer", path="orders-decider", extra=answer))
     await aws.sqs.send_message(QueueUrl=dlq, MessageBody='{"order": 1}')
 
-    await _run_until(poller, lambda: worker.settled("orders", "deferred") == 1)
+    await run_until(poller, lambda: worker.settled("orders", "deferred") == 1)
 
     assert _visibility(proxy) == [60]
     [view] = proxy.requests("lambda", "Invoke")  # the hook's call; the target's never came

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import time
 from contextlib import AsyncExitStack
 
 import anyio
 import pytest
 
 from tests.conftest import Aws, Worker, make_settings
-from tests.helpers import depth, drain, wait_for
+from tests.helpers import depth, drain, run_until, wait_for
 from worker.emulator import create_function, create_queue
 from worker.emulator.proxy import FaultProxy, Rule
 
@@ -28,13 +27,6 @@ async def _setup(aws: Aws, proxy: FaultProxy, stack: AsyncExitStack, **policy: o
     return worker, await worker.poller("orders"), dlq, parked
 
 
-async def _run_until(poller, predicate, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        await poller.run_once()
-
-
 async def test_lambda_failing_twice_is_delivered_on_attempt_three(aws, proxy, worker_stack):
     worker, poller, dlq, parked = await _setup(
         aws, proxy, worker_stack, backoff={"initial_seconds": 1, "multiplier": 2, "jitter": "equal"}
@@ -42,7 +34,7 @@ async def test_lambda_failing_twice_is_delivered_on_attempt_three(aws, proxy, wo
     proxy.add(Rule("lambda", "Invoke", "function_error", times=2))
     await aws.sqs.send_message(QueueUrl=dlq, MessageBody='{"order": 42}')
 
-    await _run_until(poller, lambda: worker.settled("orders", "deleted") == 1)
+    await run_until(poller, lambda: worker.settled("orders", "deleted") == 1)
 
     assert proxy.count("lambda", "Invoke") == 3
     assert worker.settled("orders", "deferred") == 2
@@ -67,7 +59,7 @@ async def test_always_failing_message_is_parked_after_max_attempts(aws, proxy, w
     attributes = {"tenant": {"DataType": "String", "StringValue": "acme"}}
     await aws.sqs.send_message(QueueUrl=dlq, MessageBody="poison", MessageAttributes=attributes)
 
-    await _run_until(poller, lambda: worker.settled("orders", "parked") == 1)
+    await run_until(poller, lambda: worker.settled("orders", "parked") == 1)
 
     assert proxy.count("lambda", "Invoke") == 3
     assert await depth(aws.sqs, dlq) == 0
@@ -89,7 +81,7 @@ async def test_message_with_ten_attributes_is_parked_without_losing_any(aws, pro
     attributes["bin"] = {"DataType": "Binary", "BinaryValue": b"\x00\xff\x10"}
     await aws.sqs.send_message(QueueUrl=dlq, MessageBody="payload", MessageAttributes=attributes)
 
-    await _run_until(poller, lambda: worker.settled("orders", "parked") == 1)
+    await run_until(poller, lambda: worker.settled("orders", "parked") == 1)
 
     [message] = await drain(aws.sqs, parked)
     envelope = json.loads(message["Body"])
@@ -109,7 +101,7 @@ async def test_park_on_error_is_parked_on_first_failure(aws, proxy, worker_stack
     proxy.add(Rule("lambda", "Invoke", "function_error"))
     await aws.sqs.send_message(QueueUrl=dlq, MessageBody="x")
 
-    await _run_until(poller, lambda: worker.settled("orders", "parked") == 1)
+    await run_until(poller, lambda: worker.settled("orders", "parked") == 1)
 
     assert proxy.count("lambda", "Invoke") == 1
     assert worker.settled("orders", "deferred") == 0
@@ -122,7 +114,7 @@ async def test_unknown_error_is_retried(aws, proxy, worker_stack):
     proxy.add(Rule("lambda", "Invoke", "error", status=418, code="SomethingNew", times=1))
     await aws.sqs.send_message(QueueUrl=dlq, MessageBody="x")
 
-    await _run_until(poller, lambda: worker.settled("orders", "deleted") == 1)
+    await run_until(poller, lambda: worker.settled("orders", "deleted") == 1)
 
     assert worker.settled("orders", "deferred") == 1
     assert worker.settled("orders", "parked") == 0

@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from tests.conftest import Aws, Worker, make_settings
-from tests.helpers import depth, drain, wait_for
+from tests.helpers import depth, drain, run_until, wait_for
 from worker.emulator import create_queue, create_source_with_dlq
 from worker.emulator.proxy import FaultProxy, Rule
 
@@ -22,13 +22,6 @@ async def _fail_in_source(aws: Aws, source: str, dlq: str) -> None:
     while await depth(aws.sqs, dlq) == 0:
         assert time.monotonic() < deadline
         await aws.sqs.receive_message(QueueUrl=source, VisibilityTimeout=0)
-
-
-async def _run_until(poller, predicate, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        await poller.run_once()
 
 
 def _attributes(i: int) -> dict:
@@ -66,7 +59,9 @@ async def test_redrive_of_1000_messages_keeps_every_attribute(aws, proxy, worker
     pollers = [await worker.poller(f"q{q}") for q in range(queues)]
 
     async def run(poller, name):
-        await _run_until(poller, lambda: worker.settled(name, "deleted") >= count // queues)
+        await run_until(
+            poller, lambda: worker.settled(name, "deleted") >= count // queues, timeout=60
+        )
 
     async with anyio.create_task_group() as tg:
         for q, poller in enumerate(pollers):
@@ -115,7 +110,7 @@ async def test_failed_send_entry_keeps_message_in_dlq(aws, proxy, worker_stack):
     assert len(deletes) == 2, "only the two accepted messages are deleted"
     assert worker.settled("main", "deferred") == 1
     assert await depth(aws.sqs, dlq) == 1
-    await _run_until(poller, lambda: worker.settled("main", "deleted") == 3)
+    await run_until(poller, lambda: worker.settled("main", "deleted") == 3, timeout=60)
     assert sorted(m["Body"] for m in await drain(aws.sqs, out)) == ["m0", "m1", "m2"]
 
 
@@ -158,7 +153,7 @@ async def test_attempts_start_at_one_for_a_dlq_fed_by_sqs_redrive(aws, proxy, wo
         aws, proxy, worker_stack, "src", "job", max_receive_count=3, max_attempts=2
     )
 
-    await _run_until(poller, lambda: worker.settled("src", "deleted") == 1)
+    await run_until(poller, lambda: worker.settled("src", "deleted") == 1, timeout=60)
 
     [back] = await drain(aws.sqs, source)
     assert back["Body"] == "job"
@@ -174,9 +169,9 @@ async def test_message_the_source_keeps_dead_lettering_is_parked_after_max_attem
     )
 
     for cycle in range(1, 4):
-        await _run_until(poller, lambda n=cycle: worker.settled("loop", "deleted") == n)
+        await run_until(poller, lambda n=cycle: worker.settled("loop", "deleted") == n, timeout=60)
         await _fail_in_source(aws, source, dlq)
-    await _run_until(poller, lambda: worker.settled("loop", "parked") == 1)
+    await run_until(poller, lambda: worker.settled("loop", "parked") == 1, timeout=60)
 
     assert proxy.count("sqs", "SendMessageBatch") == 4  # three cycles, then the parking
     [message] = await drain(aws.sqs, parked)
@@ -302,6 +297,6 @@ async def test_an_unreadable_redrive_source_does_not_stop_the_dlq(aws, proxy, wo
     worker = Worker(make_settings(proxy.url, queues), worker_stack)
 
     poller = await worker.poller("locked")
-    await _run_until(poller, lambda: worker.settled("locked", "deleted") == 1)
+    await run_until(poller, lambda: worker.settled("locked", "deleted") == 1, timeout=60)
 
     assert [m["Body"] for m in await drain(aws.sqs, out)] == ["still served"]

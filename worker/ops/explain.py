@@ -49,15 +49,7 @@ async def _parked_message(
         async for batch in selected(reader, ctx, Filters.build(ids=[message_id], limit=1)):
             for record in batch:
                 reader.keep(record)  # explaining changes nothing
-                assert record.view is not None
-                return DlqMessage(
-                    record.message_id,
-                    "",
-                    record.view.body,
-                    attributes=record.view.attributes,
-                    sent_at=time.time(),
-                    group_id=record.group_id or record.view.meta.get("group-id"),
-                )
+                return record.original(sent_at=time.time())
     finally:
         await reader.release()
     raise ContextError(f"--parked-id {message_id}: not among the parked messages of {queue}")

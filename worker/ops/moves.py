@@ -25,7 +25,6 @@ from worker.aws.clients import Clients
 from worker.aws.sources import DlqFacts
 from worker.aws.sqs import SqsQueue, message_entry
 from worker.core.bucket import TokenBucket
-from worker.core.envelope import DlqMessage
 from worker.core.parking import DEFAULT_GROUP_ID
 from worker.decisions.expressions import ExpressionFailed
 from worker.fleet.coordinator import Coordinator
@@ -162,15 +161,7 @@ async def to_target(
         ready, refused = _reshaped(records, reshape)
         deliveries = []
         for r, body in ready:
-            assert r.view is not None
-            message = DlqMessage(
-                r.message_id,
-                r.receipt_handle,
-                r.view.body,
-                attributes=r.view.attributes,
-                group_id=r.group_id or r.view.meta.get("group-id"),
-            )
-            deliveries.append(Delivery(message, 1, body if reshape is not None else None))
+            deliveries.append(Delivery(r.original(), 1, body if reshape is not None else None))
         if not deliveries:
             return refused
         results = await guard.deliver(target, deliveries)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from worker.aws.sqs import copy_attributes
+from worker.core.envelope import DlqMessage
 from worker.core.parking import ParkedView, from_plain, plain_attributes, read_parked
 
 
@@ -45,6 +46,19 @@ class Record:
     @property
     def size(self) -> int:
         return len(self.body.encode("utf-8"))
+
+    def original(self, sent_at: float | None = None) -> DlqMessage:
+        """The message as it was before it was parked (our metadata left out), as a replay
+        sends it or a decision sees it."""
+        assert self.view is not None
+        return DlqMessage(
+            self.message_id,
+            self.receipt_handle,
+            self.view.body,
+            attributes=self.view.attributes,
+            sent_at=sent_at,
+            group_id=self.group_id or self.view.meta.get("group-id"),
+        )
 
     def line(self, queue_url: str) -> str:
         return json.dumps(

@@ -12,7 +12,6 @@ import time
 
 from jmespath.exceptions import JMESPathError
 
-from worker.core.envelope import DlqMessage
 from worker.decisions.expressions import Transform
 from worker.decisions.view import build_view
 from worker.ops.records import Record
@@ -32,15 +31,7 @@ class Reshape:
         self._unwrap = unwrap  # kind: auto (its payload is inside the DLQ message's envelope)
 
     def _view(self, record: Record) -> dict[str, object]:
-        assert record.view is not None
-        message = DlqMessage(
-            record.message_id,
-            record.receipt_handle,
-            record.view.body,
-            attributes=record.view.attributes,
-            group_id=record.group_id or record.view.meta.get("group-id"),
-        )
-        return build_view(self._queue, message, 1, time.time(), unwrap=self._unwrap)
+        return build_view(self._queue, record.original(), 1, time.time(), unwrap=self._unwrap)
 
     def before(self, record: Record) -> str:
         """The payload as it is (what the target would get without the transform)."""
