@@ -203,6 +203,11 @@ def _discovery_errors(settings: Settings) -> list[str]:
             for e in exc.errors()
         ]
     errors = []
+    if isinstance(queue.hook, str):
+        try:
+            load_hook(queue.hook)
+        except ValueError as exc:
+            errors.append(f"discovery.defaults.hook: {exc}")
     if queue.target.kind != "auto":
         errors.append("discovery.defaults.target.kind: discovered queues need `kind: auto`")
     if not queue.policy.parking_queue:
