@@ -82,3 +82,41 @@ def test_a_message_we_did_not_park_reads_as_none():
     assert read_parked("plain", _attrs(3)) is None
     marker = {"retry-worker.attempt": {"DataType": "Number", "StringValue": "2"}}
     assert read_parked("plain", marker) is None
+
+
+def _marked(n: int) -> DlqMessage:
+    attributes = {**_attrs(n), "retry-worker.attempt": {"DataType": "Number", "StringValue": "4"}}
+    return DlqMessage("m", "r", "body", attributes=attributes)
+
+
+def test_the_attempt_marker_never_reaches_the_envelope():
+    """Issue 18, defect 5: read back, the envelope's attributes held `retry-worker.attempt`,
+    so `replay --to dlq` carried the old attempts."""
+    from worker.core.parking import read_parked
+
+    parked = build_parked(_marked(10), META)
+    assert "retry-worker.attempt" not in json.loads(parked.body)["attributes"]
+    view = read_parked(parked.body, parked.attributes)
+    assert view is not None
+    assert set(view.attributes) == set(_attrs(10))
+
+
+def test_an_envelope_written_with_the_marker_reads_back_without_it():
+    from worker.core.parking import plain_attributes, read_parked
+
+    message = _marked(10)
+    envelope = {
+        "retry_worker": META,
+        "body": "b",
+        "attributes": plain_attributes(message.attributes),
+    }
+    packed = {"retry-worker.meta": {"DataType": "String", "StringValue": json.dumps(META)}}
+    view = read_parked(json.dumps(envelope), packed)
+    assert view is not None
+    assert "retry-worker.attempt" not in view.attributes
+
+
+def test_the_marker_does_not_take_an_attribute_slot_when_parking():
+    parked = build_parked(_marked(9), META)
+    assert parked.body == "body"  # nine of theirs and the packed metadata: no envelope
+    assert "retry-worker.attempt" not in parked.attributes

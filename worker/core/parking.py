@@ -76,11 +76,12 @@ def parking_metadata(
 
 def _forms(message: DlqMessage, meta: dict[str, str]) -> list[ParkedMessage]:
     """The parking forms that fit the attribute count, most readable first."""
-    original = message.attributes
     own = {f"retry-worker.{k}": _string(v) for k, v in meta.items()}
     packed = {META_ATTRIBUTE: _string(json.dumps(meta))}
-    # Our fresh metadata replaces stale metadata from an earlier parking (an operator redrive).
-    kept = {k: v for k, v in original.items() if k not in own and k != META_ATTRIBUTE}
+    # Our fresh metadata replaces stale metadata from an earlier parking (an operator redrive),
+    # and the attempt marker stays behind: a replay starts with fresh attempts.
+    kept = message.foreign_attributes()
+    original = kept
     forms = []
     if len(kept) + len(own) <= MAX_ATTRIBUTES:
         forms.append(ParkedMessage(message.body, {**kept, **own}))
@@ -152,7 +153,10 @@ def read_parked(body: str, attributes: Mapping[str, Mapping[str, Any]]) -> Parke
         meta = {k: str(v) for k, v in raw.items()}
         envelope = _json_object(body) if body.startswith('{"retry_worker"') else None
         if envelope is not None and {"body", "attributes"} <= envelope.keys():
-            return ParkedView(meta, str(envelope["body"]), from_plain(envelope["attributes"]))
+            # Without ours (envelopes written before 0.1.1 kept the attempt marker).
+            inner = from_plain(envelope["attributes"])
+            inner = {k: v for k, v in inner.items() if not k.startswith(OWN_PREFIX)}
+            return ParkedView(meta, str(envelope["body"]), inner)
         return ParkedView(meta, body, foreign)
     own = {
         name[len(OWN_PREFIX) :]: str(attr.get("StringValue", ""))
