@@ -20,6 +20,7 @@ from worker.core.limits import (
     sqs_entry_size,
 )
 from worker.emulator import create_queue, queue_arn
+from worker.emulator.proxy import Rule
 
 pytestmark = pytest.mark.anyio
 
@@ -263,3 +264,27 @@ async def test_eventbridge_batches_of_large_entries_are_split_not_failed(aws, pr
     delivered = [json.loads(m["Body"])["detail"]["i"] for m in await drain(aws.sqs, out)]
     assert sorted(delivered) == list(range(6))
     assert not proxy.upstream_errors
+
+
+async def test_a_size_limit_that_could_not_be_read_is_read_again_later(
+    aws, proxy, worker_stack
+):
+    """Issue 18, defect 7: a failed read was cached as 1 MiB for good, so a message too large
+    for a small parking queue was refused every minute instead of being held."""
+    from worker.aws.sqs import REREAD_SECONDS, SqsQueue
+
+    url = await create_queue(aws.sqs, "small", MaximumMessageSize="1024")
+    worker = Worker(make_settings(proxy.url, {}), worker_stack)
+    now = [0.0]
+    queue = SqsQueue(await worker.clients.get("sqs"), url, monotonic=lambda: now[0])
+    proxy.add(
+        Rule("sqs", "GetQueueAttributes", "error", status=403, code="AccessDenied", times=1)
+    )
+
+    assert await queue.max_message_bytes() == 1024 * 1024  # the service limit, for now
+    assert await queue.max_message_bytes() == 1024 * 1024  # not asked again at once
+    assert proxy.count("sqs", "GetQueueAttributes") == 1
+    now[0] += REREAD_SECONDS + 1
+    assert await queue.max_message_bytes() == 1024  # read again: the real limit
+    assert await queue.max_message_bytes() == 1024
+    assert proxy.count("sqs", "GetQueueAttributes") == 2  # and kept once read

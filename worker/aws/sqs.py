@@ -7,6 +7,7 @@ reported; the caller decides what a still-failed entry means (never: "deleted an
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ from worker.core.errors import ErrorKind
 from worker.core.limits import SQS_MAX_BATCH_BYTES, SQS_MAX_MESSAGE_BYTES, pack, sqs_entry_size
 
 BATCH = 10
+REREAD_SECONDS = 60.0  # a queue attribute that could not be read is asked for again after this
 log = structlog.get_logger("worker.sqs")
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -133,11 +135,20 @@ def message_entry(
 class SqsQueue:
     """One queue URL and the calls the worker makes on it."""
 
-    def __init__(self, client: Client, url: str, *, sleep: Sleep = anyio.sleep) -> None:
+    def __init__(
+        self,
+        client: Client,
+        url: str,
+        *,
+        sleep: Sleep = anyio.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.client = client
         self.url = url
         self._sleep = sleep
+        self._monotonic = monotonic
         self._max_message_bytes: int | None = None
+        self._unread_until = float("-inf")  # a failed read is tried again after this
 
     @property
     def is_fifo(self) -> bool:
@@ -157,17 +168,23 @@ class SqsQueue:
 
     async def max_message_bytes(self) -> int:
         """The queue's own MaximumMessageSize, read once, on first use (an idle queue pays
-        nothing). If it cannot be read, the service limit stands in (the send itself will
-        say what is wrong)."""
-        if self._max_message_bytes is None:
-            try:
-                response = await self.client.get_queue_attributes(
-                    QueueUrl=self.url, AttributeNames=["MaximumMessageSize"]
-                )
-                self._max_message_bytes = int(response["Attributes"]["MaximumMessageSize"])
-            except Exception as exc:  # noqa: BLE001 - degrade to the service limit
-                log.warning("max_message_size_unreadable", queue=self.url, error=error_code(exc))
-                self._max_message_bytes = SQS_MAX_MESSAGE_BYTES
+        nothing). If it cannot be read, the service limit stands in for now (the send itself
+        will say what is wrong) and the read is tried again after `REREAD_SECONDS`: a guess is
+        never kept, or a message too large for a 256 KiB queue would be refused every minute
+        instead of being held as unparkable."""
+        if self._max_message_bytes is not None:
+            return self._max_message_bytes
+        if self._monotonic() < self._unread_until:
+            return SQS_MAX_MESSAGE_BYTES
+        try:
+            response = await self.client.get_queue_attributes(
+                QueueUrl=self.url, AttributeNames=["MaximumMessageSize"]
+            )
+            self._max_message_bytes = int(response["Attributes"]["MaximumMessageSize"])
+        except Exception as exc:  # noqa: BLE001 - degrade to the service limit, for now
+            log.warning("max_message_size_unreadable", queue=self.url, error=error_code(exc))
+            self._unread_until = self._monotonic() + REREAD_SECONDS
+            return SQS_MAX_MESSAGE_BYTES
         return self._max_message_bytes
 
     async def send(
