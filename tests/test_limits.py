@@ -266,9 +266,7 @@ async def test_eventbridge_batches_of_large_entries_are_split_not_failed(aws, pr
     assert not proxy.upstream_errors
 
 
-async def test_a_size_limit_that_could_not_be_read_is_read_again_later(
-    aws, proxy, worker_stack
-):
+async def test_a_size_limit_that_could_not_be_read_is_read_again_later(aws, proxy, worker_stack):
     """Issue 18, defect 7: a failed read was cached as 1 MiB for good, so a message too large
     for a small parking queue was refused every minute instead of being held."""
     from worker.aws.sqs import REREAD_SECONDS, SqsQueue
@@ -277,9 +275,7 @@ async def test_a_size_limit_that_could_not_be_read_is_read_again_later(
     worker = Worker(make_settings(proxy.url, {}), worker_stack)
     now = [0.0]
     queue = SqsQueue(await worker.clients.get("sqs"), url, monotonic=lambda: now[0])
-    proxy.add(
-        Rule("sqs", "GetQueueAttributes", "error", status=403, code="AccessDenied", times=1)
-    )
+    proxy.add(Rule("sqs", "GetQueueAttributes", "error", status=403, code="AccessDenied", times=1))
 
     assert await queue.max_message_bytes() == 1024 * 1024  # the service limit, for now
     assert await queue.max_message_bytes() == 1024 * 1024  # not asked again at once

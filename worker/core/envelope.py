@@ -9,6 +9,7 @@ from typing import Any
 from worker.core.limits import message_size
 
 ATTEMPT_ATTRIBUTE = "retry-worker.attempt"
+KEY_ATTRIBUTE = "retry-worker.idempotency-key"
 OWN_PREFIX = "retry-worker."
 
 
@@ -28,6 +29,13 @@ class DlqMessage:
 
     def age(self, now: float) -> float | None:
         return None if self.sent_at is None else max(0.0, now - self.sent_at)
+
+    @property
+    def carried_key(self) -> str | None:
+        """The idempotency key an earlier delivery of ours gave this message (it came back
+        through a queue that dead-lettered it again)."""
+        value = self.attributes.get(KEY_ATTRIBUTE, {}).get("StringValue")
+        return str(value) if value else None
 
     def foreign_attributes(self) -> dict[str, dict[str, Any]]:
         """The message's attributes without our own markers (do not modify)."""

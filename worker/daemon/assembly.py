@@ -105,6 +105,7 @@ async def build_poller(
         loop_key=queue.target_key,
         fifo=dlq.is_fifo,
         decider=decider,
+        queue=name,
     )
     settler = Settler(
         name, dlq, parking, metrics, target=target, log_bodies=settings.logging.log_bodies

@@ -7,6 +7,7 @@ what a verdict becomes (a delivery, a retry, a park) is the pipeline's business.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,6 +54,8 @@ class Decider:
         self.queue = queue
         self._rules = compile_rules(settings.rules)
         self._transform = Transform(settings.transform) if settings.transform else None
+        key = settings.idempotency_key
+        self._key = Transform(key) if key else None
         self._hook = hook
         self._metrics = metrics
         self._counted: dict[tuple[str, str], Any] = {}  # metric children, by (by, action)
@@ -71,7 +74,7 @@ class Decider:
         log_bodies: bool = False,
     ) -> Decider | None:
         """None when the queue has nothing to decide (no cost per message then)."""
-        if not settings.decides:
+        if not settings.decides and settings.idempotency_key is None:
             return None
         return cls(
             queue, settings, await build_hook(settings, clients), metrics, log_bodies=log_bodies
@@ -97,6 +100,27 @@ class Decider:
         return [v for v in verdicts if v is not None]
 
     async def decide(self, view: View, trace: Trace | None = None) -> Verdict:
+        verdict = await self._decide(view, trace)
+        if verdict.action == "deliver" and self._key is not None:
+            verdict = dataclasses.replace(verdict, key=self._key_of(view))
+        return verdict
+
+    def _key_of(self, view: View) -> str | None:
+        """The queue's `idempotency_key` over the view; None (the DLQ message id stands in)
+        when it gives null or fails, said in a log line."""
+        assert self._key is not None
+        try:
+            return self._key.apply(view)
+        except ExpressionFailed as exc:
+            self._log.warning(
+                "idempotency_key_failed",
+                message_id=view["message_id"],
+                error=exc.code,
+                fallback="message_id",
+            )
+            return None
+
+    async def _decide(self, view: View, trace: Trace | None) -> Verdict:
         if trace is not None:
             trace.view = view
         verdict = self._by_rules(view, trace)

@@ -28,6 +28,7 @@ class Verdict:
     error: str = ""  # park: the error code parked with
     failure: DeliveryError | None = None
     rule: int | None = None  # the index of the rule that decided
+    key: str | None = None  # deliver: the queue's idempotency key for the message, if it has one
 
 
 def settled_as(

@@ -12,6 +12,7 @@ receives are not counted as attempts (`WaitLedger`).
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from collections import deque
@@ -45,8 +46,10 @@ class Pipeline:
         loop_key: str = "",
         fifo: bool = False,
         decider: Decider | None = None,
+        queue: str = "",
     ) -> None:
         self.policy = policy
+        self.queue = queue  # the logical name, for the target's context
         self.target = target
         self._guard = guard
         self._facts = facts  # what the first batch learns: redrive sources, retention
@@ -87,7 +90,7 @@ class Pipeline:
             if parked:
                 decided[index] = Decision(message, attempt - 1, parked)
             else:
-                to_deliver.append((index, Delivery(message, attempt)))
+                to_deliver.append((index, Delivery(message, attempt, queue=self.queue)))
         looping = await self._looping(to_deliver)
         for index, delivery in to_deliver:
             if index in looping:
@@ -143,7 +146,8 @@ class Pipeline:
             message, attempt = delivery.message, delivery.attempt
             settled = settled_as(verdict, attempt, message, self.policy, now, self._rng, retention)
             if settled is None:
-                ready.append((index, Delivery(message, attempt, verdict.payload)))
+                delivery = dataclasses.replace(delivery, payload=verdict.payload, key=verdict.key)
+                ready.append((index, delivery))
             else:
                 decided[index] = Decision(message, *settled)
         return ready

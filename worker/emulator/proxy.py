@@ -98,6 +98,8 @@ class FaultProxy:
         self.calls: Counter[tuple[str, str]] = Counter()
         # JSON request bodies, in order (for tests that check what was asked of AWS)
         self.journal: list[tuple[str, str, Any]] = []
+        # (service, operation, the X-Amz-* request headers): what travels outside the body
+        self.header_journal: list[tuple[str, str, dict[str, str]]] = []
         self.keep_journal = True
         self.upstream_errors: list[tuple[str, str, str]] = []
         self.arrivals: list[tuple[float, str, str]] = []  # (monotonic time, service, operation)
@@ -124,6 +126,7 @@ class FaultProxy:
             self.rules.clear()
             self.calls.clear()
             self.journal.clear()
+            self.header_journal.clear()
             self.accepted.clear()
             self.arrivals.clear()
 
@@ -196,8 +199,16 @@ class FaultProxy:
     async def _close_session(self, _: web.Application) -> None:
         await self._session.close()
 
-    def _pick(self, service: str, operation: str, path: str, body: bytes) -> Rule | None:
+    def headers(self, service: str, operation: str) -> list[dict[str, str]]:
         with self._lock:
+            return [h for s, o, h in self.header_journal if s == service and o == operation]
+
+    def _pick(
+        self, service: str, operation: str, path: str, body: bytes, headers: dict[str, str]
+    ) -> Rule | None:
+        with self._lock:
+            if self.keep_journal:
+                self.header_journal.append((service, operation, headers))
             self.calls[(service, operation)] += 1
             self.arrivals.append((time.monotonic(), service, operation))
             if self.keep_journal and body[:1] == b"{":
@@ -212,7 +223,8 @@ class FaultProxy:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         service, operation = identify(request, body)
-        rule = self._pick(service, operation, request.path, body)
+        amz = {k.lower(): v for k, v in request.headers.items() if k.lower().startswith("x-amz-")}
+        rule = self._pick(service, operation, request.path, body, amz)
         if rule is not None:
             if rule.action == "error":
                 return error_response(rule)

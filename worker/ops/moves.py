@@ -156,12 +156,17 @@ async def to_target(
         fleet=fleet,
     )
     guards[guard.key] = guard
+    # The queue's own idempotency key, as the daemon computes it (SPEC.md, Idempotency).
+    expression = q.idempotency_key
+    keyer = Reshape(ctx.name, expression, unwrap=q.target.kind == "auto") if expression else None
 
     async def send(records: Sequence[Record]) -> dict[str, str]:
         ready, refused = _reshaped(records, reshape)
         deliveries = []
         for r, body in ready:
-            deliveries.append(Delivery(r.original(), 1, body if reshape is not None else None))
+            payload = body if reshape is not None else None
+            key = _key(keyer, r)
+            deliveries.append(Delivery(r.original(), 1, payload, key, queue=ctx.name))
         if not deliveries:
             return refused
         results = await guard.deliver(target, deliveries)
@@ -213,6 +218,15 @@ async def move(
         if writer is not None:
             writer.close()
     return tally
+
+
+def _key(keyer: Reshape | None, record: Record) -> str | None:
+    if keyer is None:
+        return None
+    try:
+        return keyer(record)
+    except ExpressionFailed:
+        return None  # the message id stands in, as in the daemon
 
 
 def _example(reshape: Reshape, record: Record) -> tuple[str, str]:

@@ -93,7 +93,7 @@ class AutoDispatcher(HandOff):
                 message = delivery.message
                 if event.shape != "sqs_redrive":
                     message = dataclasses.replace(message, body=event.payload, attributes={})
-                unwrapped = Delivery(message, delivery.attempt, delivery.payload)
+                unwrapped = dataclasses.replace(delivery, message=message)
                 groups[event.target_arn].append((index, unwrapped))
         for arn, members in groups.items():
             target = await self._target(arn)

@@ -11,9 +11,10 @@ from typing import Any, Protocol
 import anyio
 
 from worker.aws.errors import classify
-from worker.core.envelope import DlqMessage
+from worker.core.envelope import KEY_ATTRIBUTE, DlqMessage
 from worker.core.errors import DeliveryError, ErrorKind
 from worker.core.limits import message_size, pack
+from worker.core.parking import MAX_ATTRIBUTES
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,18 @@ class Delivery:
     # The text to deliver instead of the message's own, when the queue's transform or hook
     # made one (SPEC.md, Decisions); targets read `body`.
     payload: str | None = None
+    # The queue's `idempotency_key` for this message, when it has one (SPEC.md, Idempotency);
+    # targets read `idempotency_key`.
+    key: str | None = None
+    queue: str = ""  # the logical queue name (for the target's context)
+
+    @property
+    def idempotency_key(self) -> str:
+        """The same for every attempt and every duplicate delivery of one DLQ message: the
+        queue's `idempotency_key`, by default the DLQ message id."""
+        if self.key is not None:
+            return self.key
+        return self.message.carried_key or self.message.message_id
 
     @property
     def body(self) -> str:
@@ -130,18 +143,40 @@ async def deliver_each(
     return results
 
 
+def key_hash(key: str) -> str:
+    """A fixed-size stand-in for a key (64 hex characters)."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+KEY_VALUE_MAX = 256  # characters of a key sent as an attribute value; longer ones are hashed
+
+
+def key_attribute(
+    delivery: Delivery, attributes: dict[str, Any], size: int, limit: int
+) -> dict[str, Any]:
+    """`attributes` with `retry-worker.idempotency-key` added when the message has room: a
+    free attribute slot (10 at most) and the bytes under `limit`; otherwise as they were."""
+    key = delivery.idempotency_key
+    value = key if len(key) <= KEY_VALUE_MAX else key_hash(key)
+    cost = len(KEY_ATTRIBUTE) + len("String") + len(value.encode("utf-8"))
+    if len(attributes) >= MAX_ATTRIBUTES or size + cost > limit:
+        return attributes
+    return {**attributes, KEY_ATTRIBUTE: {"DataType": "String", "StringValue": value}}
+
+
 def fifo_fields(delivery: Delivery) -> dict[str, str]:
     """Group and deduplication id for a FIFO queue or topic: the group is kept, the dedup id
-    is deterministic per (message, attempt), so a replay after a crash is deduplicated."""
+    is a hash of the idempotency key — the same on every receive and every attempt — so a
+    re-send after a failed delete, a crash or a settle timeout is dropped by SQS or SNS
+    (within their 5-minute deduplication window)."""
     message = delivery.message
     if not message.group_id:
         raise DeliveryError(
             ErrorKind.PERMANENT, "MissingMessageGroupId", park_reason="missing_group_id"
         )
-    key = f"{message.message_id}:{delivery.attempt}".encode()
     return {
         "MessageGroupId": message.group_id,
-        "MessageDeduplicationId": hashlib.sha256(key).hexdigest(),
+        "MessageDeduplicationId": key_hash(delivery.idempotency_key),
     }
 
 

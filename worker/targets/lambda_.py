@@ -2,13 +2,40 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Sequence
 
 from worker.aws.clients import Client
 from worker.core.errors import DeliveryError, ErrorKind
 from worker.core.limits import LAMBDA_MAX_ASYNC_BYTES, LAMBDA_MAX_SYNC_BYTES
 from worker.settings import LambdaTarget
-from worker.targets.base import Delivery, HandOff, Result, deliver_each, short_name, too_large
+from worker.targets.base import (
+    Delivery,
+    HandOff,
+    Result,
+    deliver_each,
+    key_hash,
+    short_name,
+    too_large,
+)
+
+CLIENT_CONTEXT_MAX = 3583  # bytes of base64, as Lambda takes it
+
+
+def client_context(delivery: Delivery) -> str:
+    """`{"custom": {"retry-worker": {idempotency_key, attempt, queue}}}`, base64, within
+    Lambda's 3,583 bytes: a key too long for it is replaced by its SHA-256 (hex). The function
+    reads it as `context.client_context.custom["retry-worker"]`. Lambda passes no client
+    context to `Event` invocations, so those get none (the payload is never changed for it)."""
+    key = delivery.idempotency_key
+    for candidate in (key, key_hash(key)):
+        ours = {"idempotency_key": candidate, "attempt": delivery.attempt, "queue": delivery.queue}
+        text = json.dumps({"custom": {"retry-worker": ours}}, separators=(",", ":"))
+        encoded = base64.b64encode(text.encode("utf-8")).decode("ascii")
+        if len(encoded) <= CLIENT_CONTEXT_MAX:
+            return encoded
+    raise AssertionError("a hashed key always fits")  # pragma: no cover
 
 
 class LambdaInvoker(HandOff):
@@ -33,8 +60,9 @@ class LambdaInvoker(HandOff):
         payload = delivery.body.encode("utf-8")
         if len(payload) > self._max_payload:
             raise too_large(len(payload), self._max_payload, f"Lambda {self._type} payload")
+        extra = {} if self.hands_off else {"ClientContext": client_context(delivery)}
         response = await self._client.invoke(
-            FunctionName=self._function, InvocationType=self._type, Payload=payload
+            FunctionName=self._function, InvocationType=self._type, Payload=payload, **extra
         )
         answer = response.get("Payload")
         if answer is not None:  # read it to hand the connection back to the pool

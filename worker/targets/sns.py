@@ -1,9 +1,10 @@
 """SNS target: PublishBatch to a topic, in requests of at most 10 entries and 256 KiB, every
 `Failed` entry read.
 
-Body and message attributes are kept; FIFO topics get the message group and a deterministic
-deduplication id per (message, attempt), and a request keeps the order the messages were
-received in. A message over 256 KiB (body and attributes) is parked `too_large`.
+Body and message attributes are kept, and `retry-worker.idempotency-key` is added when there
+is room; FIFO topics get the message group and a deduplication id from the idempotency key,
+and a request keeps the order the messages were received in. A message over 256 KiB (body
+and attributes) is parked `too_large`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from worker.targets.base import (
     Result,
     deliver_batched,
     fifo_fields,
+    key_attribute,
     short_name,
     too_large,
 )
@@ -37,6 +39,9 @@ def publish_entry(entry_id: str, delivery: Delivery, *, fifo: bool) -> dict[str,
     size = sns_entry_size(entry)
     if size > SNS_MAX_MESSAGE_BYTES:
         raise too_large(size, SNS_MAX_MESSAGE_BYTES, "SNS message")
+    with_key = key_attribute(delivery, attributes, size, SNS_MAX_MESSAGE_BYTES)
+    if with_key is not attributes:
+        entry["MessageAttributes"] = copy_attributes(with_key)
     return {**entry, **fifo_fields(delivery)} if fifo else entry
 
 

@@ -1,9 +1,10 @@
 """SQS target: SendMessageBatch to a named queue or back to the queue that dead-lettered it.
 
 Body, every attribute (String, Number, Binary) and AWSTraceHeader are kept; a FIFO group is
-kept and the dedup id is deterministic per (message, attempt). The `retry-worker.attempt`
-marker travels with the message, so a source queue that dead-letters it again does not start
-the count afresh (aws-facts.md, Loops).
+kept and the dedup id is a hash of the idempotency key. The `retry-worker.attempt` marker
+travels with the message, so a source queue that dead-letters it again does not start the
+count afresh (aws-facts.md, Loops); then, room allowing, `retry-worker.idempotency-key`, for
+the consumer to drop a duplicate (and for the next cycle to keep the key).
 """
 
 from __future__ import annotations
@@ -20,7 +21,14 @@ from worker.core.errors import DeliveryError, ErrorKind
 from worker.core.limits import SQS_MAX_MESSAGE_BYTES
 from worker.core.parking import MAX_ATTRIBUTES
 from worker.settings import SqsTarget
-from worker.targets.base import Delivery, Result, fifo_fields, short_name, too_large
+from worker.targets.base import (
+    Delivery,
+    Result,
+    fifo_fields,
+    key_attribute,
+    short_name,
+    too_large,
+)
 
 # The marker attribute: its name, "Number" and up to 10 digits.
 MARKER_BYTES = len(ATTEMPT_ATTRIBUTE) + len("Number") + 10
@@ -48,6 +56,8 @@ def send_entry(
         raise too_large(size, limit, "queue's MaximumMessageSize")
     if _carries_marker(attributes, size, limit):
         attributes = {**attributes, **_marker(delivery.attempt)}
+        size += MARKER_BYTES
+    attributes = key_attribute(delivery, attributes, size, limit)
     entry = message_entry(entry_id, delivery.body, attributes, trace_header=message.trace_header)
     return {**entry, **fifo_fields(delivery)} if fifo else entry
 

@@ -1,4 +1,5 @@
-"""Step Functions target: StartExecution under a name derived from the DLQ message.
+"""Step Functions target: StartExecution under a name derived from the idempotency key (by
+default the DLQ message id; the state machine reads it as `$$.Execution.Name`).
 
 The name makes a replay after a crash harmless: the same name with the same input returns the
 running execution, and `ExecutionAlreadyExists` means it was already started (delivered).
@@ -19,18 +20,30 @@ from worker.aws.errors import error_code
 from worker.core.errors import DeliveryError, ErrorKind
 from worker.core.limits import SFN_MAX_INPUT_BYTES, utf8_len
 from worker.settings import StepFunctionsTarget
-from worker.targets.base import Delivery, HandOff, Result, deliver_each, short_name, too_large
+from worker.targets.base import (
+    Delivery,
+    HandOff,
+    Result,
+    deliver_each,
+    key_hash,
+    short_name,
+    too_large,
+)
 
 MAX_NAME = 80
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 MAX_TRIES = 1000
 
 
-def execution_name(message_id: str, retry: int = 0) -> str:
-    """Deterministic, at most 80 characters of [A-Za-z0-9_-]."""
-    base = "rw-" + _UNSAFE.sub("_", message_id)
+def execution_name(key: str, retry: int = 0) -> str:
+    """Deterministic, at most 80 characters of [A-Za-z0-9_-]: `rw-` and the idempotency key
+    (by default the DLQ message id), or its SHA-256 when the key has other characters or is too
+    long (two keys must never share a name); `-N` for the N-th name of a waited-for message
+    whose earlier executions failed."""
     suffix = f"-{retry}" if retry else ""
-    return base[: MAX_NAME - len(suffix)] + suffix
+    room = MAX_NAME - len("rw-") - len("-999")
+    body = key if len(key) <= room and not _UNSAFE.search(key) else key_hash(key)[:room]
+    return f"rw-{body}{suffix}"
 
 
 class StepFunctionsStarter(HandOff):
@@ -63,7 +76,7 @@ class StepFunctionsStarter(HandOff):
                 ErrorKind.PERMANENT, "InvalidExecutionInput", "not JSON", park_reason="unparseable"
             ) from exc
         for retry in range(MAX_TRIES):
-            name = execution_name(delivery.message.message_id, retry)
+            name = execution_name(delivery.idempotency_key, retry)
             try:
                 started = await self._client.start_execution(
                     stateMachineArn=self._arn, name=name, input=body

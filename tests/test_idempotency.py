@@ -1,0 +1,163 @@
+"""The idempotency key (SPEC.md, Idempotency): the same for every attempt and every duplicate
+delivery of one DLQ message, carried to each target the way it can take it."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from tests.conftest import Worker, make_settings
+from tests.helpers import drain, run_until
+from worker.core.envelope import DlqMessage
+from worker.emulator import create_function, create_queue
+from worker.emulator.proxy import Rule
+from worker.targets.base import Delivery, key_hash
+from worker.targets.lambda_ import CLIENT_CONTEXT_MAX, client_context
+
+pytestmark = pytest.mark.anyio
+
+FAST_LEASE = {"visibility_timeout_seconds": 2, "wait_seconds": 1, "idle_max_interval_seconds": 0}
+
+
+async def test_a_fifo_resend_after_a_failed_delete_is_deduplicated(aws, proxy, worker_stack):
+    """Issue 18, defect 1: the dedup id hashed message id and attempt, and the attempt grows
+    with every receive: a re-send after a failed delete landed twice in a FIFO queue."""
+    dlq = await create_queue(aws.sqs, "jobs-dlq.fifo", FifoQueue="true")
+    out = await create_queue(aws.sqs, "jobs.fifo", FifoQueue="true")
+    await create_queue(aws.sqs, "parked")
+    queues = {
+        "jobs": {
+            "name": "jobs-dlq.fifo",
+            "target": {"kind": "sqs", "queue": "jobs.fifo"},
+            "receive": FAST_LEASE,
+        }
+    }
+    worker = Worker(make_settings(proxy.url, queues), worker_stack)
+    poller = await worker.poller("jobs")
+    await aws.sqs.send_message(
+        QueueUrl=dlq, MessageBody="job", MessageGroupId="g", MessageDeduplicationId="d1"
+    )
+    # The delete fails (after its retries) on the first settle: the message comes back.
+    proxy.add(Rule("sqs", "DeleteMessageBatch", "error", status=500, times=3))
+
+    await run_until(poller, lambda: worker.settled("jobs", "deleted") == 2)
+
+    sends = proxy.requests("sqs", "SendMessageBatch")
+    dedup = {e["MessageDeduplicationId"] for s in sends for e in s["Entries"]}
+    assert len([e for s in sends for e in s["Entries"]]) == 2  # sent twice...
+    assert len(dedup) == 1  # ...under one deduplication id
+    assert [m["Body"] for m in await drain(aws.sqs, out)] == ["job"]  # SQS kept one
+
+
+async def test_lambda_gets_the_key_in_its_client_context(aws, proxy, worker_stack):
+    await create_function(aws.lambda_, "orders")
+    await create_function(aws.lambda_, "audit")
+    dlq = await create_queue(aws.sqs, "orders-dlq")
+    audit = await create_queue(aws.sqs, "audit-dlq")
+    await create_queue(aws.sqs, "parked")
+    queues = {
+        "orders": {
+            "name": "orders-dlq",
+            "target": {"kind": "lambda", "function": "orders"},
+            "idempotency_key": "body.orderId",
+        },
+        "audit": {
+            "name": "audit-dlq",
+            "target": {"kind": "lambda", "function": "audit", "invocation_type": "Event"},
+        },
+    }
+    worker = Worker(make_settings(proxy.url, queues), worker_stack)
+    orders, events = await worker.poller("orders"), await worker.poller("audit")
+    await aws.sqs.send_message(QueueUrl=dlq, MessageBody='{"orderId": "o-17"}')
+    await aws.sqs.send_message(QueueUrl=audit, MessageBody='{"x": 1}')
+
+    await run_until(orders, lambda: worker.settled("orders", "deleted") == 1)
+    [sync] = proxy.headers("lambda", "Invoke")
+    context = json.loads(base64.b64decode(sync["x-amz-client-context"]))
+    assert context == {
+        "custom": {"retry-worker": {"idempotency_key": "o-17", "attempt": 1, "queue": "orders"}}
+    }
+    await run_until(events, lambda: worker.settled("audit", "deleted") == 1)
+    # Lambda passes no client context to Event invocations: none is sent, the payload as is.
+    assert "x-amz-client-context" not in proxy.headers("lambda", "Invoke")[1]
+    assert proxy.requests("lambda", "Invoke")[1] == {"x": 1}
+
+
+def test_a_long_key_is_hashed_to_fit_the_client_context():
+    message = DlqMessage("m", "r", "{}")
+    delivery = Delivery(message, 2, key="k" * 5000, queue="orders")
+    encoded = client_context(delivery)
+    assert len(encoded) <= CLIENT_CONTEXT_MAX
+    ours = json.loads(base64.b64decode(encoded))["custom"]["retry-worker"]
+    assert ours["idempotency_key"] == key_hash("k" * 5000)
+    assert ours["attempt"] == 2
+
+
+async def test_sqs_and_sns_targets_carry_the_key_as_an_attribute(aws, proxy, worker_stack):
+    sns = await aws.client("sns")
+    topic = (await sns.create_topic(Name="events"))["TopicArn"]
+    seen = await create_queue(aws.sqs, "subscriber")
+    await sns.subscribe(
+        TopicArn=topic,
+        Protocol="sqs",
+        Endpoint="arn:aws:sqs:us-east-1:123456789012:subscriber",
+        Attributes={"RawMessageDelivery": "true"},
+    )
+    await create_queue(aws.sqs, "to-sqs-dlq")
+    await create_queue(aws.sqs, "to-sns-dlq")
+    out = await create_queue(aws.sqs, "out")
+    await create_queue(aws.sqs, "parked")
+    queues = {
+        "to-sqs": {"name": "to-sqs-dlq", "target": {"kind": "sqs", "queue": "out"}},
+        "to-sns": {"name": "to-sns-dlq", "target": {"kind": "sns", "topic_arn": topic}},
+    }
+    worker = Worker(make_settings(proxy.url, queues), worker_stack)
+    sent = {}
+    for name in queues:
+        url = (await aws.sqs.get_queue_url(QueueName=f"{name}-dlq"))["QueueUrl"]
+        sent[name] = (await aws.sqs.send_message(QueueUrl=url, MessageBody=name))["MessageId"]
+        await run_until(await worker.poller(name), lambda n=name: worker.settled(n, "deleted") == 1)
+
+    [via_sqs] = await drain(aws.sqs, out)
+    key = via_sqs["MessageAttributes"]["retry-worker.idempotency-key"]["StringValue"]
+    assert key == sent["to-sqs"]
+    [via_sns] = await drain(aws.sqs, seen)
+    key = via_sns["MessageAttributes"]["retry-worker.idempotency-key"]["StringValue"]
+    assert key == sent["to-sns"]
+
+
+async def test_a_message_with_ten_attributes_is_sent_without_the_key(aws, proxy, worker_stack):
+    dlq = await create_queue(aws.sqs, "full-dlq")
+    out = await create_queue(aws.sqs, "out")
+    await create_queue(aws.sqs, "parked")
+    attributes = {f"a{i}": {"DataType": "String", "StringValue": str(i)} for i in range(10)}
+    await aws.sqs.send_message(QueueUrl=dlq, MessageBody="full", MessageAttributes=attributes)
+    queues = {"full": {"name": "full-dlq", "target": {"kind": "sqs", "queue": "out"}}}
+    worker = Worker(make_settings(proxy.url, queues), worker_stack)
+
+    await run_until(await worker.poller("full"), lambda: worker.settled("full", "deleted") == 1)
+
+    [message] = await drain(aws.sqs, out)
+    assert set(message["MessageAttributes"]) == set(attributes)  # nothing dropped for ours
+
+
+async def test_step_functions_names_the_execution_after_the_key(aws, proxy, worker_stack):
+    from worker.emulator import ROLE_ARN
+
+    definition = json.dumps({"StartAt": "S", "States": {"S": {"Type": "Succeed"}}})
+    machine = await aws.sfn.create_state_machine(
+        name="ship", definition=definition, roleArn=ROLE_ARN
+    )
+    dlq = await create_queue(aws.sqs, "ship-dlq")
+    await create_queue(aws.sqs, "parked")
+    target = {"kind": "stepfunctions", "state_machine_arn": machine["stateMachineArn"]}
+    queues = {"ship": {"name": "ship-dlq", "target": target, "idempotency_key": "body.id"}}
+    worker = Worker(make_settings(proxy.url, queues), worker_stack)
+    await aws.sqs.send_message(QueueUrl=dlq, MessageBody='{"id": "shipment-9"}')
+
+    await run_until(await worker.poller("ship"), lambda: worker.settled("ship", "deleted") == 1)
+
+    [start] = proxy.requests("states", "StartExecution")
+    assert start["name"] == "rw-shipment-9"
