@@ -61,13 +61,15 @@ async def _start_queue(
     clients: Clients,
     metrics: Metrics,
 ) -> None:
-    """Resolve the queue (retrying through an outage at boot), then poll it."""
+    """Resolve the queue (retrying through an outage at boot), then poll it — unless shutdown
+    has begun meanwhile: a queue that was not polling when it began never starts (it is not
+    among the pollers the shutdown drains, and would be cancelled with messages in flight)."""
     rng = runtime.shared.rng
     spread = STARTUP_SPREAD_PER_QUEUE_SECONDS * len(runtime.health.queues)
     await anyio.sleep(rng.uniform(0, min(STARTUP_SPREAD_MAX_SECONDS, spread)))
     discovered = name not in settings.queues  # may be deleted while served
     failures = 0
-    while True:
+    while not runtime.health.stopping:
         try:
             poller = await build_poller(
                 name,
@@ -87,6 +89,11 @@ async def _start_queue(
                 "queue_resolve_failed", queue=name, error=error_code(exc), retry_in=round(delay, 3)
             )
             await anyio.sleep(delay)
+    else:
+        return  # shutdown began while resolving
+    if runtime.health.stopping:
+        log.info("queue_not_started", queue=name, reason="shutdown")
+        return
     runtime.health.pollers[name] = poller
     _warn_if_taking_turns(runtime)
     await poller.run()

@@ -1,22 +1,29 @@
 """One received batch, from receive to settle, with its own state.
 
-- While it is in delivery, a lease heartbeat extends the messages' visibility at half the
-  lease (never past the 12 hours SQS allows from the receive).
+- While it is in delivery, a lease heartbeat extends the unsettled messages' visibility at
+  half the lease (never past the 12 hours SQS allows from the receive).
 - The DLQ's facts are learned first (the first batch reads the redrive sources and the
   retention), then the pipeline decides every message.
-- Aborted (shutdown past its grace): deliveries are cancelled and the messages released
-  (visibility 0). Crashed (a bug): the messages come back after a minute, so a bug cannot spin
-  on them. Either way nothing is lost.
-- The settle runs shielded, bounded in time: a cancelled shutdown still settles.
+- Decisions are settled as they come, in small groups: the first one waits up to `LINGER`
+  for the others (so a happy batch still settles in one call per kind), then whatever is
+  decided is settled. A slow or hanging call holds back only its own message, and a SIGKILL
+  finds most of a batch's delivered messages already deleted.
+- Aborted (shutdown past its grace): deliveries are cancelled; what was decided is settled as
+  decided (a delivered message is deleted, not delivered again), and only the undecided are
+  released (visibility 0). Crashed (a bug): the decided are settled, the undecided come back
+  after a minute, so a bug cannot spin on them. Either way nothing is lost.
+- Each settle runs shielded, bounded in time: a cancelled shutdown still settles.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 
 import anyio
 import structlog
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from worker.aws.sources import DlqFacts
 from worker.aws.sqs import SqsQueue
@@ -28,6 +35,7 @@ from worker.dlq.settle import Settler
 
 SETTLE_DEADLINE_SECONDS = 20  # a shielded settle never holds shutdown longer than this
 CRASH_RETRY_SECONDS = 60.0
+LINGER_SECONDS = 0.5  # a decision waits this long for the rest of its batch before settling
 
 
 class Batch:
@@ -56,34 +64,68 @@ class Batch:
         self._log = log
         self._monotonic = monotonic
         self._scope = anyio.CancelScope()
+        self._settled: set[int] = set()  # indexes settled (or tried: a failed one reappears)
+        self._all_settled = anyio.Event()
 
     def abort(self) -> None:
         """Cancel the deliveries; the messages are released, not lost."""
         self._scope.cancel()
 
     async def run(self) -> None:
-        decisions: list[Decision] | None = None
+        count = len(self.messages)
+        decided: dict[int, Decision] = {}
+        send, receive = anyio.create_memory_object_stream[int](max_buffer_size=math.inf)
+
+        def sink(index: int, decision: Decision) -> None:
+            decided[index] = decision
+            send.send_nowait(index)
+
         crashed = False
         try:
-            with self._scope:
+            with self._scope, send, receive:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._heartbeat)
+                    tg.start_soon(self._settle_as_decided, receive, decided)
                     await self._facts.learn(self.messages)
-                    decisions = await self._pipeline.run(self.messages)
+                    await self._pipeline.run(self.messages, sink)
+                    await self._all_settled.wait()
                     tg.cancel_scope.cancel()
         except Exception:  # noqa: BLE001 - logged; the batch is kept, not lost
-            self._log.exception("batch_failed", messages=len(self.messages))
+            self._log.exception("batch_failed", messages=count)
             crashed = True
         finally:
-            self._delivered(len(self.messages))
-        if decisions is None:
-            outcome = Retry(CRASH_RETRY_SECONDS, "InternalError") if crashed else Release()
-            decisions = [Decision(m, 0, outcome) for m in self.messages]
+            self._delivered(count)
+        rest = [i for i in range(count) if i not in self._settled]
+        if rest:
+            untried = Retry(CRASH_RETRY_SECONDS, "InternalError") if crashed else Release()
+            await self._settle(
+                [i for i in rest],
+                [decided.get(i) or Decision(self.messages[i], 0, untried) for i in rest],
+            )
+
+    async def _settle_as_decided(
+        self, decisions: MemoryObjectReceiveStream[int], decided: dict[int, Decision]
+    ) -> None:
+        count = len(self.messages)
+        pending: list[int] = []
+        async for index in decisions:
+            pending.append(index)
+            with anyio.move_on_after(LINGER_SECONDS):
+                while len(self._settled) + len(pending) < count:
+                    pending.append(await decisions.receive())
+            await self._settle(pending, [decided[i] for i in pending])
+            pending = []
+            if len(self._settled) == count:
+                self._all_settled.set()
+                return
+
+    async def _settle(self, indexes: list[int], decisions: list[Decision]) -> None:
         with anyio.CancelScope(shield=True), anyio.move_on_after(SETTLE_DEADLINE_SECONDS):
             try:
                 await self._settler.settle(decisions, self._received_at)
             except Exception:  # noqa: BLE001 - logged; unsettled messages reappear
-                self._log.exception("settle_failed", messages=len(self.messages))
+                self._log.exception("settle_failed", messages=len(decisions))
+        self._settled.update(indexes)  # before any checkpoint: a cancel cannot lose this
 
     async def _heartbeat(self) -> None:
         """Extend the lease at half its length while the batch is in delivery."""
@@ -92,6 +134,12 @@ class Batch:
             extension = min(self._lease, visibility_left(self._received_at, self._monotonic()))
             if extension <= 0:
                 return
-            receipts = {m.message_id: (m.receipt_handle, extension) for m in self.messages}
+            receipts = {
+                m.message_id: (m.receipt_handle, extension)
+                for i, m in enumerate(self.messages)
+                if i not in self._settled
+            }
+            if not receipts:
+                return
             failed = await self._dlq.change_visibility(receipts)
             self._log.debug("lease_extended", seconds=extension, failed=len(failed))

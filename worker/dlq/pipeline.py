@@ -29,7 +29,21 @@ from worker.decisions.decider import Decider
 from worker.decisions.verdicts import settled_as
 from worker.settings import PolicySettings
 from worker.targets.base import Delivery, Target
-from worker.targets.guard import Guard
+from worker.targets.guard import Guard, Tried
+
+Sink = Callable[[int, Decision], None]
+
+
+class Decided(dict[int, Decision]):
+    """The decisions of one run, each told to the sink as it is made."""
+
+    def __init__(self, sink: Sink) -> None:
+        super().__init__()
+        self._sink = sink
+
+    def __setitem__(self, index: int, decision: Decision) -> None:
+        super().__setitem__(index, decision)
+        self._sink(index, decision)
 
 
 class Pipeline:
@@ -80,9 +94,11 @@ class Pipeline:
         counted = attempt_number(message, self._facts.arrived_with(message))
         return max(1, counted - self.waiting.untried(message.message_id))
 
-    async def run(self, messages: Sequence[DlqMessage]) -> list[Decision]:
+    async def run(self, messages: Sequence[DlqMessage], sink: Sink | None = None) -> list[Decision]:
+        """Every message's decision, in order. `sink(index, decision)` hears each one as it
+        is made (the batch settles them as they come)."""
         now = self._clock()
-        decided: dict[int, Decision] = {}
+        decided: dict[int, Decision] = Decided(sink) if sink is not None else {}
         to_deliver: list[tuple[int, Delivery]] = []
         for index, message in enumerate(messages):
             attempt = self._attempt(message)
@@ -165,16 +181,22 @@ class Pipeline:
         to_deliver = await self._decide(to_deliver, decided)
         if not to_deliver:
             return
-        results = await self._guard.deliver(self.target, [d for _, d in to_deliver])
-        now = self._clock()
-        for (index, delivery), tried in zip(to_deliver, results, strict=True):
+
+        def answered(position: int, tried: Tried) -> None:
+            # Each answer is decided (and settled) as it comes: a hanging call holds back
+            # nothing but itself.
+            index, delivery = to_deliver[position]
             message, attempt = delivery.message, delivery.attempt
+            outcome: Outcome = Delivered()
+            if tried.error is not None:
+                outcome = self._after_failure(tried.error, attempt, message, self._clock())
+            decided[index] = Decision(message, attempt, outcome, tried.error, tried.duration)
+
+        results = await self._guard.deliver(
+            self.target, [d for _, d in to_deliver], on_answer=answered
+        )
+        for (index, delivery), tried in zip(to_deliver, results, strict=True):
             if tried is None:
                 # The breaker opened after this batch was received: not a try, come back later.
                 refused = Retry(self._guard.retry_delay(), "CircuitOpen")
-                decided[index] = Decision(message, attempt - 1, refused)
-                continue
-            outcome: Outcome = Delivered()
-            if tried.error is not None:
-                outcome = self._after_failure(tried.error, attempt, message, now)
-            decided[index] = Decision(message, attempt, outcome, tried.error, tried.duration)
+                decided[index] = Decision(delivery.message, delivery.attempt - 1, refused)

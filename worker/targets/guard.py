@@ -155,12 +155,20 @@ class Guard:
             self.breaker.record(failed=True)
         self.wake()
 
-    async def deliver(self, target: Target, deliveries: Sequence[Delivery]) -> list[Tried | None]:
+    async def deliver(
+        self,
+        target: Target,
+        deliveries: Sequence[Delivery],
+        *,
+        on_answer: Callable[[int, Tried], None] | None = None,
+    ) -> list[Tried | None]:
         """The one delivery step: admit, deliver, record. Calls start in chunks no larger
         than the burst, each as soon as its tokens are there (a batch larger than the burst,
         as with a replica's share of it, would otherwise go out at once and overrun the
-        rate). Returns, in the order given, what the target answered, or None for a delivery
-        the breaker refused (not tried: it comes back after `retry_delay()`)."""
+        rate). A target that takes one message per call gets one call per message, and
+        `on_answer(position, tried)` hears each answer as it comes. Returns, in the order
+        given, what the target answered, or None for a delivery the breaker refused (not
+        tried: it comes back after `retry_delay()`)."""
         results: list[Tried | None] = [None] * len(deliveries)
 
         async def call(start: int, chunk: Sequence[Delivery]) -> None:
@@ -169,7 +177,9 @@ class Guard:
             duration = time.monotonic() - started
             for offset, (delivery, error) in enumerate(zip(chunk, errors, strict=True)):
                 self.record(error)
-                results[start + offset] = Tried(delivery, error, duration)
+                tried = results[start + offset] = Tried(delivery, error, duration)
+                if on_answer is not None:
+                    on_answer(start + offset, tried)
 
         start = 0
         async with anyio.create_task_group() as tg:
@@ -177,7 +187,9 @@ class Guard:
                 admitted = await self.admit(min(len(deliveries) - start, self.chunk_size()))
                 if not admitted:
                     break
-                tg.start_soon(call, start, deliveries[start : start + admitted])
+                step = 1 if target.one_per_call else admitted
+                for first in range(start, start + admitted, step):
+                    tg.start_soon(call, first, deliveries[first : first + step])
                 start += admitted
         return results
 
