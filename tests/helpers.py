@@ -11,8 +11,11 @@ from typing import Any
 import anyio
 
 
-async def drain(sqs: Any, url: str, *, visibility: int = 60) -> list[dict[str, Any]]:
-    """Every message currently visible in a queue (received, left invisible)."""
+async def drain(
+    sqs: Any, url: str, *, visibility: int = 60, delete: bool = False
+) -> list[dict[str, Any]]:
+    """Every message currently visible in a queue (received, left invisible; with `delete`,
+    deleted as read — a FIFO queue returns no more of a group while one is in flight)."""
     out: list[dict[str, Any]] = []
     while True:
         response = await sqs.receive_message(
@@ -27,6 +30,11 @@ async def drain(sqs: Any, url: str, *, visibility: int = 60) -> list[dict[str, A
         if not batch:
             return out
         out.extend(batch)
+        if delete:
+            entries = [
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)
+            ]
+            await sqs.delete_message_batch(QueueUrl=url, Entries=entries)
 
 
 async def depth(sqs: Any, url: str) -> int:
