@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import time
 from contextlib import AsyncExitStack
 
@@ -293,3 +295,49 @@ async def test_a_joining_replica_delivers_only_once_the_others_count_it(aws, pro
             assert (a.fleet.members, c.fleet.members) == (2, 2)
             assert a.guard.bucket.ceiling == pytest.approx(5.0)
             tg.cancel_scope.cancel()
+
+
+async def test_during_an_outage_a_replica_waiting_on_another_prober_probes_on_its_own(
+    fleet, proxy
+):
+    """Issue 18, defect 6: while the table failed and another replica held the probe lease,
+    this replica allowed 0 calls and asked again only after a successful read — its queues
+    stopped for the whole outage, and nobody delivered if the holder was gone."""
+    a, b, clock = fleet
+    await open_then_half_open(a, b, clock)
+    await a.fleet.flush()  # A takes the lease
+    await b.fleet.flush()
+    assert b.guard.receive_limit() == 0  # B waits for A's probes
+    proxy.add(Rule("dynamodb", None, "error", status=500, code="InternalServerError"))
+    await b.fleet.heartbeat()  # the table fails: degraded means local
+    assert b.fleet.degraded == "InternalServerError"
+    assert b.guard.receive_limit() == 2
+    assert await b.guard.admit(2) == 2
+
+    proxy.rules.clear()  # back: the fleet decides who probes again
+    await b.fleet.heartbeat()
+    await b.fleet.flush()
+    assert b.guard.receive_limit() == 0
+
+
+async def test_one_failed_publish_does_not_hold_back_the_others(fleet, proxy):
+    a, _, _ = fleet
+    other = Guard(
+        "payments",
+        RateLimitSettings(per_second=10, burst=20),
+        CircuitBreakerSettings(window=10, minimum_calls=6, open_seconds=30),
+        a.metrics,
+        key="lambda:payments",
+        fleet=a.fleet,
+    )
+    a.fleet.breakers._guards["lambda:payments"] = other  # noqa: SLF001 - a second target
+    a.trip()
+    while other.breaker.state is not State.OPEN:
+        other.record(FAILED)
+    # The first publish fails (the table's error), the second goes through.
+    proxy.add(Rule("dynamodb", None, "error", status=500, code="InternalServerError", times=1))
+    await a.fleet.flush()
+    published = [
+        r for r in proxy.requests("dynamodb", "UpdateItem") if "payments" in json.dumps(r)
+    ]
+    assert published, "the second target's open was published in the same flush"

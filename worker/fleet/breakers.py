@@ -3,8 +3,10 @@
 A replica publishes its own transitions (open until, trip count; close) at once, adopts what
 others published once per generation, and in half-open lets only the holder of the probe
 lease probe: the lease is a conditional write, renewed every heartbeat while probing and free
-again once its holder has gone quiet for 3 heartbeats. When the table fails, a half-open
-breaker probes on its own (LOCAL), as one process would, until the table answers again.
+again once its holder has gone quiet for 3 heartbeats. When the table fails, every half-open
+breaker probes on its own (LOCAL), as one process would — one waiting on another replica's
+probes too, since that replica may be gone and nothing can be learnt meanwhile — until the
+table answers again; then the fleet decides who probes.
 """
 
 from __future__ import annotations
@@ -47,9 +49,21 @@ class SharedBreakers:
         self._leases: dict[str, str] = {}  # target key -> MINE | OTHERS | LOCAL
         self._lease_wanted: set[str] = set()
         self._applied: dict[str, int] = {}  # target key -> generation applied
+        self.degraded = False  # the table is failing: every breaker probes on its own
 
     def may_probe(self, key: str) -> bool:
-        return self._leases.get(key) in (MINE, LOCAL)
+        return self.degraded or self._leases.get(key) in (MINE, LOCAL)
+
+    def degrade(self) -> None:
+        """The table fails: probe locally, whoever held a lease."""
+        if self.degraded:
+            return
+        self.degraded = True
+        for key, holder in list(self._leases.items()):
+            if holder == OTHERS:
+                self._leases[key] = LOCAL
+        for guard in self._guards.values():
+            guard.wake()
 
     def changed(self, guard: Guard, state: State) -> None:
         """A transition of this replica's own breaker (not an adopted one)."""
@@ -61,9 +75,13 @@ class SharedBreakers:
 
     def recovered(self) -> None:
         """The table answers again: ask the fleet again who probes."""
+        self.degraded = False
         for key, holder in list(self._leases.items()):
             if holder == LOCAL:
                 del self._leases[key]
+                self._lease_wanted.add(key)
+        for key, guard in self._guards.items():
+            if guard.breaker.state is State.HALF_OPEN and key not in self._leases:
                 self._lease_wanted.add(key)
 
     def apply(self, breakers: Mapping[str, BreakerNote]) -> None:
@@ -94,9 +112,9 @@ class SharedBreakers:
             self._lease_wanted.add(guard.key)
 
     async def flush(self) -> None:
-        """Publish this replica's own transitions, then ask for the leases wanted."""
-        while self._pending:
-            key, guard = next(iter(self._pending.items()))
+        """Publish this replica's own transitions (one that fails stays pending, and the others
+        are tried all the same), then ask for the leases wanted."""
+        for key, guard in list(self._pending.items()):
             breaker = guard.breaker
             until = None
             if breaker.state is State.OPEN:
@@ -111,7 +129,7 @@ class SharedBreakers:
             except Exception as exc:  # noqa: BLE001 - kept pending until the table answers
                 if error_code(exc) != CONDITION_FAILED:
                     self._failed("PublishBreaker", exc)
-                    return
+                    continue
                 # another replica holds the lease, or published a longer open: its note
                 # is applied on the next heartbeat
                 generation = 0

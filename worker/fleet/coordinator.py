@@ -201,6 +201,7 @@ class Coordinator:
             )
         self.degraded = code
         self._metrics.coordination_degraded.set(1)
+        self.breakers.degrade()
 
     def _recovered(self) -> None:
         if self.degraded is not None:
