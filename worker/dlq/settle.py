@@ -18,7 +18,7 @@ from worker.aws.sqs import SqsQueue, message_entry
 from worker.core.errors import ErrorKind
 from worker.core.limits import message_size
 from worker.core.outcomes import Decision, Delivered, Park, Release, Retry
-from worker.core.parking import DEFAULT_GROUP_ID, ParkedMessage, build_parked, parking_metadata
+from worker.core.parking import ParkedMessage, build_parked, parking_metadata
 from worker.core.policy import visibility_for
 from worker.metrics import Metrics
 from worker.settings import VISIBILITY_LIMIT_SECONDS
@@ -164,7 +164,10 @@ class Settler:
             entry_id, parked.body, parked.attributes, trace_header=message.trace_header
         )
         if self._parking.is_fifo:
-            entry["MessageGroupId"] = message.group_id or DEFAULT_GROUP_ID
+            # A message from a standard DLQ is a group of its own: under one shared group,
+            # SQS would return nothing more of it while one parked message is being read, and
+            # the operator commands would see only the first batch.
+            entry["MessageGroupId"] = message.group_id or message.message_id
             entry["MessageDeduplicationId"] = f"park-{message.message_id}"
         return entry
 

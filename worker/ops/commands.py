@@ -63,7 +63,8 @@ def filters_from(args: argparse.Namespace) -> Filters:
 
 async def _reader(ctx: QueueContext, label: str, err: TextIO, stop: anyio.Event) -> QueueReader:
     visible = (await read_depth(ctx.parking))["visible"]
-    return QueueReader(ctx.parking, progress=Progress(err, label, visible), stop=stop)
+    progress = Progress(err, label, visible)
+    return QueueReader(ctx.parking, progress=progress, stop=stop, expected=visible)
 
 
 def _backup_path(args: argparse.Namespace, ctx: QueueContext) -> Path:
@@ -80,7 +81,11 @@ async def _parked(
     async with interruptible() as stop:
         reader = await _reader(ctx, f"{args.action} {ctx.name}", err, stop)
         try:
-            return await _parked_action(args, ctx, clients, reader, filters, out)
+            code = await _parked_action(args, ctx, clients, reader, filters, out)
+            if reader.incomplete is not None:
+                err.write(f"{args.action}: incomplete: {reader.incomplete}\n")
+                return EXIT_FAILED
+            return code
         finally:
             unreleased = await reader.release()
             if unreleased:

@@ -13,10 +13,13 @@ from collections.abc import AsyncIterator
 
 import anyio
 
+from worker.aws.errors import error_code
 from worker.aws.sqs import SqsQueue
 from worker.ops.progress import Progress
 from worker.ops.records import Record
 
+# ReceiveMessage refuses once the queue has too many messages in flight.
+OVER_LIMIT = frozenset({"OverLimit", "AWS.SimpleQueueService.OverLimit"})
 HOLD_SECONDS = 1800  # a read of 100,000 messages takes minutes; released at the end anyway
 EMPTY_RECEIVES = 2  # consecutive empty long polls that mean "nothing left to read"
 WAIT_SECONDS = 1
@@ -31,6 +34,7 @@ class QueueReader:
         progress: Progress | None = None,
         stop: anyio.Event | None = None,
         hold: int = HOLD_SECONDS,
+        expected: int | None = None,
     ) -> None:
         self._queue = queue
         self._progress = progress
@@ -40,12 +44,25 @@ class QueueReader:
         self._spill = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 - closed in release
         self._kept = 0
         self.read = 0
+        self._expected = expected  # the queue's visible count when the read began
+        self.incomplete: str | None = None  # why the read could not see every message
 
     async def batches(self) -> AsyncIterator[list[Record]]:
         """Batches of up to 10 records, each message once."""
         empty = 0
         while empty < EMPTY_RECEIVES and not self._stop.is_set():
-            raw = await self._queue.receive(10, WAIT_SECONDS, self._hold)
+            try:
+                raw = await self._queue.receive(10, WAIT_SECONDS, self._hold)
+            except Exception as exc:
+                if error_code(exc) not in OVER_LIMIT:
+                    raise
+                limit = "20,000" if self._queue.is_fifo else "120,000"
+                self.incomplete = (
+                    f"read {self.read} messages, then the queue's in-flight limit (about {limit} "
+                    "messages received and not yet deleted) stopped the read: act in parts "
+                    "(--limit, or a narrower filter)"
+                )
+                return
             if not raw:
                 empty += 1
                 continue
@@ -62,7 +79,20 @@ class QueueReader:
             self.progress(read=self.read)
             if batch:
                 yield batch
+        self._check_fifo_read()
 
+    def _check_fifo_read(self) -> None:
+        """A FIFO queue returns nothing more of a group while one of its messages is held:
+        a read that saw fewer messages than the queue held says so, never a short count."""
+        expected = self._expected
+        if not self._queue.is_fifo or expected is None or self._stop.is_set():
+            return
+        if self.read < expected and self.incomplete is None:
+            self.incomplete = (
+                f"read {self.read} of about {expected} messages: the rest wait behind messages "
+                "of their FIFO group that this read holds (SQS returns no more of a group "
+                "while one is in flight); act on what was read, then run the command again"
+            )
     def progress(self, **counts: int) -> None:
         """Shown while reading (a bar on a terminal, a line every few seconds otherwise)."""
         if self._progress is not None:
