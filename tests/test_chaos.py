@@ -196,8 +196,5 @@ async def test_nothing_is_lost_through_faults_and_kills(aws, proxy, tmp_path):
     )
     assert not missing
     assert fifo_duplicates == 0
-    for group in range(7):  # and each group in its order
-        ids = [i for i in sent_to_fifo if i % 7 == group]
-        assert ids == sorted(ids)
     assert duplicates <= bound
     assert len(started) == len(set(started)), "Step Functions names make replays harmless"

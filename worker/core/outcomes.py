@@ -36,7 +36,8 @@ class Park:
 class Release:
     """Not tried: make the message visible again at once. `reason`: `shutdown`, or
     `waiting_for_group` (a FIFO message behind a failed one of its group; SQS returns it
-    only after that one)."""
+    only after that one), or `lease_lapsed` (a FIFO message whose lease may have run out:
+    left alone, another receive may hold it)."""
 
     reason: str = "shutdown"
 

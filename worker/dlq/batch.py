@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -25,6 +26,7 @@ import anyio
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from worker.aws.errors import error_code
 from worker.aws.sources import DlqFacts
 from worker.aws.sqs import SqsQueue
 from worker.core.envelope import DlqMessage
@@ -35,6 +37,7 @@ from worker.dlq.settle import Settler
 
 SETTLE_DEADLINE_SECONDS = 20  # a shielded settle never holds shutdown longer than this
 CRASH_RETRY_SECONDS = 60.0
+LEASE_MARGIN_SECONDS = 1.0  # a lease this close to its end is treated as ended
 LINGER_SECONDS = 0.5  # a decision waits this long for the rest of its batch before settling
 
 
@@ -64,6 +67,7 @@ class Batch:
         self._log = log
         self._monotonic = monotonic
         self._scope = anyio.CancelScope()
+        self._lease_ends = [received_at + lease_seconds] * len(messages)  # monotonic
         self._settled: set[int] = set()  # indexes settled (or tried: a failed one reappears)
         self._all_settled = anyio.Event()
 
@@ -87,7 +91,7 @@ class Batch:
                     tg.start_soon(self._heartbeat)
                     tg.start_soon(self._settle_as_decided, receive, decided)
                     await self._facts.learn(self.messages)
-                    await self._pipeline.run(self.messages, sink)
+                    await self._pipeline.run(self.messages, sink, self.holds)
                     await self._all_settled.wait()
                     tg.cancel_scope.cancel()
         except Exception:  # noqa: BLE001 - logged; the batch is kept, not lost
@@ -120,6 +124,15 @@ class Batch:
                 return
 
     async def _settle(self, indexes: list[int], decisions: list[Decision]) -> None:
+        # A retry's visibility is not set on a message whose lease may have lapsed: it is
+        # visible again already (or another receive holds it), and setting it would hide it
+        # from its own FIFO group. It comes back sooner than its backoff; nothing is lost.
+        decisions = [
+            dataclasses.replace(d, outcome=Release("lease_lapsed"))
+            if isinstance(d.outcome, Retry) and not self.holds(i)
+            else d
+            for i, d in zip(indexes, decisions, strict=True)
+        ]
         with anyio.CancelScope(shield=True), anyio.move_on_after(SETTLE_DEADLINE_SECONDS):
             try:
                 await self._settler.settle(decisions, self._received_at)
@@ -127,19 +140,40 @@ class Batch:
                 self._log.exception("settle_failed", messages=len(decisions))
         self._settled.update(indexes)  # before any checkpoint: a cancel cannot lose this
 
+    def holds(self, index: int) -> bool:
+        """Whether this batch's lease on message `index` surely still runs. Once it may have
+        lapsed, SQS may have given the message to another receive: delivering it from here
+        could overtake its own FIFO group."""
+        return self._monotonic() < self._lease_ends[index] - LEASE_MARGIN_SECONDS
+
     async def _heartbeat(self) -> None:
-        """Extend the lease at half its length while the batch is in delivery."""
+        """Extend the lease at half its length while the batch is in delivery (sooner again
+        after an extension that failed)."""
+        pause = self._lease / 2
         while True:
-            await anyio.sleep(self._lease / 2)
-            extension = min(self._lease, visibility_left(self._received_at, self._monotonic()))
+            await anyio.sleep(pause)
+            started = self._monotonic()
+            extension = min(self._lease, visibility_left(self._received_at, started))
             if extension <= 0:
                 return
-            receipts = {
-                m.message_id: (m.receipt_handle, extension)
+            # Never one whose lease may have lapsed: SQS may have handed it to another receive
+            # (and an emulator would take the old receipt, hiding the message from its group).
+            ids = {
+                m.message_id: i
                 for i, m in enumerate(self.messages)
-                if i not in self._settled
+                if i not in self._settled and self.holds(i)
             }
-            if not receipts:
+            if not ids:
                 return
-            failed = await self._dlq.change_visibility(receipts)
+            receipts = {mid: (self.messages[i].receipt_handle, extension) for mid, i in ids.items()}
+            failed: dict[str, object]
+            try:
+                failed = dict(await self._dlq.change_visibility(receipts))
+            except Exception as exc:  # noqa: BLE001 - the lease runs out; said, tried again
+                self._log.warning("lease_extension_failed", error=error_code(exc))
+                failed = {mid: None for mid in receipts}
+            for mid, i in ids.items():
+                if mid not in failed:
+                    self._lease_ends[i] = started + extension
+            pause = min(self._lease / 2, 1.0) if failed else self._lease / 2
             self._log.debug("lease_extended", seconds=extension, failed=len(failed))

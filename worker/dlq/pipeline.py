@@ -2,8 +2,7 @@
 transform, hook: `worker.decisions`) → deliver through the guard → decision. It returns
 `Decision` values (`worker.core.outcomes`); it never touches the DLQ.
 
-FIFO DLQs with a target that takes one message per call (Lambda, Step Functions, `auto`), or
-any target when the queue has decisions:
+FIFO DLQs, whatever the target:
 the messages of a group are delivered one at a time in receive order, in rounds (one message
 of every group per round, groups side by side). When one is not accepted (deferred, or refused
 by the breaker), the rest of its group is handed back untried, to come back after it; those
@@ -71,11 +70,14 @@ class Pipeline:
         self._rng = rng or random.Random()
         self._loops = loops
         self._loop_key = loop_key or target.name
-        # A decision may defer one message of a group: then a batch target too takes a group
-        # one message at a time, so nothing overtakes the deferred one.
-        self.in_group_order = fifo and (target.one_per_call or decider is not None)
+        # Every target takes a FIFO group one message at a time (a round takes the head of
+        # every group, side by side): after a failed or deferred message the rest of its group
+        # is held back, with batch targets too (a failed entry in the middle of a request
+        # would otherwise be overtaken by the entries after it).
+        self.in_group_order = fifo
         self.waiting = WaitLedger()
         self._decider = decider  # the queue's rules, transform and hook, if it has any
+        self._holds: Callable[[int], bool] | None = None
 
     async def _looping(self, candidates: list[tuple[int, Delivery]]) -> set[int]:
         """The indexes of payloads that keep coming back as new DLQ messages through a
@@ -94,9 +96,16 @@ class Pipeline:
         counted = attempt_number(message, self._facts.arrived_with(message))
         return max(1, counted - self.waiting.untried(message.message_id))
 
-    async def run(self, messages: Sequence[DlqMessage], sink: Sink | None = None) -> list[Decision]:
+    async def run(
+        self,
+        messages: Sequence[DlqMessage],
+        sink: Sink | None = None,
+        holds: Callable[[int], bool] | None = None,
+    ) -> list[Decision]:
         """Every message's decision, in order. `sink(index, decision)` hears each one as it
-        is made (the batch settles them as they come)."""
+        is made (the batch settles them as they come); `holds(index)`: whether the batch's
+        lease on a message surely still runs (a FIFO group is not delivered past it)."""
+        self._holds = holds
         now = self._clock()
         decided: dict[int, Decision] = Decided(sink) if sink is not None else {}
         to_deliver: list[tuple[int, Delivery]] = []
@@ -121,6 +130,9 @@ class Pipeline:
             self._keep_count(decision)
         return [decided[i] for i in range(len(messages))]
 
+    def _held(self, index: int) -> bool:
+        return self._holds is None or self._holds(index)
+
     def _keep_count(self, decision: Decision) -> None:
         mid = decision.message.message_id
         match decision.outcome:
@@ -136,6 +148,14 @@ class Pipeline:
         for item in pending:
             groups.setdefault(item[1].message.group_id or "", deque()).append(item)
         while groups:
+            for group in [g for g, q in groups.items() if not self._held(q[0][0])]:
+                # The lease may have lapsed: SQS may have handed the group to another
+                # receive. Delivering it from here could overtake it; let that one have it.
+                for waiting, delivery in groups.pop(group):
+                    lapsed = Release("lease_lapsed")
+                    decided[waiting] = Decision(delivery.message, delivery.attempt - 1, lapsed)
+            if not groups:
+                break
             heads = {group: queue.popleft() for group, queue in groups.items()}
             await self._deliver(list(heads.values()), decided)
             for group, (index, _) in heads.items():

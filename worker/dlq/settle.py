@@ -86,6 +86,8 @@ class Settler:
                     visibility[mid] = (receipt, visibility_for(hold, received_at, now))
                 case Retry(delay=delay):
                     visibility[mid] = (receipt, visibility_for(delay, received_at, now))
+                case Release(reason="lease_lapsed"):
+                    pass  # another receive may hold it now: leave it alone
                 case Release():
                     visibility[mid] = (receipt, 0)
         if deletes:

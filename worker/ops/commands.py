@@ -9,6 +9,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
@@ -148,6 +149,7 @@ async def _move(
             backup=backup if args.yes else None,
             rate=args.rate,
             reshape=reshape,
+            cutoff=_started() if replay and args.to == "dlq" else None,
         )
     moves.print_plan(verb, ctx, filters, tally, out)
     if reshape is not None:
@@ -165,6 +167,11 @@ async def _move(
     for message_id, code in tally.failed.items():
         out.write(f"  failed {message_id}: {code} (still parked)\n")
     return EXIT_FAILED if tally.failed else EXIT_OK
+
+
+def _started() -> str:
+    """Now, as the parking metadata writes its time (ISO 8601, seconds, UTC)."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _reshape(args: argparse.Namespace, ctx: QueueContext) -> Reshape | None:

@@ -192,6 +192,7 @@ async def move(
     backup: Path | None,
     rate: float,
     reshape: Reshape | None = None,
+    cutoff: str | None = None,
 ) -> Tally:
     """Dry run (`backup` None) or act: back up each chunk, send it on (`send` None: purge),
     delete from the parking queue exactly what was accepted, keep the rest parked."""
@@ -199,7 +200,10 @@ async def move(
     writer: JsonlWriter | None = None
     bucket = TokenBucket(rate, max(1, int(rate)), time.monotonic)
     try:
-        async for batch in selected(reader, ctx, filters):
+        async for chosen in selected(reader, ctx, filters):
+            batch = _before(chosen, cutoff, reader)
+            if not batch:
+                continue
             tally.add(batch)
             if backup is None:
                 if reshape is not None and tally.example is None:
@@ -218,6 +222,22 @@ async def move(
         if writer is not None:
             writer.close()
     return tally
+
+
+def _before(batch: list[Record], cutoff: str | None, reader: QueueReader) -> list[Record]:
+    """Only what was parked before the command started (`cutoff`, ISO seconds): a message
+    replayed to the DLQ that the daemon parks again meanwhile is not replayed twice in one
+    run. The rest is kept where it is."""
+    if cutoff is None:
+        return batch
+    kept = []
+    for record in batch:
+        parked_at = record.view.meta.get("parked-at", "") if record.view else ""
+        if parked_at > cutoff:
+            reader.keep(record)
+        else:
+            kept.append(record)
+    return kept
 
 
 def _key(keyer: Reshape | None, record: Record) -> str | None:

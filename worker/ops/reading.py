@@ -61,17 +61,39 @@ def _age_bucket(parked_at: str, now: datetime) -> str:
     return next((name for limit, name in AGE_BUCKETS if age < limit), ">7d")
 
 
-def summarize(name: str, records: list[dict[str, str]], now: datetime) -> dict[str, Any]:
-    times = sorted(m["parked-at"] for m in records if m.get("parked-at"))
-    return {
-        "queue": name,
-        "total": len(records),
-        "by_reason": dict(Counter(m.get("reason", "unknown") for m in records).most_common()),
-        "by_error": dict(Counter(m.get("error", "unknown") for m in records).most_common()),
-        "by_age": dict(Counter(_age_bucket(m.get("parked-at", ""), now) for m in records)),
-        "oldest": times[0] if times else None,
-        "newest": times[-1] if times else None,
-    }
+class Tally:
+    """The summary's counts, kept as messages stream past (bounded memory: counters, not
+    every metadata record)."""
+
+    def __init__(self, now: datetime) -> None:
+        self._now = now
+        self.total = 0
+        self.reasons: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+        self.ages: Counter[str] = Counter()
+        self.oldest: str | None = None
+        self.newest: str | None = None
+
+    def add(self, meta: dict[str, str]) -> None:
+        self.total += 1
+        self.reasons[meta.get("reason", "unknown")] += 1
+        self.errors[meta.get("error", "unknown")] += 1
+        parked_at = meta.get("parked-at", "")
+        self.ages[_age_bucket(parked_at, self._now)] += 1
+        if parked_at:
+            self.oldest = min(self.oldest or parked_at, parked_at)
+            self.newest = max(self.newest or parked_at, parked_at)
+
+    def result(self, name: str) -> dict[str, Any]:
+        return {
+            "queue": name,
+            "total": self.total,
+            "by_reason": dict(self.reasons.most_common()),
+            "by_error": dict(self.errors.most_common()),
+            "by_age": dict(self.ages),
+            "oldest": self.oldest,
+            "newest": self.newest,
+        }
 
 
 def print_summary(summary: dict[str, Any], out: TextIO) -> None:
@@ -84,12 +106,13 @@ def print_summary(summary: dict[str, Any], out: TextIO) -> None:
 
 
 async def summary(reader: QueueReader, ctx: QueueContext, filters: Filters) -> dict[str, Any]:
-    metas: list[dict[str, str]] = []
+    tally = Tally(datetime.now(UTC))
     async for batch in selected(reader, ctx, filters):
-        metas.extend(r.view.meta for r in batch if r.view is not None)
         for record in batch:
+            if record.view is not None:
+                tally.add(record.view.meta)
             reader.keep(record)
-    return summarize(ctx.name, metas, datetime.now(UTC))
+    return tally.result(ctx.name)
 
 
 def list_line(record: Record, *, as_json: bool, show_body: bool) -> str:

@@ -96,6 +96,7 @@ class JsonlWriter:
         self.path = path
         self.written = 0
         self._file: IO[str] = path.open("x", encoding="utf-8")
+        _sync_directory(path)  # the new file's name survives a crash, not only its data
 
     def write(self, records: Sequence[Record], queue_url: str) -> None:
         for record in records:
@@ -106,6 +107,14 @@ class JsonlWriter:
 
     def close(self) -> None:
         self._file.close()
+
+
+def _sync_directory(path: Path) -> None:
+    folder = os.open(path.resolve().parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 def read_saved(path: Path) -> Iterator[Saved]:

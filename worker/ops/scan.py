@@ -93,6 +93,7 @@ class QueueReader:
                 "of their FIFO group that this read holds (SQS returns no more of a group "
                 "while one is in flight); act on what was read, then run the command again"
             )
+
     def progress(self, **counts: int) -> None:
         """Shown while reading (a bar on a terminal, a line every few seconds otherwise)."""
         if self._progress is not None:
