@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-
 import time
 from contextlib import AsyncExitStack
 
@@ -297,9 +296,7 @@ async def test_a_joining_replica_delivers_only_once_the_others_count_it(aws, pro
             tg.cancel_scope.cancel()
 
 
-async def test_during_an_outage_a_replica_waiting_on_another_prober_probes_on_its_own(
-    fleet, proxy
-):
+async def test_during_an_outage_a_replica_waiting_on_another_prober_probes_on_its_own(fleet, proxy):
     """Issue 18, defect 6: while the table failed and another replica held the probe lease,
     this replica allowed 0 calls and asked again only after a successful read — its queues
     stopped for the whole outage, and nobody delivered if the holder was gone."""
@@ -330,14 +327,12 @@ async def test_one_failed_publish_does_not_hold_back_the_others(fleet, proxy):
         key="lambda:payments",
         fleet=a.fleet,
     )
-    a.fleet.breakers._guards["lambda:payments"] = other  # noqa: SLF001 - a second target
+    a.fleet.breakers._guards["lambda:payments"] = other
     a.trip()
     while other.breaker.state is not State.OPEN:
         other.record(FAILED)
     # The first publish fails (the table's error), the second goes through.
     proxy.add(Rule("dynamodb", None, "error", status=500, code="InternalServerError", times=1))
     await a.fleet.flush()
-    published = [
-        r for r in proxy.requests("dynamodb", "UpdateItem") if "payments" in json.dumps(r)
-    ]
+    published = [r for r in proxy.requests("dynamodb", "UpdateItem") if "payments" in json.dumps(r)]
     assert published, "the second target's open was published in the same flush"
