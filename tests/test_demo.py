@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 def test_demo_shows_delivery_retry_and_parking():
     env = {k: v for k, v in os.environ.items() if not k.startswith("RETRY_WORKER_")}
     result = subprocess.run(
-        [sys.executable, "-m", "worker", "demo", "--duration", "12"],
+        [sys.executable, "-m", "worker", "demo", "--duration", "20"],
         capture_output=True,
         text=True,
         timeout=90,

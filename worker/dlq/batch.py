@@ -37,7 +37,7 @@ from worker.dlq.settle import Settler
 
 SETTLE_DEADLINE_SECONDS = 20  # a shielded settle never holds shutdown longer than this
 CRASH_RETRY_SECONDS = 60.0
-LEASE_MARGIN_SECONDS = 1.0  # a lease this close to its end is treated as ended
+LEASE_MARGIN_SECONDS = 1.0  # a lease this close to its end is treated as ended (at most)
 LINGER_SECONDS = 0.5  # a decision waits this long for the rest of its batch before settling
 
 
@@ -144,7 +144,8 @@ class Batch:
         """Whether this batch's lease on message `index` surely still runs. Once it may have
         lapsed, SQS may have given the message to another receive: delivering it from here
         could overtake its own FIFO group."""
-        return self._monotonic() < self._lease_ends[index] - LEASE_MARGIN_SECONDS
+        margin = min(LEASE_MARGIN_SECONDS, self._lease / 4)  # the heartbeat comes at half
+        return self._monotonic() < self._lease_ends[index] - margin
 
     async def _heartbeat(self) -> None:
         """Extend the lease at half its length while the batch is in delivery (sooner again

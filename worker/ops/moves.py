@@ -26,14 +26,13 @@ from worker.aws.sources import DlqFacts
 from worker.aws.sqs import SqsQueue, message_entry
 from worker.core.bucket import TokenBucket
 from worker.core.parking import DEFAULT_GROUP_ID
-from worker.decisions.expressions import ExpressionFailed
 from worker.fleet.coordinator import Coordinator
 from worker.metrics import Metrics
 from worker.ops.context import QueueContext
 from worker.ops.filters import Filters
 from worker.ops.reading import selected
 from worker.ops.records import JsonlWriter, Record, Saved, read_saved
-from worker.ops.reshape import Reshape
+from worker.ops.reshape import Reshape, example, key_of, reshaped
 from worker.ops.scan import QueueReader
 from worker.targets import build_target
 from worker.targets.base import Delivery
@@ -98,27 +97,12 @@ async def _send_entries(queue: SqsQueue, items: Sequence[Outgoing]) -> dict[str,
     return {ids[entry_id]: failure.code for entry_id, failure in failed.items()}
 
 
-def _reshaped(
-    records: Sequence[Record], reshape: Reshape | None
-) -> tuple[list[tuple[Record, str]], dict[str, str]]:
-    """Each record with the payload to send (the original, or `--transform`'s), and the codes
-    of those the transform failed on (they stay parked)."""
-    ready, failed = [], {}
-    for r in records:
-        assert r.view is not None
-        try:
-            ready.append((r, reshape(r) if reshape is not None else r.view.body))
-        except ExpressionFailed as exc:
-            failed[r.message_id] = exc.code
-    return ready, failed
-
-
 def to_dlq(ctx: QueueContext, reshape: Reshape | None = None) -> Send:
     """The original body (or `--transform`'s payload) and attributes back to the DLQ, without
     ours: fresh attempts."""
 
     async def send(records: Sequence[Record]) -> dict[str, str]:
-        ready, failed = _reshaped(records, reshape)
+        ready, failed = reshaped(records, reshape)
         items = []
         for r, body in ready:
             assert r.view is not None
@@ -161,11 +145,11 @@ async def to_target(
     keyer = Reshape(ctx.name, expression, unwrap=q.target.kind == "auto") if expression else None
 
     async def send(records: Sequence[Record]) -> dict[str, str]:
-        ready, refused = _reshaped(records, reshape)
+        ready, refused = reshaped(records, reshape)
         deliveries = []
         for r, body in ready:
             payload = body if reshape is not None else None
-            key = _key(keyer, r)
+            key = key_of(keyer, r)
             deliveries.append(Delivery(r.original(), 1, payload, key, queue=ctx.name))
         if not deliveries:
             return refused
@@ -207,7 +191,7 @@ async def move(
             tally.add(batch)
             if backup is None:
                 if reshape is not None and tally.example is None:
-                    tally.example = _example(reshape, batch[0])
+                    tally.example = example(reshape, batch[0])
                 for record in batch:
                     reader.keep(record)
                 continue
@@ -238,23 +222,6 @@ def _before(batch: list[Record], cutoff: str | None, reader: QueueReader) -> lis
         else:
             kept.append(record)
     return kept
-
-
-def _key(keyer: Reshape | None, record: Record) -> str | None:
-    if keyer is None:
-        return None
-    try:
-        return keyer(record)
-    except ExpressionFailed:
-        return None  # the message id stands in, as in the daemon
-
-
-def _example(reshape: Reshape, record: Record) -> tuple[str, str]:
-    try:
-        after = reshape(record)
-    except ExpressionFailed as exc:
-        after = f"(stays parked: {exc})"
-    return reshape.before(record), after
 
 
 async def _settle(

@@ -9,10 +9,11 @@ reported with its `TransformFailed.*` code.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 from jmespath.exceptions import JMESPathError
 
-from worker.decisions.expressions import Transform
+from worker.decisions.expressions import ExpressionFailed, Transform
 from worker.decisions.view import build_view
 from worker.ops.records import Record
 
@@ -40,6 +41,38 @@ class Reshape:
     def __call__(self, record: Record) -> str:
         """The new payload; raises ExpressionFailed."""
         return self._transform.apply(self._view(record))
+
+
+def reshaped(
+    records: Sequence[Record], reshape: Reshape | None
+) -> tuple[list[tuple[Record, str]], dict[str, str]]:
+    """Each record with the payload to send (the original, or `--transform`'s), and the codes
+    of those the transform failed on (they stay parked)."""
+    ready, failed = [], {}
+    for r in records:
+        assert r.view is not None
+        try:
+            ready.append((r, reshape(r) if reshape is not None else r.view.body))
+        except ExpressionFailed as exc:
+            failed[r.message_id] = exc.code
+    return ready, failed
+
+
+def key_of(keyer: Reshape | None, record: Record) -> str | None:
+    if keyer is None:
+        return None
+    try:
+        return keyer(record)
+    except ExpressionFailed:
+        return None  # the message id stands in, as in the daemon
+
+
+def example(reshape: Reshape, record: Record) -> tuple[str, str]:
+    try:
+        after = reshape(record)
+    except ExpressionFailed as exc:
+        after = f"(stays parked: {exc})"
+    return reshape.before(record), after
 
 
 def preview(text: str) -> str:
