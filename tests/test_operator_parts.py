@@ -52,8 +52,8 @@ def test_the_summary_counts_without_keeping_every_record():
     assert result["total"] == 100_000
     assert result["by_reason"] == {"max_attempts": 66_666, "manual_review": 33_334}
     assert (result["oldest"], result["newest"]) == (
-        "2026-12-03T10:00:00+00:00",
-        "2026-12-03T11:00:00+00:00",
+        "2026-12-03T10:30:00+00:00",
+        "2026-12-03T11:30:00+00:00",
     )
     assert result["by_age"] == {"1h-1d": 50_000, "<1h": 50_000}
     assert not hasattr(tally, "records")  # counters only
