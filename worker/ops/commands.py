@@ -26,6 +26,7 @@ from worker.ops.filters import FilterError, Filters
 from worker.ops.progress import Progress
 from worker.ops.records import default_backup_path
 from worker.ops.reshape import Reshape, preview
+from worker.ops.restore import restore
 from worker.ops.scan import QueueReader
 from worker.settings import Settings
 
@@ -200,7 +201,7 @@ async def _queue_command(args: argparse.Namespace, settings: Settings, clients: 
     if args.command == "restore":
         queue = SqsQueue(sqs, await resolve_queue_url(sqs, args.to))
         async with interruptible() as stop:
-            count, failed = await moves.restore(
+            count, failed = await restore(
                 Path(args.file), queue, yes=args.yes, rate=args.rate, stop=stop
             )
         if not args.yes:

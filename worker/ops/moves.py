@@ -31,7 +31,7 @@ from worker.metrics import Metrics
 from worker.ops.context import QueueContext
 from worker.ops.filters import Filters
 from worker.ops.reading import selected
-from worker.ops.records import JsonlWriter, Record, Saved, read_saved
+from worker.ops.records import JsonlWriter, Record
 from worker.ops.reshape import Reshape, example, key_of, reshaped
 from worker.ops.scan import QueueReader
 from worker.targets import build_target
@@ -84,7 +84,7 @@ def _fifo_fields(queue: SqsQueue, group_id: str | None) -> dict[str, str]:
     }
 
 
-async def _send_entries(queue: SqsQueue, items: Sequence[Outgoing]) -> dict[str, str]:
+async def send_entries(queue: SqsQueue, items: Sequence[Outgoing]) -> dict[str, str]:
     """SendMessageBatch (10 entries and 1 MiB a request); the error of each refused id."""
     entries = []
     ids = {}
@@ -108,7 +108,7 @@ def to_dlq(ctx: QueueContext, reshape: Reshape | None = None) -> Send:
             assert r.view is not None
             group = r.group_id or r.view.meta.get("group-id")
             items.append((r.message_id, body, r.view.attributes, group))
-        return {**failed, **(await _send_entries(ctx.dlq, items) if items else {})}
+        return {**failed, **(await send_entries(ctx.dlq, items) if items else {})}
 
     return send
 
@@ -240,37 +240,3 @@ async def _settle(
             reader.keep(record)
         else:
             tally.done += 1
-
-
-async def restore(
-    path: Path, queue: SqsQueue, *, yes: bool, rate: float, stop: anyio.Event
-) -> tuple[int, dict[str, str]]:
-    """Send the messages of a backup or export file as they were (or, without `yes`, count
-    them); returns (sent or counted, failed). Ctrl-C stops between chunks."""
-    sent = 0
-    failed: dict[str, str] = {}
-    bucket = TokenBucket(rate, max(1, int(rate)), time.monotonic)
-    chunk: list[Saved] = []
-
-    async def flush() -> None:
-        nonlocal sent
-        await anyio.sleep(bucket.reserve(len(chunk)))
-        items = [(s.message_id, s.body, s.attributes, s.group_id) for s in chunk]
-        with anyio.CancelScope(shield=True):
-            refused = await _send_entries(queue, items)
-        failed.update(refused)
-        sent += len(chunk) - len(refused)
-        chunk.clear()
-
-    for saved in read_saved(path):
-        if stop.is_set():
-            break
-        if not yes:
-            sent += 1
-            continue
-        chunk.append(saved)
-        if len(chunk) == 10:
-            await flush()
-    if chunk:
-        await flush()
-    return sent, failed
