@@ -80,3 +80,21 @@ async def test_payload_returning_through_an_event_invoke_is_parked(aws, proxy, w
     [message] = await drain(aws.sqs, parked)
     assert message["MessageAttributes"]["retry-worker.reason"]["StringValue"] == "loop_detected"
     assert await depth(aws.sqs, dlq) == 0
+
+
+def test_the_marker_check_uses_the_destinations_own_size_limit():
+    """Issue 18: with the service's 1 MiB limit, a message within a few bytes of a smaller
+    destination's limit was taken to carry the marker (it cannot), and the loop guard did not
+    watch it."""
+    from worker.aws.sqs import SqsQueue
+    from worker.core.envelope import DlqMessage
+    from worker.settings import SqsTarget
+    from worker.targets.sqs import SqsSender
+
+    sender = SqsSender(None, SqsTarget(kind="sqs", queue="small"), {})  # type: ignore[arg-type]
+    message = DlqMessage("m", "r", "x" * 1020)
+    assert not sender.loops_back(message)  # the limit unknown yet: the service's
+    small = SqsQueue(None, "http://127.0.0.1:1/123456789012/small")  # type: ignore[arg-type]
+    small._max_message_bytes = 1024
+    sender._queues["small"] = small
+    assert sender.loops_back(message)  # no room for the marker: the guard watches it

@@ -166,6 +166,11 @@ class SqsQueue:
         messages: list[dict[str, Any]] = response.get("Messages", [])
         return messages
 
+    @property
+    def known_max_message_bytes(self) -> int | None:
+        """MaximumMessageSize if it was read already (no call)."""
+        return self._max_message_bytes
+
     async def max_message_bytes(self) -> int:
         """The queue's own MaximumMessageSize, read once, on first use (an idle queue pays
         nothing). If it cannot be read, the service limit stands in for now (the send itself

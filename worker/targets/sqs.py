@@ -83,8 +83,17 @@ class SqsSender:
 
     def loops_back(self, message: DlqMessage) -> bool:
         """Only when the marker cannot travel: the message already has 10 attributes, or is
-        within a few bytes of the size limit."""
-        return not _carries_marker(message.foreign_attributes(), message.foreign_size)
+        within a few bytes of the destination's size limit (its own MaximumMessageSize once
+        it is known, the service limit before)."""
+        ref = self._queue or message.source_arn
+        if ref is None and len(self._sources) == 1:
+            ref = next(iter(self._sources.values())).url
+        queue = self._queues.get(ref) if ref is not None else None
+        limit = queue.known_max_message_bytes if queue is not None else None
+        size = message.foreign_size
+        return not _carries_marker(
+            message.foreign_attributes(), size, limit or SQS_MAX_MESSAGE_BYTES
+        )
 
     async def _destination(self, message: DlqMessage) -> SqsQueue:
         ref = self._queue
