@@ -63,3 +63,23 @@ async def test_a_read_that_cannot_see_a_whole_fifo_group_says_so(
     assert summary.returncode == 1
     assert json.loads(summary.stdout)["total"] == 10  # what it could read, and it says so
     assert "incomplete: read 10 of about 25 messages" in summary.stderr
+
+
+async def test_a_replay_to_the_target_takes_a_fifo_group_in_order(
+    aws, proxy, worker_stack, tmp_path
+):
+    from worker.emulator.proxy import Rule
+
+    bodies = [{"n": i} for i in range(3)]
+    settings = await _park(aws, proxy, worker_stack, "orders-dlq.fifo", bodies)
+    cli = _cli(tmp_path, settings.model_dump(mode="json"))
+    proxy.add(Rule("lambda", "Invoke", "function_error", body='"n": 1'))
+
+    done = await cli(
+        "parked", "replay", "orders", "--to", "target", "--yes", "--backup", str(tmp_path / "b")
+    )
+    assert done.returncode == 1
+    # n=0 delivered; n=1 failed; n=2 waited behind it, never tried
+    assert [json.loads(json.dumps(b))["n"] for b in proxy.requests("lambda", "Invoke")] == [0, 1]
+    assert "WaitingForGroup (still parked)" in done.stdout
+    assert "done: 1, failed: 2" in done.stdout

@@ -35,7 +35,7 @@ from worker.ops.records import JsonlWriter, Record
 from worker.ops.reshape import Reshape, example, key_of, reshaped
 from worker.ops.scan import QueueReader
 from worker.targets import build_target
-from worker.targets.base import Delivery
+from worker.targets.base import Delivery, Target
 from worker.targets.guard import Guard
 
 # Sends a chunk of records on; returns the error code of each one that was not accepted.
@@ -113,6 +113,33 @@ def to_dlq(ctx: QueueContext, reshape: Reshape | None = None) -> Send:
     return send
 
 
+async def _in_group_order(
+    guard: Guard, target: Target, deliveries: list[Delivery]
+) -> dict[str, str]:
+    """A FIFO group one message at a time, in order, in rounds (the head of every group side
+    by side); after one is refused the rest of its group stays parked. The error code of each
+    message not delivered."""
+    refused: dict[str, str] = {}
+    groups: dict[str, list[Delivery]] = {}
+    for d in deliveries:
+        groups.setdefault(d.message.group_id or d.message.message_id, []).append(d)
+    while groups:
+        heads = [members[0] for members in groups.values()]
+        results = await guard.deliver(target, heads)
+        for (group, members), tried in zip(list(groups.items()), results, strict=True):
+            if tried is None or tried.error is not None:
+                code = tried.error.code if tried is not None and tried.error else "CircuitOpen"
+                refused[members[0].message.message_id] = code
+                for behind in members[1:]:
+                    refused[behind.message.message_id] = "WaitingForGroup"
+                del groups[group]
+            elif len(members) == 1:
+                del groups[group]
+            else:
+                members.pop(0)
+    return refused
+
+
 @asynccontextmanager
 async def to_target(
     ctx: QueueContext, clients: Clients, *, join: bool, reshape: Reshape | None = None
@@ -151,14 +178,7 @@ async def to_target(
             payload = body if reshape is not None else None
             key = key_of(keyer, r)
             deliveries.append(Delivery(r.original(), 1, payload, key, queue=ctx.name))
-        if not deliveries:
-            return refused
-        results = await guard.deliver(target, deliveries)
-        for delivery, tried in zip(deliveries, results, strict=True):
-            if tried is None or tried.error is not None:
-                code = tried.error.code if tried is not None and tried.error else "CircuitOpen"
-                refused[delivery.message.message_id] = code
-        return refused
+        return {**refused, **(await _in_group_order(guard, target, deliveries))}
 
     if fleet is None:
         yield send
