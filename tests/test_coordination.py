@@ -336,3 +336,24 @@ async def test_one_failed_publish_does_not_hold_back_the_others(fleet, proxy):
     await a.fleet.flush()
     published = [r for r in proxy.requests("dynamodb", "UpdateItem") if "payments" in json.dumps(r)]
     assert published, "the second target's open was published in the same flush"
+
+
+async def test_only_one_of_many_replicas_asking_at_once_gets_the_probe_lease(aws):
+    """DynamoDB checks a condition and writes at once; the emulator must too (its server
+    answers on many threads), or two replicas could both probe."""
+    async with AsyncExitStack() as stack:
+        clients = Clients(AwsSettings(endpoint_url=aws.url, sdk_max_attempts=1), stack, pool=40)
+        client = await clients.get("dynamodb")
+        await create_coordination_table(client, "leases")
+        table = CoordinationTable(client, "leases")
+        for round_ in range(5):
+            key = f"lambda:t{round_}"
+            results: list[bool] = []
+
+            async def ask(me: str, key: str = key, results: list[bool] = results) -> None:
+                results.append(await table.lease(key, me, 30.0))
+
+            async with anyio.create_task_group() as tg:
+                for i in range(30):
+                    tg.start_soon(ask, f"replica-{i}")
+            assert results.count(True) == 1, results
