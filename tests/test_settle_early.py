@@ -10,8 +10,9 @@ import anyio
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tests.conftest import Worker, make_settings
+from tests.conftest import make_settings
 from tests.helpers import depth, drain, wait_for
+from tests.test_decisions import _setup
 from worker.daemon.app import serve
 from worker.emulator import create_function, create_queue
 from worker.emulator.proxy import Rule
@@ -22,12 +23,7 @@ pytestmark = pytest.mark.anyio
 async def test_an_abort_deletes_what_was_delivered_and_releases_only_the_hung(
     aws, proxy, worker_stack
 ):
-    await create_function(aws.lambda_, "orders")
-    dlq = await create_queue(aws.sqs, "orders-dlq")
-    await create_queue(aws.sqs, "parked")
-    queue = {"name": "orders-dlq", "target": {"kind": "lambda", "function": "orders"}}
-    worker = Worker(make_settings(proxy.url, {"orders": queue}), worker_stack)
-    poller = await worker.poller("orders")
+    worker, poller, dlq, _ = await _setup(aws, proxy, worker_stack)
     proxy.add(Rule("lambda", "Invoke", "delay", seconds=60, body='"hang"'))
     entries = [{"Id": str(i), "MessageBody": f'{{"n": "{n}"}}'} for i, n in enumerate("ab")]
     entries.append({"Id": "2", "MessageBody": '{"n": "hang"}'})
@@ -47,12 +43,7 @@ async def test_an_abort_deletes_what_was_delivered_and_releases_only_the_hung(
 
 
 async def test_delivered_messages_are_deleted_while_a_call_still_hangs(aws, proxy, worker_stack):
-    await create_function(aws.lambda_, "orders")
-    dlq = await create_queue(aws.sqs, "orders-dlq")
-    await create_queue(aws.sqs, "parked")
-    queue = {"name": "orders-dlq", "target": {"kind": "lambda", "function": "orders"}}
-    worker = Worker(make_settings(proxy.url, {"orders": queue}), worker_stack)
-    poller = await worker.poller("orders")
+    worker, poller, dlq, _ = await _setup(aws, proxy, worker_stack)
     release = proxy.add(Rule("lambda", "Invoke", "delay", seconds=60, body='"hang"'))
     for n in ("a", "hang"):
         await aws.sqs.send_message(QueueUrl=dlq, MessageBody=f'{{"n": "{n}"}}')

@@ -81,7 +81,6 @@ def _forms(message: DlqMessage, meta: dict[str, str]) -> list[ParkedMessage]:
     # Our fresh metadata replaces stale metadata from an earlier parking (an operator redrive),
     # and the attempt marker stays behind: a replay starts with fresh attempts.
     kept = message.foreign_attributes()
-    original = kept
     forms = []
     if len(kept) + len(own) <= MAX_ATTRIBUTES:
         forms.append(ParkedMessage(message.body, {**kept, **own}))
@@ -91,7 +90,7 @@ def _forms(message: DlqMessage, meta: dict[str, str]) -> list[ParkedMessage]:
         envelope = {
             "retry_worker": meta,
             "body": message.body,
-            "attributes": plain_attributes(original),
+            "attributes": plain_attributes(kept),
         }
         forms.append(ParkedMessage(json.dumps(envelope), packed))
     return forms

@@ -103,8 +103,7 @@ class Batch:
         if rest:
             untried = Retry(CRASH_RETRY_SECONDS, "InternalError") if crashed else Release()
             await self._settle(
-                [i for i in rest],
-                [decided.get(i) or Decision(self.messages[i], 0, untried) for i in rest],
+                rest, [decided.get(i) or Decision(self.messages[i], 0, untried) for i in rest]
             )
 
     async def _settle_as_decided(
@@ -167,12 +166,11 @@ class Batch:
             if not ids:
                 return
             receipts = {mid: (self.messages[i].receipt_handle, extension) for mid, i in ids.items()}
-            failed: dict[str, object]
             try:
-                failed = dict(await self._dlq.change_visibility(receipts))
+                failed = set(await self._dlq.change_visibility(receipts))
             except Exception as exc:  # noqa: BLE001 - the lease runs out; said, tried again
                 self._log.warning("lease_extension_failed", error=error_code(exc))
-                failed = {mid: None for mid in receipts}
+                failed = set(receipts)
             for mid, i in ids.items():
                 if mid not in failed:
                     self._lease_ends[i] = started + extension

@@ -33,6 +33,10 @@ from worker.targets.guard import Guard, Tried
 Sink = Callable[[int, Decision], None]
 
 
+def _always(index: int) -> bool:
+    return True
+
+
 class Decided(dict[int, Decision]):
     """The decisions of one run, each told to the sink as it is made."""
 
@@ -77,7 +81,6 @@ class Pipeline:
         self.in_group_order = fifo
         self.waiting = WaitLedger()
         self._decider = decider  # the queue's rules, transform and hook, if it has any
-        self._holds: Callable[[int], bool] | None = None
 
     async def _looping(self, candidates: list[tuple[int, Delivery]]) -> set[int]:
         """The indexes of payloads that keep coming back as new DLQ messages through a
@@ -105,7 +108,6 @@ class Pipeline:
         """Every message's decision, in order. `sink(index, decision)` hears each one as it
         is made (the batch settles them as they come); `holds(index)`: whether the batch's
         lease on a message surely still runs (a FIFO group is not delivered past it)."""
-        self._holds = holds
         now = self._clock()
         decided: dict[int, Decision] = Decided(sink) if sink is not None else {}
         to_deliver: list[tuple[int, Delivery]] = []
@@ -123,15 +125,12 @@ class Pipeline:
                 decided[index] = Decision(delivery.message, delivery.attempt - 1, loop)
         to_deliver = [item for item in to_deliver if item[0] not in looping]
         if self.in_group_order:
-            await self._deliver_in_group_order(to_deliver, decided)
+            await self._deliver_in_group_order(to_deliver, decided, holds or _always)
         else:
             await self._deliver(to_deliver, decided)
         for decision in decided.values():
             self._keep_count(decision)
         return [decided[i] for i in range(len(messages))]
-
-    def _held(self, index: int) -> bool:
-        return self._holds is None or self._holds(index)
 
     def _keep_count(self, decision: Decision) -> None:
         mid = decision.message.message_id
@@ -142,13 +141,16 @@ class Pipeline:
                 self.waiting.forget(mid)
 
     async def _deliver_in_group_order(
-        self, pending: list[tuple[int, Delivery]], decided: dict[int, Decision]
+        self,
+        pending: list[tuple[int, Delivery]],
+        decided: dict[int, Decision],
+        holds: Callable[[int], bool],
     ) -> None:
         groups: dict[str, deque[tuple[int, Delivery]]] = {}
         for item in pending:
             groups.setdefault(item[1].message.group_id or "", deque()).append(item)
         while groups:
-            for group in [g for g, q in groups.items() if not self._held(q[0][0])]:
+            for group in [g for g, q in groups.items() if not holds(q[0][0])]:
                 # The lease may have lapsed: SQS may have handed the group to another
                 # receive. Delivering it from here could overtake it; let that one have it.
                 for waiting, delivery in groups.pop(group):

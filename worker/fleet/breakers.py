@@ -55,13 +55,10 @@ class SharedBreakers:
         return self.degraded or self._leases.get(key) in (MINE, LOCAL)
 
     def degrade(self) -> None:
-        """The table fails: probe locally, whoever held a lease."""
+        """The table fails: probe locally, whoever held a lease (`may_probe`)."""
         if self.degraded:
             return
         self.degraded = True
-        for key, holder in list(self._leases.items()):
-            if holder == OTHERS:
-                self._leases[key] = LOCAL
         for guard in self._guards.values():
             guard.wake()
 

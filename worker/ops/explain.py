@@ -10,6 +10,7 @@ they are not the target.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import time
@@ -58,16 +59,8 @@ async def _parked_message(
 async def _message(args: argparse.Namespace, settings: Settings, clients: Clients) -> DlqMessage:
     if args.parked_id:
         message = await _parked_message(settings, args.queue, args.parked_id, clients)
-        extra = _attributes(args.attribute)
-        return DlqMessage(
-            message.message_id,
-            "",
-            message.body,
-            attributes={**message.attributes, **extra},
-            receive_count=args.attempt,
-            sent_at=message.sent_at,
-            group_id=message.group_id,
-        )
+        attributes = {**message.attributes, **_attributes(args.attribute)}
+        return dataclasses.replace(message, attributes=attributes, receive_count=args.attempt)
     try:
         body = await anyio.Path(args.body_file).read_text(encoding="utf-8")
     except OSError as exc:
