@@ -87,8 +87,10 @@ async def test_a_queue_that_resolves_during_shutdown_never_receives(aws, proxy):
     stop = anyio.Event()
     async with anyio.create_task_group() as tg:
         await tg.start(functools.partial(serve, settings, stop, registry=CollectorRegistry()))
-        await wait_for(lambda: proxy.count("lambda", "Invoke") == 1, timeout=20)
-        assert resolving.applied == 1
+        # the busy call is out, and the late queue's resolve is under way
+        await wait_for(
+            lambda: proxy.count("lambda", "Invoke") == 1 and resolving.applied == 1, timeout=20
+        )
         assert late_receives() == []  # still resolving when shutdown begins
         stop.set()
     assert late_receives() == []
