@@ -4,7 +4,11 @@ quadratic cost (moto 5.2):
 - every message a ReceiveMessage returns asked GetQueueAttributes for the queue's retention,
   and every attribute built the whole attribute dict, counting every message three times
   (visible, in flight, delayed): a receive from a queue of n messages cost O(n²);
-- GetQueueAttributes built that whole dict up to three times per attribute asked for.
+- GetQueueAttributes built that whole dict up to three times per attribute asked for;
+- every SendMessage built it too (up to three times, to read ContentBasedDeduplication):
+  filling a queue of n messages cost O(n²) — 2,000 parked messages took a minute;
+- every ReceiveMessage listed the visible messages reading the clock twice per message (a
+  datetime round trip each): the clock is read once per listing here.
 
 With them the emulator spends its time on requests, not on counting: the chaos test's
 emulator CPU, most of `make test`'s, falls by about half.
@@ -54,6 +58,8 @@ def apply() -> None:
         return bool(period + message.sent_timestamp / 1000 > unix_time())
 
     _serialise_item_writes()
+    _cheap_attributes_while_sending()
+    _one_clock_per_listing()
     setattr(SQSBackend, "get_queue_attributes", get_queue_attributes)  # noqa: B010
     setattr(SQSBackend, "is_message_valid_based_on_retention_period", retained)  # noqa: B010
     setattr(SQSBackend, MARK, True)
@@ -73,3 +79,66 @@ def _serialise_item_writes() -> None:
                 return _original(self, *args, **kwargs)
 
         setattr(DynamoDBBackend, name, locked)
+
+
+def _cheap_attributes_while_sending() -> None:
+    """While a message is sent (on this thread), a queue's attributes are read only for
+    ContentBasedDeduplication: its attribute map skips the three message counts then."""
+    from moto.sqs.models import Queue, SQSBackend
+
+    sending = threading.local()
+    counts = {
+        "ApproximateNumberOfMessages",
+        "ApproximateNumberOfMessagesDelayed",
+        "ApproximateNumberOfMessagesNotVisible",
+    }
+    full = Queue.attributes.fget
+
+    def attributes(self: Any) -> dict[str, Any]:
+        if not getattr(sending, "active", False):
+            return full(self)  # type: ignore[no-any-return]
+        names = [n for n in self.BASE_ATTRIBUTES if n not in counts]
+        if self.fifo_queue:
+            names += self.FIFO_ATTRIBUTES
+        result: dict[str, Any] = {}
+        for name in names:
+            value = getattr(self, camelcase_to_underscores(name))
+            result[name] = str(value).lower() if isinstance(value, bool) else value
+        return result
+
+    original = SQSBackend.send_message
+
+    def send_message(self: Any, *args: Any, **kwargs: Any) -> Any:
+        sending.active = True
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            sending.active = False
+
+    from moto.core.utils import camelcase_to_underscores
+
+    setattr(Queue, "attributes", property(attributes))  # noqa: B010
+    setattr(SQSBackend, "send_message", send_message)  # noqa: B010
+
+
+def _one_clock_per_listing() -> None:
+    """Queue.messages and the in-flight and delayed counts, as moto computes them (visible:
+    now > visible_at; delayed: now < delayed_until), with one reading of the clock."""
+    from moto.core.utils import unix_time_millis
+    from moto.sqs.models import Queue
+
+    def messages(self: Any) -> list[Any]:
+        now = unix_time_millis()
+        return [m for m in self._messages if now > m.visible_at and not now < m.delayed_until]
+
+    def delayed(self: Any) -> int:
+        now = unix_time_millis()
+        return sum(1 for m in self._messages if now < m.delayed_until)
+
+    def not_visible(self: Any) -> int:
+        now = unix_time_millis()
+        return sum(1 for m in self._messages if not now > m.visible_at)
+
+    setattr(Queue, "messages", property(messages))  # noqa: B010
+    setattr(Queue, "approximate_number_of_messages_delayed", property(delayed))  # noqa: B010
+    setattr(Queue, "approximate_number_of_messages_not_visible", property(not_visible))  # noqa: B010
