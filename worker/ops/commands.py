@@ -9,7 +9,6 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
@@ -20,6 +19,7 @@ from worker.aws.clients import Clients
 from worker.aws.errors import error_code
 from worker.aws.sqs import SqsQueue, resolve_queue_url
 from worker.ops import moves, reading
+from worker.ops.acting import Move, act
 from worker.ops.context import ContextError, QueueContext, open_queue
 from worker.ops.explain import explain
 from worker.ops.filters import FilterError, Filters
@@ -130,29 +130,12 @@ async def _move(
     filters: Filters,
     out: TextIO,
 ) -> int:
-    replay = args.action == "replay"
-    verb = f"replay to the {args.to}" if replay else "purge"
+    move = Move(args.to if args.action == "replay" else None, getattr(args, "transform", None))
     backup = _backup_path(args, ctx)
-    reshape = _reshape(args, ctx) if replay else None
-    async with AsyncExitStack() as stack:
-        send = None
-        if replay and args.to == "dlq":
-            send = moves.to_dlq(ctx, reshape)
-        elif replay:  # a dry run does not join the fleet
-            send = await stack.enter_async_context(
-                moves.to_target(ctx, clients, join=args.yes, reshape=reshape)
-            )
-        tally = await moves.move(
-            reader,
-            ctx,
-            filters,
-            send=send,
-            backup=backup if args.yes else None,
-            rate=args.rate,
-            reshape=reshape,
-            cutoff=_started() if replay and args.to == "dlq" else None,
-        )
-    moves.print_plan(verb, ctx, filters, tally, out)
+    tally, reshape = await act(
+        reader, ctx, clients, filters, move, backup=backup if args.yes else None, rate=args.rate
+    )
+    moves.print_plan(move.verb, ctx, filters, tally, out)
     if reshape is not None:
         out.write(f"transform: {reshape.expression}\n")
     if tally.example is not None:
@@ -168,24 +151,6 @@ async def _move(
     for message_id, code in tally.failed.items():
         out.write(f"  failed {message_id}: {code} (still parked)\n")
     return EXIT_FAILED if tally.failed else EXIT_OK
-
-
-def _started() -> str:
-    """Now, as the parking metadata writes its time (ISO 8601, seconds, UTC)."""
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _reshape(args: argparse.Namespace, ctx: QueueContext) -> Reshape | None:
-    """`--transform`; replaying to the target without one applies the queue's own transform
-    (its rules and hook are skipped: the operator decided)."""
-    auto = ctx.settings.target.kind == "auto"
-    if args.transform and args.to == "dlq" and auto:
-        raise ValueError(
-            "--transform --to dlq: with kind auto the DLQ message's envelope names the "
-            "target; replay --to target instead"
-        )
-    expression = args.transform or (ctx.settings.transform if args.to == "target" else None)
-    return Reshape(ctx.name, expression, unwrap=auto) if expression else None
 
 
 async def _queue_command(args: argparse.Namespace, settings: Settings, clients: Clients) -> int:

@@ -50,11 +50,14 @@ class Tally:
     done: int = 0
     failed: dict[str, str] = field(default_factory=dict)  # message id -> error
     example: tuple[str, str] | None = None  # a dry run with --transform: the first, before/after
+    ids: set[str] | None = None  # the matched ids, when asked for (the console's plan)
 
     def add(self, records: Sequence[Record]) -> None:
         for r in records:
             meta = r.view.meta if r.view else {}
             self.matched[(meta.get("reason", "?"), meta.get("error", "?"))] += 1
+            if self.ids is not None:
+                self.ids.add(r.message_id)
 
     @property
     def total(self) -> int:
@@ -197,10 +200,12 @@ async def move(
     rate: float,
     reshape: Reshape | None = None,
     cutoff: str | None = None,
+    tally: Tally | None = None,
 ) -> Tally:
     """Dry run (`backup` None) or act: back up each chunk, send it on (`send` None: purge),
-    delete from the parking queue exactly what was accepted, keep the rest parked."""
-    tally = Tally()
+    delete from the parking queue exactly what was accepted, keep the rest parked. `tally`
+    (else a new one) is filled as it goes: a watcher sees the counts grow."""
+    tally = tally if tally is not None else Tally()
     writer: JsonlWriter | None = None
     bucket = TokenBucket(rate, max(1, int(rate)), time.monotonic)
     try:

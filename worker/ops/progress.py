@@ -5,11 +5,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TextIO
+from typing import Protocol, TextIO
 
 WIDTH = 30
 LINE_EVERY_SECONDS = 5.0
 REDRAW_EVERY_SECONDS = 0.1
+
+
+class Watcher(Protocol):
+    """What a read reports its counts to: this bar, or a console page's job."""
+
+    def update(self, **counts: int) -> None: ...
+
+    def finish(self) -> None: ...
 
 
 class Progress:

@@ -17,7 +17,7 @@ from worker.ops.context import QueueContext, same_queue
 from worker.ops.filters import Filters
 from worker.ops.records import JsonlWriter, Record
 from worker.ops.scan import QueueReader
-from worker.settings import Settings
+from worker.settings import QueueSettings, Settings
 
 AGE_BUCKETS = ((3600, "<1h"), (86400, "1h-1d"), (7 * 86400, "1d-7d"))
 BODY_PREVIEW = 120
@@ -155,24 +155,24 @@ async def export(reader: QueueReader, ctx: QueueContext, filters: Filters, path:
     return writer.written
 
 
+async def status_row(name: str, queue: QueueSettings, sqs: Client) -> dict[str, Any]:
+    """One configured queue, from queue attributes and tags only (no receives)."""
+    dlq = SqsQueue(sqs, await resolve_queue_url(sqs, queue.queue_ref))
+    parking = SqsQueue(sqs, await resolve_queue_url(sqs, queue.policy.parking_queue or ""))
+    pause = await read_pause(sqs, dlq.url)
+    return {
+        "queue": name,
+        "dlq": await read_depth(dlq),
+        "parking_queue": parking.url,
+        "parked": sum((await read_depth(parking)).values()),
+        "target": queue.target_key,
+        "paused": pause.paused,
+        "pause_note": pause.note,
+    }
+
+
 async def status(settings: Settings, sqs: Client) -> list[dict[str, Any]]:
-    """One row per configured queue, from queue attributes and tags only (no receives)."""
-    rows = []
-    for name, queue in settings.queues.items():
-        dlq = SqsQueue(sqs, await resolve_queue_url(sqs, queue.queue_ref))
-        parking = SqsQueue(sqs, await resolve_queue_url(sqs, queue.policy.parking_queue or ""))
-        pause = await read_pause(sqs, dlq.url)
-        rows.append(
-            {
-                "queue": name,
-                "dlq": await read_depth(dlq),
-                "parking_queue": parking.url,
-                "parked": sum((await read_depth(parking)).values()),
-                "target": queue.target_key,
-                "paused": pause.paused,
-            }
-        )
-    return rows
+    return [await status_row(name, queue, sqs) for name, queue in settings.queues.items()]
 
 
 def print_status(rows: list[dict[str, Any]], out: TextIO) -> None:

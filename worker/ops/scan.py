@@ -15,7 +15,7 @@ import anyio
 
 from worker.aws.errors import error_code
 from worker.aws.sqs import SqsQueue
-from worker.ops.progress import Progress
+from worker.ops.progress import Watcher
 from worker.ops.records import Record
 
 # ReceiveMessage refuses once the queue has too many messages in flight.
@@ -31,7 +31,7 @@ class QueueReader:
         self,
         queue: SqsQueue,
         *,
-        progress: Progress | None = None,
+        progress: Watcher | None = None,
         stop: anyio.Event | None = None,
         hold: int = HOLD_SECONDS,
         expected: int | None = None,

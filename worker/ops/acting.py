@@ -1,0 +1,86 @@
+"""One replay or purge, as the command line and the console both run it: the payload rule
+(`--transform`, else the queue's own transform for the target), the sender (the DLQ, or the
+target through the queue's adapter, bucket and breaker), and the cutoff that keeps a run from
+replaying a message it just sent back and the daemon parked again."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from worker.aws.clients import Clients
+from worker.ops import moves
+from worker.ops.context import QueueContext
+from worker.ops.filters import Filters
+from worker.ops.reshape import Reshape
+from worker.ops.scan import QueueReader
+
+
+@dataclass(frozen=True)
+class Move:
+    """What to do with the selected messages: replay (`to` the dlq or the target, with an
+    optional transform) or purge (`to` None)."""
+
+    to: str | None
+    transform: str | None = None
+
+    @property
+    def verb(self) -> str:
+        return f"replay to the {self.to}" if self.to else "purge"
+
+
+def reshape_for(ctx: QueueContext, move: Move) -> Reshape | None:
+    """`--transform`; replaying to the target without one applies the queue's own transform
+    (its rules and hook are skipped: the operator decided)."""
+    if move.to is None:
+        return None
+    auto = ctx.settings.target.kind == "auto"
+    if move.transform and move.to == "dlq" and auto:
+        raise ValueError(
+            "--transform --to dlq: with kind auto the DLQ message's envelope names the "
+            "target; replay --to target instead"
+        )
+    expression = move.transform or (ctx.settings.transform if move.to == "target" else None)
+    return Reshape(ctx.name, expression, unwrap=auto) if expression else None
+
+
+def started() -> str:
+    """Now, as the parking metadata writes its time (ISO 8601, seconds, UTC)."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+async def act(
+    reader: QueueReader,
+    ctx: QueueContext,
+    clients: Clients,
+    filters: Filters,
+    move: Move,
+    *,
+    backup: Path | None,
+    rate: float,
+    tally: moves.Tally | None = None,
+) -> tuple[moves.Tally, Reshape | None]:
+    """The plan (`backup` None: nothing changes) or the move itself."""
+    reshape = reshape_for(ctx, move)
+    async with AsyncExitStack() as stack:
+        send: moves.Send | None = None
+        if move.to == "dlq":
+            send = moves.to_dlq(ctx, reshape)
+        elif move.to == "target":  # a dry run does not join the fleet
+            send = await stack.enter_async_context(
+                moves.to_target(ctx, clients, join=backup is not None, reshape=reshape)
+            )
+        result = await moves.move(
+            reader,
+            ctx,
+            filters,
+            send=send,
+            backup=backup,
+            rate=rate,
+            reshape=reshape,
+            cutoff=started() if move.to == "dlq" else None,
+            tally=tally,
+        )
+    return result, reshape
