@@ -51,6 +51,18 @@ def _parser() -> argparse.ArgumentParser:
     health = sub.add_parser("healthcheck", help="exit 0 if the local /readyz answers 200")
     health.add_argument("--url", default="http://127.0.0.1:8080/readyz")
     add_operator_commands(sub, _config_args)
+    console = sub.add_parser("console", help="the operator commands as web pages")
+    _config_args(console)
+    console.add_argument("--listen", default="127.0.0.1:8090", metavar="HOST:PORT")
+    console.add_argument("--read-only", action="store_true", help="pages only, no action")
+    console.add_argument(
+        "--auth-token-file",
+        metavar="FILE",
+        help="NAME:TOKEN lines; required to listen beyond loopback",
+    )
+    console.add_argument(
+        "--backup-dir", default=".", metavar="DIR", help="where backups and exports are written"
+    )
     return parser
 
 
@@ -128,6 +140,16 @@ def _operator(args: argparse.Namespace) -> int:
     return anyio.run(run, args, settings)
 
 
+def _console(args: argparse.Namespace) -> int:
+    settings = _load(args)
+    if settings is None:
+        return EXIT_CONFIG
+    from worker.console.server import run
+
+    configure_logging(settings.logging)
+    return run(args, settings)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from worker.emulator.demo import run_demo
 
@@ -144,6 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo": _demo,
         "healthcheck": _healthcheck,
         "iam-policy": _iam_policy,
+        "console": _console,
         **dict.fromkeys(("status", "parked", "restore", "pause", "resume", "explain"), _operator),
     }
     return commands[args.command](args)

@@ -92,7 +92,7 @@ def _cheap_attributes_while_sending() -> None:
         "ApproximateNumberOfMessagesDelayed",
         "ApproximateNumberOfMessagesNotVisible",
     }
-    full = Queue.attributes.fget
+    full = vars(Queue)["attributes"].fget
 
     def attributes(self: Any) -> dict[str, Any]:
         if not getattr(sending, "active", False):

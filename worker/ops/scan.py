@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import anyio
 
@@ -47,7 +47,7 @@ class QueueReader:
         self._expected = expected  # the queue's visible count when the read began
         self.incomplete: str | None = None  # why the read could not see every message
 
-    async def batches(self) -> AsyncIterator[list[Record]]:
+    async def batches(self) -> AsyncGenerator[list[Record], None]:
         """Batches of up to 10 records, each message once."""
         empty = 0
         while empty < EMPTY_RECEIVES and not self._stop.is_set():

@@ -1,0 +1,159 @@
+"""The operator console on the emulator: its pages, and each action through plan →
+confirmation → backup → result, covering exactly the filter the page shows."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from tests.conftest import make_settings
+from tests.console_client import audit_lines, browser, running_console
+from tests.helpers import depth, drain
+from tests.test_operator_safety import META, _park
+from worker.emulator import create_queue
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(180)]
+
+
+def settings_for(endpoint: str, **sections):
+    queues = {
+        "orders": {"name": "orders-dlq", "target": {"kind": "sqs", "queue": "out"}},
+        "billing": {"name": "billing-dlq", "target": {"kind": "sqs", "queue": "out"}},
+    }
+    return make_settings(endpoint, queues, **sections)
+
+
+async def _setup(aws):
+    dlq = await create_queue(aws.sqs, "orders-dlq")
+    billing = await create_queue(aws.sqs, "billing-dlq")
+    parking = await create_queue(aws.sqs, "parked")
+    await create_queue(aws.sqs, "out")
+    await _park(aws, parking, dlq, 20)  # m0..m19: max_attempts / Boom
+    await _park(aws, parking, billing, 4)
+    return dlq, parking
+
+
+async def test_pages_show_queues_groups_and_one_message(aws, tmp_path):
+    _dlq, parking = await _setup(aws)
+    async with running_console(settings_for(aws.url)) as (url, audit), browser(url) as b:
+        home = await b.get("/")
+        assert home.status == 200
+        rows = home.element("queues")
+        assert "orders" in rows
+        assert "billing" in rows
+        assert "24" in rows  # the shared parking queue's count
+        page = await b.get("/queues/orders")
+        assert "20 messages" in page.element("matching")
+        assert "max_attempts 20" in page.element("by-reason")
+        assert "Boom 20" in page.element("by-error")
+        # a filter is query parameters: a link to share
+        one = await b.get("/queues/orders?match=%24.n%3D7")
+        assert "1 matching messages" in one.element("matching")
+        [parked_id] = re.findall(r"/queues/orders/messages/([^\"]+)\"", one.text)
+        message = await b.get(f"/queues/orders/messages/{parked_id}")
+        assert "max_attempts" in message.element("metadata")
+        assert 'id="body"' not in message.text, "the body only on request"
+        assert audit_lines(audit) == []
+        shown = await b.get(f"/queues/orders/messages/{parked_id}?body=show")
+        assert json.loads(shown.element("body")) == {"n": 7}
+        [line] = audit_lines(audit)
+        assert line["action"] == "show_body"
+        assert line["who"] == "local"
+        assert line["message_id"] == parked_id
+        assert line["queue"] == "orders"
+    # every message read for the page was released when the read ended
+    assert await depth(aws.sqs, parking) == 24
+
+
+async def test_replay_covers_exactly_the_filter_with_a_backup_first(aws, tmp_path):
+    dlq, parking = await _setup(aws)
+    async with (
+        running_console(settings_for(aws.url), backup_dir=tmp_path) as (url, audit),
+        browser(url) as b,
+    ):
+        job = await b.plan("orders", action="replay", to="dlq", match="$.n=3")
+        plan = await b.get(f"/jobs/{job}")
+        assert "1 parked messages match" in plan.element("plan-total")
+        assert "max_attempts 1" in plan.element("plan-reasons")
+        result = await b.confirm(job, rate="100")
+        done = await b.finished(result.url.rsplit("/", 1)[1])
+        assert "done: 1, failed: 0" in done.element("result")
+        backup = done.element("backup").split()[0]
+        # the same form sent again (a double click, a second person): refused
+        again = await b.post(f"/jobs/{job}/confirm", {"csrf": plan.csrf, "rate": "100"})
+        assert again.status == 409, "a plan is confirmed once"
+    moved = await drain(aws.sqs, dlq, delete=True)
+    assert [json.loads(m["Body"]) for m in moved] == [{"n": 3}]
+    lines = (tmp_path / backup.rsplit("/", 1)[1]).read_text().splitlines()
+    assert [json.loads(json.loads(x)["body"])["n"] for x in lines] == [3]
+    assert await depth(aws.sqs, parking) == 23
+    [line] = [x for x in audit_lines(audit) if x["action"] == "replay"]
+    assert line["filter"] == {"match": ["$.n=3"]}
+    assert line["counts"] == {"matched": 1, "done": 1, "failed": 0}
+    assert line["backup"].endswith(backup.rsplit("/", 1)[1])
+    assert line["to"] == "dlq"
+
+
+async def test_a_message_parked_after_the_plan_is_not_touched(aws, tmp_path):
+    dlq, parking = await _setup(aws)
+    async with (
+        running_console(settings_for(aws.url), backup_dir=tmp_path) as (url, _),
+        browser(url) as b,
+    ):
+        job = await b.plan("orders", action="purge", reason="max_attempts")
+        await _park(aws, parking, dlq, 3)  # parked after the plan, same filter
+        result = await b.confirm(job, rate="100")
+        done = await b.finished(result.url.rsplit("/", 1)[1])
+        assert "done: 20" in done.element("result")
+    assert await depth(aws.sqs, parking) == 4 + 3
+
+
+async def test_a_plan_that_matched_nothing_cannot_be_confirmed(aws, tmp_path):
+    await _setup(aws)
+    async with (
+        running_console(settings_for(aws.url), backup_dir=tmp_path) as (url, _),
+        browser(url) as b,
+    ):
+        job = await b.plan("orders", action="purge", error="NoSuchError")
+        assert 'id="confirm"' not in (await b.get(f"/jobs/{job}")).text
+        csrf = (await b.get("/queues/orders")).csrf
+        refused = await b.post(f"/jobs/{job}/confirm", {"csrf": csrf})
+        assert refused.status == 409
+        assert "nothing to do" in refused.element("error")
+
+
+async def test_export_pause_and_resume(aws, tmp_path):
+    dlq, parking = await _setup(aws)
+    async with (
+        running_console(settings_for(aws.url), backup_dir=tmp_path) as (url, audit),
+        browser(url) as b,
+    ):
+        job = await b.plan("orders", action="export", body_contains='"n": 1')
+        result = await b.confirm(job)
+        done = await b.finished(result.url.rsplit("/", 1)[1])
+        async with b.session.get(f"{url}jobs/{done.url.rsplit('/', 1)[1]}/download") as r:
+            assert r.status == 200
+            assert "attachment" in r.headers["Content-Disposition"]
+            lines = (await r.text()).splitlines()
+        found = sorted(json.loads(json.loads(x)["body"])["n"] for x in lines)
+        assert found == [1, *range(10, 20)]
+        job = await b.plan("orders", action="pause")
+        paused = await b.finished(
+            (await b.confirm(job, reason="target migrating")).url.rsplit("/", 1)[1]
+        )
+        assert "target migrating" in paused.element("result")
+        tags = (await aws.sqs.list_queue_tags(QueueUrl=dlq))["Tags"]
+        assert tags["retry-worker:paused"] == "true"
+        home = await b.get("/")
+        assert "target migrating" in home.element("queues")
+        job = await b.plan("orders", action="resume")
+        await b.finished((await b.confirm(job)).url.rsplit("/", 1)[1])
+        assert "retry-worker:paused" not in (await aws.sqs.list_queue_tags(QueueUrl=dlq)).get(
+            "Tags", {}
+        )
+    actions = [x["action"] for x in audit_lines(audit)]
+    assert actions == ["export", "pause", "resume"]
+    assert await depth(aws.sqs, parking) == 24, "an export moves nothing"
+    assert META["reason"] == "max_attempts"

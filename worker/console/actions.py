@@ -1,0 +1,120 @@
+"""The console's forms (POST, each with its CSRF token, checked by `security`): log in and
+out, plan an action, confirm a plan. Every action goes plan → confirmation → job."""
+
+from __future__ import annotations
+
+import secrets
+from urllib.parse import quote
+
+from aiohttp import web
+
+from worker.console.jobs import ACTIONS, Job
+from worker.console.pages import (
+    build_filters,
+    console_of,
+    error_page,
+    filter_params,
+    queue_context,
+)
+from worker.console.security import LOCAL, SESSION_COOKIE, SESSION_SECONDS, WHO
+from worker.ops.acting import Move, reshape_for
+from worker.ops.arguments import DEFAULT_RATE
+from worker.ops.filters import FilterError
+
+MAX_RATE = 1000.0
+MAX_REASON = 200
+
+
+def _local_path(target: str) -> str:
+    """Only a path of this console (never another site) after logging in."""
+    return target if target.startswith("/") and not target.startswith("//") else "/"
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    console = console_of(request)
+    form = await request.post()
+    nxt = _local_path(str(form.get("next", "/")))
+    who = console.lock.who_by_token(str(form.get("token", "")).strip())
+    if who is None:
+        raise web.HTTPSeeOther(f"/login?failed=1&next={quote(nxt)}")
+    response = web.HTTPSeeOther(nxt)
+    session = console.lock.open_session(who)
+    response.set_cookie(
+        SESSION_COOKIE,
+        session,
+        httponly=True,
+        samesite="Strict",
+        path="/",
+        max_age=SESSION_SECONDS,
+        secure=request.secure,
+    )
+    return response
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    console = console_of(request)
+    console.lock.sessions.pop(request.cookies.get(SESSION_COOKIE, ""), None)
+    response = web.HTTPSeeOther("/login")
+    response.del_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+async def plan(request: web.Request) -> web.StreamResponse:
+    console = console_of(request)
+    ctx = await queue_context(request)
+    form = await request.post()
+    action = str(form.get("action", ""))
+    if action not in ACTIONS:
+        return error_page(request, 400, f"unknown action {action!r}")
+    params = filter_params(form)
+    move = None
+    try:
+        filters = build_filters(params)
+        if action == "replay":
+            to = str(form.get("to", "dlq"))
+            if to not in ("dlq", "target"):
+                return error_page(request, 400, f"replay to {to!r}: dlq or target")
+            move = Move(to, str(form.get("transform", "")).strip() or None)
+            reshape_for(ctx, move)  # a bad expression is said now, before any read
+    except (FilterError, ValueError) as exc:
+        return error_page(request, 400, str(exc))
+    job = Job(
+        id=secrets.token_urlsafe(12),
+        kind="plan",
+        action=action,
+        queue=ctx.name,
+        who=request.get(WHO) or LOCAL,
+        params=params,
+        filters=filters,
+        move=move,
+    )
+    console.jobs.plan(ctx, job)
+    raise web.HTTPSeeOther(f"/jobs/{job.id}")
+
+
+async def confirm(request: web.Request) -> web.StreamResponse:
+    console = console_of(request)
+    planned = console.jobs.get(request.match_info["job_id"])
+    if planned is None:
+        return error_page(request, 404, "no such plan (the console keeps the last 200)")
+    form = await request.post()
+    try:
+        rate = float(str(form.get("rate", DEFAULT_RATE)))
+    except ValueError:
+        return error_page(request, 400, "rate: a number of messages per second")
+    if not 0 < rate <= MAX_RATE:
+        return error_page(request, 400, f"rate: more than 0 and at most {MAX_RATE:g}")
+    reason = str(form.get("reason", "")).strip()[:MAX_REASON] or None
+    ctx = await console.context(planned.queue)
+    try:
+        job = console.jobs.confirm(ctx, planned, rate, reason)
+    except ValueError as exc:
+        return error_page(request, 409, str(exc))
+    raise web.HTTPSeeOther(f"/jobs/{job.id}")
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/login", login)
+    app.router.add_post("/logout", logout)
+    app.router.add_post("/queues/{queue}/plan", plan)
+    app.router.add_post("/jobs/{job_id}/confirm", confirm)

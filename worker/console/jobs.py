@@ -1,0 +1,223 @@
+"""The console's plans and actions, run in the background while a page shows their progress.
+
+A plan is the command line's dry run (`worker/ops`: the same reader, filters and counts) that
+also keeps the ids it matched. Confirming it starts the action on exactly those ids under the
+plan's filter — a message parked after the plan is not touched — and a plan is confirmed once
+(a second confirmation, a double click or another person, is refused). The backup is written
+before anything moves (`ops.moves`), its path shown from the start; one audit line is written
+when an action ends, however it ends.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from worker.aws.attributes import clear_pause, read_depth, read_pause, write_pause
+from worker.aws.clients import Clients
+from worker.aws.errors import error_code
+from worker.console.security import Audit
+from worker.console.snapshot import QueueLocks, Snapshots
+from worker.ops import reading
+from worker.ops.acting import Move, act
+from worker.ops.context import QueueContext
+from worker.ops.filters import Filters
+from worker.ops.moves import Tally
+from worker.ops.records import default_backup_path
+from worker.ops.reshape import preview
+from worker.ops.scan import QueueReader
+
+ACTIONS = ("replay", "purge", "export", "pause", "resume")
+KEEP_JOBS = 200
+
+
+@dataclasses.dataclass
+class Job:
+    id: str
+    kind: str  # "plan" or "act"
+    action: str  # one of ACTIONS
+    queue: str
+    who: str
+    params: dict[str, list[str]]  # the filter, as the page's query parameters
+    filters: Filters
+    move: Move | None = None
+    note: str | None = None  # pause: the reason asked; a plan: the current pause note
+    rate: float = 10.0
+    state: str = "running"  # running, done, failed, confirmed (a plan, once)
+    counts: dict[str, int] = dataclasses.field(default_factory=dict)
+    expected: int | None = None
+    tally: Tally | None = None
+    transform: str | None = None
+    example: tuple[str, str] | None = None
+    backup: Path | None = None
+    error: str | None = None
+    started: float = dataclasses.field(default_factory=time.time)
+    finished: float | None = None
+
+    # the read's watcher (ops.progress.Watcher)
+    def update(self, **counts: int) -> None:
+        self.counts.update(counts)
+
+    def finish(self) -> None:
+        pass
+
+    @property
+    def by_reason(self) -> dict[str, int]:
+        return self._by(0)
+
+    @property
+    def by_error(self) -> dict[str, int]:
+        return self._by(1)
+
+    def _by(self, index: int) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for pair, count in (self.tally.matched if self.tally else {}).items():
+            out[pair[index]] = out.get(pair[index], 0) + count
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def _stamp() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+class Jobs:
+    def __init__(
+        self,
+        tasks: Any,
+        locks: QueueLocks,
+        snapshots: Snapshots,
+        clients: Clients,
+        audit: Audit,
+        backup_dir: Path,
+    ) -> None:
+        self._tasks = tasks
+        self._locks = locks
+        self._snapshots = snapshots
+        self._clients = clients
+        self.audit = audit
+        self._backup_dir = backup_dir
+        self._jobs: dict[str, Job] = {}
+
+    def get(self, job_id: str) -> Job | None:
+        return self._jobs.get(job_id)
+
+    def _add(self, job: Job, run: Callable[[Job], Any]) -> Job:
+        self._jobs[job.id] = job
+        finished = [j for j in self._jobs.values() if j.finished is not None]
+        for old in finished[: max(0, len(self._jobs) - KEEP_JOBS)]:
+            del self._jobs[old.id]
+        self._tasks.start_soon(run, job)
+        return job
+
+    def plan(self, ctx: QueueContext, job: Job) -> Job:
+        async def run(job: Job) -> None:
+            try:
+                if job.action in ("pause", "resume"):
+                    job.note = (await read_pause(ctx.dlq.client, ctx.dlq.url)).note
+                else:
+                    await self._read(ctx, job, backup=None)
+                job.state = "done"
+            except Exception as exc:  # noqa: BLE001 - shown on the job's page
+                job.state, job.error = "failed", f"{error_code(exc)}: {exc}"
+            finally:
+                job.finished = time.time()
+
+        return self._add(job, run)
+
+    def confirm(self, ctx: QueueContext, plan: Job, rate: float, reason: str | None) -> Job:
+        """The action of a finished plan, once (ValueError says why not)."""
+        if plan.kind != "plan" or plan.state != "done":
+            raise ValueError("this plan was confirmed already (or has not finished): plan again")
+        ids = plan.tally.ids if plan.tally and plan.tally.ids is not None else set()
+        if plan.action in ("replay", "purge", "export") and not ids:
+            raise ValueError("the plan matched no message: nothing to do")
+        plan.state = "confirmed"
+        filters = dataclasses.replace(plan.filters, ids=frozenset(ids), limit=None)
+        job = dataclasses.replace(
+            plan,
+            id=secrets.token_urlsafe(12),
+            kind="act",
+            filters=filters,
+            rate=rate,
+            note=reason if plan.action == "pause" else None,
+            state="running",
+            counts={},
+            tally=None,
+            started=time.time(),
+            finished=None,
+        )
+        if job.action in ("replay", "purge"):
+            job.backup = self._backup_dir / default_backup_path(ctx.name).name
+        elif job.action == "export":
+            job.backup = self._backup_dir / f"retry-worker-export-{ctx.name}-{_stamp()}.jsonl"
+        return self._add(job, lambda j: self._act(ctx, j))
+
+    async def _read(self, ctx: QueueContext, job: Job, backup: Path | None) -> None:
+        async with self._locks[ctx.name]:
+            job.expected = (await read_depth(ctx.parking))["visible"]
+            reader = QueueReader(ctx.parking, progress=job, expected=job.expected)
+            try:
+                if job.action == "export" and backup is not None:
+                    job.tally = Tally(done=await reading.export(reader, ctx, job.filters, backup))
+                    return
+                move = job.move if job.action == "replay" and job.move else Move(None)
+                job.tally = Tally(ids=set() if backup is None else None)
+                _, reshape = await act(
+                    reader,
+                    ctx,
+                    self._clients,
+                    job.filters,
+                    move,
+                    backup=backup,
+                    rate=job.rate,
+                    tally=job.tally,
+                )
+                if reshape is not None:
+                    job.transform = reshape.expression
+                if job.tally.example is not None:
+                    job.example = tuple(preview(t) for t in job.tally.example)  # type: ignore[assignment]
+            finally:
+                await reader.release()
+                if reader.incomplete is not None:
+                    job.error = f"incomplete: {reader.incomplete}"
+
+    async def _act(self, ctx: QueueContext, job: Job) -> None:
+        try:
+            if job.action == "pause":
+                job.note = await write_pause(ctx.dlq, job.note)
+            elif job.action == "resume":
+                await clear_pause(ctx.dlq)
+            else:
+                await self._read(ctx, job, backup=job.backup)
+            failed = job.tally is not None and bool(job.tally.failed)
+            job.state = "failed" if failed or job.error else "done"
+        except Exception as exc:  # noqa: BLE001 - shown on the job's page and audited
+            job.state, job.error = "failed", f"{error_code(exc)}: {exc}"
+        finally:
+            job.finished = time.time()
+            self._snapshots.forget(ctx.name)
+            self._audit_action(job)
+
+    def _audit_action(self, job: Job) -> None:
+        tally = job.tally
+        counts: dict[str, Any] = {}
+        if tally is not None:
+            counts = {"matched": tally.total or tally.done, "done": tally.done}
+            counts["failed"] = len(tally.failed)
+        fields: dict[str, Any] = {"filter": job.params, "counts": counts, "state": job.state}
+        if job.move is not None and job.action == "replay":
+            fields["to"] = job.move.to
+            if job.move.transform:
+                fields["transform"] = job.move.transform
+        if job.backup is not None:
+            fields["backup"] = str(job.backup)
+        if job.note is not None:
+            fields["note"] = job.note
+        if job.error is not None:
+            fields["error"] = job.error
+        self.audit(job.who, job.action, job.queue, **fields)

@@ -1,0 +1,246 @@
+"""The console's pages (GET): every queue, one queue's parked messages, one message, a job."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+import aiohttp_jinja2
+import anyio
+from aiohttp import web
+
+from worker.aws.errors import error_code
+from worker.console.security import LOCAL, WHO
+from worker.console.snapshot import Entry
+from worker.fleet.table import CoordinationTable
+from worker.ops.context import ContextError
+from worker.ops.filters import FilterError, Filters
+from worker.ops.reading import status_row
+
+if TYPE_CHECKING:
+    from worker.console.server import Console
+
+PAGE_SIZE = 50
+STATUS_CONCURRENCY = 16
+FILTER_PARAMS = ("reason", "error", "id", "parked_before", "parked_after", "body_contains", "match")
+
+
+def console_of(request: web.Request) -> Console:
+    from worker.console.server import CONSOLE
+
+    return request.app[CONSOLE]
+
+
+def render(request: web.Request, template: str, status: int = 200, **values: Any) -> web.Response:
+    console = console_of(request)
+    common = {
+        "who": request.get(WHO) or LOCAL,
+        "read_only": console.lock.read_only,
+        "auth": console.lock.tokens is not None,
+        "csrf": console.lock.csrf_token(request),
+    }
+    return aiohttp_jinja2.render_template(template, request, {**common, **values}, status=status)
+
+
+def error_page(request: web.Request, status: int, message: str) -> web.Response:
+    return render(request, "error.html", status=status, message=message)
+
+
+async def login_page(request: web.Request) -> web.Response:
+    nxt = request.path_qs if request.path != "/login" else request.query.get("next", "/")
+    return render(request, "login.html", next=nxt, failed="failed" in request.query)
+
+
+def filter_params(source: Mapping[str, Any]) -> dict[str, list[str]]:
+    """The filter's query parameters that carry a value (an empty form field is no filter)."""
+    out = {}
+    for name in FILTER_PARAMS:
+        values = [str(v) for v in source.getall(name, []) if str(v).strip()]  # type: ignore[attr-defined]
+        if values:
+            out[name] = values
+    return out
+
+
+def build_filters(params: Mapping[str, Sequence[str]]) -> Filters:
+    def one(name: str) -> str | None:
+        values = params.get(name)
+        return values[0] if values else None
+
+    return Filters.build(
+        reasons=params.get("reason", ()),
+        errors=params.get("error", ()),
+        ids=params.get("id", ()),
+        parked_before=one("parked_before"),
+        parked_after=one("parked_after"),
+        body_contains=one("body_contains"),
+        match=params.get("match", ()),
+    )
+
+
+def query(params: Mapping[str, Sequence[str]], **extra: Any) -> str:
+    pairs = [(k, v) for k, values in params.items() for v in values]
+    pairs += [(k, str(v)) for k, v in extra.items() if v is not None]
+    return urlencode(pairs)
+
+
+async def _breakers(console: Console) -> tuple[dict[str, Any], str | None]:
+    coordination = console.settings.coordination
+    if coordination.backend != "dynamodb" or not coordination.table:
+        return {}, None
+    try:
+        table = CoordinationTable(await console.clients.get("dynamodb"), coordination.table)
+        return (await table.read()).breakers, None
+    except Exception as exc:  # noqa: BLE001 - the page says the table did not answer
+        return {}, error_code(exc)
+
+
+def _breaker_text(note: Any, now: float) -> str:
+    if note is None:
+        return "closed"
+    if note.is_open and note.open_until > now:
+        until = datetime.fromtimestamp(note.open_until, UTC).strftime("%H:%M:%S")
+        return f"open until {until} UTC (trips {note.trips})"
+    return "half-open" if note.is_open else "closed"
+
+
+async def index(request: web.Request) -> web.Response:
+    console = console_of(request)
+    sqs = await console.clients.get("sqs")
+    rows: dict[str, dict[str, Any]] = {}
+    limit = anyio.Semaphore(STATUS_CONCURRENCY)
+
+    async def row(name: str) -> None:
+        queue = console.settings.queues[name]
+        async with limit:
+            try:
+                rows[name] = await status_row(name, queue, sqs)
+            except Exception as exc:  # noqa: BLE001 - one row says it, the page goes on
+                rows[name] = {"queue": name, "target": queue.target_key, "error": error_code(exc)}
+
+    breakers, table_error = await _breakers(console)
+    async with anyio.create_task_group() as tg:
+        for name in console.settings.queues:
+            tg.start_soon(row, name)
+    now = time.time()
+    coordinated = console.settings.coordination.backend == "dynamodb"
+    ordered = [rows[name] for name in console.settings.queues]
+    for item in ordered if coordinated else ():
+        note = breakers.get(item["target"])
+        item["breaker"] = f"unknown ({table_error})" if table_error else _breaker_text(note, now)
+    return render(request, "queues.html", rows=ordered, coordinated=coordinated)
+
+
+def _groups(entries: list[Entry], key: str) -> list[dict[str, Any]]:
+    groups: dict[str, dict[str, Any]] = {}
+    for entry in entries:
+        value = entry.meta.get(key, "unknown")
+        at = entry.meta.get("parked-at", "")
+        group = groups.setdefault(value, {"value": value, "count": 0, "oldest": at, "newest": at})
+        group["count"] += 1
+        group["oldest"] = min(group["oldest"], at)
+        group["newest"] = max(group["newest"], at)
+    return sorted(groups.values(), key=lambda g: (-g["count"], g["value"]))
+
+
+async def queue_context(request: web.Request) -> Any:
+    console = console_of(request)
+    name = request.match_info["queue"]
+    if name not in console.settings.queues:
+        raise web.HTTPNotFound(text=f"{name}: not a configured queue")
+    try:
+        return await console.context(name)
+    except ContextError as exc:
+        raise web.HTTPNotFound(text=str(exc)) from exc
+
+
+async def queue_page(request: web.Request) -> web.Response:
+    console = console_of(request)
+    ctx = await queue_context(request)
+    params = filter_params(request.query)
+    try:
+        filters = build_filters(params)
+    except FilterError as exc:
+        return error_page(request, 400, str(exc))
+    snapshot = await console.snapshots.get(ctx, refresh="refresh" in request.query)
+    matching = snapshot.matching(filters)
+    pages = max(1, -(-len(matching) // PAGE_SIZE))
+    page = min(max(1, _int(request.query.get("page"), 1)), pages)
+    shown = matching[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
+    return render(
+        request,
+        "queue.html",
+        ctx=ctx,
+        snapshot=snapshot,
+        reading=snapshot.finished is None,
+        params=params,
+        one={k: v[0] for k, v in params.items()},
+        filtered=bool(params),
+        query=query,
+        by_reason=_groups(matching, "reason"),
+        by_error=_groups(matching, "error"),
+        total=len(matching),
+        messages=shown,
+        page=page,
+        pages=pages,
+        target=ctx.settings.target_key,
+        target_kind=ctx.settings.target.kind,
+    )
+
+
+def _int(text: str | None, default: int) -> int:
+    try:
+        return int(text or default)
+    except ValueError:
+        return default
+
+
+async def message_page(request: web.Request) -> web.Response:
+    console = console_of(request)
+    ctx = await queue_context(request)
+    message_id = request.match_info["message_id"]
+    snapshot = console.snapshots.peek(ctx.name) or await console.snapshots.get(ctx)
+    entry = snapshot.find(message_id)
+    if entry is None:
+        text = f"{message_id} is not in the snapshot of {ctx.name} (moved since, or not read)"
+        return error_page(request, 404, text)
+    show = request.query.get("body") == "show"
+    if show:
+        audit = console.jobs.audit
+        audit(request.get(WHO) or LOCAL, "show_body", ctx.name, message_id=message_id)
+    return render(request, "message.html", ctx=ctx, entry=entry, show_body=show)
+
+
+async def job_page(request: web.Request) -> web.Response:
+    console = console_of(request)
+    job = console.jobs.get(request.match_info["job_id"])
+    if job is None:
+        return error_page(request, 404, "no such job (the console keeps the last 200)")
+    return render(request, "job.html", job=job, query=query, now=time.time())
+
+
+async def download(request: web.Request) -> web.StreamResponse:
+    console = console_of(request)
+    job = console.jobs.get(request.match_info["job_id"])
+    if job is None or job.action != "export" or job.state != "done" or job.backup is None:
+        return error_page(request, 404, "no finished export of that id")
+    response = web.FileResponse(job.backup)
+    response.headers["Content-Disposition"] = f'attachment; filename="{job.backup.name}"'
+    response.content_type = "application/x-ndjson"
+    return response
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/", index)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/login", login_page)
+    app.router.add_get("/queues/{queue}", queue_page)
+    app.router.add_get("/queues/{queue}/messages/{message_id}", message_page)
+    app.router.add_get("/jobs/{job_id}", job_page)
+    app.router.add_get("/jobs/{job_id}/download", download)

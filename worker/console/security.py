@@ -1,0 +1,203 @@
+"""The console's lock (SPEC.md, Operator console; README, Operator console).
+
+- **Who may connect**: loopback only, unless `--auth-token-file` names the tokens; then
+  every request carries `Authorization: Bearer <token>` or the login form's session cookie
+  (HttpOnly, SameSite=Strict), else 401. Without tokens the `Host` header must name loopback
+  too: a page of another site that a DNS name pointed at 127.0.0.1 (DNS rebinding) gets 403.
+- **CSRF**: every POST carries the form field `csrf`, an HMAC of the browser's `rw_csrf`
+  cookie (SameSite=Strict) under a secret that lives only in this process; else 403.
+- **Read-only**: every POST but the login form's gets 403 (and the pages show no action).
+- **Headers** on every answer: a CSP without script, `X-Frame-Options: DENY`,
+  `Cache-Control: no-store`, no referrer (filters in a URL may quote a payload).
+- **Audit**: one JSON line per action and per "show body" (`Audit`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import json
+import secrets
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from aiohttp import web
+
+CSRF_COOKIE = "rw_csrf"
+SESSION_COOKIE = "rw_session"
+SESSION_SECONDS = 12 * 3600
+MIN_TOKEN_CHARS = 16
+LOCAL = "local"  # who acts when no token is configured
+OPEN_PATHS = ("/login", "/static/", "/healthz")  # reachable before logging in
+HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+WHO = web.RequestKey("who", str)  # the token's name, or "local"
+NEW_CSRF = web.RequestKey("new_csrf", str)  # a CSRF cookie this answer sets
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class TokenFileError(ValueError):
+    """The token file cannot be used (bad arguments: exit 2)."""
+
+
+def load_tokens(path: Path) -> dict[str, str]:
+    """`NAME:TOKEN` per line (a line without a name is `operator`); blank lines and `#`
+    comments skipped. Returns token -> name."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise TokenFileError(f"--auth-token-file {path}: {exc.strerror}") from exc
+    tokens: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, token = line.rpartition(":")
+        name, token = (name.strip() or "operator") if sep else "operator", token.strip()
+        if len(token) < MIN_TOKEN_CHARS:
+            raise TokenFileError(
+                f"--auth-token-file {path}:{number}: a token needs {MIN_TOKEN_CHARS} "
+                "characters or more"
+            )
+        tokens[token] = name
+    if not tokens:
+        raise TokenFileError(f"--auth-token-file {path}: no token in it")
+    return tokens
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass
+class Lock:
+    tokens: dict[str, str] | None  # token -> name; None: loopback only, everyone is "local"
+    read_only: bool = False
+    secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+    sessions: dict[str, tuple[str, float]] = field(default_factory=dict)  # id -> (who, until)
+
+    def who_by_token(self, token: str) -> str | None:
+        for known, name in (self.tokens or {}).items():
+            if hmac.compare_digest(known.encode(), token.encode()):
+                return name
+        return None
+
+    def who(self, request: web.Request) -> str | None:
+        if self.tokens is None:
+            return LOCAL
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and token:
+            return self.who_by_token(token.strip())
+        session = self.sessions.get(request.cookies.get(SESSION_COOKIE, ""))
+        if session is None or session[1] < time.time():
+            return None
+        return session[0]
+
+    def open_session(self, who: str) -> str:
+        now = time.time()
+        self.sessions = {k: v for k, v in self.sessions.items() if v[1] >= now}
+        session = secrets.token_urlsafe(32)
+        self.sessions[session] = (who, now + SESSION_SECONDS)
+        return session
+
+    def csrf_token(self, request: web.Request) -> str:
+        cookie = request.get(NEW_CSRF) or request.cookies.get(CSRF_COOKIE, "")
+        return hmac.new(self.secret, cookie.encode(), hashlib.sha256).hexdigest()
+
+    def csrf_ok(self, request: web.Request, given: str) -> bool:
+        cookie = request.cookies.get(CSRF_COOKIE, "")
+        return bool(cookie) and hmac.compare_digest(self.csrf_token(request), given)
+
+
+def _refuse(status: int, text: str) -> web.Response:
+    return web.Response(status=status, text=text + "\n", content_type="text/plain")
+
+
+def _host_ok(request: web.Request) -> bool:
+    host = request.host.rsplit(":", 1)[0] if not request.host.endswith("]") else request.host
+    return is_loopback(host)
+
+
+def middleware(lock: Lock, login_page: Handler) -> Any:
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            response = await _guarded(lock, login_page, request, handler)
+        except web.HTTPException as exc:  # a redirect, a 404: the same headers
+            _finish(request, exc)
+            raise
+        _finish(request, response)
+        return response
+
+    return guard
+
+
+def _finish(request: web.Request, response: web.StreamResponse) -> None:
+    for name, value in HEADERS.items():
+        response.headers[name] = value
+    if request.get(NEW_CSRF):
+        response.set_cookie(
+            CSRF_COOKIE, request[NEW_CSRF], httponly=True, samesite="Strict", path="/"
+        )
+
+
+async def _guarded(
+    lock: Lock, login_page: Handler, request: web.Request, handler: Handler
+) -> web.StreamResponse:
+    if lock.tokens is None and not _host_ok(request):
+        return _refuse(403, "this console answers on loopback names only")
+    if not request.cookies.get(CSRF_COOKIE):
+        request[NEW_CSRF] = secrets.token_urlsafe(32)
+    who = lock.who(request)
+    open_path = request.path.startswith(OPEN_PATHS)
+    if who is None and not open_path:
+        response = await login_page(request)
+        response.set_status(401)
+        return response
+    request[WHO] = who
+    if request.method == "POST":
+        if lock.read_only and request.path != "/login":
+            return _refuse(403, "read-only console: no action is taken")
+        form = await request.post()
+        if not lock.csrf_ok(request, str(form.get("csrf", ""))):
+            return _refuse(403, "missing or invalid CSRF token: reload the page and try again")
+    return await handler(request)
+
+
+class Audit:
+    """One JSON object per line, whatever the logging format: who (the token's name, or
+    "local"), action, queue, and what else the action knows (filter, counts, backup)."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream or sys.stderr
+
+    def __call__(self, who: str, action: str, queue: str, **fields: Any) -> None:
+        line = {
+            "timestamp": datetime.now(UTC).isoformat(),
+            "event": "audit",
+            "who": who,
+            "action": action,
+            "queue": queue,
+            **fields,
+        }
+        self._stream.write(json.dumps(line, default=str) + "\n")
+        self._stream.flush()

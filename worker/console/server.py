@@ -1,0 +1,145 @@
+"""`retry-worker console`: the application, its state, and serving it until Ctrl-C/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import aiohttp_jinja2
+import anyio
+import jinja2
+from aiohttp import web
+from anyio.abc import TaskStatus
+
+from worker.aws.clients import Clients
+from worker.console import actions, pages
+from worker.console.jobs import Jobs
+from worker.console.security import Audit, Lock, TokenFileError, is_loopback, load_tokens
+from worker.console.snapshot import QueueLocks, Snapshots
+from worker.ops.context import QueueContext, open_queue
+from worker.settings import Settings
+
+DEFAULT_LISTEN = "127.0.0.1:8090"
+POOL = 16
+HERE = Path(__file__).parent
+
+
+class ListenError(ValueError):
+    """--listen cannot be used as given (bad arguments: exit 2)."""
+
+
+@dataclass
+class Console:
+    settings: Settings
+    clients: Clients
+    lock: Lock
+    snapshots: Snapshots
+    jobs: Jobs
+    contexts: dict[str, QueueContext] = field(default_factory=dict)
+
+    async def context(self, name: str) -> QueueContext:
+        if name not in self.contexts:
+            self.contexts[name] = await open_queue(self.settings, name, self.clients)
+        return self.contexts[name]
+
+
+CONSOLE = web.AppKey("console", Console)
+
+
+def parse_listen(text: str, token_file: str | None) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ListenError(f"--listen {text}: expected HOST:PORT, e.g. {DEFAULT_LISTEN}")
+    host = host.strip("[]")
+    if not is_loopback(host) and token_file is None:
+        raise ListenError(
+            f"--listen {text}: not a loopback address; a console reachable from elsewhere "
+            "needs --auth-token-file"
+        )
+    return host, int(port)
+
+
+def build_app(console: Console) -> web.Application:
+    app = web.Application(middlewares=[_guard(console.lock)], client_max_size=64 * 1024)
+    app[CONSOLE] = console
+    aiohttp_jinja2.setup(
+        app,
+        loader=jinja2.FileSystemLoader(HERE / "templates"),
+        autoescape=True,
+    )
+    pages.add_routes(app)
+    actions.add_routes(app)
+    app.router.add_static("/static/", HERE / "static")
+    return app
+
+
+def _guard(lock: Lock) -> Any:
+    from worker.console.security import middleware
+
+    return middleware(lock, pages.login_page)
+
+
+async def serve_console(
+    settings: Settings,
+    lock: Lock,
+    listen: tuple[str, int],
+    stop: anyio.Event,
+    *,
+    backup_dir: Path = Path(),
+    audit: TextIO | None = None,
+    task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until `stop`; `task_status` gets the console's URL once it listens."""
+    async with AsyncExitStack() as stack:
+        clients = Clients(settings.aws, stack, pool=POOL)
+        async with anyio.create_task_group() as tasks:
+            locks = QueueLocks()
+            snapshots = Snapshots(tasks, locks)
+            jobs = Jobs(tasks, locks, snapshots, clients, Audit(audit), backup_dir)
+            app = build_app(Console(settings, clients, lock, snapshots, jobs))
+            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            await runner.setup()
+            try:
+                await web.TCPSite(runner, *listen).start()
+                host, port = runner.addresses[0][:2]
+                shown = f"[{host}]" if ":" in host else host
+                task_status.started(f"http://{shown}:{port}/")
+                await stop.wait()
+            finally:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                    await runner.cleanup()
+                tasks.cancel_scope.cancel()
+
+
+async def _main(settings: Settings, lock: Lock, listen: tuple[str, int], backup: Path) -> None:
+    from worker.ops.commands import interruptible
+
+    async with interruptible() as stop, anyio.create_task_group() as tg:
+        serve = functools.partial(serve_console, backup_dir=backup)
+        url = await tg.start(serve, settings, lock, listen, stop)
+        mode = " (read-only)" if lock.read_only else ""
+        print(f"console: {url}{mode}", file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        tokens = load_tokens(Path(args.auth_token_file)) if args.auth_token_file else None
+        listen = parse_listen(args.listen, args.auth_token_file)
+    except (TokenFileError, ListenError) as exc:
+        print(f"console: {exc}", file=sys.stderr)
+        return 2
+    backup = Path(args.backup_dir)
+    if not backup.is_dir():
+        print(f"console: --backup-dir {backup}: not a directory", file=sys.stderr)
+        return 2
+    try:
+        anyio.run(_main, settings, Lock(tokens, read_only=args.read_only), listen, backup)
+    except OSError as exc:
+        print(f"console: cannot listen on {args.listen}: {exc.strerror}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,144 @@
+"""What a queue's page shows: a bounded snapshot of its parked messages.
+
+SQS has no way to look at a queue but to receive it, and a received message is invisible to
+everyone else (the command line, another page) until it is released. So a page never reads
+the parking queue itself: one read per queue runs in the background, holds what it read only
+while it reads (`HOLD_SECONDS` at most, if the console dies mid-read) and releases everything
+at its end. It stops at `MAX_MESSAGES` messages or `MAX_BYTES` of bodies (a page of a
+100,000-message queue shows the first 10,000 read, and says so); an action never acts on the
+snapshot but reads the queue again, exactly by the filter (`jobs`). A page waits at most
+`FIRST_WAIT_SECONDS` for the read and then shows what it has, marked as still reading; the
+snapshot's age is on the page with a refresh. The console's actions and reads of one queue
+take turns (`QueueLocks`), so the console never hides messages from itself.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from contextlib import aclosing
+from dataclasses import dataclass, field
+
+import anyio
+from anyio.abc import TaskGroup
+
+from worker.aws.attributes import read_depth
+from worker.aws.errors import error_code
+from worker.core.parking import ParkedView
+from worker.ops.context import QueueContext
+from worker.ops.filters import Filters
+from worker.ops.reading import chosen_by
+from worker.ops.scan import QueueReader
+
+MAX_MESSAGES = 10_000
+MAX_BYTES = 64 * 2**20
+MAX_READ = 5 * MAX_MESSAGES  # a parking queue shared with other DLQs: read this many at most
+HOLD_SECONDS = 60
+FIRST_WAIT_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Entry:
+    message_id: str
+    view: ParkedView  # our metadata, and the original body and attributes
+    group_id: str | None
+    size: int  # bytes of the original body
+
+    @property
+    def meta(self) -> dict[str, str]:
+        return self.view.meta
+
+
+@dataclass
+class Snapshot:
+    queue: str
+    expected: int  # the parking queue's visible count when the read began
+    started: float = field(default_factory=time.time)
+    finished: float | None = None
+    entries: list[Entry] = field(default_factory=list)
+    read: int = 0
+    bytes: int = 0
+    short: str | None = None  # why the read stopped before the end of the queue
+    error: str | None = None
+    done: anyio.Event = field(default_factory=anyio.Event)
+
+    def matching(self, filters: Filters) -> list[Entry]:
+        return [e for e in self.entries if filters.matches(e.message_id, e.view)]
+
+    def find(self, message_id: str) -> Entry | None:
+        return next((e for e in self.entries if e.message_id == message_id), None)
+
+    @property
+    def age_seconds(self) -> float:
+        return time.time() - (self.finished or self.started)
+
+
+class QueueLocks(defaultdict[str, anyio.Lock]):
+    """One lock per queue: the console's reads and actions of a queue take turns."""
+
+    def __init__(self) -> None:
+        super().__init__(anyio.Lock)
+
+
+class Snapshots:
+    def __init__(self, tasks: TaskGroup, locks: QueueLocks) -> None:
+        self._tasks = tasks
+        self._locks = locks
+        self._current: dict[str, Snapshot] = {}
+
+    def peek(self, name: str) -> Snapshot | None:
+        return self._current.get(name)
+
+    async def get(self, ctx: QueueContext, *, refresh: bool = False) -> Snapshot:
+        """The queue's snapshot: a new read when there is none (or `refresh`, unless one is
+        under way); waits up to FIRST_WAIT_SECONDS for it to finish."""
+        snapshot = self._current.get(ctx.name)
+        if snapshot is None or (refresh and snapshot.finished is not None):
+            snapshot = Snapshot(ctx.name, 0)
+            self._current[ctx.name] = snapshot
+            self._tasks.start_soon(self._read, ctx, snapshot)
+        with anyio.move_on_after(FIRST_WAIT_SECONDS):
+            await snapshot.done.wait()
+        return snapshot
+
+    def forget(self, name: str) -> None:
+        """After an action: the next page reads again."""
+        self._current.pop(name, None)
+
+    async def _read(self, ctx: QueueContext, snapshot: Snapshot) -> None:
+        try:
+            async with self._locks[ctx.name]:
+                snapshot.started = time.time()
+                snapshot.expected = (await read_depth(ctx.parking))["visible"]
+                reader = QueueReader(ctx.parking, hold=HOLD_SECONDS, expected=snapshot.expected)
+                try:
+                    await _fill(reader, ctx, snapshot)
+                finally:
+                    await reader.release()
+        except Exception as exc:  # noqa: BLE001 - shown on the page, the console goes on
+            snapshot.error = f"{error_code(exc)}: {exc}"
+        finally:
+            snapshot.finished = time.time()
+            snapshot.done.set()
+
+
+async def _fill(reader: QueueReader, ctx: QueueContext, snapshot: Snapshot) -> None:
+    everything = Filters()
+    async with aclosing(reader.batches()) as batches:
+        async for batch in batches:
+            for record in batch:
+                reader.keep(record)  # released at the end: a snapshot moves nothing
+                if record.view is None or not chosen_by(record, ctx, everything):
+                    continue
+                size = len(record.view.body.encode("utf-8"))
+                entry = Entry(record.message_id, record.view, record.group_id, size)
+                snapshot.entries.append(entry)
+                snapshot.bytes += size
+            snapshot.read = reader.read
+            if len(snapshot.entries) >= MAX_MESSAGES or snapshot.bytes >= MAX_BYTES:
+                snapshot.short = f"the first {len(snapshot.entries):,} messages read are shown"
+                return
+            if reader.read >= MAX_READ:
+                snapshot.short = f"stopped after reading {reader.read:,} messages"
+                return
+    snapshot.short = reader.incomplete
