@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp_jinja2
@@ -15,13 +15,11 @@ from aiohttp import web
 from worker.aws.errors import error_code
 from worker.console.security import LOCAL, WHO
 from worker.console.snapshot import Entry
+from worker.console.state import CONSOLE, Console
 from worker.fleet.table import CoordinationTable
 from worker.ops.context import ContextError
 from worker.ops.filters import FilterError, Filters
 from worker.ops.reading import status_row
-
-if TYPE_CHECKING:
-    from worker.console.server import Console
 
 PAGE_SIZE = 50
 STATUS_CONCURRENCY = 16
@@ -29,8 +27,6 @@ FILTER_PARAMS = ("reason", "error", "id", "parked_before", "parked_after", "body
 
 
 def console_of(request: web.Request) -> Console:
-    from worker.console.server import CONSOLE
-
     return request.app[CONSOLE]
 
 

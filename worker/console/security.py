@@ -173,7 +173,8 @@ async def _guarded(
         response = await login_page(request)
         response.set_status(401)
         return response
-    request[WHO] = who
+    if who is not None:
+        request[WHO] = who
     if request.method == "POST":
         if lock.read_only and request.path != "/login":
             return _refuse(403, "read-only console: no action is taken")

@@ -6,9 +6,8 @@ import argparse
 import functools
 import sys
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 import aiohttp_jinja2
 import anyio
@@ -19,9 +18,16 @@ from anyio.abc import TaskStatus
 from worker.aws.clients import Clients
 from worker.console import actions, pages
 from worker.console.jobs import Jobs
-from worker.console.security import Audit, Lock, TokenFileError, is_loopback, load_tokens
+from worker.console.security import (
+    Audit,
+    Lock,
+    TokenFileError,
+    is_loopback,
+    load_tokens,
+    middleware,
+)
 from worker.console.snapshot import QueueLocks, Snapshots
-from worker.ops.context import QueueContext, open_queue
+from worker.console.state import CONSOLE, Console
 from worker.settings import Settings
 
 DEFAULT_LISTEN = "127.0.0.1:8090"
@@ -31,24 +37,6 @@ HERE = Path(__file__).parent
 
 class ListenError(ValueError):
     """--listen cannot be used as given (bad arguments: exit 2)."""
-
-
-@dataclass
-class Console:
-    settings: Settings
-    clients: Clients
-    lock: Lock
-    snapshots: Snapshots
-    jobs: Jobs
-    contexts: dict[str, QueueContext] = field(default_factory=dict)
-
-    async def context(self, name: str) -> QueueContext:
-        if name not in self.contexts:
-            self.contexts[name] = await open_queue(self.settings, name, self.clients)
-        return self.contexts[name]
-
-
-CONSOLE = web.AppKey("console", Console)
 
 
 def parse_listen(text: str, token_file: str | None) -> tuple[str, int]:
@@ -65,7 +53,7 @@ def parse_listen(text: str, token_file: str | None) -> tuple[str, int]:
 
 
 def build_app(console: Console) -> web.Application:
-    app = web.Application(middlewares=[_guard(console.lock)], client_max_size=64 * 1024)
+    app = web.Application(middlewares=[middleware(console.lock, pages.login_page)], client_max_size=64 * 1024)
     app[CONSOLE] = console
     aiohttp_jinja2.setup(
         app,
@@ -76,12 +64,6 @@ def build_app(console: Console) -> web.Application:
     actions.add_routes(app)
     app.router.add_static("/static/", HERE / "static")
     return app
-
-
-def _guard(lock: Lock) -> Any:
-    from worker.console.security import middleware
-
-    return middleware(lock, pages.login_page)
 
 
 async def serve_console(
