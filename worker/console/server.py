@@ -53,7 +53,8 @@ def parse_listen(text: str, token_file: str | None) -> tuple[str, int]:
 
 
 def build_app(console: Console) -> web.Application:
-    app = web.Application(middlewares=[middleware(console.lock, pages.login_page)], client_max_size=64 * 1024)
+    guard = middleware(console.lock, pages.login_page)
+    app = web.Application(middlewares=[guard], client_max_size=64 * 1024)
     app[CONSOLE] = console
     aiohttp_jinja2.setup(
         app,
