@@ -51,8 +51,9 @@ class Browser:
         self.session = session
         self.headers = headers
 
-    async def get(self, path: str, **kw: Any) -> Page:
-        async with self.session.get(self.base + path, headers=self.headers, **kw) as r:
+    async def get(self, path: str, headers: dict[str, str] | None = None) -> Page:
+        sent = {**self.headers, **(headers or {})}
+        async with self.session.get(self.base + path, headers=sent) as r:
             return Page(r.status, await r.text(), str(r.url), r.headers)
 
     async def post(self, path: str, data: dict[str, Any] | list[tuple[str, str]]) -> Page:

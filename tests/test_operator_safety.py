@@ -99,10 +99,10 @@ def _tree(endpoint: str) -> dict:
     return settings.model_dump(mode="json")
 
 
-async def _park(aws, parking: str, dlq_url: str, count: int, **meta: str) -> None:
-    for start in range(0, count, 10):
+async def _park(aws, parking: str, dlq_url: str, count: int, first: int = 0, **meta: str) -> None:
+    for start in range(first, first + count, 10):
         entries = []
-        for i in range(start, min(count, start + 10)):
+        for i in range(start, min(first + count, start + 10)):
             message = DlqMessage(f"m{i}", "r", json.dumps({"n": i}))
             parked = build_parked(message, {**META, "source-queue": dlq_url, **meta})
             assert parked is not None

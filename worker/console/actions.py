@@ -48,7 +48,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         max_age=SESSION_SECONDS,
         secure=request.secure,
     )
-    return response
+    raise response
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
@@ -56,7 +56,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
     console.lock.sessions.pop(request.cookies.get(SESSION_COOKIE, ""), None)
     response = web.HTTPSeeOther("/login")
     response.del_cookie(SESSION_COOKIE, path="/")
-    return response
+    raise response
 
 
 async def plan(request: web.Request) -> web.StreamResponse:

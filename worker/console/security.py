@@ -120,7 +120,9 @@ class Lock:
         return session
 
     def csrf_token(self, request: web.Request) -> str:
-        cookie = request.get(NEW_CSRF) or request.cookies.get(CSRF_COOKIE, "")
+        return self.token_for(request.get(NEW_CSRF) or request.cookies.get(CSRF_COOKIE, ""))
+
+    def token_for(self, cookie: str) -> str:
         return hmac.new(self.secret, cookie.encode(), hashlib.sha256).hexdigest()
 
     def csrf_ok(self, request: web.Request, given: str) -> bool:

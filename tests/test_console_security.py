@@ -1,0 +1,177 @@
+"""The console's lock: CSRF, read-only, tokens and the login form, the Host check, the
+headers, the refusal to listen beyond loopback without a token — and no message moved twice
+when two people (and the command line) act on one queue at once."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+
+import anyio
+import pytest
+from yarl import URL
+
+from tests.console_client import audit_lines, browser, running_console
+from tests.helpers import depth, drain
+from tests.test_console import _setup, settings_for
+from tests.test_operator_loop import Cli
+from tests.test_operator_safety import _park
+from worker.console.security import HEADERS, Lock
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(180)]
+
+TOKEN = "s3cret-token-for-alice"
+
+
+async def test_a_post_without_its_csrf_token_is_refused_and_changes_nothing(aws, tmp_path):
+    _dlq, parking = await _setup(aws)
+    async with running_console(settings_for(aws.url), backup_dir=tmp_path) as (url, _):
+        async with browser(url) as b:
+            page = await b.get("/queues/orders")
+            form = {"action": "purge"}
+            assert (await b.post("/queues/orders/plan", form)).status == 403
+            forged = {**form, "csrf": "0" * 64}
+            assert (await b.post("/queues/orders/plan", forged)).status == 403
+            assert (await b.post("/queues/orders/plan", {**form, "csrf": page.csrf})).status == 200
+        # another site's page posting with a token it copied: no cookie of ours, refused
+        async with browser(url) as other:
+            stolen = {**form, "csrf": page.csrf}
+            assert (await other.post("/queues/orders/plan", stolen)).status == 403
+    assert await depth(aws.sqs, parking) == 24
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_read_only_shows_no_action_and_refuses_every_post(aws, tmp_path):
+    await _setup(aws)
+    lock = Lock(None, read_only=True)
+    async with running_console(settings_for(aws.url), lock=lock) as (url, _), browser(url) as b:
+        page = await b.get("/queues/orders")
+        assert page.status == 200
+        assert "read-only" in page.element("read-only")
+        assert 'action="/queues/orders/plan"' not in page.text
+        # the forms are not there; posting them anyway (with a valid token) is refused
+        found = await b.get("/queues/orders")
+        assert 'name="csrf"' not in found.text
+        cookie = b.session.cookie_jar.filter_cookies(URL(url))["rw_csrf"].value
+        valid = {"action": "purge", "csrf": lock.token_for(cookie)}
+        assert (await b.post("/queues/orders/plan", valid)).status == 403
+
+
+async def test_a_token_or_the_login_form_is_needed_and_names_who_acted(aws, tmp_path):
+    await _setup(aws)
+    lock = Lock({TOKEN: "alice"})
+    settings = settings_for(aws.url)
+    async with running_console(settings, lock=lock) as (url, audit):
+        async with browser(url) as anonymous:
+            page = await anonymous.get("/queues/orders")
+            assert page.status == 401
+            assert 'id="token"' in page.text, "the login form"
+        async with browser(url, Authorization="Bearer wrong-token-0123456789") as wrong:
+            assert (await wrong.get("/")).status == 401
+        async with browser(url, Authorization=f"Bearer {TOKEN}") as api:
+            home = await api.get("/")
+            assert home.status == 200
+            assert "alice" in home.text
+        async with browser(url) as person:
+            login = await person.get("/login?next=/queues/orders")
+            failed = await person.post(
+                "/login", {"csrf": login.csrf, "token": "not-it-0123456789", "next": "/"}
+            )
+            assert "login-failed" in failed.text
+            async with person.session.post(
+                f"{url}login",
+                data={"csrf": login.csrf, "token": TOKEN, "next": "/queues/orders"},
+                allow_redirects=False,
+            ) as r:
+                assert r.status == 303
+                assert r.headers["Location"] == "/queues/orders"
+                cookie = r.headers["Set-Cookie"]
+                assert "rw_session=" in cookie
+                assert "HttpOnly" in cookie
+                assert "SameSite=Strict" in cookie
+            page = await person.get("/queues/orders")
+            assert page.status == 200
+            assert "alice" in page.text
+            message_id = page.text.split("/queues/orders/messages/", 1)[1].split('"', 1)[0]
+            await person.get(f"/queues/orders/messages/{message_id}?body=show")
+            logout = await person.post("/logout", {"csrf": page.csrf})
+            assert 'id="token"' in logout.text
+            assert (await person.get("/queues/orders")).status == 401
+    [line] = audit_lines(audit)
+    assert line["who"] == "alice"
+
+
+async def test_every_answer_carries_the_headers_and_foreign_hosts_are_refused(aws):
+    await _setup(aws)
+    async with running_console(settings_for(aws.url)) as (url, _), browser(url) as b:
+        for path in ("/", "/queues/orders", "/queues/nope", "/jobs/nope", "/static/console.css"):
+            page = await b.get(path)
+            for name, value in HEADERS.items():
+                assert page.headers.get(name) == value, (path, name)
+        csp = HEADERS["Content-Security-Policy"]
+        assert "script-src" not in csp
+        assert "default-src 'none'" in csp
+        assert "<script" not in (await b.get("/queues/orders")).text
+        # a DNS name of someone else's pointed at 127.0.0.1 (DNS rebinding)
+        rebound = await b.get("/", headers={"Host": "attacker.example:8090"})
+        assert rebound.status == 403
+
+
+@pytest.mark.slow
+async def test_two_people_and_the_command_line_never_move_a_message_twice(aws, proxy, tmp_path):
+    dlq, parking = await _setup(aws)
+    await _park(aws, parking, dlq, 40, first=100)  # 60 parked messages of orders
+    tree = settings_for(aws.url).model_dump(mode="json")
+    tree.pop("discovery", None)
+    cli = Cli(tmp_path, tree)
+    async with (
+        running_console(settings_for(aws.url), backup_dir=tmp_path) as (url, _),
+        browser(url) as alice,
+        browser(url) as bob,
+    ):
+        first = await alice.plan("orders", action="replay", to="dlq")
+        second = await bob.plan("orders", action="replay", to="dlq")
+        results: dict[str, object] = {}
+
+        async def confirm(who, job, key):
+            results[key] = await who.confirm(job, rate="200")
+
+        async def command_line():
+            results["cli"] = await cli(
+                "parked", "replay", "orders", "--yes", "--rate", "200", "--backup", "cli.jsonl"
+            )
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(confirm, alice, first, "alice")
+            tg.start_soon(confirm, bob, second, "bob")
+            tg.start_soon(command_line)
+        for key in ("alice", "bob"):
+            await alice.finished(results[key].url.rsplit("/", 1)[1])
+    replayed = [json.loads(m["Body"])["n"] for m in await drain(aws.sqs, dlq, delete=True)]
+    twice = {n: c for n, c in Counter(replayed).items() if c > 1}
+    assert twice == {}, "moved twice"
+    assert len(replayed) == 60
+    assert await depth(aws.sqs, parking) == 4  # billing's, untouched
+
+
+def test_a_console_beyond_loopback_needs_a_token_file(tmp_path):
+    def console(*args: str) -> subprocess.CompletedProcess[str]:
+        config = tmp_path / "c.yaml"
+        config.write_text("queues: {}\n")
+        command = [sys.executable, "-m", "worker", "console", "--config", str(config), *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+    refused = console("--listen", "0.0.0.0:0")
+    assert refused.returncode == 2
+    assert "needs --auth-token-file" in refused.stderr
+    short = tmp_path / "short"
+    short.write_text("alice:tooshort\n")
+    weak = console("--listen", "0.0.0.0:0", "--auth-token-file", str(short))
+    assert weak.returncode == 2
+    assert "16 characters" in weak.stderr
+    missing = console("--auth-token-file", str(tmp_path / "absent"))
+    assert missing.returncode == 2
+    assert "absent" in missing.stderr
+    assert console("--listen", "nonsense").returncode == 2
