@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import urllib.request
 
 import pytest
 
@@ -14,15 +15,25 @@ pytestmark = pytest.mark.slow
 
 def test_demo_shows_delivery_retry_and_parking():
     env = {k: v for k, v in os.environ.items() if not k.startswith("RETRY_WORKER_")}
-    result = subprocess.run(
-        [sys.executable, "-m", "worker", "demo", "--duration", "20"],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        env=env,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    command = [sys.executable, "-m", "worker", "demo", "--duration", "20"]
+    command += ["--console-listen", "127.0.0.1:0"]
+    lines = []
+    pages = {}
+    with subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env) as process:
+        assert process.stderr is not None
+        for line in process.stderr:  # ends when the demo does (it stops itself after 20 s)
+            lines.append(line)
+            console = re.search(r"\[demo\] console (http://\S+/)", line)
+            if console:  # a newcomer opens it while the demo runs
+                for path in ("", "queues/orders"):
+                    with urllib.request.urlopen(console.group(1) + path, timeout=30) as page:
+                        pages[path] = (page.status, page.read().decode())
+        assert process.wait(timeout=90) == 0
+    stderr = "".join(lines)
+    assert pages[""][0] == 200, "the console answered"
+    assert "payments" in pages[""][1]
+    assert "parked messages" in pages["queues/orders"][1]
+    result = subprocess.CompletedProcess(command, 0, "", stderr)
     done = re.search(r"\[demo\] done: (.*)", result.stderr)
     assert done, result.stderr[-3000:]
     counts = dict(pair.split("=") for pair in done.group(1).split())

@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     _config_args(sub.add_parser("check-config", help="validate and print the configuration"))
     demo = sub.add_parser("demo", help="run the daemon against an embedded local AWS emulator")
     demo.add_argument("--duration", type=float, default=60.0, help="seconds to run")
+    demo.add_argument(
+        "--console-listen", default="127.0.0.1:8090", metavar="HOST:PORT", help="loopback"
+    )
     iam = sub.add_parser("iam-policy", help="print the least-privilege IAM policy (JSON)")
     _config_args(iam)
     iam.add_argument("--account-id", help="for queues and functions given by name")
@@ -153,7 +156,7 @@ def _console(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from worker.emulator.demo import run_demo
 
-    return run_demo(args.duration)
+    return run_demo(args.duration, args.console_listen)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

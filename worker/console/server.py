@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import socket
 import sys
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -77,8 +78,12 @@ async def serve_console(
     audit: TextIO | None = None,
     task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until `stop`; `task_status` gets the console's URL once it listens."""
+    """Serve until `stop`; `task_status` gets the console's URL once it listens (an OSError
+    at once if the address cannot be bound)."""
+    family = socket.AF_INET6 if ":" in listen[0] else socket.AF_INET
+    sock = socket.create_server(listen, family=family)
     async with AsyncExitStack() as stack:
+        stack.callback(sock.close)
         clients = Clients(settings.aws, stack, pool=POOL)
         async with anyio.create_task_group() as tasks:
             locks = QueueLocks()
@@ -88,8 +93,8 @@ async def serve_console(
             runner = web.AppRunner(app, access_log=None, handle_signals=False)
             await runner.setup()
             try:
-                await web.TCPSite(runner, *listen).start()
-                host, port = runner.addresses[0][:2]
+                await web.SockSite(runner, sock).start()
+                host, port = sock.getsockname()[:2]
                 shown = f"[{host}]" if ":" in host else host
                 task_status.started(f"http://{shown}:{port}/")
                 await stop.wait()
@@ -122,7 +127,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     try:
         anyio.run(_main, settings, Lock(tokens, read_only=args.read_only), listen, backup)
-    except OSError as exc:
-        print(f"console: cannot listen on {args.listen}: {exc.strerror}", file=sys.stderr)
+    except Exception as exc:
+        inner: BaseException = exc
+        while isinstance(inner, ExceptionGroup) and len(inner.exceptions) == 1:
+            inner = inner.exceptions[0]  # raised inside a task group
+        if not isinstance(inner, OSError):
+            raise
+        print(f"console: cannot listen on {args.listen}: {inner.strerror}", file=sys.stderr)
         return 2
     return 0

@@ -13,14 +13,18 @@ import functools
 import json
 import os
 import sys
+import tempfile
 import time
 from contextlib import AsyncExitStack
+from pathlib import Path
 from typing import Any
 
 import anyio
 from aiobotocore.session import get_session
 from prometheus_client import CollectorRegistry
 
+from worker.console.security import Lock
+from worker.console.server import serve_console
 from worker.daemon.app import serve, watch_signals
 from worker.emulator import (
     ROLE_ARN,
@@ -196,7 +200,22 @@ async def _report(registry: CollectorRegistry, started: float) -> None:
         print(_line(elapsed, progress(registry)), file=sys.stderr, flush=True)
 
 
-async def _demo(duration: float) -> dict[str, int]:
+async def _console(
+    settings: Settings, listen: tuple[str, int], stop: anyio.Event, *, task_status: Any
+) -> None:
+    """The operator console beside the daemon, on loopback (SPEC.md, Operator console)."""
+    backups = Path(tempfile.mkdtemp(prefix="retry-worker-demo-backups-"))
+    try:
+        await serve_console(
+            settings, Lock(None), listen, stop, backup_dir=backups, task_status=task_status
+        )
+    except OSError:  # the port is taken: any free one
+        await serve_console(
+            settings, Lock(None), (listen[0], 0), stop, backup_dir=backups, task_status=task_status
+        )
+
+
+async def _demo(duration: float, console: tuple[str, int]) -> dict[str, int]:
     configure_logging(LoggingSettings(format="console", level="INFO"))
     moto = MotoServer().start()
     proxy = FaultProxy(moto.url, seed=42).start()
@@ -225,13 +244,21 @@ async def _demo(duration: float) -> dict[str, int]:
             tg.start_soon(_report, registry, time.monotonic())
             tg.start_soon(stop_later)
             tg.start_soon(_trickle, get_session(), moto.url)
+            settings = demo_settings(proxy.url, arn)
+            url = await tg.start(_console, settings, console, stop)
+            print(
+                f"[demo] console {url} — open it: the demo's parked messages, by reason "
+                "and error; replay one while the demo runs",
+                file=sys.stderr,
+                flush=True,
+            )
             async with anyio.create_task_group() as daemon:
                 # The emulator and the proxy run in this process: a connection costs 4
                 # descriptors (ours, the proxy's two, the emulator's).
                 runtime = await daemon.start(
                     functools.partial(
                         serve,
-                        demo_settings(proxy.url, arn),
+                        settings,
                         stop,
                         registry=registry,
                         connection_cost=4,
@@ -246,11 +273,12 @@ async def _demo(duration: float) -> dict[str, int]:
         moto.stop()
 
 
-def run_demo(duration: float) -> int:
+def run_demo(duration: float, console: str = "127.0.0.1:8090") -> int:
     # The emulator accepts any credentials; never hand it real ones from the environment.
     for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
         os.environ.pop(var, None)
     os.environ.update(AWS_ACCESS_KEY_ID="demo", AWS_SECRET_ACCESS_KEY="demo")  # noqa: S106
-    counts = anyio.run(_demo, duration)
+    host, _, port = console.rpartition(":")
+    counts = anyio.run(_demo, duration, (host, int(port)))
     print(_line("done", counts), file=sys.stderr, flush=True)
     return 0
