@@ -212,3 +212,55 @@ def test_ecs_container_stops_after_the_grace_period_and_checks_health():
     assert container["stopTimeout"] > grace
     assert container["healthCheck"]["command"] == ["CMD", "retry-worker", "healthcheck"]
     assert container["logConfiguration"]["logDriver"] == "awslogs"
+
+
+CONSOLE = ["--set", "console.enabled=true", "--set", "console.tokenSecret.name=rw-console"]
+
+
+def test_the_console_renders_when_enabled_and_validates(tmp_path):
+    role = "arn:aws:iam::123456789012:role/retry-worker-operator"
+    docs = render("production", *CONSOLE, "--set", f"console.serviceAccount.roleArn={role}")
+    consoles = [d for d in docs if d["metadata"]["name"].endswith("-console")]
+    by_kind = {d["kind"]: d for d in consoles}
+    assert set(by_kind) == {"Deployment", "Service", "ServiceAccount"}
+    assert by_kind["Service"]["spec"]["type"] == "ClusterIP"
+    account = by_kind["ServiceAccount"]
+    assert account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == role
+    pod = by_kind["Deployment"]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == account["metadata"]["name"]
+    [container] = pod["containers"]
+    args = container["args"]
+    assert args[args.index("--auth-token-file") + 1] == "/secrets/tokens"
+    assert args[args.index("--listen") + 1] == "0.0.0.0:8090"
+    assert "--read-only" not in args
+    secret = next(v for v in pod["volumes"] if v["name"] == "tokens")
+    assert secret["secret"]["secretName"] == "rw-console"
+    # the worker's own selectors never pick a console pod
+    console_labels = by_kind["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    for doc in docs:
+        if doc in consoles:
+            continue
+        selector = doc.get("spec", {}).get("selector", {})
+        selector = selector.get("matchLabels", selector) if isinstance(selector, dict) else {}
+        if selector:
+            assert not all(console_labels.get(k) == v for k, v in selector.items()), doc["kind"]
+    path = tmp_path / "console.yaml"
+    path.write_text(yaml.safe_dump_all(docs))
+    validate = Path(sys.executable).parent / "kubernetes-validate"
+    result = run(str(validate), "--strict", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    lint = run(helm(), "lint", "--strict", str(CHART), *CONSOLE)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    read_only = render("default", *CONSOLE, "--set", "console.readOnly=true")
+    [deployment] = [
+        d
+        for d in read_only
+        if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-console")
+    ]
+    assert "--read-only" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def test_the_console_needs_its_token_secret():
+    result = run(helm(), "template", "rw", str(CHART), "--set", "console.enabled=true")
+    assert result.returncode != 0
+    assert "console.tokenSecret.name" in result.stderr

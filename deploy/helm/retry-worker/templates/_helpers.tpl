@@ -40,3 +40,23 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- $shutdown := default dict .Values.config.shutdown -}}
 {{- default 25 $shutdown.grace_seconds | int -}}
 {{- end -}}
+
+{{- /* The console's pods carry a name of their own: the worker's Deployment, Service and
+PodDisruptionBudget select by name and instance, and must never select a console pod. */ -}}
+{{- define "retry-worker.consoleSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "retry-worker.name" . }}-console
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: console
+{{- end -}}
+
+{{- define "retry-worker.consoleName" -}}
+{{- printf "%s-console" (include "retry-worker.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "retry-worker.consoleServiceAccountName" -}}
+{{- if .Values.console.serviceAccount.create -}}
+{{- default (include "retry-worker.consoleName" .) .Values.console.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.console.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
