@@ -1,4 +1,5 @@
-"""`iam-policy --operator`: what a person running the operator commands needs, nothing more.
+"""`iam-policy --operator`: what a person running the operator commands (or the console, which
+runs them) needs, nothing more.
 
 Read, delete and send on the parking queues (summary, list, export, replay, purge, restore to
 them); send, tag and untag on the DLQs (replay to the DLQ, pause, resume), their attributes and
