@@ -175,3 +175,21 @@ def test_a_console_beyond_loopback_needs_a_token_file(tmp_path):
     assert missing.returncode == 2
     assert "absent" in missing.stderr
     assert console("--listen", "nonsense").returncode == 2
+
+
+async def test_the_audit_names_who_confirmed_not_who_planned(aws, tmp_path):
+    await _setup(aws)
+    bob_token = "bobs-own-token-0123456789"
+    lock = Lock({TOKEN: "alice", bob_token: "bob"})
+    settings = settings_for(aws.url)
+    async with (
+        running_console(settings, lock=lock, backup_dir=tmp_path) as (url, audit),
+        browser(url, Authorization=f"Bearer {TOKEN}") as alice,
+        browser(url, Authorization=f"Bearer {bob_token}") as bob,
+    ):
+        job = await alice.plan("orders", action="export", match="$.n=1")
+        csrf = (await bob.get("/queues/orders")).csrf
+        confirmed = await bob.post(f"/jobs/{job}/confirm", {"csrf": csrf})
+        await bob.finished(confirmed.url.rsplit("/", 1)[1])
+    [line] = audit_lines(audit)
+    assert (line["who"], line["action"]) == ("bob", "export")

@@ -107,7 +107,7 @@ async def confirm(request: web.Request) -> web.StreamResponse:
     reason = str(form.get("reason", "")).strip()[:MAX_REASON] or None
     ctx = await console.context(planned.queue)
     try:
-        job = console.jobs.confirm(ctx, planned, rate, reason)
+        job = console.jobs.confirm(ctx, planned, request.get(WHO) or LOCAL, rate, reason)
     except ValueError as exc:
         return error_page(request, 409, str(exc))
     raise web.HTTPSeeOther(f"/jobs/{job.id}")

@@ -129,8 +129,10 @@ class Jobs:
 
         return self._add(job, run)
 
-    def confirm(self, ctx: QueueContext, plan: Job, rate: float, reason: str | None) -> Job:
-        """The action of a finished plan, once (ValueError says why not)."""
+    def confirm(
+        self, ctx: QueueContext, plan: Job, who: str, rate: float, reason: str | None
+    ) -> Job:
+        """The action of a finished plan, once, by `who` (ValueError says why not)."""
         if plan.kind != "plan" or plan.state != "done":
             raise ValueError("this plan was confirmed already (or has not finished): plan again")
         ids = plan.tally.ids if plan.tally and plan.tally.ids is not None else set()
@@ -142,6 +144,7 @@ class Jobs:
             plan,
             id=secrets.token_urlsafe(12),
             kind="act",
+            who=who,
             filters=filters,
             rate=rate,
             note=reason if plan.action == "pause" else None,
