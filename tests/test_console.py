@@ -157,3 +157,46 @@ async def test_export_pause_and_resume(aws, tmp_path):
     assert actions == ["export", "pause", "resume"]
     assert await depth(aws.sqs, parking) == 24, "an export moves nothing"
     assert META["reason"] == "max_attempts"
+
+
+async def test_replay_to_the_target_with_a_transform_lists_what_failed(aws, tmp_path):
+    _dlq, parking = await _setup(aws)
+    out = (await aws.sqs.get_queue_url(QueueName="out"))["QueueUrl"]
+    async with (
+        running_console(settings_for(aws.url), backup_dir=tmp_path) as (url, audit),
+        browser(url) as b,
+    ):
+        # null for n <= 17: those fail (TransformFailed.NullResult) and stay parked
+        expression = "body.n > `17` && merge(body, {fixed: `true`}) || null"
+        job = await b.plan("orders", action="replay", to="target", transform=expression)
+        plan = await b.get(f"/jobs/{job}")
+        assert "20 parked messages match" in plan.element("plan-total")
+        assert expression in plan.element("filter")
+        result = await b.confirm(job, rate="100")
+        done = await b.finished(result.url.rsplit("/", 1)[1])
+        assert "done: 2, failed: 18" in done.element("result")
+        assert done.element("failed").count("TransformFailed.NullResult") == 18
+    delivered = sorted(json.loads(m["Body"])["n"] for m in await drain(aws.sqs, out))
+    assert delivered == [18, 19]
+    assert await depth(aws.sqs, parking) == 24 - 2
+    [line] = audit_lines(audit)
+    assert (line["to"], line["transform"], line["state"]) == ("target", expression, "failed")
+
+
+async def test_the_queue_list_shows_each_targets_breaker_from_the_table(aws):
+    import time
+
+    from worker.emulator import create_coordination_table
+    from worker.fleet.table import CoordinationTable
+
+    await _setup(aws)
+    dynamodb = await aws.client("dynamodb")
+    await create_coordination_table(dynamodb, "rw-coordination")
+    table = CoordinationTable(dynamodb, "rw-coordination")
+    await table.publish("sqs:out", "replica-1", open_until=time.time() + 600, trips=3)
+    coordination = {"backend": "dynamodb", "table": "rw-coordination"}
+    settings = settings_for(aws.url, coordination=coordination)
+    async with running_console(settings) as (url, _), browser(url) as b:
+        rows = (await b.get("/")).element("queues")
+    assert rows.count("open until") == 2  # both queues deliver to sqs:out
+    assert "(trips 3)" in rows
