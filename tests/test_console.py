@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import make_settings
 from tests.console_client import audit_lines, browser, running_console
 from tests.helpers import depth, drain
-from tests.test_operator_safety import META, _park
+from tests.test_operator_safety import META, _park, _visible
 from worker.emulator import create_queue
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(180)]
@@ -45,6 +45,9 @@ async def test_pages_show_queues_groups_and_one_message(aws, tmp_path):
         assert "billing" in rows
         assert "24" in rows  # the shared parking queue's count
         page = await b.get("/queues/orders")
+        assert 'id="refresh"' in page.text, "the snapshot is read"
+        # a page holds nothing: what the read held is visible again, the console still up
+        assert await _visible(aws, parking, 24)
         assert "20 messages" in page.element("matching")
         assert "max_attempts 20" in page.element("by-reason")
         assert "Boom 20" in page.element("by-error")
@@ -63,8 +66,7 @@ async def test_pages_show_queues_groups_and_one_message(aws, tmp_path):
         assert line["who"] == "local"
         assert line["message_id"] == parked_id
         assert line["queue"] == "orders"
-    # every message read for the page was released when the read ended
-    assert await depth(aws.sqs, parking) == 24
+    assert await _visible(aws, parking, 24)
 
 
 async def test_replay_covers_exactly_the_filter_with_a_backup_first(aws, tmp_path):

@@ -4,12 +4,14 @@ SQS has no way to look at a queue but to receive it, and a received message is i
 everyone else (the command line, another page) until it is released. So a page never reads
 the parking queue itself: one read per queue runs in the background, holds what it read only
 while it reads (`HOLD_SECONDS` at most, if the console dies mid-read) and releases everything
-at its end. It stops at `MAX_MESSAGES` messages or `MAX_BYTES` of bodies (a page of a
-100,000-message queue shows the first 10,000 read, and says so); an action never acts on the
-snapshot but reads the queue again, exactly by the filter (`jobs`). A page waits at most
-`FIRST_WAIT_SECONDS` for the read and then shows what it has, marked as still reading; the
-snapshot's age is on the page with a refresh. The console's actions and reads of one queue
-take turns (`QueueLocks`), so the console never hides messages from itself.
+at its end. It reads as many messages as the queue held when it began (no empty long polls
+to wait out; what arrives meanwhile shows on a refresh), and stops at `MAX_MESSAGES`
+messages or `MAX_BYTES` of bodies (a page of a 100,000-message queue shows the first 10,000
+read, and says so); an action never acts on the snapshot but reads the queue again, exactly
+by the filter (`jobs`). A page waits at most `FIRST_WAIT_SECONDS` for the read and then shows
+what it has, marked as still reading; the snapshot's age is on the page with a refresh. The
+console's actions and reads of one queue take turns (`QueueLocks`), so the console never
+hides messages from itself.
 """
 
 from __future__ import annotations
@@ -141,4 +143,6 @@ async def _fill(reader: QueueReader, ctx: QueueContext, snapshot: Snapshot) -> N
             if reader.read >= MAX_READ:
                 snapshot.short = f"stopped after reading {reader.read:,} messages"
                 return
+            if reader.read >= snapshot.expected > 0:
+                return  # what the queue held when the read began: no empty polls to wait out
     snapshot.short = reader.incomplete
