@@ -60,6 +60,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.fast
 	$(BIN)/python -m bench.coordination
 	$(BIN)/python -m bench.decisions
+	$(BIN)/python -m bench.console
 
 # Build the container image with buildah and smoke-run it (root, apt; minutes: not in CI).
 image-test:
