@@ -193,3 +193,11 @@ async def test_the_audit_names_who_confirmed_not_who_planned(aws, tmp_path):
         await bob.finished(confirmed.url.rsplit("/", 1)[1])
     [line] = audit_lines(audit)
     assert (line["who"], line["action"]) == ("bob", "export")
+
+
+def test_after_logging_in_only_a_path_of_this_console():
+    from worker.console.actions import _local_path
+
+    assert _local_path("/queues/orders?reason=x") == "/queues/orders?reason=x"
+    for elsewhere in ("//evil.example/", "/\\evil.example", "https://evil.example/", "x"):
+        assert _local_path(elsewhere) == "/"

@@ -27,7 +27,8 @@ MAX_REASON = 200
 
 def _local_path(target: str) -> str:
     """Only a path of this console (never another site) after logging in."""
-    return target if target.startswith("/") and not target.startswith("//") else "/"
+    foreign = target.startswith(("//", "/\\")) or any(c in target for c in "\r\n")
+    return target if target.startswith("/") and not foreign else "/"
 
 
 async def login(request: web.Request) -> web.StreamResponse:
