@@ -37,6 +37,7 @@ def test_demo_shows_delivery_retry_and_parking():
     done = re.search(r"\[demo\] done: (.*)", result.stderr)
     assert done, result.stderr[-3000:]
     counts = dict(pair.split("=") for pair in done.group(1).split())
+    assert all(int(v) >= 1 for k, v in counts.items() if k != "in_flight"), done.group(0)
     assert int(counts["delivered"]) >= 1
     assert int(counts["deferred"]) >= 1
     assert int(counts["parked"]) >= 1

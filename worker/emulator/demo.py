@@ -115,7 +115,9 @@ async def seed(session: Any, url: str) -> str:
         )
         orders = await create_queue(sqs, "orders-dlq")
         for i in range(12):
-            order = {"orderId": f"o-{1000 + i}", "amount": 10 * i + 5, "currency": "EUR"}
+            # the two big orders (over 100: the rule parks them) come first, in the first receive
+            amount = 10 * ((i + 10) % 12) + 5
+            order = {"orderId": f"o-{1000 + i}", "amount": amount, "currency": "EUR"}
             await sqs.send_message(
                 QueueUrl=orders,
                 MessageBody=json.dumps(order),
