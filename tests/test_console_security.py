@@ -5,6 +5,7 @@ when two people (and the command line) act on one queue at once."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -147,8 +148,14 @@ async def test_two_people_and_the_command_line_never_move_a_message_twice(aws, p
             tg.start_soon(confirm, alice, first, "alice")
             tg.start_soon(confirm, bob, second, "bob")
             tg.start_soon(command_line)
+        moved = 0
         for key in ("alice", "bob"):
-            await alice.finished(results[key].url.rsplit("/", 1)[1])
+            page = await alice.finished(results[key].url.rsplit("/", 1)[1])
+            assert 'id="job-error"' not in page.text, page.element("job-error")
+            moved += int(re.search(r"done: (\d+)", page.element("result")).group(1))
+        cli_done = re.search(r"done: (\d+), failed: 0", results["cli"].stdout)
+        assert cli_done, results["cli"].stdout + results["cli"].stderr
+        assert moved + int(cli_done.group(1)) == 60, "each counted once, by whoever moved it"
     replayed = [json.loads(m["Body"])["n"] for m in await drain(aws.sqs, dlq, delete=True)]
     twice = {n: c for n, c in Counter(replayed).items() if c > 1}
     assert twice == {}, "moved twice"

@@ -154,10 +154,13 @@ class Jobs:
             started=time.time(),
             finished=None,
         )
+        # named per job: two actions confirmed in the same second never share a file
         if job.action in ("replay", "purge"):
-            job.backup = self.backup_dir / default_backup_path(ctx.name).name
+            name = default_backup_path(ctx.name).stem
+            job.backup = self.backup_dir / f"{name}-{job.id[:8]}.jsonl"
         elif job.action == "export":
-            job.backup = self.backup_dir / f"retry-worker-export-{ctx.name}-{_stamp()}.jsonl"
+            name = f"retry-worker-export-{ctx.name}-{_stamp()}-{job.id[:8]}"
+            job.backup = self.backup_dir / f"{name}.jsonl"
         return self._add(job, lambda j: self._act(ctx, j))
 
     async def _read(self, ctx: QueueContext, job: Job, backup: Path | None) -> None:
