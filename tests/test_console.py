@@ -36,7 +36,7 @@ async def _setup(aws):
 
 
 async def test_pages_show_queues_groups_and_one_message(aws, tmp_path):
-    _dlq, parking = await _setup(aws)
+    dlq, parking = await _setup(aws)
     async with running_console(settings_for(aws.url)) as (url, audit), browser(url) as b:
         home = await b.get("/")
         assert home.status == 200
@@ -62,11 +62,17 @@ async def test_pages_show_queues_groups_and_one_message(aws, tmp_path):
         shown = await b.get(f"/queues/orders/messages/{parked_id}?body=show")
         assert json.loads(shown.element("body")) == {"n": 7}
         [line] = audit_lines(audit)
+        # refresh: a new read, and back to the page without `refresh` (a page refreshing
+        # itself while reading must not start read after read)
+        await _park(aws, parking, dlq, 1, first=500)
+        refreshed = await b.get("/queues/orders?match=%24.n%3D500&refresh=1")
+        assert "refresh" not in refreshed.url.split("?", 1)[1]
+        assert "1 matching messages" in refreshed.element("matching")
         assert line["action"] == "show_body"
         assert line["who"] == "local"
         assert line["message_id"] == parked_id
         assert line["queue"] == "orders"
-    assert await _visible(aws, parking, 24)
+    assert await _visible(aws, parking, 25)
 
 
 async def test_replay_covers_exactly_the_filter_with_a_backup_first(aws, tmp_path):

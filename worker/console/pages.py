@@ -160,7 +160,11 @@ async def queue_page(request: web.Request) -> web.Response:
         filters = build_filters(params)
     except FilterError as exc:
         return error_page(request, 400, str(exc))
-    snapshot = await console.snapshots.get(ctx, refresh="refresh" in request.query)
+    if "refresh" in request.query:  # a new read, then the page without `refresh` (its own
+        # meta refresh must not start read after read)
+        await console.snapshots.get(ctx, refresh=True)
+        raise web.HTTPSeeOther(f"{request.path}?{query(params)}")
+    snapshot = await console.snapshots.get(ctx)
     matching = snapshot.matching(filters)
     pages = max(1, -(-len(matching) // PAGE_SIZE))
     page = min(max(1, _int(request.query.get("page"), 1)), pages)
