@@ -104,8 +104,8 @@ def main() -> None:
             time.sleep(warmup)  # both warm: every queue idle at the ceiling
             requests0, cpu0 = requests_made(port), cpu_seconds(daemon.pid)
             time.sleep(args.window)
+            ours_cpu = cpu_seconds(daemon.pid) - cpu0  # before the scrape below, which costs
             ours_calls = requests_made(port) - requests0
-            ours_cpu = cpu_seconds(daemon.pid) - cpu0
             assert loop.stdout is not None
             bare_calls, bare_cpu = (float(x) for x in loop.stdout.readline().split())
             loop.wait(30)
