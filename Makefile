@@ -62,6 +62,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.decisions
 	$(BIN)/python -m bench.console
 	$(BIN)/python -m bench.idle --queues 10000 --ceiling 60 --window 120
+	$(BIN)/python -m bench.parked
 
 # Build the container image with buildah and smoke-run it (root, apt; minutes: not in CI).
 image-test:
