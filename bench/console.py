@@ -20,7 +20,9 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import yaml
 from aiobotocore.session import get_session
@@ -50,37 +52,48 @@ def start_emulator() -> tuple[subprocess.Popen[str], str]:
     return process, process.stdout.readline().strip()
 
 
+async def park_many(
+    sqs: Any, dlq: str, parking: str, messages: int, body: Callable[[int], str]
+) -> None:
+    """`messages` parked messages of `dlq` in `parking`: two reasons, five errors, one second
+    apart; `body(i)` the i-th original body."""
+    limit = asyncio.Semaphore(16)
+
+    async def batch(start: int) -> None:
+        entries = []
+        for i in range(start, min(messages, start + 10)):
+            meta = parking_metadata(
+                reason=("max_attempts", "permanent_error")[i % 2],
+                attempts=3,
+                error=f"Error{i % 5}",
+                source_queue=dlq,
+                parked_at=1_780_000_000 + i,
+            )
+            parked = build_parked(DlqMessage(f"m{i}", "r", body(i)), meta)
+            assert parked is not None
+            entries.append(
+                {
+                    "Id": str(i - start),
+                    "MessageBody": parked.body,
+                    "MessageAttributes": parked.attributes,
+                }
+            )
+        async with limit:
+            await sqs.send_message_batch(QueueUrl=parking, Entries=entries)
+
+    await asyncio.gather(*(batch(s) for s in range(0, messages, 10)))
+
+
 async def seed(url: str, messages: int) -> None:
     async with get_session().create_client("sqs", region_name="us-east-1", endpoint_url=url) as sqs:
         dlq = (await sqs.create_queue(QueueName="orders-dlq"))["QueueUrl"]
         parking = (await sqs.create_queue(QueueName="parked"))["QueueUrl"]
         await sqs.create_queue(QueueName="out")
-        limit = asyncio.Semaphore(8)
 
-        async def batch(start: int) -> None:
-            entries = []
-            for i in range(start, min(messages, start + 10)):
-                meta = parking_metadata(
-                    reason=("max_attempts", "permanent_error")[i % 2],
-                    attempts=3,
-                    error=f"Error{i % 5}",
-                    source_queue=dlq,
-                    parked_at=1_780_000_000 + i,
-                )
-                body = json.dumps({"order": {"id": i, "tier": ("gold", "std")[i % 3 > 0]}})
-                parked = build_parked(DlqMessage(f"m{i}", "r", body), meta)
-                assert parked is not None
-                entries.append(
-                    {
-                        "Id": str(i - start),
-                        "MessageBody": parked.body,
-                        "MessageAttributes": parked.attributes,
-                    }
-                )
-            async with limit:
-                await sqs.send_message_batch(QueueUrl=parking, Entries=entries)
+        def body(i: int) -> str:
+            return json.dumps({"order": {"id": i, "tier": ("gold", "std")[i % 3 > 0]}})
 
-        await asyncio.gather(*(batch(s) for s in range(0, messages, 10)))
+        await park_many(sqs, dlq, parking, messages, body)
 
 
 def fetch(url: str) -> tuple[float, str]:

@@ -22,41 +22,19 @@ from pathlib import Path
 
 import yaml
 
+from bench.console import park_many
 from bench.fast import create, sqs_client, start_fauxqs
 from bench.redrive import ENV
-from worker.core.envelope import DlqMessage
-from worker.core.parking import build_parked, parking_metadata
 from worker.emulator.proxy import FaultProxy
 
 
 async def seed(url: str, dlq: str, parking: str, messages: int) -> None:
     async with await sqs_client(url) as sqs:
-        limit = asyncio.Semaphore(16)
 
-        async def batch(start: int) -> None:
-            entries = []
-            for i in range(start, min(messages, start + 10)):
-                meta = parking_metadata(
-                    reason=("max_attempts", "permanent_error")[i % 2],
-                    attempts=3,
-                    error=f"Error{i % 5}",
-                    source_queue=dlq,
-                    parked_at=1_780_000_000 + i,
-                )
-                body = json.dumps({"n": i, "tier": ("gold", "std")[i % 2]})
-                parked = build_parked(DlqMessage(f"m{i}", "r", body), meta)
-                assert parked is not None
-                entries.append(
-                    {
-                        "Id": str(i - start),
-                        "MessageBody": parked.body,
-                        "MessageAttributes": parked.attributes,
-                    }
-                )
-            async with limit:
-                await sqs.send_message_batch(QueueUrl=parking, Entries=entries)
+        def body(i: int) -> str:
+            return json.dumps({"n": i, "tier": ("gold", "std")[i % 2]})
 
-        await asyncio.gather(*(batch(s) for s in range(0, messages, 10)))
+        await park_many(sqs, dlq, parking, messages, body)
 
 
 def run(config: Path, folder: Path, proxy: FaultProxy, *args: str) -> tuple[float, float, int, str]:
