@@ -66,20 +66,6 @@ class Job:
     def finish(self) -> None:
         pass
 
-    @property
-    def by_reason(self) -> dict[str, int]:
-        return self._by(0)
-
-    @property
-    def by_error(self) -> dict[str, int]:
-        return self._by(1)
-
-    def _by(self, index: int) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for pair, count in (self.tally.matched if self.tally else {}).items():
-            out[pair[index]] = out.get(pair[index], 0) + count
-        return dict(sorted(out.items(), key=lambda kv: -kv[1]))
-
 
 def _stamp() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")

@@ -63,18 +63,28 @@ class Tally:
     def total(self) -> int:
         return sum(self.matched.values())
 
+    @property
+    def by_reason(self) -> dict[str, int]:
+        return self._by(0)
+
+    @property
+    def by_error(self) -> dict[str, int]:
+        return self._by(1)
+
+    def _by(self, index: int) -> dict[str, int]:
+        """Counts of one half of the (reason, error) pairs, the largest first."""
+        counts: Counter[str] = Counter()
+        for pair, count in self.matched.items():
+            counts[pair[index]] += count
+        return dict(counts.most_common())
+
 
 def print_plan(verb: str, ctx: QueueContext, filters: Filters, tally: Tally, out: TextIO) -> None:
     what = f"all {tally.total}" if filters.selects_all else str(tally.total)
     out.write(f"plan: {verb} {what} parked messages of {ctx.name} ({ctx.parking.url})\n")
-    reasons: Counter[str] = Counter()
-    errors: Counter[str] = Counter()
-    for (reason, error), count in tally.matched.items():
-        reasons[reason] += count
-        errors[error] += count
-    for reason, count in reasons.most_common():
+    for reason, count in tally.by_reason.items():
         out.write(f"  reason {reason:<32} {count}\n")
-    for error, count in errors.most_common():
+    for error, count in tally.by_error.items():
         out.write(f"  error  {error:<32} {count}\n")
 
 
