@@ -14,7 +14,6 @@ import dataclasses
 import secrets
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -65,10 +64,6 @@ class Job:
 
     def finish(self) -> None:
         pass
-
-
-def _stamp() -> str:
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 class Jobs:
@@ -141,12 +136,10 @@ class Jobs:
             finished=None,
         )
         # named per job: two actions confirmed in the same second never share a file
-        if job.action in ("replay", "purge"):
-            name = default_backup_path(ctx.name).stem
-            job.backup = self.backup_dir / f"{name}-{job.id[:8]}.jsonl"
-        elif job.action == "export":
-            name = f"retry-worker-export-{ctx.name}-{_stamp()}-{job.id[:8]}"
-            job.backup = self.backup_dir / f"{name}.jsonl"
+        if job.action in ("replay", "purge", "export"):
+            kind = "export" if job.action == "export" else "backup"
+            name = default_backup_path(ctx.name, kind=kind, suffix=f"-{job.id[:8]}")
+            job.backup = self.backup_dir / name
         return self._add(job, lambda j: self._act(ctx, j))
 
     async def _read(self, ctx: QueueContext, job: Job, backup: Path | None) -> None:

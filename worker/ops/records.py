@@ -84,9 +84,12 @@ class Saved:
     attributes: dict[str, dict[str, Any]]
 
 
-def default_backup_path(queue: str, now: datetime | None = None) -> Path:
+def default_backup_path(
+    queue: str, now: datetime | None = None, *, kind: str = "backup", suffix: str = ""
+) -> Path:
+    """`retry-worker-<kind>-<queue>-<UTC time><suffix>.jsonl` (kind: backup, export)."""
     moment = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
-    return Path(f"retry-worker-backup-{queue}-{moment}.jsonl")
+    return Path(f"retry-worker-{kind}-{queue}-{moment}{suffix}.jsonl")
 
 
 class JsonlWriter:
