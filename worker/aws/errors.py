@@ -177,3 +177,10 @@ def classify(exc: BaseException) -> DeliveryError:
         retry_after=_retry_after(exc),
         park_reason=PARK_REASONS.get(code),
     )
+
+
+def innermost(exc: BaseException) -> BaseException:
+    """The one exception inside task groups' ExceptionGroups (a group of several stays)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc

@@ -201,7 +201,7 @@ async def message_page(request: web.Request) -> web.Response:
     console = console_of(request)
     ctx = await queue_context(request)
     message_id = request.match_info["message_id"]
-    snapshot = console.snapshots.peek(ctx.name) or await console.snapshots.get(ctx)
+    snapshot = await console.snapshots.get(ctx)
     entry = snapshot.find(message_id)
     if entry is None:
         text = f"{message_id} is not in the snapshot of {ctx.name} (moved since, or not read)"

@@ -17,6 +17,7 @@ from aiohttp import web
 from anyio.abc import TaskStatus
 
 from worker.aws.clients import Clients
+from worker.aws.errors import innermost
 from worker.console import actions, pages
 from worker.console.jobs import Jobs
 from worker.console.security import (
@@ -128,9 +129,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         anyio.run(_main, settings, Lock(tokens, read_only=args.read_only), listen, backup)
     except Exception as exc:
-        inner: BaseException = exc
-        while isinstance(inner, ExceptionGroup) and len(inner.exceptions) == 1:
-            inner = inner.exceptions[0]  # raised inside a task group
+        inner = innermost(exc)  # raised inside a task group
         if not isinstance(inner, OSError):
             raise
         print(f"console: cannot listen on {args.listen}: {inner.strerror}", file=sys.stderr)

@@ -88,9 +88,6 @@ class Snapshots:
         self._locks = locks
         self._current: dict[str, Snapshot] = {}
 
-    def peek(self, name: str) -> Snapshot | None:
-        return self._current.get(name)
-
     async def get(self, ctx: QueueContext, *, refresh: bool = False) -> Snapshot:
         """The queue's snapshot: a new read when there is none (or `refresh`, unless one is
         under way); waits up to FIRST_WAIT_SECONDS for it to finish."""
@@ -131,7 +128,7 @@ async def _fill(reader: QueueReader, ctx: QueueContext, snapshot: Snapshot) -> N
             for record in batch:
                 reader.keep(record)  # released at the end: a snapshot moves nothing
                 if record.view is None or not chosen_by(record, ctx, everything):
-                    continue
+                    continue  # not parked by us (the view check is for the type checker too)
                 size = len(record.view.body.encode("utf-8"))
                 entry = Entry(record.message_id, record.view, record.group_id, size)
                 snapshot.entries.append(entry)

@@ -16,7 +16,7 @@ import anyio
 
 from worker.aws.attributes import clear_pause, read_depth, write_pause
 from worker.aws.clients import Clients
-from worker.aws.errors import error_code
+from worker.aws.errors import error_code, innermost
 from worker.aws.sqs import SqsQueue, resolve_queue_url
 from worker.ops import moves, reading
 from worker.ops.acting import Move, act
@@ -200,9 +200,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         async with AsyncExitStack() as stack:
             return await _queue_command(args, settings, Clients(settings.aws, stack, pool=POOL))
-    except Exception as exc:  # noqa: BLE001 - said in one line, with the exit code it means
-        while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
-            exc = exc.exceptions[0]  # raised inside a task group (the Ctrl-C watcher's)
+    except Exception as raised:  # noqa: BLE001 - said in one line, with the exit code it means
+        exc = innermost(raised)  # raised inside a task group (the Ctrl-C watcher's)
         if isinstance(exc, USAGE_ERRORS):
             print(f"{args.command}: {exc}", file=sys.stderr)
             return EXIT_USAGE
