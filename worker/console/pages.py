@@ -104,15 +104,15 @@ def _breaker_text(note: Any, now: float) -> str:
 
 async def index(request: web.Request) -> web.Response:
     console = console_of(request)
-    sqs = await console.clients.get("sqs")
     rows: dict[str, dict[str, Any]] = {}
     limit = anyio.Semaphore(STATUS_CONCURRENCY)
 
     async def row(name: str) -> None:
         queue = console.settings.queues[name]
         async with limit:
-            try:
-                rows[name] = await status_row(name, queue, sqs)
+            try:  # the queues' URLs resolved once per console (its contexts), not per page
+                ctx = await console.context(name)
+                rows[name] = await status_row(name, queue, ctx.dlq, ctx.parking)
             except Exception as exc:  # noqa: BLE001 - one row says it, the page goes on
                 rows[name] = {"queue": name, "target": queue.target_key, "error": error_code(exc)}
 

@@ -155,11 +155,11 @@ async def export(reader: QueueReader, ctx: QueueContext, filters: Filters, path:
     return writer.written
 
 
-async def status_row(name: str, queue: QueueSettings, sqs: Client) -> dict[str, Any]:
+async def status_row(
+    name: str, queue: QueueSettings, dlq: SqsQueue, parking: SqsQueue
+) -> dict[str, Any]:
     """One configured queue, from queue attributes and tags only (no receives)."""
-    dlq = SqsQueue(sqs, await resolve_queue_url(sqs, queue.queue_ref))
-    parking = SqsQueue(sqs, await resolve_queue_url(sqs, queue.policy.parking_queue or ""))
-    pause = await read_pause(sqs, dlq.url)
+    pause = await read_pause(dlq.client, dlq.url)
     return {
         "queue": name,
         "dlq": await read_depth(dlq),
@@ -172,7 +172,12 @@ async def status_row(name: str, queue: QueueSettings, sqs: Client) -> dict[str, 
 
 
 async def status(settings: Settings, sqs: Client) -> list[dict[str, Any]]:
-    return [await status_row(name, queue, sqs) for name, queue in settings.queues.items()]
+    rows = []
+    for name, queue in settings.queues.items():
+        dlq = SqsQueue(sqs, await resolve_queue_url(sqs, queue.queue_ref))
+        parking = SqsQueue(sqs, await resolve_queue_url(sqs, queue.policy.parking_queue or ""))
+        rows.append(await status_row(name, queue, dlq, parking))
+    return rows
 
 
 def print_status(rows: list[dict[str, Any]], out: TextIO) -> None:
