@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 from worker import __version__
 
@@ -129,6 +131,22 @@ class Metrics:
 
     def count_request(self, service: str, operation: str) -> None:
         self.aws_requests.labels(service, operation).inc()
+
+
+class Series:
+    """Labelled series, each looked up once (`labels()` takes a lock and builds a key every
+    time; a busy queue counts thousands of messages a second). Created when first asked for,
+    as with `labels()`. Not for series that are ever removed (`drop`)."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[object, tuple[str, ...]], Any] = {}
+
+    def __call__(self, metric: MetricWrapperBase, *labels: str) -> Any:
+        key = (metric, labels)
+        child = self._known.get(key)
+        if child is None:
+            child = self._known[key] = metric.labels(*labels)
+        return child
 
 
 def drop(gauge: Gauge, *labels: str) -> None:

@@ -69,6 +69,11 @@ class TokenBucket:
         self._tokens -= count
         return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
 
+    def available(self) -> float:
+        """The tokens there now, none taken (negative: callers are waiting for them)."""
+        self._refill()
+        return self._tokens
+
     def on_throttle(self) -> None:
         now = self._clock()
         if now - self._last_decrease < COOLDOWN_SECONDS:

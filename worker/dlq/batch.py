@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -32,6 +33,7 @@ from worker.aws.sqs import SqsQueue
 from worker.core.envelope import DlqMessage
 from worker.core.outcomes import Decision, Release, Retry
 from worker.core.policy import visibility_left
+from worker.dlq.capacity import Room
 from worker.dlq.pipeline import Pipeline
 from worker.dlq.settle import Settler
 
@@ -52,7 +54,7 @@ class Batch:
         pipeline: Pipeline,
         settler: Settler,
         lease_seconds: int,
-        delivered: Callable[[int], None],
+        room: Room,
         log: structlog.typing.FilteringBoundLogger,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -63,7 +65,7 @@ class Batch:
         self._pipeline = pipeline
         self._settler = settler
         self._lease = lease_seconds
-        self._delivered = delivered  # hands the queue's room back once delivery has ended
+        self._room = room  # the queue's: handed back once delivery has ended, then settling
         self._log = log
         self._monotonic = monotonic
         self._scope = anyio.CancelScope()
@@ -84,7 +86,7 @@ class Batch:
             decided[index] = decision
             send.send_nowait(index)
 
-        crashed = False
+        crashed = handed_over = False
         try:
             with self._scope, send, receive:
                 async with anyio.create_task_group() as tg:
@@ -92,19 +94,27 @@ class Batch:
                     tg.start_soon(self._settle_as_decided, receive, decided)
                     await self._facts.learn(self.messages)
                     await self._pipeline.run(self.messages, sink, self.holds)
+                    # Delivered: the next receive need not wait for these deletes.
+                    await self._room.hand_over(count)
+                    handed_over = True
                     await self._all_settled.wait()
                     tg.cancel_scope.cancel()
         except Exception:  # noqa: BLE001 - logged; the batch is kept, not lost
             self._log.exception("batch_failed", messages=count)
             crashed = True
         finally:
-            self._delivered(count)
-        rest = [i for i in range(count) if i not in self._settled]
-        if rest:
-            untried = Retry(CRASH_RETRY_SECONDS, "InternalError") if crashed else Release()
-            await self._settle(
-                rest, [decided.get(i) or Decision(self.messages[i], 0, untried) for i in rest]
-            )
+            if not handed_over:
+                self._room.give(count)
+        try:
+            rest = [i for i in range(count) if i not in self._settled]
+            if rest:
+                untried = Retry(CRASH_RETRY_SECONDS, "InternalError") if crashed else Release()
+                await self._settle(
+                    rest, [decided.get(i) or Decision(self.messages[i], 0, untried) for i in rest]
+                )
+        finally:
+            if handed_over:
+                self._room.settled(count)
 
     async def _settle_as_decided(
         self, decisions: MemoryObjectReceiveStream[int], decided: dict[int, Decision]
@@ -113,9 +123,13 @@ class Batch:
         pending: list[int] = []
         async for index in decisions:
             pending.append(index)
-            with anyio.move_on_after(LINGER_SECONDS):
+            with contextlib.suppress(anyio.WouldBlock):  # decided together: no timer
                 while len(self._settled) + len(pending) < count:
-                    pending.append(await decisions.receive())
+                    pending.append(decisions.receive_nowait())
+            if len(self._settled) + len(pending) < count:
+                with anyio.move_on_after(LINGER_SECONDS):
+                    while len(self._settled) + len(pending) < count:
+                        pending.append(await decisions.receive())
             await self._settle(pending, [decided[i] for i in pending])
             pending = []
             if len(self._settled) == count:

@@ -4,6 +4,14 @@ Concurrency and turns to poll come from its `Room`; the receive asks only for wh
 nothing while the target's breaker admits nothing. Between receives its `QueueWatch` does the
 idle checks, depth gauges and pause tag. Shutdown: `stop_receiving()`, then batches finish;
 `abort()` cancels deliveries and releases their messages (visibility 0).
+
+A backlog: with one receive in flight, a region's round trip sets the pace, not the CPU. So
+each full receive adds one more receive in flight (a "surge" receiver, long-polling for
+`SURGE_WAIT_SECONDS`), up to the queue's `concurrency / batch_size`, while the room, a poll
+slot and the target's bucket and breaker keep up. A surge receiver ends at its first receive
+that is not full (the queue is running dry, or room or target is the limit), when the loop
+holds (idle, paused) or the breaker stops admitting everything; the loop's own long poll
+carries on, so idle handling is unchanged.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from worker.dlq.capacity import Room
 from worker.dlq.checks import QueueWatch
 from worker.dlq.pipeline import Pipeline
 from worker.dlq.settle import Settler
-from worker.metrics import Metrics
+from worker.metrics import Metrics, Series
 from worker.settings import QueueSettings
 from worker.targets.guard import Guard
 
@@ -37,6 +45,9 @@ RECEIVE_BACKOFF_FIRST_SECONDS = 0.5
 RECEIVE_BACKOFF_MAX_SECONDS = 30.0
 QUEUE_GONE_CODES = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
 IDLE_PAUSE_SECONDS = 1.0  # between empty short polls (`wait_seconds: 0`)
+# A surge receive long-polls briefly: a short poll samples only some of SQS's servers and can
+# come back short while the queue still has a backlog.
+SURGE_WAIT_SECONDS = 1
 
 
 class Poller:
@@ -65,12 +76,17 @@ class Poller:
         self._pipeline = pipeline
         self._settler = settler
         self._metrics = metrics
+        self._series = Series()
         self._watch = watch  # idle checks, depth gauges, the pause tag (None: receive only)
         self._room = Room(settings.concurrency, settings.receive.batch_size, polls)
         self._stop_when_gone = stop_when_gone  # discovered queues: a deleted queue ends it
         self._monotonic = monotonic
         self._rng = rng or random.Random()
         self._receive_scope = anyio.CancelScope()
+        self._surge: TaskGroup | None = None  # where surge receivers run (None: no surge)
+        self._surging = 0  # surge receivers running
+        self._surge_max = settings.concurrency // settings.receive.batch_size - 1
+        self._held = False  # the loop holds (idle or paused): surge receivers stop
         self._batches: set[Batch] = set()
         self._aborted = False
         self._receive_failures = 0
@@ -86,8 +102,10 @@ class Poller:
             async with anyio.create_task_group() as batches:
                 task_status.started()
                 with self._receive_scope:
-                    while True:
-                        await self._cycle(batches)
+                    async with anyio.create_task_group() as surge:
+                        self._surge = surge
+                        while True:
+                            await self._cycle(batches)
         finally:
             self.done.set()
 
@@ -95,7 +113,8 @@ class Poller:
         watch = self._watch
         if watch is not None:
             try:
-                if await watch.hold(self.beat, self._check_ok):
+                self._held = await watch.hold(self.beat, self._check_ok)
+                if self._held:
                     return
             except Exception as exc:  # noqa: BLE001 - a failed check is a failed receive
                 await self._receive_failed(exc)
@@ -140,11 +159,16 @@ class Poller:
         (an idle queue's long wait is one timer, not a wake-up every few seconds)."""
         self.last_progress = self._monotonic() + waiting
 
-    async def _receive_cycle(self, batches: TaskGroup) -> int | None:
-        """One receive (None: none was made) and its batch started."""
+    async def _receive_cycle(self, batches: TaskGroup, *, surge: bool = False) -> int | None:
+        """One receive (None: none was made) and its batch started; a full one widens."""
         receive = self._settings.receive
         await self._guard.wait_until_permitted(self.beat)
-        taken = await self._room.take(self.beat)
+        # While surge receivers run, every receive waits for a whole batch of room: receivers
+        # sharing the room out in slivers would each receive a few messages for a request's
+        # price.
+        room = self._room
+        whole = surge or self._surging > 0
+        taken = await (room.take_whole(self.beat) if whole else room.take(self.beat))
         limit = self._guard.receive_limit()
         if limit is not None and limit < taken:  # half-open: receive only the probes
             self._room.give(taken - limit)
@@ -153,6 +177,8 @@ class Poller:
             return None
         # The first receive is a short poll, so readiness does not wait out an empty long poll.
         wait = receive.wait_seconds if self.last_receive_ok is not None else 0
+        if surge:
+            wait = min(wait, SURGE_WAIT_SECONDS)
         try:
             async with self._room.poll_slot(self.beat):
                 raw = await self.dlq.receive(taken, wait, receive.visibility_timeout_seconds)
@@ -165,12 +191,42 @@ class Poller:
         self.last_receive_ok = True
         self.beat()
         self._receive_failures = 0
-        self._metrics.receive_requests.labels(self.name, "messages" if raw else "empty").inc()
+        m, series = self._metrics, self._series
+        series(m.receive_requests, self.name, "messages" if raw else "empty").inc()
         if raw:
-            self._metrics.received.labels(self.name).inc(len(raw))
-            self._metrics.inflight.labels(self.name).inc(len(raw))
-            batches.start_soon(self._handle, raw, received_at)
+            series(m.received, self.name).inc(len(raw))
+            series(m.inflight, self.name).inc(len(raw))
+            if limit is not None:
+                # Probes (half-open): nothing more is received until their answers are in, or
+                # the next receive could take more messages than the breaker lets through.
+                answered = anyio.Event()
+                batches.start_soon(self._handle, raw, received_at, answered)
+                await answered.wait()
+            else:
+                batches.start_soon(self._handle, raw, received_at)
+            if len(raw) == receive.batch_size:
+                self._widen(batches)
         return len(raw)
+
+    def _widen(self, batches: TaskGroup) -> None:
+        """After a full receive: one more receive in flight, if everything keeps up."""
+        size = self._settings.receive.batch_size
+        if self._surge is None or self._surging >= self._surge_max or self._held:
+            return
+        # The target must keep up with what is already received too, not only one batch more.
+        if not (self._room.free(size) and self._guard.keeps_up(self._room.busy() + size)):
+            return
+        self._surging += 1
+        self._surge.start_soon(self._surge_receiver, batches)
+
+    async def _surge_receiver(self, batches: TaskGroup) -> None:
+        size = self._settings.receive.batch_size
+        try:
+            while not self._held and self._guard.receive_limit() is None:
+                if await self._receive_cycle(batches, surge=True) != size:
+                    return
+        finally:
+            self._surging -= 1
 
     async def _receive_failed(self, exc: Exception) -> None:
         self.last_receive_ok = False
@@ -194,7 +250,9 @@ class Poller:
         await anyio.sleep(delay)
         self.beat()
 
-    async def _handle(self, raw: Sequence[dict[str, Any]], received_at: float) -> None:
+    async def _handle(
+        self, raw: Sequence[dict[str, Any]], received_at: float, done: anyio.Event | None = None
+    ) -> None:
         batch = Batch(
             [parse_message(r) for r in raw],
             received_at,
@@ -203,7 +261,7 @@ class Poller:
             pipeline=self._pipeline,
             settler=self._settler,
             lease_seconds=self._settings.receive.visibility_timeout_seconds,
-            delivered=self._room.give,
+            room=self._room,
             log=self._log,
             monotonic=self._monotonic,
         )
@@ -214,5 +272,7 @@ class Poller:
             await batch.run()
         finally:
             self._batches.discard(batch)
-        self._metrics.inflight.labels(self.name).dec(len(raw))
+            if done is not None:
+                done.set()
+        self._series(self._metrics.inflight, self.name).dec(len(raw))
         self.beat()

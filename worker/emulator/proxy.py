@@ -103,6 +103,9 @@ class FaultProxy:
         self.keep_journal = True
         self.upstream_errors: list[tuple[str, str, str]] = []
         self.arrivals: list[tuple[float, str, str]] = []  # (monotonic time, service, operation)
+        # requests being answered now, and the most there were at once, by (service, operation)
+        self.in_flight: Counter[tuple[str, str]] = Counter()
+        self.peak: Counter[tuple[str, str]] = Counter()
         # (service, operation, JSON body) of forwarded requests the target accepted
         self.accepted: list[tuple[str, str, Any]] = []
         self._rng = random.Random(seed)
@@ -129,6 +132,7 @@ class FaultProxy:
             self.header_journal.clear()
             self.accepted.clear()
             self.arrivals.clear()
+            self.peak.clear()
 
     def accepted_requests(self, service: str, operation: str) -> list[Any]:
         """Bodies of requests the emulator answered with success (no injected failure)."""
@@ -223,6 +227,19 @@ class FaultProxy:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         service, operation = identify(request, body)
+        key = (service, operation)
+        with self._lock:
+            self.in_flight[key] += 1
+            self.peak[key] = max(self.peak[key], self.in_flight[key])
+        try:
+            return await self._answer(request, body, service, operation)
+        finally:
+            with self._lock:
+                self.in_flight[key] -= 1
+
+    async def _answer(
+        self, request: web.Request, body: bytes, service: str, operation: str
+    ) -> web.StreamResponse:
         amz = {k.lower(): v for k, v in request.headers.items() if k.lower().startswith("x-amz-")}
         rule = self._pick(service, operation, request.path, body, amz)
         if rule is not None:

@@ -113,6 +113,12 @@ class Guard:
         """How many messages a feeding queue may receive now (None: no limit)."""
         return self._permits()
 
+    def keeps_up(self, count: int) -> bool:
+        """Whether `count` messages could be delivered now without waiting: the breaker admits
+        everything and the bucket holds their tokens (a busy queue adds a receive in flight
+        only then, never to pile messages up in front of its target)."""
+        return self._permits() is None and self.bucket.available() >= count
+
     async def wait_until_permitted(self, beat: Callable[[], None]) -> None:
         """While the breaker admits nothing, wait (without receiving: each receive costs an
         attempt and an API call)."""
@@ -181,10 +187,17 @@ class Guard:
                 if on_answer is not None:
                     on_answer(start + offset, tried)
 
+        if not deliveries:
+            return results
+        admitted = await self.admit(min(len(deliveries), self.chunk_size()))
+        if admitted == len(deliveries) and (len(deliveries) == 1 or not target.one_per_call):
+            await call(0, deliveries)  # one call: no task group (the common case of a batch)
+            return results
         start = 0
         async with anyio.create_task_group() as tg:
             while start < len(deliveries):
-                admitted = await self.admit(min(len(deliveries) - start, self.chunk_size()))
+                if start:
+                    admitted = await self.admit(min(len(deliveries) - start, self.chunk_size()))
                 if not admitted:
                     break
                 step = 1 if target.one_per_call else admitted
