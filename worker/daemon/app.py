@@ -3,6 +3,7 @@ but the command line (and tests that run the daemon in-process)."""
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 from contextlib import AsyncExitStack
@@ -96,6 +97,12 @@ async def _start_queue(
         return
     runtime.health.pollers[name] = poller
     _warn_if_taking_turns(runtime)
+    if len(runtime.health.pollers) == len(settings.queues):
+        # Every configured queue is built: what exists now (botocore's service models, the
+        # clients, the queues' state) lives as long as the process. Frozen, the collector no
+        # longer walks it on every full collection (measured: most of the collector's time on
+        # a busy queue, 8 % of its CPU).
+        gc.freeze()
     await poller.run()
 
 

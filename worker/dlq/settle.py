@@ -20,7 +20,7 @@ from worker.core.limits import message_size
 from worker.core.outcomes import Decision, Delivered, Park, Release, Retry
 from worker.core.parking import ParkedMessage, build_parked, parking_metadata
 from worker.core.policy import visibility_for
-from worker.metrics import Metrics
+from worker.metrics import Metrics, Series
 from worker.settings import VISIBILITY_LIMIT_SECONDS
 from worker.targets.base import Target
 
@@ -64,6 +64,10 @@ class Settler:
         self._clock = clock
         self._monotonic = monotonic
         self._log = log.bind(queue=queue_name, target=target.name)
+        # A busy queue settles thousands of messages a second: each series is looked up once
+        # (`labels()` takes a lock and builds a key every time), when first used (an idle
+        # queue has none of them).
+        self._series = Series()
 
     async def settle(self, decisions: Sequence[Decision], received_at: float) -> None:
         """`received_at` is the monotonic time of the receive (the visibility clock)."""
@@ -195,30 +199,30 @@ class Settler:
         return ctx
 
     def _record(self, decisions: Sequence[Decision], parked_ok: set[str]) -> None:
-        m, q = self._metrics, self._name
+        m, q, series = self._metrics, self._name, self._series
         for d in decisions:
             ctx = self._context(d)
             if d.duration is not None:
                 outcome = _delivery_outcome(d)
-                m.deliveries.labels(q, self._target, outcome).inc()
-                m.delivery_duration.labels(q, self._target).observe(d.duration)
+                series(m.deliveries, q, self._target, outcome).inc()
+                series(m.delivery_duration, q, self._target).observe(d.duration)
             if d.error is not None and d.error.code not in OWN_CODES:  # the target's API failed
                 m.aws_errors.labels(*self._target_call, metric_code(d.error.code)).inc()
             match d.outcome:
                 case Delivered():
-                    m.settled.labels(q, "deleted").inc()
+                    series(m.settled, q, "deleted").inc()
                     self._log.info("delivered", outcome="delivered", **ctx)
                 case Retry(delay=delay, error=error):
-                    m.settled.labels(q, "deferred").inc()
-                    m.backoff.labels(q).observe(delay)
+                    series(m.settled, q, "deferred").inc()
+                    series(m.backoff, q).observe(delay)
                     self._log.info(
                         "deferred", outcome="deferred", error=error, delay=round(delay, 3), **ctx
                     )
                 case Park() if d.message.message_id not in parked_ok:
-                    m.settled.labels(q, "deferred").inc()  # kept in the DLQ; logged in _park
+                    series(m.settled, q, "deferred").inc()  # kept in the DLQ; logged in _park
                 case Park(reason=reason, error=error):
-                    m.settled.labels(q, "parked").inc()
+                    series(m.settled, q, "parked").inc()
                     self._log.warning("parked", outcome="parked", reason=reason, error=error, **ctx)
                 case Release(reason=reason):
-                    m.settled.labels(q, "released").inc()
+                    series(m.settled, q, "released").inc()
                     self._log.info("released", outcome="released", reason=reason, **ctx)
