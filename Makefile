@@ -58,6 +58,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.series
 	$(BIN)/python -m bench.descriptors
 	$(BIN)/python -m bench.fast
+	$(BIN)/python -m bench.latency
 	$(BIN)/python -m bench.coordination
 	$(BIN)/python -m bench.decisions
 	$(BIN)/python -m bench.console

@@ -1,6 +1,7 @@
 """The floor for `bench.fast`: a bare aiobotocore receive → send → delete loop, one task per
-DLQ, no policy, no metrics. Run as a process: `python -m bench.bare_loop ENDPOINT TOTAL
-DLQ=OUT...`; prints `ready` once its clients exist, then `done MOVED REQUESTS`."""
+DLQ (or `--tasks N` per DLQ), no policy, no metrics. Run as a process: `python -m
+bench.bare_loop ENDPOINT TOTAL DLQ=OUT... [--tasks N]`; prints `ready` once its clients exist,
+then `done MOVED REQUESTS`."""
 
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ def _attributes(message: dict) -> dict:
     }
 
 
-async def main(endpoint: str, total: int, pairs: list[tuple[str, str]]) -> None:
+async def main(endpoint: str, total: int, pairs: list[tuple[str, str]], tasks: int = 1) -> None:
     config = AioConfig(max_pool_connections=64, retries={"mode": "standard"})
     session = get_session()
     async with session.create_client(
@@ -65,10 +66,18 @@ async def main(endpoint: str, total: int, pairs: list[tuple[str, str]]) -> None:
         sqs.meta.events.register("before-send", count)
         print("ready", flush=True)
         moved: list[int] = []
-        await asyncio.gather(*(move(sqs, dlq, out, moved, total) for dlq, out in pairs))
+        await asyncio.gather(
+            *(move(sqs, dlq, out, moved, total) for dlq, out in pairs for _ in range(tasks))
+        )
         print("done", sum(moved), requests[0], flush=True)
 
 
 if __name__ == "__main__":
-    queues = [tuple(arg.split("=", 1)) for arg in sys.argv[3:]]
-    asyncio.run(main(sys.argv[1], int(sys.argv[2]), queues))  # type: ignore[arg-type]
+    args = sys.argv[3:]
+    tasks = 1
+    if "--tasks" in args:
+        at = args.index("--tasks")
+        tasks = int(args[at + 1])
+        del args[at : at + 2]
+    queues = [tuple(arg.split("=", 1)) for arg in args]
+    asyncio.run(main(sys.argv[1], int(sys.argv[2]), queues, tasks))  # type: ignore[arg-type]

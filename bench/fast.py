@@ -33,11 +33,12 @@ HERE = Path(__file__).resolve().parent / "fauxqs"
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def start_fauxqs() -> tuple[subprocess.Popen[str], str]:
+def start_fauxqs(delay_ms: float = 0) -> tuple[subprocess.Popen[str], str]:
+    """fauxqs on a free loopback port; `delay_ms` added to every request (serve.mjs)."""
     if not (HERE / "node_modules" / "fauxqs").exists():
         subprocess.run(["npm", "ci", "--silent", "--no-audit", "--no-fund"], cwd=HERE, check=True)
     process = subprocess.Popen(
-        ["node", "serve.mjs", "0"], cwd=HERE, stdout=subprocess.PIPE, text=True
+        ["node", "serve.mjs", "0", str(delay_ms)], cwd=HERE, stdout=subprocess.PIPE, text=True
     )
     assert process.stdout is not None
     url = process.stdout.readline().strip()
