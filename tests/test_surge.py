@@ -74,6 +74,7 @@ async def test_a_target_that_cannot_keep_up_gets_no_extra_receive(aws, proxy, wo
     await _drain_with(poller, worker, proxy, count)
     assert proxy.peak[RECEIVE] == 1
     assert len(await drain(aws.sqs, out)) == count
+    assert await depth(aws.sqs, dlq) == 0
 
 
 async def test_room_for_one_batch_keeps_one_receive(aws, proxy, worker_stack):
@@ -89,6 +90,7 @@ async def test_room_for_one_batch_keeps_one_receive(aws, proxy, worker_stack):
     await _drain_with(poller, worker, proxy, count)
     assert proxy.peak[RECEIVE] == 1
     assert len(await drain(aws.sqs, out)) == count
+    assert await depth(aws.sqs, dlq) == 0
 
 
 async def test_a_fifo_backlog_keeps_every_group_in_order_with_receives_in_flight(

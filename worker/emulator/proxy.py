@@ -19,76 +19,18 @@ import asyncio
 import contextlib
 import json
 import random
-import re
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs
 
 from aiohttp import ClientError, ClientSession, TCPConnector, web
 
-_SCOPE = re.compile(r"Credential=[^/]+/\d{8}/[^/]+/([^/]+)/")
-_INVOKE = re.compile(r"^/[^/]+/functions/[^/]+/invocations$")
+from worker.emulator.rules import Rule, answer, error_response, identify
+
+__all__ = ["FaultProxy", "Rule"]
+
 _HOP_HEADERS = {"content-length", "transfer-encoding", "connection", "content-encoding", "host"}
-
-
-@dataclass
-class Rule:
-    service: str  # as in the SigV4 scope (sqs, lambda, states, ...), or "*" for any
-    operation: str | None = None  # None: every operation of the service
-    # error | function_error | fail_entries | delay | reset | answer (a function's answer:
-    # forwarded, then answered with `extra` as the JSON payload)
-    action: str = "error"
-    status: int = 500
-    code: str = "InternalFailure"
-    probability: float = 1.0
-    times: int | None = None  # apply at most this many times
-    entries: int = 1  # fail_entries: how many
-    seconds: float = 0.0  # delay
-    extra: dict[str, Any] = field(default_factory=dict)  # error body fields
-    path: str | None = None  # only requests whose path contains this (e.g. a function name)
-    body: str | None = None  # only requests whose body contains this (e.g. a queue URL)
-    applied: int = 0
-
-    def matches(
-        self, service: str, operation: str, path: str, body: bytes, rng: random.Random
-    ) -> bool:
-        if self.service not in ("*", service):
-            return False
-        if self.operation and self.operation != operation:
-            return False
-        if self.path is not None and self.path not in path:
-            return False
-        if self.body is not None and self.body.encode() not in body:
-            return False
-        if self.times is not None and self.applied >= self.times:
-            return False
-        return rng.random() < self.probability
-
-
-def identify(request: web.Request, body: bytes = b"") -> tuple[str, str]:
-    match = _SCOPE.search(request.headers.get("Authorization", ""))
-    service = match.group(1) if match else "unknown"
-    target = request.headers.get("X-Amz-Target", "")
-    if target:  # JSON protocols (SQS, Step Functions, EventBridge)
-        return service, target.rsplit(".", 1)[-1]
-    if request.content_type == "application/x-www-form-urlencoded":  # query protocol (SNS)
-        action = parse_qs(body.decode("utf-8", "replace")).get("Action")
-        if action:
-            return service, action[0]
-    if service == "lambda" and _INVOKE.match(request.path):
-        return service, "Invoke"
-    return service, request.method + " " + request.path.split("/")[1:2][0]
-
-
-def error_response(rule: Rule) -> web.Response:
-    body = {"__type": rule.code, "message": f"injected {rule.code}", **rule.extra}
-    headers = {"x-amzn-ErrorType": rule.code, "x-amzn-query-error": f"{rule.code};Receiver"}
-    if "retryAfterSeconds" in rule.extra:
-        headers["Retry-After"] = str(rule.extra["retryAfterSeconds"])
-    return web.json_response(body, status=rule.status, headers=headers)
 
 
 class FaultProxy:
@@ -259,7 +201,7 @@ class FaultProxy:
             self.upstream_errors.append((service, operation, type(exc).__name__))
             return web.Response(status=502, text=f"upstream: {type(exc).__name__}")
         if rule is not None and rule.action in ("answer", "function_error") and status == 200:
-            return _answer(rule, headers)
+            return answer(rule, headers)
         if status < 300 and "X-Amz-Function-Error" not in headers:
             self._accepted(service, operation, body)
         return web.Response(status=status, body=payload, headers=headers)
@@ -298,13 +240,3 @@ class FaultProxy:
             result["Successful"] = upstream.get("Successful", [])
             result["Failed"] += upstream.get("Failed", [])
         return web.json_response(result, content_type="application/x-amz-json-1.0")
-
-
-def _answer(rule: Rule, headers: dict[str, str]) -> web.Response:
-    """A function's answer in place of the emulator's: `extra` as its payload (`answer`), or
-    a failure of the function itself (`function_error`)."""
-    payload: dict[str, Any] = rule.extra
-    if rule.action == "function_error":
-        payload = {"errorMessage": "injected failure", "errorType": "InjectedError"}
-        headers["X-Amz-Function-Error"] = "Unhandled"
-    return web.Response(status=200, body=json.dumps(payload).encode(), headers=headers)
