@@ -1,15 +1,22 @@
 """Reading a queue: SQS has no other way than receiving. Every message is read once and held
-invisible (`hold` seconds) while the command runs; what the command did not act on is
-released (visibility 0) at the end, Ctrl-C included. The receipts to release are spilled to a
-temporary file, so reading 100,000 messages keeps memory bounded (one id per message is kept,
-to skip a message that came back because the hold ran out).
+invisible while the command runs; what the command did not act on is released (visibility 0)
+at the end, Ctrl-C included. The receipts to release are spilled to a temporary file, so
+reading 100,000 messages keeps memory bounded (one id per message is kept, to skip a message
+that came back because its hold ran out).
+
+The hold is at least `hold` seconds (30 minutes); once the read knows its pace and the
+queue's count, each receive holds its messages until the read's projected end, twice over
+(a replay at `--rate 10` through 50,000 messages runs 83 minutes), up to the 12 hours SQS
+allows. A message that comes back anyway is kept again, and receives that bring back only
+messages already read end the read once every message was read: it never cycles.
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import AsyncGenerator
+import time
+from collections.abc import AsyncGenerator, Callable
 
 import anyio
 
@@ -17,10 +24,13 @@ from worker.aws.errors import error_code
 from worker.aws.sqs import SqsQueue
 from worker.ops.progress import Watcher
 from worker.ops.records import Record
+from worker.settings import VISIBILITY_LIMIT_SECONDS
 
 # ReceiveMessage refuses once the queue has too many messages in flight.
 OVER_LIMIT = frozenset({"OverLimit", "AWS.SimpleQueueService.OverLimit"})
-HOLD_SECONDS = 1800  # a read of 100,000 messages takes minutes; released at the end anyway
+HOLD_SECONDS = 1800  # the least hold; released at the end anyway
+HOLD_MARGIN_SECONDS = 600
+PACE_AFTER = 100  # messages read before the pace is trusted
 EMPTY_RECEIVES = 2  # consecutive empty long polls that mean "nothing left to read"
 WAIT_SECONDS = 1
 RELEASE_CHUNK = 100  # receipts per release call of the adapter (it sends batches of 10)
@@ -35,6 +45,7 @@ class QueueReader:
         stop: anyio.Event | None = None,
         hold: int = HOLD_SECONDS,
         expected: int | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._queue = queue
         self._progress = progress
@@ -45,6 +56,8 @@ class QueueReader:
         self._kept = 0
         self.read = 0
         self._expected = expected  # the queue's visible count when the read began
+        self._monotonic = monotonic
+        self._started = monotonic()
         self.incomplete: str | None = None  # why the read could not see every message
 
     async def batches(self) -> AsyncGenerator[list[Record], None]:
@@ -52,7 +65,7 @@ class QueueReader:
         empty = 0
         while empty < EMPTY_RECEIVES and not self._stop.is_set():
             try:
-                raw = await self._queue.receive(10, WAIT_SECONDS, self._hold)
+                raw = await self._queue.receive(10, WAIT_SECONDS, self.hold())
             except Exception as exc:
                 if error_code(exc) not in OVER_LIMIT:
                     raise
@@ -63,10 +76,6 @@ class QueueReader:
                     "(--limit, or a narrower filter)"
                 )
                 return
-            if not raw:
-                empty += 1
-                continue
-            empty = 0
             batch = []
             for item in raw:
                 record = Record.received(item)
@@ -75,6 +84,12 @@ class QueueReader:
                     continue
                 self._seen.add(record.message_id)
                 batch.append(record)
+            # Nothing new: the queue is empty, or only messages read already came back after
+            # their hold (then the read is over once it has read every message it expected).
+            if not batch and (not raw or self._expected is None or self.read >= self._expected):
+                empty += 1
+                continue
+            empty = 0
             self.read += len(batch)
             self.progress(read=self.read)
             if batch:
@@ -93,6 +108,16 @@ class QueueReader:
                 "of their FIFO group that this read holds (SQS returns no more of a group "
                 "while one is in flight); act on what was read, then run the command again"
             )
+
+    def hold(self) -> int:
+        """Seconds the next receive holds its messages: to the read's projected end, twice
+        over plus a margin, at least `hold`, at most the 12 hours SQS allows."""
+        expected = self._expected
+        if expected is None or self.read < PACE_AFTER:
+            return self._hold
+        per_message = (self._monotonic() - self._started) / self.read
+        left = max(0, expected - self.read) * per_message
+        return int(min(VISIBILITY_LIMIT_SECONDS, max(self._hold, 2 * left + HOLD_MARGIN_SECONDS)))
 
     def progress(self, **counts: int) -> None:
         """Shown while reading (a bar on a terminal, a line every few seconds otherwise)."""

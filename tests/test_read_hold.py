@@ -1,0 +1,96 @@
+"""A long read holds its messages to its projected end, and never cycles on messages that come
+back after their hold ran out (a queue stand-in: the hold's expiry is simulated, not waited)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from worker.ops.scan import HOLD_SECONDS, QueueReader
+from worker.settings import VISIBILITY_LIMIT_SECONDS
+
+pytestmark = pytest.mark.anyio
+
+
+class ReturningQueue:
+    """Messages 0..count-1; once all were handed out, they come back (every hold ran out),
+    for ever — as a real queue would for a read slower than its hold."""
+
+    is_fifo = False
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.next = 0
+        self.receives = 0
+        self.holds: list[int] = []
+        self.released = 0
+
+    async def receive(self, limit: int, wait: int, hold: int) -> list[dict[str, Any]]:
+        self.receives += 1
+        assert self.receives < 1000, "the read cycles on messages that keep coming back"
+        self.holds.append(hold)
+        out = []
+        for _ in range(limit):
+            n = self.next % self.count
+            self.next += 1
+            out.append({"MessageId": f"m{n}", "ReceiptHandle": f"r{n}-{self.next}", "Body": "{}"})
+        return out
+
+    async def change_visibility(self, receipts: dict[str, tuple[str, int]]) -> list[str]:
+        self.released += len(receipts)
+        return []
+
+
+async def test_messages_that_come_back_end_the_read_once_every_message_was_read():
+    queue = ReturningQueue(50)
+    reader = QueueReader(queue, expected=50)  # type: ignore[arg-type]
+    read = [r.message_id for batch in [b async for b in reader.batches()] for r in batch]
+    assert sorted(read) == sorted(f"m{n}" for n in range(50))  # each once
+    # five receives of new messages, then two that brought back only read ones
+    assert queue.receives == 5 + 2
+    assert await reader.release() == 0
+    assert queue.released == 20  # the two returning receives' messages, kept to release
+
+
+async def test_a_read_with_no_expected_count_also_ends_on_returning_messages():
+    queue = ReturningQueue(30)
+    reader = QueueReader(queue)  # type: ignore[arg-type]
+    read = [r for batch in [b async for b in reader.batches()] for r in batch]
+    assert len(read) == 30
+    assert queue.receives == 3 + 2
+    await reader.release()
+
+
+async def test_returning_messages_do_not_end_a_read_that_has_not_read_everything():
+    """Early returns (only read ones came back) while messages are still unread: go on."""
+
+    class EarlyReturns(ReturningQueue):
+        async def receive(self, limit: int, wait: int, hold: int) -> list[dict[str, Any]]:
+            if self.receives in (2, 3, 4):  # three receives of messages read already
+                self.receives += 1
+                return [{"MessageId": "m0", "ReceiptHandle": "again", "Body": "{}"}]
+            return await super().receive(limit, wait, hold)
+
+    queue = EarlyReturns(40)
+    reader = QueueReader(queue, expected=40)  # type: ignore[arg-type]
+    read = {r.message_id for batch in [b async for b in reader.batches()] for r in batch}
+    assert read == {f"m{n}" for n in range(40)}
+    await reader.release()
+
+
+async def test_the_hold_reaches_past_the_projected_end_of_a_slow_read():
+    clock = [0.0]
+    queue = ReturningQueue(10_000)
+    reader = QueueReader(queue, expected=10_000, monotonic=lambda: clock[0])  # type: ignore[arg-type]
+    batches = reader.batches()
+    for _ in range(20):  # 200 messages, one second per batch of 10 (a replay at --rate 10)
+        await anext(batches)
+        clock[0] += 1.0
+    # 9,800 left at 0.1 s each: 980 s to go, held twice over plus the margin
+    assert queue.holds[0] == HOLD_SECONDS  # the pace is not known yet
+    assert reader.hold() == 2 * 980 + 600
+    clock[0] *= 50  # much slower: 5 s a message
+    assert reader.hold() == VISIBILITY_LIMIT_SECONDS  # never more than SQS allows
+    await batches.aclose()
+    await reader.release()
