@@ -94,3 +94,22 @@ async def test_the_hold_reaches_past_the_projected_end_of_a_slow_read():
     assert reader.hold() == VISIBILITY_LIMIT_SECONDS  # never more than SQS allows
     await batches.aclose()
     await reader.release()
+
+
+async def test_the_in_flight_quota_stops_a_read_with_its_reason_not_a_short_count():
+    from botocore.exceptions import ClientError
+
+    class Quota(ReturningQueue):
+        async def receive(self, limit: int, wait: int, hold: int) -> list[dict[str, Any]]:
+            if self.receives == 3:  # SQS: too many messages received and not yet deleted
+                error = {"Error": {"Code": "OverLimit", "Message": "too many in flight"}}
+                raise ClientError(error, "ReceiveMessage")
+            return await super().receive(limit, wait, hold)
+
+    queue = Quota(200_000)
+    reader = QueueReader(queue, expected=200_000)  # type: ignore[arg-type]
+    read = [r for batch in [b async for b in reader.batches()] for r in batch]
+    assert len(read) == 30 == reader.read
+    assert reader.incomplete is not None
+    assert "read 30 messages" in reader.incomplete and "120,000" in reader.incomplete
+    await reader.release()
