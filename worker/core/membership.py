@@ -37,18 +37,23 @@ class Membership:
         members, this replica included, in a stable order."""
         now = self._clock()
         seen: dict[str, tuple[int, float]] = {}
+        moved_now: set[str] = set()
         for member, counter in counters.items():
             before = self._seen.get(member)
             if before is None:
                 seen[member] = (counter, now)
             elif before[0] != counter:
                 seen[member] = (counter, self._last_read)
+                moved_now.add(member)
             else:
                 seen[member] = before
         self._seen = seen
         self._last_read = now
         limit = (MISSED_BEATS - 0.5) * self._heartbeat
-        live = {m for m, (_, moved) in seen.items() if now - moved < limit}
+        # A counter that moved since the last read beat since then: live, however long ago
+        # that read was (a replica whose own reads come late, on a loaded host, must not
+        # count everybody else out and take the whole budget).
+        live = {m for m, (_, moved) in seen.items() if m in moved_now or now - moved < limit}
         live.add(self.me)
         return sorted(live)
 
