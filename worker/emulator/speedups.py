@@ -16,7 +16,11 @@ emulator CPU, most of `make test`'s, falls by about half.
 And one fidelity fix: moto's server answers requests on several threads, and its DynamoDB
 conditional writes check, then write, without a lock — two replicas asking for the same probe
 lease within a few milliseconds could both get it, which DynamoDB never allows. Its item writes
-are serialised here, so a condition is checked and applied at once, as in DynamoDB.
+are serialised here, so a condition is checked and applied at once, as in DynamoDB. Its SQS
+delete rebuilds a queue's message list without the queue's lock: two deletes at once on one
+queue could put back a message the other had just deleted (found by the soak: delivered
+messages reappeared a visibility timeout later), and a send meanwhile could vanish. A delete
+takes the queue's lock here, as its sends do.
 
 Applied once, in this process (the emulator runs in a thread of the process that starts it)."""
 
@@ -58,6 +62,7 @@ def apply() -> None:
         return bool(period + message.sent_timestamp / 1000 > unix_time())
 
     _serialise_item_writes()
+    _serialise_deletes()
     _cheap_attributes_while_sending()
     _one_clock_per_listing()
     setattr(SQSBackend, "get_queue_attributes", get_queue_attributes)  # noqa: B010
@@ -79,6 +84,18 @@ def _serialise_item_writes() -> None:
                 return _original(self, *args, **kwargs)
 
         setattr(DynamoDBBackend, name, locked)
+
+
+def _serialise_deletes() -> None:
+    from moto.sqs.models import Queue
+
+    original = Queue.delete_message
+
+    def delete_message(self: Any, receipt_handle: str) -> None:
+        with self._messages_lock:  # a Condition on an RLock: sends and long polls use it
+            original(self, receipt_handle)
+
+    setattr(Queue, "delete_message", delete_message)  # noqa: B010
 
 
 def _cheap_attributes_while_sending() -> None:
