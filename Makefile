@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench clean tools image-test screenshots
+.PHONY: run test lint bench soak clean tools image-test screenshots
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,12 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.console
 	$(BIN)/python -m bench.idle --queues 10000 --ceiling 60 --window 120
 	$(BIN)/python -m bench.parked
+
+# A fleet drains 20,000 messages through a rolling deploy, SIGKILLs, a table outage and a
+# throttling target; prints its report and exits non-zero on a broken promise (not in CI; a
+# few-hundred-message version runs in `make test`). Replica logs go to soak-logs/.
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak
 
 # Build the container image with buildah and smoke-run it (root, apt; minutes: not in CI).
 image-test:

@@ -111,5 +111,6 @@ async def test_the_in_flight_quota_stops_a_read_with_its_reason_not_a_short_coun
     read = [r for batch in [b async for b in reader.batches()] for r in batch]
     assert len(read) == 30 == reader.read
     assert reader.incomplete is not None
-    assert "read 30 messages" in reader.incomplete and "120,000" in reader.incomplete
+    assert "read 30 messages" in reader.incomplete
+    assert "120,000" in reader.incomplete
     await reader.release()

@@ -44,7 +44,7 @@ class FaultProxy:
         self.header_journal: list[tuple[str, str, dict[str, str]]] = []
         self.keep_journal = True
         self.upstream_errors: list[tuple[str, str, str]] = []
-        self.arrivals: list[tuple[float, str, str]] = []  # (monotonic time, service, operation)
+        self.arrivals: list[tuple[float, str, str, str]] = []  # (monotonic, service, op, path)
         # requests being answered now, and the most there were at once, by (service, operation)
         self.in_flight: Counter[tuple[str, str]] = Counter()
         self.peak: Counter[tuple[str, str]] = Counter()
@@ -85,10 +85,13 @@ class FaultProxy:
         with self._lock:
             return [b for s, o, b in self.journal if s == service and o == operation]
 
-    def times(self, service: str, operation: str) -> list[float]:
-        """When each call arrived (time.monotonic), in order."""
+    def times(self, service: str, operation: str, path: str = "") -> list[float]:
+        """When each call arrived (time.monotonic), in order; `path`: only requests whose
+        path contains it (a Lambda function's name)."""
         with self._lock:
-            return [t for t, s, o in self.arrivals if s == service and o == operation]
+            return [
+                t for t, s, o, p in self.arrivals if s == service and o == operation and path in p
+            ]
 
     def count(self, service: str | None = None, operation: str | None = None) -> int:
         with self._lock:
@@ -156,7 +159,7 @@ class FaultProxy:
             if self.keep_journal:
                 self.header_journal.append((service, operation, headers))
             self.calls[(service, operation)] += 1
-            self.arrivals.append((time.monotonic(), service, operation))
+            self.arrivals.append((time.monotonic(), service, operation, path))
             if self.keep_journal and body[:1] == b"{":
                 with contextlib.suppress(ValueError):
                     self.journal.append((service, operation, json.loads(body)))
