@@ -34,6 +34,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 
+from bench import fast
 from bench.fast import (
     cpu_seconds,
     create,
@@ -96,18 +97,14 @@ def check(url: str, dlq: str, out: str, total: int) -> tuple[int, int, int]:
 
 
 @dataclass
-class Run:
-    tool: str
-    messages: int
-    seconds: float
-    cpu: float
-    requests: int
-    peak: int
-    mean: float
-    rss: float
-    once: int
-    duplicates: int
-    left: int
+class Run(fast.Run):
+    """A run of `bench.fast` plus what the server saw in flight and what the check found."""
+
+    peak: int = 0
+    mean: float = 0.0
+    once: int = 0
+    duplicates: int = 0
+    left: int = 0
 
     def row(self) -> str:
         return (
@@ -162,12 +159,12 @@ async def one(url: str, tool: str, total: int, tasks: int, concurrency: int, run
         seconds,
         cpu,
         stats["requests"],
-        stats["peak"],
-        stats["mean"],
         rss,
-        once,
-        duplicates,
-        left,
+        peak=stats["peak"],
+        mean=stats["mean"],
+        once=once,
+        duplicates=duplicates,
+        left=left,
     )
 
 

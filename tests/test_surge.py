@@ -60,32 +60,20 @@ async def test_a_backlog_gets_receives_in_flight_up_to_its_room(aws, proxy, work
     assert await depth(aws.sqs, dlq) == 0
 
 
-async def test_a_target_that_cannot_keep_up_gets_no_extra_receive(aws, proxy, worker_stack):
-    count = 40
-    # The bucket holds 15 tokens: one received batch of 10 and one more do not fit.
+@pytest.mark.parametrize(
+    ("concurrency", "rate_limit"),
+    [
+        # The bucket holds 15 tokens: one received batch of 10 and one more do not fit.
+        pytest.param(40, {"per_second": 40, "burst": 15}, id="the-target-is-the-limit"),
+        pytest.param(10, {"per_second": 10000, "burst": 10000}, id="room-for-one-batch"),
+    ],
+)
+async def test_one_receive_in_flight_when_room_or_target_is_the_limit(
+    aws, proxy, worker_stack, concurrency, rate_limit
+):
+    count = 50
     worker, poller, dlq, out = await _backlog(
-        aws,
-        proxy,
-        worker_stack,
-        count,
-        concurrency=40,
-        rate_limit={"per_second": 40, "burst": 15},
-    )
-    await _drain_with(poller, worker, proxy, count)
-    assert proxy.peak[RECEIVE] == 1
-    assert len(await drain(aws.sqs, out)) == count
-    assert await depth(aws.sqs, dlq) == 0
-
-
-async def test_room_for_one_batch_keeps_one_receive(aws, proxy, worker_stack):
-    count = 60
-    worker, poller, dlq, out = await _backlog(
-        aws,
-        proxy,
-        worker_stack,
-        count,
-        concurrency=10,
-        rate_limit={"per_second": 10000, "burst": 10000},
+        aws, proxy, worker_stack, count, concurrency=concurrency, rate_limit=rate_limit
     )
     await _drain_with(poller, worker, proxy, count)
     assert proxy.peak[RECEIVE] == 1
