@@ -50,3 +50,23 @@ def test_a_live_member_missing_one_beat_is_still_counted():
     assert members.observe({"me": 2, "other": 1}) == ["me", "other"]  # one beat late
     clock[0] += HEARTBEAT
     assert members.observe({"me": 3, "other": 2}) == ["me", "other"]
+
+
+def test_a_slow_table_gives_members_time_in_proportion():
+    """Each of its beats took the table 1.5 s to answer (as ours did): a member beating every
+    2.5 s is live; one that stopped is still counted out, later."""
+    clock = [0.0]
+    members = _members(clock)
+    members.observe({"me": 0, "other": 0}, took=1.5)
+    clock[0] += 2.5
+    assert members.observe({"me": 1, "other": 1}, took=1.5) == ["me", "other"]
+    clock[0] += 2.5
+    assert members.observe({"me": 2, "other": 1}, took=1.5) == ["me", "other"]  # late, not gone
+    gone = None
+    for beat in range(3, 12):
+        clock[0] += 2.5
+        if members.observe({"me": beat, "other": 1}, took=1.5) == ["me"]:
+            gone = clock[0]
+            break
+    assert gone is not None
+    assert gone - 2.5 <= MISSED_BEATS * (HEARTBEAT + 1.5) + 2.5  # within its missed beats

@@ -31,10 +31,15 @@ class Membership:
         self._clock = clock
         self._seen: dict[str, tuple[int, float]] = {}  # member -> (counter, moved since)
         self._last_read = clock()
+        self._took: list[float] = []
 
-    def observe(self, counters: Mapping[str, int]) -> list[str]:
+    def observe(self, counters: Mapping[str, int], took: float = 0.0) -> list[str]:
         """Take one read of the heartbeat items (member -> counter); returns the live
-        members, this replica included, in a stable order."""
+        members, this replica included, in a stable order. `took`: how long this replica's
+        own beat and read took; a table that answers slowly slows every member's beats
+        alike, so the time a member may stand still grows by it (the longest of the last
+        MISSED_BEATS), on the safe side: a smaller share a little longer."""
+        self._took = [*self._took[-(MISSED_BEATS - 1) :], took]
         now = self._clock()
         seen: dict[str, tuple[int, float]] = {}
         moved_now: set[str] = set()
@@ -49,7 +54,7 @@ class Membership:
                 seen[member] = before
         self._seen = seen
         self._last_read = now
-        limit = (MISSED_BEATS - 0.5) * self._heartbeat
+        limit = (MISSED_BEATS - 0.5) * (self._heartbeat + max(self._took))
         # A counter that moved since the last read beat since then: live, however long ago
         # that read was (a replica whose own reads come late, on a loaded host, must not
         # count everybody else out and take the whole budget).

@@ -156,6 +156,7 @@ class Coordinator:
     # -- steps ---------------------------------------------------------------------------------
 
     async def heartbeat(self) -> None:
+        started = self._clock()
         try:
             await self.table.beat(self.me, self._hb)
             view = await self.table.read()
@@ -163,7 +164,8 @@ class Coordinator:
             self.failed("Heartbeat", exc)
             return
         self._recovered()
-        self._set_members(self._membership.observe(view.counters))
+        took = self._clock() - started
+        self._set_members(self._membership.observe(view.counters, took))
         self.breakers.apply(view.breakers)
         await self.breakers.flush()
         await self.breakers.renew_leases()
