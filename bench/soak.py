@@ -33,8 +33,10 @@ from typing import Any
 import anyio
 from aiobotocore.session import get_session
 
+from bench.fast import peak_rss_mb
 from bench.redrive import ENV
-from tests.fleet import Daemon, fleet_config
+from tests.fleet import Daemon, busiest_window, fleet_config
+from tests.helpers import depth, drain
 from worker.emulator import (
     MotoServer,
     create_coordination_table,
@@ -240,9 +242,8 @@ class Fleet:
     def _keep_rss(self, slot: str, daemon: Daemon) -> None:
         if daemon.process is None or daemon.process.poll() is not None:
             return
-        status = Path(f"/proc/{daemon.process.pid}/status").read_text()
-        kb = next(int(x.split()[1]) for x in status.splitlines() if x.startswith("VmHWM:"))
-        self._report.rss[slot] = max(self._report.rss.get(slot, 0.0), kb / 1024)
+        peak = peak_rss_mb(daemon.process.pid)
+        self._report.rss[slot] = max(self._report.rss.get(slot, 0.0), peak)
 
     async def stop(self, slot: str) -> None:
         daemon = self.slots[slot]
@@ -340,28 +341,6 @@ async def _timeline(
         tg.start_soon(at, plan.leave_at, leave)
 
 
-async def _visible(aws: Any, url: str) -> int:
-    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
-    got = await aws.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)
-    return sum(int(v) for v in got["Attributes"].values())
-
-
-async def _read_all(aws: Any, url: str) -> list[str]:
-    bodies: list[str] = []
-    while True:
-        got = await aws.sqs.receive_message(
-            QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=600, WaitTimeSeconds=0
-        )
-        messages = got.get("Messages", [])
-        if not messages:
-            return bodies
-        bodies += [m["Body"] for m in messages]
-        entries = [
-            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)
-        ]
-        await aws.sqs.delete_message_batch(QueueUrl=url, Entries=entries)
-
-
 async def soak(
     aws: Any,
     dynamodb: Any,
@@ -394,7 +373,7 @@ async def soak(
         dlqs = [urls[q] for q in QUEUES]
 
         async def drained() -> bool:
-            return all([await _visible(aws, u) == 0 for u in dlqs])
+            return all([await depth(aws.sqs, u) == 0 for u in dlqs])
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(_timeline, plan, fleet, proxy, started, note)
@@ -421,10 +400,10 @@ async def _account(
     for body in proxy.accepted_requests("lambda", "Invoke"):
         seen[body["q"]][body["n"]] += 1
     for queue, url in (("sqs", urls["out"]), ("fifo", urls["out.fifo"])):
-        for body in await _read_all(aws, url):
-            message = json.loads(body)
+        for read in await drain(aws.sqs, url, delete=True):
+            message = json.loads(read["Body"])
             seen[queue][message["n"]] += 1
-    report.parked = await _visible(aws, urls["parked"])
+    report.parked = await depth(aws.sqs, urls["parked"])
     # Lost: delivered nowhere (what is still in a DLQ after the deadline counts: it is stuck).
     report.lost = sum(1 for q in QUEUES for n in range(per_queue) if not seen[q][n])
     report.twice = Counter({q: sum(c - 1 for c in seen[q].values() if c > 1) for q in QUEUES})
@@ -433,17 +412,6 @@ async def _account(
         times = proxy.times("lambda", "Invoke", path=function)
         worst, at = busiest_window(times, WINDOW)
         report.windows[function] = (worst, at - started, int(rate * WINDOW + burst))
-
-
-def busiest_window(times: list[float], window: float) -> tuple[int, float]:
-    """The most calls that arrived within `window` seconds, and when that window began."""
-    best, at, start = 0, 0.0, 0
-    for end, t in enumerate(times):
-        while t - times[start] > window:
-            start += 1
-        if end - start + 1 > best:
-            best, at = end - start + 1, times[start]
-    return best, at
 
 
 class Aws:

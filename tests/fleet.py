@@ -126,11 +126,17 @@ async def start_fleet(daemons: list[Daemon], *, members: int | None) -> None:
     await wait_for(all_ready, timeout=60, interval=0.2)
 
 
-def max_in_window(times: list[float], window: float) -> int:
-    """The most calls that arrived within any `window` seconds."""
-    best, start = 0, 0
+def busiest_window(times: list[float], window: float) -> tuple[int, float]:
+    """The most calls that arrived within any `window` seconds, and when that window began."""
+    best, at, start = 0, 0.0, 0
     for end, t in enumerate(times):
         while t - times[start] > window:
             start += 1
-        best = max(best, end - start + 1)
-    return best
+        if end - start + 1 > best:
+            best, at = end - start + 1, times[start]
+    return best, at
+
+
+def max_in_window(times: list[float], window: float) -> int:
+    """The most calls that arrived within any `window` seconds."""
+    return busiest_window(times, window)[0]
