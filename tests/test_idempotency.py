@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import Any
 
 import pytest
 
@@ -13,7 +14,7 @@ from tests.helpers import drain, run_until
 from worker.core.envelope import DlqMessage
 from worker.emulator import create_function, create_queue
 from worker.emulator.proxy import Rule
-from worker.targets.base import Delivery, key_hash
+from worker.targets.base import Delivery, fifo_fields, key_hash
 from worker.targets.lambda_ import CLIENT_CONTEXT_MAX, client_context
 
 pytestmark = pytest.mark.anyio
@@ -49,6 +50,73 @@ async def test_a_fifo_resend_after_a_failed_delete_is_deduplicated(aws, proxy, w
     assert len([e for s in sends for e in s["Entries"]]) == 2  # sent twice...
     assert len(dedup) == 1  # ...under one deduplication id
     assert [m["Body"] for m in await drain(aws.sqs, out)] == ["job"]  # SQS kept one
+
+
+@pytest.mark.parametrize("kind", ["sqs", "sns"])
+async def test_a_message_that_comes_back_gets_a_new_deduplication_id(aws, proxy, worker_stack, kind):
+    """Issue 27, defect 1: the dedup id hashed the key alone, and the key travels with the
+    message: when the target's consumer failed and SQS dead-lettered it into our DLQ again,
+    the next send carried the same id and SQS/SNS (5-minute window) answered "successful"
+    and enqueued nothing, and we deleted the DLQ copy. A new DLQ message is a new cycle."""
+    sns = await aws.client("sns")
+    dlq = await create_queue(aws.sqs, "jobs-dlq.fifo", FifoQueue="true")
+    out = await create_queue(aws.sqs, "jobs.fifo", FifoQueue="true")
+    await create_queue(aws.sqs, "parked")
+    if kind == "sqs":
+        target = {"kind": "sqs", "queue": "jobs.fifo"}
+    else:
+        topic = await sns.create_topic(
+            Name="jobs.fifo", Attributes={"FifoTopic": "true"}
+        )
+        target = {"kind": "sns", "topic_arn": topic["TopicArn"]}
+    queues = {"jobs": {"name": "jobs-dlq.fifo", "target": target, "receive": FAST_LEASE}}
+    worker = Worker(make_settings(proxy.url, queues), worker_stack)
+    poller = await worker.poller("jobs")
+    # Two cycles of one message: each came back from the target's queue with our key on it.
+    carried = {"retry-worker.idempotency-key": {"DataType": "String", "StringValue": "order-1"}}
+    for cycle in (1, 2):
+        await aws.sqs.send_message(
+            QueueUrl=dlq,
+            MessageBody="job",
+            MessageGroupId="g",
+            MessageDeduplicationId=f"cycle-{cycle}",
+            MessageAttributes=carried,
+        )
+        await run_until(poller, lambda c=cycle: worker.settled("jobs", "deleted") == c)
+
+    operation = "SendMessageBatch" if kind == "sqs" else "PublishBatch"
+    entries = [e for s in proxy.requests(kind, operation) for e in _entries(s)]
+    assert len(entries) == 2
+    assert len({e["MessageDeduplicationId"] for e in entries}) == 2  # a new id per cycle
+    # The consumer still sees one key (SQS: the attribute; SNS: its form's value field).
+    assert all("order-1" in json.dumps(e) for e in entries)
+    if kind == "sqs":
+        assert [m["Body"] for m in await drain(aws.sqs, out)] == ["job", "job"]
+
+
+def _entries(request: dict[str, Any]) -> list[dict[str, Any]]:
+    """A batch request's entries: SQS's JSON as it is, SNS's query form by member."""
+    if "Entries" in request:
+        return list(request["Entries"])
+    members: dict[str, dict[str, Any]] = {}
+    for field, value in request.items():
+        prefix, _, rest = field.partition(".member.")
+        if prefix == "PublishBatchRequestEntries":
+            index, _, name = rest.partition(".")
+            members.setdefault(index, {})[name] = value
+    return list(members.values())
+
+
+def test_the_deduplication_id_is_one_per_dlq_message():
+    """Stable across receives and attempts of one DLQ message; new for another message."""
+    first = DlqMessage("m-1", "receipt-1", "{}", group_id="g")
+    again = DlqMessage("m-1", "receipt-2", "{}", receive_count=2, group_id="g")
+    other = DlqMessage("m-2", "receipt-3", "{}", group_id="g")
+    ids = [
+        fifo_fields(Delivery(m, attempt, key="k"))["MessageDeduplicationId"]
+        for m, attempt in ((first, 1), (again, 2), (other, 1))
+    ]
+    assert ids[0] == ids[1] != ids[2]
 
 
 async def test_lambda_gets_the_key_in_its_client_context(aws, proxy, worker_stack):

@@ -16,7 +16,6 @@ Randomness is seeded, so a run repeats. Runs its own event loop in a thread.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import random
 import threading
@@ -26,7 +25,7 @@ from typing import Any
 
 from aiohttp import ClientError, ClientSession, TCPConnector, web
 
-from worker.emulator.rules import Rule, answer, error_response, identify
+from worker.emulator.rules import Rule, answer, error_response, identify, request_body
 
 __all__ = ["FaultProxy", "Rule"]
 
@@ -160,9 +159,8 @@ class FaultProxy:
                 self.header_journal.append((service, operation, headers))
             self.calls[(service, operation)] += 1
             self.arrivals.append((time.monotonic(), service, operation, path))
-            if self.keep_journal and body[:1] == b"{":
-                with contextlib.suppress(ValueError):
-                    self.journal.append((service, operation, json.loads(body)))
+            if self.keep_journal and (parsed := request_body(body)) is not None:
+                self.journal.append((service, operation, parsed))
             for rule in self.rules:
                 if rule.matches(service, operation, path, body, self._rng):
                     rule.applied += 1
@@ -210,9 +208,9 @@ class FaultProxy:
         return web.Response(status=status, body=payload, headers=headers)
 
     def _accepted(self, service: str, operation: str, body: bytes) -> None:
-        if self.keep_journal and body[:1] == b"{":
-            with self._lock, contextlib.suppress(ValueError):
-                self.accepted.append((service, operation, json.loads(body)))
+        if self.keep_journal and (parsed := request_body(body)) is not None:
+            with self._lock:
+                self.accepted.append((service, operation, parsed))
 
     async def _forward(
         self, request: web.Request, body: bytes

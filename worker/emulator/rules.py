@@ -8,7 +8,7 @@ import random
 import re
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, parse_qsl
 
 from aiohttp import web
 
@@ -63,6 +63,20 @@ def identify(request: web.Request, body: bytes = b"") -> tuple[str, str]:
     if service == "lambda" and _INVOKE.match(request.path):
         return service, "Invoke"
     return service, request.method + " " + request.path.split("/")[1:2][0]
+
+
+def request_body(body: bytes) -> Any:
+    """What a request asked, for the journal: a JSON body as it is, a query-protocol form
+    (SNS) as a flat dict of its fields (`PublishBatchRequestEntries.member.1.Message`); None
+    for anything else (a Lambda payload that is not JSON)."""
+    if body[:1] == b"{":
+        try:
+            return json.loads(body)
+        except ValueError:
+            return None
+    if body.startswith(b"Action="):
+        return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+    return None
 
 
 def error_response(rule: Rule) -> web.Response:

@@ -165,10 +165,12 @@ def key_attribute(
 
 
 def fifo_fields(delivery: Delivery) -> dict[str, str]:
-    """Group and deduplication id for a FIFO queue or topic: the group is kept, the dedup id
-    is a hash of the idempotency key — the same on every receive and every attempt — so a
-    re-send after a failed delete, a crash or a settle timeout is dropped by SQS or SNS
-    (within their 5-minute deduplication window)."""
+    """Group and deduplication id for a FIFO queue or topic. The group is kept. The dedup id
+    hashes the idempotency key *and this DLQ message's id*: the same on every receive and
+    attempt of one DLQ message, so a re-send after a failed delete, a crash or a settle
+    timeout is dropped by SQS or SNS (within their 5-minute window); new for a new DLQ
+    message, so a message the target's consumer failed and SQS dead-lettered again — it
+    carries the same key — is enqueued, not answered "successful" and dropped."""
     message = delivery.message
     if not message.group_id:
         raise DeliveryError(
@@ -176,7 +178,7 @@ def fifo_fields(delivery: Delivery) -> dict[str, str]:
         )
     return {
         "MessageGroupId": message.group_id,
-        "MessageDeduplicationId": key_hash(delivery.idempotency_key),
+        "MessageDeduplicationId": key_hash(f"{delivery.idempotency_key}\n{message.message_id}"),
     }
 
 

@@ -2,9 +2,9 @@
 `Failed` entry read.
 
 Body and message attributes are kept, and `retry-worker.idempotency-key` is added when there
-is room; FIFO topics get the message group and a deduplication id from the idempotency key,
-and a request keeps the order the messages were received in. A message over 256 KiB (body
-and attributes) is parked `too_large`.
+is room; FIFO topics get the message group and a deduplication id from the idempotency key and
+the DLQ message id, and a request keeps the order the messages were received in. A message
+over 256 KiB (body and attributes) is parked `too_large`.
 """
 
 from __future__ import annotations

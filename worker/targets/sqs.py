@@ -1,9 +1,9 @@
 """SQS target: SendMessageBatch to a named queue or back to the queue that dead-lettered it.
 
 Body, every attribute (String, Number, Binary) and AWSTraceHeader are kept; a FIFO group is
-kept and the dedup id is a hash of the idempotency key. The `retry-worker.attempt` marker
-travels with the message, so a source queue that dead-letters it again does not start the
-count afresh (aws-facts.md, Loops); then, room allowing, `retry-worker.idempotency-key`, for
+kept and the dedup id is a hash of the idempotency key and the DLQ message id. The
+`retry-worker.attempt` marker travels with the message, so a source queue that dead-letters it
+again does not start the count afresh (aws-facts.md, Loops); then, room allowing, `retry-worker.idempotency-key`, for
 the consumer to drop a duplicate (and for the next cycle to keep the key).
 """
 
