@@ -3,11 +3,15 @@ back full and the target keeps up; the queue falls back to one long poll when it
 
 from __future__ import annotations
 
+import time
+
 import anyio
 import pytest
 
 from tests.conftest import Worker, make_settings
 from tests.helpers import depth, drain, wait_for
+from worker.aws.attributes import PAUSED_TAG
+from worker.dlq.pause import PauseWatch
 from worker.emulator import create_queue
 from worker.emulator.proxy import Rule
 
@@ -120,3 +124,37 @@ async def test_a_fifo_backlog_keeps_every_group_in_order_with_receives_in_flight
     for g in range(groups):
         order = [int(b.split(":")[1]) for b in bodies if b.startswith(f"{g}:")]
         assert order == list(range(per_group)), f"group {g} out of order: {order}"
+
+
+async def test_a_pause_stops_every_receiver_as_soon_as_it_is_seen(aws, proxy, worker_stack):
+    """Issue 27, defect 2: `_held` was set only after the paused wait (the tag's interval), and
+    the surge receivers went on receiving full batches meanwhile. A pause seen stops them all,
+    calls already in flight aside."""
+    count = 600
+    worker, poller, dlq, _ = await _backlog(
+        aws,
+        proxy,
+        worker_stack,
+        count,
+        concurrency=40,
+        rate_limit={"per_second": 10000, "burst": 10000},
+    )
+    # The tag is read every 2 s instead of 30: the paused wait is long enough to see receives.
+    poller._watch.pause = PauseWatch(await worker.clients.get("sqs"), dlq, interval=2.0)
+    tags = ("sqs", "ListQueueTags")
+    async with anyio.create_task_group() as tg:
+        await tg.start(poller.run)
+        await wait_for(lambda: proxy.in_flight[RECEIVE] >= 3, timeout=30)  # surging
+        await aws.sqs.tag_queue(QueueUrl=dlq, Tags={PAUSED_TAG: "true"})
+        paused = ("retry_worker_queue_paused", {"queue": "main"})
+        await wait_for(lambda: worker.registry.get_sample_value(*paused) == 1, timeout=10)
+        seen = time.monotonic()
+        read = proxy.calls[tags]
+        # Two more reads of the tag: the loop waited out a whole interval while paused.
+        await wait_for(lambda: proxy.calls[tags] >= read + 2, timeout=10)
+        after = [t for t in proxy.times(*RECEIVE) if t > seen]
+        poller.stop_receiving()
+    # Receives already on their way when the pause was seen may arrive after it: at most one
+    # per surge receiver. Before the fix: a receive every 0.15 s per receiver for 2 s.
+    assert len(after) <= 3, f"{len(after)} receives after the pause was seen"
+    assert worker.settled("main", "deleted") < count  # the backlog was still there

@@ -59,6 +59,9 @@ class QueueWatch:
         self._clock = clock
         self._depth_at: float | None = None
         self._checked = False
+        # The loop must not receive (idle, or paused): set as soon as it is known, before the
+        # wait, so every receiver of the queue stops at once, not after the wait.
+        self.holding = False
 
     async def hold(self, beat: Beat, ok: Callable[[], None]) -> bool:
         """True when the loop must not receive now (idle and still empty, or paused): the
@@ -71,6 +74,7 @@ class QueueWatch:
             self.idle.checked(waiting, first=not self._checked)
             self._checked = True
             if self.idle.idle:
+                self.holding = True
                 return True
         else:
             await self._refresh_depth()
@@ -102,14 +106,15 @@ class QueueWatch:
 
     async def _paused(self, beat: Beat) -> bool:
         if self.pause is None:
+            self.holding = False
             return False
-        paused = await self.pause.check(self._name)
-        if paused:
+        self.holding = await self.pause.check(self._name)
+        if self.holding:
             self._metrics.paused.labels(self._name).set(1)
             await self._sleep(max(0.1, self.pause.due_in()), beat)
         else:
             drop(self._metrics.paused, self._name)  # absent reads as 0
-        return paused
+        return self.holding
 
     @staticmethod
     async def _sleep(seconds: float, beat: Beat) -> None:

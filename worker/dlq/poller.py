@@ -86,7 +86,6 @@ class Poller:
         self._surge: TaskGroup | None = None  # where surge receivers run (None: no surge)
         self._surging = 0  # surge receivers running
         self._surge_max = settings.concurrency // settings.receive.batch_size - 1
-        self._held = False  # the loop holds (idle or paused): surge receivers stop
         self._batches: set[Batch] = set()
         self._aborted = False
         self._receive_failures = 0
@@ -113,8 +112,7 @@ class Poller:
         watch = self._watch
         if watch is not None:
             try:
-                self._held = await watch.hold(self.beat, self._check_ok)
-                if self._held:
+                if await watch.hold(self.beat, self._check_ok):
                     return
             except Exception as exc:  # noqa: BLE001 - a failed check is a failed receive
                 await self._receive_failed(exc)
@@ -154,6 +152,11 @@ class Poller:
 
     # -- receiving -------------------------------------------------------------------------
 
+    @property
+    def _held(self) -> bool:
+        """The loop holds (idle, or paused as soon as the tag says so): surge receivers stop."""
+        return self._watch is not None and self._watch.holding
+
     def beat(self, waiting: float = 0.0) -> None:
         """Liveness: this loop is making progress, or waits on purpose for `waiting` seconds
         (an idle queue's long wait is one timer, not a wake-up every few seconds)."""
@@ -174,6 +177,9 @@ class Poller:
             self._room.give(taken - limit)
             taken = limit
         if taken == 0:
+            return None
+        if surge and self._held:  # paused (or idle) while this receiver waited for room
+            self._room.give(taken)
             return None
         # The first receive is a short poll, so readiness does not wait out an empty long poll.
         wait = receive.wait_seconds if self.last_receive_ok is not None else 0
