@@ -3,8 +3,9 @@
 Body, every attribute (String, Number, Binary) and AWSTraceHeader are kept; a FIFO group is
 kept and the dedup id is a hash of the idempotency key and the DLQ message id. The
 `retry-worker.attempt` marker travels with the message, so a source queue that dead-letters it
-again does not start the count afresh (aws-facts.md, Loops); then, room allowing, `retry-worker.idempotency-key`, for
-the consumer to drop a duplicate (and for the next cycle to keep the key).
+again does not start the count afresh (aws-facts.md, Loops); then, room allowing,
+`retry-worker.idempotency-key`, for the consumer to drop a duplicate (and for the next cycle to
+keep the key).
 """
 
 from __future__ import annotations
