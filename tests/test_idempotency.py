@@ -53,7 +53,9 @@ async def test_a_fifo_resend_after_a_failed_delete_is_deduplicated(aws, proxy, w
 
 
 @pytest.mark.parametrize("kind", ["sqs", "sns"])
-async def test_a_message_that_comes_back_gets_a_new_deduplication_id(aws, proxy, worker_stack, kind):
+async def test_a_message_that_comes_back_gets_a_new_deduplication_id(
+    aws, proxy, worker_stack, kind
+):
     """Issue 27, defect 1: the dedup id hashed the key alone, and the key travels with the
     message: when the target's consumer failed and SQS dead-lettered it into our DLQ again,
     the next send carried the same id and SQS/SNS (5-minute window) answered "successful"
@@ -65,9 +67,7 @@ async def test_a_message_that_comes_back_gets_a_new_deduplication_id(aws, proxy,
     if kind == "sqs":
         target = {"kind": "sqs", "queue": "jobs.fifo"}
     else:
-        topic = await sns.create_topic(
-            Name="jobs.fifo", Attributes={"FifoTopic": "true"}
-        )
+        topic = await sns.create_topic(Name="jobs.fifo", Attributes={"FifoTopic": "true"})
         target = {"kind": "sns", "topic_arn": topic["TopicArn"]}
     queues = {"jobs": {"name": "jobs-dlq.fifo", "target": target, "receive": FAST_LEASE}}
     worker = Worker(make_settings(proxy.url, queues), worker_stack)
