@@ -300,3 +300,45 @@ async def test_an_unreadable_redrive_source_does_not_stop_the_dlq(aws, proxy, wo
     await run_until(poller, lambda: worker.settled("locked", "deleted") == 1, timeout=60)
 
     assert [m["Body"] for m in await drain(aws.sqs, out)] == ["still served"]
+
+
+async def test_batches_during_the_first_read_of_the_sources_wait_for_it(aws, proxy, worker_stack):
+    """Issue 27, defect 3: the first batch marked the sources read before reading them; the
+    batches received meanwhile saw none, counted the receive count as attempts and parked a
+    backlog `max_attempts` without a single delivery."""
+    count = 30
+    source, dlq = await create_source_with_dlq(aws.sqs, "src", "src-dlq", max_receive_count=3)
+    await create_queue(aws.sqs, "parked")
+    for start in range(0, count, 10):
+        entries = [{"Id": str(i), "MessageBody": f"m-{start + i}"} for i in range(10)]
+        await aws.sqs.send_message_batch(QueueUrl=source, Entries=entries)
+    deadline = time.monotonic() + 30
+    while await depth(aws.sqs, dlq) < count:  # a consumer that always fails
+        assert time.monotonic() < deadline
+        await aws.sqs.receive_message(QueueUrl=source, MaxNumberOfMessages=10, VisibilityTimeout=0)
+    queues = {
+        "src": {
+            "name": "src-dlq",
+            "target": {"kind": "sqs", "source": True},
+            "policy": {"max_attempts": 2},
+            "concurrency": 30,
+            "rate_limit": {"per_second": 10000, "burst": 10000},
+        }
+    }
+    worker = Worker(make_settings(proxy.url, queues), worker_stack)
+    poller = await worker.poller("src")
+    # Receives overlap (a region's round trip), and the first read of the sources is slow.
+    proxy.add(Rule("sqs", "ReceiveMessage", action="delay", seconds=0.15))
+    proxy.add(Rule("sqs", "ListDeadLetterSourceQueues", action="delay", seconds=1.0))
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(poller.run)
+        settled = ("deleted", "parked")
+        await wait_for(lambda: sum(worker.settled("src", a) for a in settled) >= count)
+        poller.stop_receiving()
+
+    assert proxy.peak[("sqs", "ReceiveMessage")] >= 2  # batches did run side by side
+    assert worker.settled("src", "parked") == 0
+    back = await drain(aws.sqs, source)
+    assert sorted(m["Body"] for m in back) == sorted(f"m-{i}" for i in range(count))
+    assert {m["MessageAttributes"]["retry-worker.attempt"]["StringValue"] for m in back} == {"1"}

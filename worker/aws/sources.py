@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
+import anyio
 import structlog
 
 from worker.aws.attributes import retention_seconds
@@ -36,6 +37,9 @@ class DlqFacts:
         self._clock = clock
         self._refreshed_at: float | None = None
         self._retention_read = False
+        # Batches run in parallel: one reads, the others wait for what it read (a batch that
+        # went on without the sources would count every receive as an attempt).
+        self._learning = anyio.Lock()
         self.by_arn: dict[str, RedriveSource] = {}
         self.retention_seconds: float | None = None  # None: unknown, no expiry guard
         self.note: str | None = None  # why attempts are less accurate than they could be
@@ -61,14 +65,16 @@ class DlqFacts:
 
     async def learn(self, messages: Sequence[DlqMessage]) -> None:
         """Read the sources and the retention with the first batch, and the sources again
-        when a message names one we do not know (at most every minute)."""
-        if self._refreshed_at is None or (
-            self._clock() - self._refreshed_at >= self._min_refresh
-            and any(m.source_arn and m.source_arn not in self.by_arn for m in messages)
-        ):
-            await self.refresh()
-        if not self._retention_read:
-            await self._read_retention()
+        when a message names one we do not know (at most every minute). A batch that comes
+        while another reads waits for that read."""
+        async with self._learning:
+            if self._refreshed_at is None or (
+                self._clock() - self._refreshed_at >= self._min_refresh
+                and any(m.source_arn and m.source_arn not in self.by_arn for m in messages)
+            ):
+                await self.refresh()
+            if not self._retention_read:
+                await self._read_retention()
 
     async def _read_retention(self) -> None:
         self._retention_read = True
