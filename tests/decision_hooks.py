@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from datetime import UTC, datetime
 from typing import Any
 
 from worker.hooks import Defer, Deliver, Message, Park
@@ -32,6 +33,14 @@ def park_vip(message: Message) -> Park | None:
 async def rewrite(message: Message) -> Deliver:
     body = message["body"]
     return Deliver(payload=json.dumps({"rewritten": body["id"], "attempt": message["attempt"]}))
+
+
+def odd_payload(message: Message) -> Deliver | None:
+    """A datetime in the payload for the message that asks for it (JSON cannot hold it)."""
+    body = message["body"]
+    if isinstance(body, dict) and body.get("odd"):
+        return Deliver(payload={"at": datetime(2026, 12, 6, tzinfo=UTC)})  # type: ignore[arg-type]
+    return None
 
 
 def explode(message: Message) -> None:

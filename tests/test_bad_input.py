@@ -78,3 +78,75 @@ async def test_bad_input_corpus(aws, proxy, worker_stack):
     assert worker.settled("fn", "deleted") == 2  # Lambda takes any payload; garbage marker ignored
     assert await depth(aws.sqs, out) == 0
     assert logs.getvalue().count('"attempt_marker": "invalid"') == 1  # the garbage marker
+
+
+DEEP = "[" * 5000 + "]" * 5000  # valid JSON, nested deeper than Python's parser goes
+
+
+async def test_a_deeply_nested_body_is_that_message_s_problem_alone(aws, proxy, worker_stack):
+    """Issue 27, defect 5: `json.loads` raises RecursionError (not a ValueError) for a body
+    nested 5,000 deep; the batch failed, again and again, and every batch-mate was parked
+    `max_attempts` without a try. Every parse treats it as "not JSON" and carries on."""
+    machine = await aws.sfn.create_state_machine(name="sm", definition=DEFINITION, roleArn=ROLE_ARN)
+    await create_function(aws.lambda_, "fn")
+    parked = await create_queue(aws.sqs, "parked")
+    out = await create_queue(aws.sqs, "out")
+    fn_arn = "arn:aws:lambda:us-east-1:123456789012:function:fn"
+    record = json.dumps(
+        {
+            "version": "1.0",
+            "requestContext": {"requestId": "r", "functionArn": fn_arn, "condition": "X"},
+            "requestPayload": {"fine": "auto"},
+            "responseContext": {"statusCode": 200, "functionError": "Unhandled"},
+        }
+    )
+    fine = {
+        "sfn": '{"fine": "sfn"}',
+        "events": json.dumps({"source": "shop", "detail-type": "X", "detail": {"fine": 1}}),
+        "rules": '{"fine": "rules"}',
+        "auto": record,
+    }
+    queues = {
+        "sfn": {
+            "target": {"kind": "stepfunctions", "state_machine_arn": machine["stateMachineArn"]}
+        },
+        "events": {"target": {"kind": "eventbridge", "event_bus": "default"}},
+        "rules": {
+            "target": {"kind": "sqs", "queue": "out"},
+            "rules": [{"when": "body.hold == `true`", "action": "park", "reason": "held"}],
+        },
+        "auto": {"target": {"kind": "auto", "allow": [fn_arn]}},
+    }
+    dlqs = {}
+    for name, queue in queues.items():
+        queue["name"] = f"{name}-dlq"
+        dlqs[name] = await create_queue(aws.sqs, f"{name}-dlq")
+        entries = [{"Id": "deep", "MessageBody": DEEP}, {"Id": "fine", "MessageBody": fine[name]}]
+        await aws.sqs.send_message_batch(QueueUrl=dlqs[name], Entries=entries)
+    worker = Worker(make_settings(proxy.url, queues), worker_stack)
+    pollers = [await worker.poller(name) for name in queues]
+    deadline = time.monotonic() + 30
+    while any([await depth(aws.sqs, q) for q in dlqs.values()]):
+        assert time.monotonic() < deadline, "the batch failed and came back"
+        async with anyio.create_task_group() as tg:
+            for poller in pollers:
+                tg.start_soon(poller.run_once)
+
+    for name in ("sfn", "events", "auto"):
+        assert worker.settled(name, "deleted") == 1, name  # the batch-mate, on its first try
+        assert worker.settled(name, "parked") == 1, name
+    # The rule cannot read the deep body (null): it does not match, and SQS takes any text.
+    assert sorted(m["Body"] for m in await drain(aws.sqs, out)) == sorted([DEEP, fine["rules"]])
+    reasons = sorted(
+        (
+            m["MessageAttributes"]["retry-worker.reason"]["StringValue"],
+            m["MessageAttributes"]["retry-worker.error"]["StringValue"],
+        )
+        for m in await drain(aws.sqs, parked)
+        if m["Body"] == DEEP
+    )
+    assert reasons == [
+        ("no_target", "NoTargetNamed"),
+        ("unparseable", "InvalidEventBody"),
+        ("unparseable", "InvalidExecutionInput"),
+    ]

@@ -202,6 +202,34 @@ async def test_a_raising_hook_is_retried_then_parked_with_its_error(aws, proxy, 
     assert _decisions(worker, "hook", "error") == 3
 
 
+async def test_a_hook_payload_json_cannot_hold_fails_that_message_alone(aws, proxy, worker_stack):
+    """Issue 27, defect 4: the TypeError of serialising the payload escaped the hook wrapper
+    and failed the batch; receive after receive its batch-mates were parked `max_attempts`
+    without a delivery."""
+    worker, poller, dlq, parked = await _setup(
+        aws,
+        proxy,
+        worker_stack,
+        hook="tests.decision_hooks:odd_payload",
+        policy={"max_attempts": 1},
+    )
+    entries = [{"Id": str(i), "MessageBody": json.dumps({"n": i})} for i in range(4)]
+    entries.append({"Id": "odd", "MessageBody": '{"odd": true}'})
+    await aws.sqs.send_message_batch(QueueUrl=dlq, Entries=entries)
+
+    await run_until(
+        poller,
+        lambda: (
+            worker.settled("orders", "parked") == 1 and worker.settled("orders", "deleted") == 4
+        ),
+    )
+
+    assert sorted(r["n"] for r in _invoked(proxy)) == [0, 1, 2, 3]  # each once, first try
+    [message] = await drain(aws.sqs, parked)
+    assert message["Body"] == '{"odd": true}'
+    assert _meta(message)["retry-worker.error"] == "HookError.InvalidPayload"
+
+
 async def test_a_hook_answering_nonsense_is_an_invalid_decision(aws, proxy, worker_stack):
     worker, poller, dlq, parked = await _setup(
         aws,

@@ -4,17 +4,28 @@ message view, JMESPath truthiness, a hook's answers (SPEC.md, Decisions)."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
+import anyio
 import pytest
 
 from tests.test_config import QUEUE, _cli, config_dir, errors_for, write
 from worker.core.envelope import DlqMessage
-from worker.core.errors import DeliveryError
-from worker.decisions.expressions import Transform, truthy
-from worker.decisions.hook import checked, lambda_answer
+from worker.core.errors import DeliveryError, ErrorKind
+from worker.core.failure import parse_body
+from worker.core.jsontext import loads
+from worker.core.parking import read_parked
+from worker.decisions.decider import Decider
+from worker.decisions.expressions import ExpressionFailed, Transform, truthy
+from worker.decisions.hook import LambdaHook, checked, lambda_answer
 from worker.decisions.view import build_view
 from worker.hooks import Defer, Deliver, Park
+from worker.ops.filters import Filters
+from worker.settings import Settings
+from worker.targets.eventbridge import put_events_entry
 
 __all__ = ["config_dir"]  # the fixture, shared with the configuration tests
 
@@ -210,3 +221,100 @@ def test_a_lambda_hooks_json_answer(answer, expected):
 def test_a_lambda_hooks_bad_answer_is_an_invalid_decision(answer):
     with pytest.raises(DeliveryError, match=r"HookError\.InvalidDecision"):
         lambda_answer(answer)
+
+
+CYCLE: list[object] = []
+CYCLE.append(CYCLE)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"at": datetime(2026, 12, 6, tzinfo=UTC)},
+        {"amount": Decimal("1.50")},  # what boto3 gives for a DynamoDB number
+        b"raw bytes",
+        {"x": float("nan")},
+        CYCLE,
+        "\ud800 a lone surrogate",  # no target can encode it as UTF-8
+    ],
+    ids=["datetime", "decimal", "bytes", "nan", "cycle", "surrogate"],
+)
+def test_a_hook_payload_no_target_can_take_is_that_message_s_invalid_payload(payload):
+    """Issue 27, defect 4: the payload was serialised outside the hook wrapper, and the
+    TypeError failed the whole batch. It is this message's retryable failure."""
+    with pytest.raises(DeliveryError) as caught:
+        checked(Deliver(payload))
+    assert caught.value.code == "HookError.InvalidPayload"
+    assert caught.value.kind is ErrorKind.RETRYABLE
+
+
+def test_a_transform_result_no_target_can_take_fails_the_transform():
+    view = {"body": {"text": "\ud800"}}  # JSON's own escape gives a lone surrogate
+    with pytest.raises(ExpressionFailed) as caught:
+        Transform("body.text").apply(view)
+    assert caught.value.code == "TransformFailed.InvalidPayload"
+
+
+DEEP = "[" * 5000 + "]" * 5000
+
+
+def test_a_body_nested_too_deeply_is_not_json_to_every_reader():
+    """Issue 27, defect 5: RecursionError is not a ValueError; every parse of a body or an
+    answer treats such a document as "not JSON"."""
+    with pytest.raises(ValueError, match="nested too deeply"):
+        loads(DEEP)
+    view = build_view("q", DlqMessage("m", "r", DEEP), 1, 0.0, unwrap=True)
+    assert view["body"] is None
+    assert view["dlq_body"] is None
+    assert view["text"] == DEEP
+    wrapped = json.dumps({"Type": "Notification", "TopicArn": "t", "Message": DEEP})
+    assert parse_body(wrapped).payload == DEEP  # an SNS envelope around it: opaque inside
+    assert read_parked(DEEP, {}) is None  # not a parked message of ours
+    assert not Filters.build(match=["a=1"])._body_matches(DEEP)
+    with pytest.raises(DeliveryError, match="InvalidEventBody"):
+        put_events_entry(DEEP, "default")
+    with pytest.raises(DeliveryError, match="InvalidDecision"):
+        lambda_answer_of(DEEP.encode())
+
+
+def lambda_answer_of(raw: bytes) -> Any:
+    """A Lambda hook's answer, as `LambdaHook` reads it from the function's payload."""
+    return anyio.run(LambdaHook(_Answers(raw), "decider", timeout=5), {})
+
+
+class _Answers:
+    """A Lambda client whose function answers `raw` (the answer is what is under test)."""
+
+    def __init__(self, raw: bytes) -> None:
+        self._raw = raw
+
+    async def invoke(self, **_: Any) -> dict[str, Any]:
+        return {"Payload": _Stream(self._raw)}
+
+
+class _Stream:
+    def __init__(self, raw: bytes) -> None:
+        self._raw = raw
+
+    async def read(self) -> bytes:
+        return self._raw
+
+
+def test_a_message_that_breaks_its_own_decision_fails_alone():
+    """Whatever one message makes go wrong while deciding (here: a binary attribute the view
+    cannot read) is its own retryable `DecisionError`, not an exception for the batch."""
+    settings = Settings(queues={"orders": {**QUEUE, "rules": [RULE]}})
+    decider = Decider("orders", settings.queues["orders"], None)
+    odd = {"blob": {"DataType": "Binary", "BinaryValue": "not bytes"}}
+    messages = [DlqMessage("ok", "r1", '{"a": 1}'), DlqMessage("odd", "r2", "{}", attributes=odd)]
+
+    fine, broken = anyio.run(decider.decide_all, [(m, 1) for m in messages], 0.0)
+
+    assert fine.action == "deliver"
+    assert broken.action == "failed"
+    assert broken.failure is not None
+    assert broken.failure.code == "DecisionError.TypeError"
+    assert broken.failure.kind is ErrorKind.RETRYABLE
+
+
+RULE = {"when": "body.a == `2`", "action": "park", "reason": "two"}

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from worker.core.envelope import DlqMessage
+from worker.core.jsontext import loads
 
 _DECODER = json.JSONDecoder()
 _WHITESPACE = " \t\n\r"
@@ -89,7 +90,7 @@ def _json_object(body: str) -> dict[str, Any] | None:
     if not body.lstrip().startswith("{"):
         return None
     try:
-        data = json.loads(body)
+        data = loads(body)
     except ValueError:
         return None
     return data if isinstance(data, dict) else None

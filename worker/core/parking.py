@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from worker.core.envelope import OWN_PREFIX, DlqMessage
+from worker.core.jsontext import loads
 from worker.core.limits import SQS_MAX_MESSAGE_BYTES, message_size
 
 MAX_ATTRIBUTES = 10
@@ -134,7 +135,7 @@ def from_plain(attributes: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 
 def _json_object(text: str) -> dict[str, Any] | None:
     try:
-        value = json.loads(text)
+        value = loads(text)
     except ValueError:
         return None
     return value if isinstance(value, dict) else None

@@ -17,7 +17,7 @@ import structlog
 
 from worker.aws.clients import Clients
 from worker.core.envelope import DlqMessage
-from worker.core.errors import DeliveryError
+from worker.core.errors import DeliveryError, ErrorKind
 from worker.decisions.expressions import ExpressionFailed, Transform, compile_rules
 from worker.decisions.hook import Hook, LambdaHook, PythonHook
 from worker.decisions.verdicts import By, Verdict
@@ -88,16 +88,30 @@ class Decider:
     ) -> list[Verdict]:
         """Side by side (a slow hook holds only its own message)."""
         if self._hook is None or len(items) == 1:
-            return [await self.decide(self.view(m, a, now)) for m, a in items]
+            return [await self._decide_one(m, a, now) for m, a in items]
         verdicts: list[Verdict | None] = [None] * len(items)
 
         async def one(index: int, message: DlqMessage, attempt: int) -> None:
-            verdicts[index] = await self.decide(self.view(message, attempt, now))
+            verdicts[index] = await self._decide_one(message, attempt, now)
 
         async with anyio.create_task_group() as tg:
             for index, (message, attempt) in enumerate(items):
                 tg.start_soon(one, index, message, attempt)
         return [v for v in verdicts if v is not None]
+
+    async def _decide_one(self, message: DlqMessage, attempt: int, now: float) -> Verdict:
+        """One message's verdict. Whatever this message makes go wrong here is its own
+        retryable failure (`DecisionError.<Type>`), never its batch-mates': a batch that
+        failed would come back, receive after receive, until every message in it is parked
+        `max_attempts` without a try."""
+        try:
+            return await self.decide(self.view(message, attempt, now))
+        except Exception as exc:  # noqa: BLE001 - logged with its trace; the message retries
+            self._log.exception("decision_failed", message_id=message.message_id)
+            failure = DeliveryError(
+                ErrorKind.RETRYABLE, f"DecisionError.{type(exc).__name__}", str(exc)[:500]
+            )
+            return self._count(Verdict("failed", "default", failure=failure))
 
     async def decide(self, view: View, trace: Trace | None = None) -> Verdict:
         verdict = await self._decide(view, trace)

@@ -55,10 +55,18 @@ def truthy(value: Any) -> bool:
 
 
 def as_payload(value: Any) -> str:
-    """A JSON value as the text a target receives."""
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    """A JSON value as the text a target receives. Raises ValueError for what no target can
+    take: a value JSON cannot hold (a datetime, a Decimal, bytes, NaN, a cycle), one nested
+    too deeply, or text that is not UTF-8 (a lone surrogate)."""
+    try:
+        if isinstance(value, str):
+            text = value
+        else:
+            text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text.encode("utf-8")
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ValueError(f"not a payload: {type(exc).__name__}: {str(exc)[:200]}") from exc
+    return text
 
 
 @dataclass(frozen=True)
@@ -85,4 +93,7 @@ class Transform:
         result = _search(self._expression, view, "TransformFailed")
         if result is None:
             raise ExpressionFailed("TransformFailed.NullResult", f"{self.text!r} gave null")
-        return as_payload(result)
+        try:
+            return as_payload(result)
+        except ValueError as exc:
+            raise ExpressionFailed("TransformFailed.InvalidPayload", str(exc)) from exc

@@ -3,7 +3,8 @@
 Whatever goes wrong is a retryable `DeliveryError`, never an exception out of the queue loop:
 `HookError.<ExceptionType>` for a raised exception (`HookError.<Code>` for a Lambda hook's AWS
 error, `HookError.FunctionError` for its own failure), `HookTimeout` past the timeout,
-`HookError.InvalidDecision` for an answer that is not a decision.
+`HookError.InvalidDecision` for an answer that is not a decision, `HookError.InvalidPayload`
+for a payload no target can take (a datetime, a Decimal, bytes, NaN, too deep, not UTF-8).
 
 A sync Python hook runs on threads of its queue (at most `threads` at once, the queue's
 concurrency up to 16): a slow or stuck hook holds its own queue's threads and nothing else. A
@@ -29,6 +30,7 @@ import anyio
 from worker.aws.clients import Client
 from worker.aws.errors import classify
 from worker.core.errors import DeliveryError, ErrorKind
+from worker.core.jsontext import loads
 from worker.decisions.expressions import as_payload
 from worker.decisions.view import View
 from worker.hooks import Decision, Defer, Deliver, Park
@@ -47,9 +49,12 @@ def checked(answer: Any) -> Decision | None:
     if answer is None:
         return None
     if isinstance(answer, Deliver):
-        if answer.payload is None or isinstance(answer.payload, str):
+        if answer.payload is None:
             return answer
-        return Deliver(as_payload(answer.payload))
+        try:
+            return Deliver(as_payload(answer.payload))
+        except ValueError as exc:  # the message's own retryable failure, no batch-mate's
+            raise hook_error("HookError.InvalidPayload", str(exc)) from exc
     if isinstance(answer, Defer):
         seconds = answer.seconds
         in_range = isinstance(seconds, int | float) and 1 <= seconds <= VISIBILITY_LIMIT_SECONDS
@@ -140,7 +145,7 @@ def lambda_answer(answer: Any) -> Decision | None:
     action = answer.get("action")
     if action == "deliver":
         payload = answer.get("payload")
-        return checked(Deliver(None if payload is None else as_payload(payload)))
+        return checked(Deliver(payload))
     if action == "defer":
         delay = answer.get("delay_seconds")
         if not isinstance(delay, int | float) or isinstance(delay, bool) or math.isnan(delay):
@@ -178,7 +183,7 @@ class LambdaHook:
         if response.get("FunctionError"):
             raise hook_error("HookError.FunctionError", raw[:500].decode("utf-8", "replace"))
         try:
-            answer = json.loads(raw) if raw.strip() else None
+            answer = loads(raw) if raw.strip() else None
         except ValueError as exc:
             raise hook_error("HookError.InvalidDecision", "the answer is not JSON") from exc
         return lambda_answer(answer)

@@ -8,11 +8,11 @@ receives it as its input).
 from __future__ import annotations
 
 import base64
-import json
 from typing import Any
 
 from worker.core.envelope import DlqMessage
 from worker.core.failure import FailedEvent, parse_failure
+from worker.core.jsontext import loads
 
 View = dict[str, Any]
 
@@ -20,7 +20,7 @@ View = dict[str, Any]
 def parsed(text: str) -> Any:
     """`text` as JSON, or None when it is not JSON."""
     try:
-        return json.loads(text)
+        return loads(text)
     except ValueError:
         return None
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from worker.core.jsontext import loads
 from worker.core.parking import ParkedView
 
 _STEP = re.compile(r"\.([^.\[\]]+)|\[(\d+)\]|\['([^']*)'\]|\[\"([^\"]*)\"\]")
@@ -153,7 +154,7 @@ class Filters:
         if not self.match:
             return True
         try:
-            document = json.loads(body)
+            document = loads(body)
         except ValueError:
             return False
         for steps, expected in self.match:

@@ -15,6 +15,7 @@ from typing import Any
 from worker.aws.clients import Client
 from worker.aws.errors import kind_of
 from worker.core.errors import DeliveryError, ErrorKind
+from worker.core.jsontext import loads
 from worker.core.limits import EVENTS_MAX_BATCH_BYTES, EVENTS_MAX_ENTRY_BYTES, events_entry_size
 from worker.settings import EventBridgeTarget
 from worker.targets.base import (
@@ -34,7 +35,7 @@ RETRYABLE_ENTRY_CODES = {
 
 def put_events_entry(body: str, bus: str) -> dict[str, Any]:
     try:
-        event = json.loads(body)
+        event = loads(body)
     except ValueError as exc:
         raise DeliveryError(
             ErrorKind.PERMANENT, "InvalidEventBody", "not JSON", park_reason="unparseable"

@@ -9,7 +9,6 @@ a replay first finds the running or succeeded execution of an earlier try.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 
@@ -18,6 +17,7 @@ import anyio
 from worker.aws.clients import Client
 from worker.aws.errors import error_code
 from worker.core.errors import DeliveryError, ErrorKind
+from worker.core.jsontext import loads
 from worker.core.limits import SFN_MAX_INPUT_BYTES, utf8_len
 from worker.settings import StepFunctionsTarget
 from worker.targets.base import (
@@ -70,7 +70,7 @@ class StepFunctionsStarter(HandOff):
         if (size := utf8_len(body)) > SFN_MAX_INPUT_BYTES:
             raise too_large(size, SFN_MAX_INPUT_BYTES, "Step Functions input")
         try:
-            json.loads(body)
+            loads(body)
         except ValueError as exc:
             raise DeliveryError(
                 ErrorKind.PERMANENT, "InvalidExecutionInput", "not JSON", park_reason="unparseable"
