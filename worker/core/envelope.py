@@ -10,6 +10,9 @@ from worker.core.limits import message_size
 
 ATTEMPT_ATTRIBUTE = "retry-worker.attempt"
 KEY_ATTRIBUTE = "retry-worker.idempotency-key"
+# The queue that dead-lettered a message, on a copy we sent back to its DLQ (a replay): SQS sets
+# `DeadLetterQueueSourceArn` only when it dead-letters a message itself.
+SOURCE_ATTRIBUTE = "retry-worker.source-arn"
 OWN_PREFIX = "retry-worker."
 
 
@@ -21,7 +24,10 @@ class DlqMessage:
     attributes: dict[str, dict[str, Any]] = field(default_factory=dict)
     receive_count: int = 1
     sent_at: float | None = None  # epoch seconds, from SentTimestamp
-    source_arn: str | None = None  # DeadLetterQueueSourceArn
+    source_arn: str | None = None  # DeadLetterQueueSourceArn, or our marker (below)
+    # The source came from our marker or the parking metadata, not from SQS: anyone who can
+    # send to the queue could have written it, so it is used only if it is a redrive source.
+    source_carried: bool = False
     trace_header: str | None = None  # AWSTraceHeader
     group_id: str | None = None  # MessageGroupId (FIFO)
     carried_attempts: int = 0  # from our `retry-worker.attempt` marker
@@ -74,6 +80,8 @@ def parse_message(raw: dict[str, Any]) -> DlqMessage:
     attributes = raw.get("MessageAttributes", {})
     sent = system.get("SentTimestamp")
     carried, invalid = _carried(attributes)
+    source = system.get("DeadLetterQueueSourceArn")
+    marker = None if source else attributes.get(SOURCE_ATTRIBUTE, {}).get("StringValue")
     return DlqMessage(
         message_id=raw["MessageId"],
         receipt_handle=raw["ReceiptHandle"],
@@ -81,7 +89,8 @@ def parse_message(raw: dict[str, Any]) -> DlqMessage:
         attributes=attributes,
         receive_count=max(1, _int(system.get("ApproximateReceiveCount"), 1)),
         sent_at=_int(sent, 0) / 1000 if sent is not None else None,
-        source_arn=system.get("DeadLetterQueueSourceArn"),
+        source_arn=source or (str(marker) if marker else None),
+        source_carried=bool(marker),
         trace_header=system.get("AWSTraceHeader"),
         group_id=system.get("MessageGroupId"),
         carried_attempts=carried,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from worker.core.envelope import OWN_PREFIX, DlqMessage
+from worker.core.envelope import OWN_PREFIX, SOURCE_ATTRIBUTE, DlqMessage
 from worker.core.jsontext import loads
 from worker.core.limits import SQS_MAX_MESSAGE_BYTES, message_size
 
@@ -60,9 +60,11 @@ def parking_metadata(
     source_queue: str,
     parked_at: float,
     group_id: str | None = None,
+    source_arn: str | None = None,
 ) -> dict[str, str]:
-    """The five keys of SPEC.md, and `group-id` for a FIFO message (a replay keeps its group
-    even when the parking queue is a standard queue)."""
+    """The five keys of SPEC.md, `group-id` for a FIFO message (a replay keeps its group even
+    when the parking queue is a standard queue) and `source-arn` for a message an SQS queue
+    dead-lettered (a replay goes back to it, also from a DLQ with several sources)."""
     meta = {
         "reason": reason,
         "attempts": str(attempts),
@@ -72,6 +74,8 @@ def parking_metadata(
     }
     if group_id:
         meta["group-id"] = group_id
+    if source_arn:
+        meta["source-arn"] = source_arn
     return meta
 
 
@@ -106,6 +110,19 @@ def build_parked(
         if message_size(form.body, form.attributes) <= max_bytes:
             return form
     return None
+
+
+def source_marked(
+    attributes: dict[str, dict[str, Any]], body: str, source_arn: str | None, max_bytes: int
+) -> dict[str, dict[str, Any]]:
+    """`attributes` with `retry-worker.source-arn` for a copy sent back to its DLQ, when it
+    has room (10 attributes, `max_bytes`): SQS sets `DeadLetterQueueSourceArn` only when it
+    dead-letters a message itself. Without room, as they were (the DLQ's single redrive
+    source, if it has one, is used then)."""
+    if not source_arn or len(attributes) >= MAX_ATTRIBUTES:
+        return attributes
+    marked = {**attributes, SOURCE_ATTRIBUTE: _string(source_arn)}
+    return marked if message_size(body, marked) <= max_bytes else attributes
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,13 @@ from typing import Any
 
 from aiohttp import ClientError, ClientSession, TCPConnector, web
 
-from worker.emulator.rules import Rule, answer, error_response, identify, request_body
+from worker.emulator.rules import (
+    Rule,
+    answered,
+    error_response,
+    identify,
+    request_body,
+)
 
 __all__ = ["FaultProxy", "Rule"]
 
@@ -201,8 +207,8 @@ class FaultProxy:
         except ClientError as exc:  # the emulator dropped the connection: a gateway error
             self.upstream_errors.append((service, operation, type(exc).__name__))
             return web.Response(status=502, text=f"upstream: {type(exc).__name__}")
-        if rule is not None and rule.action in ("answer", "function_error") and status == 200:
-            return answer(rule, headers)
+        if rule is not None and status == 200 and (made := answered(rule, headers, payload)):
+            return made
         if status < 300 and "X-Amz-Function-Error" not in headers:
             self._accepted(service, operation, body)
         return web.Response(status=status, body=payload, headers=headers)

@@ -21,7 +21,9 @@ class Rule:
     service: str  # as in the SigV4 scope (sqs, lambda, states, ...), or "*" for any
     operation: str | None = None  # None: every operation of the service
     # error | function_error | fail_entries | delay | reset | answer (a function's answer:
-    # forwarded, then answered with `extra` as the JSON payload)
+    # forwarded, then answered with `extra` as the JSON payload) | system_attributes (a
+    # ReceiveMessage forwarded, `extra` added to every message's system attributes, as SQS
+    # adds `DeadLetterQueueSourceArn`, which the emulator never does)
     action: str = "error"
     status: int = 500
     code: str = "InternalFailure"
@@ -77,6 +79,23 @@ def request_body(body: bytes) -> Any:
     if body.startswith(b"Action="):
         return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
     return None
+
+
+def answered(rule: Rule, headers: dict[str, str], payload: bytes) -> web.Response | None:
+    """What the rule makes of the emulator's successful answer (None: it stands as it is)."""
+    if rule.action in ("answer", "function_error"):
+        return answer(rule, headers)
+    if rule.action == "system_attributes":
+        return web.Response(body=with_system_attributes(rule, payload), headers=headers)
+    return None
+
+
+def with_system_attributes(rule: Rule, payload: bytes) -> bytes:
+    """A ReceiveMessage answer with the rule's `extra` in every message's `Attributes`."""
+    received = json.loads(payload)
+    for message in received.get("Messages", []):
+        message["Attributes"] = {**message.get("Attributes", {}), **rule.extra}
+    return json.dumps(received).encode()
 
 
 def error_response(rule: Rule) -> web.Response:

@@ -25,7 +25,7 @@ from worker.aws.clients import Clients
 from worker.aws.sources import DlqFacts
 from worker.aws.sqs import SqsQueue, message_entry
 from worker.core.bucket import TokenBucket
-from worker.core.parking import DEFAULT_GROUP_ID
+from worker.core.parking import DEFAULT_GROUP_ID, source_marked
 from worker.fleet.coordinator import Coordinator
 from worker.metrics import Metrics
 from worker.ops.context import QueueContext
@@ -112,15 +112,18 @@ async def send_entries(queue: SqsQueue, items: Sequence[Outgoing]) -> dict[str, 
 
 def to_dlq(ctx: QueueContext, reshape: Reshape | None = None) -> Send:
     """The original body (or `--transform`'s payload) and attributes back to the DLQ, without
-    ours: fresh attempts."""
+    ours (fresh attempts) but the queue that dead-lettered it, when it is known."""
 
     async def send(records: Sequence[Record]) -> dict[str, str]:
         ready, failed = reshaped(records, reshape)
+        limit = await ctx.dlq.max_message_bytes()
         items = []
         for r, body in ready:
             assert r.view is not None
             group = r.group_id or r.view.meta.get("group-id")
-            items.append((r.message_id, body, r.view.attributes, group))
+            source = r.view.meta.get("source-arn")
+            attributes = source_marked(r.view.attributes, body, source, limit)
+            items.append((r.message_id, body, attributes, group))
         return {**failed, **(await send_entries(ctx.dlq, items) if items else {})}
 
     return send

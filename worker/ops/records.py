@@ -58,6 +58,8 @@ class Record:
             attributes=self.view.attributes,
             sent_at=sent_at,
             group_id=self.group_id or self.view.meta.get("group-id"),
+            source_arn=self.view.meta.get("source-arn"),
+            source_carried=True,
         )
 
     def line(self, queue_url: str) -> str:

@@ -99,7 +99,9 @@ class SqsSender:
     async def _destination(self, message: DlqMessage) -> SqsQueue:
         ref = self._queue
         if ref is None:
-            if message.source_arn:
+            if message.source_arn and (
+                not message.source_carried or message.source_arn in self._sources
+            ):
                 ref = message.source_arn
             elif len(self._sources) == 1:
                 ref = next(iter(self._sources.values())).url
