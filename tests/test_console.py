@@ -59,14 +59,15 @@ async def test_pages_show_queues_groups_and_one_message(aws, tmp_path):
         assert "max_attempts" in message.element("metadata")
         assert 'id="body"' not in message.text, "the body only on request"
         assert audit_lines(audit) == []
-        shown = await b.get(f"/queues/orders/messages/{parked_id}?body=show")
+        shown = await b.post(f"/queues/orders/messages/{parked_id}/body", {"csrf": message.csrf})
         assert json.loads(shown.element("body")) == {"n": 7}
         [line] = audit_lines(audit)
         # refresh: a new read, and back to the page without `refresh` (a page refreshing
         # itself while reading must not start read after read)
         await _park(aws, parking, dlq, 1, first=500)
-        refreshed = await b.get("/queues/orders?match=%24.n%3D500&refresh=1")
-        assert "refresh" not in refreshed.url.split("?", 1)[1]
+        form = {"csrf": page.csrf, "match": "$.n=500"}
+        refreshed = await b.post("/queues/orders/refresh", form)
+        assert refreshed.url.endswith("/queues/orders?match=$.n%3D500")  # the filter kept
         assert "1 matching messages" in refreshed.element("matching")
         assert line["action"] == "show_body"
         assert line["who"] == "local"

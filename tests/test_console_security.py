@@ -15,11 +15,13 @@ import pytest
 from yarl import URL
 
 from tests.console_client import audit_lines, browser, running_console
-from tests.helpers import depth, drain
+from tests.helpers import depth, drain, wait_for
 from tests.test_console import _setup, settings_for
 from tests.test_operator_loop import Cli
-from tests.test_operator_safety import _park
+from tests.test_operator_safety import _park, _visible
 from worker.console.security import HEADERS, Lock
+from worker.emulator import create_queue
+from worker.emulator.proxy import Rule
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(180)]
 
@@ -54,7 +56,7 @@ async def test_read_only_shows_no_action_and_refuses_every_post(aws, tmp_path):
         assert 'action="/queues/orders/plan"' not in page.text
         # the forms are not there; posting them anyway (with a valid token) is refused
         found = await b.get("/queues/orders")
-        assert 'name="csrf"' not in found.text
+        assert "/plan" not in found.text
         cookie = b.session.cookie_jar.filter_cookies(URL(url))["rw_csrf"].value
         valid = {"action": "purge", "csrf": lock.token_for(cookie)}
         assert (await b.post("/queues/orders/plan", valid)).status == 403
@@ -96,7 +98,7 @@ async def test_a_token_or_the_login_form_is_needed_and_names_who_acted(aws, tmp_
             assert page.status == 200
             assert "alice" in page.text
             message_id = page.text.split("/queues/orders/messages/", 1)[1].split('"', 1)[0]
-            await person.get(f"/queues/orders/messages/{message_id}?body=show")
+            await person.post(f"/queues/orders/messages/{message_id}/body", {"csrf": page.csrf})
             logout = await person.post("/logout", {"csrf": page.csrf})
             assert 'id="token"' in logout.text
             assert (await person.get("/queues/orders")).status == 401
@@ -118,6 +120,8 @@ async def test_every_answer_carries_the_headers_and_foreign_hosts_are_refused(aw
         # a DNS name of someone else's pointed at 127.0.0.1 (DNS rebinding)
         rebound = await b.get("/", headers={"Host": "attacker.example:8090"})
         assert rebound.status == 403
+        for path in ("/", "/static/console.css", "/queues/nope"):  # no version to look up
+            assert (await b.get(path)).headers["Server"] == "retry-worker"
 
 
 @pytest.mark.slow
@@ -202,9 +206,137 @@ async def test_the_audit_names_who_confirmed_not_who_planned(aws, tmp_path):
     assert (line["who"], line["action"]) == ("bob", "export")
 
 
-def test_after_logging_in_only_a_path_of_this_console():
+@pytest.mark.parametrize(
+    "elsewhere",
+    [
+        "//evil.example/",
+        "/\\evil.example",
+        "\\\\evil.example",
+        "https://evil.example/",
+        "x",
+        "/\t/evil.example/x",  # issue 27, defect 7: WHATWG removes the tab: //evil.example
+        "/\n/evil.example/x",
+        "\t//evil.example/x",
+        " //evil.example/x",
+        "/\r\\evil.example",
+        "java\tscript:alert(1)",
+    ],
+)
+def test_after_logging_in_only_a_path_of_this_console(elsewhere):
     from worker.console.actions import _local_path
 
     assert _local_path("/queues/orders?reason=x") == "/queues/orders?reason=x"
-    for elsewhere in ("//evil.example/", "/\\evil.example", "https://evil.example/", "x"):
-        assert _local_path(elsewhere) == "/"
+    assert _local_path(elsewhere) == "/"
+
+
+async def test_a_tab_in_next_sends_the_browser_home_after_logging_in(aws):
+    await _setup(aws)
+    lock = Lock({TOKEN: "alice"})
+    async with running_console(settings_for(aws.url), lock=lock) as (url, _), browser(url) as b:
+        login = await b.get("/login")
+        form = {"csrf": login.csrf, "token": TOKEN, "next": "/\t/evil.example/x"}
+        async with b.session.post(f"{url}login", data=form, allow_redirects=False) as r:
+            assert r.status == 303
+            assert r.headers["Location"] == "/"
+
+
+async def test_a_read_only_console_still_logs_out(aws):
+    """Issue 27, defect 9: every POST but /login was refused, logging out too."""
+    await _setup(aws)
+    lock = Lock({TOKEN: "alice"}, read_only=True)
+    async with running_console(settings_for(aws.url), lock=lock) as (url, _), browser(url) as b:
+        login = await b.get("/login")
+        home = await b.post("/login", {"csrf": login.csrf, "token": TOKEN, "next": "/"})
+        assert "alice" in home.element("who")
+        logout = await b.post("/logout", {"csrf": home.csrf})
+        assert logout.status == 200
+        assert 'id="token"' in logout.text
+        assert (await b.get("/")).status == 401
+        assert lock.sessions == {}
+
+
+async def test_a_csrf_token_is_worth_nothing_in_another_session(aws):
+    """A token someone got for a cookie they planted (a sibling origin can set cookies for
+    this host: cookies do not tell ports apart) does not pass in the victim's session."""
+    await _setup(aws)
+    lock = Lock({TOKEN: "alice"})
+    async with running_console(settings_for(aws.url), lock=lock) as (url, _):
+        async with browser(url) as attacker:
+            page = await attacker.get("/login")  # anyone may load it
+            planted = attacker.session.cookie_jar.filter_cookies(URL(url))["rw_csrf"].value
+            stolen = page.csrf
+        async with browser(url) as victim:
+            login = await victim.get("/login")
+            await victim.post("/login", {"csrf": login.csrf, "token": TOKEN, "next": "/"})
+            victim.session.cookie_jar.update_cookies({"rw_csrf": planted}, URL(url))
+            forged = {"action": "purge", "csrf": stolen}
+            assert (await victim.post("/queues/orders/plan", forged)).status == 403
+            own = await victim.get("/queues/orders")  # the victim's own page still works
+            assert (
+                await victim.post("/queues/orders/plan", {"action": "purge", "csrf": own.csrf})
+            ).status == 200
+
+
+async def test_another_sites_image_or_form_never_reaches_the_console(aws, proxy):
+    """A cross-site `<img>` of a page would start a read of the parking queue (it holds
+    messages); a new read and showing a body are POSTs with a token, and a request a browser
+    marks as another site's is refused unless it follows a link."""
+    await _setup(aws)
+    async with running_console(settings_for(proxy.url)) as (url, _), browser(url) as b:
+        image = {
+            "Sec-Fetch-Site": "cross-site",
+            "Sec-Fetch-Mode": "no-cors",
+            "Sec-Fetch-Dest": "image",
+        }
+        assert (await b.get("/queues/orders", headers=image)).status == 403
+        sibling = {**image, "Sec-Fetch-Site": "same-site"}
+        assert (await b.get("/queues/billing", headers=sibling)).status == 403
+        assert proxy.count("sqs", "ReceiveMessage") == 0, "no read started"
+        link = {
+            "Sec-Fetch-Site": "cross-site",
+            "Sec-Fetch-Mode": "navigate",
+            "Sec-Fetch-Dest": "document",
+        }
+        page = await b.get("/queues/orders", headers=link)  # a link someone followed
+        assert page.status == 200
+        # the old GETs start nothing: `refresh` and `body` are plain parameters now
+        reads = proxy.count("sqs", "GetQueueAttributes")
+        await b.get("/queues/orders?refresh=1")
+        assert proxy.count("sqs", "GetQueueAttributes") == reads
+
+
+async def test_a_snapshot_holds_messages_no_longer_than_the_page_says(aws, proxy):
+    """The read's hold grew to its projected end plus 10 minutes after 100 messages: a
+    console killed mid-read hid messages for 10 minutes or more, the page says 60 s."""
+    dlq = await create_queue(aws.sqs, "orders-dlq")
+    await create_queue(aws.sqs, "billing-dlq")
+    parking = await create_queue(aws.sqs, "parked")
+    await _park(aws, parking, dlq, 150)
+    async with running_console(settings_for(proxy.url)) as (url, _), browser(url) as b:
+        await b.get("/queues/orders")
+        await wait_for(lambda: _visible(aws, parking, 150), timeout=60)  # read and released
+    holds = [
+        r["VisibilityTimeout"]
+        for r in proxy.requests("sqs", "ReceiveMessage")
+        if r["QueueUrl"].endswith("/parked")
+    ]
+    assert sum(1 for _ in holds) >= 15  # the whole queue was read
+    assert max(holds) <= 60
+
+
+async def test_a_shared_parking_queue_is_read_and_acted_on_in_turns(aws, proxy):
+    """Issue 27, defect 8: the console locked per queue name, but two DLQs may share one
+    parking queue: one queue's snapshot held the other's messages while that one's plan ran,
+    and the plan counted fewer than its page showed."""
+    dlq, parking = await _setup(aws)  # orders: 20 parked, billing: 4, one parking queue
+    await _park(aws, parking, dlq, 60, first=100)  # a longer read for orders
+    async with running_console(settings_for(proxy.url)) as (url, _), browser(url) as b:
+        # Receives take a region's round trip: the orders read is still under way when the
+        # billing plan starts.
+        proxy.add(Rule("sqs", "ReceiveMessage", "delay", seconds=0.5))
+        orders = await b.get("/queues/orders")
+        assert "Reading the parking queue" in orders.text
+        planned = await b.post("/queues/billing/plan", {"action": "purge", "csrf": orders.csrf})
+        page = await b.finished(planned.url.rsplit("/", 1)[1])
+        assert page.element("plan-total") == "4 parked messages match."
+    assert await depth(aws.sqs, parking) == 84

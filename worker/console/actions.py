@@ -1,10 +1,12 @@
 """The console's forms (POST, each with its CSRF token, checked by `security`): log in and
-out, plan an action, confirm a plan. Every action goes plan → confirmation → job."""
+out, read a queue again, show a body, plan an action, confirm a plan. Every action goes
+plan → confirmation → job."""
 
 from __future__ import annotations
 
+import re
 import secrets
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from aiohttp import web
 
@@ -14,6 +16,8 @@ from worker.console.pages import (
     console_of,
     error_page,
     filter_params,
+    message_page,
+    query,
     queue_context,
 )
 from worker.console.security import LOCAL, SESSION_COOKIE, SESSION_SECONDS, WHO
@@ -25,10 +29,20 @@ MAX_RATE = 1000.0
 MAX_REASON = 200
 
 
+_C0_OR_SPACE = "".join(chr(c) for c in range(0x21))
+_TAB_OR_NEWLINE = re.compile("[\t\n\r]")
+
+
 def _local_path(target: str) -> str:
-    """Only a path of this console (never another site) after logging in."""
-    foreign = target.startswith(("//", "/\\")) or any(c in target for c in "\r\n")
-    return target if target.startswith("/") and not foreign else "/"
+    """Only a path of this console (never another site) after logging in, decided on what a
+    browser makes of it (WHATWG URL parsing strips leading and trailing controls and spaces,
+    removes tabs and newlines anywhere and reads `\\` as `/`): `/\t/evil.example` is
+    `//evil.example`, another site. Else `/`."""
+    url = _TAB_OR_NEWLINE.sub("", target.strip(_C0_OR_SPACE)).replace("\\", "/")
+    parts = urlsplit(url)
+    if not url.startswith("/") or url.startswith("//") or parts.scheme or parts.netloc:
+        return "/"
+    return url
 
 
 async def login(request: web.Request) -> web.StreamResponse:
@@ -114,8 +128,24 @@ async def confirm(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(f"/jobs/{job.id}")
 
 
+async def refresh(request: web.Request) -> web.StreamResponse:
+    """A new read of the queue's parking queue, then its page with the same filter."""
+    console = console_of(request)
+    ctx = await queue_context(request)
+    params = filter_params(await request.post())
+    await console.snapshots.get(ctx, refresh=True)
+    raise web.HTTPSeeOther(f"/queues/{quote(ctx.name)}?{query(params)}")
+
+
+async def show_body(request: web.Request) -> web.StreamResponse:
+    """The message's page with its body, written to the audit log."""
+    return await message_page(request, show_body=True)
+
+
 def add_routes(app: web.Application) -> None:
-    app.router.add_post("/login", login)
-    app.router.add_post("/logout", logout)
+    app.router.add_post("/login", login, name="login")
+    app.router.add_post("/logout", logout, name="logout")
+    app.router.add_post("/queues/{queue}/refresh", refresh, name="refresh")
+    app.router.add_post("/queues/{queue}/messages/{message_id}/body", show_body, name="show_body")
     app.router.add_post("/queues/{queue}/plan", plan)
     app.router.add_post("/jobs/{job_id}/confirm", confirm)

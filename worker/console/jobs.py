@@ -143,7 +143,7 @@ class Jobs:
         return self._add(job, lambda j: self._act(ctx, j))
 
     async def _read(self, ctx: QueueContext, job: Job, backup: Path | None) -> None:
-        async with self._locks[ctx.name]:
+        async with self._locks[ctx.parking.url]:
             job.expected = (await read_depth(ctx.parking))["visible"]
             reader = QueueReader(ctx.parking, progress=job, expected=job.expected)
             try:
@@ -185,7 +185,7 @@ class Jobs:
             job.state, job.error = "failed", f"{error_code(exc)}: {exc}"
         finally:
             job.finished = time.time()
-            self._snapshots.forget(ctx.name)
+            self._snapshots.forget(ctx)
             self._audit_action(job)
 
     def _audit_action(self, job: Job) -> None:

@@ -160,10 +160,6 @@ async def queue_page(request: web.Request) -> web.Response:
         filters = build_filters(params)
     except FilterError as exc:
         return error_page(request, 400, str(exc))
-    if "refresh" in request.query:  # a new read, then the page without `refresh` (its own
-        # meta refresh must not start read after read)
-        await console.snapshots.get(ctx, refresh=True)
-        raise web.HTTPSeeOther(f"{request.path}?{query(params)}")
     snapshot = await console.snapshots.get(ctx)
     matching = snapshot.matching(filters)
     pages = max(1, -(-len(matching) // PAGE_SIZE))
@@ -197,7 +193,8 @@ def _int(text: str | None, default: int) -> int:
         return default
 
 
-async def message_page(request: web.Request) -> web.Response:
+async def message_page(request: web.Request, *, show_body: bool = False) -> web.Response:
+    """The message's metadata and attributes; its body only when asked (a POST: `actions`)."""
     console = console_of(request)
     ctx = await queue_context(request)
     message_id = request.match_info["message_id"]
@@ -206,11 +203,10 @@ async def message_page(request: web.Request) -> web.Response:
     if entry is None:
         text = f"{message_id} is not in the snapshot of {ctx.name} (moved since, or not read)"
         return error_page(request, 404, text)
-    show = request.query.get("body") == "show"
-    if show:
+    if show_body:
         audit = console.jobs.audit
         audit(request.get(WHO) or LOCAL, "show_body", ctx.name, message_id=message_id)
-    return render(request, "message.html", ctx=ctx, entry=entry, show_body=show)
+    return render(request, "message.html", ctx=ctx, entry=entry, show_body=show_body)
 
 
 async def job_page(request: web.Request) -> web.Response:

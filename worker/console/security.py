@@ -5,10 +5,19 @@
   (HttpOnly, SameSite=Strict), else 401. Without tokens the `Host` header must name loopback
   too: a page of another site that a DNS name pointed at 127.0.0.1 (DNS rebinding) gets 403.
 - **CSRF**: every POST carries the form field `csrf`, an HMAC of the browser's `rw_csrf`
-  cookie (SameSite=Strict) under a secret that lives only in this process; else 403.
-- **Read-only**: every POST but the login form's gets 403 (and the pages show no action).
+  cookie (SameSite=Strict) *and its session* under a secret that lives only in this process;
+  else 403. Bound to the session, a token someone got for a cookie they planted (from a
+  sibling origin: cookies do not tell ports or subdomains apart) is worth nothing in the
+  victim's session.
+- **Other sites**: a request a browser marks as coming from another site
+  (`Sec-Fetch-Site: cross-site` or `same-site`) is refused, but a link followed (a top-level
+  GET): no `<img>`, form or fetch of another page reaches the console. Whatever starts work
+  (a read of the parking queue, showing a body) is a POST with its token anyway.
+- **Read-only**: every POST that changes a queue gets 403 (and the pages show no action);
+  logging in and out, a new read and showing a body still work.
 - **Headers** on every answer: a CSP without script, `X-Frame-Options: DENY`,
-  `Cache-Control: no-store`, no referrer (filters in a URL may quote a payload).
+  `Cache-Control: no-store`, no referrer (filters in a URL may quote a payload), and a
+  `Server` header that names no version.
 - **Audit**: one JSON line per action and per "show body" (`Audit`).
 """
 
@@ -35,6 +44,9 @@ SESSION_SECONDS = 12 * 3600
 MIN_TOKEN_CHARS = 16
 LOCAL = "local"  # who acts when no token is configured
 OPEN_PATHS = ("/login", "/static/", "/healthz")  # reachable before logging in
+# The POSTs a read-only console still answers (route names): they change no queue.
+READ_ONLY_POSTS = frozenset({"login", "logout", "refresh", "show_body"})
+SERVER = "retry-worker"
 HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
@@ -120,10 +132,13 @@ class Lock:
         return session
 
     def csrf_token(self, request: web.Request) -> str:
-        return self.token_for(request.get(NEW_CSRF) or request.cookies.get(CSRF_COOKIE, ""))
+        cookie = request.get(NEW_CSRF) or request.cookies.get(CSRF_COOKIE, "")
+        return self.token_for(cookie, request.cookies.get(SESSION_COOKIE, ""))
 
-    def token_for(self, cookie: str) -> str:
-        return hmac.new(self.secret, cookie.encode(), hashlib.sha256).hexdigest()
+    def token_for(self, cookie: str, session: str = "") -> str:
+        """The CSRF token for a browser's cookie in its session ("" before logging in)."""
+        message = f"{cookie}\x00{session}".encode()
+        return hmac.new(self.secret, message, hashlib.sha256).hexdigest()
 
     def csrf_ok(self, request: web.Request, given: str) -> bool:
         cookie = request.cookies.get(CSRF_COOKIE, "")
@@ -156,6 +171,7 @@ def middleware(lock: Lock, login_page: Handler) -> Any:
 def _finish(request: web.Request, response: web.StreamResponse) -> None:
     for name, value in HEADERS.items():
         response.headers[name] = value
+    response.headers["Server"] = SERVER
     if request.get(NEW_CSRF):
         response.set_cookie(
             CSRF_COOKIE, request[NEW_CSRF], httponly=True, samesite="Strict", path="/"
@@ -177,13 +193,31 @@ async def _guarded(
         return response
     if who is not None:
         request[WHO] = who
+    if _from_another_site(request):
+        return _refuse(403, "a request from another site: open the console itself")
     if request.method == "POST":
-        if lock.read_only and request.path != "/login":
+        if lock.read_only and request.match_info.route.name not in READ_ONLY_POSTS:
             return _refuse(403, "read-only console: no action is taken")
         form = await request.post()
         if not lock.csrf_ok(request, str(form.get("csrf", ""))):
             return _refuse(403, "missing or invalid CSRF token: reload the page and try again")
     return await handler(request)
+
+
+def _from_another_site(request: web.Request) -> bool:
+    """Another site's page made the browser send this (an image, a form, a fetch): anything
+    but following a link. Browsers that send no Sec-Fetch-* headers are held by the POSTs'
+    tokens alone."""
+    site = request.headers.get("Sec-Fetch-Site", "")
+    if site not in ("cross-site", "same-site"):
+        return False
+    headers = request.headers
+    followed = (
+        request.method == "GET"
+        and headers.get("Sec-Fetch-Mode") == "navigate"
+        and headers.get("Sec-Fetch-Dest", "document") == "document"
+    )
+    return not followed
 
 
 class Audit:

@@ -2,20 +2,23 @@
 
 SQS has no way to look at a queue but to receive it, and a received message is invisible to
 everyone else (the command line, another page) until it is released. So a page never reads
-the parking queue itself: one read per queue runs in the background, holds what it read only
-while it reads (`HOLD_SECONDS` at most, if the console dies mid-read) and releases everything
-at its end. It reads as many messages as the queue held when it began (no empty long polls
+the parking queue itself: one read per *parking queue* (several DLQs may share one: each page
+shows its own queue's part) runs in the background, holds what it read `HOLD_SECONDS` at a
+time (the most it stays invisible if the console dies mid-read) and releases everything at
+its end. It reads as many messages as the queue held when it began (no empty long polls
 to wait out; what arrives meanwhile shows on a refresh), and stops at `MAX_MESSAGES`
 messages or `MAX_BYTES` of bodies (a page of a 100,000-message queue shows the first 10,000
 read, and says so); an action never acts on the snapshot but reads the queue again, exactly
 by the filter (`jobs`). A page waits at most `FIRST_WAIT_SECONDS` for the read and then shows
 what it has, marked as still reading; the snapshot's age is on the page with a refresh. The
-console's actions and reads of one queue take turns (`QueueLocks`), so the console never
+console's actions and reads of one parking queue take turns (`QueueLocks`, by parking queue:
+a read for one DLQ holds the messages of every DLQ that shares it), so the console never
 hides messages from itself.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import defaultdict
 from contextlib import aclosing
@@ -27,9 +30,8 @@ from anyio.abc import TaskGroup
 from worker.aws.attributes import read_depth
 from worker.aws.errors import error_code
 from worker.core.parking import ParkedView
-from worker.ops.context import QueueContext
+from worker.ops.context import QueueContext, same_queue
 from worker.ops.filters import Filters
-from worker.ops.reading import chosen_by
 from worker.ops.scan import QueueReader
 
 MAX_MESSAGES = 10_000
@@ -64,6 +66,11 @@ class Snapshot:
     error: str | None = None
     done: anyio.Event = field(default_factory=anyio.Event)
 
+    def of(self, ctx: QueueContext) -> Snapshot:
+        """What this read found of one DLQ's parked messages (the rest as read so far)."""
+        mine = [e for e in self.entries if same_queue(e.view.source_queue, ctx.dlq.url)]
+        return dataclasses.replace(self, queue=ctx.name, entries=mine)
+
     def matching(self, filters: Filters) -> list[Entry]:
         return [e for e in self.entries if filters.matches(e.message_id, e.view)]
 
@@ -76,7 +83,8 @@ class Snapshot:
 
 
 class QueueLocks(defaultdict[str, anyio.Lock]):
-    """One lock per queue: the console's reads and actions of a queue take turns."""
+    """One lock per parking queue (by URL): the console's reads and actions of it take
+    turns, whichever of the DLQs sharing it they are for."""
 
     def __init__(self) -> None:
         super().__init__(anyio.Lock)
@@ -89,27 +97,35 @@ class Snapshots:
         self._current: dict[str, Snapshot] = {}
 
     async def get(self, ctx: QueueContext, *, refresh: bool = False) -> Snapshot:
-        """The queue's snapshot: a new read when there is none (or `refresh`, unless one is
-        under way); waits up to FIRST_WAIT_SECONDS for it to finish."""
-        snapshot = self._current.get(ctx.name)
+        """The queue's part of its parking queue's snapshot: a new read when there is none
+        (or `refresh`, unless one is under way); waits up to FIRST_WAIT_SECONDS for it."""
+        parking = ctx.parking.url
+        snapshot = self._current.get(parking)
         if snapshot is None or (refresh and snapshot.finished is not None):
-            snapshot = Snapshot(ctx.name, 0)
-            self._current[ctx.name] = snapshot
+            snapshot = Snapshot(parking, 0)
+            self._current[parking] = snapshot
             self._tasks.start_soon(self._read, ctx, snapshot)
         with anyio.move_on_after(FIRST_WAIT_SECONDS):
             await snapshot.done.wait()
-        return snapshot
+        return snapshot.of(ctx)
 
-    def forget(self, name: str) -> None:
-        """After an action: the next page reads again."""
-        self._current.pop(name, None)
+    def forget(self, ctx: QueueContext) -> None:
+        """After an action: the next page of any queue sharing its parking queue reads again."""
+        self._current.pop(ctx.parking.url, None)
 
     async def _read(self, ctx: QueueContext, snapshot: Snapshot) -> None:
         try:
-            async with self._locks[ctx.name]:
+            async with self._locks[ctx.parking.url]:
                 snapshot.started = time.time()
                 snapshot.expected = (await read_depth(ctx.parking))["visible"]
-                reader = QueueReader(ctx.parking, hold=HOLD_SECONDS, expected=snapshot.expected)
+                # Never held longer than HOLD_SECONDS a receive (the page says so): a
+                # console killed mid-read hides nothing for long.
+                reader = QueueReader(
+                    ctx.parking,
+                    hold=HOLD_SECONDS,
+                    max_hold=HOLD_SECONDS,
+                    expected=snapshot.expected,
+                )
                 try:
                     await _fill(reader, ctx, snapshot)
                 finally:
@@ -122,13 +138,12 @@ class Snapshots:
 
 
 async def _fill(reader: QueueReader, ctx: QueueContext, snapshot: Snapshot) -> None:
-    everything = Filters()
     async with aclosing(reader.batches()) as batches:
         async for batch in batches:
             for record in batch:
                 reader.keep(record)  # released at the end: a snapshot moves nothing
-                if record.view is None or not chosen_by(record, ctx, everything):
-                    continue  # not parked by us (the view check is for the type checker too)
+                if record.view is None:
+                    continue  # not parked by us
                 size = len(record.view.body.encode("utf-8"))
                 entry = Entry(record.message_id, record.view, record.group_id, size)
                 snapshot.entries.append(entry)

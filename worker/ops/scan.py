@@ -44,6 +44,7 @@ class QueueReader:
         progress: Watcher | None = None,
         stop: anyio.Event | None = None,
         hold: int = HOLD_SECONDS,
+        max_hold: int = VISIBILITY_LIMIT_SECONDS,
         expected: int | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -51,6 +52,7 @@ class QueueReader:
         self._progress = progress
         self._stop = stop or anyio.Event()
         self._hold = hold
+        self._max_hold = max_hold
         self._seen: set[str] = set()
         self._spill = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 - closed in release
         self._kept = 0
@@ -111,13 +113,14 @@ class QueueReader:
 
     def hold(self) -> int:
         """Seconds the next receive holds its messages: to the read's projected end, twice
-        over plus a margin, at least `hold`, at most the 12 hours SQS allows."""
+        over plus a margin, at least `hold`, at most `max_hold` (by default the 12 hours SQS
+        allows)."""
         expected = self._expected
         if expected is None or self.read < PACE_AFTER:
-            return self._hold
+            return min(self._hold, self._max_hold)
         per_message = (self._monotonic() - self._started) / self.read
         left = max(0, expected - self.read) * per_message
-        return int(min(VISIBILITY_LIMIT_SECONDS, max(self._hold, 2 * left + HOLD_MARGIN_SECONDS)))
+        return int(min(self._max_hold, max(self._hold, 2 * left + HOLD_MARGIN_SECONDS)))
 
     def progress(self, **counts: int) -> None:
         """Shown while reading (a bar on a terminal, a line every few seconds otherwise)."""
