@@ -18,6 +18,8 @@ from worker.emulator.proxy import Rule
 pytestmark = pytest.mark.anyio
 
 RECEIVE = ("sqs", "ReceiveMessage")
+# Room for four batches and a target that keeps up: up to four receives in flight.
+ROOM_FOR_FOUR = {"concurrency": 40, "rate_limit": {"per_second": 10000, "burst": 10000}}
 
 
 async def _backlog(aws, proxy, worker_stack, count: int, **queue):
@@ -48,14 +50,7 @@ async def _drain_with(poller, worker, proxy, count: int) -> None:
 
 async def test_a_backlog_gets_receives_in_flight_up_to_its_room(aws, proxy, worker_stack):
     count = 300
-    worker, poller, dlq, out = await _backlog(
-        aws,
-        proxy,
-        worker_stack,
-        count,
-        concurrency=40,
-        rate_limit={"per_second": 10000, "burst": 10000},
-    )
+    worker, poller, dlq, out = await _backlog(aws, proxy, worker_stack, count, **ROOM_FOR_FOUR)
     await _drain_with(poller, worker, proxy, count)
     # 40 messages of room in batches of 10: at most four receives at once, and more than one.
     assert 2 <= proxy.peak[RECEIVE] <= 4
@@ -131,14 +126,7 @@ async def test_a_pause_stops_every_receiver_as_soon_as_it_is_seen(aws, proxy, wo
     the surge receivers went on receiving full batches meanwhile. A pause seen stops them all,
     calls already in flight aside."""
     count = 600
-    worker, poller, dlq, _ = await _backlog(
-        aws,
-        proxy,
-        worker_stack,
-        count,
-        concurrency=40,
-        rate_limit={"per_second": 10000, "burst": 10000},
-    )
+    worker, poller, dlq, _ = await _backlog(aws, proxy, worker_stack, count, **ROOM_FOR_FOUR)
     # The tag is read every 2 s instead of 30: the paused wait is long enough to see receives.
     poller._watch.pause = PauseWatch(await worker.clients.get("sqs"), dlq, interval=2.0)
     tags = ("sqs", "ListQueueTags")
