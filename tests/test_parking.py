@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 from worker.core.envelope import DlqMessage
-from worker.core.parking import build_parked, parking_metadata
+from worker.core.limits import message_size
+from worker.core.parking import _forms, build_parked, parking_metadata, read_parked
 
 META = parking_metadata(
     reason="max_attempts", attempts=5, error="ServiceException", source_queue="q", parked_at=0
@@ -120,3 +121,19 @@ def test_the_marker_does_not_take_an_attribute_slot_when_parking():
     parked = build_parked(_marked(9), META)
     assert parked.body == "body"  # nine of theirs and the packed metadata: no envelope
     assert "retry-worker.attempt" not in parked.attributes
+
+
+def test_the_source_arn_is_left_out_rather_than_keep_a_message_from_parking():
+    """`source-arn` helps a replay; it must never make a message unparkable that would
+    have parked without it (it stays in its DLQ, held, when no form fits)."""
+    source = "arn:aws:sqs:us-east-1:123456789012:" + "s" * 70
+    meta = {**META, "source-arn": source}
+    roomy = build_parked(_message(0), meta)
+    assert roomy is not None
+    assert read_parked(roomy.body, roomy.attributes).meta["source-arn"] == source
+    smallest = min(message_size(f.body, f.attributes) for f in _forms(_message(0), meta))
+    tight = build_parked(_message(0), meta, max_bytes=smallest - 1)
+    assert tight is not None
+    kept = read_parked(tight.body, tight.attributes).meta
+    assert "source-arn" not in kept
+    assert kept["reason"] == "max_attempts"

@@ -13,13 +13,10 @@ import pytest
 from tests.conftest import Worker, make_settings
 from tests.helpers import drain, run_until
 from tests.test_operator_loop import Cli
-from worker.aws.sqs import redrive_sources
-from worker.core.envelope import DlqMessage
+from worker.core.envelope import parse_message
+from worker.decisions.view import build_view
 from worker.emulator import create_queue, create_source_with_dlq, queue_arn
 from worker.emulator.proxy import Rule
-from worker.settings import SqsTarget
-from worker.targets.base import Delivery
-from worker.targets.sqs import SqsSender
 
 pytestmark = pytest.mark.anyio
 
@@ -72,20 +69,45 @@ async def test_a_parked_message_replays_to_the_queue_that_dead_lettered_it(
     assert await drain(aws.sqs, parked) == []
 
 
-async def test_a_carried_source_is_used_only_if_it_is_a_redrive_source(aws):
+async def test_a_carried_source_is_used_only_if_it_is_a_redrive_source(aws, proxy, worker_stack):
     """Our marker and the parking metadata are message attributes: anyone who can send to the
-    queue can write them. A queue they name that does not feed the DLQ is never sent to."""
-    _, dlq = await create_source_with_dlq(aws.sqs, "src-a", "one-dlq", 1)
-    elsewhere = await create_queue(aws.sqs, "elsewhere")
-    sender = SqsSender(
-        aws.sqs, SqsTarget(kind="sqs", source=True), await redrive_sources(aws.sqs, dlq)
-    )
-    forged = DlqMessage(
-        "m", "r", "forged", source_arn=await queue_arn(aws.sqs, elsewhere), source_carried=True
-    )
-
-    assert await sender.deliver([Delivery(forged, 1)]) == [None]
+    queue can write them. A queue they name that does not feed the DLQ (a forgery, or a
+    former source) is never sent to, not even the DLQ's only source instead (we know the
+    message came from elsewhere), `kind: auto` does not follow it either, and the view that
+    rules and hooks see never shows it as SQS's word."""
+    source_a, dlq = await create_source_with_dlq(aws.sqs, "src-a", "one-dlq", 1)
+    _, auto_dlq = await create_source_with_dlq(aws.sqs, "src-b", "auto-dlq", 1)
+    elsewhere = await create_queue(aws.sqs, "src-elsewhere")
+    parked = await create_queue(aws.sqs, "parked")
+    forged = {
+        "retry-worker.source-arn": {
+            "DataType": "String",
+            "StringValue": await queue_arn(aws.sqs, elsewhere),
+        }
+    }
+    for url in (dlq, auto_dlq):
+        await aws.sqs.send_message(QueueUrl=url, MessageBody="forged", MessageAttributes=forged)
+    allow = ["arn:aws:sqs:us-east-1:123456789012:src-*"]  # src-elsewhere matches: not enough
+    queues = {
+        "one": {"name": "one-dlq", "target": {"kind": "sqs", "source": True}},
+        "auto": {"name": "auto-dlq", "target": {"kind": "auto", "allow": allow}},
+    }
+    worker = Worker(make_settings(proxy.url, queues), worker_stack)
+    for name in queues:
+        poller = await worker.poller(name)
+        await run_until(poller, lambda n=name: worker.settled(n, "parked") == 1)
 
     assert await drain(aws.sqs, elsewhere) == []
-    source_a = (await aws.sqs.get_queue_url(QueueName="src-a"))["QueueUrl"]
-    assert [m["Body"] for m in await drain(aws.sqs, source_a)] == ["forged"]  # its one source
+    assert await drain(aws.sqs, source_a) == []
+    reasons = sorted(
+        m["MessageAttributes"]["retry-worker.reason"]["StringValue"]
+        for m in await drain(aws.sqs, parked)
+    )
+    assert reasons == ["no_source", "no_target"]
+    view = build_view("one", parse_message(_as_received(forged)), 1, 0.0, unwrap=False)
+    assert view["source_arn"] is None  # only SQS's DeadLetterQueueSourceArn is shown
+
+
+def _as_received(attributes: dict) -> dict:
+    """A message as ReceiveMessage returns it, with these attributes and no system ones."""
+    return {"MessageId": "m", "ReceiptHandle": "r", "Body": "{}", "MessageAttributes": attributes}

@@ -92,11 +92,11 @@ class DlqFacts:
         sources is assumed fed by them; with several, the smallest count (never over-counts
         the receives a message had before it arrived).
         """
-        if message.source_carried:  # a copy we sent to the DLQ ourselves: counted from 1
-            return 0
         if message.source_arn:
             source = self.by_arn.get(message.source_arn)
             return source.max_receive_count if source else 0
+        if message.carried_source:  # a copy we sent to the DLQ ourselves: counted from 1
+            return 0
         if self.by_arn:
             return min(s.max_receive_count for s in self.by_arn.values())
         return 0

@@ -24,10 +24,11 @@ class DlqMessage:
     attributes: dict[str, dict[str, Any]] = field(default_factory=dict)
     receive_count: int = 1
     sent_at: float | None = None  # epoch seconds, from SentTimestamp
-    source_arn: str | None = None  # DeadLetterQueueSourceArn, or our marker (below)
-    # The source came from our marker or the parking metadata, not from SQS: anyone who can
-    # send to the queue could have written it, so it is used only if it is a redrive source.
-    source_carried: bool = False
+    source_arn: str | None = None  # DeadLetterQueueSourceArn: SQS's own word
+    # The source our marker or the parking metadata names (a copy we sent back to the DLQ, a
+    # replay): anyone who can send to the queue can write it, so it is used only where it is
+    # one of the DLQ's redrive sources (`targets.base.source_of`), and never shown as SQS's.
+    carried_source: str | None = None
     trace_header: str | None = None  # AWSTraceHeader
     group_id: str | None = None  # MessageGroupId (FIFO)
     carried_attempts: int = 0  # from our `retry-worker.attempt` marker
@@ -80,8 +81,7 @@ def parse_message(raw: dict[str, Any]) -> DlqMessage:
     attributes = raw.get("MessageAttributes", {})
     sent = system.get("SentTimestamp")
     carried, invalid = _carried(attributes)
-    source = system.get("DeadLetterQueueSourceArn")
-    marker = None if source else attributes.get(SOURCE_ATTRIBUTE, {}).get("StringValue")
+    marker = attributes.get(SOURCE_ATTRIBUTE, {}).get("StringValue")
     return DlqMessage(
         message_id=raw["MessageId"],
         receipt_handle=raw["ReceiptHandle"],
@@ -89,8 +89,8 @@ def parse_message(raw: dict[str, Any]) -> DlqMessage:
         attributes=attributes,
         receive_count=max(1, _int(system.get("ApproximateReceiveCount"), 1)),
         sent_at=_int(sent, 0) / 1000 if sent is not None else None,
-        source_arn=source or (str(marker) if marker else None),
-        source_carried=bool(marker),
+        source_arn=system.get("DeadLetterQueueSourceArn"),
+        carried_source=str(marker) if marker else None,
         trace_header=system.get("AWSTraceHeader"),
         group_id=system.get("MessageGroupId"),
         carried_attempts=carried,

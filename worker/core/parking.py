@@ -105,10 +105,13 @@ def build_parked(
     message: DlqMessage, meta: dict[str, str], max_bytes: int = SQS_MAX_MESSAGE_BYTES
 ) -> ParkedMessage | None:
     """The first parking form within `max_bytes` (the parking queue's MaximumMessageSize),
-    or None when none fits."""
-    for form in _forms(message, meta):
-        if message_size(form.body, form.attributes) <= max_bytes:
-            return form
+    or None when none fits. `source-arn` is a convenience for replays: a message it would
+    keep out of the parking queue is parked without it."""
+    lean = {k: v for k, v in meta.items() if k != "source-arn"}
+    for candidate in (meta, lean) if lean != meta else (meta,):
+        for form in _forms(message, candidate):
+            if message_size(form.body, form.attributes) <= max_bytes:
+                return form
     return None
 
 

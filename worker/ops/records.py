@@ -58,8 +58,7 @@ class Record:
             attributes=self.view.attributes,
             sent_at=sent_at,
             group_id=self.group_id or self.view.meta.get("group-id"),
-            source_arn=self.view.meta.get("source-arn"),
-            source_carried=True,
+            carried_source=self.view.meta.get("source-arn"),
         )
 
     def line(self, queue_url: str) -> str:

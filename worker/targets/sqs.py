@@ -28,6 +28,7 @@ from worker.targets.base import (
     fifo_fields,
     key_attribute,
     short_name,
+    source_of,
     too_large,
 )
 
@@ -86,9 +87,7 @@ class SqsSender:
         """Only when the marker cannot travel: the message already has 10 attributes, or is
         within a few bytes of the destination's size limit (its own MaximumMessageSize once
         it is known, the service limit before)."""
-        ref = self._queue or message.source_arn
-        if ref is None and len(self._sources) == 1:
-            ref = next(iter(self._sources.values())).url
+        ref = self._queue or self._source(message)
         queue = self._queues.get(ref) if ref is not None else None
         limit = queue.known_max_message_bytes if queue is not None else None
         size = message.foreign_size
@@ -96,22 +95,27 @@ class SqsSender:
             message.foreign_attributes(), size, limit or SQS_MAX_MESSAGE_BYTES
         )
 
+    def _source(self, message: DlqMessage) -> str | None:
+        """The queue the message goes back to: the one SQS or our marker names (a marker
+        only if it names a redrive source), else the DLQ's only redrive source, unless the
+        marker names another queue: then we know it came from elsewhere."""
+        ref = source_of(message, self._sources)
+        if ref is None and message.carried_source is None and len(self._sources) == 1:
+            ref = next(iter(self._sources.values())).url
+        return ref
+
     async def _destination(self, message: DlqMessage) -> SqsQueue:
-        ref = self._queue
+        ref = self._queue or self._source(message)
         if ref is None:
-            if message.source_arn and (
-                not message.source_carried or message.source_arn in self._sources
-            ):
-                ref = message.source_arn
-            elif len(self._sources) == 1:
-                ref = next(iter(self._sources.values())).url
-            else:
-                raise DeliveryError(
-                    ErrorKind.PERMANENT,
-                    "SourceQueueUnknown",
-                    f"no DeadLetterQueueSourceArn and {len(self._sources)} redrive sources",
-                    park_reason="no_source",
-                )
+            carried = message.carried_source
+            raise DeliveryError(
+                ErrorKind.PERMANENT,
+                "SourceQueueUnknown",
+                f"it came from {carried}, which does not feed this DLQ"
+                if carried
+                else f"no DeadLetterQueueSourceArn and {len(self._sources)} redrive sources",
+                park_reason="no_source",
+            )
         if ref not in self._queues:
             self._queues[ref] = SqsQueue(self._client, await resolve_queue_url(self._client, ref))
         return self._queues[ref]
