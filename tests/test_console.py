@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 
+import anyio
 import pytest
 
 from tests.conftest import make_settings
@@ -209,3 +210,23 @@ async def test_the_queue_list_shows_each_targets_breaker_from_the_table(aws):
         rows = (await b.get("/")).element("queues")
     assert rows.count("open until") == 2  # both queues deliver to sqs:out
     assert "(trips 3)" in rows
+
+
+async def test_a_busy_queue_does_not_crowd_another_out_of_a_shared_parking_queue(aws, monkeypatch):
+    """Each DLQ sharing a parking queue keeps its own share of the snapshot: a page of the
+    quiet one is not empty because the busy one filled the snapshot first."""
+    from worker.console import snapshot
+
+    monkeypatch.setattr(snapshot, "MAX_MESSAGES", 10)
+    _, parking = await _setup(aws)  # orders' 20 first, then billing's 4
+    async with running_console(settings_for(aws.url)) as (url, _), browser(url) as b:
+        orders = await b.get("/queues/orders")
+        with anyio.fail_after(30):  # each page waits up to 1 s for the read
+            while "Reading the parking queue" in orders.text:
+                orders = await b.get("/queues/orders")
+        billing = await b.get("/queues/billing")
+        assert billing.element("matching").startswith("4 messages")
+        assert orders.element("matching").startswith("10 messages")
+        assert "the first 10 of this queue's messages read are shown" in orders.element("snapshot")
+        assert "shown" not in billing.element("snapshot")
+    assert await _visible(aws, parking, 24)

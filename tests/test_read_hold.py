@@ -79,6 +79,33 @@ async def test_returning_messages_do_not_end_a_read_that_has_not_read_everything
     await reader.release()
 
 
+async def test_an_over_counted_read_ends_when_only_read_messages_keep_coming_back():
+    """The count a read began with was too high (messages deleted just before) and its holds
+    are short (the console's 60 s): it read everything, then only read messages came back,
+    for ever. Five such receives in a row end it, and it says how far it got."""
+    queue = ReturningQueue(40)
+    reader = QueueReader(queue, hold=60, max_hold=60, expected=45)  # type: ignore[arg-type]
+    read = [r for batch in [b async for b in reader.batches()] for r in batch]
+    assert len(read) == 40
+    assert queue.receives == 4 + 6  # four of new messages, six that brought only read ones
+    assert reader.incomplete is not None
+    assert reader.incomplete.startswith("read 40 of about 45 messages")
+    await reader.release()
+
+
+async def test_a_read_with_a_ceiling_never_holds_past_it():
+    clock = [0.0]
+    queue = ReturningQueue(10_000)
+    reader = QueueReader(queue, hold=60, max_hold=60, expected=10_000, monotonic=lambda: clock[0])  # type: ignore[arg-type]
+    batches = reader.batches()
+    for _ in range(20):
+        await anext(batches)
+        clock[0] += 1.0
+    assert reader.hold() == 60  # not 2 x 980 + 600: a console killed now hides nothing longer
+    await batches.aclose()
+    await reader.release()
+
+
 async def test_the_hold_reaches_past_the_projected_end_of_a_slow_read():
     clock = [0.0]
     queue = ReturningQueue(10_000)

@@ -133,7 +133,7 @@ async def refresh(request: web.Request) -> web.StreamResponse:
     console = console_of(request)
     ctx = await queue_context(request)
     params = filter_params(await request.post())
-    await console.snapshots.get(ctx, refresh=True)
+    await console.snapshot(ctx, refresh=True)
     raise web.HTTPSeeOther(f"/queues/{quote(ctx.name)}?{query(params)}")
 
 

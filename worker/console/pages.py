@@ -160,7 +160,7 @@ async def queue_page(request: web.Request) -> web.Response:
         filters = build_filters(params)
     except FilterError as exc:
         return error_page(request, 400, str(exc))
-    snapshot = await console.snapshots.get(ctx)
+    snapshot = await console.snapshot(ctx)
     matching = snapshot.matching(filters)
     pages = max(1, -(-len(matching) // PAGE_SIZE))
     page = min(max(1, _int(request.query.get("page"), 1)), pages)
@@ -198,7 +198,7 @@ async def message_page(request: web.Request, *, show_body: bool = False) -> web.
     console = console_of(request)
     ctx = await queue_context(request)
     message_id = request.match_info["message_id"]
-    snapshot = await console.snapshots.get(ctx)
+    snapshot = await console.snapshot(ctx)
     entry = snapshot.find(message_id)
     if entry is None:
         text = f"{message_id} is not in the snapshot of {ctx.name} (moved since, or not read)"

@@ -6,8 +6,9 @@ the parking queue itself: one read per *parking queue* (several DLQs may share o
 shows its own queue's part) runs in the background, holds what it read `HOLD_SECONDS` at a
 time (the most it stays invisible if the console dies mid-read) and releases everything at
 its end. It reads as many messages as the queue held when it began (no empty long polls
-to wait out; what arrives meanwhile shows on a refresh), and stops at `MAX_MESSAGES`
-messages or `MAX_BYTES` of bodies (a page of a 100,000-message queue shows the first 10,000
+to wait out; what arrives meanwhile shows on a refresh), keeps `MAX_MESSAGES` messages of
+each DLQ and stops once every DLQ sharing the parking queue has that many, at `MAX_BYTES` of
+bodies or after `MAX_READ` messages (a page of a 100,000-message queue shows the first 10,000
 read, and says so); an action never acts on the snapshot but reads the queue again, exactly
 by the filter (`jobs`). A page waits at most `FIRST_WAIT_SECONDS` for the read and then shows
 what it has, marked as still reading; the snapshot's age is on the page with a refresh. The
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
@@ -65,11 +66,16 @@ class Snapshot:
     short: str | None = None  # why the read stopped before the end of the queue
     error: str | None = None
     done: anyio.Event = field(default_factory=anyio.Event)
+    kept: Counter[str] = field(default_factory=Counter)  # entries by source queue (DLQ URL)
+    sharing: int = 1  # configured queues that share the parking queue
 
     def of(self, ctx: QueueContext) -> Snapshot:
         """What this read found of one DLQ's parked messages (the rest as read so far)."""
         mine = [e for e in self.entries if same_queue(e.view.source_queue, ctx.dlq.url)]
-        return dataclasses.replace(self, queue=ctx.name, entries=mine)
+        short = self.short
+        if len(mine) >= MAX_MESSAGES:
+            short = f"the first {len(mine):,} of this queue's messages read are shown"
+        return dataclasses.replace(self, queue=ctx.name, entries=mine, short=short)
 
     def matching(self, filters: Filters) -> list[Entry]:
         return [e for e in self.entries if filters.matches(e.message_id, e.view)]
@@ -96,13 +102,14 @@ class Snapshots:
         self._locks = locks
         self._current: dict[str, Snapshot] = {}
 
-    async def get(self, ctx: QueueContext, *, refresh: bool = False) -> Snapshot:
+    async def get(self, ctx: QueueContext, *, refresh: bool = False, sharing: int = 1) -> Snapshot:
         """The queue's part of its parking queue's snapshot: a new read when there is none
-        (or `refresh`, unless one is under way); waits up to FIRST_WAIT_SECONDS for it."""
+        (or `refresh`, unless one is under way); waits up to FIRST_WAIT_SECONDS for it.
+        `sharing`: how many configured queues share the parking queue."""
         parking = ctx.parking.url
         snapshot = self._current.get(parking)
         if snapshot is None or (refresh and snapshot.finished is not None):
-            snapshot = Snapshot(parking, 0)
+            snapshot = Snapshot(parking, 0, sharing=sharing)
             self._current[parking] = snapshot
             self._tasks.start_soon(self._read, ctx, snapshot)
         with anyio.move_on_after(FIRST_WAIT_SECONDS):
@@ -142,14 +149,19 @@ async def _fill(reader: QueueReader, ctx: QueueContext, snapshot: Snapshot) -> N
         async for batch in batches:
             for record in batch:
                 reader.keep(record)  # released at the end: a snapshot moves nothing
-                if record.view is None:
-                    continue  # not parked by us
-                size = len(record.view.body.encode("utf-8"))
-                entry = Entry(record.message_id, record.view, record.group_id, size)
-                snapshot.entries.append(entry)
+                view = record.view
+                # Not parked by us, or its DLQ has its fill: each DLQ sharing the parking
+                # queue keeps up to MAX_MESSAGES (a busy one does not crowd the others out).
+                if view is None or snapshot.kept[view.source_queue] >= MAX_MESSAGES:
+                    continue
+                size = len(view.body.encode("utf-8"))
+                snapshot.entries.append(Entry(record.message_id, view, record.group_id, size))
+                snapshot.kept[view.source_queue] += 1
                 snapshot.bytes += size
             snapshot.read = reader.read
-            if len(snapshot.entries) >= MAX_MESSAGES or snapshot.bytes >= MAX_BYTES:
+            kept = snapshot.kept.values()
+            full = len(kept) >= snapshot.sharing and all(n >= MAX_MESSAGES for n in kept)
+            if snapshot.bytes >= MAX_BYTES or full:
                 snapshot.short = f"the first {len(snapshot.entries):,} messages read are shown"
                 return
             if reader.read >= MAX_READ:

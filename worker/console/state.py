@@ -9,7 +9,7 @@ from aiohttp import web
 from worker.aws.clients import Clients
 from worker.console.jobs import Jobs
 from worker.console.security import Lock
-from worker.console.snapshot import Snapshots
+from worker.console.snapshot import Snapshot, Snapshots
 from worker.ops.context import QueueContext, open_queue
 from worker.settings import Settings
 
@@ -27,6 +27,13 @@ class Console:
         if name not in self.contexts:
             self.contexts[name] = await open_queue(self.settings, name, self.clients)
         return self.contexts[name]
+
+    async def snapshot(self, ctx: QueueContext, *, refresh: bool = False) -> Snapshot:
+        """The queue's part of its parking queue's snapshot (`Snapshots.get`), told how many
+        configured queues share that parking queue."""
+        parking = ctx.settings.policy.parking_queue
+        sharing = sum(q.policy.parking_queue == parking for q in self.settings.queues.values())
+        return await self.snapshots.get(ctx, refresh=refresh, sharing=sharing)
 
 
 CONSOLE = web.AppKey("console", Console)

@@ -8,7 +8,10 @@ The hold is at least `hold` seconds (30 minutes); once the read knows its pace a
 queue's count, each receive holds its messages until the read's projected end, twice over
 (a replay at `--rate 10` through 50,000 messages runs 83 minutes), up to the 12 hours SQS
 allows. A message that comes back anyway is kept again, and receives that bring back only
-messages already read end the read once every message was read: it never cycles.
+messages already read end the read once every message was read — or after
+`STALE_RECEIVES` of them in a row, when the count it began with was too high (messages
+deleted meanwhile) or the holds are short (the console's): it never cycles, and says how far
+it got.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ HOLD_SECONDS = 1800  # the least hold; released at the end anyway
 HOLD_MARGIN_SECONDS = 600
 PACE_AFTER = 100  # messages read before the pace is trusted
 EMPTY_RECEIVES = 2  # consecutive empty long polls that mean "nothing left to read"
+STALE_RECEIVES = 5  # consecutive receives of messages read already that end a read
 WAIT_SECONDS = 1
 RELEASE_CHUNK = 100  # receipts per release call of the adapter (it sends batches of 10)
 
@@ -64,7 +68,7 @@ class QueueReader:
 
     async def batches(self) -> AsyncGenerator[list[Record], None]:
         """Batches of up to 10 records, each message once."""
-        empty = 0
+        empty = stale = 0
         while empty < EMPTY_RECEIVES and not self._stop.is_set():
             try:
                 raw = await self._queue.receive(10, WAIT_SECONDS, self.hold())
@@ -87,16 +91,27 @@ class QueueReader:
                 self._seen.add(record.message_id)
                 batch.append(record)
             # Nothing new: the queue is empty, or only messages read already came back after
-            # their hold (then the read is over once it has read every message it expected).
-            if not batch and (not raw or self._expected is None or self.read >= self._expected):
-                empty += 1
+            # their hold (then the read is over once it has read every message it expected,
+            # or when they keep coming back and nothing new comes).
+            if not batch:
+                stale = stale + 1 if raw else 0
+                if not raw or self._read_all() or stale >= STALE_RECEIVES:
+                    empty += 1
                 continue
-            empty = 0
+            empty = stale = 0
             self.read += len(batch)
             self.progress(read=self.read)
             if batch:
                 yield batch
         self._check_fifo_read()
+        if stale >= STALE_RECEIVES and not self._read_all() and self.incomplete is None:
+            self.incomplete = (
+                f"read {self.read} of about {self._expected} messages, then only messages "
+                "read already came back (their hold ended): any left were not seen"
+            )
+
+    def _read_all(self) -> bool:
+        return self._expected is None or self.read >= self._expected
 
     def _check_fifo_read(self) -> None:
         """A FIFO queue returns nothing more of a group while one of its messages is held:
