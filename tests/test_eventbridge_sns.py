@@ -134,3 +134,20 @@ async def test_sns_target_publishes_in_batches_with_attributes(aws, proxy, worke
     assert all(m["MessageAttributes"]["severity"]["StringValue"] == "high" for m in delivered)
     [big] = await drain(aws.sqs, parked)
     assert big["MessageAttributes"]["retry-worker.reason"]["StringValue"] == "too_large"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"source": 5}, {"detail-type": ["X"]}, {"resources": "arn:one"}, {"resources": [1]}],
+    ids=["source", "detail-type", "resources", "resource"],
+)
+def test_an_event_field_of_the_wrong_type_is_that_message_s_problem(fields):
+    """A field of the wrong type fails the whole PutEvents request (serialisation, not a
+    per-entry error), so every batch-mate with it: it is parked `unparseable` instead."""
+    from worker.core.errors import DeliveryError
+    from worker.targets.eventbridge import put_events_entry
+
+    event = {"source": "shop", "detail-type": "X", "detail": {"a": 1}, **fields}
+    with pytest.raises(DeliveryError) as caught:
+        put_events_entry(json.dumps(event), "orders-bus")
+    assert caught.value.park_reason == "unparseable"

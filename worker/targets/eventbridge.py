@@ -45,6 +45,7 @@ def put_events_entry(body: str, bus: str) -> dict[str, Any]:
             ErrorKind.PERMANENT, "InvalidEventBody", "not a JSON object", park_reason="unparseable"
         )
     if {"source", "detail-type", "detail"} <= event.keys():
+        _check_event_fields(event)
         entry: dict[str, Any] = {
             "Source": event["source"],
             "DetailType": event["detail-type"],
@@ -64,6 +65,32 @@ def put_events_entry(body: str, bus: str) -> dict[str, Any]:
     if size > EVENTS_MAX_ENTRY_BYTES:
         raise too_large(size, EVENTS_MAX_ENTRY_BYTES, "EventBridge entry")
     return entry
+
+
+def _check_event_fields(event: dict[str, Any]) -> None:
+    """Fields of the wrong type would fail the whole PutEvents request (a serialisation
+    error, not a per-entry one) and every batch-mate with it: this message's problem alone,
+    parked `unparseable`."""
+    resources = event.get("resources") or []
+    wrong = [
+        name
+        for name, ok in (
+            ("source", isinstance(event["source"], str) and event["source"]),
+            ("detail-type", isinstance(event["detail-type"], str) and event["detail-type"]),
+            (
+                "resources",
+                isinstance(resources, list) and all(isinstance(r, str) for r in resources),
+            ),
+        )
+        if not ok
+    ]
+    if wrong:
+        raise DeliveryError(
+            ErrorKind.PERMANENT,
+            "InvalidEventBody",
+            f"{', '.join(wrong)}: not as EventBridge takes them (strings, a list of strings)",
+            park_reason="unparseable",
+        )
 
 
 class EventBridgePublisher(HandOff):
