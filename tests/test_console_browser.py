@@ -115,6 +115,18 @@ class Person:
 
         self.d.find_element(By.ID, element_id).click()  # type: ignore[attr-defined]
 
+    def submit(self, element_id: str, then: str) -> None:
+        """Click what leaves the page, and wait for the next page's `then`: a click may
+        return before the browser has left the page it was on."""
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support import expected_conditions
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        page = self.d.find_element(By.TAG_NAME, "html")  # type: ignore[attr-defined]
+        self.click(element_id)
+        WebDriverWait(self.d, 60, poll_frequency=0.1).until(expected_conditions.staleness_of(page))
+        self.wait_for(then)
+
     def type(self, element_id: str, text: str) -> None:
         from selenium.webdriver.common.by import By
 
@@ -163,7 +175,7 @@ def _replay_by_clicking(person: Person) -> str:
     person.wait_for("refresh")  # the snapshot is read (the page refreshed itself meanwhile)
     assert "20 messages" in person.text("matching")
     person.type("match", "$.n=7")
-    person.click("apply")
+    person.submit("apply", then="matching")
     assert "1 matching messages" in person.text("matching")
     person.shot("queue")
     person.click("plan-replay")  # to the DLQ, the default
