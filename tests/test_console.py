@@ -230,3 +230,23 @@ async def test_a_busy_queue_does_not_crowd_another_out_of_a_shared_parking_queue
         assert "the first 10 of this queue's messages read are shown" in orders.element("snapshot")
         assert "shown" not in billing.element("snapshot")
     assert await _visible(aws, parking, 24)
+
+
+async def test_a_dlq_no_longer_configured_crowds_nobody_out(aws, monkeypatch):
+    from worker.console import snapshot
+
+    monkeypatch.setattr(snapshot, "MAX_MESSAGES", 10)
+    old = await create_queue(aws.sqs, "old-dlq")  # parked here once, not configured now
+    orders = await create_queue(aws.sqs, "orders-dlq")
+    billing = await create_queue(aws.sqs, "billing-dlq")
+    parking = await create_queue(aws.sqs, "parked")
+    await _park(aws, parking, old, 15)
+    await _park(aws, parking, orders, 15, first=100)  # two queues full before billing's
+    await _park(aws, parking, billing, 4, first=200)
+    async with running_console(settings_for(aws.url)) as (url, _), browser(url) as b:
+        page = await b.get("/queues/billing")
+        with anyio.fail_after(30):
+            while "Reading the parking queue" in page.text:
+                page = await b.get("/queues/billing")
+        assert page.element("matching").startswith("4 messages")
+    assert await _visible(aws, parking, 34)

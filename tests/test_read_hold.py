@@ -93,6 +93,21 @@ async def test_an_over_counted_read_ends_when_only_read_messages_keep_coming_bac
     await reader.release()
 
 
+async def test_a_read_that_gave_up_says_so_even_if_its_last_receive_was_empty():
+    class ThenEmpty(ReturningQueue):
+        async def receive(self, limit: int, wait: int, hold: int) -> list[dict[str, Any]]:
+            if self.receives == 4 + 5:  # after five receives of read messages: nothing
+                self.receives += 1
+                return []
+            return await super().receive(limit, wait, hold)
+
+    queue = ThenEmpty(40)
+    reader = QueueReader(queue, hold=60, max_hold=60, expected=45)  # type: ignore[arg-type]
+    assert sum([len(b) async for b in reader.batches()]) == 40
+    assert reader.incomplete is not None
+    await reader.release()
+
+
 async def test_a_read_with_a_ceiling_never_holds_past_it():
     clock = [0.0]
     queue = ReturningQueue(10_000)

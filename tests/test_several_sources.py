@@ -111,3 +111,33 @@ async def test_a_carried_source_is_used_only_if_it_is_a_redrive_source(aws, prox
 def _as_received(attributes: dict) -> dict:
     """A message as ReceiveMessage returns it, with these attributes and no system ones."""
     return {"MessageId": "m", "ReceiptHandle": "r", "Body": "{}", "MessageAttributes": attributes}
+
+
+async def test_rules_and_delivery_see_the_same_checked_source(aws, proxy, worker_stack):
+    """A copy we replayed to a DLQ with several sources carries its source in our marker;
+    `kind: auto` sends it back there whole. The view that rules, transforms and keys see
+    must say the same (an SQS redrive, the whole body), not unwrap the SNS envelope inside
+    it: a transform of `text` would otherwise send the inner message alone."""
+    _, dlq = await create_source_with_dlq(aws.sqs, "src-a", "shared-dlq", 1)
+    policy = {"deadLetterTargetArn": await queue_arn(aws.sqs, dlq), "maxReceiveCount": 1}
+    source_b = await create_queue(aws.sqs, "src-b", RedrivePolicy=json.dumps(policy))
+    await create_queue(aws.sqs, "parked")
+    envelope = json.dumps(
+        {
+            "Type": "Notification",
+            "TopicArn": "arn:aws:sns:us-east-1:123456789012:t",
+            "Message": '{"order": 1}',
+            "Timestamp": "2026-12-06T00:00:00Z",
+        }
+    )
+    marker = {"DataType": "String", "StringValue": await queue_arn(aws.sqs, source_b)}
+    await aws.sqs.send_message(
+        QueueUrl=dlq, MessageBody=envelope, MessageAttributes={"retry-worker.source-arn": marker}
+    )
+    allow = ["arn:aws:sqs:us-east-1:123456789012:src-*"]
+    queue = {"name": "shared-dlq", "target": {"kind": "auto", "allow": allow}, "transform": "text"}
+    worker = Worker(make_settings(proxy.url, {"shared": queue}), worker_stack)
+
+    await run_until(await worker.poller("shared"), lambda: worker.settled("shared", "deleted") == 1)
+
+    assert [m["Body"] for m in await drain(aws.sqs, source_b)] == [envelope]

@@ -4,6 +4,7 @@ period (for the expiry guard). An idle queue never pays for either."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 
@@ -85,6 +86,15 @@ class DlqFacts:
                 "retention_unreadable", dlq=self._dlq_url, error=error_code(exc), expiry_guard="off"
             )
 
+    def verified(self, message: DlqMessage) -> DlqMessage:
+        """The message with the source our marker names as its `source_arn`, when SQS named
+        none and the marker names one of the DLQ's redrive sources (anyone who can send to
+        the DLQ can write the marker): rules, hooks, targets and parking then all see the
+        same, checked source."""
+        if message.source_arn or message.carried_source not in self.by_arn:
+            return message
+        return dataclasses.replace(message, source_arn=message.carried_source)
+
     def arrived_with(self, message: DlqMessage) -> int:
         """The source's maxReceiveCount for SQS redrive, 0 for other producers.
 
@@ -92,11 +102,11 @@ class DlqFacts:
         sources is assumed fed by them; with several, the smallest count (never over-counts
         the receives a message had before it arrived).
         """
+        if message.carried_source and message.source_arn in (None, message.carried_source):
+            return 0  # a copy we sent to the DLQ ourselves: counted from 1
         if message.source_arn:
             source = self.by_arn.get(message.source_arn)
             return source.max_receive_count if source else 0
-        if message.carried_source:  # a copy we sent to the DLQ ourselves: counted from 1
-            return 0
         if self.by_arn:
             return min(s.max_receive_count for s in self.by_arn.values())
         return 0

@@ -66,16 +66,21 @@ class Snapshot:
     short: str | None = None  # why the read stopped before the end of the queue
     error: str | None = None
     done: anyio.Event = field(default_factory=anyio.Event)
-    kept: Counter[str] = field(default_factory=Counter)  # entries by source queue (DLQ URL)
-    sharing: int = 1  # configured queues that share the parking queue
+    dlqs: tuple[str, ...] = ()  # the configured DLQs that share the parking queue (URLs)
+    kept: Counter[str] = field(default_factory=Counter)  # entries by DLQ (of `dlqs`)
 
     def of(self, ctx: QueueContext) -> Snapshot:
         """What this read found of one DLQ's parked messages (the rest as read so far)."""
         mine = [e for e in self.entries if same_queue(e.view.source_queue, ctx.dlq.url)]
         short = self.short
         if len(mine) >= MAX_MESSAGES:
-            short = f"the first {len(mine):,} of this queue's messages read are shown"
+            capped = f"the first {len(mine):,} of this queue's messages read are shown"
+            short = f"{capped}; {short}" if short else capped
         return dataclasses.replace(self, queue=ctx.name, entries=mine, short=short)
+
+    def owner(self, view: ParkedView) -> str | None:
+        """Which of the sharing DLQs parked it (None: another, or none configured)."""
+        return next((d for d in self.dlqs if same_queue(view.source_queue, d)), None)
 
     def matching(self, filters: Filters) -> list[Entry]:
         return [e for e in self.entries if filters.matches(e.message_id, e.view)]
@@ -102,14 +107,16 @@ class Snapshots:
         self._locks = locks
         self._current: dict[str, Snapshot] = {}
 
-    async def get(self, ctx: QueueContext, *, refresh: bool = False, sharing: int = 1) -> Snapshot:
+    async def get(
+        self, ctx: QueueContext, *, refresh: bool = False, dlqs: tuple[str, ...] = ()
+    ) -> Snapshot:
         """The queue's part of its parking queue's snapshot: a new read when there is none
         (or `refresh`, unless one is under way); waits up to FIRST_WAIT_SECONDS for it.
-        `sharing`: how many configured queues share the parking queue."""
+        `dlqs`: the configured DLQs that share the parking queue (this one's by default)."""
         parking = ctx.parking.url
         snapshot = self._current.get(parking)
         if snapshot is None or (refresh and snapshot.finished is not None):
-            snapshot = Snapshot(parking, 0, sharing=sharing)
+            snapshot = Snapshot(parking, 0, dlqs=dlqs or (ctx.dlq.url,))
             self._current[parking] = snapshot
             self._tasks.start_soon(self._read, ctx, snapshot)
         with anyio.move_on_after(FIRST_WAIT_SECONDS):
@@ -150,17 +157,18 @@ async def _fill(reader: QueueReader, ctx: QueueContext, snapshot: Snapshot) -> N
             for record in batch:
                 reader.keep(record)  # released at the end: a snapshot moves nothing
                 view = record.view
-                # Not parked by us, or its DLQ has its fill: each DLQ sharing the parking
-                # queue keeps up to MAX_MESSAGES (a busy one does not crowd the others out).
-                if view is None or snapshot.kept[view.source_queue] >= MAX_MESSAGES:
+                # Not parked by us from a configured DLQ, or its DLQ has its fill: each DLQ
+                # sharing the parking queue keeps up to MAX_MESSAGES (a busy one does not
+                # crowd the others out; nothing is kept that no page shows).
+                owner = snapshot.owner(view) if view is not None else None
+                if view is None or owner is None or snapshot.kept[owner] >= MAX_MESSAGES:
                     continue
                 size = len(view.body.encode("utf-8"))
                 snapshot.entries.append(Entry(record.message_id, view, record.group_id, size))
-                snapshot.kept[view.source_queue] += 1
+                snapshot.kept[owner] += 1
                 snapshot.bytes += size
             snapshot.read = reader.read
-            kept = snapshot.kept.values()
-            full = len(kept) >= snapshot.sharing and all(n >= MAX_MESSAGES for n in kept)
+            full = all(snapshot.kept[d] >= MAX_MESSAGES for d in snapshot.dlqs)
             if snapshot.bytes >= MAX_BYTES or full:
                 snapshot.short = f"the first {len(snapshot.entries):,} messages read are shown"
                 return

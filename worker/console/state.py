@@ -29,11 +29,17 @@ class Console:
         return self.contexts[name]
 
     async def snapshot(self, ctx: QueueContext, *, refresh: bool = False) -> Snapshot:
-        """The queue's part of its parking queue's snapshot (`Snapshots.get`), told how many
-        configured queues share that parking queue."""
-        parking = ctx.settings.policy.parking_queue
-        sharing = sum(q.policy.parking_queue == parking for q in self.settings.queues.values())
-        return await self.snapshots.get(ctx, refresh=refresh, sharing=sharing)
+        """The queue's part of its parking queue's snapshot (`Snapshots.get`), told which
+        configured DLQs share that parking queue (by resolved URL, whatever spelling)."""
+        dlqs = [ctx.dlq.url]
+        for name in self.settings.queues:
+            try:  # resolved once per console, as the queue list does
+                other = await self.context(name)
+            except Exception:  # noqa: BLE001, S112 - a queue that cannot be opened (its own
+                continue  # row on the queue list says why) shares nothing
+            if other.parking.url == ctx.parking.url and other.dlq.url not in dlqs:
+                dlqs.append(other.dlq.url)
+        return await self.snapshots.get(ctx, refresh=refresh, dlqs=tuple(dlqs))
 
 
 CONSOLE = web.AppKey("console", Console)

@@ -111,6 +111,7 @@ class Pipeline:
         now = self._clock()
         decided: dict[int, Decision] = Decided(sink) if sink is not None else {}
         to_deliver: list[tuple[int, Delivery]] = []
+        messages = [self._facts.verified(m) for m in messages]
         for index, message in enumerate(messages):
             attempt = self._attempt(message)
             parked: Park | None = gate(message, attempt, self.policy, now)

@@ -122,7 +122,7 @@ class Settler:
                 source_queue=self._dlq.url,
                 parked_at=parked_at,
                 group_id=d.message.group_id,
-                source_arn=d.message.source_arn or d.message.carried_source,
+                source_arn=d.message.source_arn,  # SQS's, or our marker's once checked
             )
             parked = build_parked(d.message, meta, limit)
             if parked is None:

@@ -193,7 +193,8 @@ async def to_target(
         for r, body in ready:
             payload = body if reshape is not None else None
             key = key_of(keyer, r)
-            deliveries.append(Delivery(r.original(), 1, payload, key, queue=ctx.name))
+            message = facts.verified(r.original())  # the source it names, if it feeds the DLQ
+            deliveries.append(Delivery(message, 1, payload, key, queue=ctx.name))
         return {**refused, **(await _in_group_order(guard, target, deliveries))}
 
     if fleet is None:

@@ -69,6 +69,7 @@ class QueueReader:
     async def batches(self) -> AsyncGenerator[list[Record], None]:
         """Batches of up to 10 records, each message once."""
         empty = stale = 0
+        gave_up = False  # stale receives, not the end of the queue, ended it
         while empty < EMPTY_RECEIVES and not self._stop.is_set():
             try:
                 raw = await self._queue.receive(10, WAIT_SECONDS, self.hold())
@@ -95,16 +96,18 @@ class QueueReader:
             # or when they keep coming back and nothing new comes).
             if not batch:
                 stale = stale + 1 if raw else 0
-                if not raw or self._read_all() or stale >= STALE_RECEIVES:
+                gave_up = gave_up or stale >= STALE_RECEIVES
+                if not raw or gave_up or self._read_all():
                     empty += 1
                 continue
             empty = stale = 0
+            gave_up = False
             self.read += len(batch)
             self.progress(read=self.read)
             if batch:
                 yield batch
         self._check_fifo_read()
-        if stale >= STALE_RECEIVES and not self._read_all() and self.incomplete is None:
+        if gave_up and not self._read_all() and self.incomplete is None:
             self.incomplete = (
                 f"read {self.read} of about {self._expected} messages, then only messages "
                 "read already came back (their hold ended): any left were not seen"

@@ -14,7 +14,6 @@ from fnmatch import fnmatchcase
 
 from worker.aws.clients import Clients
 from worker.aws.sqs import RedriveSource
-from worker.core.envelope import DlqMessage
 from worker.core.errors import DeliveryError, ErrorKind
 from worker.core.failure import parse_failure
 from worker.settings import (
@@ -24,7 +23,7 @@ from worker.settings import (
     SqsTarget,
     StepFunctionsTarget,
 )
-from worker.targets.base import Delivery, HandOff, Result, Target, source_of
+from worker.targets.base import Delivery, HandOff, Result, Target
 from worker.targets.lambda_ import LambdaInvoker
 from worker.targets.sns import SnsPublisher
 from worker.targets.sqs import SqsSender
@@ -76,19 +75,11 @@ class AutoDispatcher(HandOff):
                 return None
         return self._targets[arn]
 
-    def _sourced(self, message: DlqMessage) -> DlqMessage:
-        """The message with the queue our marker names as its source, when that is one of
-        the DLQ's redrive sources (a copy we sent back to the DLQ): an SQS redrive."""
-        source = source_of(message, self._sources)
-        if source == message.source_arn:
-            return message
-        return dataclasses.replace(message, source_arn=source)
-
     async def deliver(self, batch: Sequence[Delivery]) -> list[Result]:
         results: list[Result] = [None] * len(batch)
         groups: dict[str, list[tuple[int, Delivery]]] = defaultdict(list)
         for index, delivery in enumerate(batch):
-            event = parse_failure(self._sourced(delivery.message))
+            event = parse_failure(delivery.message)
             if not event.replayable:
                 results[index] = _park("NotReplayable", "not_replayable", event.shape)
             elif event.target_arn is None:

@@ -4,7 +4,7 @@ batch calls, FIFO ids)."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -180,16 +180,6 @@ def fifo_fields(delivery: Delivery) -> dict[str, str]:
         "MessageGroupId": message.group_id,
         "MessageDeduplicationId": key_hash(f"{delivery.idempotency_key}\n{message.message_id}"),
     }
-
-
-def source_of(message: DlqMessage, sources: Mapping[str, Any]) -> str | None:
-    """The queue that dead-lettered the message: SQS's own word (`DeadLetterQueueSourceArn`),
-    else the queue our marker names when it is one of the DLQ's redrive sources (`sources`,
-    by ARN): anyone who can send to the DLQ can write the marker."""
-    if message.source_arn:
-        return message.source_arn
-    carried = message.carried_source
-    return carried if carried is not None and carried in sources else None
 
 
 def short_name(ref: str) -> str:

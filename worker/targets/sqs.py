@@ -28,7 +28,6 @@ from worker.targets.base import (
     fifo_fields,
     key_attribute,
     short_name,
-    source_of,
     too_large,
 )
 
@@ -96,10 +95,10 @@ class SqsSender:
         )
 
     def _source(self, message: DlqMessage) -> str | None:
-        """The queue the message goes back to: the one SQS or our marker names (a marker
-        only if it names a redrive source), else the DLQ's only redrive source, unless the
-        marker names another queue: then we know it came from elsewhere."""
-        ref = source_of(message, self._sources)
+        """The queue the message goes back to: the one SQS names (or our marker, once
+        `DlqFacts.verified` found it among the redrive sources), else the DLQ's only redrive
+        source, unless the marker names another queue: then we know it came from elsewhere."""
+        ref = message.source_arn
         if ref is None and message.carried_source is None and len(self._sources) == 1:
             ref = next(iter(self._sources.values())).url
         return ref
