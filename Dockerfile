@@ -38,6 +38,7 @@ USER 10001:10001
 WORKDIR /tmp
 EXPOSE 8080
 STOPSIGNAL SIGTERM
+# Liveness (/livez), not readiness: an unreadable DLQ must not get every container replaced.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
     CMD ["retry-worker", "healthcheck"]
 ENTRYPOINT ["retry-worker"]

@@ -211,6 +211,11 @@ def test_ecs_container_stops_after_the_grace_period_and_checks_health():
     assert container["command"] == ["run", "--env", "production"]
     assert container["stopTimeout"] > grace
     assert container["healthCheck"]["command"] == ["CMD", "retry-worker", "healthcheck"]
+    # ...which asks /livez: one unreadable DLQ makes every task unready, and ECS would replace
+    # the whole fleet for it (issue 28, item 1)
+    from worker.cli import _parser
+
+    assert _parser().parse_args(["healthcheck"]).url == "http://127.0.0.1:8080/livez"
     assert container["logConfiguration"]["logDriver"] == "awslogs"
 
 

@@ -180,6 +180,8 @@ async def test_endpoints_follow_the_daemon_through_an_sqs_outage(aws, proxy):
         await aws.sqs.send_message(QueueUrl=dlq, MessageBody='{"during": "outage"}')
         await wait_for(lambda: _status(base + "/readyz", 503), timeout=20)
         assert await anyio.to_thread.run_sync(healthcheck, base + "/readyz") == 1
+        # the container health check asks liveness: ECS must not replace the task for it
+        assert await anyio.to_thread.run_sync(healthcheck, base + "/livez") == 0
         status, body = await aget(base + "/readyz?verbose")
         assert "[-] queue fn last receive succeeded" in body
         assert (await aget(base + "/livez"))[0] == 200, "an outage is not a dead process"

@@ -51,8 +51,10 @@ def _parser() -> argparse.ArgumentParser:
     iam.add_argument(
         "--operator", action="store_true", help="the policy for a person running the commands"
     )
-    health = sub.add_parser("healthcheck", help="exit 0 if the local /readyz answers 200")
-    health.add_argument("--url", default="http://127.0.0.1:8080/readyz")
+    # The container health check (ECS, Docker HEALTHCHECK) asks liveness: one DLQ that cannot
+    # be read makes the daemon unready, and a fleet replaced for it would stop every queue.
+    health = sub.add_parser("healthcheck", help="exit 0 if the local /livez answers 200")
+    health.add_argument("--url", default="http://127.0.0.1:8080/livez")
     add_operator_commands(sub, _config_args)
     console = sub.add_parser("console", help="the operator commands as web pages")
     _config_args(console)
