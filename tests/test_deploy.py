@@ -132,6 +132,37 @@ def test_a_config_change_rolls_the_pods():
     assert checksum() != checksum("--set", "config.defaults.concurrency=7")
 
 
+def refused(env: str, *extra: str) -> str:
+    """The error `helm template` stops with (it must stop)."""
+    result = run(helm(), "template", "rw", str(CHART), *values_args(env), *extra)
+    assert result.returncode != 0, "the chart rendered what it must refuse"
+    return result.stderr
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [["--set", "replicaCount=2"], ["--set", "keda.enabled=true"]],
+    ids=["two-replicas", "keda"],
+)
+def test_more_than_one_replica_needs_shared_budgets(extra):
+    """Issue 28, item 2: the defaults (two replicas, no coordination) gave every target twice
+    its rate, a breaker and a loop guard per replica. One replica by default; more only with
+    DynamoDB coordination."""
+    assert kinds(render("default"))["Deployment"]["spec"]["replicas"] == 1
+    assert "config.coordination.backend: dynamodb" in refused("default", *extra)
+    coordinated = ["--set", "config.coordination.backend=dynamodb"]
+    coordinated += ["--set", "config.coordination.table=t"]
+    assert kinds(render("default", *extra, *coordinated))["Deployment"]
+
+
+def test_keda_never_runs_more_replicas_than_a_replica_assumes_without_the_table():
+    assert "exceeds config.coordination.members_when_unknown 12" in refused(
+        "production", "--set", "keda.maxReplicaCount=13"
+    )
+    spec = kinds(render("production"))["ScaledObject"]["spec"]
+    assert spec["maxReplicaCount"] == 12
+
+
 def test_keda_has_one_in_flight_counting_trigger_per_queue():
     docs = kinds(render("production"))
     triggers = docs["ScaledObject"]["spec"]["triggers"]

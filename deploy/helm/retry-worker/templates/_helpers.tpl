@@ -60,3 +60,19 @@ app.kubernetes.io/component: console
 {{- default "default" .Values.console.serviceAccount.name -}}
 {{- end -}}
 {{- end -}}
+
+{{- /* What the chart refuses to render: settings that would quietly hurt a target. Without
+DynamoDB coordination every replica keeps its own rate limit, breaker and loop guard, so N
+replicas give each target N times its budget; and a replica that starts while the table is
+down assumes `members_when_unknown` members, so KEDA must never run more than that. */ -}}
+{{- define "retry-worker.checks" -}}
+{{- $coordination := default dict .Values.config.coordination -}}
+{{- $backend := default "none" $coordination.backend -}}
+{{- if and (or .Values.keda.enabled (gt (int .Values.replicaCount) 1)) (ne $backend "dynamodb") -}}
+{{- fail "more than one replica (replicaCount > 1, or keda.enabled) needs config.coordination.backend: dynamodb (and its table, deploy/dynamodb): without it each replica has its own rate limit, breaker and loop guard, and every target gets replicas x its budget" -}}
+{{- end -}}
+{{- $unknown := default 10 $coordination.members_when_unknown | int -}}
+{{- if and .Values.keda.enabled (gt (int .Values.keda.maxReplicaCount) $unknown) -}}
+{{- fail (printf "keda.maxReplicaCount %d exceeds config.coordination.members_when_unknown %d: replicas that start while the table is down each take 1/%d of every budget, so more than %d of them would take more than the whole" (int .Values.keda.maxReplicaCount) $unknown $unknown $unknown) -}}
+{{- end -}}
+{{- end -}}
