@@ -152,6 +152,7 @@ def test_more_than_one_replica_needs_shared_budgets(extra):
     assert "config.coordination.backend: dynamodb" in refused("default", *extra)
     coordinated = ["--set", "config.coordination.backend=dynamodb"]
     coordinated += ["--set", "config.coordination.table=t"]
+    coordinated += ["--set-json", 'config.queues={"a": {"name": "a-dlq"}}']
     assert kinds(render("default", *extra, *coordinated))["Deployment"]
 
 
@@ -163,7 +164,10 @@ def test_keda_never_runs_more_replicas_than_a_replica_assumes_without_the_table(
     assert spec["maxReplicaCount"] == 12
 
 
-def test_keda_has_one_in_flight_counting_trigger_per_queue():
+def test_keda_has_one_trigger_per_queue_read_with_the_workers_own_role():
+    """Issue 28, item 3: `identityOwner` is deprecated, `pod` rendered no authentication and
+    `operator` had KEDA's shared role read every team's DLQs; in-flight counting kept
+    replicas up for messages waiting out their backoff."""
     docs = kinds(render("production"))
     triggers = docs["ScaledObject"]["spec"]["triggers"]
     queues = yaml.safe_load((CHART / "values-production.yaml").read_text())["config"]["queues"]
@@ -171,11 +175,24 @@ def test_keda_has_one_in_flight_counting_trigger_per_queue():
         q["url"] for q in queues.values()
     )
     assert {t["type"] for t in triggers} == {"aws-sqs-queue"}
-    assert all(t["metadata"]["scaleOnInFlight"] == "true" for t in triggers)
+    auth = docs["TriggerAuthentication"]
+    assert auth["spec"] == {"podIdentity": {"provider": "aws", "identityOwner": "workload"}}
+    assert {t["authenticationRef"]["name"] for t in triggers} == {auth["metadata"]["name"]}
+    assert all("identityOwner" not in t["metadata"] for t in triggers)
+    assert {t["metadata"]["scaleOnInFlight"] for t in triggers} == {"false"}
+    asked = kinds(render("production", "--set", "keda.scaleOnInFlight=true"))
+    assert {
+        t["metadata"]["scaleOnInFlight"] for t in asked["ScaledObject"]["spec"]["triggers"]
+    } == {"true"}
     assert (
         docs["ScaledObject"]["spec"]["scaleTargetRef"]["name"]
         == docs["Deployment"]["metadata"]["name"]
     )
+
+
+def test_keda_without_a_queue_list_is_refused():
+    """Discovery mode lists no queue: a ScaledObject without triggers never scales."""
+    assert "config.queues" in refused("production", "--set", "config.queues=null")
 
 
 def test_rule_and_dashboard_come_from_the_single_sources():
