@@ -123,6 +123,14 @@ def test_deployment_probes_grace_and_security():
     )
 
 
+def test_the_disruption_budget_never_blocks_a_drain_of_unready_pods():
+    """Issue 28, item 4: one broken DLQ makes every pod unready, and a PDB counting them
+    would block every node drain."""
+    pdb = kinds(render("production"))["PodDisruptionBudget"]["spec"]
+    assert pdb["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+    assert pdb["maxUnavailable"] == 1
+
+
 def test_a_config_change_rolls_the_pods():
     def checksum(*extra: str) -> str:
         docs = kinds(render("staging", *extra))
