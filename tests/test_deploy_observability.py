@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from tests.conftest import make_settings
 from tests.helpers import free_port, wait_for
+from tests.test_deploy import kinds, render
 from tests.test_http import aget
 from worker.daemon.app import serve
 from worker.emulator import create_function, create_queue
@@ -82,8 +83,8 @@ def test_every_alert_is_tested_documented_and_annotated():
     for rule in rules:
         assert rule["alert"] in tested
         assert rule["alert"] in headings
-        assert {"summary", "description", "runbook"} <= set(rule["annotations"])
-        assert rule["annotations"]["runbook"] == f"docs/runbook.md#{rule['alert'].lower()}"
+        assert {"summary", "description", "runbook_url"} <= set(rule["annotations"])
+        assert rule["annotations"]["runbook_url"] == f"docs/runbook.md#{rule['alert'].lower()}"
         names = set(re.findall(r"retry_worker_[a-z_]+", rule["expr"]))
         assert names <= exported_names(), names - exported_names()
 
@@ -212,3 +213,21 @@ async def test_a_real_prometheus_scrapes_the_daemon(aws, proxy, tmp_path):
             prometheus.terminate()
             prometheus.wait(10)
             stop.set()
+
+
+@pytest.mark.parametrize("env", ["staging", "production"])
+def test_prometheus_operator_picks_up_the_monitor_and_the_rules(env):
+    """kube-prometheus-stack selects ServiceMonitors and PrometheusRules by `release`:
+    staging's carried none, so its metrics and alerts were silently not there."""
+    docs = kinds(render(env))
+    for kind in ("ServiceMonitor", "PrometheusRule"):
+        assert docs[kind]["metadata"]["labels"]["release"] == "kube-prometheus-stack", kind
+
+
+def test_the_dashboard_never_adds_up_what_every_replica_reports():
+    """Each replica reports the same DLQ's depth: a sum over replicas shows it N times."""
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "retry-worker.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    depth = [e for e in exprs if "retry_worker_queue_messages" in e]
+    assert depth
+    assert all("max by (queue, state) (retry_worker_queue_messages" in e for e in depth), depth
