@@ -222,6 +222,7 @@ def test_defaults_render_no_optional_resources():
         "PodDisruptionBudget",
         "Service",
         "ServiceAccount",
+        "Pod",  # the `helm test` hook, run only by `helm test`
     }
 
 
@@ -283,7 +284,7 @@ def test_the_console_renders_when_enabled_and_validates(tmp_path):
     docs = render("production", *CONSOLE, "--set", f"console.serviceAccount.roleArn={role}")
     consoles = [d for d in docs if d["metadata"]["name"].endswith("-console")]
     by_kind = {d["kind"]: d for d in consoles}
-    assert set(by_kind) == {"Deployment", "Service", "ServiceAccount"}
+    assert set(by_kind) == {"Deployment", "Service", "ServiceAccount", "NetworkPolicy"}
     assert by_kind["Service"]["spec"]["type"] == "ClusterIP"
     account = by_kind["ServiceAccount"]
     assert account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == role
@@ -325,3 +326,83 @@ def test_the_console_needs_its_token_secret():
     result = run(helm(), "template", "rw", str(CHART), "--set", "console.enabled=true")
     assert result.returncode != 0
     assert "console.tokenSecret.name" in result.stderr
+
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+def test_the_image_is_pulled_by_digest_when_one_is_given():
+    """Issue 28, item 9: what was tested is what runs (a tag can move)."""
+    docs = kinds(render("production", "--set", f"image.digest={DIGEST}"))
+    [container] = docs["Deployment"]["spec"]["template"]["spec"]["containers"]
+    assert container["image"].endswith(f"/retry-worker@{DIGEST}")
+    assert "image.digest: Does not match pattern" in refused(
+        "production", "--set", "image.digest=latest"
+    )
+
+
+def test_pods_spread_over_zones_and_hosts_and_carry_no_api_token():
+    pod = kinds(render("production"))["Deployment"]["spec"]["template"]["spec"]
+    assert [c["topologyKey"] for c in pod["topologySpreadConstraints"]] == [
+        "topology.kubernetes.io/zone",
+        "kubernetes.io/hostname",
+    ]
+    assert {c["whenUnsatisfiable"] for c in pod["topologySpreadConstraints"]} == {"ScheduleAnyway"}
+    assert pod["automountServiceAccountToken"] is False
+    assert "priorityClassName" not in pod
+    proxy = '[{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}]'
+    extra = ["--set", "priorityClassName=retry-critical", "--set-json", f"extraEnv={proxy}"]
+    pod = kinds(render("production", *extra))["Deployment"]["spec"]["template"]["spec"]
+    assert pod["priorityClassName"] == "retry-critical"
+    assert pod["containers"][0]["env"] == [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}]
+
+
+def test_the_console_takes_traffic_only_from_where_it_is_told():
+    policy = kinds(render("default", *CONSOLE))["NetworkPolicy"]["spec"]
+    assert policy["ingress"] == []  # nowhere: kubectl port-forward goes through the kubelet
+    assert policy["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "console"
+    sre = '[{"namespaceSelector": {"matchLabels": {"team": "sre"}}}]'
+    allowed = kinds(render("default", *CONSOLE, "--set-json", f"console.networkPolicy.from={sre}"))
+    [rule] = allowed["NetworkPolicy"]["spec"]["ingress"]
+    assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"team": "sre"}}}]
+    assert rule["ports"] == [{"port": 8090, "protocol": "TCP"}]
+
+
+def test_helm_test_asks_readiness_through_the_service():
+    docs = render("production")
+    [pod] = [d for d in docs if d["kind"] == "Pod"]
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    service = kinds(docs)["Service"]["metadata"]["name"]
+    assert pod["spec"]["containers"][0]["args"] == [
+        "healthcheck",
+        "--url",
+        f"http://{service}:8080/readyz",
+    ]
+
+
+def test_each_release_gets_a_coordination_table_of_its_own():
+    """Two releases in one account that named no table shared (and split) each other's
+    budgets through one default table."""
+    extra = ["--set", "replicaCount=2", "--set", "config.coordination.backend=dynamodb"]
+
+    def table(release: str) -> str:
+        result = run(helm(), "template", release, str(CHART), *extra)
+        assert result.returncode == 0, result.stderr
+        [configmap] = [
+            d
+            for d in yaml.safe_load_all(result.stdout)
+            if d and d["kind"] == "ConfigMap" and "config.yaml" in d["data"]
+        ]
+        return yaml.safe_load(configmap["data"]["config.yaml"])["coordination"]["table"]
+
+    assert table("orders") == "orders-retry-worker-coordination"
+    assert table("billing") == "billing-retry-worker-coordination"
+
+
+def test_the_coordination_table_outlives_its_stack_and_passes_cfn_lint():
+    template = ROOT / "deploy" / "dynamodb" / "table.yaml"
+    result = run(str(Path(sys.executable).parent / "cfn-lint"), str(template))
+    assert result.returncode == 0, result.stdout + result.stderr
+    table = yaml.safe_load(template.read_text())["Resources"]["CoordinationTable"]
+    assert (table["DeletionPolicy"], table["UpdateReplacePolicy"]) == ("Retain", "Retain")
+    assert table["Properties"]["DeletionProtectionEnabled"] is True

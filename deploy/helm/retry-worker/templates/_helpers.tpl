@@ -31,6 +31,34 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 {{- end -}}
 
+{{- /* The image by digest when one is given (what was tested is what runs), else by tag. */ -}}
+{{- define "retry-worker.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- end -}}
+{{- end -}}
+
+{{- /* Spread over zones, then hosts: a zone or a node lost never takes every replica. */ -}}
+{{- define "retry-worker.spread" -}}
+{{- range $i, $key := list "topology.kubernetes.io/zone" "kubernetes.io/hostname" }}
+{{- if $i }}{{ "\n" }}{{ end -}}
+- maxSkew: 1
+  topologyKey: {{ $key }}
+  whenUnsatisfiable: ScheduleAnyway
+  labelSelector:
+    matchLabels:
+      {{- include "retry-worker.selectorLabels" $ | nindent 6 }}
+{{- end }}
+{{- end -}}
+
+{{- /* The coordination table: the one configured, else one named after the release. */ -}}
+{{- define "retry-worker.coordinationTable" -}}
+{{- $coordination := default dict .Values.config.coordination -}}
+{{- default (printf "%s-coordination" (include "retry-worker.fullname" .)) $coordination.table -}}
+{{- end -}}
+
 {{- define "retry-worker.port" -}}
 {{- $http := default dict .Values.config.http -}}
 {{- default 8080 $http.port -}}
