@@ -178,7 +178,7 @@ def test_keda_has_one_trigger_per_queue_read_with_the_workers_own_role():
     replicas up for messages waiting out their backoff."""
     docs = kinds(render("production"))
     triggers = docs["ScaledObject"]["spec"]["triggers"]
-    queues = yaml.safe_load((CHART / "values-production.yaml").read_text())["config"]["queues"]
+    queues = yaml.safe_load((ROOT / "config" / "production.yaml").read_text())["queues"]
     assert sorted(t["metadata"]["queueURL"] for t in triggers) == sorted(
         q["url"] for q in queues.values()
     )
@@ -406,3 +406,35 @@ def test_the_coordination_table_outlives_its_stack_and_passes_cfn_lint():
     table = yaml.safe_load(template.read_text())["Resources"]["CoordinationTable"]
     assert (table["DeletionPolicy"], table["UpdateReplacePolicy"]) == ("Retain", "Retain")
     assert table["Properties"]["DeletionProtectionEnabled"] is True
+
+
+@pytest.mark.parametrize("env", ["staging", "production"])
+def test_an_environment_has_one_configuration_for_helm_and_ecs(env):
+    """Issue 28, item 5: values-production.yaml carried a second copy of the configuration
+    that had drifted from config/production.yaml (the ECS one): a FIFO queue, a parking
+    queue and an invocation type differed, and staging lacked a queue. The chart now renders
+    config/<env>.yaml itself, the file the image and ECS (`run --env <env>`) run with."""
+    values = yaml.safe_load((CHART / f"values-{env}.yaml").read_text())
+    assert "config" not in values, "a second copy of the configuration"
+    assert values["environment"] == env
+    [configmap] = [
+        d for d in render(env) if d["kind"] == "ConfigMap" and "config.yaml" in d["data"]
+    ]
+    rendered = yaml.safe_load(configmap["data"]["config.yaml"])
+    assert rendered == yaml.safe_load((ROOT / "config" / f"{env}.yaml").read_text())
+    if env == "production":
+        [container] = json.loads(ECS.read_text())["containerDefinitions"]
+        assert container["command"] == ["run", "--env", "production"]
+
+
+def test_config_overrides_the_environment_file_and_a_missing_one_is_named():
+    extra = ["--set", "config.defaults.concurrency=7"]
+    [configmap] = [
+        d
+        for d in render("staging", *extra)
+        if d["kind"] == "ConfigMap" and "config.yaml" in d["data"]
+    ]
+    config = yaml.safe_load(configmap["data"]["config.yaml"])
+    assert config["defaults"]["concurrency"] == 7
+    assert config["defaults"]["rate_limit"] == {"per_second": 5.0, "burst": 10}  # the file's
+    assert "there is no config/qa.yaml" in refused("default", "--set", "environment=qa")

@@ -106,6 +106,5 @@ def test_production_values_turn_coordination_on():
     assert config["coordination"] == {
         "backend": "dynamodb",
         "table": "retry-worker-coordination",
-        "heartbeat_seconds": 10,
         "members_when_unknown": 12,
     }

@@ -55,17 +55,32 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{- /* The coordination table: the one configured, else one named after the release. */ -}}
 {{- define "retry-worker.coordinationTable" -}}
-{{- $coordination := default dict .Values.config.coordination -}}
+{{- $coordination := default dict (include "retry-worker.config" . | fromYaml).coordination -}}
 {{- default (printf "%s-coordination" (include "retry-worker.fullname" .)) $coordination.table -}}
 {{- end -}}
 
+{{- /* The worker's configuration: `config/<environment>.yaml` (the same file the image and
+ECS run with `--env`: one source per environment), with `.Values.config` over it. The image's
+`config/base.yaml` sits under both. As YAML: `include ... | fromYaml`. */ -}}
+{{- define "retry-worker.config" -}}
+{{- $file := dict -}}
+{{- if .Values.environment -}}
+{{- $text := .Files.Get (printf "files/config/%s.yaml" .Values.environment) -}}
+{{- if not $text -}}
+{{- fail (printf "environment %s: there is no config/%s.yaml" .Values.environment .Values.environment) -}}
+{{- end -}}
+{{- $file = fromYaml $text -}}
+{{- end -}}
+{{- toYaml (mustMergeOverwrite $file (deepCopy (default dict .Values.config))) -}}
+{{- end -}}
+
 {{- define "retry-worker.port" -}}
-{{- $http := default dict .Values.config.http -}}
+{{- $http := default dict (include "retry-worker.config" . | fromYaml).http -}}
 {{- default 8080 $http.port -}}
 {{- end -}}
 
 {{- define "retry-worker.graceSeconds" -}}
-{{- $shutdown := default dict .Values.config.shutdown -}}
+{{- $shutdown := default dict (include "retry-worker.config" . | fromYaml).shutdown -}}
 {{- default 25 $shutdown.grace_seconds | int -}}
 {{- end -}}
 
@@ -94,7 +109,8 @@ DynamoDB coordination every replica keeps its own rate limit, breaker and loop g
 replicas give each target N times its budget; and a replica that starts while the table is
 down assumes `members_when_unknown` members, so KEDA must never run more than that. */ -}}
 {{- define "retry-worker.checks" -}}
-{{- $coordination := default dict .Values.config.coordination -}}
+{{- $config := include "retry-worker.config" . | fromYaml -}}
+{{- $coordination := default dict $config.coordination -}}
 {{- $backend := default "none" $coordination.backend -}}
 {{- if and (or .Values.keda.enabled (gt (int .Values.replicaCount) 1)) (ne $backend "dynamodb") -}}
 {{- fail "more than one replica (replicaCount > 1, or keda.enabled) needs config.coordination.backend: dynamodb (and its table, deploy/dynamodb): without it each replica has its own rate limit, breaker and loop guard, and every target gets replicas x its budget" -}}
