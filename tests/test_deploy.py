@@ -438,3 +438,58 @@ def test_config_overrides_the_environment_file_and_a_missing_one_is_named():
     assert config["defaults"]["concurrency"] == 7
     assert config["defaults"]["rate_limit"] == {"per_second": 5.0, "burst": 10}  # the file's
     assert "there is no config/qa.yaml" in refused("default", "--set", "environment=qa")
+
+
+class _Cfn(yaml.SafeLoader):
+    """CloudFormation's short forms (`!Ref`, `!Sub`, …) read as `{"Ref": …}`-like maps."""
+
+
+def _cfn_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict:
+    name = suffix if suffix in ("Ref", "Condition") else f"Fn::{suffix}"
+    if isinstance(node, yaml.ScalarNode):
+        return {name: loader.construct_scalar(node)}
+    if isinstance(node, yaml.SequenceNode):
+        return {name: loader.construct_sequence(node)}
+    return {name: loader.construct_mapping(node)}
+
+
+_Cfn.add_multi_constructor("!", _cfn_tag)
+
+
+def cloudformation(path: Path) -> dict:
+    """cfn-lint passes on it; its resources, tags read."""
+    result = run(str(Path(sys.executable).parent / "cfn-lint"), str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    return yaml.load(path.read_text(), Loader=_Cfn)["Resources"]  # noqa: S506 - SafeLoader
+
+
+def test_the_ecs_service_rolls_back_logs_with_a_retention_and_never_blocks_on_logs():
+    """Issue 28, item 7: `awslogs-create-group` needs a permission the managed execution
+    policy lacks (tasks failed to start) and kept logs forever."""
+    resources = cloudformation(ROOT / "deploy" / "ecs" / "service.yaml")
+    assert resources["LogGroup"]["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+    deployment = resources["Service"]["Properties"]["DeploymentConfiguration"]
+    assert deployment["DeploymentCircuitBreaker"] == {"Enable": True, "Rollback": True}
+    assert resources["Service"]["Properties"]["EnableExecuteCommand"] is False
+    [daemon] = resources["TaskDefinition"]["Properties"]["ContainerDefinitions"]
+    assert daemon["HealthCheck"]["Command"] == ["CMD", "retry-worker", "healthcheck"]
+    assert daemon["ReadonlyRootFilesystem"] is True
+    for container in (daemon, json.loads(ECS.read_text())["containerDefinitions"][0]):
+        options = container.get("LogConfiguration", container.get("logConfiguration"))
+        options = options.get("Options", options.get("options"))
+        assert options["mode"] == "non-blocking"
+        assert "awslogs-create-group" not in options
+    assert not resources["TaskSecurityGroup"]["Properties"].get("SecurityGroupIngress")
+
+
+def test_the_ecs_console_is_a_task_of_its_own_with_the_operator_role():
+    resources = cloudformation(ROOT / "deploy" / "ecs" / "service.yaml")
+    console = resources["ConsoleTaskDefinition"]["Properties"]
+    assert console["TaskRoleArn"] == {"Ref": "OperatorRoleArn"}
+    daemon = resources["TaskDefinition"]["Properties"]
+    assert daemon["TaskRoleArn"] == {"Ref": "TaskRoleArn"}
+    [container] = console["ContainerDefinitions"]
+    assert container["LinuxParameters"]["InitProcessEnabled"] is True  # ECS Exec needs it
+    command = container["Command"]
+    assert command[0] == "console"
+    assert command[command.index("--listen") + 1] == "127.0.0.1:8090"
