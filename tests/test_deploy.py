@@ -493,3 +493,31 @@ def test_the_ecs_console_is_a_task_of_its_own_with_the_operator_role():
     command = container["Command"]
     assert command[0] == "console"
     assert command[command.index("--listen") + 1] == "127.0.0.1:8090"
+
+
+def test_the_roles_trust_only_their_own_workloads():
+    """Issue 28, item 6: IRSA trusted by one service account (`sub`) for STS (`aud`); ECS
+    task roles by this account's tasks only (`aws:SourceAccount`)."""
+    resources = cloudformation(ROOT / "deploy" / "iam" / "roles.yaml")
+    for name, account in (
+        ("IrsaRole", "ServiceAccount"),
+        ("IrsaOperatorRole", "ConsoleServiceAccount"),
+    ):
+        trust = resources[name]["Properties"]["AssumeRolePolicyDocument"]["Fn::Sub"]
+        assert '"${EksOidcIssuer}:aud": "sts.amazonaws.com"' in trust
+        assert (
+            f'"${{EksOidcIssuer}}:sub": "system:serviceaccount:${{Namespace}}:${{{account}}}"'
+            in trust
+        )
+    for name in ("EcsTaskRole", "EcsOperatorRole", "EcsExecutionRole"):
+        [statement] = resources[name]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+        assert statement["Principal"] == {"Service": "ecs-tasks.amazonaws.com"}
+        assert statement["Condition"]["StringEquals"] == {
+            "aws:SourceAccount": {"Ref": "AWS::AccountId"}
+        }
+    assert resources["EcsTaskRole"]["Properties"]["ManagedPolicyArns"] == [
+        {"Ref": "WorkerPolicyArn"}
+    ]
+    assert resources["EcsOperatorRole"]["Properties"]["ManagedPolicyArns"] == [
+        {"Ref": "OperatorPolicyArn"}
+    ]

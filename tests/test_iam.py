@@ -51,6 +51,9 @@ def test_command_prints_the_golden_policy():
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == json.loads((GOLDEN / "iam-policy.json").read_text())
+    # Issue 28, item 6: the wildcard a `source: true` queue gets without --resolve-sources
+    # is said, with the way out.
+    assert "without --resolve-sources this policy lets them send to every queue" in result.stderr
 
 
 def test_only_documented_statements_use_wildcards():

@@ -125,6 +125,15 @@ def _iam_policy(args: argparse.Namespace) -> int:
             return EXIT_OK
         sources = anyio.run(resolve_sources, settings) if args.resolve_sources else None
         print(render(settings, args.account_id, sources), end="")
+        wide = [n for n, q in settings.queues.items() if getattr(q.target, "source", False)]
+        if wide and sources is None:
+            print(
+                f"iam-policy: {', '.join(sorted(wide))} send back to their redrive sources "
+                "(source: true): without --resolve-sources this policy lets them send to every "
+                "queue of their account and region; --resolve-sources asks AWS for the sources "
+                "and names exactly those",
+                file=sys.stderr,
+            )
     except PolicyError as exc:
         print(f"iam-policy: {exc}", file=sys.stderr)
         return EXIT_CONFIG
