@@ -144,35 +144,3 @@ def test_library_records_are_json_lines_too():
     assert all({"event", "level", "timestamp"} <= r.keys() for r in records)
     assert records[1]["logger"] == "botocore.credentials"
     assert records[2]["level"] == "error"
-
-
-async def test_the_oldest_message_s_age_runs_against_the_dlq_s_retention(aws, proxy, worker_stack):
-    """Issue 28, item 8: the data-loss clock. The age of the oldest message received since
-    the last depth refresh, and the DLQ's retention, for RetryWorkerNearRetention; the age is
-    gone once nothing more is received (an idle queue costs no series)."""
-    from tests.conftest import Worker
-
-    dlq = await create_queue(aws.sqs, "dlq", MessageRetentionPeriod="3600")
-    await create_queue(aws.sqs, "out")
-    await create_queue(aws.sqs, "parked")
-    settings = make_settings(
-        proxy.url,
-        {"q": {"name": "dlq", "target": {"kind": "sqs", "queue": "out"}}},
-        metrics={"queue_depth_interval_seconds": 0.2},
-    )
-    worker = Worker(settings, worker_stack)
-    poller = await worker.poller("q")
-    await aws.sqs.send_message(QueueUrl=dlq, MessageBody="old enough")
-
-    def gauge(name: str) -> float | None:
-        return worker.registry.get_sample_value(f"retry_worker_queue_{name}", {"queue": "q"})
-
-    async with anyio.create_task_group() as tg:
-        await tg.start(poller.run)
-        await wait_for(lambda: gauge("retention_seconds") == 3600)
-        await wait_for(lambda: gauge("oldest_age_seconds") is not None)
-        age = gauge("oldest_age_seconds")
-        assert age is not None
-        assert 0 <= age < 60
-        await wait_for(lambda: gauge("oldest_age_seconds") is None)  # nothing received since
-        poller.stop_receiving()

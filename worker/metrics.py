@@ -95,19 +95,6 @@ class Metrics:
         self.queue_messages = Gauge(
             p + "queue_messages", "Approximate DLQ depth.", ["queue", "state"], registry=registry
         )
-        self.oldest_age = Gauge(
-            p + "queue_oldest_age_seconds",
-            "Age (from SentTimestamp) of the oldest message received from the DLQ over the "
-            "last depth interval; absent when none was received.",
-            ["queue"],
-            registry=registry,
-        )
-        self.retention = Gauge(
-            p + "queue_retention_seconds",
-            "The DLQ's MessageRetentionPeriod: what the oldest message's age runs against.",
-            ["queue"],
-            registry=registry,
-        )
         self.unparkable = Counter(
             p + "unparkable_messages",
             "Messages kept in their DLQ because no parking form fits the parking queue.",

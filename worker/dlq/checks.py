@@ -6,14 +6,12 @@
 - Busy: the depth gauges are refreshed every `metrics.queue_depth_interval_seconds`.
 - The pause tag is read only right before a receive (at most every 30 s): an idle queue
   never pays for it.
-- With the depth gauges, the age of the oldest message received since the last refresh (the
-  data-loss clock: a DLQ drops what outlives its retention) and, once known, the retention.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import anyio
 import structlog
@@ -21,7 +19,6 @@ import structlog
 from worker.aws.attributes import read_depth
 from worker.aws.errors import error_code, metric_code
 from worker.aws.sqs import SqsQueue
-from worker.core.envelope import DlqMessage
 from worker.core.idle import IdleSchedule
 from worker.dlq.pause import PauseWatch
 from worker.metrics import Metrics, drop
@@ -52,7 +49,6 @@ class QueueWatch:
         pause: PauseWatch | None = None,
         depth_interval: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
-        wall: Callable[[], float] = time.time,
     ) -> None:
         self._name = name
         self._dlq = dlq
@@ -61,9 +57,6 @@ class QueueWatch:
         self.pause = pause
         self._depth_interval = depth_interval  # 0: no depth gauges
         self._clock = clock
-        self._wall = wall
-        self._oldest_sent: float | None = None  # epoch seconds, since the last refresh
-        self._retention_known = False
         self._depth_at: float | None = None
         self._checked = False
         # The loop must not receive (idle, or paused): set as soon as it is known, before the
@@ -90,29 +83,11 @@ class QueueWatch:
     def received(self, count: int) -> None:
         self.idle.received(count)
 
-    def saw(self, messages: Sequence[DlqMessage], retention: float | None) -> None:
-        """A batch's messages: the oldest send time for the age gauge, and the DLQ's
-        retention once it is known (the first batch reads it)."""
-        sent = [m.sent_at for m in messages if m.sent_at]
-        if sent and (self._oldest_sent is None or min(sent) < self._oldest_sent):
-            self._oldest_sent = min(sent)
-        if retention is not None and not self._retention_known and self._depth_interval > 0:
-            self._retention_known = True
-            self._metrics.retention.labels(self._name).set(retention)
-
-    def _record_age(self) -> None:
-        oldest, self._oldest_sent = self._oldest_sent, None
-        if oldest is None:
-            drop(self._metrics.oldest_age, self._name)
-        else:
-            self._metrics.oldest_age.labels(self._name).set(max(0.0, self._wall() - oldest))
-
     async def _check(self) -> int:
         counts = await read_depth(self._dlq)
         self._depth_at = self._clock()
         if self._depth_interval > 0:
             record_depth(self._name, self._metrics, counts)
-            self._record_age()
         return sum(counts.values())
 
     async def _refresh_depth(self) -> None:
@@ -122,7 +97,6 @@ class QueueWatch:
         if self._depth_at is not None and self._clock() - self._depth_at < self._depth_interval:
             return
         self._depth_at = self._clock()
-        self._record_age()
         try:
             record_depth(self._name, self._metrics, await read_depth(self._dlq))
         except Exception as exc:  # noqa: BLE001 - a gauge that cannot refresh keeps its value

@@ -280,7 +280,5 @@ class Poller:
             self._batches.discard(batch)
             if done is not None:
                 done.set()
-        if self._watch is not None:
-            self._watch.saw(batch.messages, self._facts.retention_seconds)
         self._series(self._metrics.inflight, self.name).dec(len(raw))
         self.beat()
