@@ -380,23 +380,19 @@ def test_helm_test_asks_readiness_through_the_service():
     ]
 
 
-def test_each_release_gets_a_coordination_table_of_its_own():
-    """Two releases in one account that named no table shared (and split) each other's
-    budgets through one default table."""
+def test_coordination_needs_its_table_named_where_iam_policy_reads_it():
+    """A table the chart named by itself never reached `iam-policy` (AccessDenied on
+    DynamoDB); one named per deployment in the configuration does."""
     extra = ["--set", "replicaCount=2", "--set", "config.coordination.backend=dynamodb"]
+    assert "e.g. rw-coordination" in refused("default", *extra)
 
-    def table(release: str) -> str:
-        result = run(helm(), "template", release, str(CHART), *extra)
-        assert result.returncode == 0, result.stderr
-        [configmap] = [
-            d
-            for d in yaml.safe_load_all(result.stdout)
-            if d and d["kind"] == "ConfigMap" and "config.yaml" in d["data"]
-        ]
-        return yaml.safe_load(configmap["data"]["config.yaml"])["coordination"]["table"]
 
-    assert table("orders") == "orders-retry-worker-coordination"
-    assert table("billing") == "billing-retry-worker-coordination"
+def test_the_helm_test_pod_is_never_counted_as_a_worker():
+    docs = render("production", "--set-json", 'imagePullSecrets=[{"name": "registry"}]')
+    [pod] = [d for d in docs if d["kind"] == "Pod"]
+    selector = kinds(docs)["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"]
+    assert not selector.items() <= pod["metadata"]["labels"].items()
+    assert pod["spec"]["imagePullSecrets"] == [{"name": "registry"}]
 
 
 def test_the_coordination_table_outlives_its_stack_and_passes_cfn_lint():
@@ -499,16 +495,20 @@ def test_the_roles_trust_only_their_own_workloads():
     """Issue 28, item 6: IRSA trusted by one service account (`sub`) for STS (`aud`); ECS
     task roles by this account's tasks only (`aws:SourceAccount`)."""
     resources = cloudformation(ROOT / "deploy" / "iam" / "roles.yaml")
-    for name, account in (
-        ("IrsaRole", "ServiceAccount"),
-        ("IrsaOperatorRole", "ConsoleServiceAccount"),
-    ):
-        trust = resources[name]["Properties"]["AssumeRolePolicyDocument"]["Fn::Sub"]
-        assert '"${EksOidcIssuer}:aud": "sts.amazonaws.com"' in trust
-        assert (
-            f'"${{EksOidcIssuer}}:sub": "system:serviceaccount:${{Namespace}}:${{{account}}}"'
-            in trust
-        )
+    template, values = resources["IrsaRole"]["Properties"]["AssumeRolePolicyDocument"]["Fn::Sub"]
+    assert '"${EksOidcIssuer}:aud": "sts.amazonaws.com"' in template
+    assert '"${EksOidcIssuer}:sub": [${Subjects}]' in template
+    with_keda, alone = values["Subjects"]["Fn::If"][1:]
+    # the chart's service account, and KEDA's operator (it reads the DLQ depths with this
+    # role: the TriggerAuthentication's identityOwner workload)
+    assert with_keda["Fn::Sub"] == (
+        '"system:serviceaccount:${Namespace}:${ServiceAccount}", '
+        '"system:serviceaccount:${KedaServiceAccount}"'
+    )
+    assert alone["Fn::Sub"] == '"system:serviceaccount:${Namespace}:${ServiceAccount}"'
+    console = resources["IrsaOperatorRole"]["Properties"]["AssumeRolePolicyDocument"]["Fn::Sub"]
+    assert '"${EksOidcIssuer}:aud": "sts.amazonaws.com"' in console
+    assert '"system:serviceaccount:${Namespace}:${ConsoleServiceAccount}"' in console
     for name in ("EcsTaskRole", "EcsOperatorRole", "EcsExecutionRole"):
         [statement] = resources[name]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
         assert statement["Principal"] == {"Service": "ecs-tasks.amazonaws.com"}

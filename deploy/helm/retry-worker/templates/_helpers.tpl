@@ -53,12 +53,6 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end -}}
 
-{{- /* The coordination table: the one configured, else one named after the release. */ -}}
-{{- define "retry-worker.coordinationTable" -}}
-{{- $coordination := default dict (include "retry-worker.config" . | fromYaml).coordination -}}
-{{- default (printf "%s-coordination" (include "retry-worker.fullname" .)) $coordination.table -}}
-{{- end -}}
-
 {{- /* The worker's configuration: `config/<environment>.yaml` (the same file the image and
 ECS run with `--env`: one source per environment), with `.Values.config` over it. The image's
 `config/base.yaml` sits under both. As YAML: `include ... | fromYaml`. */ -}}
@@ -114,6 +108,9 @@ down assumes `members_when_unknown` members, so KEDA must never run more than th
 {{- $backend := default "none" $coordination.backend -}}
 {{- if and (or .Values.keda.enabled (gt (int .Values.replicaCount) 1)) (ne $backend "dynamodb") -}}
 {{- fail "more than one replica (replicaCount > 1, or keda.enabled) needs config.coordination.backend: dynamodb (and its table, deploy/dynamodb): without it each replica has its own rate limit, breaker and loop guard, and every target gets replicas x its budget" -}}
+{{- end -}}
+{{- if and (eq $backend "dynamodb") (not $coordination.table) -}}
+{{- fail (printf "config.coordination.table: name the DynamoDB table in config/<environment>.yaml (where `retry-worker iam-policy` reads it too), one per deployment, e.g. %s-coordination: two deployments that share a table share their targets' budgets" .Release.Name) -}}
 {{- end -}}
 {{- $unknown := default 10 $coordination.members_when_unknown | int -}}
 {{- if and .Values.keda.enabled (gt (int .Values.keda.maxReplicaCount) $unknown) -}}
