@@ -110,7 +110,12 @@ def test_dashboard_queries_parse_and_name_only_exported_metrics(tmp_path):
 def test_dashboard_has_the_variables_and_rows_operators_expect():
     data = json.loads(DASHBOARD.read_text())
     variables = {v["name"]: v["type"] for v in data["templating"]["list"]}
-    assert variables == {"datasource": "datasource", "queue": "query", "target": "query"}
+    assert variables == {
+        "datasource": "datasource",
+        "namespace": "query",
+        "queue": "query",
+        "target": "query",
+    }
     rows = [p["title"] for p in data["panels"] if p["type"] == "row"]
     assert rows == ["Overview", "Targets", "Worker"]
     ids = [p["id"] for p in data["panels"]]
@@ -230,4 +235,27 @@ def test_the_dashboard_never_adds_up_what_every_replica_reports():
     exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
     depth = [e for e in exprs if "retry_worker_queue_messages" in e]
     assert depth
-    assert all("max by (queue, state) (retry_worker_queue_messages" in e for e in depth), depth
+    assert all("max by (namespace, queue, state) (retry_worker_queue_messages" in e for e in depth)
+
+
+def test_every_dashboard_query_is_scoped_to_the_chosen_namespace():
+    """Two deployments in one cluster (or one Prometheus) must not merge on one dashboard."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["namespace"]["query"]["query"] == (
+        "label_values(retry_worker_build_info, namespace)"
+    )
+    exprs = [t["expr"] for p in _panels(dashboard["panels"]) for t in p.get("targets", [])]
+    exprs += [variables[v]["query"]["query"] for v in ("queue", "target")]
+    for expr in exprs:
+        for selector in re.findall(r"retry_worker_[a-z_]+(\{[^}]*\})?", expr):
+            assert 'namespace=~"$namespace"' in selector, expr
+
+
+def _panels(panels: list) -> list:
+    """Every panel, rows' panels included."""
+    out = []
+    for panel in panels:
+        out.append(panel)
+        out.extend(_panels(panel.get("panels", [])))
+    return out
