@@ -27,7 +27,7 @@ class DlqMessage:
     source_arn: str | None = None  # DeadLetterQueueSourceArn: SQS's own word
     # The source our marker or the parking metadata names (a copy we sent back to the DLQ, a
     # replay): anyone who can send to the queue can write it, so it is used only where it is
-    # one of the DLQ's redrive sources (`targets.base.source_of`), and never shown as SQS's.
+    # one of the DLQ's redrive sources (`DlqFacts.verified` makes it the `source_arn` then).
     carried_source: str | None = None
     trace_header: str | None = None  # AWSTraceHeader
     group_id: str | None = None  # MessageGroupId (FIFO)

@@ -104,8 +104,7 @@ class QueueReader:
             gave_up = False
             self.read += len(batch)
             self.progress(read=self.read)
-            if batch:
-                yield batch
+            yield batch
         self._check_fifo_read()
         if gave_up and not self._read_all() and self.incomplete is None:
             self.incomplete = (
