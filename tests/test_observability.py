@@ -19,10 +19,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import make_settings
 from tests.helpers import depth, wait_for
 from tests.test_http import aget
+from worker.aws.sources import DlqFacts
+from worker.core.envelope import DlqMessage
 from worker.daemon.app import serve
 from worker.emulator import create_function, create_queue
 from worker.emulator.proxy import Rule
 from worker.logs import configure_logging
+from worker.metrics import TIME_LEFT_WINDOW_SECONDS, RetentionClock
 from worker.settings import LoggingSettings
 
 pytestmark = pytest.mark.anyio
@@ -105,11 +108,49 @@ async def test_metrics_move_as_they_should(aws, proxy):
     )
     assert value("retry_worker_queue_messages", queue="fn", state="visible") == 0
     assert value("retry_worker_build_info", version="0.1.0") == 1
+    # The data-loss clock: moto's default retention is 4 days; the messages were just sent.
+    retention = value("retry_worker_dlq_retention_seconds", queue="fn")
+    assert retention == 345600
+    assert retention - 60 < value("retry_worker_dlq_time_left_seconds", queue="fn") <= retention
 
     families = {f.name for f in text_string_to_metric_families(text)}
     # the parser strips `_total` from counter names
     exported = {n for n in families} | {f"{n}_total" for n in families}
     assert documented_metrics() <= exported, documented_metrics() - exported
+
+
+def test_the_data_loss_clock_shows_the_least_time_left_in_its_window():
+    now = [0.0]
+    clock = RetentionClock(lambda: now[0])
+    registry = CollectorRegistry()
+    registry.register(clock)
+
+    def left(queue: str = "q") -> float | None:
+        return registry.get_sample_value("retry_worker_dlq_time_left_seconds", {"queue": queue})
+
+    clock.observe("q", 1000.0, None)  # retention known, no send times: nothing to show
+    assert left() is None
+    assert registry.get_sample_value("retry_worker_dlq_retention_seconds", {"queue": "q"}) == 1000
+    clock.observe("q", 1000.0, 500.0)
+    now[0] = 100.0
+    clock.observe("q", 1000.0, 800.0)
+    assert left() == 500.0  # the least in the window, not the latest
+    now[0] = 100.0 + TIME_LEFT_WINDOW_SECONDS
+    assert left() == 800.0  # the 500 has left the window; the 800 has not
+    now[0] = 200.0 + TIME_LEFT_WINDOW_SECONDS
+    assert left() is None  # nothing received for 15 minutes: absent, not a stale low
+    clock.observe("gone", 1000.0, 10.0)
+    clock.forget("gone")
+    assert left("gone") is None
+
+
+def test_time_left_counts_from_the_oldest_send():
+    facts = DlqFacts(None, "url")  # type: ignore[arg-type]  # no AWS call is made
+    messages = [DlqMessage("1", "r", "{}", sent_at=t) for t in (900.0, 500.0, None)]
+    assert facts.time_left(messages, now=1000.0) is None  # retention unknown: no clock
+    facts.retention_seconds = 3600.0
+    assert facts.time_left(messages, now=1000.0) == 3600.0 - 500.0
+    assert facts.time_left([DlqMessage("2", "r", "{}")], now=1000.0) is None
 
 
 def test_readme_lists_the_metrics_we_check():

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.metrics import MetricWrapperBase
 
 from worker import __version__
@@ -13,6 +18,9 @@ from worker import __version__
 # Target calls take milliseconds (SQS, async invokes) to minutes (a synchronous Lambda or a
 # waited-for state machine): buckets span 5 ms to 15 min.
 DELIVERY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
+# The data-loss clock looks at what was received this recently (a message settled since then
+# no longer matters; one still waiting is received again and seen again).
+TIME_LEFT_WINDOW_SECONDS = 900.0
 # Backoffs span seconds to the 12 h visibility limit.
 BACKOFF_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 43200)
 
@@ -128,9 +136,65 @@ class Metrics:
             p + "build_info", "Build information.", ["version"], registry=registry
         )
         self.build_info.labels(version=__version__).set(1)
+        self.retention = RetentionClock()
+        registry.register(self.retention)
 
     def count_request(self, service: str, operation: str) -> None:
         self.aws_requests.labels(service, operation).inc()
+
+
+class RetentionClock:
+    """The data-loss clock, per DLQ: its retention, and the least time a message had left
+    before that retention drops it when it was received in the last 15 minutes. The worker
+    parks a message that would expire before its next try; what this shows is the rest —
+    messages that reach the worker late (a backlog, a queue paused or blocked for days)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()  # observed in the event loop, collected by the scrape
+        self._retention: dict[str, float] = {}
+        # Per queue, a sliding-window minimum: (observed at, time left), times left rising.
+        self._seen: dict[str, deque[tuple[float, float]]] = {}
+
+    def observe(self, queue: str, retention: float, time_left: float | None) -> None:
+        now = self._clock()
+        with self._lock:
+            self._retention[queue] = retention
+            if time_left is None:
+                return
+            window = self._seen.setdefault(queue, deque())
+            while window and window[-1][1] >= time_left:
+                window.pop()
+            window.append((now, time_left))
+
+    def forget(self, queue: str) -> None:
+        with self._lock:
+            self._retention.pop(queue, None)
+            self._seen.pop(queue, None)
+
+    def collect(self) -> Iterator[Metric]:
+        left = GaugeMetricFamily(
+            "retry_worker_dlq_time_left_seconds",
+            "Least time a message received from the DLQ in the last 15 minutes had before its "
+            "retention ends (absent: nothing received).",
+            labels=["queue"],
+        )
+        retention = GaugeMetricFamily(
+            "retry_worker_dlq_retention_seconds",
+            "The DLQ's MessageRetentionPeriod, as read with its first batch.",
+            labels=["queue"],
+        )
+        now = self._clock()
+        with self._lock:
+            for queue, window in self._seen.items():
+                while window and now - window[0][0] > TIME_LEFT_WINDOW_SECONDS:
+                    window.popleft()
+                if window:
+                    left.add_metric([queue], window[0][1])
+            for queue, seconds in self._retention.items():
+                retention.add_metric([queue], seconds)
+        yield left
+        yield retention
 
 
 class Series:

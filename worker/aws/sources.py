@@ -110,3 +110,12 @@ class DlqFacts:
         if self.by_arn:
             return min(s.max_receive_count for s in self.by_arn.values())
         return 0
+
+    def time_left(self, messages: Sequence[DlqMessage], now: float) -> float | None:
+        """The least time any of the messages has before the DLQ's retention drops it (SQS
+        counts from `SentTimestamp`: a standard DLQ keeps the source's enqueue time). None:
+        the retention or every send time is unknown."""
+        if self.retention_seconds is None:
+            return None
+        sent = [m.sent_at for m in messages if m.sent_at is not None]
+        return self.retention_seconds - (now - min(sent)) if sent else None

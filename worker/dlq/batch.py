@@ -57,6 +57,7 @@ class Batch:
         room: Room,
         log: structlog.typing.FilteringBoundLogger,
         monotonic: Callable[[], float] = time.monotonic,
+        learned: Callable[[Sequence[DlqMessage]], None] | None = None,
     ) -> None:
         self.messages = messages
         self._received_at = received_at  # monotonic time of the receive (the visibility clock)
@@ -68,6 +69,7 @@ class Batch:
         self._room = room  # the queue's: handed back once delivery has ended, then settling
         self._log = log
         self._monotonic = monotonic
+        self._learned = learned  # told once the DLQ's facts are known (the data-loss clock)
         self._scope = anyio.CancelScope()
         self._lease_ends = [received_at + lease_seconds] * len(messages)  # monotonic
         self._settled: set[int] = set()  # indexes settled (or tried: a failed one reappears)
@@ -93,6 +95,8 @@ class Batch:
                     tg.start_soon(self._heartbeat)
                     tg.start_soon(self._settle_as_decided, receive, decided)
                     await self._facts.learn(self.messages)
+                    if self._learned is not None:
+                        self._learned(self.messages)
                     await self._pipeline.run(self.messages, sink, self.holds)
                     # Delivered: the next receive need not wait for these deletes.
                     await self._room.hand_over(count)

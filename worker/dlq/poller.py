@@ -28,7 +28,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from worker.aws.errors import error_code, kind_of, metric_code
 from worker.aws.sources import DlqFacts
 from worker.aws.sqs import SqsQueue
-from worker.core.envelope import parse_message
+from worker.core.envelope import DlqMessage, parse_message
 from worker.core.policy import failure_pause
 from worker.dlq.batch import Batch
 from worker.dlq.capacity import Room
@@ -256,6 +256,12 @@ class Poller:
         await anyio.sleep(delay)
         self.beat()
 
+    def _clock_retention(self, messages: Sequence[DlqMessage]) -> None:
+        retention = self._facts.retention_seconds
+        if retention is not None:
+            left = self._facts.time_left(messages, time.time())
+            self._metrics.retention.observe(self.name, retention, left)
+
     async def _handle(
         self, raw: Sequence[dict[str, Any]], received_at: float, done: anyio.Event | None = None
     ) -> None:
@@ -270,6 +276,7 @@ class Poller:
             room=self._room,
             log=self._log,
             monotonic=self._monotonic,
+            learned=self._clock_retention,
         )
         self._batches.add(batch)
         if self._aborted:
