@@ -73,9 +73,12 @@ async def test_bad_input_corpus(aws, proxy, worker_stack):
         " ": ("unparseable", "InvalidExecutionInput"),
         BIG: ("too_large", "PayloadTooLarge"),
         "no group id here": ("missing_group_id", "MissingMessageGroupId"),
+        # Lambda refuses a payload that is not JSON (the proxy answers as Lambda does)
+        "\t": ("unparseable", "InvalidRequestContentException"),
+        "plain text, not JSON": ("unparseable", "InvalidRequestContentException"),
     }
     assert worker.settled("sfn", "deleted") == 1  # the fine one
-    assert worker.settled("fn", "deleted") == 2  # Lambda takes any payload; garbage marker ignored
+    assert worker.settled("fn", "parked") == 2  # each tried once: the garbage marker ignored
     assert await depth(aws.sqs, out) == 0
     assert logs.getvalue().count('"attempt_marker": "invalid"') == 1  # the garbage marker
 

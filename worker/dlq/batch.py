@@ -41,6 +41,8 @@ SETTLE_DEADLINE_SECONDS = 20  # a shielded settle never holds shutdown longer th
 CRASH_RETRY_SECONDS = 60.0
 LEASE_MARGIN_SECONDS = 1.0  # a lease this close to its end is treated as ended (at most)
 LINGER_SECONDS = 0.5  # a decision waits this long for the rest of its batch before settling
+# A lease extension refused for these: the handle is no longer this batch's.
+LEASE_GONE_CODES = frozenset({"ReceiptHandleIsInvalid", "InvalidParameterValue"})
 
 
 class Batch:
@@ -185,12 +187,19 @@ class Batch:
                 return
             receipts = {mid: (self.messages[i].receipt_handle, extension) for mid, i in ids.items()}
             try:
-                failed = set(await self._dlq.change_visibility(receipts))
+                refused = await self._dlq.change_visibility(receipts)
             except Exception as exc:  # noqa: BLE001 - the lease runs out; said, tried again
                 self._log.warning("lease_extension_failed", error=error_code(exc))
+                refused = {}
                 failed = set(receipts)
+            else:
+                failed = set(refused)
             for mid, i in ids.items():
                 if mid not in failed:
                     self._lease_ends[i] = started + extension
+                elif refused.get(mid) and refused[mid].code in LEASE_GONE_CODES:
+                    # SQS no longer knows this handle (the message was received again, or
+                    # deleted): the lease is over now; asking again would only be refused.
+                    self._lease_ends[i] = started
             pause = min(self._lease / 2, 1.0) if failed else self._lease / 2
             self._log.debug("lease_extended", seconds=extension, failed=len(failed))

@@ -8,7 +8,12 @@ call, and applies the first matching rule:
 - `function_error`: forward a Lambda Invoke, then answer 200 with `X-Amz-Function-Error`;
 - `fail_entries`: drop the first N entries of a *Batch request, forward the rest, and report
   the dropped ones in `Failed` (as SQS does when an entry fails server-side);
-- `delay`: wait, then forward; `reset`: close the connection without an answer.
+- `delay`: wait, then forward; `reset`: close the connection without an answer;
+- with `after=True`, `error`, `reset` and `delay` come after forwarding: AWS acted, the
+  answer was lost (a 500, a reset, a read timeout).
+
+It answers a Lambda Invoke whose payload is not JSON as Lambda does
+(`InvalidRequestContentException`); the emulator would echo it.
 
 Randomness is seeded, so a run repeats. Runs its own event loop in a thread.
 """
@@ -30,6 +35,7 @@ from worker.emulator.rules import (
     answered,
     error_response,
     identify,
+    lambda_refuses,
     request_body,
 )
 
@@ -55,6 +61,7 @@ class FaultProxy:
         self.peak: Counter[tuple[str, str]] = Counter()
         # (service, operation, JSON body) of forwarded requests the target accepted
         self.accepted: list[tuple[str, str, Any]] = []
+        self._seed = seed
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._host, self._port = host, port
@@ -80,6 +87,9 @@ class FaultProxy:
             self.accepted.clear()
             self.arrivals.clear()
             self.peak.clear()
+            self.upstream_errors.clear()
+            self.keep_journal = True
+            self._rng.seed(self._seed)  # each test sees the same faults, whatever ran before
 
     def accepted_requests(self, service: str, operation: str) -> list[Any]:
         """Bodies of requests the emulator answered with success (no injected failure)."""
@@ -191,17 +201,12 @@ class FaultProxy:
     ) -> web.StreamResponse:
         amz = {k.lower(): v for k, v in request.headers.items() if k.lower().startswith("x-amz-")}
         rule = self._pick(service, operation, request.path, body, amz)
-        if rule is not None:
-            if rule.action == "error":
-                return error_response(rule)
-            if rule.action == "reset":
-                if request.transport is not None:
-                    request.transport.abort()
-                raise asyncio.CancelledError
-            if rule.action == "delay":
-                await asyncio.sleep(rule.seconds)
-            if rule.action == "fail_entries":
-                return await self._fail_entries(request, body, rule)
+        if service == "lambda" and (refused := lambda_refuses(operation, body)) is not None:
+            return refused
+        if rule is not None and not rule.after:
+            made = await self._before(request, body, rule)
+            if made is not None:
+                return made
         try:
             status, headers, payload = await self._forward(request, body)
         except ClientError as exc:  # the emulator dropped the connection: a gateway error
@@ -211,7 +216,36 @@ class FaultProxy:
             return made
         if status < 300 and "X-Amz-Function-Error" not in headers:
             self._accepted(service, operation, body)
+        if rule is not None and rule.after:
+            return await self._lose_answer(request, rule)
         return web.Response(status=status, body=payload, headers=headers)
+
+    async def _before(self, request: web.Request, body: bytes, rule: Rule) -> web.Response | None:
+        """A fault before forwarding: an answer in place of AWS's, or None (forward)."""
+        if rule.action == "error":
+            return error_response(rule)
+        if rule.action == "reset":
+            if request.transport is not None:
+                request.transport.abort()
+            raise asyncio.CancelledError
+        if rule.action == "delay":
+            await asyncio.sleep(rule.seconds)
+        if rule.action == "fail_entries":
+            return await self._fail_entries(request, body, rule)
+        return None
+
+    @staticmethod
+    async def _lose_answer(request: web.Request, rule: Rule) -> web.Response:
+        """What the client sees of a request AWS carried out: an error, a reset connection,
+        or (`delay`) an answer too late for its read timeout."""
+        if rule.action == "error":
+            return error_response(rule)
+        if rule.action == "delay":
+            await asyncio.sleep(rule.seconds)
+            return error_response(rule)
+        if request.transport is not None:
+            request.transport.abort()
+        raise asyncio.CancelledError
 
     def _accepted(self, service: str, operation: str, body: bytes) -> None:
         if self.keep_journal and (parsed := request_body(body)) is not None:
@@ -232,8 +266,9 @@ class FaultProxy:
     async def _fail_entries(self, request: web.Request, body: bytes, rule: Rule) -> web.Response:
         data = json.loads(body)
         dropped, kept = data["Entries"][: rule.entries], data["Entries"][rule.entries :]
+        sender = bool(rule.extra.get("SenderFault", False))  # True: SQS will not take it again
         failed = [
-            {"Id": e["Id"], "SenderFault": False, "Code": rule.code, "Message": "injected"}
+            {"Id": e["Id"], "SenderFault": sender, "Code": rule.code, "Message": "injected"}
             for e in dropped
         ]
         result: dict[str, Any] = {"Successful": [], "Failed": failed}

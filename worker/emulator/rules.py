@@ -34,6 +34,9 @@ class Rule:
     extra: dict[str, Any] = field(default_factory=dict)  # error body fields
     path: str | None = None  # only requests whose path contains this (e.g. a function name)
     body: str | None = None  # only requests whose body contains this (e.g. a queue URL)
+    # error | reset | delay *after* forwarding: AWS did it, the answer was lost (a 500, a
+    # reset connection, a read timeout) — where real duplicates and "did it happen?" come from
+    after: bool = False
     applied: int = 0
 
     def matches(
@@ -98,8 +101,20 @@ def with_system_attributes(rule: Rule, payload: bytes) -> bytes:
     return json.dumps(received).encode()
 
 
-def error_response(rule: Rule) -> web.Response:
-    body = {"__type": rule.code, "message": f"injected {rule.code}", **rule.extra}
+def lambda_refuses(operation: str, body: bytes) -> web.Response | None:
+    """Lambda's answer to an Invoke whose payload is not JSON (the emulator echoes anything)."""
+    if operation != "Invoke" or not body:
+        return None
+    try:
+        json.loads(body)
+    except ValueError:
+        rule = Rule("lambda", status=400, code="InvalidRequestContentException")
+        return error_response(rule, "Could not parse request body into json")
+    return None
+
+
+def error_response(rule: Rule, message: str = "") -> web.Response:
+    body = {"__type": rule.code, "message": message or f"injected {rule.code}", **rule.extra}
     headers = {"x-amzn-ErrorType": rule.code, "x-amzn-query-error": f"{rule.code};Receiver"}
     if "retryAfterSeconds" in rule.extra:
         headers["Retry-After"] = str(rule.extra["retryAfterSeconds"])

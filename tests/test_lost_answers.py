@@ -1,0 +1,272 @@
+"""Faults as AWS makes them: the request was carried out, the answer was lost (a 500, a reset
+connection, a read timeout), and receipt handles that went stale. Every message ends in exactly
+one final place — delivered (a duplicate at most per lost answer) or parked — and none stays
+in its DLQ."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.conftest import Worker, make_settings
+from tests.helpers import depth, drain
+from worker.emulator import ROLE_ARN, create_function, create_queue, queue_arn
+from worker.emulator.proxy import Rule
+
+pytestmark = pytest.mark.anyio
+
+MESSAGES = 3
+DEFINITION = json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}})
+
+
+async def until_empty(sqs: Any, worker: Worker, dlq: str, timeout: float = 40) -> None:
+    """Run the queue's receive cycles until its DLQ is empty (in flight included)."""
+    poller = await worker.poller("q")
+    deadline = time.monotonic() + timeout
+    while await depth(sqs, dlq):
+        assert time.monotonic() < deadline, "messages stuck in the DLQ"
+        await poller.run_once()
+
+
+async def setup(aws, kind: str) -> tuple[dict[str, Any], Any]:
+    """The target of `kind` and a way to read what it was given (one id per delivery)."""
+    if kind == "sqs":
+        out = await create_queue(aws.sqs, "out")
+
+        async def given() -> list[int]:
+            return [json.loads(m["Body"])["n"] for m in await drain(aws.sqs, out)]
+
+        return {"kind": "sqs", "queue": "out"}, given
+    if kind == "lambda":
+        await create_function(aws.lambda_, "fn")
+        return {"kind": "lambda", "function": "fn"}, None
+    if kind == "stepfunctions":
+        machine = await aws.sfn.create_state_machine(
+            name="sm", definition=DEFINITION, roleArn=ROLE_ARN
+        )
+        arn = machine["stateMachineArn"]
+
+        async def started() -> list[int]:
+            runs = (await aws.sfn.list_executions(stateMachineArn=arn))["executions"]
+            inputs = [
+                await aws.sfn.describe_execution(executionArn=r["executionArn"]) for r in runs
+            ]
+            return [json.loads(d["input"])["n"] for d in inputs]
+
+        return {"kind": "stepfunctions", "state_machine_arn": arn}, started
+    seen = await create_queue(aws.sqs, "seen")
+    if kind == "sns":
+        sns = await aws.client("sns")
+        topic = (await sns.create_topic(Name="events"))["TopicArn"]
+        await sns.subscribe(
+            TopicArn=topic,
+            Protocol="sqs",
+            Endpoint=await queue_arn(aws.sqs, seen),
+            Attributes={"RawMessageDelivery": "true"},
+        )
+        target = {"kind": "sns", "topic_arn": topic}
+    else:
+        events = await aws.client("events")
+        await events.create_event_bus(Name="bus")
+        await events.put_rule(
+            Name="all", EventBusName="bus", EventPattern=json.dumps({"source": ["shop"]})
+        )
+        await events.put_targets(
+            Rule="all",
+            EventBusName="bus",
+            Targets=[{"Id": "q", "Arn": await queue_arn(aws.sqs, seen)}],
+        )
+        target = {"kind": "eventbridge", "event_bus": "bus"}
+
+    async def received() -> list[int]:
+        bodies = [json.loads(m["Body"]) for m in await drain(aws.sqs, seen)]
+        return [b.get("detail", b)["n"] for b in bodies]
+
+    return target, received
+
+
+def event(n: int) -> str:
+    return json.dumps(
+        {"version": "0", "id": f"e{n}", "detail-type": "T", "source": "shop", "detail": {"n": n}}
+    )
+
+
+CALLS = {
+    "sqs": ("sqs", "SendMessageBatch"),
+    "lambda": ("lambda", "Invoke"),
+    "stepfunctions": ("states", "StartExecution"),
+    "sns": ("sns", "PublishBatch"),
+    "eventbridge": ("events", "PutEvents"),
+}
+
+
+@pytest.mark.parametrize("kind", list(CALLS))
+@pytest.mark.parametrize("lost", ["error", "reset"])
+async def test_a_delivery_whose_answer_was_lost_is_never_lost_itself(
+    aws, proxy, worker_stack, kind, lost
+):
+    target, given = await setup(aws, kind)
+    dlq = await create_queue(aws.sqs, "dlq")
+    parked = await create_queue(aws.sqs, "parked")
+    for n in range(MESSAGES):
+        body = event(n) if kind == "eventbridge" else json.dumps({"n": n})
+        await aws.sqs.send_message(QueueUrl=dlq, MessageBody=body)
+    service, operation = CALLS[kind]
+    fault = proxy.add(Rule(service, operation, lost, after=True, times=1))
+    worker = Worker(
+        make_settings(proxy.url, {"q": {"name": "dlq", "target": target}}), worker_stack
+    )
+
+    await until_empty(aws.sqs, worker, dlq)
+
+    assert fault.applied == 1
+    if given is None:  # Lambda: what the function accepted, as the proxy saw it
+        delivered = [b["n"] for b in proxy.accepted_requests("lambda", "Invoke")]
+    else:
+        delivered = await given()
+    counts = Counter(delivered)
+    assert set(counts) == set(range(MESSAGES)), f"lost: {set(range(MESSAGES)) - set(counts)}"
+    # A lost answer repeats at most the request it answered (Step Functions names the
+    # execution by the message: a repeat is the same execution).
+    repeats = sum(counts.values()) - MESSAGES
+    assert repeats <= (0 if kind == "stepfunctions" else MESSAGES)
+    assert await depth(aws.sqs, parked) == 0
+
+
+@pytest.mark.parametrize("lost", ["error", "reset"])
+async def test_a_delete_whose_answer_was_lost_leaves_no_message_behind(
+    aws, proxy, worker_stack, lost
+):
+    """DeleteMessageBatch carried out, its answer lost: the worker cannot tell, tries again
+    (a stale handle now); the message is gone once, never delivered a second time."""
+    target, given = await setup(aws, "sqs")
+    dlq = await create_queue(aws.sqs, "dlq")
+    await create_queue(aws.sqs, "parked")
+    for n in range(MESSAGES):
+        await aws.sqs.send_message(QueueUrl=dlq, MessageBody=json.dumps({"n": n}))
+    fault = proxy.add(Rule("sqs", "DeleteMessageBatch", lost, after=True, times=1))
+    worker = Worker(
+        make_settings(proxy.url, {"q": {"name": "dlq", "target": target}}), worker_stack
+    )
+
+    await until_empty(aws.sqs, worker, dlq)
+
+    assert fault.applied == 1
+    assert sorted(await given()) == list(range(MESSAGES))  # each once: the delete had happened
+
+
+async def test_a_stale_receipt_handle_on_settle_leaves_the_message_to_come_back(
+    aws, proxy, worker_stack
+):
+    """SQS refuses a delete with the handle of an earlier receive (`ReceiptHandleIsInvalid`,
+    a sender fault, never retried): the message is not deleted, comes back when its
+    visibility ends, and is delivered and deleted then — a duplicate, never a loss."""
+    target, given = await setup(aws, "sqs")
+    dlq = await create_queue(aws.sqs, "dlq")
+    await create_queue(aws.sqs, "parked")
+    await aws.sqs.send_message(QueueUrl=dlq, MessageBody=json.dumps({"n": 0}))
+    stale = Rule(
+        "sqs",
+        "DeleteMessageBatch",
+        "fail_entries",
+        code="ReceiptHandleIsInvalid",
+        times=1,
+        extra={"SenderFault": True},
+    )
+    proxy.add(stale)
+    receive = {"batch_size": 10, "wait_seconds": 1, "visibility_timeout_seconds": 2}
+    settings = make_settings(
+        proxy.url, {"q": {"name": "dlq", "target": target}}, defaults={"receive": receive}
+    )
+    worker = Worker(settings, worker_stack)
+
+    await until_empty(aws.sqs, worker, dlq)
+
+    assert stale.applied == 1
+    assert await given() == [0, 0]  # delivered again when it came back; nothing left behind
+
+
+async def test_a_stale_receipt_handle_on_the_heartbeat_ends_the_lease(aws, proxy, worker_stack):
+    """The lease extension refused for a stale handle: the batch stops holding the message
+    (another receive may have it) and the message ends delivered once, none left behind."""
+    target, _ = await setup(aws, "lambda")
+    await create_queue(aws.sqs, "parked")
+    dlq = await create_queue(aws.sqs, "dlq")
+    await aws.sqs.send_message(QueueUrl=dlq, MessageBody=json.dumps({"n": 0}))
+    proxy.add(Rule("lambda", "Invoke", "delay", seconds=5.5, times=1))
+    stale = Rule(
+        "sqs",
+        "ChangeMessageVisibilityBatch",
+        "fail_entries",
+        code="ReceiptHandleIsInvalid",
+        extra={"SenderFault": True},
+    )
+    proxy.add(stale)
+    receive = {"batch_size": 10, "wait_seconds": 1, "visibility_timeout_seconds": 6}
+    settings = make_settings(
+        proxy.url, {"q": {"name": "dlq", "target": target}}, defaults={"receive": receive}
+    )
+    worker = Worker(settings, worker_stack)
+
+    await until_empty(aws.sqs, worker, dlq)
+
+    # Refused once: a handle SQS calls invalid is not asked about again every second.
+    assert stale.applied == 1
+    invoked = [b["n"] for b in proxy.accepted_requests("lambda", "Invoke")]
+    assert set(invoked) == {0}
+
+
+async def test_a_cleared_proxy_repeats_the_same_faults(proxy):
+    """Each test starts from the same random state: one test's faults never shift the next's."""
+    headers = {
+        "Authorization": "AWS4-HMAC-SHA256 Credential=k/20260101/us-east-1/sqs/aws4_request",
+        "X-Amz-Target": "AmazonSQS.ListQueues",
+        "Content-Type": "application/x-amz-json-1.0",
+    }
+
+    async def pattern() -> list[int]:
+        proxy.add(Rule("sqs", "ListQueues", "error", probability=0.5))
+        async with aiohttp.ClientSession() as session:
+            statuses = []
+            for _ in range(16):
+                async with session.post(proxy.url + "/", data=b"{}", headers=headers) as answer:
+                    statuses.append(answer.status)
+        return statuses
+
+    first = await pattern()
+    proxy.upstream_errors.append(("sqs", "ListQueues", "from an earlier test"))
+    proxy.clear()
+    assert proxy.upstream_errors == []
+    assert await pattern() == first
+    assert 500 in first
+    assert any(s != 500 for s in first)
+
+
+async def test_an_invoke_answered_after_the_read_timeout_is_retried_not_lost(
+    aws, proxy, worker_stack
+):
+    """The function ran; its answer came after the client gave up (a read timeout): the
+    worker retries it (the function sees the same idempotency key twice), never parks it."""
+    target, _ = await setup(aws, "lambda")
+    dlq = await create_queue(aws.sqs, "dlq")
+    parked = await create_queue(aws.sqs, "parked")
+    await aws.sqs.send_message(QueueUrl=dlq, MessageBody=json.dumps({"n": 0}))
+    late = proxy.add(Rule("lambda", "Invoke", "delay", seconds=3, after=True, times=1))
+    settings = make_settings(
+        proxy.url,
+        {"q": {"name": "dlq", "target": target}},
+        aws={"read_timeout_seconds": 1, "sdk_max_attempts": 1},
+    )
+    worker = Worker(settings, worker_stack)
+
+    await until_empty(aws.sqs, worker, dlq)
+
+    assert late.applied == 1
+    invoked = [b["n"] for b in proxy.accepted_requests("lambda", "Invoke")]
+    assert invoked == [0, 0]  # ran, its answer lost; ran again and answered
+    assert await depth(aws.sqs, parked) == 0
