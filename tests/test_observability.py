@@ -25,7 +25,7 @@ from worker.daemon.app import serve
 from worker.emulator import create_function, create_queue
 from worker.emulator.proxy import Rule
 from worker.logs import configure_logging
-from worker.metrics import TIME_LEFT_WINDOW_SECONDS, RetentionClock
+from worker.metrics import TIME_LEFT_WINDOW_SECONDS, Metrics, RetentionClock
 from worker.settings import LoggingSettings
 
 pytestmark = pytest.mark.anyio
@@ -142,6 +142,42 @@ def test_the_data_loss_clock_shows_the_least_time_left_in_its_window():
     clock.observe("gone", 1000.0, 10.0)
     clock.forget("gone")
     assert left("gone") is None
+
+
+def test_the_data_loss_clock_stays_small_when_nothing_scrapes_it():
+    now = [0.0]
+    clock = RetentionClock(lambda: now[0])
+    for second in range(3 * int(TIME_LEFT_WINDOW_SECONDS)):  # fresher messages every second
+        now[0] = float(second)
+        clock.observe("q", 1000.0, float(second))
+    assert len(clock._seen["q"]) <= TIME_LEFT_WINDOW_SECONDS + 1  # not one per batch forever
+
+
+def test_a_released_queue_takes_its_gauges_with_it():
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    metrics.queue_messages.labels("gone", "visible").set(7)
+    metrics.paused.labels("gone").set(1)
+    metrics.inflight.labels("gone").set(3)
+    metrics.retention.observe("gone", 1000.0, 10.0)
+    metrics.forget_queue("gone")
+    left = [s for f in registry.collect() for s in f.samples if s.labels.get("queue") == "gone"]
+    assert left == []
+
+
+async def test_the_retention_is_read_again_every_hour(aws):
+    dlq = await create_queue(aws.sqs, "short-dlq", MessageRetentionPeriod="600")
+    now = [0.0]
+    facts = DlqFacts(aws.sqs, dlq, clock=lambda: now[0])
+    await facts.learn([])
+    assert facts.retention_seconds == 600
+    await aws.sqs.set_queue_attributes(QueueUrl=dlq, Attributes={"MessageRetentionPeriod": "7200"})
+    now[0] = 3599.0
+    await facts.learn([])
+    assert facts.retention_seconds == 600  # not on every batch
+    now[0] = 3600.0
+    await facts.learn([])
+    assert facts.retention_seconds == 7200  # raised by an operator: seen within the hour
 
 
 def test_time_left_counts_from_the_oldest_send():

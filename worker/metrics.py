@@ -139,6 +139,15 @@ class Metrics:
         self.retention = RetentionClock()
         registry.register(self.retention)
 
+    def forget_queue(self, queue: str) -> None:
+        """A queue no longer served (discovery released it): its gauges go, or the last depth
+        would stand for ever (and an alert on it with it)."""
+        for state in ("visible", "in_flight", "delayed"):
+            drop(self.queue_messages, queue, state)
+        drop(self.paused, queue)
+        drop(self.inflight, queue)
+        self.retention.forget(queue)
+
     def count_request(self, service: str, operation: str) -> None:
         self.aws_requests.labels(service, operation).inc()
 
@@ -166,6 +175,12 @@ class RetentionClock:
             while window and window[-1][1] >= time_left:
                 window.pop()
             window.append((now, time_left))
+            self._expire(window, now)  # bounded whether or not anything scrapes
+
+    @staticmethod
+    def _expire(window: deque[tuple[float, float]], now: float) -> None:
+        while window and now - window[0][0] > TIME_LEFT_WINDOW_SECONDS:
+            window.popleft()
 
     def forget(self, queue: str) -> None:
         with self._lock:
@@ -187,8 +202,7 @@ class RetentionClock:
         now = self._clock()
         with self._lock:
             for queue, window in self._seen.items():
-                while window and now - window[0][0] > TIME_LEFT_WINDOW_SECONDS:
-                    window.popleft()
+                self._expire(window, now)
                 if window:
                     left.add_metric([queue], window[0][1])
             for queue, seconds in self._retention.items():

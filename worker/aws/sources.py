@@ -20,9 +20,14 @@ from worker.core.envelope import DlqMessage
 log = structlog.get_logger("worker.aws.sources")
 
 
+# An operator raises a DLQ's retention when its messages run short of it: read it again this
+# often (one GetQueueAttributes an hour), not only at start.
+RETENTION_REFRESH_SECONDS = 3600.0
+
+
 class DlqFacts:
     """The DLQ's redrive sources, refreshed when a message names a source we do not know,
-    and its retention, read once."""
+    and its retention, read with the first batch and again every hour."""
 
     def __init__(
         self,
@@ -37,7 +42,7 @@ class DlqFacts:
         self._min_refresh = min_refresh_seconds
         self._clock = clock
         self._refreshed_at: float | None = None
-        self._retention_read = False
+        self._retention_read_at: float | None = None
         # Batches run in parallel: one reads, the others wait for what it read (a batch that
         # went on without the sources would count every receive as an attempt).
         self._learning = anyio.Lock()
@@ -65,20 +70,22 @@ class DlqFacts:
         log.info("redrive_sources", dlq=self._dlq_url, sources=sorted(found))
 
     async def learn(self, messages: Sequence[DlqMessage]) -> None:
-        """Read the sources and the retention with the first batch, and the sources again
-        when a message names one we do not know (at most every minute). A batch that comes
-        while another reads waits for that read."""
+        """Read the sources and the retention with the first batch; the sources again when a
+        message names one we do not know (at most every minute), the retention every hour.
+        A batch that comes while another reads waits for that read."""
         async with self._learning:
             if self._refreshed_at is None or (
                 self._clock() - self._refreshed_at >= self._min_refresh
                 and any(m.source_arn and m.source_arn not in self.by_arn for m in messages)
             ):
                 await self.refresh()
-            if not self._retention_read:
+            if self._retention_read_at is None or (
+                self._clock() - self._retention_read_at >= RETENTION_REFRESH_SECONDS
+            ):
                 await self._read_retention()
 
     async def _read_retention(self) -> None:
-        self._retention_read = True
+        self._retention_read_at = self._clock()
         try:
             self.retention_seconds = await retention_seconds(self._client, self._dlq_url)
         except Exception as exc:  # noqa: BLE001 - costs the expiry guard only; said once

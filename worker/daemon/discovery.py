@@ -61,7 +61,7 @@ async def discover(
             finally:
                 health.queues.remove(name)
                 health.pollers.pop(name, None)
-                metrics.retention.forget(name)
+                metrics.forget_queue(name)
                 serving.pop(name, None)
                 log.info("queue_released", queue=name)
 

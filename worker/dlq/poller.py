@@ -258,9 +258,13 @@ class Poller:
 
     def _clock_retention(self, messages: Sequence[DlqMessage]) -> None:
         retention = self._facts.retention_seconds
-        if retention is not None:
+        if retention is None:
+            return
+        try:
             left = self._facts.time_left(messages, time.time())
             self._metrics.retention.observe(self.name, retention, left)
+        except Exception:  # noqa: BLE001 - a gauge never costs a batch its messages
+            self._log.exception("retention_clock_failed")
 
     async def _handle(
         self, raw: Sequence[dict[str, Any]], received_at: float, done: anyio.Event | None = None
