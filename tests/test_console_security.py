@@ -12,6 +12,7 @@ from collections import Counter
 
 import anyio
 import pytest
+from aiohttp import web
 from yarl import URL
 
 from tests.console_client import audit_lines, browser, running_console
@@ -19,6 +20,7 @@ from tests.helpers import depth, drain, wait_for
 from tests.test_console import _setup, settings_for
 from tests.test_operator_loop import Cli
 from tests.test_operator_safety import _park, _visible
+from worker.console import actions, pages
 from worker.console.security import HEADERS, Lock
 from worker.emulator import create_queue
 from worker.emulator.proxy import Rule
@@ -340,3 +342,48 @@ async def test_a_shared_parking_queue_is_read_and_acted_on_in_turns(aws, proxy):
         page = await b.finished(planned.url.rsplit("/", 1)[1])
         assert page.element("plan-total") == "4 parked messages match."
     assert await depth(aws.sqs, parking) == 84
+
+
+def post_routes() -> list[str]:
+    """Every POST route the console has, as its router knows them (a new route is covered
+    without touching this test)."""
+    app = web.Application()
+    pages.add_routes(app)
+    actions.add_routes(app)
+    return sorted(
+        r.resource.canonical
+        for r in app.router.routes()
+        if r.method == "POST" and r.resource is not None
+    )
+
+
+async def test_every_post_route_refuses_a_missing_forged_or_borrowed_token(aws, tmp_path):
+    """Issue 29, item 8: each POST route, with no token, a forged one and another session's
+    valid one: 403, and nothing happened — no message moved, no backup, no audit line, the
+    planned job still waiting for its confirmation, no body shown."""
+    _dlq, parking = await _setup(aws)
+    routes = post_routes()
+    assert {"/login", "/logout", "/jobs/{job_id}/confirm", "/queues/{queue}/plan"} <= set(routes)
+    async with (
+        running_console(settings_for(aws.url), backup_dir=tmp_path) as (url, audit),
+        browser(url) as owner,
+        browser(url) as other,
+    ):
+        job = await owner.plan("orders", action="purge")
+        listing = await owner.get("/queues/orders")
+        [parked_id, *_] = re.findall(r"/queues/orders/messages/([^\"]+)\"", listing.text)
+        values = {"queue": "orders", "job_id": job, "message_id": parked_id}
+        borrowed = (await other.get("/queues/orders")).csrf  # valid, for the other session
+        form = {"action": "purge", "token": TOKEN, "next": "/"}
+        for route in routes:
+            path = route.format(**values)
+            for csrf in (None, "0" * 64, borrowed):
+                data = form if csrf is None else {**form, "csrf": csrf}
+                answer = await owner.post(path, data)
+                assert answer.status == 403, (route, csrf)
+                assert "Boom" not in answer.text, (route, "a body shown")
+        waiting = await owner.get(f"/jobs/{job}")
+        assert "confirm" in waiting.text.lower()
+        assert audit_lines(audit) == []
+    assert await depth(aws.sqs, parking) == 24
+    assert list(tmp_path.iterdir()) == []
