@@ -22,4 +22,5 @@ async def test_a_fleet_keeps_every_promise_through_a_rolling_deploy_and_its_faul
     assert report.parked == 0
     assert report.twice["fifo"] == 0
     assert len(report.in_flight_at_kills) == 2  # both kills happened during the drain
+    assert min(report.in_flight_at_kills) > 0, "a kill that found nothing in flight tests nothing"
     assert set(report.rss) == {"r0", "r1", "r2", "r3"}  # the joiner served too
