@@ -1,9 +1,11 @@
 """The chaos test: the daemon as a process, 2,000 messages over 4 queues and 3 target kinds
-(one a FIFO DLQ to a FIFO queue), 10 % of AWS calls failing (throttles, 500s, resets), one
-target failing 30 % of deliveries, and the daemon killed with SIGKILL at 5 random moments.
-Nothing may go missing; the FIFO target sees no duplicate (its deduplication id comes from
-the idempotency key); the others see at most what was in flight at each kill plus what the
-daemon reported it could not delete."""
+(one a FIFO DLQ to a FIFO queue), 10 % of AWS calls failing before AWS acts (throttles, 500s,
+resets) and 3 % after it acted (the answer lost), one target failing 30 % of deliveries, and
+the daemon killed with SIGKILL at 5 random moments. Nothing may go missing; each id reaches its
+own target and no other, delivered or parked, not both; the FIFO target sees no duplicate and
+each group in order; the others see at most what was in flight at each kill (read from the
+daemon just before it, receives held) plus what the daemon reported it could not delete plus
+what a lost answer to a delivery repeated."""
 
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import depth, drain, wait_for
+from tests.helpers import depth, drain, free_port, wait_for
+from tests.test_http import aget
 from worker.emulator import ROLE_ARN, create_function, create_queue
 from worker.emulator.proxy import FaultProxy, Rule
 
@@ -31,18 +34,28 @@ QUEUES = ("to-sqs", "to-sfn", "to-lambda", "to-fifo")
 DEFINITION = json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}})
 
 
-def chaos_rules(proxy: FaultProxy) -> None:
-    """About 10 % of every AWS call fails; the Lambda target fails 30 % of deliveries."""
+def chaos_rules(proxy: FaultProxy) -> list[Rule]:
+    """About 10 % of every AWS call fails before AWS acts and 3 % after (the answer lost); the
+    Lambda target fails 30 % of deliveries. Returns the after-rules on deliveries (each may
+    repeat what its request carried)."""
+    repeats = [
+        proxy.add(Rule("sqs", "SendMessageBatch", "error", after=True, probability=0.03)),
+        proxy.add(Rule("lambda", "Invoke", "reset", after=True, probability=0.03)),
+    ]
+    proxy.add(Rule("states", "StartExecution", "error", after=True, probability=0.03))
+    proxy.add(Rule("sqs", "DeleteMessageBatch", "reset", after=True, probability=0.03))
+    proxy.add(Rule("sqs", "ChangeMessageVisibilityBatch", "error", after=True, probability=0.03))
     proxy.add(Rule("*", None, "error", status=400, code="ThrottlingException", probability=0.04))
     proxy.add(Rule("*", None, "error", status=500, code="InternalFailure", probability=0.03))
     proxy.add(Rule("*", None, "reset", probability=0.03))
     proxy.add(Rule("lambda", "Invoke", "function_error", probability=0.3))
+    return repeats
 
 
-def config(tmp_path: Path, endpoint: str, machine_arn: str) -> Path:
+def config(tmp_path: Path, endpoint: str, machine_arn: str, port: int) -> Path:
     tree = {
         "aws": {"endpoint_url": endpoint, "read_timeout_seconds": 10, "sdk_max_attempts": 3},
-        "http": {"host": "127.0.0.1", "port": 0},
+        "http": {"host": "127.0.0.1", "port": port},
         "shutdown": {"grace_seconds": 5},
         "defaults": {
             "concurrency": CONCURRENCY,
@@ -142,18 +155,22 @@ async def test_nothing_is_lost_through_faults_and_kills(aws, proxy, tmp_path):
     )
     parked = await create_queue(aws.sqs, "chaos-parked")
     urls = await seed(aws)
-    cfg = config(tmp_path, proxy.url, machine["stateMachineArn"])
-    chaos_rules(proxy)
+    port = free_port()
+    cfg = config(tmp_path, proxy.url, machine["stateMachineArn"], port)
+    repeating = chaos_rules(proxy)
     rng = random.Random(2024)
+    in_flight_at_kills = []
 
     for run in range(KILLS):
         process = start(tmp_path, cfg, run)
         target = proxy.count() + rng.randint(100, 600)  # a random moment, in calls made
         try:
             await wait_for(lambda n=target: proxy.count() >= n, timeout=120)
+            in_flight_at_kills.append(await in_flight_now(proxy, port))
         finally:
             process.send_signal(signal.SIGKILL)
             process.wait(10)
+        proxy.drop_held()
 
     process = start(tmp_path, cfg, KILLS)
     try:
@@ -168,6 +185,7 @@ async def test_nothing_is_lost_through_faults_and_kills(aws, proxy, tmp_path):
         process.kill()
 
     injected = sum(r.applied for r in proxy.rules)
+    repeated = sum(r.applied for r in repeating)
     proxy.rules.clear()
     sent_to_sqs = [json.loads(m["Body"])["id"] for m in await drain(aws.sqs, out)]
     fifo_messages = await drain(aws.sqs, fifo_out, delete=True)
@@ -185,16 +203,54 @@ async def test_nothing_is_lost_through_faults_and_kills(aws, proxy, tmp_path):
     duplicates = len(deliveries) - len(delivered)
     fifo_duplicates = len(sent_to_fifo) - len(set(sent_to_fifo))
     reported = undeleted(tmp_path)
-    # What can come back: a kill's in-flight messages (the non-FIFO queues), and every message
-    # whose delete the daemon reported failed.
-    bound = KILLS * CONCURRENCY * (len(QUEUES) - 1) + reported
+    # What can come back: each kill's in-flight messages (the daemon's own gauge, read with
+    # receives held), every message whose delete the daemon reported failed, and what a
+    # delivery whose answer was lost carried (a batch of 10 at most; one Invoke).
+    bound = sum(in_flight_at_kills) + reported + 10 * repeated
     print(
         f"\nchaos: {len(delivered)} delivered, {len(parked_ids)} parked, {len(missing)} missing, "
-        f"{duplicates} duplicate deliveries after {KILLS} kills (bound {bound}: "
-        f"{reported} reported undeleted), {fifo_duplicates} at the FIFO target; "
-        f"{proxy.count()} AWS calls, {injected} injected faults"
+        f"{duplicates} duplicate deliveries after {KILLS} kills (bound {bound}: in flight "
+        f"{in_flight_at_kills}, {reported} reported undeleted, {repeated} lost answers to "
+        f"deliveries), {fifo_duplicates} at the FIFO target; {proxy.count()} AWS calls, "
+        f"{injected} injected faults"
     )
     assert not missing
+    assert delivered.isdisjoint(parked_ids), "a message both delivered and parked"
+    # 12 attempts against a 30 % failure rate: a park is a one-in-a-million event per message
+    assert len(parked_ids) <= 2
+    for queue, ids in (
+        ("to-sqs", sent_to_sqs),
+        ("to-lambda", invoked),
+        ("to-sfn", started),
+        ("to-fifo", sent_to_fifo),
+    ):
+        strays = {i for i in ids if QUEUES[(i // 10) % len(QUEUES)] != queue}
+        assert not strays, f"{queue}'s target got other queues' ids: {sorted(strays)[:5]}"
+    for group in range(7):
+        order = [i for i in sent_to_fifo if i % 7 == group]
+        assert order == sorted(order), f"FIFO group g{group} out of order"
     assert fifo_duplicates == 0
     assert duplicates <= bound
     assert len(started) == len(set(started)), "Step Functions names make replays harmless"
+    assert len(in_flight_at_kills) == KILLS
+
+
+async def in_flight_now(proxy: FaultProxy, port: int) -> int:
+    """The daemon's messages in flight, with every new receive held at the proxy first (so
+    none arrives between the reading and the kill)."""
+    hold = proxy.add(Rule("sqs", "ReceiveMessage", "delay", seconds=3600))
+    proxy.rules.insert(0, proxy.rules.pop())  # before the fault rules
+    try:
+        await wait_for(
+            lambda: proxy.in_flight[("sqs", "ReceiveMessage")] == proxy.held, timeout=30
+        )
+        _, text = await aget(f"http://127.0.0.1:{port}/metrics")
+    finally:
+        proxy.rules.remove(hold)
+    return int(
+        sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("retry_worker_inflight_messages{")
+        )
+    )

@@ -8,13 +8,17 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from contextlib import AsyncExitStack
 from typing import Any
 
+import aiobotocore.session
 import aiohttp
+import anyio
 import pytest
+from botocore.exceptions import ClientError
 
 from tests.conftest import Worker, make_settings
-from tests.helpers import depth, drain
+from tests.helpers import depth, drain, wait_for
 from worker.emulator import ROLE_ARN, create_function, create_queue, queue_arn
 from worker.emulator.proxy import Rule
 
@@ -270,3 +274,62 @@ async def test_an_invoke_answered_after_the_read_timeout_is_retried_not_lost(
     invoked = [b["n"] for b in proxy.accepted_requests("lambda", "Invoke")]
     assert invoked == [0, 0]  # ran, its answer lost; ran again and answered
     assert await depth(aws.sqs, parked) == 0
+
+
+async def test_a_held_request_ends_with_its_test_and_never_reaches_aws(proxy):
+    """A `delay` rule that holds a request (a kill test holds a delete): `clear()` ends it
+    unanswered and unforwarded, so it neither reaches the emulator later nor stays counted
+    in flight for the next test."""
+    headers = {
+        "Authorization": "AWS4-HMAC-SHA256 Credential=k/20260101/us-east-1/sqs/aws4_request",
+        "X-Amz-Target": "AmazonSQS.ListQueues",
+        "Content-Type": "application/x-amz-json-1.0",
+    }
+    proxy.add(Rule("sqs", "ListQueues", "delay", seconds=3600))
+    outcome: list[str] = []
+
+    async def ask() -> None:
+        async with aiohttp.ClientSession() as session:
+            try:
+                async with session.post(proxy.url + "/", data=b"{}", headers=headers) as answer:
+                    outcome.append(str(answer.status))
+            except aiohttp.ClientError as exc:
+                outcome.append(type(exc).__name__)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(ask)
+        await wait_for(lambda: proxy.in_flight[("sqs", "ListQueues")] == 1, timeout=10)
+        proxy.clear()
+        await wait_for(lambda: proxy.in_flight[("sqs", "ListQueues")] == 0, timeout=10)
+    assert outcome == ["ServerDisconnectedError"]
+    assert proxy.accepted_requests("sqs", "ListQueues") == []
+
+
+async def test_the_proxy_treats_a_stale_receipt_handle_as_sqs_does(aws, proxy):
+    """Only the latest receive's handle acts: an earlier one is refused for a visibility
+    change and, for a delete, answered success while nothing is deleted (the emulator alone
+    would take both)."""
+    async with AsyncExitStack() as stack:
+        session = aiobotocore.session.get_session()
+        sqs = await stack.enter_async_context(
+            session.create_client("sqs", region_name="us-east-1", endpoint_url=proxy.url)
+        )
+        url = await create_queue(aws.sqs, "handles")
+        await sqs.send_message(QueueUrl=url, MessageBody="x")
+        [first] = (await sqs.receive_message(QueueUrl=url, VisibilityTimeout=0))["Messages"]
+        [second] = (await sqs.receive_message(QueueUrl=url, VisibilityTimeout=30))["Messages"]
+        stale, latest = first["ReceiptHandle"], second["ReceiptHandle"]
+        entry = {"Id": "1", "ReceiptHandle": stale, "VisibilityTimeout": 0}
+        changed = await sqs.change_message_visibility_batch(QueueUrl=url, Entries=[entry])
+        assert [f["Code"] for f in changed["Failed"]] == ["ReceiptHandleIsInvalid"]
+        with pytest.raises(ClientError, match="ReceiptHandleIsInvalid"):
+            await sqs.change_message_visibility(
+                QueueUrl=url, ReceiptHandle=stale, VisibilityTimeout=0
+            )
+        deleted = await sqs.delete_message_batch(
+            QueueUrl=url, Entries=[{"Id": "1", "ReceiptHandle": stale}]
+        )
+        assert [s["Id"] for s in deleted["Successful"]] == ["1"]
+        assert await depth(aws.sqs, url) == 1  # "success", and the message is still there
+        await sqs.delete_message(QueueUrl=url, ReceiptHandle=latest)
+        assert await depth(aws.sqs, url) == 0

@@ -42,7 +42,9 @@ CRASH_RETRY_SECONDS = 60.0
 LEASE_MARGIN_SECONDS = 1.0  # a lease this close to its end is treated as ended (at most)
 LINGER_SECONDS = 0.5  # a decision waits this long for the rest of its batch before settling
 # A lease extension refused for these: the handle is no longer this batch's.
-LEASE_GONE_CODES = frozenset({"ReceiptHandleIsInvalid", "InvalidParameterValue"})
+LEASE_GONE_CODES = frozenset(
+    {"ReceiptHandleIsInvalid", "InvalidParameterValue", "AWS.SimpleQueueService.MessageNotInflight"}
+)
 
 
 class Batch:

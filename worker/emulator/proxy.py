@@ -21,7 +21,6 @@ Randomness is seeded, so a run repeats. Runs its own event loop in a thread.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import threading
 import time
@@ -30,10 +29,12 @@ from typing import Any
 
 from aiohttp import ClientError, ClientSession, TCPConnector, web
 
+from worker.emulator.handles import Handles
 from worker.emulator.rules import (
     Rule,
     answered,
     error_response,
+    fail_entries,
     identify,
     lambda_refuses,
     request_body,
@@ -61,6 +62,8 @@ class FaultProxy:
         self.peak: Counter[tuple[str, str]] = Counter()
         # (service, operation, JSON body) of forwarded requests the target accepted
         self.accepted: list[tuple[str, str, Any]] = []
+        self._held: set[asyncio.Task[Any]] = set()  # requests a `delay` rule is holding now
+        self.handles = Handles()  # stale receipt handles answered as SQS does
         self._seed = seed
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
@@ -90,6 +93,22 @@ class FaultProxy:
             self.upstream_errors.clear()
             self.keep_journal = True
             self._rng.seed(self._seed)  # each test sees the same faults, whatever ran before
+        self.handles.clear()
+        self.drop_held()
+
+    @property
+    def held(self) -> int:
+        """Requests a `delay` rule is holding now."""
+        with self._lock:
+            return len(self._held)
+
+    def drop_held(self) -> None:
+        """End every request a `delay` rule holds, unanswered and never forwarded (as if the
+        network lost it): a held request outlives neither its test nor its rule."""
+        with self._lock:
+            held = list(self._held)
+        for task in held:
+            self._loop.call_soon_threadsafe(task.cancel)
 
     def accepted_requests(self, service: str, operation: str) -> list[Any]:
         """Bodies of requests the emulator answered with success (no injected failure)."""
@@ -207,11 +226,17 @@ class FaultProxy:
             made = await self._before(request, body, rule)
             if made is not None:
                 return made
+        if service == "sqs" and (
+            stale := await self.handles.answer(self._forward, request, operation, body)
+        ):
+            return stale
         try:
             status, headers, payload = await self._forward(request, body)
         except ClientError as exc:  # the emulator dropped the connection: a gateway error
             self.upstream_errors.append((service, operation, type(exc).__name__))
             return web.Response(status=502, text=f"upstream: {type(exc).__name__}")
+        if operation == "ReceiveMessage" and status == 200:
+            self.handles.received(payload)  # the handles SQS gave out, seen or not
         if rule is not None and status == 200 and (made := answered(rule, headers, payload)):
             return made
         if status < 300 and "X-Amz-Function-Error" not in headers:
@@ -229,19 +254,29 @@ class FaultProxy:
                 request.transport.abort()
             raise asyncio.CancelledError
         if rule.action == "delay":
-            await asyncio.sleep(rule.seconds)
+            await self._hold(rule.seconds)
         if rule.action == "fail_entries":
-            return await self._fail_entries(request, body, rule)
+            return await fail_entries(self._forward, request, body, rule)
         return None
 
-    @staticmethod
-    async def _lose_answer(request: web.Request, rule: Rule) -> web.Response:
+    async def _hold(self, seconds: float) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        with self._lock:
+            self._held.add(task)
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            with self._lock:
+                self._held.discard(task)
+
+    async def _lose_answer(self, request: web.Request, rule: Rule) -> web.Response:
         """What the client sees of a request AWS carried out: an error, a reset connection,
         or (`delay`) an answer too late for its read timeout."""
         if rule.action == "error":
             return error_response(rule)
         if rule.action == "delay":
-            await asyncio.sleep(rule.seconds)
+            await self._hold(rule.seconds)
             return error_response(rule)
         if request.transport is not None:
             request.transport.abort()
@@ -262,23 +297,3 @@ class FaultProxy:
             payload = await response.read()
             out = {k: v for k, v in response.headers.items() if k.lower() not in _HOP_HEADERS}
             return response.status, out, payload
-
-    async def _fail_entries(self, request: web.Request, body: bytes, rule: Rule) -> web.Response:
-        data = json.loads(body)
-        dropped, kept = data["Entries"][: rule.entries], data["Entries"][rule.entries :]
-        sender = bool(rule.extra.get("SenderFault", False))  # True: SQS will not take it again
-        failed = [
-            {"Id": e["Id"], "SenderFault": sender, "Code": rule.code, "Message": "injected"}
-            for e in dropped
-        ]
-        result: dict[str, Any] = {"Successful": [], "Failed": failed}
-        if kept:
-            status, _, payload = await self._forward(
-                request, json.dumps({**data, "Entries": kept}).encode()
-            )
-            if status != 200:
-                return web.Response(status=status, body=payload)
-            upstream = json.loads(payload)
-            result["Successful"] = upstream.get("Successful", [])
-            result["Failed"] += upstream.get("Failed", [])
-        return web.json_response(result, content_type="application/x-amz-json-1.0")

@@ -20,7 +20,8 @@ are serialised here, so a condition is checked and applied at once, as in Dynamo
 delete rebuilds a queue's message list without the queue's lock: two deletes at once on one
 queue could put back a message the other had just deleted (found by the soak: delivered
 messages reappeared a visibility timeout later), and a send meanwhile could vanish. A delete
-takes the queue's lock here, as its sends do.
+takes the queue's lock here, as its sends do. Two more fidelity fixes, for FIFO order, are in
+`fidelity.py`.
 
 Applied once, in this process (the emulator runs in a thread of the process that starts it)."""
 
@@ -28,6 +29,8 @@ from __future__ import annotations
 
 import threading
 from typing import Any
+
+from worker.emulator import fidelity
 
 MARK = "_retry_worker_speedups"
 
@@ -63,6 +66,7 @@ def apply() -> None:
 
     _serialise_item_writes()
     _serialise_deletes()
+    fidelity.apply()
     _cheap_attributes_while_sending()
     _one_clock_per_listing()
     setattr(SQSBackend, "get_queue_attributes", get_queue_attributes)  # noqa: B010
