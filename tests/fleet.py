@@ -55,11 +55,13 @@ class Daemon:
         tree = {**config, "http": {"host": "127.0.0.1", "port": self.port}}
         self.config_path.write_text(yaml.safe_dump(tree))
         self._tmp = tmp_path
+        self.key = f"replica{index}"  # its AWS access key: the proxy tells replicas apart by it
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Daemon:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RETRY_WORKER_")}
         env["RETRY_WORKER_CONFIG_DIR"] = str(self._tmp)  # no base.yaml there
+        env["AWS_ACCESS_KEY_ID"] = self.key
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "worker", "run", "--config", str(self.config_path)],
@@ -107,6 +109,11 @@ class Daemon:
             self.process.send_signal(signal.SIGTERM)
         process = self.process
         return await anyio.to_thread.run_sync(lambda: process.wait(30))
+
+
+async def stop_fleet(daemons: list[Daemon]) -> list[int]:
+    """SIGTERM each running daemon; their exit codes (a killed one's stays what it was)."""
+    return [await d.stop() for d in daemons]
 
 
 async def start_fleet(daemons: list[Daemon], *, members: int | None) -> None:

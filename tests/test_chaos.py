@@ -241,9 +241,7 @@ async def in_flight_now(proxy: FaultProxy, port: int) -> int:
     hold = proxy.add(Rule("sqs", "ReceiveMessage", "delay", seconds=3600))
     proxy.rules.insert(0, proxy.rules.pop())  # before the fault rules
     try:
-        await wait_for(
-            lambda: proxy.in_flight[("sqs", "ReceiveMessage")] == proxy.held, timeout=30
-        )
+        await wait_for(lambda: proxy.in_flight[("sqs", "ReceiveMessage")] == proxy.held, timeout=30)
         _, text = await aget(f"http://127.0.0.1:{port}/metrics")
     finally:
         proxy.rules.remove(hold)

@@ -124,7 +124,7 @@ def made(proxy: FaultProxy) -> set[tuple[str, str]]:
     calls = set()
     with proxy._lock:
         arrivals = list(proxy.arrivals)
-    for _, service, operation, path in arrivals:
+    for _, service, operation, path, _who in arrivals:
         action = ACTIONS.get((service, operation), f"{service}:{operation}")
         seen = bodies.get((service, operation)) or [None]
         for body in seen if service != "lambda" else [None]:

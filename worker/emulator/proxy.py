@@ -24,12 +24,12 @@ import asyncio
 import random
 import threading
 import time
-from collections import Counter
 from typing import Any
 
 from aiohttp import ClientError, ClientSession, TCPConnector, web
 
 from worker.emulator.handles import Handles
+from worker.emulator.journal import Journal, access_key
 from worker.emulator.rules import (
     Rule,
     answered,
@@ -45,28 +45,15 @@ __all__ = ["FaultProxy", "Rule"]
 _HOP_HEADERS = {"content-length", "transfer-encoding", "connection", "content-encoding", "host"}
 
 
-class FaultProxy:
+class FaultProxy(Journal):
     def __init__(self, upstream: str, *, seed: int = 7, host: str = "127.0.0.1", port: int = 0):
+        super().__init__()
         self.upstream = upstream.rstrip("/")
         self.rules: list[Rule] = []
-        self.calls: Counter[tuple[str, str]] = Counter()
-        # JSON request bodies, in order (for tests that check what was asked of AWS)
-        self.journal: list[tuple[str, str, Any]] = []
-        # (service, operation, the X-Amz-* request headers): what travels outside the body
-        self.header_journal: list[tuple[str, str, dict[str, str]]] = []
-        self.keep_journal = True
-        self.upstream_errors: list[tuple[str, str, str]] = []
-        self.arrivals: list[tuple[float, str, str, str]] = []  # (monotonic, service, op, path)
-        # requests being answered now, and the most there were at once, by (service, operation)
-        self.in_flight: Counter[tuple[str, str]] = Counter()
-        self.peak: Counter[tuple[str, str]] = Counter()
-        # (service, operation, JSON body) of forwarded requests the target accepted
-        self.accepted: list[tuple[str, str, Any]] = []
         self._held: set[asyncio.Task[Any]] = set()  # requests a `delay` rule is holding now
         self.handles = Handles()  # stale receipt handles answered as SQS does
         self._seed = seed
         self._rng = random.Random(seed)
-        self._lock = threading.Lock()
         self._host, self._port = host, port
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -82,16 +69,9 @@ class FaultProxy:
         return rule
 
     def clear(self) -> None:
+        self.forget()
         with self._lock:
             self.rules.clear()
-            self.calls.clear()
-            self.journal.clear()
-            self.header_journal.clear()
-            self.accepted.clear()
-            self.arrivals.clear()
-            self.peak.clear()
-            self.upstream_errors.clear()
-            self.keep_journal = True
             self._rng.seed(self._seed)  # each test sees the same faults, whatever ran before
         self.handles.clear()
         self.drop_held()
@@ -109,31 +89,6 @@ class FaultProxy:
             held = list(self._held)
         for task in held:
             self._loop.call_soon_threadsafe(task.cancel)
-
-    def accepted_requests(self, service: str, operation: str) -> list[Any]:
-        """Bodies of requests the emulator answered with success (no injected failure)."""
-        with self._lock:
-            return [b for s, o, b in self.accepted if s == service and o == operation]
-
-    def requests(self, service: str, operation: str) -> list[Any]:
-        with self._lock:
-            return [b for s, o, b in self.journal if s == service and o == operation]
-
-    def times(self, service: str, operation: str, path: str = "") -> list[float]:
-        """When each call arrived (time.monotonic), in order; `path`: only requests whose
-        path contains it (a Lambda function's name)."""
-        with self._lock:
-            return [
-                t for t, s, o, p in self.arrivals if s == service and o == operation and path in p
-            ]
-
-    def count(self, service: str | None = None, operation: str | None = None) -> int:
-        with self._lock:
-            return sum(
-                n
-                for (s, o), n in self.calls.items()
-                if (service is None or s == service) and (operation is None or o == operation)
-            )
 
     def start(self) -> FaultProxy:
         self._thread.start()
@@ -182,18 +137,20 @@ class FaultProxy:
     async def _close_session(self, _: web.Application) -> None:
         await self._session.close()
 
-    def headers(self, service: str, operation: str) -> list[dict[str, str]]:
-        with self._lock:
-            return [h for s, o, h in self.header_journal if s == service and o == operation]
-
     def _pick(
-        self, service: str, operation: str, path: str, body: bytes, headers: dict[str, str]
+        self,
+        service: str,
+        operation: str,
+        path: str,
+        body: bytes,
+        headers: dict[str, str],
+        who: str,
     ) -> Rule | None:
         with self._lock:
             if self.keep_journal:
                 self.header_journal.append((service, operation, headers))
             self.calls[(service, operation)] += 1
-            self.arrivals.append((time.monotonic(), service, operation, path))
+            self.arrivals.append((time.monotonic(), service, operation, path, who))
             if self.keep_journal and (parsed := request_body(body)) is not None:
                 self.journal.append((service, operation, parsed))
             for rule in self.rules:
@@ -219,7 +176,8 @@ class FaultProxy:
         self, request: web.Request, body: bytes, service: str, operation: str
     ) -> web.StreamResponse:
         amz = {k.lower(): v for k, v in request.headers.items() if k.lower().startswith("x-amz-")}
-        rule = self._pick(service, operation, request.path, body, amz)
+        who = access_key(request.headers.get("Authorization", ""))
+        rule = self._pick(service, operation, request.path, body, amz, who)
         if service == "lambda" and (refused := lambda_refuses(operation, body)) is not None:
             return refused
         if rule is not None and not rule.after:
