@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench soak clean tools image-test screenshots
+.PHONY: run unit test lint bench soak clean tools image-test screenshots
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -42,7 +42,12 @@ test: tools
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal -m "not timing"
 	$(BIN)/pytest -m timing
 
-# The console's screenshots in docs/console (README), taken by its browser test.
+# The fast loop: what needs only the virtual environment and the in-process emulator (no
+# root, apt, npm or browser); the process, chaos and fleet tests are left to `make test`.
+unit: $(STAMP)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal -m "not timing and not slow and not tools"
+
+# The console's screenshots in docs/console (docs/operating.md), taken by its browser test.
 screenshots: tools
 	RW_SCREENSHOTS=docs/console $(BIN)/pytest -q tests/test_console_browser.py -k replays
 

@@ -23,7 +23,7 @@ import yaml
 from tests.helpers import depth, drain, free_port
 from tests.test_console import _setup, settings_for
 
-pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.tools, pytest.mark.timeout(240)]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"

@@ -16,6 +16,8 @@ import pytest
 import yaml
 from botocore.validate import ParamValidator
 
+pytestmark = pytest.mark.tools  # helm, promtool, prometheus, tsc (make tools)
+
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "deploy" / "helm" / "retry-worker"
 ENVIRONMENTS = {

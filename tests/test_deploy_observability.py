@@ -26,6 +26,8 @@ from worker.daemon.app import serve
 from worker.emulator import create_function, create_queue
 from worker.metrics import Metrics
 
+pytestmark = pytest.mark.tools  # helm, promtool, prometheus, tsc (make tools)
+
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "deploy" / "grafana" / "retry-worker.json"
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yaml"

@@ -57,14 +57,14 @@ async def test_always_failing_message_is_parked_after_max_attempts(aws, proxy, w
     )
     proxy.add(Rule("lambda", "Invoke", "function_error"))
     attributes = {"tenant": {"DataType": "String", "StringValue": "acme"}}
-    await aws.sqs.send_message(QueueUrl=dlq, MessageBody="poison", MessageAttributes=attributes)
+    await aws.sqs.send_message(QueueUrl=dlq, MessageBody='"poison"', MessageAttributes=attributes)
 
     await run_until(poller, lambda: worker.settled("orders", "parked") == 1)
 
     assert proxy.count("lambda", "Invoke") == 3
     assert await depth(aws.sqs, dlq) == 0
     [message] = await drain(aws.sqs, parked)
-    assert message["Body"] == "poison"
+    assert message["Body"] == '"poison"'
     attrs = {k: v["StringValue"] for k, v in message["MessageAttributes"].items()}
     assert attrs["tenant"] == "acme"
     assert attrs["retry-worker.reason"] == "max_attempts"
@@ -79,13 +79,13 @@ async def test_message_with_ten_attributes_is_parked_without_losing_any(aws, pro
     proxy.add(Rule("lambda", "Invoke", "error", status=400, code="TestPermanent"))
     attributes = {f"a{i}": {"DataType": "String", "StringValue": f"v{i}"} for i in range(9)}
     attributes["bin"] = {"DataType": "Binary", "BinaryValue": b"\x00\xff\x10"}
-    await aws.sqs.send_message(QueueUrl=dlq, MessageBody="payload", MessageAttributes=attributes)
+    await aws.sqs.send_message(QueueUrl=dlq, MessageBody='"payload"', MessageAttributes=attributes)
 
     await run_until(poller, lambda: worker.settled("orders", "parked") == 1)
 
     [message] = await drain(aws.sqs, parked)
     envelope = json.loads(message["Body"])
-    assert envelope["body"] == "payload"
+    assert envelope["body"] == '"payload"'
     assert envelope["retry_worker"]["reason"] == "permanent_error"
     assert envelope["retry_worker"]["error"] == "TestPermanent"
     assert set(envelope["attributes"]) == set(attributes)
@@ -99,7 +99,7 @@ async def test_park_on_error_is_parked_on_first_failure(aws, proxy, worker_stack
         aws, proxy, worker_stack, park_on=["FunctionError.Unhandled"]
     )
     proxy.add(Rule("lambda", "Invoke", "function_error"))
-    await aws.sqs.send_message(QueueUrl=dlq, MessageBody="x")
+    await aws.sqs.send_message(QueueUrl=dlq, MessageBody='"x"')
 
     await run_until(poller, lambda: worker.settled("orders", "parked") == 1)
 
@@ -112,7 +112,7 @@ async def test_park_on_error_is_parked_on_first_failure(aws, proxy, worker_stack
 async def test_unknown_error_is_retried(aws, proxy, worker_stack):
     worker, poller, dlq, _ = await _setup(aws, proxy, worker_stack)
     proxy.add(Rule("lambda", "Invoke", "error", status=418, code="SomethingNew", times=1))
-    await aws.sqs.send_message(QueueUrl=dlq, MessageBody="x")
+    await aws.sqs.send_message(QueueUrl=dlq, MessageBody='"x"')
 
     await run_until(poller, lambda: worker.settled("orders", "deleted") == 1)
 
@@ -155,7 +155,7 @@ async def test_message_the_parking_queue_refuses_stays_in_the_dlq(aws, proxy, wo
     worker, poller, dlq, parked = await _setup(aws, proxy, worker_stack, park_on=["Doomed"])
     proxy.add(Rule("lambda", "Invoke", "error", status=400, code="Doomed"))
     proxy.add(Rule("sqs", "SendMessageBatch", "fail_entries", entries=1, times=3))
-    await aws.sqs.send_message(QueueUrl=dlq, MessageBody="must-not-vanish")
+    await aws.sqs.send_message(QueueUrl=dlq, MessageBody='"must-not-vanish"')
 
     await poller.run_once()
 

@@ -1,4 +1,4 @@
-"""The house rules of `worker/` (README, Architecture), read from the code's own imports:
+"""The house rules of `worker/` (docs/architecture.md), read from the code's own imports:
 no import circle; each wing imports only the wings below it; the queue loop and the fleet
 never import each other; the operator commands never import the queue loop or the daemon;
 discovery never imports the HTTP server. And the shape: at most 8 modules at the top, a

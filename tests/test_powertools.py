@@ -1,4 +1,4 @@
-"""A real consumer: the README's Powertools handler, taken from the page, behind a local Lambda
+"""A real consumer: the Powertools handler of docs/how-it-works.md, taken from the page, behind a local Lambda
 endpoint that passes on the daemon's client context, its idempotency table on the emulator.
 The daemon delivers one message twice (its delete fails, so it comes back); the side effect
 happens once (SPEC.md, Idempotency)."""
@@ -24,16 +24,17 @@ from worker.emulator.proxy import Rule
 
 pytestmark = pytest.mark.anyio
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+PAGE = Path(__file__).resolve().parent.parent / "docs" / "how-it-works.md"
 
 
 def readme_handler(shipped: list[dict[str, Any]]) -> dict[str, Any]:
-    """The handler block of the README, run as a module whose `ship` records the effect."""
-    text = README.read_text(encoding="utf-8")
+    """The handler block of docs/how-it-works.md, run as a module whose `ship` records the
+    effect."""
+    text = PAGE.read_text(encoding="utf-8")
     start = text.index("A Python Lambda target deduplicates with Powertools")
     [code] = re.findall(r"```python\n(.*?)```", text[start:], re.S)[:1]
     namespace: dict[str, Any] = {"ship": shipped.append, "__name__": "readme_handler"}
-    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - the page's own code
+    exec(compile(code, "docs/how-it-works.md", "exec"), namespace)  # noqa: S102 - the page's own code
     return namespace
 
 

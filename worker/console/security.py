@@ -1,4 +1,4 @@
-"""The console's lock (SPEC.md, Operator console; README, Operator console).
+"""The console's lock (SPEC.md, Operator console; docs/operating.md, The operator console).
 
 - **Who may connect**: loopback only, unless `--auth-token-file` names the tokens; then
   every request carries `Authorization: Bearer <token>` or the login form's session cookie
