@@ -19,6 +19,8 @@ from botocore.exceptions import ClientError
 
 from tests.conftest import Worker, make_settings
 from tests.helpers import depth, drain, wait_for
+from worker.aws.sqs import EntryFailure
+from worker.dlq.batch import lease_gone
 from worker.emulator import ROLE_ARN, create_function, create_queue, queue_arn
 from worker.emulator.proxy import Rule
 
@@ -167,9 +169,9 @@ async def test_a_delete_whose_answer_was_lost_leaves_no_message_behind(
 async def test_a_stale_receipt_handle_on_settle_leaves_the_message_to_come_back(
     aws, proxy, worker_stack
 ):
-    """SQS refuses a delete with the handle of an earlier receive (`ReceiptHandleIsInvalid`,
-    a sender fault, never retried): the message is not deleted, comes back when its
-    visibility ends, and is delivered and deleted then — a duplicate, never a loss."""
+    """A delete refused for its handle (`ReceiptHandleIsInvalid`, a sender fault, never
+    retried): the message is not deleted, comes back when its visibility ends, and is
+    delivered and deleted then — a duplicate, never a loss."""
     target, given = await setup(aws, "sqs")
     dlq = await create_queue(aws.sqs, "dlq")
     await create_queue(aws.sqs, "parked")
@@ -197,7 +199,8 @@ async def test_a_stale_receipt_handle_on_settle_leaves_the_message_to_come_back(
 
 async def test_a_stale_receipt_handle_on_the_heartbeat_ends_the_lease(aws, proxy, worker_stack):
     """The lease extension refused for a stale handle: the batch stops holding the message
-    (another receive may have it) and the message ends delivered once, none left behind."""
+    (another receive may have it) instead of asking again every second, and the message ends
+    delivered, none left behind."""
     target, _ = await setup(aws, "lambda")
     await create_queue(aws.sqs, "parked")
     dlq = await create_queue(aws.sqs, "dlq")
@@ -305,10 +308,10 @@ async def test_a_held_request_ends_with_its_test_and_never_reaches_aws(proxy):
     assert proxy.accepted_requests("sqs", "ListQueues") == []
 
 
-async def test_the_proxy_treats_a_stale_receipt_handle_as_sqs_does(aws, proxy):
+async def test_the_emulator_treats_a_stale_receipt_handle_as_sqs_does(aws, proxy):
     """Only the latest receive's handle acts: an earlier one is refused for a visibility
-    change and, for a delete, answered success while nothing is deleted (the emulator alone
-    would take both)."""
+    change and, for a delete, answered success while nothing is deleted (moto alone took both;
+    worker/emulator/fidelity.py)."""
     async with AsyncExitStack() as stack:
         session = aiobotocore.session.get_session()
         sqs = await stack.enter_async_context(
@@ -321,8 +324,10 @@ async def test_the_proxy_treats_a_stale_receipt_handle_as_sqs_does(aws, proxy):
         stale, latest = first["ReceiptHandle"], second["ReceiptHandle"]
         entry = {"Id": "1", "ReceiptHandle": stale, "VisibilityTimeout": 0}
         changed = await sqs.change_message_visibility_batch(QueueUrl=url, Entries=[entry])
-        assert [f["Code"] for f in changed["Failed"]] == ["ReceiptHandleIsInvalid"]
-        with pytest.raises(ClientError, match="ReceiptHandleIsInvalid"):
+        assert [(f["Code"], f["SenderFault"]) for f in changed["Failed"]] == [
+            ("InvalidParameterValue", True)
+        ]
+        with pytest.raises(ClientError, match="InvalidParameterValue"):
             await sqs.change_message_visibility(
                 QueueUrl=url, ReceiptHandle=stale, VisibilityTimeout=0
             )
@@ -333,3 +338,15 @@ async def test_the_proxy_treats_a_stale_receipt_handle_as_sqs_does(aws, proxy):
         assert await depth(aws.sqs, url) == 1  # "success", and the message is still there
         await sqs.delete_message(QueueUrl=url, ReceiptHandle=latest)
         assert await depth(aws.sqs, url) == 0
+
+
+def test_only_a_refusal_of_the_handle_itself_ends_a_lease():
+    gone = EntryFailure(
+        "InvalidParameterValue", True, "Value h for parameter ReceiptHandle is invalid."
+    )
+    assert lease_gone(gone)
+    assert lease_gone(EntryFailure("ReceiptHandleIsInvalid", True))
+    too_long = "Value 50000 for parameter VisibilityTimeout is invalid. Reason: beyond the limit"
+    assert not lease_gone(EntryFailure("InvalidParameterValue", True, too_long))
+    assert not lease_gone(EntryFailure("InvalidParameterValue", False))  # a whole call failed
+    assert not lease_gone(EntryFailure("InternalError", False))

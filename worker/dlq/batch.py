@@ -29,7 +29,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 
 from worker.aws.errors import error_code
 from worker.aws.sources import DlqFacts
-from worker.aws.sqs import SqsQueue
+from worker.aws.sqs import EntryFailure, SqsQueue
 from worker.core.envelope import DlqMessage
 from worker.core.outcomes import Decision, Release, Retry
 from worker.core.policy import visibility_left
@@ -41,10 +41,19 @@ SETTLE_DEADLINE_SECONDS = 20  # a shielded settle never holds shutdown longer th
 CRASH_RETRY_SECONDS = 60.0
 LEASE_MARGIN_SECONDS = 1.0  # a lease this close to its end is treated as ended (at most)
 LINGER_SECONDS = 0.5  # a decision waits this long for the rest of its batch before settling
-# A lease extension refused for these: the handle is no longer this batch's.
-LEASE_GONE_CODES = frozenset(
-    {"ReceiptHandleIsInvalid", "InvalidParameterValue", "AWS.SimpleQueueService.MessageNotInflight"}
-)
+# A lease extension refused for these (a sender fault): the handle is no longer this batch's
+# (SQS: "Message does not exist or is not available for visibility timeout change").
+LEASE_GONE_CODES = frozenset({"ReceiptHandleIsInvalid", "InvalidParameterValue"})
+
+
+def lease_gone(failure: EntryFailure) -> bool:
+    """A refused extension that says the handle is no longer ours (not a whole call that
+    failed, nor a visibility past SQS's 12-hour limit)."""
+    return (
+        failure.sender_fault
+        and failure.code in LEASE_GONE_CODES
+        and "VisibilityTimeout" not in failure.message
+    )
 
 
 class Batch:
@@ -199,7 +208,7 @@ class Batch:
             for mid, i in ids.items():
                 if mid not in failed:
                     self._lease_ends[i] = started + extension
-                elif refused.get(mid) and refused[mid].code in LEASE_GONE_CODES:
+                elif (gone := refused.get(mid)) is not None and lease_gone(gone):
                     # SQS no longer knows this handle (the message was received again, or
                     # deleted): the lease is over now; asking again would only be refused.
                     self._lease_ends[i] = started

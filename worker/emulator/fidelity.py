@@ -7,9 +7,15 @@ answers could be lost and kills came mid-settle:
   a later one ahead of them; and a long poll keeps its first answer while another receive takes
   a group's head meanwhile. Here each pass over the queue, under the queue's lock, counts a
   group in flight exactly while one of its messages is hidden, as SQS does.
-- **Visibility of a message not in flight**: moto hides a visible message again without
-  counting it in flight, which unlocks its group while it is hidden. SQS refuses the change
-  (`MessageNotInflight`); so does this.
+- **Receipt handles**: moto takes any handle a message ever had, and re-hides a visible message
+  on a visibility change without counting it in flight (which unlocks its group while it is
+  hidden). SQS acts only on the handle of a message's latest receive: with an older one a
+  visibility change is refused (`InvalidParameterValue`, "Message does not exist or is not
+  available for visibility timeout change") and a delete answers success and deletes nothing
+  (DeleteMessage's reference: "otherwise, the request succeeds, but the message will not be
+  deleted"); on a FIFO queue a delete with an expired handle is refused ("The receipt handle
+  has expired"). A visibility change of a message no longer in flight answers success and
+  changes nothing (as AWS does). Batch calls report each entry's refusal.
 
 Applied by `speedups.apply()`, once, in the process that runs the emulator."""
 
@@ -18,12 +24,10 @@ from __future__ import annotations
 from copy import deepcopy
 from typing import Any
 
-NOT_INFLIGHT = "AWS.SimpleQueueService.MessageNotInflight"
-
 
 def apply() -> None:
     _fifo_receive()
-    _refuse_visibility_of_visible_messages()
+    _receipt_handles()
 
 
 def _redriven(queue: Any, message: Any) -> bool:
@@ -51,12 +55,13 @@ def _one_pass(backend: Any, queue: Any, count: int, visibility: int, names: list
         for message in queue.messages:  # visible and not delayed, in the queue's order
             if message.group_id in in_flight or _redriven(queue, message):
                 continue
+            if not backend.is_message_valid_based_on_retention_period(queue.name, message):
+                queue._messages.remove(message)  # past its retention: SQS has dropped it
+                continue
             queue.pending_messages.add(message)
             message.mark_received(visibility_timeout=visibility)
             copy = deepcopy(message)
             _filter_message_attributes(copy, names)
-            if not backend.is_message_valid_based_on_retention_period(queue.name, message):
-                break
             result.append(copy)
             if len(result) >= count:
                 break
@@ -102,43 +107,81 @@ def _fifo_receive() -> None:
     setattr(SQSBackend, "receive_message", receive_message)  # noqa: B010
 
 
-def _refuse_visibility_of_visible_messages() -> None:
-    from moto.sqs.exceptions import ReceiptHandleIsInvalid, SQSException
+STALE_CHANGE = (
+    "Value {} for parameter ReceiptHandle is invalid. Reason: Message does not exist or is not "
+    "available for visibility timeout change."
+)
+
+
+def _message_of(queue: Any, receipt_handle: str) -> Any:
+    return next((m for m in queue._messages if m.had_receipt_handle(receipt_handle)), None)
+
+
+def _per_entry(single: Any, fields: tuple[str, ...]) -> Any:
+    """A *Batch call made of the single call, each entry's refusal reported as its own."""
+    from moto.sqs.exceptions import SQSException
+
+    def batch(
+        self: Any, queue_name: str, entries: list[dict[str, Any]]
+    ) -> tuple[list[str], list[dict[str, Any]]]:
+        success, errors = [], []
+        for entry in entries:
+            try:
+                single(self, queue_name, *(entry[f] for f in fields))
+            except (SQSException, TypeError, ValueError) as exc:
+                code = exc.code if isinstance(exc, SQSException) else "InvalidParameterValue"
+                errors.append({"Id": entry["Id"], "SenderFault": True, "Code": code, "Message": ""})
+            else:
+                success.append(entry["Id"])
+        return success, errors
+
+    return batch
+
+
+def _receipt_handles() -> None:
+    from moto.sqs.exceptions import InvalidParameterValue
     from moto.sqs.models import SQSBackend
 
-    class MessageNotInflight(SQSException):
-        def __init__(self) -> None:
-            super().__init__(NOT_INFLIGHT, "The message referred to is not in flight.")
-
-    original = SQSBackend.change_message_visibility
+    change, delete = SQSBackend.change_message_visibility, SQSBackend.delete_message
 
     def change_message_visibility(
         self: Any, queue_name: str, receipt_handle: str, visibility_timeout: int
     ) -> None:
         queue = self.get_queue(queue_name)
         with queue._messages_lock:
-            for message in queue._messages:
-                if message.had_receipt_handle(receipt_handle):
-                    if message.visible:
-                        raise MessageNotInflight()
-                    break
-            original(self, queue_name, receipt_handle, visibility_timeout)
+            message = _message_of(queue, receipt_handle)
+            if message is not None and message.receipt_handle != receipt_handle:
+                raise InvalidParameterValue(STALE_CHANGE.format(receipt_handle))
+            if message is not None and message.visible:
+                return  # not in flight: AWS answers OK and changes nothing
+            change(self, queue_name, receipt_handle, visibility_timeout)
 
-    def change_message_visibility_batch(
-        self: Any, queue_name: str, entries: list[dict[str, Any]]
-    ) -> tuple[list[str], list[dict[str, Any]]]:
-        success, errors = [], []
-        for entry in entries:
-            try:
-                self.change_message_visibility(
-                    queue_name, entry["ReceiptHandle"], int(entry["VisibilityTimeout"])
-                )
-            except (ReceiptHandleIsInvalid, MessageNotInflight) as exc:
-                code = NOT_INFLIGHT if isinstance(exc, MessageNotInflight) else exc.code
-                errors.append({"Id": entry["Id"], "SenderFault": True, "Code": code, "Message": ""})
-            else:
-                success.append(entry["Id"])
-        return success, errors
+    def delete_message(self: Any, queue_name: str, receipt_handle: str) -> None:
+        queue = self.get_queue(queue_name)
+        with queue._messages_lock:
+            message = _message_of(queue, receipt_handle)
+            if (
+                message is not None
+                and queue.fifo_queue
+                and (message.receipt_handle != receipt_handle or message.visible)
+            ):
+                raise InvalidParameterValue("The receipt handle has expired.")
+            if message is not None and message.receipt_handle != receipt_handle:
+                return  # "the request succeeds, but the message will not be deleted"
+            delete(self, queue_name, receipt_handle)
+
+    def change_one(self: Any, queue_name: str, handle: str, timeout: Any) -> None:
+        self.change_message_visibility(queue_name, handle, int(timeout))
 
     setattr(SQSBackend, "change_message_visibility", change_message_visibility)  # noqa: B010
-    setattr(SQSBackend, "change_message_visibility_batch", change_message_visibility_batch)  # noqa: B010
+    setattr(SQSBackend, "delete_message", delete_message)  # noqa: B010
+    setattr(  # noqa: B010
+        SQSBackend,
+        "change_message_visibility_batch",
+        _per_entry(change_one, ("ReceiptHandle", "VisibilityTimeout")),
+    )
+    setattr(  # noqa: B010
+        SQSBackend,
+        "delete_message_batch",
+        _per_entry(SQSBackend.delete_message, ("ReceiptHandle",)),
+    )

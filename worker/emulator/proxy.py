@@ -28,7 +28,6 @@ from typing import Any
 
 from aiohttp import ClientError, ClientSession, TCPConnector, web
 
-from worker.emulator.handles import Handles
 from worker.emulator.journal import Journal, access_key
 from worker.emulator.rules import (
     Rule,
@@ -51,7 +50,6 @@ class FaultProxy(Journal):
         self.upstream = upstream.rstrip("/")
         self.rules: list[Rule] = []
         self._held: set[asyncio.Task[Any]] = set()  # requests a `delay` rule is holding now
-        self.handles = Handles()  # stale receipt handles answered as SQS does
         self._seed = seed
         self._rng = random.Random(seed)
         self._host, self._port = host, port
@@ -63,17 +61,21 @@ class FaultProxy(Journal):
 
     # -- control (any thread) ----------------------------------------------------------------
 
-    def add(self, rule: Rule) -> Rule:
+    def add(self, rule: Rule, *, first: bool = False) -> Rule:
+        """Add a rule, last (or `first`: before every other)."""
         with self._lock:
-            self.rules.append(rule)
+            self.rules.insert(0, rule) if first else self.rules.append(rule)
         return rule
+
+    def remove(self, rule: Rule) -> None:
+        with self._lock:
+            self.rules.remove(rule)
 
     def clear(self) -> None:
         self.forget()
         with self._lock:
             self.rules.clear()
             self._rng.seed(self._seed)  # each test sees the same faults, whatever ran before
-        self.handles.clear()
         self.drop_held()
 
     @property
@@ -145,6 +147,7 @@ class FaultProxy(Journal):
         body: bytes,
         headers: dict[str, str],
         who: str,
+        match: bool = True,
     ) -> Rule | None:
         with self._lock:
             if self.keep_journal:
@@ -153,7 +156,7 @@ class FaultProxy(Journal):
             self.arrivals.append((time.monotonic(), service, operation, path, who))
             if self.keep_journal and (parsed := request_body(body)) is not None:
                 self.journal.append((service, operation, parsed))
-            for rule in self.rules:
+            for rule in self.rules if match else []:
                 if rule.matches(service, operation, path, body, self._rng):
                     rule.applied += 1
                     return rule
@@ -177,24 +180,20 @@ class FaultProxy(Journal):
     ) -> web.StreamResponse:
         amz = {k.lower(): v for k, v in request.headers.items() if k.lower().startswith("x-amz-")}
         who = access_key(request.headers.get("Authorization", ""))
-        rule = self._pick(service, operation, request.path, body, amz, who)
-        if service == "lambda" and (refused := lambda_refuses(operation, body)) is not None:
+        refused = lambda_refuses(operation, body) if service == "lambda" else None
+        # A request Lambda refuses is counted, but no rule is spent on it.
+        rule = self._pick(service, operation, request.path, body, amz, who, refused is None)
+        if refused is not None:
             return refused
         if rule is not None and not rule.after:
             made = await self._before(request, body, rule)
             if made is not None:
                 return made
-        if service == "sqs" and (
-            stale := await self.handles.answer(self._forward, request, operation, body)
-        ):
-            return stale
         try:
             status, headers, payload = await self._forward(request, body)
         except ClientError as exc:  # the emulator dropped the connection: a gateway error
             self.upstream_errors.append((service, operation, type(exc).__name__))
             return web.Response(status=502, text=f"upstream: {type(exc).__name__}")
-        if operation == "ReceiveMessage" and status == 200:
-            self.handles.received(payload)  # the handles SQS gave out, seen or not
         if rule is not None and status == 200 and (made := answered(rule, headers, payload)):
             return made
         if status < 300 and "X-Amz-Function-Error" not in headers:
