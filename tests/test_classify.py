@@ -97,6 +97,12 @@ def test_permanent_errors_carry_a_precise_parking_reason(code, reason):
     assert classify(client_error(code, 400)).park_reason == reason
 
 
+def test_metric_labels_stay_bounded_whatever_the_codes():
+    codes = [f"HookError.E{i}" for i in range(50)] + [f"Rule.{i}" for i in range(50)]
+    codes += [f"req-{i}" for i in range(50)]
+    assert {metric_code(c) for c in codes} == {"HookError", "Rule", "Other"}
+
+
 def test_metric_labels_come_from_a_bounded_set():
     assert metric_code("ThrottlingException") == "ThrottlingException"
     assert metric_code("FunctionError.Unhandled") == "FunctionError.Unhandled"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from contextlib import AsyncExitStack
+from datetime import UTC, datetime, timedelta
 
 import anyio
 import pytest
@@ -71,7 +72,9 @@ async def test_always_failing_message_is_parked_after_max_attempts(aws, proxy, w
     assert attrs["retry-worker.attempts"] == "3"
     assert attrs["retry-worker.error"] == "FunctionError.Unhandled"
     assert attrs["retry-worker.source-queue"] == dlq
-    assert attrs["retry-worker.parked-at"].startswith("20")
+    parked_at = datetime.fromisoformat(attrs["retry-worker.parked-at"])
+    assert parked_at.utcoffset() == timedelta(0)
+    assert abs((datetime.now(UTC) - parked_at).total_seconds()) < 60
 
 
 async def test_message_with_ten_attributes_is_parked_without_losing_any(aws, proxy, worker_stack):

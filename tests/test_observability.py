@@ -117,6 +117,8 @@ async def test_metrics_move_as_they_should(aws, proxy):
     # the parser strips `_total` from counter names
     exported = {n for n in families} | {f"{n}_total" for n in families}
     assert documented_metrics() <= exported, documented_metrics() - exported
+    ours = {f.name for f in registry.collect() if f.name.startswith("retry_worker_")}
+    assert {m.removesuffix("_total") for m in documented_metrics()} == ours  # both ways
 
 
 def test_the_data_loss_clock_shows_the_least_time_left_in_its_window():

@@ -25,6 +25,7 @@ DEFINITION = json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed
 def test_execution_name_is_deterministic_short_and_safe(message_id, retry):
     name = execution_name(message_id, retry)
     assert name == execution_name(message_id, retry)
+    assert name != execution_name(message_id + "x", retry)  # two keys never share a name
     assert len(name) <= 80
     assert re.fullmatch(r"[A-Za-z0-9_-]+", name)
     assert (name.endswith(f"-{retry}")) == bool(retry)
