@@ -2,11 +2,12 @@
 no import circle; each wing imports only the wings below it; the queue loop and the fleet
 never import each other; the operator commands never import the queue loop or the daemon;
 discovery never imports the HTTP server. And the shape: at most 8 modules at the top, a
-docstring on every package, no module over 300 lines."""
+docstring on every package, no module over 300 lines, every logger named after its module."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -165,3 +166,14 @@ def test_no_module_is_over_300_lines():
         if (n := len(p.read_text().splitlines())) > 300
     }
     assert long == {}
+
+
+def test_every_logger_is_named_after_its_module():
+    wrong = []
+    for path in sorted(ROOT.rglob("*.py")):
+        module = ".".join(path.relative_to(ROOT.parent).with_suffix("").parts)
+        module = module.removesuffix(".__init__")
+        for name in re.findall(r'get_logger\("([^"]+)"\)', path.read_text()):
+            if name != module:
+                wrong.append((module, name))
+    assert wrong == []

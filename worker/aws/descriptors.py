@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import structlog
 
-log = structlog.get_logger("worker.budget")
+log = structlog.get_logger("worker.aws.descriptors")
 
 # Descriptors kept out of the pools: the HTTP listener and a few concurrent probes or scrapes,
 # stdio, the event loop's selector and self-pipe, the random source, a log file.

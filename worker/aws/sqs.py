@@ -22,7 +22,7 @@ from worker.core.limits import SQS_MAX_BATCH_BYTES, SQS_MAX_MESSAGE_BYTES, pack,
 
 BATCH = 10
 REREAD_SECONDS = 60.0  # a queue attribute that could not be read is asked for again after this
-log = structlog.get_logger("worker.sqs")
+log = structlog.get_logger("worker.aws.sqs")
 
 Sleep = Callable[[float], Awaitable[None]]
 

@@ -28,7 +28,7 @@ from worker.settings import LambdaHook as LambdaHookSettings
 from worker.settings import QueueSettings
 from worker.settings.decisions import load_hook
 
-log = structlog.get_logger("worker.decisions")
+log = structlog.get_logger("worker.decisions.decider")
 
 
 @dataclass
