@@ -326,6 +326,7 @@ async def test_a_snapshot_holds_messages_no_longer_than_the_page_says(aws, proxy
     assert max(holds) <= 60
 
 
+@pytest.mark.slow  # a daemon and CLI processes: make test, not make unit
 async def test_a_shared_parking_queue_is_read_and_acted_on_in_turns(aws, proxy):
     """Issue 27, defect 8: the console locked per queue name, but two DLQs may share one
     parking queue: one queue's snapshot held the other's messages while that one's plan ran,

@@ -14,7 +14,7 @@ from tests.test_operator_loop import Cli
 from tests.test_operator_safety import _park, _tree, _visible
 from worker.emulator import create_queue
 
-pytestmark = [pytest.mark.anyio, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.slow, pytest.mark.anyio, pytest.mark.timeout(180)]
 
 # What a dry run may ask of AWS: reads, and the visibility changes that release what a read
 # held. Anything else (a send, a delete, a tag, a target call, a table write) is a change.

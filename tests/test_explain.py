@@ -50,6 +50,7 @@ async def _explain(cli: Cli, tmp_path: Path, index: int, body: str, attrs: dict)
     return await cli.json("explain", "orders", "--body-file", str(path), *pairs)
 
 
+@pytest.mark.slow  # a daemon and CLI processes: make test, not make unit
 async def test_explain_matches_what_the_daemon_then_does(aws, proxy, worker_stack, tmp_path):
     await create_function(aws.lambda_, "orders")
     dlq = await create_queue(aws.sqs, "orders-dlq")

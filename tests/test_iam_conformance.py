@@ -35,7 +35,7 @@ from worker.ops.iam import build_policy
 from worker.ops.operator_iam import operator_policy
 from worker.settings import Settings
 
-pytestmark = [pytest.mark.anyio, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.slow, pytest.mark.anyio, pytest.mark.timeout(240)]
 
 REGION = "us-east-1"
 DEFINITION = json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}})

@@ -19,7 +19,7 @@ from tests.test_chaos import start
 from worker.emulator import create_queue
 from worker.emulator.proxy import Rule
 
-pytestmark = [pytest.mark.anyio, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.slow, pytest.mark.anyio, pytest.mark.timeout(240)]
 
 MESSAGES = 20
 

@@ -20,7 +20,7 @@ from worker.settings import (
     Settings,
 )
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 
 TABLE = "coordination"
 
