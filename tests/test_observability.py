@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import make_settings
 from tests.helpers import depth, wait_for
 from tests.test_http import aget
-from worker.aws.sources import DlqFacts
+from worker.aws.facts import DlqFacts
 from worker.core.envelope import DlqMessage
 from worker.daemon.app import serve
 from worker.emulator import create_function, create_queue

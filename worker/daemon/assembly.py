@@ -17,16 +17,16 @@ import anyio
 import structlog
 
 from worker.aws.clients import Clients
-from worker.aws.sources import DlqFacts
+from worker.aws.facts import DlqFacts
 from worker.aws.sqs import SqsQueue, resolve_queue_url
 from worker.core.idle import IdleSchedule
 from worker.core.loopguard import LocalLoops, LoopGuard, Loops
 from worker.decisions.decider import Decider
-from worker.dlq.checks import QueueWatch
 from worker.dlq.pause import PauseWatch
 from worker.dlq.pipeline import Pipeline
 from worker.dlq.poller import Poller
 from worker.dlq.settle import Settler
+from worker.dlq.watch import QueueWatch
 from worker.fleet.coordinator import Coordinator
 from worker.metrics import Metrics
 from worker.settings import QueueSettings, Settings

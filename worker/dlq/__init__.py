@@ -4,8 +4,8 @@
 - `batch.py`     one received batch: lease heartbeat, pipeline, shielded settle, crash/abort
 - `pipeline.py`  per message: attempt → gate → loop check → deliver through the guard → decide
 - `settle.py`    decisions into SQS batch calls (park first, delete only what was accepted)
-- `capacity.py`  a queue's concurrency tokens and its turn to poll (the descriptor budget)
-- `checks.py`    between receives: idle checks, depth gauges, the pause tag
+- `room.py`  a queue's concurrency tokens and its turn to poll (the descriptor budget)
+- `watch.py`    between receives: idle checks, depth gauges, the pause tag
 - `pause.py`     the pause tag as the loop reads it (at most every 30 s)
 
 May import: `worker.targets`, `worker.aws`, `worker.core`, `worker.settings`,

@@ -28,13 +28,13 @@ import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from worker.aws.errors import error_code
-from worker.aws.sources import DlqFacts
+from worker.aws.facts import DlqFacts
 from worker.aws.sqs import EntryFailure, SqsQueue
 from worker.core.envelope import DlqMessage
 from worker.core.outcomes import Decision, Release, Retry
 from worker.core.policy import visibility_left
-from worker.dlq.capacity import Room
 from worker.dlq.pipeline import Pipeline
+from worker.dlq.room import Room
 from worker.dlq.settle import Settler
 
 SETTLE_DEADLINE_SECONDS = 20  # a shielded settle never holds shutdown longer than this

@@ -17,7 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
-from worker.aws.sources import DlqFacts
+from worker.aws.facts import DlqFacts
 from worker.core.envelope import DlqMessage
 from worker.core.errors import DeliveryError
 from worker.core.loopguard import Loops, fingerprint

@@ -26,15 +26,15 @@ import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
 from worker.aws.errors import error_code, kind_of, metric_code
-from worker.aws.sources import DlqFacts
+from worker.aws.facts import DlqFacts
 from worker.aws.sqs import SqsQueue
 from worker.core.envelope import DlqMessage, parse_message
 from worker.core.policy import failure_pause
 from worker.dlq.batch import Batch
-from worker.dlq.capacity import Room
-from worker.dlq.checks import QueueWatch
 from worker.dlq.pipeline import Pipeline
+from worker.dlq.room import Room
 from worker.dlq.settle import Settler
+from worker.dlq.watch import QueueWatch
 from worker.metrics import Metrics, Series
 from worker.settings import QueueSettings
 from worker.targets.guard import Guard

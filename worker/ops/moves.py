@@ -22,7 +22,7 @@ import anyio
 from prometheus_client import CollectorRegistry
 
 from worker.aws.clients import Clients
-from worker.aws.sources import DlqFacts
+from worker.aws.facts import DlqFacts
 from worker.aws.sqs import SqsQueue, message_entry
 from worker.core.bucket import TokenBucket
 from worker.core.parking import DEFAULT_GROUP_ID, source_marked

@@ -17,7 +17,7 @@ from worker.aws.errors import error_code
 from worker.aws.sqs import RedriveSource, redrive_sources
 from worker.core.envelope import DlqMessage
 
-log = structlog.get_logger("worker.aws.sources")
+log = structlog.get_logger("worker.aws.facts")
 
 
 # An operator raises a DLQ's retention when its messages run short of it: read it again this

@@ -23,7 +23,7 @@ from worker.core.idle import IdleSchedule
 from worker.dlq.pause import PauseWatch
 from worker.metrics import Metrics, drop
 
-log = structlog.get_logger("worker.dlq.checks")
+log = structlog.get_logger("worker.dlq.watch")
 
 Beat = Callable[..., None]  # the loop's liveness beat, `beat(waiting=seconds)`
 
