@@ -24,8 +24,7 @@ from worker.decisions.verdicts import By, Verdict
 from worker.decisions.view import View, build_view, with_payload
 from worker.hooks import Defer, Deliver, Park
 from worker.metrics import Metrics
-from worker.settings import LambdaHook as LambdaHookSettings
-from worker.settings import QueueSettings
+from worker.settings import LambdaHookSpec, QueueSettings
 from worker.settings.decisions import load_hook
 
 log = structlog.get_logger("worker.decisions.decider")
@@ -290,6 +289,6 @@ async def build_hook(settings: QueueSettings, clients: Clients) -> Hook | None:
     timeout = settings.hook_timeout_seconds
     if spec is None:
         return None
-    if isinstance(spec, LambdaHookSettings):
+    if isinstance(spec, LambdaHookSpec):
         return LambdaHook(await clients.get("lambda"), spec.function, timeout=timeout)
     return PythonHook(spec, load_hook(spec), timeout=timeout, threads=settings.concurrency)

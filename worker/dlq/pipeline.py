@@ -37,16 +37,24 @@ def _always(index: int) -> bool:
     return True
 
 
-class Decided(dict[int, Decision]):
-    """The decisions of one run, each told to the sink as it is made."""
+class Decided:
+    """The decisions of one run, by message index. `make` records one and tells the sink (the
+    batch settles it as it comes): settling is that explicit call, never a side effect."""
 
-    def __init__(self, sink: Sink) -> None:
-        super().__init__()
+    def __init__(self, sink: Sink | None) -> None:
+        self._by_index: dict[int, Decision] = {}
         self._sink = sink
 
-    def __setitem__(self, index: int, decision: Decision) -> None:
-        super().__setitem__(index, decision)
-        self._sink(index, decision)
+    def make(self, index: int, decision: Decision) -> None:
+        self._by_index[index] = decision
+        if self._sink is not None:
+            self._sink(index, decision)
+
+    def __getitem__(self, index: int) -> Decision:
+        return self._by_index[index]
+
+    def values(self) -> list[Decision]:
+        return list(self._by_index.values())
 
 
 class Pipeline:
@@ -109,21 +117,21 @@ class Pipeline:
         is made (the batch settles them as they come); `holds(index)`: whether the batch's
         lease on a message surely still runs (a FIFO group is not delivered past it)."""
         now = self._clock()
-        decided: dict[int, Decision] = Decided(sink) if sink is not None else {}
+        decided = Decided(sink)
         to_deliver: list[tuple[int, Delivery]] = []
         messages = [self._facts.verified(m) for m in messages]
         for index, message in enumerate(messages):
             attempt = self._attempt(message)
             parked: Park | None = gate(message, attempt, self.policy, now)
             if parked:
-                decided[index] = Decision(message, attempt - 1, parked)
+                decided.make(index, Decision(message, attempt - 1, parked))
             else:
                 to_deliver.append((index, Delivery(message, attempt, queue=self.queue)))
         looping = await self._looping(to_deliver)
         for index, delivery in to_deliver:
             if index in looping:
                 loop = Park("loop_detected", "LoopDetected")
-                decided[index] = Decision(delivery.message, delivery.attempt - 1, loop)
+                decided.make(index, Decision(delivery.message, delivery.attempt - 1, loop))
         to_deliver = [item for item in to_deliver if item[0] not in looping]
         if self.in_group_order:
             await self._deliver_in_group_order(to_deliver, decided, holds or _always)
@@ -144,7 +152,7 @@ class Pipeline:
     async def _deliver_in_group_order(
         self,
         pending: list[tuple[int, Delivery]],
-        decided: dict[int, Decision],
+        decided: Decided,
         holds: Callable[[int], bool],
     ) -> None:
         groups: dict[str, deque[tuple[int, Delivery]]] = {}
@@ -156,7 +164,7 @@ class Pipeline:
                 # receive. Delivering it from here could overtake it; let that one have it.
                 for waiting, delivery in groups.pop(group):
                     lapsed = Release("lease_lapsed")
-                    decided[waiting] = Decision(delivery.message, delivery.attempt - 1, lapsed)
+                    decided.make(waiting, Decision(delivery.message, delivery.attempt - 1, lapsed))
             if not groups:
                 break
             heads = {group: queue.popleft() for group, queue in groups.items()}
@@ -165,12 +173,14 @@ class Pipeline:
                 if isinstance(decided[index].outcome, Retry):  # not accepted: the group waits
                     for waiting, delivery in groups.pop(group):
                         untried = Release("waiting_for_group")
-                        decided[waiting] = Decision(delivery.message, delivery.attempt - 1, untried)
+                        decided.make(
+                            waiting, Decision(delivery.message, delivery.attempt - 1, untried)
+                        )
                 elif not groups[group]:
                     del groups[group]
 
     async def _decide(
-        self, to_deliver: list[tuple[int, Delivery]], decided: dict[int, Decision]
+        self, to_deliver: list[tuple[int, Delivery]], decided: Decided
     ) -> list[tuple[int, Delivery]]:
         """The queue's decisions, just before delivery: what they park or defer is decided
         here, without a target call; the rest is delivered with the payload they made."""
@@ -188,7 +198,7 @@ class Pipeline:
                 delivery = dataclasses.replace(delivery, payload=verdict.payload, key=verdict.key)
                 ready.append((index, delivery))
             else:
-                decided[index] = Decision(message, *settled)
+                decided.make(index, Decision(message, *settled))
         return ready
 
     def _after_failure(
@@ -198,9 +208,7 @@ class Pipeline:
             error, attempt, message, self.policy, now, self._rng, self._facts.retention_seconds
         )
 
-    async def _deliver(
-        self, to_deliver: list[tuple[int, Delivery]], decided: dict[int, Decision]
-    ) -> None:
+    async def _deliver(self, to_deliver: list[tuple[int, Delivery]], decided: Decided) -> None:
         to_deliver = await self._decide(to_deliver, decided)
         if not to_deliver:
             return
@@ -213,7 +221,7 @@ class Pipeline:
             outcome: Outcome = Delivered()
             if tried.error is not None:
                 outcome = self._after_failure(tried.error, attempt, message, self._clock())
-            decided[index] = Decision(message, attempt, outcome, tried.error, tried.duration)
+            decided.make(index, Decision(message, attempt, outcome, tried.error, tried.duration))
 
         results = await self._guard.deliver(
             self.target, [d for _, d in to_deliver], on_answer=answered
@@ -222,4 +230,4 @@ class Pipeline:
             if tried is None:
                 # The breaker opened after this batch was received: not a try, come back later.
                 refused = Retry(self._guard.retry_delay(), "CircuitOpen")
-                decided[index] = Decision(delivery.message, delivery.attempt - 1, refused)
+                decided.make(index, Decision(delivery.message, delivery.attempt - 1, refused))

@@ -19,7 +19,7 @@ from worker.aws.sqs import redrive_sources, resolve_queue_url
 from worker.settings import (
     AutoTarget,
     EventBridgeTarget,
-    LambdaHook,
+    LambdaHookSpec,
     LambdaTarget,
     QueueSettings,
     Settings,
@@ -174,7 +174,7 @@ def build_policy(
             grants["ReadRedriveSources"]["sqs:GetQueueAttributes"].add(source)
         for sid, action, resource in target_statements(queue, dlq, arns, known):
             grants[sid][action].add(resource)
-        if isinstance(queue.hook, LambdaHook):  # a Lambda that decides (SPEC.md, Decisions)
+        if isinstance(queue.hook, LambdaHookSpec):  # a Lambda that decides (SPEC.md, Decisions)
             grants["InvokeHooks"]["lambda:InvokeFunction"].add(arns.function(queue.hook.function))
     grant_coordination(settings, arns, grants)
     if settings.aws.kms_key_arns:

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from worker.settings.decisions import DecisionSettings, LambdaHook, Rule
+from worker.settings.decisions import DecisionSettings, LambdaHookSpec, Rule
 from worker.settings.queues import DiscoverySettings, QueueDefaults, QueueSettings, deep_merge
 from worker.settings.sections import (
     LAMBDA_MAX_TIMEOUT_SECONDS,
@@ -53,7 +53,7 @@ __all__ = [
     "DiscoverySettings",
     "EventBridgeTarget",
     "HttpSettings",
-    "LambdaHook",
+    "LambdaHookSpec",
     "LambdaTarget",
     "LoggingSettings",
     "MetricsSettings",

@@ -64,7 +64,7 @@ class Rule(Model):
         return self
 
 
-class LambdaHook(Model):
+class LambdaHookSpec(Model):
     """`hook: {lambda: FUNCTION}`: the function decides, answering JSON."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, serialize_by_alias=True)
@@ -74,7 +74,7 @@ class LambdaHook(Model):
 
 def _one_hook(value: Any) -> Any:
     """One clear error for either form (a union would report both branches)."""
-    if value is None or isinstance(value, LambdaHook):
+    if value is None or isinstance(value, LambdaHookSpec):
         return value
     if isinstance(value, str):
         if re.fullmatch(HOOK_PATTERN, value) is None:
@@ -82,7 +82,7 @@ def _one_hook(value: Any) -> Any:
         return value
     if isinstance(value, dict):
         try:
-            return LambdaHook.model_validate(value)
+            return LambdaHookSpec.model_validate(value)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "hook"
@@ -96,7 +96,7 @@ class DecisionSettings(Model):
 
     rules: tuple[Rule, ...] = ()
     transform: Expression | None = None
-    hook: Annotated[str | LambdaHook | None, BeforeValidator(_one_hook)] = None
+    hook: Annotated[str | LambdaHookSpec | None, BeforeValidator(_one_hook)] = None
     hook_timeout_seconds: Annotated[float, Field(gt=0, le=900)] = 5
     idempotency_key: Expression | None = None
 
