@@ -98,6 +98,7 @@ async def test_the_cli_script_makes_the_same_table(aws, emulator, tmp_path):
     await _usable(emulator.url, "rw-cli")
 
 
+@pytest.mark.tools  # renders the chart with helm
 def test_production_values_turn_coordination_on():
     [configmap] = [
         d for d in render("production") if d["kind"] == "ConfigMap" and "config.yaml" in d["data"]
