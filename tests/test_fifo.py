@@ -83,3 +83,19 @@ def test_wait_ledger_counts_hand_backs_and_is_bounded():
     ledger.handed_back("d")  # over the bound: the oldest goes
     assert ledger.untried("b") == 0
     assert len(ledger) == 2
+
+
+def test_a_decision_is_made_once_and_told_at_once():
+    from worker.core.envelope import DlqMessage
+    from worker.core.outcomes import Decision, Release
+    from worker.dlq.pipeline import Decided
+
+    told: list[int] = []
+    decided = Decided(lambda index, _: told.append(index))
+    first = Decision(DlqMessage("m", "r", "{}"), 0, Release())
+    decided.make(3, first)
+    assert told == [3]  # the sink hears it as it is made: the batch settles it then
+    assert decided[3] is first
+    with pytest.raises(AssertionError, match="decided twice"):
+        decided.make(3, first)
+    assert told == [3]

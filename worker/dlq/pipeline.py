@@ -46,6 +46,8 @@ class Decided:
         self._sink = sink
 
     def make(self, index: int, decision: Decision) -> None:
+        # Settling twice would delete or park twice: one decision per message, always.
+        assert index not in self._by_index, f"message {index} decided twice"
         self._by_index[index] = decision
         if self._sink is not None:
             self._sink(index, decision)
