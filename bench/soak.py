@@ -251,10 +251,19 @@ class Fleet:
         await daemon.stop()
 
     async def kill(self, slot: str) -> None:
+        """SIGKILL a replica while it holds messages (waiting up to 10 s for a moment when it
+        does): a kill that finds nothing in flight tests nothing, and the report says so."""
         daemon = self.slots[slot]
         self._keep_rss(slot, daemon)
-        samples = await daemon.metrics()
-        in_flight = sum(v for (name, _), v in samples.items() if name.endswith("inflight_messages"))
+        deadline = time.monotonic() + 10
+        while True:
+            samples = await daemon.metrics()
+            in_flight = sum(
+                v for (name, _), v in samples.items() if name.endswith("inflight_messages")
+            )
+            if in_flight > 0 or time.monotonic() > deadline:
+                break
+            await anyio.sleep(0.05)  # polling the replica's gauge, not waiting for time
         daemon.kill()
         self._report.in_flight_at_kills.append(int(in_flight))
 

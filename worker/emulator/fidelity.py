@@ -84,14 +84,18 @@ def _fifo_receive() -> None:
     ) -> list[Any]:
         queue = self.get_queue(queue_name)
         if not queue.fifo_queue:
-            return original(
-                self,
-                queue_name,
-                count,
-                wait_seconds_timeout,
-                visibility_timeout,
-                message_attribute_names,
-            )
+            # Under the queue's lock too: moto's receive iterates the in-flight set while
+            # another thread's delete changes it ("Set changed size during iteration", a 500
+            # SQS never gives). Its long poll waits on this same lock's condition, releasing it.
+            with queue._messages_lock:
+                return original(
+                    self,
+                    queue_name,
+                    count,
+                    wait_seconds_timeout,
+                    visibility_timeout,
+                    message_attribute_names,
+                )
         end = unix_time() + wait_seconds_timeout
         while True:
             result = _one_pass(
