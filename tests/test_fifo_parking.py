@@ -38,6 +38,7 @@ async def _park(aws, proxy, worker_stack, dlq_name: str, bodies: list[dict]):
     return settings
 
 
+@pytest.mark.slow  # seconds of real waiting: make test, not make unit
 async def test_every_message_parked_from_a_standard_dlq_is_seen(aws, proxy, worker_stack, tmp_path):
     """Parked under one shared group, SQS returned nothing more of it while the first batch
     was held: `summary` counted 10 of 25 and `purge` stopped early."""

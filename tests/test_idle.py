@@ -67,6 +67,7 @@ def _calls(proxy, url: str) -> dict[str, int]:
     return out
 
 
+@pytest.mark.slow  # seconds of real waiting: make test, not make unit
 async def test_idle_queues_are_checked_not_polled_and_wake_up_for_a_message(aws, proxy):
     urls = {name: await create_queue(aws.sqs, f"{name}-dlq") for name in QUEUES}
     out = await create_queue(aws.sqs, "out")

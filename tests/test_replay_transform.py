@@ -35,6 +35,7 @@ async def _parked(aws, proxy, worker_stack, tmp_path, bodies):
     return _cli(tmp_path, settings.model_dump(mode="json")), dlq, parked
 
 
+@pytest.mark.slow  # seconds of real waiting: make test, not make unit
 async def test_replay_to_the_target_delivers_the_fixed_payload(aws, proxy, worker_stack, tmp_path):
     bodies = ['{"id": 1, "version": 1}', '{"id": 2, "version": 1}']
     cli, _dlq, parked = await _parked(aws, proxy, worker_stack, tmp_path, bodies)

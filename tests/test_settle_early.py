@@ -63,6 +63,7 @@ async def test_delivered_messages_are_deleted_while_a_call_still_hangs(aws, prox
     assert await depth(aws.sqs, dlq) == 1
 
 
+@pytest.mark.slow  # seconds of real waiting: make test, not make unit
 async def test_a_queue_that_resolves_during_shutdown_never_receives(aws, proxy):
     """A queue still resolving when shutdown began used to start receiving afterwards (it
     was not in the shutdown's snapshot) and then be cancelled from outside, its messages

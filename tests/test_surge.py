@@ -121,6 +121,7 @@ async def test_a_fifo_backlog_keeps_every_group_in_order_with_receives_in_flight
         assert order == list(range(per_group)), f"group {g} out of order: {order}"
 
 
+@pytest.mark.slow  # seconds of real waiting: make test, not make unit
 async def test_a_pause_stops_every_receiver_as_soon_as_it_is_seen(aws, proxy, worker_stack):
     """Issue 27, defect 2: `_held` was set only after the paused wait (the tag's interval), and
     the surge receivers went on receiving full batches meanwhile. A pause seen stops them all,
