@@ -166,6 +166,26 @@ async def test_a_delete_whose_answer_was_lost_leaves_no_message_behind(
     assert sorted(await given()) == list(range(MESSAGES))  # each once: the delete had happened
 
 
+def refused_handles(operation: str, times: int | None = None) -> Rule:
+    """Every entry of `operation` refused for its handle, as SQS does a stale one."""
+    return Rule(
+        "sqs",
+        operation,
+        "fail_entries",
+        code="ReceiptHandleIsInvalid",
+        times=times,
+        entries=10,
+        extra={"SenderFault": True},
+    )
+
+
+def with_lease(endpoint: str, target: dict[str, Any], seconds: int) -> Any:
+    receive = {"batch_size": 10, "wait_seconds": 1, "visibility_timeout_seconds": seconds}
+    return make_settings(
+        endpoint, {"q": {"name": "dlq", "target": target}}, defaults={"receive": receive}
+    )
+
+
 async def test_a_stale_receipt_handle_on_settle_leaves_the_message_to_come_back(
     aws, proxy, worker_stack
 ):
@@ -176,20 +196,8 @@ async def test_a_stale_receipt_handle_on_settle_leaves_the_message_to_come_back(
     dlq = await create_queue(aws.sqs, "dlq")
     await create_queue(aws.sqs, "parked")
     await aws.sqs.send_message(QueueUrl=dlq, MessageBody=json.dumps({"n": 0}))
-    stale = Rule(
-        "sqs",
-        "DeleteMessageBatch",
-        "fail_entries",
-        code="ReceiptHandleIsInvalid",
-        times=1,
-        extra={"SenderFault": True},
-    )
-    proxy.add(stale)
-    receive = {"batch_size": 10, "wait_seconds": 1, "visibility_timeout_seconds": 2}
-    settings = make_settings(
-        proxy.url, {"q": {"name": "dlq", "target": target}}, defaults={"receive": receive}
-    )
-    worker = Worker(settings, worker_stack)
+    stale = proxy.add(refused_handles("DeleteMessageBatch", times=1))
+    worker = Worker(with_lease(proxy.url, target, seconds=2), worker_stack)
 
     await until_empty(aws.sqs, worker, dlq)
 
@@ -206,19 +214,8 @@ async def test_a_stale_receipt_handle_on_the_heartbeat_ends_the_lease(aws, proxy
     dlq = await create_queue(aws.sqs, "dlq")
     await aws.sqs.send_message(QueueUrl=dlq, MessageBody=json.dumps({"n": 0}))
     proxy.add(Rule("lambda", "Invoke", "delay", seconds=5.5, times=1))
-    stale = Rule(
-        "sqs",
-        "ChangeMessageVisibilityBatch",
-        "fail_entries",
-        code="ReceiptHandleIsInvalid",
-        extra={"SenderFault": True},
-    )
-    proxy.add(stale)
-    receive = {"batch_size": 10, "wait_seconds": 1, "visibility_timeout_seconds": 6}
-    settings = make_settings(
-        proxy.url, {"q": {"name": "dlq", "target": target}}, defaults={"receive": receive}
-    )
-    worker = Worker(settings, worker_stack)
+    stale = proxy.add(refused_handles("ChangeMessageVisibilityBatch"))
+    worker = Worker(with_lease(proxy.url, target, seconds=6), worker_stack)
 
     await until_empty(aws.sqs, worker, dlq)
 
