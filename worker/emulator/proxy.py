@@ -64,7 +64,7 @@ class FaultProxy(Journal):
     def add(self, rule: Rule, *, first: bool = False) -> Rule:
         """Add a rule, last (or `first`: before every other)."""
         with self._lock:
-            self.rules.insert(0, rule) if first else self.rules.append(rule)
+            self.rules.insert(0 if first else len(self.rules), rule)
         return rule
 
     def remove(self, rule: Rule) -> None:

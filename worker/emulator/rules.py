@@ -135,37 +135,24 @@ def answer(rule: Rule, headers: dict[str, str]) -> web.Response:
 Forward = Callable[[web.Request, bytes], Awaitable[tuple[int, dict[str, str], bytes]]]
 
 
-def failure(entry_id: str, code: str, sender_fault: bool = False) -> dict[str, Any]:
-    return {"Id": entry_id, "SenderFault": sender_fault, "Code": code, "Message": "injected"}
-
-
 async def fail_entries(
     forward: Forward, request: web.Request, body: bytes, rule: Rule
 ) -> web.Response:
     """A *Batch request with its first `rule.entries` entries reported `Failed` (not sent);
     the rest forwarded, their results merged in."""
-    entries = json.loads(body)["Entries"]
-    sender = bool(rule.extra.get("SenderFault", False))  # True: SQS will not take it again
-    answers = {e["Id"]: failure(e["Id"], rule.code, sender) for e in entries[: rule.entries]}
-    return await partial_batch(forward, request, body, answers)
-
-
-async def partial_batch(
-    forward: Forward, request: web.Request, body: bytes, answers: dict[str, dict[str, Any]]
-) -> web.Response:
-    """A *Batch request answered in part here — `answers` by entry Id: a `Failed` entry (it
-    has a `Code`) or a `Successful` one — and the rest forwarded, the results merged."""
     data = json.loads(body)
-    kept = [e for e in data["Entries"] if e["Id"] not in answers]
-    result: dict[str, Any] = {
-        "Successful": [a for a in answers.values() if "Code" not in a],
-        "Failed": [a for a in answers.values() if "Code" in a],
-    }
+    dropped, kept = data["Entries"][: rule.entries], data["Entries"][rule.entries :]
+    sender = bool(rule.extra.get("SenderFault", False))  # True: SQS will not take it again
+    failed = [
+        {"Id": e["Id"], "SenderFault": sender, "Code": rule.code, "Message": "injected"}
+        for e in dropped
+    ]
+    result: dict[str, Any] = {"Successful": [], "Failed": failed}
     if kept:
         status, _, payload = await forward(request, json.dumps({**data, "Entries": kept}).encode())
         if status != 200:
             return web.Response(status=status, body=payload)
         upstream = json.loads(payload)
-        result["Successful"] += upstream.get("Successful", [])
+        result["Successful"] = upstream.get("Successful", [])
         result["Failed"] += upstream.get("Failed", [])
     return web.json_response(result, content_type="application/x-amz-json-1.0")
