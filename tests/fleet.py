@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from tests.conftest import TEST_RECEIVE
 from tests.helpers import free_port, wait_for
 from tests.test_http import aget
 
+ROOT = Path(__file__).resolve().parents[1]
 TABLE = "coordination"
 HEARTBEAT = 1.0
 
@@ -64,15 +67,29 @@ class Daemon:
         env["AWS_ACCESS_KEY_ID"] = self.key
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "worker", "run", "--config", str(self.config_path)],
+                # the daemon with its requests stamped with when they left (tests/stamped.py)
+                [sys.executable, "-m", "tests.stamped", "run", "--config", str(self.config_path)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
+                cwd=ROOT,  # where `tests` is a package
             )
         return self
 
     def log(self) -> str:
         return self.log_path.read_text()
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        """The replica's JSON log lines for event `name`, in order."""
+        lines = (json.loads(line) for line in self.log().splitlines() if line.startswith("{"))
+        return [line for line in lines if line.get("event") == name]
+
+    def first_time(self, name: str, **fields: Any) -> float | None:
+        """When (epoch seconds, the daemon's clock) it first logged `name` with `fields`."""
+        for line in self.events(name):
+            if all(line.get(k) == v for k, v in fields.items()):
+                return datetime.fromisoformat(line["timestamp"]).timestamp()
+        return None
 
     async def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         assert self.process is not None

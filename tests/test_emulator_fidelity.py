@@ -4,11 +4,16 @@ message on a visibility change — both found by the chaos test's group-order ch
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
+import aiobotocore.session
 import pytest
 
+from tests.fleet import ROOT
 from worker.emulator import create_queue
+from worker.emulator.journal import SENT_AT
 
 pytestmark = pytest.mark.anyio
 
@@ -81,3 +86,53 @@ async def test_a_fifo_delete_with_an_expired_handle_is_refused(aws, emulator):
     )
     assert [f["Code"] for f in answer["Failed"]] == ["InvalidParameterValue"]
     assert (await aws.sqs.receive_message(QueueUrl=url))["Messages"][0]["Body"] == "0"
+
+
+async def test_the_journal_records_when_a_request_left_its_client(proxy):
+    """The fleet's timing tests count calls in windows of the daemon's clock (tests/stamped.py):
+    a stamped request is recorded when it was sent, not when the proxy read it; a stamp from
+    the future (another clock) is ignored; the calls come back in the order they were sent."""
+    stamps = iter([time.monotonic() - 5, time.monotonic() - 9, time.monotonic() + 3600])
+
+    def stamp(request, **_):
+        request.headers[SENT_AT] = repr(next(stamps))
+
+    session = aiobotocore.session.get_session()
+    async with session.create_client(
+        "sqs",
+        region_name="us-east-1",
+        endpoint_url=proxy.url,
+        aws_access_key_id="me",
+        aws_secret_access_key="x",
+    ) as sqs:
+        sqs.meta.events.register("before-send", stamp)
+        before = time.monotonic()
+        for _ in range(3):
+            await sqs.list_queues()
+        after = time.monotonic()
+    times = proxy.times("sqs", "ListQueues")
+    assert len(times) == 3
+    assert times[0] == pytest.approx(before - 9, abs=0.5)  # sent second, recorded first
+    assert times[1] == pytest.approx(before - 5, abs=0.5)
+    assert before <= times[2] <= after  # the future stamp: when the proxy read it
+    assert [who for _, who in proxy.callers("sqs", "ListQueues")] == ["me"] * 3
+
+
+def test_the_fleets_daemons_stamp_every_request():
+    """`python -m tests.stamped` (tests/fleet.py) stamps every client of every session."""
+    script = """
+import anyio, tests.stamped as stamped
+from aiobotocore.session import get_session
+stamped.stamp_every_session()
+class Request:
+    headers = {}
+async def main():
+    async with get_session().create_client(
+        "sqs", region_name="us-east-1", aws_access_key_id="a", aws_secret_access_key="b"
+    ) as sqs:
+        await sqs.meta.events.emit("before-send.sqs.ListQueues", request=Request)
+    print(float(Request.headers[stamped.SENT_AT]) > 0)
+anyio.run(main)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
+    assert out.stdout.strip() == "True", out.stderr

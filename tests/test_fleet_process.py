@@ -25,7 +25,7 @@ from tests.test_http import aget
 from worker.emulator import create_coordination_table, create_function, create_queue
 from worker.emulator.proxy import Rule
 
-pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timing]
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 RATE, BURST = 10.0, 10
 REPLICAS = 3
@@ -170,7 +170,7 @@ async def test_the_others_take_a_killed_replicas_share_within_three_heartbeats(
     daemons = [Daemon(tmp_path, i, config) for i in range(REPLICAS)]
     try:
         await start_fleet(daemons, members=REPLICAS)
-        killed_at = time.monotonic()
+        killed_at = time.time()
         daemons[0].kill()
         survivors = daemons[1:]
 
@@ -179,7 +179,8 @@ async def test_the_others_take_a_killed_replicas_share_within_three_heartbeats(
             return seen == [2, 2]
 
         await wait_for(shares_taken, timeout=30, interval=0.1)
-        took = time.monotonic() - killed_at
+        # when each survivor saw it, by its own log (not when this busy process asked)
+        saw = [d.first_time("coordination_members", members=2, was=3) for d in survivors]
         proxy.clear()
         await _seed(aws, dlq, 150)
         await wait_for(lambda: proxy.count("lambda", "Invoke") >= 150, timeout=90, interval=0.2)
@@ -187,7 +188,9 @@ async def test_the_others_take_a_killed_replicas_share_within_three_heartbeats(
     finally:
         for daemon in daemons:
             daemon.kill()
-    assert took <= 3 * HEARTBEAT + 0.5, took
+    assert None not in saw, [d.events("coordination_members") for d in survivors]
+    took = [t - killed_at for t in saw if t is not None]
+    assert max(took) <= 3 * HEARTBEAT + 0.5, took
     assert 0.8 * RATE <= _steady_rate(invokes) <= 1.1 * RATE  # two replicas, the whole rate
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from bench.soak import CI, soak
 
-pytestmark = [pytest.mark.anyio, pytest.mark.timing, pytest.mark.timeout(400)]
+pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(400)]
 
 
 async def test_a_fleet_keeps_every_promise_through_a_rolling_deploy_and_its_faults(

@@ -7,10 +7,25 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 _ACCESS_KEY = re.compile(r"Credential=([^/]+)/")
+# A client may say when it sent a request, in its `time.monotonic()` (one clock for every
+# process on Linux): the journal records that rather than when the proxy got to read it.
+SENT_AT = "X-Sent-At"
+
+
+def sent_at(headers: Mapping[str, str]) -> float:
+    """When the request left its client, if it says so and makes sense; else now."""
+    now = time.monotonic()
+    try:
+        sent = float(headers.get(SENT_AT, ""))
+    except ValueError:
+        return now
+    return sent if 0 < sent <= now else now
 
 
 def access_key(authorization: str) -> str:
@@ -28,7 +43,7 @@ class Journal:
         self.header_journal: list[tuple[str, str, dict[str, str]]] = []
         self.keep_journal = True
         self.upstream_errors: list[tuple[str, str, str]] = []
-        # (monotonic, service, operation, path, access key)
+        # (monotonic: when sent, service, operation, path, access key)
         self.arrivals: list[tuple[float, str, str, str, str]] = []
         # requests being answered now, and the most there were at once, by (service, operation)
         self.in_flight: Counter[tuple[str, str]] = Counter()
@@ -63,13 +78,13 @@ class Journal:
         return [t for t, _ in self.callers(service, operation, path)]
 
     def callers(self, service: str, operation: str, path: str = "") -> list[tuple[float, str]]:
-        """(when, access key) of each call, in order."""
+        """(when, access key) of each call, in the order they were sent."""
         with self._lock:
-            return [
+            return sorted(
                 (t, who)
                 for t, s, o, p, who in self.arrivals
                 if s == service and o == operation and path in p
-            ]
+            )
 
     def count(self, service: str | None = None, operation: str | None = None) -> int:
         with self._lock:

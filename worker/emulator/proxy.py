@@ -23,12 +23,11 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
-import time
 from typing import Any
 
 from aiohttp import ClientError, ClientSession, TCPConnector, web
 
-from worker.emulator.journal import Journal, access_key
+from worker.emulator.journal import Journal, access_key, sent_at
 from worker.emulator.rules import (
     Rule,
     answered,
@@ -147,13 +146,14 @@ class FaultProxy(Journal):
         body: bytes,
         headers: dict[str, str],
         who: str,
+        at: float,
         match: bool = True,
     ) -> Rule | None:
         with self._lock:
             if self.keep_journal:
                 self.header_journal.append((service, operation, headers))
             self.calls[(service, operation)] += 1
-            self.arrivals.append((time.monotonic(), service, operation, path, who))
+            self.arrivals.append((at, service, operation, path, who))
             if self.keep_journal and (parsed := request_body(body)) is not None:
                 self.journal.append((service, operation, parsed))
             for rule in self.rules if match else []:
@@ -182,7 +182,8 @@ class FaultProxy(Journal):
         who = access_key(request.headers.get("Authorization", ""))
         refused = lambda_refuses(operation, body) if service == "lambda" else None
         # A request Lambda refuses is counted, but no rule is spent on it.
-        rule = self._pick(service, operation, request.path, body, amz, who, refused is None)
+        at = sent_at(request.headers)
+        rule = self._pick(service, operation, request.path, body, amz, who, at, refused is None)
         if refused is not None:
             return refused
         if rule is not None and not rule.after:
