@@ -20,6 +20,7 @@ from worker.daemon.assembly import Shared, build_poller
 from worker.dlq.poller import Poller
 from worker.emulator import MotoServer, create_role
 from worker.emulator.proxy import FaultProxy
+from worker.fleet.guards import Guards
 from worker.logs import OwnHandler
 from worker.metrics import Metrics
 from worker.settings import Settings
@@ -154,7 +155,7 @@ class Worker:
         self.registry = CollectorRegistry()
         self.metrics = Metrics(self.registry)
         self.clients = Clients(settings.aws, stack, pool=32)
-        self.shared = Shared()
+        self.shared = Shared(Guards(self.clients, self.metrics))
 
     async def poller(self, name: str) -> Poller:
         return await build_poller(

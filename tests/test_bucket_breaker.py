@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry
 from worker.core.breaker import CircuitBreaker, State
 from worker.core.bucket import TokenBucket
 from worker.core.errors import DeliveryError, ErrorKind
-from worker.daemon.assembly import Shared
+from worker.fleet.guards import Guards
 from worker.metrics import Metrics
 from worker.settings import CircuitBreakerSettings, QueueSettings, RateLimitSettings
 from worker.targets.guard import Guard
@@ -197,10 +197,10 @@ def _queue(name: str, function: str, per_second: float = 10) -> QueueSettings:
 
 def test_queues_feeding_one_target_share_one_guard():
     metrics = Metrics(CollectorRegistry())
-    shared = Shared()
-    a = shared.guard_for(_queue("a", "fn"), "fn", metrics)
-    b = shared.guard_for(_queue("b", "fn"), "fn", metrics)
-    c = shared.guard_for(_queue("c", "other"), "other", metrics)
+    guards = Guards(None, metrics)
+    a = guards.guard(_queue("a", "fn"), "fn")
+    b = guards.guard(_queue("b", "fn"), "fn")
+    c = guards.guard(_queue("c", "other"), "other")
     assert a is b
     assert c is not a
     # one budget: what queue a takes, queue b cannot

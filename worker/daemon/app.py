@@ -29,11 +29,10 @@ from worker.daemon.assembly import Shared, build_poller
 from worker.daemon.discovery import discover
 from worker.daemon.health import Health
 from worker.daemon.http import HttpServer
-from worker.fleet.coordinator import Coordinator
+from worker.fleet.guards import Guards
 from worker.fleet.loops import SharedLoops
 from worker.metrics import Metrics
 from worker.settings import QueueSettings, Settings
-from worker.targets.guard import Guard
 
 log = structlog.get_logger("worker.daemon.app")
 
@@ -164,13 +163,15 @@ async def serve(
     async with AsyncExitStack() as stack, anyio.create_task_group() as tg:
         plan = connection_plan(settings, limit, cost=connection_cost)
         clients = Clients(settings.aws, stack, pool=plan.pool_for, on_request=metrics.count_request)
-        guards: dict[str, Guard] = {}  # filled as queues start; the fleet shares them
-        fleet = await _fleet(settings, clients, guards, metrics)
+        # With coordination, the coordinator joins the fleet (one bounded heartbeat) before
+        # any queue starts, so the first deliveries already use this replica's share.
+        guards = await Guards.open(settings.coordination, clients, metrics)
+        fleet = guards.fleet
         polls = anyio.CapacityLimiter(plan.poll_slots)
         if fleet is None:
             shared = Shared(guards, polls=polls)
         else:
-            shared = Shared(guards, fleet, SharedLoops(fleet.table, fleet), polls=polls)
+            shared = Shared(guards, SharedLoops(fleet.table, fleet), polls=polls)
         health = Health(list(settings.queues), sources=[fleet.notes] if fleet else [])
         http = HttpServer(health, registry, settings.http.host, settings.http.port)
         runtime = Runtime(health, shared, await tg.start(http.serve))
@@ -206,17 +207,6 @@ async def serve(
         starting.cancel()
         tg.cancel_scope.cancel()  # the HTTP server
     log.info("stopped")
-
-
-async def _fleet(
-    settings: Settings, clients: Clients, guards: dict[str, Guard], metrics: Metrics
-) -> Coordinator | None:
-    """With `coordination.backend: dynamodb`, the coordinator (it joins the fleet, with one
-    bounded heartbeat, before any queue starts, so the first deliveries already use this
-    replica's share)."""
-    if settings.coordination.backend != "dynamodb":
-        return None
-    return await Coordinator.open(settings.coordination, clients, guards, metrics)
 
 
 async def _shutdown(health: Health, grace: float) -> None:

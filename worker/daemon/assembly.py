@@ -27,11 +27,9 @@ from worker.dlq.pipeline import Pipeline
 from worker.dlq.poller import Poller
 from worker.dlq.settle import Settler
 from worker.dlq.watch import QueueWatch
-from worker.fleet.coordinator import Coordinator
+from worker.fleet.guards import Guards
 from worker.metrics import Metrics
 from worker.settings import QueueSettings, Settings
-from worker.targets import build_target
-from worker.targets.guard import Guard
 
 log = structlog.get_logger("worker.daemon.assembly")
 
@@ -44,28 +42,13 @@ def _local_loops() -> Loops:
 class Shared:
     """Shared by every queue of the process; built once, before any queue starts."""
 
-    guards: dict[str, Guard] = field(default_factory=dict)  # one per target identity
-    fleet: Coordinator | None = None  # coordination with the other replicas, when enabled
+    guards: Guards  # every target's guard, one per target identity, with the fleet's share
     loops: Loops = field(default_factory=_local_loops)  # local, or the fleet's shared count
     polls: anyio.CapacityLimiter | None = None  # poll slots: the descriptor budget
     parking: dict[str, SqsQueue] = field(default_factory=dict)  # resolved once, by reference
     # one random source for every queue's jitter (a Random holds 2.5 kB of state)
     rng: random.Random = field(default_factory=random.Random)
     _lock: anyio.Lock = field(default_factory=anyio.Lock)
-
-    def guard_for(self, queue: QueueSettings, target_name: str, metrics: Metrics) -> Guard:
-        key = queue.target_key
-        if key not in self.guards:
-            guard = Guard(
-                target_name,
-                queue.effective_rate_limit,
-                queue.effective_circuit_breaker,
-                metrics,
-                key=key,
-                fleet=self.fleet,
-            )
-            self.guards[key] = guard
-        return self.guards[key]
 
     async def parking_queue(self, clients: Clients, ref: str) -> SqsQueue:
         async with self._lock:  # queues start concurrently: resolve each parking queue once
@@ -90,8 +73,7 @@ async def build_poller(
     dlq = SqsQueue(sqs, await resolve_queue_url(sqs, queue.queue_ref))
     parking = await shared.parking_queue(clients, queue.policy.parking_queue or "")
     facts = DlqFacts(sqs, dlq.url)  # learned with the first batch
-    target = await build_target(queue, clients, facts.by_arn)
-    guard = shared.guard_for(queue, target.name, metrics)
+    target, guard = await shared.guards.target(queue, facts)
     decider = await Decider.build(
         name, queue, clients, metrics, log_bodies=settings.logging.log_bodies
     )
