@@ -85,17 +85,43 @@ def test_wait_ledger_counts_hand_backs_and_is_bounded():
     assert len(ledger) == 2
 
 
-def test_a_decision_is_made_once_and_told_at_once():
+def test_a_message_is_settled_once_and_told_at_once():
     from worker.core.envelope import DlqMessage
-    from worker.core.outcomes import Decision, Release
-    from worker.dlq.pipeline import Decided
+    from worker.core.outcomes import Release, Settlement
+    from worker.dlq.pipeline import Settlements
 
     told: list[int] = []
-    decided = Decided(lambda index, _: told.append(index))
-    first = Decision(DlqMessage("m", "r", "{}"), 0, Release())
-    decided.make(3, first)
+    settled = Settlements(lambda index, _: told.append(index))
+    first = Settlement(DlqMessage("m", "r", "{}"), 0, Release())
+    settled.settle(3, first)
     assert told == [3]  # the sink hears it as it is made: the batch settles it then
-    assert decided[3] is first
-    with pytest.raises(AssertionError, match="decided twice"):
-        decided.make(3, first)
+    assert settled[3] is first
+    with pytest.raises(AssertionError, match="settled twice"):
+        settled.settle(3, first)
     assert told == [3]
+
+
+def test_group_rounds_take_each_group_in_order_and_stop_a_refused_one():
+    """The one FIFO-round implementation, the daemon's and the replay's (core/rounds.py)."""
+    from worker.core.rounds import GroupRounds
+
+    items = ["a1", "b1", "a2", "c1", "b2", "a3", "c2"]
+    rounds = GroupRounds(items, lambda item: item[0])
+    first = rounds.next_round()
+    assert first == ["a1", "b1", "c1"]  # the head of every group, side by side
+    assert rounds.refused("b1") == ["b2"]  # b's head refused: the rest of b waits for it
+    assert rounds.drop(lambda item: item == "c2") == ["c2"]  # a group whose lease lapsed
+    assert rounds.next_round() == ["a2"]
+    assert rounds.refused("a2") == ["a3"]
+    assert not rounds
+    assert rounds.next_round() == []
+
+
+def test_group_rounds_hand_back_nothing_behind_the_last_of_a_group():
+    from worker.core.rounds import GroupRounds
+
+    rounds = GroupRounds(["x1", "y1", "y2"], lambda item: item[0])
+    assert rounds.next_round() == ["x1", "y1"]
+    assert rounds.refused("x1") == []  # x had no more: nothing waits
+    assert rounds.next_round() == ["y2"]
+    assert not rounds

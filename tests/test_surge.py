@@ -147,3 +147,42 @@ async def test_a_pause_stops_every_receiver_as_soon_as_it_is_seen(aws, proxy, wo
     # per surge receiver. Before the fix: a receive every 0.15 s per receiver for 2 s.
     assert len(after) <= 3, f"{len(after)} receives after the pause was seen"
     assert worker.settled("main", "deleted") < count  # the backlog was still there
+
+
+async def test_the_room_a_receive_takes_goes_back_exactly_once():
+    """`Taken` (dlq/room.py) is the one place a receive's tokens go back: what the receive did
+    not need, the delivery room once settling room is free, and the settling room at the end."""
+    from worker.dlq.room import Room
+
+    def beat() -> None:
+        pass
+
+    room = Room(10, 10, None)
+    first = await room.take(beat)
+    assert (first.count, room.busy()) == (10, 10)
+    first.keep(4)  # the receive gave four messages
+    assert room.busy() == 4
+    await first.hand_over()  # delivered: the next receive need not wait for their settling
+    assert room.busy() == 0
+    second = await room.take(beat)
+    assert second.count == 10
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(second.hand_over)  # ten to settle, four still settling: it waits
+        await anyio.wait_all_tasks_blocked()
+        assert not second.handed_over
+        assert room.busy() == 10
+        first.end()
+        first.end()  # a second end gives nothing back twice
+    assert second.handed_over
+    assert room.busy() == 0
+    third = await room.take(beat)
+    with anyio.CancelScope() as scope:  # settling room is all second's: cancelled waiting
+        scope.cancel()
+        await third.hand_over()
+    assert not third.handed_over
+    third.end()  # never handed over: its delivery room goes back
+    second.end()
+    assert room.busy() == 0
+    whole = await room.take_whole(beat)
+    await whole.hand_over()  # all the settling room is free again
+    assert whole.handed_over

@@ -54,7 +54,8 @@ class Defer:
 
 @dataclass(frozen=True)
 class Park:
-    """Park now with `reason` (and, optionally, an error code for `retry-worker.error`)."""
+    """Park now with `reason` (and, optionally, an error code for `retry-worker.error`). The
+    daemon's own outcome of parking is this class too (`worker.core.outcomes`)."""
 
     reason: str
     error: str | None = None

@@ -1,6 +1,7 @@
-"""What the pipeline decided for one message: small frozen values.
+"""What happened to one message (its outcome) and the settlement that records it: small frozen
+values. Only the queue loop's settlement turns them into SQS calls, metrics and logs.
 
-Only the queue loop's settlement turns them into SQS calls, metrics and logs.
+`Park` is the hook API's own (`worker.hooks`): one class for parking, decided or happened.
 """
 
 from __future__ import annotations
@@ -9,6 +10,9 @@ from dataclasses import dataclass
 
 from worker.core.envelope import DlqMessage
 from worker.core.errors import DeliveryError
+from worker.hooks import Park
+
+__all__ = ["Delivered", "Outcome", "Park", "Release", "Retry", "Settlement"]
 
 
 @dataclass(frozen=True)
@@ -25,14 +29,6 @@ class Retry:
 
 
 @dataclass(frozen=True)
-class Park:
-    """Give up: write to the parking queue with the reason, then delete from the DLQ."""
-
-    reason: str
-    error: str = ""
-
-
-@dataclass(frozen=True)
 class Release:
     """Not tried: make the message visible again at once. `reason`: `shutdown`, or
     `waiting_for_group` (a FIFO message behind a failed one of its group; SQS returns it
@@ -46,7 +42,7 @@ Outcome = Delivered | Retry | Park | Release
 
 
 @dataclass(frozen=True)
-class Decision:
+class Settlement:
     """One message's outcome, with what settlement records of the delivery."""
 
     message: DlqMessage

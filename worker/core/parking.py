@@ -56,7 +56,7 @@ def parking_metadata(
     *,
     reason: str,
     attempts: int,
-    error: str,
+    error: str | None,
     source_queue: str,
     parked_at: float,
     group_id: str | None = None,

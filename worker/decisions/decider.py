@@ -20,9 +20,10 @@ from worker.core.envelope import DlqMessage
 from worker.core.errors import DeliveryError, ErrorKind
 from worker.decisions.expressions import ExpressionFailed, Transform, compile_rules
 from worker.decisions.hook import Hook, LambdaHook, PythonHook
+from worker.decisions.keys import IdempotencyKey
 from worker.decisions.verdicts import By, Verdict
 from worker.decisions.view import View, build_view, with_payload
-from worker.hooks import Defer, Deliver, Park
+from worker.hooks import Decision, Defer, Deliver, Park
 from worker.metrics import Metrics
 from worker.settings import LambdaHookSpec, QueueSettings
 from worker.settings.decisions import load_hook
@@ -54,7 +55,7 @@ class Decider:
         self._rules = compile_rules(settings.rules)
         self._transform = Transform(settings.transform) if settings.transform else None
         key = settings.idempotency_key
-        self._key = Transform(key) if key else None
+        self._key = IdempotencyKey(queue, key) if key else None
         self._hook = hook
         self._metrics = metrics
         self._counted: dict[tuple[str, str], Any] = {}  # metric children, by (by, action)
@@ -110,28 +111,13 @@ class Decider:
             failure = DeliveryError(
                 ErrorKind.RETRYABLE, f"DecisionError.{type(exc).__name__}", str(exc)[:500]
             )
-            return self._count(Verdict("failed", "default", failure=failure))
+            return self._count(Verdict(None, "default", failure=failure))
 
     async def decide(self, view: View, trace: Trace | None = None) -> Verdict:
         verdict = await self._decide(view, trace)
         if verdict.action == "deliver" and self._key is not None:
-            verdict = dataclasses.replace(verdict, key=self._key_of(view))
+            verdict = dataclasses.replace(verdict, key=self._key.of(view))
         return verdict
-
-    def _key_of(self, view: View) -> str | None:
-        """The queue's `idempotency_key` over the view; None (the DLQ message id stands in)
-        when it gives null or fails, said in a log line."""
-        assert self._key is not None
-        try:
-            return self._key.apply(view)
-        except ExpressionFailed as exc:
-            self._log.warning(
-                "idempotency_key_failed",
-                message_id=view["message_id"],
-                error=exc.code,
-                fallback="message_id",
-            )
-            return None
 
     async def _decide(self, view: View, trace: Trace | None) -> Verdict:
         if trace is not None:
@@ -155,18 +141,18 @@ class Decider:
                     error=exc.code,
                     detail=exc.detail,
                 )
-                failed = Verdict("park", "transform", reason="transform_failed", error=exc.code)
+                failed = Verdict(Park("transform_failed", exc.code), "transform")
                 return self._count(failed)
             if trace is not None:
                 trace.transform = {"expression": self._transform.text, "payload": payload}
-            self._count(Verdict("deliver", "transform", payload=payload))
+            self._count(Verdict(Deliver(payload), "transform"))
         if self._hook is not None:
             answered = await self._ask_hook(view, payload, trace)
             if answered is not None:
                 return answered
         by: By = "transform" if payload is not None else ("rule" if matched_deliver else "default")
         rule = verdict.rule if verdict is not None else None
-        return Verdict("deliver", by, payload=payload, rule=rule)
+        return Verdict(Deliver(payload), by, rule=rule)
 
     def _by_rules(self, view: View, trace: Trace | None) -> Verdict | None:
         for compiled in self._rules:
@@ -185,9 +171,7 @@ class Decider:
                     error=exc.code,
                     detail=exc.detail,
                 )
-                return Verdict(
-                    "park", "rule", reason="rule_failed", error=exc.code, rule=compiled.index
-                )
+                return Verdict(Park("rule_failed", exc.code), "rule", rule=compiled.index)
             if trace is not None:
                 trace.rules.append(
                     {
@@ -199,34 +183,23 @@ class Decider:
                 )
             if not matched:
                 continue
+            decision: Decision
             if rule.action == "park":
-                verdict = Verdict(
-                    "park",
-                    "rule",
-                    reason=rule.reason or "",
-                    error=f"Rule.{compiled.index}",
-                    rule=compiled.index,
-                )
+                decision = Park(rule.reason or "", f"Rule.{compiled.index}")
             elif rule.action == "defer":
-                verdict = Verdict(
-                    "defer",
-                    "rule",
-                    delay=float(rule.delay_seconds or 0),
-                    reason=rule.reason or "deferred",
-                    rule=compiled.index,
-                )
+                decision = Defer(float(rule.delay_seconds or 0), rule.reason or "deferred")
             else:
-                return Verdict("deliver", "rule", rule=compiled.index)
+                return Verdict(Deliver(), "rule", rule=compiled.index)
             self._log.info(
                 "rule_matched",
                 message_id=view["message_id"],
                 attempt=view["attempt"],
                 rule=compiled.index,
-                action=verdict.action,
-                reason=verdict.reason,
-                **({"delay": verdict.delay} if verdict.action == "defer" else {}),
+                action=rule.action,
+                reason=decision.reason,
+                **({"delay": decision.seconds} if isinstance(decision, Defer) else {}),
             )
-            return verdict
+            return Verdict(decision, "rule", rule=compiled.index)
         return None
 
     async def _ask_hook(
@@ -243,20 +216,18 @@ class Decider:
             self._log.warning(
                 "hook_failed", message_id=view["message_id"], error=failure.code, detail=detail
             )
-            return self._count(Verdict("failed", "hook", failure=failure))
+            return self._count(Verdict(None, "hook", failure=failure))
         if trace is not None:
             trace.hook = {"name": self._hook.name, "decision": _described(answer)}
         match answer:
             case None:
                 return None
             case Deliver(payload=new):
-                return self._count(
-                    Verdict("deliver", "hook", payload=new if new is not None else payload)
-                )
+                return self._count(Verdict(Deliver(new if new is not None else payload), "hook"))
             case Defer(seconds=seconds, reason=reason):
-                return self._count(Verdict("defer", "hook", delay=float(seconds), reason=reason))
+                return self._count(Verdict(Defer(float(seconds), reason), "hook"))
             case Park(reason=reason, error=error):
-                return self._count(Verdict("park", "hook", reason=reason, error=error or "Hook"))
+                return self._count(Verdict(Park(reason, error or "Hook"), "hook"))
         return None  # pragma: no cover - `checked` allows nothing else
 
     def _count(self, verdict: Verdict) -> Verdict:

@@ -31,16 +31,16 @@ from worker.aws.errors import error_code
 from worker.aws.facts import DlqFacts
 from worker.aws.sqs import EntryFailure, SqsQueue
 from worker.core.envelope import DlqMessage
-from worker.core.outcomes import Decision, Release, Retry
+from worker.core.outcomes import Release, Retry, Settlement
 from worker.core.policy import visibility_left
 from worker.dlq.pipeline import Pipeline
-from worker.dlq.room import Room
+from worker.dlq.room import Taken
 from worker.dlq.settle import Settler
 
 SETTLE_DEADLINE_SECONDS = 20  # a shielded settle never holds shutdown longer than this
 CRASH_RETRY_SECONDS = 60.0
 LEASE_MARGIN_SECONDS = 1.0  # a lease this close to its end is treated as ended (at most)
-LINGER_SECONDS = 0.5  # a decision waits this long for the rest of its batch before settling
+LINGER_SECONDS = 0.5  # a settlement waits this long for the rest of its batch before settling
 # A lease extension refused for these (a sender fault): the handle is no longer this batch's
 # (SQS: "Message does not exist or is not available for visibility timeout change").
 LEASE_GONE_CODES = frozenset({"ReceiptHandleIsInvalid", "InvalidParameterValue"})
@@ -67,7 +67,7 @@ class Batch:
         pipeline: Pipeline,
         settler: Settler,
         lease_seconds: int,
-        room: Room,
+        taken: Taken,
         log: structlog.typing.FilteringBoundLogger,
         monotonic: Callable[[], float] = time.monotonic,
         learned: Callable[[Sequence[DlqMessage]], None] | None = None,
@@ -79,7 +79,7 @@ class Batch:
         self._pipeline = pipeline
         self._settler = settler
         self._lease = lease_seconds
-        self._room = room  # the queue's: handed back once delivery has ended, then settling
+        self._taken = taken  # the queue's room this batch holds: delivery, then settling
         self._log = log
         self._monotonic = monotonic
         self._learned = learned  # told once the DLQ's facts are known (the data-loss clock)
@@ -94,80 +94,78 @@ class Batch:
 
     async def run(self) -> None:
         count = len(self.messages)
-        decided: dict[int, Decision] = {}
+        made: dict[int, Settlement] = {}
         send, receive = anyio.create_memory_object_stream[int](max_buffer_size=math.inf)
 
-        def sink(index: int, decision: Decision) -> None:
-            decided[index] = decision
+        def sink(index: int, settlement: Settlement) -> None:
+            made[index] = settlement
             send.send_nowait(index)
 
-        crashed = handed_over = False
+        crashed = False
         try:
             with self._scope, send, receive:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._heartbeat)
-                    tg.start_soon(self._settle_as_decided, receive, decided)
+                    tg.start_soon(self._settle_as_decided, receive, made)
                     await self._facts.learn(self.messages)
                     if self._learned is not None:
                         self._learned(self.messages)
                     await self._pipeline.run(self.messages, sink, self.holds)
                     # Delivered: the next receive need not wait for these deletes.
-                    await self._room.hand_over(count)
-                    handed_over = True
+                    await self._taken.hand_over()
                     await self._all_settled.wait()
                     tg.cancel_scope.cancel()
         except Exception:  # noqa: BLE001 - logged; the batch is kept, not lost
             self._log.exception("batch_failed", messages=count)
             crashed = True
         finally:
-            if not handed_over:
-                self._room.give(count)
+            if not self._taken.handed_over:  # nothing more is delivered: room for the next
+                self._taken.end()
         try:
             rest = [i for i in range(count) if i not in self._settled]
             if rest:
                 untried = Retry(CRASH_RETRY_SECONDS, "InternalError") if crashed else Release()
                 await self._settle(
-                    rest, [decided.get(i) or Decision(self.messages[i], 0, untried) for i in rest]
+                    rest, [made.get(i) or Settlement(self.messages[i], 0, untried) for i in rest]
                 )
         finally:
-            if handed_over:
-                self._room.settled(count)
+            self._taken.end()
 
     async def _settle_as_decided(
-        self, decisions: MemoryObjectReceiveStream[int], decided: dict[int, Decision]
+        self, made_now: MemoryObjectReceiveStream[int], made: dict[int, Settlement]
     ) -> None:
         count = len(self.messages)
         pending: list[int] = []
-        async for index in decisions:
+        async for index in made_now:
             pending.append(index)
-            with contextlib.suppress(anyio.WouldBlock):  # decided together: no timer
+            with contextlib.suppress(anyio.WouldBlock):  # made together: no timer
                 while len(self._settled) + len(pending) < count:
-                    pending.append(decisions.receive_nowait())
+                    pending.append(made_now.receive_nowait())
             if len(self._settled) + len(pending) < count:
                 with anyio.move_on_after(LINGER_SECONDS):
                     while len(self._settled) + len(pending) < count:
-                        pending.append(await decisions.receive())
-            await self._settle(pending, [decided[i] for i in pending])
+                        pending.append(await made_now.receive())
+            await self._settle(pending, [made[i] for i in pending])
             pending = []
             if len(self._settled) == count:
                 self._all_settled.set()
                 return
 
-    async def _settle(self, indexes: list[int], decisions: list[Decision]) -> None:
+    async def _settle(self, indexes: list[int], settlements: list[Settlement]) -> None:
         # A retry's visibility is not set on a message whose lease may have lapsed: it is
         # visible again already (or another receive holds it), and setting it would hide it
         # from its own FIFO group. It comes back sooner than its backoff; nothing is lost.
-        decisions = [
+        settlements = [
             dataclasses.replace(d, outcome=Release("lease_lapsed"))
             if isinstance(d.outcome, Retry) and not self.holds(i)
             else d
-            for i, d in zip(indexes, decisions, strict=True)
+            for i, d in zip(indexes, settlements, strict=True)
         ]
         with anyio.CancelScope(shield=True), anyio.move_on_after(SETTLE_DEADLINE_SECONDS):
             try:
-                await self._settler.settle(decisions, self._received_at)
+                await self._settler.settle(settlements, self._received_at)
             except Exception:  # noqa: BLE001 - logged; unsettled messages reappear
-                self._log.exception("settle_failed", messages=len(decisions))
+                self._log.exception("settle_failed", messages=len(settlements))
         self._settled.update(indexes)  # before any checkpoint: a cancel cannot lose this
 
     def holds(self, index: int) -> bool:

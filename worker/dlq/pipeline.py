@@ -1,6 +1,6 @@
 """The per-message pipeline: attempt → gate → loop check → the queue's decisions (rules,
-transform, hook: `worker.decisions`) → deliver through the guard → decision. It returns
-`Decision` values (`worker.core.outcomes`); it never touches the DLQ.
+transform, hook: `worker.decisions`) → deliver through the guard → outcome. It returns
+`Settlement` values (`worker.core.outcomes`); it never touches the DLQ.
 
 FIFO DLQs, whatever the target:
 the messages of a group are delivered one at a time in receive order, in rounds (one message
@@ -14,15 +14,15 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 
 from worker.aws.facts import DlqFacts
 from worker.core.envelope import DlqMessage
 from worker.core.errors import DeliveryError
 from worker.core.loopguard import Loops, fingerprint
-from worker.core.outcomes import Decision, Delivered, Outcome, Park, Release, Retry
+from worker.core.outcomes import Delivered, Outcome, Park, Release, Retry, Settlement
 from worker.core.policy import attempt_number, gate, on_failure
+from worker.core.rounds import GroupRounds
 from worker.core.waiting import WaitLedger
 from worker.decisions.decider import Decider
 from worker.decisions.verdicts import settled_as
@@ -30,32 +30,33 @@ from worker.settings import PolicySettings
 from worker.targets.base import Delivery, Target
 from worker.targets.guard import Guard, Tried
 
-Sink = Callable[[int, Decision], None]
+Sink = Callable[[int, Settlement], None]
 
 
 def _always(index: int) -> bool:
     return True
 
 
-class Decided:
-    """The decisions of one run, by message index. `make` records one and tells the sink (the
-    batch settles it as it comes): settling is that explicit call, never a side effect."""
+class Settlements:
+    """The settlements of one run, by message index. `settle` records one and hands it to the
+    sink (the batch settles it as it comes): settling is that explicit call, never a side
+    effect."""
 
     def __init__(self, sink: Sink | None) -> None:
-        self._by_index: dict[int, Decision] = {}
+        self._by_index: dict[int, Settlement] = {}
         self._sink = sink
 
-    def make(self, index: int, decision: Decision) -> None:
-        # Settling twice would delete or park twice: one decision per message, always.
-        assert index not in self._by_index, f"message {index} decided twice"
-        self._by_index[index] = decision
+    def settle(self, index: int, settlement: Settlement) -> None:
+        # Settling twice would delete or park twice: one settlement per message, always.
+        assert index not in self._by_index, f"message {index} settled twice"
+        self._by_index[index] = settlement
         if self._sink is not None:
-            self._sink(index, decision)
+            self._sink(index, settlement)
 
-    def __getitem__(self, index: int) -> Decision:
+    def __getitem__(self, index: int) -> Settlement:
         return self._by_index[index]
 
-    def values(self) -> list[Decision]:
+    def values(self) -> list[Settlement]:
         return list(self._by_index.values())
 
 
@@ -114,38 +115,38 @@ class Pipeline:
         messages: Sequence[DlqMessage],
         sink: Sink | None = None,
         holds: Callable[[int], bool] | None = None,
-    ) -> list[Decision]:
-        """Every message's decision, in order. `sink(index, decision)` hears each one as it
+    ) -> list[Settlement]:
+        """Every message's settlement, in order. `sink(index, settlement)` hears each one as it
         is made (the batch settles them as they come); `holds(index)`: whether the batch's
         lease on a message surely still runs (a FIFO group is not delivered past it)."""
         now = self._clock()
-        decided = Decided(sink)
+        settled = Settlements(sink)
         to_deliver: list[tuple[int, Delivery]] = []
         messages = [self._facts.verified(m) for m in messages]
         for index, message in enumerate(messages):
             attempt = self._attempt(message)
             parked: Park | None = gate(message, attempt, self.policy, now)
             if parked:
-                decided.make(index, Decision(message, attempt - 1, parked))
+                settled.settle(index, Settlement(message, attempt - 1, parked))
             else:
                 to_deliver.append((index, Delivery(message, attempt, queue=self.queue)))
         looping = await self._looping(to_deliver)
         for index, delivery in to_deliver:
             if index in looping:
                 loop = Park("loop_detected", "LoopDetected")
-                decided.make(index, Decision(delivery.message, delivery.attempt - 1, loop))
+                settled.settle(index, Settlement(delivery.message, delivery.attempt - 1, loop))
         to_deliver = [item for item in to_deliver if item[0] not in looping]
         if self.in_group_order:
-            await self._deliver_in_group_order(to_deliver, decided, holds or _always)
+            await self._deliver_in_group_order(to_deliver, settled, holds or _always)
         else:
-            await self._deliver(to_deliver, decided)
-        for decision in decided.values():
-            self._keep_count(decision)
-        return [decided[i] for i in range(len(messages))]
+            await self._deliver(to_deliver, settled)
+        for settlement in settled.values():
+            self._keep_count(settlement)
+        return [settled[i] for i in range(len(messages))]
 
-    def _keep_count(self, decision: Decision) -> None:
-        mid = decision.message.message_id
-        match decision.outcome:
+    def _keep_count(self, settlement: Settlement) -> None:
+        mid = settlement.message.message_id
+        match settlement.outcome:
             case Release(reason="waiting_for_group"):
                 self.waiting.handed_back(mid)
             case Delivered() | Park():
@@ -154,35 +155,30 @@ class Pipeline:
     async def _deliver_in_group_order(
         self,
         pending: list[tuple[int, Delivery]],
-        decided: Decided,
+        settled: Settlements,
         holds: Callable[[int], bool],
     ) -> None:
-        groups: dict[str, deque[tuple[int, Delivery]]] = {}
-        for item in pending:
-            groups.setdefault(item[1].message.group_id or "", deque()).append(item)
-        while groups:
-            for group in [g for g, q in groups.items() if not holds(q[0][0])]:
-                # The lease may have lapsed: SQS may have handed the group to another
-                # receive. Delivering it from here could overtake it; let that one have it.
-                for waiting, delivery in groups.pop(group):
-                    lapsed = Release("lease_lapsed")
-                    decided.make(waiting, Decision(delivery.message, delivery.attempt - 1, lapsed))
-            if not groups:
+        rounds = GroupRounds(pending, lambda item: item[1].message.group_id or "")
+        while rounds:
+            # The lease may have lapsed: SQS may have handed the group to another receive.
+            # Delivering it from here could overtake it; let that one have it.
+            for index, delivery in rounds.drop(lambda item: not holds(item[0])):
+                lapsed = Release("lease_lapsed")
+                settled.settle(index, Settlement(delivery.message, delivery.attempt - 1, lapsed))
+            heads = rounds.next_round()
+            if not heads:
                 break
-            heads = {group: queue.popleft() for group, queue in groups.items()}
-            await self._deliver(list(heads.values()), decided)
-            for group, (index, _) in heads.items():
-                if isinstance(decided[index].outcome, Retry):  # not accepted: the group waits
-                    for waiting, delivery in groups.pop(group):
+            await self._deliver(heads, settled)
+            for head in heads:
+                if isinstance(settled[head[0]].outcome, Retry):  # not accepted: the group waits
+                    for index, delivery in rounds.refused(head):
                         untried = Release("waiting_for_group")
-                        decided.make(
-                            waiting, Decision(delivery.message, delivery.attempt - 1, untried)
+                        settled.settle(
+                            index, Settlement(delivery.message, delivery.attempt - 1, untried)
                         )
-                elif not groups[group]:
-                    del groups[group]
 
     async def _decide(
-        self, to_deliver: list[tuple[int, Delivery]], decided: Decided
+        self, to_deliver: list[tuple[int, Delivery]], settled: Settlements
     ) -> list[tuple[int, Delivery]]:
         """The queue's decisions, just before delivery: what they park or defer is decided
         here, without a target call; the rest is delivered with the payload they made."""
@@ -195,12 +191,12 @@ class Pipeline:
         retention = self._facts.retention_seconds
         for (index, delivery), verdict in zip(to_deliver, verdicts, strict=True):
             message, attempt = delivery.message, delivery.attempt
-            settled = settled_as(verdict, attempt, message, self.policy, now, self._rng, retention)
-            if settled is None:
+            outcome = settled_as(verdict, attempt, message, self.policy, now, self._rng, retention)
+            if outcome is None:
                 delivery = dataclasses.replace(delivery, payload=verdict.payload, key=verdict.key)
                 ready.append((index, delivery))
             else:
-                decided.make(index, Decision(message, *settled))
+                settled.settle(index, Settlement(message, *outcome))
         return ready
 
     def _after_failure(
@@ -210,8 +206,8 @@ class Pipeline:
             error, attempt, message, self.policy, now, self._rng, self._facts.retention_seconds
         )
 
-    async def _deliver(self, to_deliver: list[tuple[int, Delivery]], decided: Decided) -> None:
-        to_deliver = await self._decide(to_deliver, decided)
+    async def _deliver(self, to_deliver: list[tuple[int, Delivery]], settled: Settlements) -> None:
+        to_deliver = await self._decide(to_deliver, settled)
         if not to_deliver:
             return
 
@@ -223,7 +219,9 @@ class Pipeline:
             outcome: Outcome = Delivered()
             if tried.error is not None:
                 outcome = self._after_failure(tried.error, attempt, message, self._clock())
-            decided.make(index, Decision(message, attempt, outcome, tried.error, tried.duration))
+            settled.settle(
+                index, Settlement(message, attempt, outcome, tried.error, tried.duration)
+            )
 
         results = await self._guard.deliver(
             self.target, [d for _, d in to_deliver], on_answer=answered
@@ -232,4 +230,4 @@ class Pipeline:
             if tried is None:
                 # The breaker opened after this batch was received: not a try, come back later.
                 refused = Retry(self._guard.retry_delay(), "CircuitOpen")
-                decided.make(index, Decision(delivery.message, delivery.attempt - 1, refused))
+                settled.settle(index, Settlement(delivery.message, delivery.attempt - 1, refused))

@@ -32,7 +32,7 @@ from worker.core.envelope import DlqMessage, parse_message
 from worker.core.policy import failure_pause
 from worker.dlq.batch import Batch
 from worker.dlq.pipeline import Pipeline
-from worker.dlq.room import Room
+from worker.dlq.room import Room, Taken
 from worker.dlq.settle import Settler
 from worker.dlq.watch import QueueWatch
 from worker.metrics import Metrics, Series
@@ -173,13 +173,12 @@ class Poller:
         whole = surge or self._surging > 0
         taken = await (room.take_whole(self.beat) if whole else room.take(self.beat))
         limit = self._guard.receive_limit()
-        if limit is not None and limit < taken:  # half-open: receive only the probes
-            self._room.give(taken - limit)
-            taken = limit
-        if taken == 0:
+        if limit is not None and limit < taken.count:  # half-open: receive only the probes
+            taken.keep(limit)
+        if taken.count == 0:
             return None
         if surge and self._held:  # paused (or idle) while this receiver waited for room
-            self._room.give(taken)
+            taken.end()
             return None
         # The first receive is a short poll, so readiness does not wait out an empty long poll.
         wait = receive.wait_seconds if self.last_receive_ok is not None else 0
@@ -187,13 +186,13 @@ class Poller:
             wait = min(wait, SURGE_WAIT_SECONDS)
         try:
             async with self._room.poll_slot(self.beat):
-                raw = await self.dlq.receive(taken, wait, receive.visibility_timeout_seconds)
+                raw = await self.dlq.receive(taken.count, wait, receive.visibility_timeout_seconds)
         except Exception as exc:  # noqa: BLE001 - an outage must not kill the process
-            self._room.give(taken)
+            taken.end()
             await self._receive_failed(exc)
             return None
         received_at = self._monotonic()
-        self._room.give(taken - len(raw))
+        taken.keep(len(raw))
         self.last_receive_ok = True
         self.beat()
         self._receive_failures = 0
@@ -206,10 +205,10 @@ class Poller:
                 # Probes (half-open): nothing more is received until their answers are in, or
                 # the next receive could take more messages than the breaker lets through.
                 answered = anyio.Event()
-                batches.start_soon(self._handle, raw, received_at, answered)
+                batches.start_soon(self._handle, raw, received_at, taken, answered)
                 await answered.wait()
             else:
-                batches.start_soon(self._handle, raw, received_at)
+                batches.start_soon(self._handle, raw, received_at, taken)
             if len(raw) == receive.batch_size:
                 self._widen(batches)
         return len(raw)
@@ -267,7 +266,11 @@ class Poller:
             self._log.exception("retention_clock_failed")
 
     async def _handle(
-        self, raw: Sequence[dict[str, Any]], received_at: float, done: anyio.Event | None = None
+        self,
+        raw: Sequence[dict[str, Any]],
+        received_at: float,
+        taken: Taken,
+        done: anyio.Event | None = None,
     ) -> None:
         batch = Batch(
             [parse_message(r) for r in raw],
@@ -277,7 +280,7 @@ class Poller:
             pipeline=self._pipeline,
             settler=self._settler,
             lease_seconds=self._settings.receive.visibility_timeout_seconds,
-            room=self._room,
+            taken=taken,
             log=self._log,
             monotonic=self._monotonic,
             learned=self._clock_retention,

@@ -4,7 +4,7 @@ delivered batch hands its room back for the next receive while its deletes run, 
 settles back up, delivery room is held and receives wait), and its turn to poll (the
 process's poll slots, from the descriptor budget; queues take turns when there are more
 queues than slots). Waiting for any of them beats: a slow target or a long queue of turns is
-not a dead loop."""
+not a dead loop. What a receive takes is a `Taken`: the one place its tokens go back."""
 
 from __future__ import annotations
 
@@ -47,6 +47,48 @@ async def _take(tokens: anyio.Semaphore, count: int, beat: Callable[[], None]) -
     return taken
 
 
+class Taken:
+    """The room one receive took: `count` messages' delivery room, then (once their delivery
+    has ended) their settling room. Every token goes back exactly once, through here: what
+    the receive did not need at once (`keep`), the delivery room at `hand_over`, and whatever
+    is still held at `end` (called again, it does nothing)."""
+
+    def __init__(self, room: Room, count: int) -> None:
+        self._room = room
+        self.count = count
+        self.handed_over = False
+        self._ended = False
+
+    def keep(self, count: int) -> None:
+        """Only `count` of it is needed (a half-open breaker's probes, what the receive gave
+        back): the rest goes back now."""
+        assert 0 <= count <= self.count, (count, self.count)
+        assert not self.handed_over
+        assert not self._ended
+        self._room._give(self.count - count)
+        self.count = count
+
+    async def hand_over(self) -> None:
+        """Delivery has ended: once there is settling room for these messages, their delivery
+        room goes back to the next receive (cancelled while waiting: nothing changes)."""
+        assert not self.handed_over
+        assert not self._ended
+        await _take(self._room._settling, self.count, _nobody)
+        self._room._give(self.count)
+        self.handed_over = True
+
+    def end(self) -> None:
+        """Settled, or given up: what is still held goes back."""
+        if self._ended:
+            return
+        self._ended = True
+        if self.handed_over:
+            for _ in range(self.count):
+                self._room._settling.release()
+        else:
+            self._room._give(self.count)
+
+
 class Room:
     def __init__(
         self, concurrency: int, batch_size: int, polls: anyio.CapacityLimiter | None
@@ -57,7 +99,7 @@ class Room:
         self._batch = batch_size
         self._polls = polls
 
-    async def take(self, beat: Callable[[], None]) -> int:
+    async def take(self, beat: Callable[[], None]) -> Taken:
         """Wait for room for one message, then take what else is free, up to a batch."""
         taken = await _take(self._tokens, 1, beat)
         while taken < self._batch:
@@ -66,11 +108,11 @@ class Room:
             except anyio.WouldBlock:
                 break
             taken += 1
-        return taken
+        return Taken(self, taken)
 
-    async def take_whole(self, beat: Callable[[], None]) -> int:
+    async def take_whole(self, beat: Callable[[], None]) -> Taken:
         """Wait for room for a whole batch."""
-        return await _take(self._tokens, self._batch, beat)
+        return Taken(self, await _take(self._tokens, self._batch, beat))
 
     def free(self, count: int) -> bool:
         """Whether `count` messages' room and a poll slot are free now (nothing taken)."""
@@ -81,19 +123,9 @@ class Room:
         """Messages taken and not yet delivered."""
         return self._concurrency - self._tokens.value
 
-    def give(self, count: int) -> None:
+    def _give(self, count: int) -> None:
         for _ in range(count):
             self._tokens.release()
-
-    async def hand_over(self, count: int) -> None:
-        """`count` messages' delivery has ended: once there is settling room for them, their
-        delivery room goes back to the next receive."""
-        await _take(self._settling, count, _nobody)
-        self.give(count)
-
-    def settled(self, count: int) -> None:
-        for _ in range(count):
-            self._settling.release()
 
     @asynccontextmanager
     async def poll_slot(self, beat: Callable[[], None]) -> AsyncIterator[None]:

@@ -1,4 +1,4 @@
-"""Settlement: turn decisions into SQS batch calls, metrics and logs.
+"""Settlement: turn settlements into SQS batch calls, metrics and logs.
 
 Order matters for the promise that nothing is lost: park first, and delete only what the
 target accepted or the parking queue accepted. A message whose delete or visibility change
@@ -17,7 +17,7 @@ from worker.aws.errors import OWN_CODES, metric_code
 from worker.aws.sqs import SqsQueue, message_entry
 from worker.core.errors import ErrorKind
 from worker.core.limits import message_size
-from worker.core.outcomes import Decision, Delivered, Park, Release, Retry
+from worker.core.outcomes import Delivered, Park, Release, Retry, Settlement
 from worker.core.parking import ParkedMessage, build_parked, parking_metadata
 from worker.core.policy import visibility_for
 from worker.metrics import Metrics, Series
@@ -33,11 +33,11 @@ PARK_FAILED_RETRY_SECONDS = 60
 UNPARKABLE_HOLD_SECONDS = VISIBILITY_LIMIT_SECONDS
 
 
-def _delivery_outcome(decision: Decision) -> str:
-    if decision.error is None:
+def _delivery_outcome(settlement: Settlement) -> str:
+    if settlement.error is None:
         return "success"
-    if decision.error.kind in (ErrorKind.THROTTLED, ErrorKind.PERMANENT):
-        return decision.error.kind.value
+    if settlement.error.kind in (ErrorKind.THROTTLED, ErrorKind.PERMANENT):
+        return settlement.error.kind.value
     return "retryable"
 
 
@@ -69,14 +69,14 @@ class Settler:
         # queue has none of them).
         self._series = Series()
 
-    async def settle(self, decisions: Sequence[Decision], received_at: float) -> None:
+    async def settle(self, settlements: Sequence[Settlement], received_at: float) -> None:
         """`received_at` is the monotonic time of the receive (the visibility clock)."""
         deletes: dict[str, str] = {}
         visibility: dict[str, tuple[str, int]] = {}
         now = self._monotonic()
-        parks = [d for d in decisions if isinstance(d.outcome, Park)]
+        parks = [d for d in settlements if isinstance(d.outcome, Park)]
         parked_ok, unparkable = await self._park(parks)
-        for d in decisions:
+        for d in settlements:
             mid, receipt = d.message.message_id, d.message.receipt_handle
             match d.outcome:
                 case Delivered():
@@ -101,16 +101,16 @@ class Settler:
             failed = await self._dlq.change_visibility(visibility)
             self._report("ChangeMessageVisibilityBatch", failed)
         # Metrics and logs after the calls: a counted settlement is a finished one.
-        self._record(decisions, parked_ok)
+        self._record(settlements, parked_ok)
 
-    async def _park(self, parks: Sequence[Decision]) -> tuple[set[str], set[str]]:
+    async def _park(self, parks: Sequence[Settlement]) -> tuple[set[str], set[str]]:
         """Send to the parking queue; returns the ids it accepted and those no parking form
         of which fits it."""
         if not parks:
             return set(), set()
         limit = await self._parking.max_message_bytes()
         entries = []
-        by_entry: dict[str, Decision] = {}
+        by_entry: dict[str, Settlement] = {}
         unparkable: set[str] = set()
         parked_at = self._clock()
         for index, d in enumerate(parks):
@@ -150,7 +150,7 @@ class Settler:
         parked_ok = {d.message.message_id for i, d in by_entry.items() if i not in failed}
         return parked_ok, unparkable
 
-    def _unparkable(self, d: Decision, limit: int) -> None:
+    def _unparkable(self, d: Settlement, limit: int) -> None:
         """Logged once per receive (every 12 h at most), counted, alerted on."""
         assert isinstance(d.outcome, Park)
         self._metrics.unparkable.labels(self._name).inc()
@@ -165,7 +165,7 @@ class Settler:
             hold_seconds=UNPARKABLE_HOLD_SECONDS,
         )
 
-    def _parking_entry(self, entry_id: str, d: Decision, parked: ParkedMessage) -> dict[str, Any]:
+    def _parking_entry(self, entry_id: str, d: Settlement, parked: ParkedMessage) -> dict[str, Any]:
         message = d.message
         entry = message_entry(
             entry_id, parked.body, parked.attributes, trace_header=message.trace_header
@@ -191,7 +191,7 @@ class Settler:
             )
             self._metrics.aws_errors.labels("sqs", operation, metric_code(failure.code)).inc()
 
-    def _context(self, d: Decision) -> dict[str, Any]:
+    def _context(self, d: Settlement) -> dict[str, Any]:
         ctx: dict[str, Any] = {"message_id": d.message.message_id, "attempt": d.attempt}
         if d.message.marker_invalid:  # counted as no earlier cycles; say so
             ctx["attempt_marker"] = "invalid"
@@ -199,9 +199,9 @@ class Settler:
             ctx["body"] = d.message.body
         return ctx
 
-    def _record(self, decisions: Sequence[Decision], parked_ok: set[str]) -> None:
+    def _record(self, settlements: Sequence[Settlement], parked_ok: set[str]) -> None:
         m, q, series = self._metrics, self._name, self._series
-        for d in decisions:
+        for d in settlements:
             ctx = self._context(d)
             if d.duration is not None:
                 outcome = _delivery_outcome(d)

@@ -24,6 +24,7 @@ from worker.core.outcomes import Park, Retry
 from worker.core.policy import gate
 from worker.decisions.decider import Decider, Trace, build_hook
 from worker.decisions.verdicts import settled_as
+from worker.hooks import Defer
 from worker.ops.context import ContextError, configured, open_queue
 from worker.ops.filters import Filters
 from worker.ops.reading import selected
@@ -100,7 +101,7 @@ async def explain(
             case (_, Park(reason=reason, error=error)):
                 result.update(action="park", reason=reason, error=error)
             case (_, Retry(delay=delay, error=error)):
-                reason = verdict.reason or error
+                reason = verdict.decision.reason if isinstance(verdict.decision, Defer) else error
                 result.update(action="defer", reason=reason, delay_seconds=delay, error=error)
     decider.close()
     result.update(view=trace.view, rules=trace.rules, transform=trace.transform, hook=trace.hook)

@@ -26,15 +26,16 @@ from worker.aws.facts import DlqFacts
 from worker.aws.sqs import SqsQueue, message_entry
 from worker.core.bucket import TokenBucket
 from worker.core.parking import DEFAULT_GROUP_ID, source_marked
-from worker.fleet.coordinator import Coordinator
+from worker.core.rounds import GroupRounds
+from worker.decisions.keys import IdempotencyKey
+from worker.fleet.guards import Guards
 from worker.metrics import Metrics
 from worker.ops.context import QueueContext
 from worker.ops.filters import Filters
 from worker.ops.reading import selected
 from worker.ops.records import JsonlWriter, Record
-from worker.ops.reshape import Reshape, example, key_of, reshaped
+from worker.ops.reshape import Reshape, example, record_view, reshaped
 from worker.ops.scan import QueueReader
-from worker.targets import build_target
 from worker.targets.base import Delivery, Target
 from worker.targets.guard import Guard
 
@@ -132,27 +133,20 @@ def to_dlq(ctx: QueueContext, reshape: Reshape | None = None) -> Send:
 async def _in_group_order(
     guard: Guard, target: Target, deliveries: list[Delivery]
 ) -> dict[str, str]:
-    """A FIFO group one message at a time, in order, in rounds (the head of every group side
-    by side); after one is refused the rest of its group stays parked. The error code of each
-    message not delivered."""
+    """A FIFO group one message at a time, in order, in rounds (`GroupRounds`, as the daemon
+    delivers); after one is refused the rest of its group stays parked. A message without a
+    group is a group of its own. The error code of each message not delivered."""
     refused: dict[str, str] = {}
-    groups: dict[str, list[Delivery]] = {}
-    for d in deliveries:
-        groups.setdefault(d.message.group_id or d.message.message_id, []).append(d)
-    while groups:
-        heads = [members[0] for members in groups.values()]
+    rounds = GroupRounds(deliveries, lambda d: d.message.group_id or d.message.message_id)
+    while rounds:
+        heads = rounds.next_round()
         results = await guard.deliver(target, heads)
-        for (group, members), tried in zip(list(groups.items()), results, strict=True):
+        for head, tried in zip(heads, results, strict=True):
             if tried is None or tried.error is not None:
                 code = tried.error.code if tried is not None and tried.error else "CircuitOpen"
-                refused[members[0].message.message_id] = code
-                for behind in members[1:]:
+                refused[head.message.message_id] = code
+                for behind in rounds.refused(head):
                     refused[behind.message.message_id] = "WaitingForGroup"
-                del groups[group]
-            elif len(members) == 1:
-                del groups[group]
-            else:
-                members.pop(0)
     return refused
 
 
@@ -167,40 +161,27 @@ async def to_target(
     breaker refuses the replay; the messages stay parked)."""
     facts = DlqFacts(await clients.get("sqs"), ctx.dlq.url)
     await facts.refresh()
-    target = await build_target(ctx.settings, clients, facts.by_arn)
     q = ctx.settings
-    metrics = Metrics(CollectorRegistry())
-    guards: dict[str, Guard] = {}
-    fleet = None
-    if join and ctx.coordination.backend == "dynamodb":
-        fleet = await Coordinator.open(ctx.coordination, clients, guards, metrics)
-    guard = Guard(
-        target.name,
-        q.effective_rate_limit,
-        q.effective_circuit_breaker,
-        metrics,
-        key=q.target_key,
-        fleet=fleet,
-    )
-    guards[guard.key] = guard
+    guards = await Guards.open(ctx.coordination, clients, Metrics(CollectorRegistry()), join=join)
+    target, guard = await guards.target(q, facts)
     # The queue's own idempotency key, as the daemon computes it (SPEC.md, Idempotency).
-    expression = q.idempotency_key
-    keyer = Reshape(ctx.name, expression, unwrap=q.target.kind == "auto") if expression else None
+    keys = IdempotencyKey(ctx.name, q.idempotency_key) if q.idempotency_key else None
+    unwrap = q.target.kind == "auto"
 
     async def send(records: Sequence[Record]) -> dict[str, str]:
         ready, refused = reshaped(records, reshape)
         deliveries = []
         for r, body in ready:
             payload = body if reshape is not None else None
-            key = key_of(keyer, r)
+            key = keys.of(record_view(ctx.name, r, unwrap=unwrap)) if keys else None
             message = facts.verified(r.original())  # the source it names, if it feeds the DLQ
             deliveries.append(Delivery(message, 1, payload, key, queue=ctx.name))
         return {**refused, **(await _in_group_order(guard, target, deliveries))}
 
-    if fleet is None:
+    if guards.fleet is None:
         yield send
         return
-    async with fleet.taking_part():
+    async with guards.fleet.taking_part():
         yield send
 
 

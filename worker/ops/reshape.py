@@ -14,10 +14,16 @@ from collections.abc import Sequence
 from jmespath.exceptions import JMESPathError
 
 from worker.decisions.expressions import ExpressionFailed, Transform
-from worker.decisions.view import build_view
+from worker.decisions.view import View, build_view
 from worker.ops.records import Record
 
 PREVIEW = 200  # characters of the dry run's before and after
+
+
+def record_view(queue: str, record: Record, *, unwrap: bool) -> View:
+    """The daemon's view of a parked message (its original body and attributes), as on a
+    first attempt."""
+    return build_view(queue, record.original(), 1, time.time(), unwrap=unwrap)
 
 
 class Reshape:
@@ -31,8 +37,8 @@ class Reshape:
         self._queue = queue
         self._unwrap = unwrap  # kind: auto (its payload is inside the DLQ message's envelope)
 
-    def _view(self, record: Record) -> dict[str, object]:
-        return build_view(self._queue, record.original(), 1, time.time(), unwrap=self._unwrap)
+    def _view(self, record: Record) -> View:
+        return record_view(self._queue, record, unwrap=self._unwrap)
 
     def before(self, record: Record) -> str:
         """The payload as it is (what the target would get without the transform)."""
@@ -56,15 +62,6 @@ def reshaped(
         except ExpressionFailed as exc:
             failed[r.message_id] = exc.code
     return ready, failed
-
-
-def key_of(keyer: Reshape | None, record: Record) -> str | None:
-    if keyer is None:
-        return None
-    try:
-        return keyer(record)
-    except ExpressionFailed:
-        return None  # the message id stands in, as in the daemon
 
 
 def example(reshape: Reshape, record: Record) -> tuple[str, str]:
