@@ -84,11 +84,14 @@ class Daemon:
         lines = (json.loads(line) for line in self.log().splitlines() if line.startswith("{"))
         return [line for line in lines if line.get("event") == name]
 
-    def first_time(self, name: str, **fields: Any) -> float | None:
-        """When (epoch seconds, the daemon's clock) it first logged `name` with `fields`."""
+    def first_time(self, name: str, after: float, **fields: Any) -> float | None:
+        """When (epoch seconds, the daemon's clock) it first logged `name` with `fields` at or
+        after `after` (a line from before — a flap under load — says nothing of what came
+        after)."""
         for line in self.events(name):
-            if all(line.get(k) == v for k, v in fields.items()):
-                return datetime.fromisoformat(line["timestamp"]).timestamp()
+            at = datetime.fromisoformat(line["timestamp"]).timestamp()
+            if at >= after and all(line.get(k) == v for k, v in fields.items()):
+                return at
         return None
 
     async def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -2,7 +2,11 @@
 left (header `X-Sent-At`, the daemon's `time.monotonic()`: one clock for every process on
 Linux). The emulator's proxy records that instead of when it read the request, so a test that
 counts calls in wall-clock windows measures the daemon's pacing, not how late a busy test
-process got round to reading (the fleet tests run beside others in `make test`)."""
+process got round to reading (the fleet tests run beside others in `make test`).
+
+The stamp is taken when botocore hands the request to its HTTP layer (`before-send`): a wait
+for a free pooled connection after that is not in it. The daemon's pools hold a connection
+per delivery it may have in flight, so at these tests' rates none waits."""
 
 from __future__ import annotations
 

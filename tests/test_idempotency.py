@@ -229,3 +229,33 @@ async def test_step_functions_names_the_execution_after_the_key(aws, proxy, work
 
     [start] = proxy.requests("states", "StartExecution")
     assert start["name"] == "rw-shipment-9"
+
+
+@pytest.mark.slow
+async def test_a_replay_to_the_target_gives_it_the_key_every_attempt_had(
+    aws, proxy, worker_stack, tmp_path
+):
+    """A synchronous Lambda did the work but every answer failed: the message is parked. The
+    operator replays it to the target, which deduplicates by the key — so the replay must
+    carry the DLQ message's id, not the id SQS gave the parked copy (SPEC.md, Idempotency)."""
+    from tests.test_operator_loop import Cli
+
+    await create_function(aws.lambda_, "orders")
+    dlq = await create_queue(aws.sqs, "orders-dlq")
+    await create_queue(aws.sqs, "parked")
+    queues = {"orders": {"name": "orders-dlq", "target": {"kind": "lambda", "function": "orders"}}}
+    policy = {"max_attempts": 1, "parking_queue": "parked"}  # the failure parks at once
+    settings = make_settings(proxy.url, queues, defaults={"policy": policy})
+    worker = Worker(settings, worker_stack)
+    sent = await aws.sqs.send_message(QueueUrl=dlq, MessageBody='{"orderId": "o-9"}')
+    proxy.add(Rule("lambda", "Invoke", "error", status=500, code="ServiceException", after=True))
+    await run_until(await worker.poller("orders"), lambda: worker.settled("orders", "parked") == 1)
+    proxy.clear()
+
+    result = await Cli(tmp_path, settings.model_dump(mode="json"))(
+        "parked", "replay", "orders", "--to", "target", "--yes"
+    )
+    assert result.returncode == 0, result.stderr
+    [replayed] = proxy.headers("lambda", "Invoke")
+    context = json.loads(base64.b64decode(replayed["x-amz-client-context"]))
+    assert context["custom"]["retry-worker"]["idempotency_key"] == sent["MessageId"]

@@ -174,6 +174,7 @@ async def test_the_room_a_receive_takes_goes_back_exactly_once():
         first.end()
         first.end()  # a second end gives nothing back twice
     assert second.handed_over
+    assert room._settling.value == 0  # all ten settling are second's: none came back twice
     assert room.busy() == 0
     third = await room.take(beat)
     with anyio.CancelScope() as scope:  # settling room is all second's: cancelled waiting
@@ -186,3 +187,20 @@ async def test_the_room_a_receive_takes_goes_back_exactly_once():
     whole = await room.take_whole(beat)
     await whole.hand_over()  # all the settling room is free again
     assert whole.handed_over
+
+
+async def test_a_receive_stopped_during_its_long_poll_gives_its_room_back(aws, proxy, worker_stack):
+    await create_queue(aws.sqs, "dlq")
+    await create_queue(aws.sqs, "parked")
+    queues = {"main": {"name": "dlq", "target": {"kind": "lambda", "function": "fn"}}}
+    worker = Worker(make_settings(proxy.url, queues), worker_stack)
+    poller = await worker.poller("main")
+    proxy.add(Rule("sqs", "ReceiveMessage", action="delay", seconds=3.0))
+    async with anyio.create_task_group() as tg:
+        await tg.start(poller.run)
+        def holding() -> bool:  # its receive is at the proxy, holding its room
+            return poller._room.busy() > 0 and proxy.in_flight[("sqs", "ReceiveMessage")] >= 1
+
+        await wait_for(holding, timeout=20)
+        poller.stop_receiving()
+    assert poller._room.busy() == 0

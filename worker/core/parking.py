@@ -61,10 +61,13 @@ def parking_metadata(
     parked_at: float,
     group_id: str | None = None,
     source_arn: str | None = None,
+    message_id: str | None = None,
 ) -> dict[str, str]:
     """The five keys of SPEC.md, `group-id` for a FIFO message (a replay keeps its group even
-    when the parking queue is a standard queue) and `source-arn` for a message an SQS queue
-    dead-lettered (a replay goes back to it, also from a DLQ with several sources)."""
+    when the parking queue is a standard queue), `source-arn` for a message an SQS queue
+    dead-lettered (a replay goes back to it, also from a DLQ with several sources) and
+    `message-id`, the DLQ message's id: a replay to the target gives the target the key every
+    attempt had (SPEC.md, Idempotency), not the parked copy's new id."""
     meta = {
         "reason": reason,
         "attempts": str(attempts),
@@ -76,6 +79,8 @@ def parking_metadata(
         meta["group-id"] = group_id
     if source_arn:
         meta["source-arn"] = source_arn
+    if message_id:
+        meta["message-id"] = message_id
     return meta
 
 

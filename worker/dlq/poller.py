@@ -187,12 +187,14 @@ class Poller:
         try:
             async with self._room.poll_slot(self.beat):
                 raw = await self.dlq.receive(taken.count, wait, receive.visibility_timeout_seconds)
-        except Exception as exc:  # noqa: BLE001 - an outage must not kill the process
-            taken.end()
+        except BaseException as exc:  # an outage must not kill the process
+            taken.end()  # nothing was received: the room goes back
+            if not isinstance(exc, Exception):
+                raise  # cancelled: stopping
             await self._receive_failed(exc)
             return None
         received_at = self._monotonic()
-        taken.keep(len(raw))
+        taken.keep(min(len(raw), taken.count))  # SQS never gives more than asked
         self.last_receive_ok = True
         self.beat()
         self._receive_failures = 0

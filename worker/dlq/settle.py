@@ -123,6 +123,7 @@ class Settler:
                 parked_at=parked_at,
                 group_id=d.message.group_id,
                 source_arn=d.message.source_arn,  # SQS's, or our marker's once checked
+                message_id=d.message.message_id,
             )
             parked = build_parked(d.message, meta, limit)
             if parked is None:

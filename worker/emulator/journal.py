@@ -14,7 +14,9 @@ from typing import Any
 
 _ACCESS_KEY = re.compile(r"Credential=([^/]+)/")
 # A client may say when it sent a request, in its `time.monotonic()` (one clock for every
-# process on Linux): the journal records that rather than when the proxy got to read it.
+# process of one Linux host and time namespace: the proxy binds to loopback): the journal
+# records that rather than when the proxy got to read it. A stamp later than the proxy's now
+# cannot be one (another clock): now is recorded instead.
 SENT_AT = "X-Sent-At"
 
 
@@ -73,8 +75,9 @@ class Journal:
             return [b for s, o, b in self.journal if s == service and o == operation]
 
     def times(self, service: str, operation: str, path: str = "") -> list[float]:
-        """When each call arrived (time.monotonic), in order; `path`: only requests whose
-        path contains it (a Lambda function's name)."""
+        """When each call was sent (its `X-Sent-At` stamp, else when it arrived; monotonic),
+        in that order; `path`: only requests whose path contains it (a Lambda function's
+        name)."""
         return [t for t, _ in self.callers(service, operation, path)]
 
     def callers(self, service: str, operation: str, path: str = "") -> list[tuple[float, str]]:

@@ -15,6 +15,7 @@ Everything that talks to AWS reuses the daemon's pieces: the SQS adapter (batch 
 every `Failed` entry, byte-aware batching), the target adapters and their one delivery step
 through the guard (bucket + breaker), the parking-format reader, the fleet's coordinator.
 
-May import: `worker.fleet`, `worker.targets`, `worker.aws`, `worker.core`, `worker.settings`,
-`worker.metrics`. Never the queue loop or the daemon.
+May import: `worker.decisions`, `worker.fleet`, `worker.targets`, `worker.aws`, `worker.core`,
+`worker.settings`, `worker.metrics` and the public `worker.hooks`. Never the queue loop or
+the daemon.
 """

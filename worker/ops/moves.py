@@ -173,9 +173,13 @@ async def to_target(
         deliveries = []
         for r, body in ready:
             payload = body if reshape is not None else None
+            # The key every attempt had: the expression's, else the DLQ message id. The
+            # message keeps the parked copy's id: what was refused is told by that.
             key = keys.of(record_view(ctx.name, r, unwrap=unwrap)) if keys else None
             message = facts.verified(r.original())  # the source it names, if it feeds the DLQ
-            deliveries.append(Delivery(message, 1, payload, key, queue=ctx.name))
+            deliveries.append(
+                Delivery(message, 1, payload, key or r.dlq_message_id, queue=ctx.name)
+            )
         return {**refused, **(await _in_group_order(guard, target, deliveries))}
 
     if guards.fleet is None:

@@ -47,6 +47,12 @@ class Record:
     def size(self) -> int:
         return len(self.body.encode("utf-8"))
 
+    @property
+    def dlq_message_id(self) -> str:
+        """The id the message had in its DLQ (every attempt's default idempotency key); a
+        message parked before that was kept: the parked copy's own."""
+        return (self.view.meta.get("message-id") if self.view else None) or self.message_id
+
     def original(self, sent_at: float | None = None) -> DlqMessage:
         """The message as it was before it was parked (our metadata left out), as a replay
         sends it or a decision sees it."""

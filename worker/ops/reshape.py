@@ -8,6 +8,7 @@ reported with its `TransformFailed.*` code.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 
@@ -21,9 +22,10 @@ PREVIEW = 200  # characters of the dry run's before and after
 
 
 def record_view(queue: str, record: Record, *, unwrap: bool) -> View:
-    """The daemon's view of a parked message (its original body and attributes), as on a
-    first attempt."""
-    return build_view(queue, record.original(), 1, time.time(), unwrap=unwrap)
+    """The daemon's view of a parked message (its original body and attributes, its DLQ
+    message id), as on a first attempt."""
+    original = dataclasses.replace(record.original(), message_id=record.dlq_message_id)
+    return build_view(queue, original, 1, time.time(), unwrap=unwrap)
 
 
 class Reshape:
