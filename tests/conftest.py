@@ -36,11 +36,36 @@ os.environ.update(
 )
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The long end-to-end tests first: run in parallel (`make test` uses pytest-xdist),
-    they start at once on their own workers and the short ones fill the gaps, instead of
-    one long test starting last and running alone."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+# The longest modules (by `pytest --durations`, 20 s to 60 s a test), longest first.
+LONGEST = (
+    "test_operator_loop",
+    "test_chaos",
+    "test_fleet_process",
+    "test_soak",
+    "test_http",
+    "test_sqs_target",
+    "test_iam_conformance",
+    "test_kill_mid_settle",
+    "test_demo",
+)
+
+
+def _order(item: pytest.Item) -> tuple[bool, int]:
+    module = item.nodeid.split("::")[0].rsplit("/", 1)[-1].removesuffix(".py")
+    rank = LONGEST.index(module) if module in LONGEST else len(LONGEST)
+    return item.get_closest_marker("slow") is None and rank == len(LONGEST), rank
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The long end-to-end tests first, the longest of them first: run in parallel (`make
+    test` uses pytest-xdist), they start at once on their own workers and the short ones fill
+    the gaps, instead of one long test starting last and running alone. Work stealing hands
+    each worker a contiguous share of the list to begin with: the tests are dealt, so every
+    share begins with its part of the long ones."""
+    items.sort(key=_order)
+    workers = getattr(config, "workerinput", {}).get("workercount", 1)
+    if workers > 1:
+        items[:] = [item for share in range(workers) for item in items[share::workers]]
 
 
 @pytest.fixture
