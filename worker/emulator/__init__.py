@@ -28,9 +28,10 @@ class MotoServer:
             raise SystemExit(
                 "the local emulator needs the demo extra: pip install 'retry-worker[demo]'"
             ) from exc
-        from worker.emulator import speedups
+        from worker.emulator import clock, speedups
 
         speedups.apply()
+        clock.install()
         # The emulator's per-request access log is noise next to the worker's own logs.
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -44,6 +45,9 @@ class MotoServer:
         return self
 
     def reset(self) -> None:
+        from worker.emulator import clock
+
+        clock.reset()
         self.post("/moto-api/reset", {})
         self.post("/moto-api/config", {"lambda": {"use_docker": False}})
 
