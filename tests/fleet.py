@@ -33,6 +33,9 @@ def fleet_config(endpoint: str, backend: str, queues: dict[str, Any], **defaults
         "logging": {"format": "json"},
         "metrics": {"queue_depth_interval_seconds": 0},
         "shutdown": {"grace_seconds": 5},
+        # Off unless a test is about it (tests/test_keeper.py): a pass holds parked messages
+        # for a moment, at a time of its own, under tests that count them.
+        "keeper": {"enabled": False},
         "coordination": coordination,
         "defaults": {
             "concurrency": 10,

@@ -160,6 +160,7 @@ def config(endpoint: str, machine: str, topic: str) -> Settings:
         queues,
         http={"host": "127.0.0.1", "port": 0},
         coordination={"backend": "dynamodb", "table": "rw-coordination"},
+        keeper={"enabled": True, "margin_seconds": 30, "interval_seconds": 5},
     )
 
 
@@ -195,6 +196,12 @@ async def test_every_call_made_is_allowed_by_the_generated_policies(aws, proxy, 
             return all([await depth(aws.sqs, u) == 0 for u in dlqs.values()])
 
         await wait_for(drained, timeout=60)
+
+        def kept_once() -> bool:  # the keeper read the parking queue (its lease, too)
+            labels = {"parking_queue": "parked", "result": "complete"}
+            return bool(registry.get_sample_value("retry_worker_keeper_passes_total", labels))
+
+        await wait_for(kept_once, timeout=30)
         stop.set()
     assert await depth(aws.sqs, parked) == 3  # not JSON: Lambda, Step Functions, EventBridge
     daemon_calls = made(proxy)
@@ -208,6 +215,7 @@ async def test_every_call_made_is_allowed_by_the_generated_policies(aws, proxy, 
         "sns:Publish",
         "events:PutEvents",
         "dynamodb:UpdateItem",
+        "sqs:ChangeMessageVisibility",  # the keeper releases what is not due
     }
     assert refused(policy, daemon_calls) == []
 

@@ -132,6 +132,36 @@ class Metrics:
             ["queue", "by", "action"],
             registry=registry,
         )
+        self.parked_messages = Gauge(
+            p + "parked_messages",
+            "Approximate messages in a parking queue (in flight included).",
+            ["parking_queue"],
+            registry=registry,
+        )
+        self.parked_oldest_age = Gauge(
+            p + "parked_oldest_age_seconds",
+            "Age of the oldest parked message (since its parked-at), as the keeper last saw it.",
+            ["parking_queue"],
+            registry=registry,
+        )
+        self.keeper_kept = Counter(
+            p + "keeper_kept",
+            "Parked messages the keeper re-parked before their parking queue's retention ended.",
+            ["parking_queue"],
+            registry=registry,
+        )
+        self.keeper_passes = Counter(
+            p + "keeper_passes",
+            "Keeper passes over a parking queue (result: complete, or incomplete: tried again).",
+            ["parking_queue", "result"],
+            registry=registry,
+        )
+        self.keeper_last_success = Gauge(
+            p + "keeper_last_success_timestamp_seconds",
+            "When the keeper last knew every message of the parking queue safe (epoch seconds).",
+            ["parking_queue"],
+            registry=registry,
+        )
         self.build_info = Gauge(
             p + "build_info", "Build information.", ["version"], registry=registry
         )

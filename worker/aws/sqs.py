@@ -193,11 +193,16 @@ class SqsQueue:
         return self._max_message_bytes
 
     async def send(
-        self, entries: Sequence[dict[str, Any]]
+        self, entries: Sequence[dict[str, Any]], *, attempts: int = 3
     ) -> tuple[list[dict[str, Any]], dict[str, EntryFailure]]:
-        """SendMessageBatch in requests of at most 10 entries and 1 MiB."""
+        """SendMessageBatch in requests of at most 10 entries and 1 MiB; `attempts=1` where a
+        retried entry would land behind later ones of its FIFO group."""
         return await batch_call(
-            self._call("send_message_batch"), entries, sleep=self._sleep, cut=_send_requests
+            self._call("send_message_batch"),
+            entries,
+            attempts=attempts,
+            sleep=self._sleep,
+            cut=_send_requests,
         )
 
     async def delete(self, receipts: dict[str, str]) -> dict[str, EntryFailure]:

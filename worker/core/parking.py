@@ -192,3 +192,31 @@ def read_parked(body: str, attributes: Mapping[str, Mapping[str, Any]]) -> Parke
         return None
     own.pop("attempt", None)  # the attempt marker is not parking metadata
     return ParkedView(own, body, foreign)
+
+
+def parked_at(meta: Mapping[str, str]) -> float | None:
+    """`parked-at` as epoch seconds; None when missing or not a time."""
+    try:
+        return datetime.fromisoformat(meta.get("parked-at", "")).timestamp()
+    except ValueError:
+        return None
+
+
+def kept_copy(
+    message_id: str, body: str, attributes: Mapping[str, Mapping[str, Any]], max_bytes: int
+) -> ParkedMessage:
+    """What the keeper sends to re-park a message (SPEC.md, Keeping parked messages): the same
+    original and metadata, `parked-at` unchanged, `kept` one more and `kept-from` the id of the
+    copy it replaces (a copy left twice by a crash is known by it). A message we did not park,
+    or one whose metadata would no longer fit, goes as it was: kept all the same."""
+    as_it_was = ParkedMessage(body, {k: dict(v) for k, v in attributes.items()})
+    view = read_parked(body, attributes)
+    if view is None:
+        return as_it_was
+    try:
+        kept = int(view.meta.get("kept", "0")) + 1
+    except ValueError:
+        kept = 1
+    meta = {**view.meta, "kept": str(kept), "kept-from": message_id}
+    original = DlqMessage("", "", view.body, attributes=view.attributes)
+    return build_parked(original, meta, max_bytes) or as_it_was

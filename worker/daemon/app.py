@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import os
 import signal
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -29,8 +30,10 @@ from worker.daemon.assembly import Shared, build_poller
 from worker.daemon.discovery import discover
 from worker.daemon.health import Health
 from worker.daemon.http import HttpServer
+from worker.fleet.coordinator import Coordinator
 from worker.fleet.guards import Guards
 from worker.fleet.loops import SharedLoops
+from worker.keeper.keeper import HOLD_SECONDS, Keepers, Lease
 from worker.metrics import Metrics
 from worker.settings import QueueSettings, Settings
 
@@ -172,6 +175,8 @@ async def serve(
             shared = Shared(guards, polls=polls)
         else:
             shared = Shared(guards, SharedLoops(fleet.table, fleet), polls=polls)
+        keepers = Keepers(settings.keeper, metrics, tg, lease_for=_keeper_lease(settings, fleet))
+        shared.on_parking = keepers.start
         health = Health(list(settings.queues), sources=[fleet.notes] if fleet else [])
         http = HttpServer(health, registry, settings.http.host, settings.http.port)
         runtime = Runtime(health, shared, await tg.start(http.serve))
@@ -207,6 +212,19 @@ async def serve(
         starting.cancel()
         tg.cancel_scope.cancel()  # the HTTP server
     log.info("stopped")
+
+
+def _keeper_lease(settings: Settings, fleet: Coordinator | None) -> Callable[[str], Lease] | None:
+    """With coordination, one replica at a time keeps a parking queue: its lease outlives two
+    checks and a pass, and is renewed at every check."""
+    if fleet is None:
+        return None
+    seconds = 2 * settings.keeper.interval_seconds + HOLD_SECONDS
+
+    def lease_for(url: str) -> Lease:
+        return lambda: fleet.table.keeper_lease(url, fleet.me, seconds)
+
+    return lease_for
 
 
 async def _shutdown(health: Health, grace: float) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import anyio
@@ -48,6 +49,8 @@ class Shared:
     parking: dict[str, SqsQueue] = field(default_factory=dict)  # resolved once, by reference
     # one random source for every queue's jitter (a Random holds 2.5 kB of state)
     rng: random.Random = field(default_factory=random.Random)
+    # told of each parking queue once it is resolved (the keeper starts keeping it)
+    on_parking: Callable[[SqsQueue], None] | None = None
     _lock: anyio.Lock = field(default_factory=anyio.Lock)
 
     async def parking_queue(self, clients: Clients, ref: str) -> SqsQueue:
@@ -55,6 +58,8 @@ class Shared:
             if ref not in self.parking:
                 sqs = await clients.get("sqs")
                 self.parking[ref] = SqsQueue(sqs, await resolve_queue_url(sqs, ref))
+                if self.on_parking is not None:
+                    self.on_parking(self.parking[ref])
             return self.parking[ref]
 
 

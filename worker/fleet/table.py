@@ -7,7 +7,8 @@ One table per deployment: partition key `pk`, sort key `sk` (strings), TTL attri
 - `fleet` / `breaker#<target>`: `gen` (bumped by every publication), `is_open`, `open_until`,
   `trips`, `by`, and the probe lease `prober`, `probe_until`;
 - `loop#<fingerprint>` / `loop`: `ids` (a string set of the DLQ message ids that carried the
-  payload), `first_seen`.
+  payload), `first_seen`;
+- `keeper#<parking queue URL>` / `keeper`: the keeper's lease, `holder` and `held_until`.
 
 The members and the breakers share one partition so that a heartbeat is two requests: one
 write (the replica's own item) and one Query (everything the replica needs to know). Nothing
@@ -29,6 +30,7 @@ from worker.core.membership import BreakerNote
 FLEET = "fleet"
 MEMBER = "member#"
 BREAKER = "breaker#"
+KEEPER = "keeper#"
 MEMBER_TTL_SLACK_SECONDS = 60.0  # past 3 heartbeats, before TTL may delete a member's item
 STALE_MEMBER_SECONDS = 600.0  # an item this far past its expiry is ignored (a dead replica)
 BREAKER_TTL_SECONDS = 7 * 86400.0  # a breaker item outlives its last change by a week
@@ -143,6 +145,30 @@ class CoordinationTable:
                     ":until": _n(now + seconds),
                     ":now": _n(now),
                     ":e": {"N": str(int(now + BREAKER_TTL_SECONDS))},
+                },
+            )
+        except Exception as exc:
+            if error_code(exc) == CONDITION_FAILED:
+                return False
+            raise
+        return True
+
+    async def keeper_lease(self, queue_url: str, me: str, seconds: float) -> bool:
+        """Take (or renew) the lease to keep one parking queue: True when this replica holds
+        it now, False while another one does (and renews it)."""
+        now = self._wall()
+        try:
+            await self._client.update_item(
+                TableName=self.table,
+                Key=self._key(KEEPER + queue_url, "keeper"),
+                UpdateExpression="SET holder = :me, held_until = :until, expires_at = :e",
+                ConditionExpression="attribute_not_exists(holder) OR holder = :me "
+                "OR held_until < :now",
+                ExpressionAttributeValues={
+                    ":me": _s(me),
+                    ":until": _n(now + seconds),
+                    ":now": _n(now),
+                    ":e": {"N": str(int(now + seconds + MEMBER_TTL_SLACK_SECONDS))},
                 },
             )
         except Exception as exc:

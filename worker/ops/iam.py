@@ -39,6 +39,15 @@ DLQ_ACTIONS = (
 )
 # GetQueueAttributes: the queue's MaximumMessageSize, read once before the first send.
 SEND_ACTIONS = ("sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:SendMessage")
+# The keeper (SPEC.md, Keeping parked messages): a pass reads, re-parks (SEND_ACTIONS) and
+# deletes the old copy or releases what is not due.
+# It notes its last pass in the queue's tags (for `status`).
+KEEPER_ACTIONS = (
+    "sqs:ChangeMessageVisibility",
+    "sqs:DeleteMessage",
+    "sqs:ReceiveMessage",
+    "sqs:TagQueue",
+)
 AUTO_ACTIONS = {
     "lambda": ("lambda:InvokeFunction",),
     "sqs": SEND_ACTIONS,
@@ -164,9 +173,7 @@ def build_policy(
         dlq = arns.queue(queue.queue_ref)
         for action in DLQ_ACTIONS:
             grants["ReadDeadLetterQueues"][action].add(dlq)
-        parking = arns.queue(queue.policy.parking_queue or "")
-        for action in SEND_ACTIONS:
-            grants["WriteParkingQueues"][action].add(parking)
+        grant_parking(settings, arns.queue(queue.policy.parking_queue or ""), grants)
         # Attempt counting reads each redrive source's maxReceiveCount; the sources are
         # found at run time, so this read-only grant covers the account's queues in the region.
         known = sources.get(name) if sources is not None else None
@@ -181,6 +188,14 @@ def build_policy(
         for action in ("kms:Decrypt", "kms:GenerateDataKey"):
             grants["UseQueueKeys"][action].update(settings.aws.kms_key_arns)
     return {"Version": "2012-10-17", "Statement": statements(grants)}
+
+
+def grant_parking(settings: Settings, parking: str, grants: dict[str, dict[str, set[str]]]) -> None:
+    for action in SEND_ACTIONS:
+        grants["WriteParkingQueues"][action].add(parking)
+    if settings.keeper.enabled:  # it reads each parking queue and re-parks what is due
+        for action in KEEPER_ACTIONS:
+            grants["KeepParkedMessages"][action].add(parking)
 
 
 def grant_coordination(

@@ -21,6 +21,7 @@ from worker.settings.sections import (
     CircuitBreakerSettings,
     CoordinationSettings,
     HttpSettings,
+    KeeperSettings,
     LoggingSettings,
     MetricsSettings,
     Model,
@@ -53,6 +54,7 @@ __all__ = [
     "DiscoverySettings",
     "EventBridgeTarget",
     "HttpSettings",
+    "KeeperSettings",
     "LambdaHookSpec",
     "LambdaTarget",
     "LoggingSettings",
@@ -90,6 +92,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     shutdown: ShutdownSettings = ShutdownSettings()
     coordination: CoordinationSettings = CoordinationSettings()
+    keeper: KeeperSettings = KeeperSettings()
     defaults: QueueDefaults = QueueDefaults()
     queues: dict[str, QueueSettings] = {}
     discovery: DiscoverySettings | None = None

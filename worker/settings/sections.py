@@ -52,6 +52,26 @@ class ShutdownSettings(Model):
     grace_seconds: NonNegativeFloat = 25
 
 
+class KeeperSettings(Model):
+    """Keeping parked messages past the parking queue's retention (SPEC.md, Keeping parked
+    messages)."""
+
+    enabled: bool = True
+    # re-park this long before the retention ends (the keeper uses at most half the retention)
+    margin_seconds: Annotated[float, Field(ge=30, le=1_209_600)] = 172_800
+    interval_seconds: Annotated[float, Field(ge=5, le=86_400)] = 21_600
+
+    @model_validator(mode="after")
+    def _checked_twice_within_the_margin(self) -> KeeperSettings:
+        if self.interval_seconds > self.margin_seconds / 2:
+            raise ValueError(
+                f"interval_seconds ({self.interval_seconds:g}) must be at most half of "
+                f"margin_seconds ({self.margin_seconds:g}): a message must be checked at least "
+                "twice before its end"
+            )
+        return self
+
+
 class CoordinationSettings(Model):
     """Sharing budgets between the replicas of one deployment (SPEC.md, Coordination)."""
 

@@ -1,0 +1,299 @@
+"""The keeper (worker/daemon/keeper.py): parked stays parked past the parking queue's retention.
+
+moto drops a message `MessageRetentionPeriod` after it was sent (60 s at least); the emulator's
+clock (worker/emulator/clock.py) moves forward so that several retention periods pass in a
+second of the test, with real SQS calls through the proxy."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import datetime
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from tests.helpers import depth
+from worker.aws.clients import Clients
+from worker.aws.sqs import SqsQueue, message_entry
+from worker.core.envelope import DlqMessage
+from worker.core.parking import build_parked, parking_metadata, read_parked
+from worker.emulator import clock, create_queue
+from worker.emulator.proxy import Rule
+from worker.keeper.keeper import Keeper
+from worker.metrics import Metrics
+from worker.settings import AwsSettings, KeeperSettings
+
+pytestmark = pytest.mark.anyio
+
+RETENTION = 60  # the least SQS and moto allow
+SETTINGS = KeeperSettings(margin_seconds=30, interval_seconds=5)
+PARKED_AT = "2026-12-01T10:00:00+00:00"
+
+
+def _parked(n: int, group: str | None = None) -> dict[str, Any]:
+    message = DlqMessage(f"dlq-{n}", "r", json.dumps({"n": n}), group_id=group)
+    meta = parking_metadata(
+        reason="max_attempts",
+        attempts=3,
+        error="ServiceException",
+        source_queue="https://sqs/orders-dlq",
+        parked_at=0,
+        group_id=group,
+        message_id=message.message_id,
+    )
+    meta["parked-at"] = PARKED_AT
+    parked = build_parked(message, meta)
+    assert parked is not None
+    entry = message_entry(str(n), parked.body, parked.attributes)
+    if group is not None:
+        entry |= {"MessageGroupId": group, "MessageDeduplicationId": f"d{n}"}
+    return entry
+
+
+async def _queue(aws, name: str, **attributes: str) -> str:
+    return await create_queue(aws.sqs, name, MessageRetentionPeriod=str(RETENTION), **attributes)
+
+
+async def _park(aws, url: str, entries: list[dict[str, Any]]) -> None:
+    for start in range(0, len(entries), 10):
+        response = await aws.sqs.send_message_batch(
+            QueueUrl=url, Entries=entries[start : start + 10]
+        )
+        assert not response.get("Failed")
+
+
+async def _read_all(aws, url: str) -> list[dict[str, Any]]:
+    """Every message, once, in the order a FIFO queue gives them (deleting as it reads)."""
+    out = []
+    while True:
+        response = await aws.sqs.receive_message(
+            QueueUrl=url,
+            MaxNumberOfMessages=10,
+            MessageAttributeNames=["All"],
+            MessageSystemAttributeNames=["All"],
+        )
+        messages = response.get("Messages", [])
+        if not messages:
+            return out
+        out += messages
+        await aws.sqs.delete_message_batch(
+            QueueUrl=url,
+            Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)
+            ],
+        )
+
+
+@pytest.fixture
+async def proxy_sqs(proxy, worker_stack):
+    """An SQS client through the proxy (the keeper's calls are counted and can be failed)."""
+    clients = Clients(AwsSettings(endpoint_url=proxy.url, sdk_max_attempts=1), worker_stack, pool=4)
+    return await clients.get("sqs")
+
+
+def _keeper(aws, proxy_sqs, url: str, **kwargs: Any) -> tuple[Keeper, CollectorRegistry]:
+    registry = CollectorRegistry()
+    queue = SqsQueue(proxy_sqs, url)
+    keeper = Keeper(queue, SETTINGS, Metrics(registry), wall=clock.now, wait=0, **kwargs)
+    return keeper, registry
+
+
+async def _for(keeper: Keeper, seconds: float, step: float = 5) -> None:
+    """`seconds` of the emulator's time, a check every `step`."""
+    for _ in range(int(seconds / step)):
+        clock.advance(step)
+        await keeper.check()
+
+
+def _sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    return registry.get_sample_value(name, labels) or 0.0
+
+
+async def test_parked_messages_outlive_several_retention_periods(aws, proxy, proxy_sqs):
+    parked = await _queue(aws, "parked")
+    control = await _queue(aws, "control")
+    await _park(aws, parked, [_parked(n) for n in range(25)])
+    await _park(aws, control, [_parked(99)])
+    keeper, metrics = _keeper(aws, proxy_sqs, parked)
+
+    await _for(keeper, 3.5 * RETENTION)
+
+    assert await _read_all(aws, control) == []  # without the keeper: gone, the emulator expires
+    messages = await _read_all(aws, parked)
+    views = [read_parked(m["Body"], m["MessageAttributes"]) for m in messages]
+    assert sorted(json.loads(v.body)["n"] for v in views if v) == list(range(25))  # each once
+    assert {v.meta["parked-at"] for v in views if v} == {PARKED_AT}  # unchanged
+    assert {v.meta["message-id"] for v in views if v} == {f"dlq-{n}" for n in range(25)}
+    kept = Counter(int(v.meta["kept"]) for v in views if v)
+    assert min(kept) >= 3, kept  # kept again every time its end came near
+    total = sum(int(v.meta["kept"]) for v in views if v)
+    assert _sample(metrics, "retry_worker_keeper_kept_total", parking_queue="parked") == total
+    assert _sample(
+        metrics, "retry_worker_keeper_last_success_timestamp_seconds", parking_queue="parked"
+    ) == pytest.approx(clock.now(), abs=6)
+
+
+async def test_no_pass_while_nothing_is_near_its_end(aws, proxy, proxy_sqs):
+    parked = await _queue(aws, "parked")
+    await _park(aws, parked, [_parked(n) for n in range(3)])
+    keeper, _ = _keeper(aws, proxy_sqs, parked)
+    assert await keeper.check() is not None  # the first check reads the queue: learns the oldest
+    proxy.clear()
+    clock.advance(5)
+    assert await keeper.check() is None  # 5 s old: due at 30 s, checked every 5 s
+    assert proxy.count("sqs", "ReceiveMessage") == 0
+    assert proxy.count("sqs", "GetQueueAttributes") == 1  # a check costs one request
+
+
+async def test_a_fifo_parking_queue_keeps_its_groups_in_order(aws, proxy, proxy_sqs):
+    parked = await _queue(aws, "parked.fifo", FifoQueue="true", ContentBasedDeduplication="false")
+    entries = [_parked(n, group=f"g{n % 3}") for n in range(12)]
+    await _park(aws, parked, entries[:6])
+    clock.advance(20)  # the second half of every group is younger: not due with the first
+    await _park(aws, parked, entries[6:])
+    keeper, _ = _keeper(aws, proxy_sqs, parked)
+
+    clock.advance(5)
+    done = await keeper.check()  # the first half is due: each group is re-parked whole
+    assert done is not None
+    assert done.kept == 12  # the young half too: a copy of the old half alone would overtake it
+    await _for(keeper, 2 * RETENTION)  # and kept on, past two more retention periods
+
+    messages = await _read_all(aws, parked)
+    by_group: dict[str, list[int]] = {}
+    for m in messages:
+        view = read_parked(m["Body"], m["MessageAttributes"])
+        assert view is not None
+        group = m["Attributes"]["MessageGroupId"]
+        by_group.setdefault(group, []).append(json.loads(view.body)["n"])
+    assert by_group == {f"g{g}": [n for n in range(12) if n % 3 == g] for g in range(3)}
+    sends = proxy.requests("sqs", "SendMessageBatch")
+    dedup = [e["MessageDeduplicationId"] for r in sends for e in r["Entries"]]
+    assert len(dedup) == len(set(dedup))  # a fresh deduplication id for every copy
+
+
+def _view(entry: dict[str, Any]) -> Any:
+    view = read_parked(entry["MessageBody"], entry.get("MessageAttributes", {}))
+    assert view is not None
+    return view
+
+
+async def test_a_copy_whose_old_one_was_not_deleted_is_mended_not_copied_again(
+    aws, proxy, proxy_sqs
+):
+    """The keeper dies between send and delete (played by a delete that never happens): two
+    copies, none lost; the next pass deletes the old one instead of making a third."""
+    parked = await _queue(aws, "parked")
+    await _park(aws, parked, [_parked(n) for n in range(4)])
+    keeper, _ = _keeper(aws, proxy_sqs, parked)
+    await keeper.check()
+    clock.advance(31)  # all due
+    lost = proxy.add(Rule("sqs", "DeleteMessageBatch", "error", status=500, code="InternalError"))
+    done = await keeper.check()
+    assert done is not None
+    assert (done.kept, done.doubled) == (0, 4)
+    proxy.rules.remove(lost)
+    assert await depth(aws.sqs, parked) == 8  # two copies each, none lost
+
+    keeper, _ = _keeper(aws, proxy_sqs, parked)  # a new replica: it knows nothing
+    clock.advance(1)
+    done = await keeper.check()
+    assert done is not None
+    assert (done.mended, done.kept) == (4, 0)
+    messages = await _read_all(aws, parked)
+    views = [read_parked(m["Body"], m["MessageAttributes"]) for m in messages]
+    assert sorted(json.loads(v.body)["n"] for v in views if v) == [0, 1, 2, 3]
+
+
+async def test_with_coordination_one_replica_keeps_and_another_takes_over(aws, proxy, proxy_sqs):
+    from worker.emulator import create_coordination_table
+    from worker.fleet.table import CoordinationTable
+
+    parked = await _queue(aws, "parked")
+    await _park(aws, parked, [_parked(n) for n in range(3)])
+    dynamodb = await aws.client("dynamodb")
+    await create_coordination_table(dynamodb, "coordination")
+    table = CoordinationTable(dynamodb, "coordination", wall=clock.now)
+    lease_seconds = 2 * SETTINGS.interval_seconds + 1
+
+    def lease(me: str):
+        return lambda: table.keeper_lease(parked, me, lease_seconds)
+
+    a, _ = _keeper(aws, proxy_sqs, parked, lease=lease("a"))
+    b, _ = _keeper(aws, proxy_sqs, parked, lease=lease("b"))
+    assert await a.check() is not None  # a holds the lease: it reads
+    proxy.clear()
+    assert await b.check() is None  # b does not, while a renews
+    for _ in range(4):  # longer than the lease: a renews it at every check
+        clock.advance(5)
+        assert await a.check() is None  # nothing due: no pass
+        assert await b.check() is None
+    assert proxy.count("sqs", "ReceiveMessage") == 0
+    clock.advance(lease_seconds + 1)  # a stopped (killed): its lease runs out
+    done = await b.check()
+    assert done is not None  # b took over
+    assert done.read == 3
+
+
+async def test_check_config_aws_names_a_short_retention_and_a_missing_parking_queue(
+    aws, proxy, tmp_path
+):
+    import yaml
+
+    from tests.test_operator_loop import Cli
+
+    await _queue(aws, "parked")  # 60 s: under twice the default margin (2 days)
+    queues = {
+        "orders": {"name": "orders-dlq", "target": {"kind": "lambda", "function": "fn"}},
+        "billing": {
+            "name": "billing-dlq",
+            "target": {"kind": "lambda", "function": "fn"},
+            "policy": {"parking_queue": "parked-typo"},
+        },
+    }
+    tree = {"aws": {"endpoint_url": proxy.url}, "defaults": {"policy": {"parking_queue": "parked"}}}
+    tree["queues"] = queues
+    result = await Cli(tmp_path, tree)("check-config", "--aws")
+    assert result.returncode == 2, result.stderr
+    assert yaml.safe_load(result.stdout)["keeper"]["margin_seconds"] == 172800
+    lines = result.stderr.splitlines()
+    assert lines == [
+        "warning: parking queue parked: its retention (60 s) is under twice "
+        "keeper.margin_seconds (172800 s); the keeper re-parks its messages 30 s before their end",
+        "error: parking queue parked-typo: AWS.SimpleQueueService.NonExistentQueue",
+    ]
+
+
+async def test_status_shows_the_oldest_parked_age_the_keeper_noted(aws, proxy, proxy_sqs):
+    import io
+
+    from worker.ops.reading import print_status, status
+    from worker.settings import Settings
+
+    parked = await _queue(aws, "parked")
+    await create_queue(aws.sqs, "orders-dlq")
+    settings = Settings(
+        aws={"endpoint_url": proxy.url},
+        queues={
+            "orders": {
+                "name": "orders-dlq",
+                "target": {"kind": "lambda", "function": "fn"},
+                "policy": {"parking_queue": "parked"},
+            }
+        },
+    )
+    before = await status(settings, proxy_sqs)
+    assert (before[0]["kept_at"], before[0]["oldest_parked_at"]) == (None, None)
+    await _park(aws, parked, [_parked(n) for n in range(2)])
+    keeper, registry = _keeper(aws, proxy_sqs, parked)
+    await keeper.check()
+    rows = await status(settings, proxy_sqs)
+    assert rows[0]["oldest_parked_at"] == PARKED_AT
+    out = io.StringIO()
+    parked_at = datetime.fromisoformat(PARKED_AT).timestamp()
+    print_status(rows, out, now=parked_at + 3 * 86400 + 60)
+    assert out.getvalue().splitlines()[1].split()[5] == "3d"  # oldest: 3 days
+    age = _sample(registry, "retry_worker_parked_oldest_age_seconds", parking_queue="parked")
+    assert age == pytest.approx(clock.now() - parked_at, abs=5)
