@@ -198,6 +198,7 @@ async def test_a_receive_stopped_during_its_long_poll_gives_its_room_back(aws, p
     proxy.add(Rule("sqs", "ReceiveMessage", action="delay", seconds=3.0))
     async with anyio.create_task_group() as tg:
         await tg.start(poller.run)
+
         def holding() -> bool:  # its receive is at the proxy, holding its room
             return poller._room.busy() > 0 and proxy.in_flight[("sqs", "ReceiveMessage")] >= 1
 

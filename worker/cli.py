@@ -34,7 +34,13 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="retry-worker", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _config_args(sub.add_parser("run", help="run the daemon"))
-    _config_args(sub.add_parser("check-config", help="validate and print the configuration"))
+    check = sub.add_parser("check-config", help="validate and print the configuration")
+    _config_args(check)
+    check.add_argument(
+        "--aws",
+        action="store_true",
+        help="also ask AWS: every parking queue exists and its retention suits the keeper",
+    )
     demo = sub.add_parser("demo", help="run the daemon against an embedded local AWS emulator")
     demo.add_argument("--duration", type=float, default=60.0, help="seconds to run")
     demo.add_argument(
@@ -86,7 +92,16 @@ def _check_config(args: argparse.Namespace) -> int:
     if settings is None:
         return EXIT_CONFIG
     print(yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False), end="")
-    return EXIT_OK
+    if not args.aws:
+        return EXIT_OK
+    from worker.ops.preflight import preflight
+
+    errors, warnings = anyio.run(preflight, settings)
+    for line in warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    for line in errors:
+        print(f"error: {line}", file=sys.stderr)
+    return EXIT_CONFIG if errors else EXIT_OK
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -13,6 +13,10 @@ from worker.aws.sqs import SqsQueue
 PAUSED_TAG = "retry-worker:paused"
 NOTE_TAG = "retry-worker:paused-note"
 MAX_TAG_VALUE = 256
+# The keeper's note on a parking queue (SPEC.md, Keeping parked messages): when its last
+# complete pass ended and the oldest `parked-at` it saw, for `status` and the console.
+KEPT_AT_TAG = "retry-worker:kept-at"
+OLDEST_TAG = "retry-worker:oldest-parked-at"
 
 DEPTH_ATTRIBUTES = {
     "ApproximateNumberOfMessages": "visible",
@@ -61,3 +65,21 @@ async def write_pause(queue: SqsQueue, reason: str | None) -> str:
 
 async def clear_pause(queue: SqsQueue) -> None:
     await queue.client.untag_queue(QueueUrl=queue.url, TagKeys=[PAUSED_TAG, NOTE_TAG])
+
+
+@dataclass(frozen=True)
+class KeptTag:
+    kept_at: str | None  # ISO seconds, UTC
+    oldest_parked_at: str | None  # ISO seconds, UTC; None: the queue was empty
+
+
+async def read_kept(client: Client, url: str) -> KeptTag:
+    """The keeper's note on a parking queue (raises what ListQueueTags raised)."""
+    tags: dict[str, str] = (await client.list_queue_tags(QueueUrl=url)).get("Tags", {})
+    return KeptTag(tags.get(KEPT_AT_TAG), tags.get(OLDEST_TAG) or None)
+
+
+async def write_kept(queue: SqsQueue, kept_at: str, oldest_parked_at: str | None) -> None:
+    await queue.client.tag_queue(
+        QueueUrl=queue.url, Tags={KEPT_AT_TAG: kept_at, OLDEST_TAG: oldest_parked_at or ""}
+    )

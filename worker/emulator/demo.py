@@ -48,6 +48,9 @@ def demo_settings(endpoint: str, state_machine_arn: str) -> Settings:
             "logging": {"format": "console", "level": "INFO"},
             "shutdown": {"grace_seconds": 5},
             "http": {"host": "127.0.0.1", "port": 0},
+            # The parking queue keeps a message 60 s (the least SQS allows): the keeper
+            # re-parks what waits there about 25 s after it was parked, and says so.
+            "keeper": {"margin_seconds": 30, "interval_seconds": 5},
             "defaults": {
                 "concurrency": 5,
                 # idle queues are checked every few seconds: the demo keeps moving
@@ -106,7 +109,7 @@ async def seed(session: Any, url: str) -> str:
         lam = await stack.enter_async_context(session.create_client("lambda", **kw))
         sfn = await stack.enter_async_context(session.create_client("stepfunctions", **kw))
         await create_role(await stack.enter_async_context(session.create_client("iam", **kw)))
-        await create_queue(sqs, "retry-parked")
+        await create_queue(sqs, "retry-parked", MessageRetentionPeriod="60")
         for name in ("orders", "payments", "ledger"):
             await create_function(lam, name)
         definition = json.dumps({"StartAt": "Ship", "States": {"Ship": {"Type": "Succeed"}}})

@@ -20,6 +20,7 @@ PARKING_ACTIONS = (
     "sqs:DeleteMessage",
     "sqs:GetQueueAttributes",
     "sqs:GetQueueUrl",
+    "sqs:ListQueueTags",  # the keeper's note: when it last kept the queue, the oldest parked
     "sqs:ReceiveMessage",
     "sqs:SendMessage",
 )

@@ -4,13 +4,14 @@ of a queue's parked messages that every `parked` command shares."""
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from worker.aws.attributes import read_depth, read_pause
+from worker.aws.attributes import read_depth, read_kept, read_pause
 from worker.aws.clients import Client
 from worker.aws.sqs import SqsQueue, resolve_queue_url
 from worker.ops.context import QueueContext, same_queue
@@ -160,11 +161,15 @@ async def status_row(
 ) -> dict[str, Any]:
     """One configured queue, from queue attributes and tags only (no receives)."""
     pause = await read_pause(dlq.client, dlq.url)
+    kept = await read_kept(parking.client, parking.url)
     return {
         "queue": name,
         "dlq": await read_depth(dlq),
         "parking_queue": parking.url,
         "parked": sum((await read_depth(parking)).values()),
+        # the keeper's note (its last complete pass): None until a keeper has kept the queue
+        "oldest_parked_at": kept.oldest_parked_at,
+        "kept_at": kept.kept_at,
         "target": queue.target_key,
         "paused": pause.paused,
         "pause_note": pause.note,
@@ -180,12 +185,36 @@ async def status(settings: Settings, sqs: Client) -> list[dict[str, Any]]:
     return rows
 
 
-def print_status(rows: list[dict[str, Any]], out: TextIO) -> None:
+def print_status(rows: list[dict[str, Any]], out: TextIO, now: float | None = None) -> None:
+    """One line a queue; `oldest`: the oldest parked message's age as the keeper last saw it
+    (`-`: nothing parked then, `?`: no keeper has kept the parking queue yet)."""
+    now = time.time() if now is None else now
     head = f"{'queue':<20} {'visible':>8} {'in_flight':>9} {'delayed':>8} {'parked':>7}"
-    out.write(head + " paused target\n")
+    out.write(head + f" {'oldest':>7} paused target\n")
     for row in rows:
         dlq = row["dlq"]
         out.write(
             f"{row['queue']:<20} {dlq['visible']:>8} {dlq['in_flight']:>9} {dlq['delayed']:>8} "
-            f"{row['parked']:>7} {'yes' if row['paused'] else 'no':<6} {row['target']}\n"
+            f"{row['parked']:>7} {_oldest(row, now):>7} {'yes' if row['paused'] else 'no':<6} "
+            f"{row['target']}\n"
         )
+
+
+def _oldest(row: dict[str, Any], now: float) -> str:
+    if row.get("kept_at") is None:
+        return "?"
+    if not row.get("oldest_parked_at") or not row["parked"]:
+        return "-"
+    try:
+        age = now - datetime.fromisoformat(row["oldest_parked_at"]).timestamp()
+    except ValueError:
+        return "?"
+    return age_text(age)
+
+
+def age_text(seconds: float) -> str:
+    """An age as people say it: 45s, 12m, 5h, 3d."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{max(0, int(seconds))}s"
