@@ -32,13 +32,15 @@ SETTINGS = KeeperSettings(margin_seconds=30, interval_seconds=5)
 PARKED_AT = "2026-12-01T10:00:00+00:00"
 
 
-def _parked(n: int, group: str | None = None) -> dict[str, Any]:
+def _parked(
+    n: int, group: str | None = None, source: str = "https://sqs/orders-dlq"
+) -> dict[str, Any]:
     message = DlqMessage(f"dlq-{n}", "r", json.dumps({"n": n}), group_id=group)
     meta = parking_metadata(
         reason="max_attempts",
         attempts=3,
         error="ServiceException",
-        source_queue="https://sqs/orders-dlq",
+        source_queue=source,
         parked_at=0,
         group_id=group,
         message_id=message.message_id,
@@ -145,6 +147,9 @@ async def test_no_pass_while_nothing_is_near_its_end(aws, proxy, proxy_sqs):
     assert await keeper.check() is None  # 5 s old: due at 30 s, checked every 5 s
     assert proxy.count("sqs", "ReceiveMessage") == 0
     assert proxy.count("sqs", "GetQueueAttributes") == 1  # a check costs one request
+    restarted, _ = _keeper(aws, proxy_sqs, parked)  # a new replica, or this one restarted
+    assert await restarted.check() is None  # it starts from the last pass's note
+    assert proxy.count("sqs", "ReceiveMessage") == 0
 
 
 async def test_a_fifo_parking_queue_keeps_its_groups_in_order(aws, proxy, proxy_sqs):
@@ -297,3 +302,53 @@ async def test_status_shows_the_oldest_parked_age_the_keeper_noted(aws, proxy, p
     assert out.getvalue().splitlines()[1].split()[5] == "3d"  # oldest: 3 days
     age = _sample(registry, "retry_worker_parked_oldest_age_seconds", parking_queue="parked")
     assert age == pytest.approx(clock.now() - parked_at, abs=5)
+
+
+async def test_parked_list_shows_how_often_a_message_was_kept(aws, proxy, proxy_sqs, tmp_path):
+    from tests.test_operator_loop import Cli
+
+    parked = await _queue(aws, "parked")
+    dlq = await create_queue(aws.sqs, "orders-dlq")
+    await _park(aws, parked, [_parked(n, source=dlq) for n in range(2)])
+    keeper, _ = _keeper(aws, proxy_sqs, parked)
+    await _for(keeper, 60)  # kept twice
+    tree = {
+        "aws": {"endpoint_url": proxy.url},
+        "keeper": {"enabled": False},
+        "queues": {
+            "orders": {
+                "name": "orders-dlq",
+                "target": {"kind": "lambda", "function": "fn"},
+                "policy": {"parking_queue": "parked"},
+            }
+        },
+    }
+    result = await Cli(tmp_path, tree)("parked", "list", "orders", "--json")
+    assert result.returncode == 0, result.stderr
+    listed = [json.loads(line) for line in result.stdout.splitlines()]
+    assert sorted(row["kept"] for row in listed) == [2, 2]
+
+
+async def test_the_console_shows_each_queues_oldest_parked_age(aws, proxy, proxy_sqs):
+    import re
+
+    from tests.conftest import make_settings
+    from tests.console_client import browser, running_console
+
+    parked = await _queue(aws, "parked")
+    dlq = await create_queue(aws.sqs, "orders-dlq")
+    await _park(aws, parked, [_parked(n, source=dlq) for n in range(2)])
+    queues = {"orders": {"name": "orders-dlq", "target": {"kind": "lambda", "function": "fn"}}}
+    settings = make_settings(aws.url, queues)
+
+    def oldest(text: str) -> str:
+        return re.findall(r'<td class="n oldest"[^>]*>([^<]*)</td>', text)[0]
+
+    async with running_console(settings) as (url, _), browser(url) as b:
+        assert oldest((await b.get("/")).text) == "?"  # not kept yet: unknown, not "none"
+        keeper, _ = _keeper(aws, proxy_sqs, parked)
+        await keeper.check()
+        shown = oldest((await b.get("/")).text)
+    parked_at = datetime.fromisoformat(PARKED_AT).timestamp()
+    days = int((datetime.now().timestamp() - parked_at) // 86400)
+    assert shown == f"{days}d"

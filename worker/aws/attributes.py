@@ -17,6 +17,10 @@ MAX_TAG_VALUE = 256
 # complete pass ended and the oldest `parked-at` it saw, for `status` and the console.
 KEPT_AT_TAG = "retry-worker:kept-at"
 OLDEST_TAG = "retry-worker:oldest-parked-at"
+# ... and what the next keeper (a restarted replica) needs to skip a pass: the oldest send time
+# of what stayed (epoch seconds) and how many messages there were.
+SENT_TAG = "retry-worker:oldest-sent"
+COUNT_TAG = "retry-worker:kept-count"
 
 DEPTH_ATTRIBUTES = {
     "ApproximateNumberOfMessages": "visible",
@@ -71,15 +75,34 @@ async def clear_pause(queue: SqsQueue) -> None:
 class KeptTag:
     kept_at: str | None  # ISO seconds, UTC
     oldest_parked_at: str | None  # ISO seconds, UTC; None: the queue was empty
+    oldest_sent: float | None = None
+    count: int | None = None
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None
 
 
 async def read_kept(client: Client, url: str) -> KeptTag:
     """The keeper's note on a parking queue (raises what ListQueueTags raised)."""
     tags: dict[str, str] = (await client.list_queue_tags(QueueUrl=url)).get("Tags", {})
-    return KeptTag(tags.get(KEPT_AT_TAG), tags.get(OLDEST_TAG) or None)
-
-
-async def write_kept(queue: SqsQueue, kept_at: str, oldest_parked_at: str | None) -> None:
-    await queue.client.tag_queue(
-        QueueUrl=queue.url, Tags={KEPT_AT_TAG: kept_at, OLDEST_TAG: oldest_parked_at or ""}
+    count = _number(tags.get(COUNT_TAG))
+    return KeptTag(
+        tags.get(KEPT_AT_TAG),
+        tags.get(OLDEST_TAG) or None,
+        _number(tags.get(SENT_TAG)),
+        int(count) if count is not None else None,
     )
+
+
+async def write_kept(queue: SqsQueue, note: KeptTag) -> None:
+    tags = {
+        KEPT_AT_TAG: note.kept_at or "",
+        OLDEST_TAG: note.oldest_parked_at or "",
+        SENT_TAG: repr(round(note.oldest_sent, 3)) if note.oldest_sent is not None else "",
+        COUNT_TAG: str(note.count) if note.count is not None else "",
+    }
+    await queue.client.tag_queue(QueueUrl=queue.url, Tags=tags)

@@ -19,7 +19,7 @@ from worker.console.state import CONSOLE, Console
 from worker.fleet.table import CoordinationTable
 from worker.ops.context import ContextError
 from worker.ops.filters import FilterError, Filters
-from worker.ops.reading import status_row
+from worker.ops.reading import oldest_text, status_row
 
 PAGE_SIZE = 50
 STATUS_CONCURRENCY = 16
@@ -123,6 +123,9 @@ async def index(request: web.Request) -> web.Response:
     now = time.time()
     coordinated = console.settings.coordination.backend == "dynamodb"
     ordered = [rows[name] for name in console.settings.queues]
+    for item in ordered:
+        if "error" not in item:
+            item["oldest"] = oldest_text(item, now)
     for item in ordered if coordinated else ():
         note = breakers.get(item["target"])
         item["breaker"] = f"unknown ({table_error})" if table_error else _breaker_text(note, now)

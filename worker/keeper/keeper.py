@@ -24,7 +24,7 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup
 
-from worker.aws.attributes import write_kept
+from worker.aws.attributes import KeptTag, read_kept, write_kept
 from worker.aws.errors import error_code
 from worker.aws.sqs import SqsQueue
 from worker.keeper.sweep import WAIT_SECONDS, Pass, release, sweep
@@ -64,6 +64,7 @@ class Keeper:
         self._oldest_parked: float | None = None
         self._count_after_pass: int | None = None
         self._warned = False
+        self._resumed = False
 
     async def run(self) -> None:
         """Check soon after the start (a restart learns the queue again; replicas started
@@ -83,6 +84,8 @@ class Keeper:
         only the lease's holder checks (and renews it, every time)."""
         if self._lease is not None and not await self._holds_lease():
             return None
+        if not self._resumed:
+            await self._resume()
         retention, count, hidden = await self._attributes()
         m, q = self._metrics, self.name
         m.parked_messages.labels(q).set(count)
@@ -106,7 +109,14 @@ class Keeper:
         done = Pass()
         try:
             await sweep(
-                self.queue, due_age, now, done, hold=self._hold, wait=self._wait, log=self._log
+                self.queue,
+                due_age,
+                now,
+                done,
+                hold=self._hold,
+                wait=self._wait,
+                expected=count,
+                log=self._log,
             )
         finally:
             with anyio.CancelScope(shield=True):
@@ -120,12 +130,33 @@ class Keeper:
 
     async def _note(self, done: Pass) -> None:
         """The pass's findings as the parking queue's tags: `status` and the console read
-        them without reading the queue."""
+        them without reading the queue, and a restarted keeper starts from them."""
         oldest = done.oldest_parked
+        note = KeptTag(
+            _iso(self._wall()),
+            _iso(oldest) if oldest else None,
+            self._oldest_sent,
+            self._count_after_pass,
+        )
         try:
-            await write_kept(self.queue, _iso(self._wall()), _iso(oldest) if oldest else None)
+            await write_kept(self.queue, note)
         except Exception as exc:  # noqa: BLE001 - a note, not the keeping: logged
             self._log.warning("keeper_note_failed", error=error_code(exc))
+
+    async def _resume(self) -> None:
+        """Once, before the first check: what the last complete pass (of any replica) noted,
+        so that a restart needs no pass of its own. No note, or one that cannot be read: the
+        first check passes."""
+        self._resumed = True
+        try:
+            note = await read_kept(self.queue.client, self.queue.url)
+        except Exception as exc:  # noqa: BLE001 - the first check passes instead
+            self._log.debug("keeper_note_unread", error=error_code(exc))
+            return
+        if note.kept_at and note.oldest_sent is not None and note.count is not None:
+            self._oldest_sent, self._count_after_pass = note.oldest_sent, note.count
+            parked = note.oldest_parked_at
+            self._oldest_parked = datetime.fromisoformat(parked).timestamp() if parked else None
 
     def _record(self, done: Pass, count: int) -> None:
         m, q = self._metrics, self.name

@@ -12,6 +12,7 @@ sent twice (a retried entry would land behind later ones of its group).
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,8 @@ from worker.core.parking import kept_copy, parked_at, read_parked
 WAIT_SECONDS = 1
 EMPTY_RECEIVES = 2  # consecutive empty receives that end a pass: everything was read
 STALE_RECEIVES = 5  # receives of only what this pass read already: the holds ran out
+PACE_AFTER = 200  # messages read before the pass's pace is trusted
+MAX_HOLD_SECONDS = 900  # a pass never hides a message longer (operators read the queue too)
 OVER_LIMIT = frozenset({"OverLimit", "AWS.SimpleQueueService.OverLimit"})
 
 Raw = dict[str, Any]
@@ -56,11 +59,15 @@ async def sweep(
     *,
     hold: int,
     wait: int = WAIT_SECONDS,
+    expected: int = 0,
     log: structlog.typing.FilteringBoundLogger,
 ) -> None:
     """Re-park every message sent `due_age` seconds or more before `started`, into `done` as
-    it goes (the caller releases `done.release`, whatever happens)."""
-    await _Sweep(queue, due_age, started, done, (hold, wait), log).run()
+    it goes (the caller releases `done.release`, whatever happens). `expected`: how many the
+    queue said it held (a pass that read that many read everything)."""
+    sweeping = _Sweep(queue, due_age, started, done, (hold, wait), log)
+    sweeping.expected = expected
+    await sweeping.run()
 
 
 class _Sweep:
@@ -76,6 +83,8 @@ class _Sweep:
         self.queue, self.done, self._log = queue, done, log
         self._due_age, self._started = due_age, started
         self._hold, self._wait = hold_and_wait
+        self.expected = 0
+        self._began = time.monotonic()
         self._seen: set[str] = set()
         self._due: list[Raw] = []  # standard queues: re-parked at the end, every copy known
         self._copied_from: dict[str, str] = {}  # kept-from -> the id of a young copy of it
@@ -87,7 +96,7 @@ class _Sweep:
         limit = await self.queue.max_message_bytes()
         while empty < EMPTY_RECEIVES and stale < STALE_RECEIVES:
             try:
-                raw = await self.queue.receive(10, self._wait, self._hold)
+                raw = await self.queue.receive(10, self._wait, self._hold_now())
             except Exception as exc:
                 if error_code(exc) not in OVER_LIMIT:
                     raise
@@ -101,14 +110,24 @@ class _Sweep:
                 await self._repark(now_due, limit)  # in order, now: the group goes on
             else:
                 self._due.extend(now_due)
-        if stale >= STALE_RECEIVES and done.complete:
-            done.complete, done.why = False, "held_too_long"  # messages came back early
+        if stale >= STALE_RECEIVES and done.complete and len(self._seen) < self.expected:
+            done.complete, done.why = False, "held_too_long"  # came back before the end
         await self._repark(self._due, limit)
         if self._doubles:
             not_deleted = await self.queue.delete(self._doubles)
             done.mended += len(self._doubles) - len(not_deleted)
         if done.kept or done.doubled:
             done.oldest_sent = min(done.oldest_sent or self._started, self._started)
+
+    def _hold_now(self) -> int:
+        """The least hold, or — once the pace is known — twice the pass's projected length
+        (up to `MAX_HOLD_SECONDS`): a large queue is read to its end before the first
+        messages come back."""
+        read = len(self._seen)
+        if read < PACE_AFTER or read >= self.expected:
+            return self._hold
+        projected = (time.monotonic() - self._began) * self.expected / read
+        return int(min(MAX_HOLD_SECONDS, max(self._hold, 2 * projected)))
 
     def _is_due(self, message: Raw) -> bool:
         """Whether to re-park it now; what is not due is held to be released at the end."""
@@ -163,15 +182,23 @@ class _Sweep:
         for entry_id in to_delete:
             self._deleted(by_entry[entry_id], entry_id not in not_deleted)
 
+    def _stays(self, message: Raw) -> None:
+        """A due message that stays (its copy refused, or it not deleted): shown again, and
+        the next check passes again for it (it is the oldest)."""
+        done = self.done
+        done.release[message["MessageId"]] = message["ReceiptHandle"]
+        sent = int(message.get("Attributes", {}).get("SentTimestamp", "0")) / 1000
+        done.oldest_sent = min(done.oldest_sent or sent, sent)
+
     def _refused(self, message: Raw, code: str) -> None:
         self.done.failed += 1
-        self.done.release[message["MessageId"]] = message["ReceiptHandle"]
+        self._stays(message)
         self._log.warning("keeper_copy_refused", message_id=message["MessageId"], error=code)
 
     def _deleted(self, message: Raw, deleted: bool) -> None:
         mid, done = message["MessageId"], self.done
         if not deleted:
-            done.release[mid] = message["ReceiptHandle"]
+            self._stays(message)
             done.doubled += mid not in self._copied_from
         elif mid in self._copied_from:
             done.mended += 1

@@ -41,10 +41,11 @@ DLQ_ACTIONS = (
 SEND_ACTIONS = ("sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:SendMessage")
 # The keeper (SPEC.md, Keeping parked messages): a pass reads, re-parks (SEND_ACTIONS) and
 # deletes the old copy or releases what is not due.
-# It notes its last pass in the queue's tags (for `status`).
+# It notes its last pass in the queue's tags (for `status`, and a restarted keeper reads it).
 KEEPER_ACTIONS = (
     "sqs:ChangeMessageVisibility",
     "sqs:DeleteMessage",
+    "sqs:ListQueueTags",
     "sqs:ReceiveMessage",
     "sqs:TagQueue",
 )

@@ -124,6 +124,7 @@ def list_line(record: Record, *, as_json: bool, show_body: bool) -> str:
         "error": meta.get("error"),
         "attempts": int(meta.get("attempts", "0") or 0),
         "parked_at": meta.get("parked-at"),
+        "kept": _int(meta.get("kept")),  # times the keeper re-parked it
         "size": len(record.view.body.encode("utf-8")) if record.view else record.size,
     }
     if show_body and record.view is not None:
@@ -131,7 +132,7 @@ def list_line(record: Record, *, as_json: bool, show_body: bool) -> str:
     if as_json:
         return json.dumps(row, ensure_ascii=False)
     text = " ".join(f"{row[k]}" for k in ("id", "reason", "error", "attempts", "parked_at"))
-    text += f" {row['size']}B"
+    text += f" {row['size']}B" + (f" kept {row['kept']}" if row["kept"] else "")
     return text + (f" {row['body']!r}" if "body" in row else "")
 
 
@@ -195,12 +196,13 @@ def print_status(rows: list[dict[str, Any]], out: TextIO, now: float | None = No
         dlq = row["dlq"]
         out.write(
             f"{row['queue']:<20} {dlq['visible']:>8} {dlq['in_flight']:>9} {dlq['delayed']:>8} "
-            f"{row['parked']:>7} {_oldest(row, now):>7} {'yes' if row['paused'] else 'no':<6} "
+            f"{row['parked']:>7} {oldest_text(row, now):>7} {'yes' if row['paused'] else 'no':<6} "
             f"{row['target']}\n"
         )
 
 
-def _oldest(row: dict[str, Any], now: float) -> str:
+def oldest_text(row: dict[str, Any], now: float) -> str:
+    """A status row's oldest parked age, as the keeper last noted it."""
     if row.get("kept_at") is None:
         return "?"
     if not row.get("oldest_parked_at") or not row["parked"]:
@@ -210,6 +212,13 @@ def _oldest(row: dict[str, Any], now: float) -> str:
     except ValueError:
         return "?"
     return age_text(age)
+
+
+def _int(text: str | None) -> int:
+    try:
+        return int(text or 0)
+    except ValueError:
+        return 0
 
 
 def age_text(seconds: float) -> str:
