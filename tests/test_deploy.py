@@ -324,6 +324,19 @@ def test_the_console_renders_when_enabled_and_validates(tmp_path):
     assert "--read-only" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
 
 
+def test_the_consoles_backups_go_to_s3_instead_of_a_volume():
+    prefix = "s3://rw-backups/console"
+    docs = render("production", *CONSOLE, "--set", f"console.backups.s3={prefix}")
+    [deployment] = [
+        d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-console")
+    ]
+    pod = deployment["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
+    assert args[args.index("--backup-dir") + 1] == prefix
+    assert "backups" not in {v["name"] for v in pod["volumes"]}  # nothing that dies with it
+    assert "backups" not in {m["name"] for m in pod["containers"][0]["volumeMounts"]}
+
+
 def test_the_console_needs_its_token_secret():
     result = run(helm(), "template", "rw", str(CHART), "--set", "console.enabled=true")
     assert result.returncode != 0

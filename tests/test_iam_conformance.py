@@ -125,12 +125,24 @@ def made(proxy: FaultProxy) -> set[tuple[str, str]]:
     with proxy._lock:
         arrivals = list(proxy.arrivals)
     for _, service, operation, path, _who in arrivals:
+        if service == "s3":  # REST: the method and whether the path names an object
+            calls.add(_s3(operation.split()[0], path))
+            continue
         action = ACTIONS.get((service, operation), f"{service}:{operation}")
         seen = bodies.get((service, operation)) or [None]
         for body in seen if service != "lambda" else [None]:
             for resource in resources(service, body, path):
                 calls.add((action, resource))
     return calls
+
+
+def _s3(method: str, path: str) -> tuple[str, str]:
+    bucket, _, key = unquote(path).lstrip("/").partition("/")
+    if not key:
+        assert method == "GET", (method, path)
+        return "s3:ListBucket", f"arn:aws:s3:::{bucket}"
+    action = "s3:PutObject" if method == "PUT" else "s3:GetObject"  # GET and HEAD read it
+    return action, f"arn:aws:s3:::{bucket}/{key}"
 
 
 def refused(policy: dict[str, Any], calls: set[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -161,6 +173,7 @@ def config(endpoint: str, machine: str, topic: str) -> Settings:
         http={"host": "127.0.0.1", "port": 0},
         coordination={"backend": "dynamodb", "table": "rw-coordination"},
         keeper={"enabled": True, "margin_seconds": 30, "interval_seconds": 5},
+        operator={"backup_dir": "s3://rw-backups/operators"},  # backups in S3
     )
 
 
@@ -220,6 +233,7 @@ async def test_every_call_made_is_allowed_by_the_generated_policies(aws, proxy, 
     assert refused(policy, daemon_calls) == []
 
     # the operator's commands, against the same configuration
+    await (await aws.client("s3")).create_bucket(Bucket="rw-backups")
     proxy.clear()
     tree = settings.model_dump(mode="json")
     tree.pop("discovery", None)
@@ -239,5 +253,11 @@ async def test_every_call_made_is_allowed_by_the_generated_policies(aws, proxy, 
         result = await cli(*args)
         assert result.returncode == 0, (args, result.stdout, result.stderr)
     operator_calls = made(proxy)
-    assert {a for a, _ in operator_calls} >= {"sqs:TagQueue", "sqs:UntagQueue", "sqs:DeleteMessage"}
+    assert {a for a, _ in operator_calls} >= {
+        "sqs:TagQueue",
+        "sqs:UntagQueue",
+        "sqs:DeleteMessage",
+        "s3:PutObject",  # the replay's and the purge's backups, in S3
+        "s3:ListBucket",  # never overwritten: looked for first
+    }
     assert refused(operator_policy(settings, ACCOUNT), operator_calls) == []

@@ -72,7 +72,10 @@ def _parser() -> argparse.ArgumentParser:
         help="NAME:TOKEN lines; required to listen beyond loopback",
     )
     console.add_argument(
-        "--backup-dir", default=".", metavar="DIR", help="where backups and exports are written"
+        "--backup-dir",
+        metavar="DIR",
+        help="where backups and exports are written: a directory or s3://bucket/prefix "
+        "(default: operator.backup_dir, else the working directory)",
     )
     return parser
 

@@ -14,7 +14,6 @@ import dataclasses
 import secrets
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from worker.aws.attributes import clear_pause, read_depth, read_pause, write_pause
@@ -30,6 +29,7 @@ from worker.ops.moves import Tally
 from worker.ops.records import default_backup_path
 from worker.ops.reshape import preview
 from worker.ops.scan import QueueReader
+from worker.ops.store import Location, inside
 
 ACTIONS = ("replay", "purge", "export", "pause", "resume")
 KEEP_JOBS = 200
@@ -53,7 +53,7 @@ class Job:
     tally: Tally | None = None
     transform: str | None = None
     example: tuple[str, str] | None = None
-    backup: Path | None = None
+    backup: Location | None = None
     error: str | None = None
     started: float = dataclasses.field(default_factory=time.time)
     finished: float | None = None
@@ -74,7 +74,7 @@ class Jobs:
         snapshots: Snapshots,
         clients: Clients,
         audit: Audit,
-        backup_dir: Path,
+        backup_dir: Location,
     ) -> None:
         self._tasks = tasks
         self._locks = locks
@@ -139,16 +139,17 @@ class Jobs:
         if job.action in ("replay", "purge", "export"):
             kind = "export" if job.action == "export" else "backup"
             name = default_backup_path(ctx.name, kind=kind, suffix=f"-{job.id[:8]}")
-            job.backup = self.backup_dir / name
+            job.backup = inside(self.backup_dir, str(name))
         return self._add(job, lambda j: self._act(ctx, j))
 
-    async def _read(self, ctx: QueueContext, job: Job, backup: Path | None) -> None:
+    async def _read(self, ctx: QueueContext, job: Job, backup: Location | None) -> None:
         async with self._locks[ctx.parking.url]:
             job.expected = (await read_depth(ctx.parking))["visible"]
             reader = QueueReader(ctx.parking, progress=job, expected=job.expected)
             try:
                 if job.action == "export" and backup is not None:
-                    job.tally = Tally(done=await reading.export(reader, ctx, job.filters, backup))
+                    written = await reading.export(reader, ctx, job.filters, backup, self._clients)
+                    job.tally = Tally(done=written)
                     return
                 move = job.move if job.action == "replay" and job.move else Move(None)
                 job.tally = Tally(ids=set() if backup is None else None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -217,7 +218,8 @@ async def job_page(request: web.Request) -> web.Response:
     job = console.jobs.get(request.match_info["job_id"])
     if job is None:
         return error_page(request, 404, "no such job (the console keeps the last 200)")
-    backups = console.jobs.backup_dir.resolve()
+    folder = console.jobs.backup_dir
+    backups = folder.resolve() if isinstance(folder, Path) else folder
     return render(request, "job.html", job=job, query=query, now=time.time(), backup_dir=backups)
 
 
@@ -226,6 +228,8 @@ async def download(request: web.Request) -> web.StreamResponse:
     job = console.jobs.get(request.match_info["job_id"])
     if job is None or job.action != "export" or job.state != "done" or job.backup is None:
         return error_page(request, 404, "no finished export of that id")
+    if not isinstance(job.backup, Path):
+        return error_page(request, 404, f"the export is in S3: {job.backup}")
     response = web.FileResponse(job.backup)
     response.headers["Content-Disposition"] = f'attachment; filename="{job.backup.name}"'
     response.content_type = "application/x-ndjson"

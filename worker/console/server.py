@@ -30,6 +30,7 @@ from worker.console.security import (
 )
 from worker.console.snapshot import QueueLocks, Snapshots
 from worker.console.state import CONSOLE, Console
+from worker.ops.store import Location, location
 from worker.settings import Settings
 
 DEFAULT_LISTEN = "127.0.0.1:8090"
@@ -75,7 +76,7 @@ async def serve_console(
     listen: tuple[str, int],
     stop: anyio.Event,
     *,
-    backup_dir: Path = Path(),
+    backup_dir: Location = Path(),
     audit: TextIO | None = None,
     task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -105,7 +106,7 @@ async def serve_console(
                 tasks.cancel_scope.cancel()
 
 
-async def _main(settings: Settings, lock: Lock, listen: tuple[str, int], backup: Path) -> None:
+async def _main(settings: Settings, lock: Lock, listen: tuple[str, int], backup: Location) -> None:
     from worker.ops.commands import interruptible
 
     async with interruptible() as stop, anyio.create_task_group() as tg:
@@ -122,8 +123,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except (TokenFileError, ListenError) as exc:
         print(f"console: {exc}", file=sys.stderr)
         return 2
-    backup = Path(args.backup_dir)
-    if not backup.is_dir():
+    try:
+        backup = location(args.backup_dir or settings.operator.backup_dir or ".")
+    except ValueError as exc:
+        print(f"console: --backup-dir {exc}", file=sys.stderr)
+        return 2
+    if isinstance(backup, Path) and not backup.is_dir():
         print(f"console: --backup-dir {backup}: not a directory", file=sys.stderr)
         return 2
     try:

@@ -8,7 +8,6 @@ from __future__ import annotations
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 from worker.aws.clients import Clients
 from worker.ops import moves
@@ -16,6 +15,7 @@ from worker.ops.context import QueueContext
 from worker.ops.filters import Filters
 from worker.ops.reshape import Reshape
 from worker.ops.scan import QueueReader
+from worker.ops.store import Location
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ async def act(
     filters: Filters,
     move: Move,
     *,
-    backup: Path | None,
+    backup: Location | None,
     rate: float,
     tally: moves.Tally | None = None,
 ) -> tuple[moves.Tally, Reshape | None]:
@@ -79,6 +79,7 @@ async def act(
             send=send,
             backup=backup,
             rate=rate,
+            clients=clients,
             reshape=reshape,
             cutoff=started() if move.to == "dlq" else None,
             tally=tally,

@@ -9,7 +9,6 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from pathlib import Path
 from typing import TextIO
 
 import anyio
@@ -28,6 +27,7 @@ from worker.ops.records import default_backup_path
 from worker.ops.reshape import Reshape, preview
 from worker.ops.restore import restore
 from worker.ops.scan import QueueReader
+from worker.ops.store import Location, exists, inside, location
 from worker.settings import Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -69,8 +69,13 @@ async def _reader(ctx: QueueContext, label: str, err: TextIO, stop: anyio.Event)
     return QueueReader(ctx.parking, progress=progress, stop=stop, expected=visible)
 
 
-def _backup_path(args: argparse.Namespace, ctx: QueueContext) -> Path:
-    return Path(args.backup) if args.backup else default_backup_path(ctx.name)
+def _backup_path(args: argparse.Namespace, ctx: QueueContext) -> Location:
+    """`--backup`, else a new name in `operator.backup_dir` (else the working directory)."""
+    if args.backup:
+        return location(args.backup)
+    name = str(default_backup_path(ctx.name))
+    folder = ctx.operator.backup_dir
+    return inside(location(folder), name) if folder else location(name)
 
 
 async def _parked(
@@ -78,8 +83,10 @@ async def _parked(
 ) -> int:
     out, err = io
     filters = filters_from(args)
-    if getattr(args, "yes", False) and (backup := _backup_path(args, ctx)).exists():
+    if getattr(args, "yes", False) and await exists(backup := _backup_path(args, ctx), clients):
         raise FileExistsError(f"{backup}: exists; a backup is never overwritten")
+    if args.action == "export" and await exists(target := location(args.out), clients):
+        raise FileExistsError(f"{target}: exists; an export is never overwritten")
     async with interruptible() as stop:
         reader = await _reader(ctx, f"{args.action} {ctx.name}", err, stop)
         try:
@@ -116,7 +123,7 @@ async def _parked_action(
         await reading.listing(reader, ctx, filters, out, **style)
         return EXIT_OK
     if action == "export":
-        written = await reading.export(reader, ctx, filters, Path(args.out))
+        written = await reading.export(reader, ctx, filters, location(args.out), clients)
         out.write(f"exported {written} messages to {args.out}\n")
         return EXIT_OK
     return await _move(args, ctx, clients, reader, filters, out)
@@ -167,7 +174,7 @@ async def _queue_command(args: argparse.Namespace, settings: Settings, clients: 
         queue = SqsQueue(sqs, await resolve_queue_url(sqs, args.to))
         async with interruptible() as stop:
             count, failed = await restore(
-                Path(args.file), queue, yes=args.yes, rate=args.rate, stop=stop
+                location(args.file), queue, yes=args.yes, rate=args.rate, stop=stop, clients=clients
             )
         if not args.yes:
             out.write(f"plan: restore {count} messages from {args.file} to {queue.url}\n")

@@ -7,7 +7,7 @@ from urllib.parse import urlparse
 
 from worker.aws.clients import Clients
 from worker.aws.sqs import SqsQueue, resolve_queue_url
-from worker.settings import CoordinationSettings, QueueSettings, Settings
+from worker.settings import CoordinationSettings, OperatorSettings, QueueSettings, Settings
 
 
 class ContextError(ValueError):
@@ -21,6 +21,7 @@ class QueueContext:
     dlq: SqsQueue
     parking: SqsQueue
     coordination: CoordinationSettings = field(default_factory=CoordinationSettings)
+    operator: OperatorSettings = field(default_factory=OperatorSettings)
 
 
 def queue_name(ref: str) -> str:
@@ -52,4 +53,4 @@ async def open_queue(settings: Settings, ref: str, clients: Clients) -> QueueCon
     sqs = await clients.get("sqs")
     dlq = SqsQueue(sqs, await resolve_queue_url(sqs, queue.queue_ref))
     parking = SqsQueue(sqs, await resolve_queue_url(sqs, queue.policy.parking_queue or ""))
-    return QueueContext(name, queue, dlq, parking, settings.coordination)
+    return QueueContext(name, queue, dlq, parking, settings.coordination, settings.operator)

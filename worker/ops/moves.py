@@ -15,7 +15,6 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TextIO
 
 import anyio
@@ -33,9 +32,10 @@ from worker.metrics import Metrics
 from worker.ops.context import QueueContext
 from worker.ops.filters import Filters
 from worker.ops.reading import selected
-from worker.ops.records import JsonlWriter, Record
+from worker.ops.records import Record
 from worker.ops.reshape import Reshape, example, record_view, reshaped
 from worker.ops.scan import QueueReader
+from worker.ops.store import Location, Writer, open_writer
 from worker.targets.base import Delivery, Target
 from worker.targets.guard import Guard
 
@@ -195,17 +195,19 @@ async def move(
     filters: Filters,
     *,
     send: Send | None,
-    backup: Path | None,
+    backup: Location | None,
     rate: float,
+    clients: Clients | None = None,
     reshape: Reshape | None = None,
     cutoff: str | None = None,
     tally: Tally | None = None,
 ) -> Tally:
     """Dry run (`backup` None) or act: back up each chunk, send it on (`send` None: purge),
     delete from the parking queue exactly what was accepted, keep the rest parked. `tally`
-    (else a new one) is filled as it goes: a watcher sees the counts grow."""
+    (else a new one) is filled as it goes: a watcher sees the counts grow. `clients`: for a
+    backup in S3."""
     tally = tally if tally is not None else Tally()
-    writer: JsonlWriter | None = None
+    writer: Writer | None = None
     bucket = TokenBucket(rate, max(1, int(rate)), time.monotonic)
     try:
         async for chosen in selected(reader, ctx, filters):
@@ -219,16 +221,22 @@ async def move(
                 for record in batch:
                     reader.keep(record)
                 continue
-            if writer is None:
-                writer = JsonlWriter(backup)  # created with the first match, never overwritten
+            if writer is None:  # created with the first match, never overwritten
+                writer = open_writer(backup, clients)
             await anyio.sleep(bucket.reserve(len(batch)))
-            writer.write(batch, ctx.parking.url)  # on disk before anything moves
+            try:
+                await writer.write(batch, ctx.parking.url)  # stored before anything moves
+            except BaseException:
+                for record in batch:  # not backed up: nothing of it moves
+                    reader.keep(record)
+                raise
             with anyio.CancelScope(shield=True):  # a chunk is moved whole, Ctrl-C or not
                 await _settle(reader, ctx, batch, send, tally)
             reader.progress(done=tally.done, failed=len(tally.failed))
     finally:
         if writer is not None:
-            writer.close()
+            with anyio.CancelScope(shield=True):
+                await writer.close()
     return tally
 
 

@@ -47,7 +47,25 @@ def operator_policy(settings: Settings, account: str | None = None) -> dict[str,
         for sid, action, resource in target_statements(queue, dlq, arns, None):
             grants[f"Replay{sid}"][action].add(resource)
     grant_coordination(settings, arns, grants)
+    grant_backups(settings, arns.partition, grants)
     if settings.aws.kms_key_arns:
         for action in ("kms:Decrypt", "kms:GenerateDataKey"):
             grants["UseQueueKeys"][action].update(settings.aws.kms_key_arns)
     return {"Version": "2012-10-17", "Statement": statements(grants)}
+
+
+def grant_backups(
+    settings: Settings, partition: str, grants: dict[str, dict[str, set[str]]]
+) -> None:
+    """Backups and exports in S3 (`operator.backup_dir: s3://bucket/prefix`): write and read
+    exactly under that prefix, and list it (a backup is never overwritten; restore reads its
+    parts in order)."""
+    where = settings.operator.backup_dir
+    if not where or not where.startswith("s3://"):
+        return
+    bucket, _, prefix = where.removeprefix("s3://").partition("/")
+    prefix = prefix.strip("/")
+    objects = f"arn:{partition}:s3:::{bucket}/{prefix + '/' if prefix else ''}*"
+    for action in ("s3:GetObject", "s3:PutObject"):
+        grants["KeepBackupsInS3"][action].add(objects)
+    grants["ListBackupsInS3"]["s3:ListBucket"].add(f"arn:{partition}:s3:::{bucket}")

@@ -8,16 +8,16 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, TextIO
 
 from worker.aws.attributes import read_depth, read_kept, read_pause
-from worker.aws.clients import Client
+from worker.aws.clients import Client, Clients
 from worker.aws.sqs import SqsQueue, resolve_queue_url
 from worker.ops.context import QueueContext, same_queue
 from worker.ops.filters import Filters
-from worker.ops.records import JsonlWriter, Record
+from worker.ops.records import Record
 from worker.ops.scan import QueueReader
+from worker.ops.store import Location, open_writer
 from worker.settings import QueueSettings, Settings
 
 AGE_BUCKETS = ((3600, "<1h"), (86400, "1h-1d"), (7 * 86400, "1d-7d"))
@@ -145,15 +145,22 @@ async def listing(
             reader.keep(record)
 
 
-async def export(reader: QueueReader, ctx: QueueContext, filters: Filters, path: Path) -> int:
-    writer = JsonlWriter(path)
+async def export(
+    reader: QueueReader,
+    ctx: QueueContext,
+    filters: Filters,
+    where: Location,
+    clients: Clients | None = None,
+) -> int:
+    """Every matching message to a file or S3 (`clients`); all of them stay parked."""
+    writer = open_writer(where, clients, export=True)
     try:
         async for batch in selected(reader, ctx, filters):
-            writer.write(batch, ctx.parking.url)
             for record in batch:
                 reader.keep(record)
+            await writer.write(batch, ctx.parking.url)
     finally:
-        writer.close()
+        await writer.close()
     return writer.written
 
 

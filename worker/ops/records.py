@@ -127,6 +127,16 @@ def _sync_directory(path: Path) -> None:
         os.close(folder)
 
 
+def saved_from(item: dict[str, Any]) -> Saved:
+    """One parsed backup line (raises KeyError or TypeError for what is not one)."""
+    return Saved(
+        str(item["message_id"]),
+        item.get("group_id"),
+        str(item["body"]),
+        from_plain(item.get("attributes") or {}),
+    )
+
+
 def read_saved(path: Path) -> Iterator[Saved]:
     """The messages of a backup or export file, one at a time (bounded memory)."""
     with path.open(encoding="utf-8") as lines:
@@ -134,12 +144,6 @@ def read_saved(path: Path) -> Iterator[Saved]:
             if not line.strip():
                 continue
             try:
-                item = json.loads(line)
-                yield Saved(
-                    str(item["message_id"]),
-                    item.get("group_id"),
-                    str(item["body"]),
-                    from_plain(item.get("attributes") or {}),
-                )
+                yield saved_from(json.loads(line))
             except (ValueError, KeyError, TypeError) as exc:
                 raise ValueError(f"{path}:{number}: not a retry-worker backup line") from exc

@@ -12,26 +12,36 @@ from typing import TextIO
 
 import anyio
 
+from worker.aws.clients import Clients
 from worker.aws.sqs import SqsQueue
 from worker.core.bucket import TokenBucket
 from worker.ops.moves import send_entries
-from worker.ops.records import Saved, read_saved
+from worker.ops.records import Saved
+from worker.ops.store import Location, read_all
 
 
 async def restore(
-    path: Path, queue: SqsQueue, *, yes: bool, rate: float, stop: anyio.Event
+    where: Location,
+    queue: SqsQueue,
+    *,
+    yes: bool,
+    rate: float,
+    stop: anyio.Event,
+    clients: Clients | None = None,
 ) -> tuple[int, dict[str, str]]:
-    """Send the messages of a backup or export file as they were (or, without `yes`, count
-    them); returns (sent or counted, failed). Ctrl-C stops between chunks.
+    """Send the messages of a backup or export (a file, or S3 with `clients`) as they were
+    (or, without `yes`, count them); returns (sent or counted, failed). Ctrl-C stops between
+    chunks.
 
-    What was sent is written to a journal beside the file (`<file>.sent-to-<queue>`), on
-    disk before the next chunk goes: run again after Ctrl-C or a partial failure, the command
-    sends only what was not sent yet."""
+    What was sent is written to a journal beside the file (`<file>.sent-to-<queue>`; for S3,
+    in the working directory, named after the key), on disk before the next chunk goes: run
+    again after Ctrl-C or a partial failure, the command sends only what was not sent yet."""
     sent = 0
     failed: dict[str, str] = {}
     bucket = TokenBucket(rate, max(1, int(rate)), time.monotonic)
     chunk: list[Saved] = []
-    journal = Journal(path.with_name(f"{path.name}.sent-to-{queue.url.rsplit('/', 1)[-1]}"))
+    beside = where if isinstance(where, Path) else Path(where.name)
+    journal = Journal(beside.with_name(f"{beside.name}.sent-to-{queue.url.rsplit('/', 1)[-1]}"))
 
     async def flush() -> None:
         nonlocal sent
@@ -45,7 +55,7 @@ async def restore(
         chunk.clear()
 
     done = journal.read()
-    for saved in read_saved(path):
+    async for saved in read_all(where, clients):
         if stop.is_set():
             break
         if saved.message_id in done:

@@ -25,6 +25,7 @@ from worker.settings.sections import (
     LoggingSettings,
     MetricsSettings,
     Model,
+    OperatorSettings,
     PolicySettings,
     RateLimitSettings,
     ReceiveSettings,
@@ -60,6 +61,7 @@ __all__ = [
     "LoggingSettings",
     "MetricsSettings",
     "Model",
+    "OperatorSettings",
     "PolicySettings",
     "QueueDefaults",
     "QueueSettings",
@@ -93,6 +95,7 @@ class Settings(BaseSettings):
     shutdown: ShutdownSettings = ShutdownSettings()
     coordination: CoordinationSettings = CoordinationSettings()
     keeper: KeeperSettings = KeeperSettings()
+    operator: OperatorSettings = OperatorSettings()
     defaults: QueueDefaults = QueueDefaults()
     queues: dict[str, QueueSettings] = {}
     discovery: DiscoverySettings | None = None

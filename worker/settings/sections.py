@@ -72,6 +72,23 @@ class KeeperSettings(Model):
         return self
 
 
+class OperatorSettings(Model):
+    """The operator commands and the console (SPEC.md, Keeping parked messages)."""
+
+    # Where backups and exports go by default: a directory, or `s3://bucket/prefix` (a
+    # laptop's disk or a pod's emptyDir dies; a bucket does not). None: the working directory.
+    backup_dir: str | None = None
+
+    @model_validator(mode="after")
+    def _s3_or_a_path(self) -> OperatorSettings:
+        where = self.backup_dir
+        if where is not None and where.startswith("s3://"):
+            bucket, _, _ = where.removeprefix("s3://").partition("/")
+            if not bucket:
+                raise ValueError(f"backup_dir {where!r}: an S3 prefix is s3://bucket/prefix")
+        return self
+
+
 class CoordinationSettings(Model):
     """Sharing budgets between the replicas of one deployment (SPEC.md, Coordination)."""
 

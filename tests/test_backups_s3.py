@@ -1,0 +1,93 @@
+"""Backups and exports in S3 (worker/ops/store.py): `--backup`, `--out` and `restore` take
+`s3://bucket/key`; a chunk is in its backup before it moves, restore reads it back, and a
+bucket that is missing (or a backup that exists) refuses the command before anything moves.
+Real S3 calls on the emulator, through the proxy (it tells the order of the calls)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.helpers import depth
+from tests.test_operator_loop import Cli
+from tests.test_operator_safety import _park
+from worker.emulator import create_queue
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+BUCKET = "rw-backups"
+
+
+async def _setup(aws, proxy, tmp_path, count: int = 25):
+    dlq = await create_queue(aws.sqs, "orders-dlq")
+    parked = await create_queue(aws.sqs, "parked")
+    await _park(aws, parked, dlq, count)
+    s3 = await aws.client("s3")
+    await s3.create_bucket(Bucket=BUCKET)
+    tree = {
+        "aws": {"endpoint_url": proxy.url},
+        "keeper": {"enabled": False},
+        "defaults": {"policy": {"parking_queue": "parked"}},
+        "queues": {"orders": {"name": "orders-dlq", "target": {"kind": "sqs", "queue": "out"}}},
+    }
+    return Cli(tmp_path, tree), s3, dlq, parked
+
+
+async def _lines(s3, prefix: str) -> list[dict]:
+    listed = await s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)
+    out = []
+    for item in sorted(listed.get("Contents", []), key=lambda i: i["Key"]):
+        response = await s3.get_object(Bucket=BUCKET, Key=item["Key"])
+        async with response["Body"] as stream:
+            text = (await stream.read()).decode()
+        out += [json.loads(line) for line in text.splitlines()]
+    return out
+
+
+async def test_a_purge_backs_up_to_s3_first_and_restore_reads_it_back(aws, proxy, tmp_path):
+    cli, s3, _, parked = await _setup(aws, proxy, tmp_path)
+    proxy.clear()
+    where = f"s3://{BUCKET}/incident-7/purge.jsonl"
+    result = await cli("parked", "purge", "orders", "--yes", "--backup", where)
+    assert result.returncode == 0, result.stderr
+    assert f"backup: {where}" in result.stdout
+    assert await depth(aws.sqs, parked) == 0
+    lines = await _lines(s3, "incident-7/purge.jsonl.part-")
+    assert sorted(json.loads(line["body"])["n"] for line in lines) == list(range(25))
+    # every chunk was in S3 before its messages were deleted from the parking queue
+    calls = [(s, o) for _, s, o, _, _ in proxy.arrivals if (s, o) != ("sqs", "ReceiveMessage")]
+    deletes = [i for i, c in enumerate(calls) if c == ("sqs", "DeleteMessageBatch")]
+    puts = [i for i, c in enumerate(calls) if c == ("s3", f"PUT {BUCKET}")]
+    assert len(puts) == len(deletes) >= 3
+    assert all(p < d for p, d in zip(puts, deletes, strict=True))
+
+    restored = await cli("restore", where, "--to", "parked", "--yes")
+    assert restored.returncode == 0, restored.stderr
+    assert "restored 25 messages" in restored.stdout
+    assert await depth(aws.sqs, parked) == 25
+
+
+async def test_an_export_goes_to_s3_and_nothing_leaves_the_parking_queue(aws, proxy, tmp_path):
+    cli, s3, _, parked = await _setup(aws, proxy, tmp_path)
+    where = f"s3://{BUCKET}/exports/all.jsonl"
+    result = await cli("parked", "export", "orders", "--out", where)
+    assert result.returncode == 0, result.stderr
+    assert len(await _lines(s3, "exports/all.jsonl.part-")) == 25
+    assert await depth(aws.sqs, parked) == 25
+    again = await cli("parked", "export", "orders", "--out", where)
+    assert again.returncode == 2
+    assert f"{where}: exists; an export is never overwritten" in again.stderr
+
+
+async def test_a_missing_bucket_refuses_before_anything_moves(aws, proxy, tmp_path):
+    cli, _, dlq, parked = await _setup(aws, proxy, tmp_path)
+    where = "s3://no-such-bucket/replay.jsonl"
+    result = await cli("parked", "replay", "orders", "--yes", "--backup", where)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert f"{where}: NoSuchBucket" in result.stderr
+    assert await depth(aws.sqs, dlq) == 0  # nothing replayed
+    assert await depth(aws.sqs, parked) == 25  # all still parked, and visible again
+    missing = await cli("restore", where, "--to", "parked")
+    assert missing.returncode == 2
+    assert f"{where}: NoSuchBucket" in missing.stderr
