@@ -19,7 +19,7 @@ from worker.aws.clients import Clients
 from worker.aws.sqs import SqsQueue, message_entry
 from worker.core.envelope import DlqMessage
 from worker.core.parking import build_parked, parking_metadata, read_parked
-from worker.emulator import clock, create_queue
+from worker.emulator import clock, create_queue, queue_arn
 from worker.emulator.proxy import Rule
 from worker.keeper.keeper import Keeper
 from worker.metrics import Metrics
@@ -54,8 +54,8 @@ def _parked(
     return entry
 
 
-async def _queue(aws, name: str, **attributes: str) -> str:
-    return await create_queue(aws.sqs, name, MessageRetentionPeriod=str(RETENTION), **attributes)
+async def _queue(aws, name: str, retention: int = RETENTION, **attributes: str) -> str:
+    return await create_queue(aws.sqs, name, MessageRetentionPeriod=str(retention), **attributes)
 
 
 async def _park(aws, url: str, entries: list[dict[str, Any]]) -> None:
@@ -352,3 +352,181 @@ async def test_the_console_shows_each_queues_oldest_parked_age(aws, proxy, proxy
     parked_at = datetime.fromisoformat(PARKED_AT).timestamp()
     days = int((datetime.now().timestamp() - parked_at) // 86400)
     assert shown == f"{days}d"
+
+
+# -- at production proportions (retention 3600 s, margin 600 s, interval 150 s: 14 d, 2 d, 6 h
+# scaled down): the skipping logic decides, and every fault below once lost a message ---------
+
+R, M, INTERVAL = 3600, 600, 150
+SCALED = KeeperSettings(margin_seconds=M, interval_seconds=INTERVAL)
+
+
+def _scaled(proxy_sqs, url: str, settings: KeeperSettings = SCALED, **kwargs: Any) -> Keeper:
+    queue = SqsQueue(proxy_sqs, url)
+    registry = CollectorRegistry()
+    return Keeper(queue, settings, Metrics(registry), wall=clock.now, wait=0, **kwargs)
+
+
+async def _run(keeper: Keeper, seconds: float) -> list[Any]:
+    """`seconds` of the emulator's time, a check at the keeper's own interval."""
+    until, passes = clock.now() + seconds, []
+    while clock.now() < until:
+        clock.advance(keeper.interval)
+        passes.append(await keeper.check())
+    return passes
+
+
+async def _survivors(aws, url: str) -> list[int]:
+    """Every live message's n (moto's receive stops at an expired message: read on until
+    three empty answers)."""
+    out, empty = [], 0
+    while empty < 3:
+        got = await aws.sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+        )
+        messages = got.get("Messages", [])
+        empty = 0 if messages else empty + 1
+        for m in messages:
+            view = read_parked(m["Body"], m.get("MessageAttributes", {}))
+            out.append(json.loads(view.body if view else m["Body"])["n"])
+        if messages:
+            entries = [
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)
+            ]
+            await aws.sqs.delete_message_batch(QueueUrl=url, Entries=entries)
+    return out
+
+
+async def test_the_oldest_message_decides_the_next_pass(aws, proxy, proxy_sqs):
+    parked = await _queue(aws, "parked", retention=R)
+    await _park(aws, parked, [_parked(0)])
+    clock.advance(1000)
+    await _park(aws, parked, [_parked(1)])
+    keeper = _scaled(proxy_sqs, parked)
+    passes = await _run(keeper, 3 * R)
+    assert sorted(await _survivors(aws, parked)) == [0, 1]
+    done = [p for p in passes if p is not None]
+    assert len(done) < len(passes) / 3  # most checks find nothing near its end: no pass
+
+
+async def test_a_refused_copy_is_tried_again_before_its_end(aws, proxy, proxy_sqs):
+    parked = await _queue(aws, "parked", retention=R)
+    await _park(aws, parked, [_parked(0)])
+    clock.advance(1000)
+    await _park(aws, parked, [_parked(1)])
+    keeper = _scaled(proxy_sqs, parked)
+    await keeper.check()
+    proxy.add(Rule("sqs", "SendMessageBatch", "error", status=500, code="InternalError", times=1))
+    await _run(keeper, 2 * R)
+    assert sorted(await _survivors(aws, parked)) == [0, 1]
+
+
+async def test_another_reader_during_a_pass_makes_it_incomplete(aws, proxy, proxy_sqs):
+    """The console's snapshot (or an operator's read) starts just after the keeper read the
+    queue's count: the pass does not see the message it holds, and must not claim it did."""
+    parked = await _queue(aws, "parked", retention=R)
+    await _park(aws, parked, [_parked(0)])
+    clock.advance(1000)
+    await _park(aws, parked, [_parked(n) for n in range(1, 4)])
+    keeper = _scaled(proxy_sqs, parked)
+    real = keeper._attributes
+
+    async def another_reader_starts():
+        result = await real()
+        await aws.sqs.receive_message(QueueUrl=parked, MaxNumberOfMessages=1, VisibilityTimeout=60)
+        return result
+
+    keeper._attributes = another_reader_starts  # type: ignore[method-assign]
+    done = await keeper.check()
+    keeper._attributes = real  # type: ignore[method-assign]
+    assert done is not None
+    assert not done.complete
+    await _run(keeper, 2 * R)
+    assert sorted(await _survivors(aws, parked)) == [0, 1, 2, 3]
+
+
+async def test_a_retention_shorter_than_the_interval_is_checked_often_enough(aws, proxy, proxy_sqs):
+    parked = await _queue(aws, "short", retention=120)
+    keeper = _scaled(proxy_sqs, parked)
+    await keeper.check()
+    assert keeper.interval == 30  # a quarter of the retention: half its capped margin
+    await _park(aws, parked, [_parked(0)])
+    await _run(keeper, 600)
+    assert await _survivors(aws, parked) == [0]
+
+
+async def test_a_lease_holder_that_dies_is_replaced_before_anything_is_due(aws, proxy, proxy_sqs):
+    from worker.emulator import create_coordination_table
+    from worker.fleet.table import CoordinationTable
+
+    parked = await _queue(aws, "parked", retention=R)
+    dynamodb = await aws.client("dynamodb")
+    await create_coordination_table(dynamodb, "coordination")
+    table = CoordinationTable(dynamodb, "coordination", wall=clock.now)
+
+    class TableLease:
+        def __init__(self, me: str) -> None:
+            self.me = me
+
+        async def take(self, seconds: float) -> bool:
+            return await table.keeper_lease(parked, self.me, seconds)
+
+        async def give_up(self) -> None:
+            await table.keeper_give_up(parked, self.me)
+
+    widest = KeeperSettings(margin_seconds=M, interval_seconds=M / 2)  # the most allowed
+    a = _scaled(proxy_sqs, parked, widest, lease=TableLease("a"))
+    b = _scaled(proxy_sqs, parked, widest, lease=TableLease("b"))
+    await _park(aws, parked, [_parked(0)])
+    parked_at = clock.now()
+    await a.check()
+    for _ in range(4):  # a renews at every check; b stays out
+        clock.advance(a.interval)
+        await a.check()
+        await b.check()
+        assert (a.outcome, b.outcome) == ("skipped", "elsewhere")
+    # a's last check comes just before the message is due (2700 s old), then a dies; b's
+    # checks fall at their own times: the lease must end before it is too late for b.
+    clock.advance(parked_at + 2690 - clock.now())
+    await a.check()
+    clock.advance(650)
+    await b.check()
+    assert b.outcome == "passed"  # took over: the lease (510 s) had ended
+    await _run(b, 2 * R)
+    assert await _survivors(aws, parked) == [0]
+
+
+async def test_a_check_that_fails_gives_the_lease_up(aws, proxy, proxy_sqs):
+    from worker.emulator import create_coordination_table
+    from worker.fleet.table import CoordinationTable
+
+    parked = await _queue(aws, "parked", retention=R)
+    dynamodb = await aws.client("dynamodb")
+    await create_coordination_table(dynamodb, "coordination")
+    table = CoordinationTable(dynamodb, "coordination", wall=clock.now)
+    assert await table.keeper_lease(parked, "a", 1000)
+    assert not await table.keeper_lease(parked, "b", 1000)
+    await table.keeper_give_up(parked, "a")
+    assert await table.keeper_lease(parked, "b", 1000)  # at once, not after 1000 s
+
+
+async def test_a_redriven_message_with_an_old_send_time_is_kept(aws, proxy, proxy_sqs):
+    """A parking queue that is also a queue's dead-letter queue: SQS keeps the message's old
+    send time, so a pass must not wait for the oldest it knew."""
+    parked = await _queue(aws, "parked", retention=R)
+    source = await create_queue(
+        aws.sqs,
+        "feeder",
+        RedrivePolicy=json.dumps(
+            {"deadLetterTargetArn": await queue_arn(aws.sqs, parked), "maxReceiveCount": "1"}
+        ),
+    )
+    await aws.sqs.send_message(QueueUrl=source, MessageBody=json.dumps({"n": 7}))
+    clock.advance(2000)
+    keeper = _scaled(proxy_sqs, parked)
+    await keeper.check()  # empty: nothing older than now, it believes
+    for _ in range(2):  # received twice: moved to the parking queue, its send time kept
+        got = await aws.sqs.receive_message(QueueUrl=source, VisibilityTimeout=0)
+    assert not got.get("Messages")
+    await _run(keeper, 2 * R)
+    assert await _survivors(aws, parked) == [7]

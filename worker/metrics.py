@@ -169,6 +169,12 @@ class Metrics:
         self.retention = RetentionClock()
         registry.register(self.retention)
 
+    def forget_parking_queue(self, parking_queue: str) -> None:
+        """Another replica keeps it now: its numbers stand, not this replica's last ones."""
+        for gauge in (self.parked_messages, self.parked_oldest_age, self.keeper_last_success):
+            with contextlib.suppress(KeyError):
+                gauge.remove(parking_queue)
+
     def forget_queue(self, queue: str) -> None:
         """A queue no longer served (discovery released it): its gauges go, or the last depth
         would stand for ever (and an alert on it with it)."""

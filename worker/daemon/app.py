@@ -33,7 +33,8 @@ from worker.daemon.http import HttpServer
 from worker.fleet.coordinator import Coordinator
 from worker.fleet.guards import Guards
 from worker.fleet.loops import SharedLoops
-from worker.keeper.keeper import HOLD_SECONDS, Keepers, Lease
+from worker.keeper.keeper import Lease
+from worker.keeper.keepers import Keepers
 from worker.metrics import Metrics
 from worker.settings import QueueSettings, Settings
 
@@ -215,16 +216,23 @@ async def serve(
 
 
 def _keeper_lease(settings: Settings, fleet: Coordinator | None) -> Callable[[str], Lease] | None:
-    """With coordination, one replica at a time keeps a parking queue: its lease outlives two
-    checks and a pass, and is renewed at every check."""
+    """With coordination, one replica at a time keeps a parking queue (the table's lease)."""
     if fleet is None:
         return None
-    seconds = 2 * settings.keeper.interval_seconds + HOLD_SECONDS
 
-    def lease_for(url: str) -> Lease:
-        return lambda: fleet.table.keeper_lease(url, fleet.me, seconds)
+    class TableLease:
+        def __init__(self, url: str) -> None:
+            self.url = url
 
-    return lease_for
+        async def take(self, seconds: float) -> bool:
+            assert fleet is not None
+            return await fleet.table.keeper_lease(self.url, fleet.me, seconds)
+
+        async def give_up(self) -> None:
+            assert fleet is not None
+            await fleet.table.keeper_give_up(self.url, fleet.me)
+
+    return TableLease
 
 
 async def _shutdown(health: Health, grace: float) -> None:

@@ -75,8 +75,9 @@ async def build_poller(
 ) -> Poller:
     """`stop_when_gone`: a discovered queue, whose deletion ends its poller."""
     sqs = await clients.get("sqs")
-    dlq = SqsQueue(sqs, await resolve_queue_url(sqs, queue.queue_ref))
+    # The parking queue first: its keeper starts even while the DLQ cannot be resolved.
     parking = await shared.parking_queue(clients, queue.policy.parking_queue or "")
+    dlq = SqsQueue(sqs, await resolve_queue_url(sqs, queue.queue_ref))
     facts = DlqFacts(sqs, dlq.url)  # learned with the first batch
     target, guard = await shared.guards.target(queue, facts)
     decider = await Decider.build(

@@ -177,6 +177,20 @@ class CoordinationTable:
             raise
         return True
 
+    async def keeper_give_up(self, queue_url: str, me: str) -> None:
+        """Let the lease go now, if this replica holds it (a replica that cannot keep)."""
+        try:
+            await self._client.update_item(
+                TableName=self.table,
+                Key=self._key(KEEPER + queue_url, "keeper"),
+                UpdateExpression="SET held_until = :zero",
+                ConditionExpression="holder = :me",
+                ExpressionAttributeValues={":me": _s(me), ":zero": _n(0)},
+            )
+        except Exception as exc:
+            if error_code(exc) != CONDITION_FAILED:
+                raise
+
     async def count_loop(self, fingerprint: str, message_id: str, window_seconds: float) -> int:
         """Record that `message_id` carried the payload `fingerprint`; returns how many
         distinct DLQ messages carried it within the window (this one included)."""

@@ -1,42 +1,57 @@
-"""One parking queue's keeper: a check every `interval_seconds`, a pass only when one may be
-needed.
+"""One parking queue's keeper: a check every interval, a pass only when one may be needed.
 
-A check reads the queue's attributes (its count and retention: one request). A pass — reading
-the whole queue (`sweep.py`) — runs only when something may be near its end: at the first
-check, when the last pass's oldest message is due before the next check, when the count fell
-(the oldest may be gone: its age is learned again) or when the last pass could not read
-everything (messages held by someone, too many in flight): every newer message is younger than
-the oldest one a complete pass saw, so until then nothing needs reading.
+The margin the keeper works with is `keeper.margin_seconds`, at most half the queue's
+retention; it checks every `interval_seconds`, at most every half of that margin (a short
+retention is checked more often, never too seldom). A check reads the queue's attributes (one
+request). A pass — reading the whole queue (`sweep.py`) — runs only when something may be near
+its end: at the first check, when the oldest message the last complete pass left is due before
+the next check, when the count fell (the oldest may be gone), when it rose on a queue that is
+itself some queue's dead-letter queue (SQS keeps a redriven message's old send time), or when
+the last pass could not read everything. A message is re-parked once it is due before the next
+check: sent `retention - margin - interval` ago or more.
 
-With coordination, one replica at a time keeps a parking queue (a lease in the table, renewed
-at every check and taken over when its holder stops renewing); without, every replica may (at
-worst a duplicate, never a loss). A table that fails is no reason not to keep.
+With coordination, one replica at a time keeps a parking queue: a lease in the table, renewed
+at every check, for less than the margin (a successor takes over before anything is due),
+and given up when a check fails (a replica that cannot keep must not stop others). Without, every
+replica may (at worst a duplicate, never a loss). A table that fails is no reason not to keep.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Protocol
 
 import anyio
 import structlog
-from anyio.abc import TaskGroup
 
 from worker.aws.attributes import KeptTag, read_kept, write_kept
 from worker.aws.errors import error_code
 from worker.aws.sqs import SqsQueue
-from worker.keeper.sweep import WAIT_SECONDS, Pass, release, sweep
+from worker.keeper.receipts import release
+from worker.keeper.sweep import WAIT_SECONDS, Pass, sweep
 from worker.metrics import Metrics
 from worker.settings import KeeperSettings
 
 log = structlog.get_logger("worker.keeper.keeper")
 
-HOLD_SECONDS = 60  # a pass hides a message at most this long (it comes back by itself)
+HOLD_SECONDS = 60  # a pass hides what it reads this long at least (then longer if it must)
+MAX_HOLD_SECONDS = 900  # and never longer (operators read the queue too), nor a quarter margin
 FIRST_CHECK_SECONDS = 60  # the first check comes within this long of the start
+RELEASE_SECONDS = 10  # a release at the end of a pass gives up after this (they come back)
+SOURCES_SECONDS = 3600  # how often it asks whether the queue is itself a dead-letter queue
 
-Lease = Callable[[], Awaitable[bool]]
+
+class Lease(Protocol):
+    async def take(self, seconds: float) -> bool: ...
+
+    async def give_up(self) -> None: ...
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
 
 
 class Keeper:
@@ -63,107 +78,87 @@ class Keeper:
         self._oldest_sent: float | None = None  # unknown until a pass completes
         self._oldest_parked: float | None = None
         self._count_after_pass: int | None = None
-        self._warned = False
-        self._resumed = False
+        self._fed: bool | None = None  # the queue is some queue's dead-letter queue
+        self._fed_at = float("-inf")
+        self._resumed = self._warned = False
+        self.interval = settings.interval_seconds  # the next check's, once the retention is known
+        self.outcome = ""  # the last check's: elsewhere, skipped, passed, failed
 
     async def run(self) -> None:
-        """Check soon after the start (a restart learns the queue again; replicas started
-        together spread out), then every `interval_seconds`, forever; a failed check is logged
-        and tried again at the next."""
-        first = min(self._settings.interval_seconds, FIRST_CHECK_SECONDS)
+        """Check soon after the start (replicas started together spread out), then every
+        interval, forever; a failed check is logged and tried again at the next."""
+        first = min(self.interval, FIRST_CHECK_SECONDS)
         await anyio.sleep(random.uniform(0, first))  # spreading, not secrecy
         while True:
             try:
                 await self.check()
             except Exception as exc:  # noqa: BLE001 - logged; the next check tries again
+                self.outcome = "failed"
                 self._log.warning("keeper_check_failed", error=error_code(exc))
-            await anyio.sleep(self._settings.interval_seconds)
+                if self._lease is not None:
+                    with anyio.CancelScope(shield=True), anyio.move_on_after(RELEASE_SECONDS):
+                        await self._lease.give_up()
+            await anyio.sleep(self.interval)
 
     async def check(self) -> Pass | None:
         """One check, and a pass if one may be needed (None: no pass). With coordination,
         only the lease's holder checks (and renews it, every time)."""
-        if self._lease is not None and not await self._holds_lease():
+        retention, count, hidden = await self._attributes()
+        margin = min(self._settings.margin_seconds, retention / 2)
+        self.interval = min(self._settings.interval_seconds, margin / 2)
+        if self._lease is not None and not await self._holds_lease(margin):
+            self.outcome = "elsewhere"
+            self._metrics.forget_parking_queue(self.name)  # the holder's numbers stand
             return None
         if not self._resumed:
             await self._resume()
-        retention, count, hidden = await self._attributes()
-        m, q = self._metrics, self.name
+        self._warn_once(retention, margin)
+        m, q, now = self._metrics, self.name, self._wall()
         m.parked_messages.labels(q).set(count)
-        margin = min(self._settings.margin_seconds, retention / 2)
-        if margin < self._settings.margin_seconds and not self._warned:
-            self._warned = True  # once: the retention is the queue's owner's choice
-            self._log.warning(
-                "keeper_margin_capped",
-                retention_seconds=retention,
-                margin_seconds=margin,
-                hint="a retention under twice keeper.margin_seconds: re-parked at half of it",
-            )
-        now = self._wall()
-        if not self._may_be_due(now, retention, margin, count):
+        if not await self._may_be_due(now, retention, margin, count):
+            self.outcome = "skipped"
             self._ages(now, count)
             m.keeper_last_success.labels(q).set(now)
             return None
-        # What would be due before the next check is due now: one pass, not one too early
-        # and another at the due time.
-        due_age = max(0.0, retention - margin - self._settings.interval_seconds)
+        done = await self._pass(retention - margin - self.interval, now, count, margin)
+        if done.complete and await self._hidden() > 0:  # someone else held some meanwhile
+            done.incomplete("in_flight")
+        if hidden and done.complete:
+            done.incomplete("in_flight")
+        self.outcome = "passed"
+        self._record(done, count, now)
+        if done.complete:
+            await self._note(done)
+        return done
+
+    async def _pass(self, due_age: float, now: float, count: int, margin: float) -> Pass:
+        cap = max(5.0, margin / 4)  # a hidden message still has three quarters left
+        least = int(min(self._hold, cap))
+        most = int(max(least, min(MAX_HOLD_SECONDS, cap)))
         done = Pass()
         try:
             await sweep(
                 self.queue,
-                due_age,
+                max(0.0, due_age),
                 now,
                 done,
-                hold=self._hold,
+                hold=(least, most),
                 wait=self._wait,
                 expected=count,
                 log=self._log,
             )
         finally:
-            with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True), anyio.move_on_after(RELEASE_SECONDS):
                 await release(self.queue, done.release)
-        if hidden and done.complete:  # held by someone (an operator's read): not all seen
-            done.complete, done.why = False, "in_flight"
-        self._record(done, count)
-        if done.complete:
-            await self._note(done)
         return done
 
-    async def _note(self, done: Pass) -> None:
-        """The pass's findings as the parking queue's tags: `status` and the console read
-        them without reading the queue, and a restarted keeper starts from them."""
-        oldest = done.oldest_parked
-        note = KeptTag(
-            _iso(self._wall()),
-            _iso(oldest) if oldest else None,
-            self._oldest_sent,
-            self._count_after_pass,
-        )
-        try:
-            await write_kept(self.queue, note)
-        except Exception as exc:  # noqa: BLE001 - a note, not the keeping: logged
-            self._log.warning("keeper_note_failed", error=error_code(exc))
-
-    async def _resume(self) -> None:
-        """Once, before the first check: what the last complete pass (of any replica) noted,
-        so that a restart needs no pass of its own. No note, or one that cannot be read: the
-        first check passes."""
-        self._resumed = True
-        try:
-            note = await read_kept(self.queue.client, self.queue.url)
-        except Exception as exc:  # noqa: BLE001 - the first check passes instead
-            self._log.debug("keeper_note_unread", error=error_code(exc))
-            return
-        if note.kept_at and note.oldest_sent is not None and note.count is not None:
-            self._oldest_sent, self._count_after_pass = note.oldest_sent, note.count
-            parked = note.oldest_parked_at
-            self._oldest_parked = datetime.fromisoformat(parked).timestamp() if parked else None
-
-    def _record(self, done: Pass, count: int) -> None:
+    def _record(self, done: Pass, count: int, started: float) -> None:
         m, q = self._metrics, self.name
         m.keeper_kept.labels(q).inc(done.kept + done.doubled)
         m.keeper_passes.labels(q, "complete" if done.complete else "incomplete").inc()
         if done.complete:
-            self._oldest_sent, self._oldest_parked = done.oldest_sent, done.oldest_parked
+            self._oldest_sent = done.oldest_sent if done.oldest_sent is not None else started
+            self._oldest_parked = done.oldest_parked
             self._count_after_pass = count - done.mended
             m.keeper_last_success.labels(q).set(self._wall())
         else:
@@ -181,23 +176,51 @@ class Keeper:
             **({"why": done.why} if done.why else {}),
         )
 
-    def _may_be_due(self, now: float, retention: float, margin: float, count: int) -> bool:
+    async def _may_be_due(self, now: float, retention: float, margin: float, count: int) -> bool:
         if self._oldest_sent is None or self._count_after_pass is None:
             return True
         if count < self._count_after_pass:
             return True  # some went (replayed, purged): the oldest may be among them
+        if count > self._count_after_pass and await self._is_fed(now):
+            return True  # a redriven message keeps its old send time
         due = self._oldest_sent + retention - margin
-        return now >= due - self._settings.interval_seconds
+        return now >= due - self.interval
+
+    async def _is_fed(self, now: float) -> bool:
+        if self._fed is None or now - self._fed_at > SOURCES_SECONDS:
+            self._fed_at = now
+            try:
+                found = await self.queue.client.list_dead_letter_source_queues(
+                    QueueUrl=self.queue.url, MaxResults=1
+                )
+                self._fed = bool(found.get("queueUrls"))
+            except Exception as exc:  # noqa: BLE001 - unknown: assume it is (a pass, no loss)
+                self._log.debug("keeper_sources_unread", error=error_code(exc))
+                self._fed = True
+        return self._fed
 
     def _ages(self, now: float, count: int) -> None:
         oldest = self._oldest_parked if count else None
         age = max(0.0, now - oldest) if oldest is not None else 0.0
         self._metrics.parked_oldest_age.labels(self.name).set(age)
 
-    async def _holds_lease(self) -> bool:
+    def _warn_once(self, retention: float, margin: float) -> None:
+        if margin < self._settings.margin_seconds and not self._warned:
+            self._warned = True  # once: the retention is the queue's owner's choice
+            self._log.warning(
+                "keeper_margin_capped",
+                retention_seconds=retention,
+                margin_seconds=margin,
+                hint="a retention under twice keeper.margin_seconds: re-parked at half of it",
+            )
+
+    async def _holds_lease(self, margin: float) -> bool:
+        """Take or renew the lease, for less than the margin: a holder that stops renewing
+        hands over before anything it left can be due."""
         assert self._lease is not None
+        seconds = min(1.5 * self.interval + HOLD_SECONDS, 0.9 * margin)
         try:
-            return await self._lease()
+            return await self._lease.take(seconds)
         except Exception as exc:  # noqa: BLE001 - the table is down: keep (a duplicate at worst)
             self._log.warning("keeper_lease_failed", error=error_code(exc))
             return True
@@ -217,32 +240,38 @@ class Keeper:
         count = int(attributes.get("ApproximateNumberOfMessages", 0)) + hidden
         return float(attributes["MessageRetentionPeriod"]), count, hidden
 
+    async def _hidden(self) -> int:
+        return (await self._attributes())[2]
 
-class Keepers:
-    """One keeper per distinct parking queue of the process, started as each is resolved (two
-    references to one queue — a name and a URL — keep it once)."""
+    async def _note(self, done: Pass) -> None:
+        """The pass's findings as the parking queue's tags: `status` and the console read
+        them without reading the queue, and a restarted keeper starts from them."""
+        oldest = done.oldest_parked
+        note = KeptTag(
+            _iso(self._wall()),
+            _iso(oldest) if oldest else None,
+            self._oldest_sent,
+            self._count_after_pass,
+        )
+        try:
+            await write_kept(self.queue, note)
+        except Exception as exc:  # noqa: BLE001 - a note, not the keeping: logged
+            self._log.warning("keeper_note_failed", error=error_code(exc))
 
-    def __init__(
-        self,
-        settings: KeeperSettings,
-        metrics: Metrics,
-        tasks: TaskGroup,
-        *,
-        lease_for: Callable[[str], Lease] | None = None,
-    ) -> None:
-        self._settings = settings
-        self._metrics = metrics
-        self._tasks = tasks
-        self._lease_for = lease_for  # with coordination: the table's lease for a queue URL
-        self.keeping: dict[str, Keeper] = {}
-
-    def start(self, queue: SqsQueue) -> None:
-        if not self._settings.enabled or queue.url in self.keeping:
-            return
-        lease = self._lease_for(queue.url) if self._lease_for is not None else None
-        keeper = self.keeping[queue.url] = Keeper(queue, self._settings, self._metrics, lease=lease)
-        self._tasks.start_soon(keeper.run)
-
-
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
+    async def _resume(self) -> None:
+        """Once, before the first check: what the last complete pass (of any replica) noted,
+        so that a restart needs no pass of its own, and when that was (the stalled alert
+        counts from it; from now if there is none)."""
+        self._resumed = True
+        last_success = self._wall()
+        try:
+            note = await read_kept(self.queue.client, self.queue.url)
+        except Exception as exc:  # noqa: BLE001 - the first check passes instead
+            self._log.debug("keeper_note_unread", error=error_code(exc))
+            note = KeptTag(None, None)
+        if note.kept_at and note.oldest_sent is not None and note.count is not None:
+            self._oldest_sent, self._count_after_pass = note.oldest_sent, note.count
+            parked = note.oldest_parked_at
+            self._oldest_parked = datetime.fromisoformat(parked).timestamp() if parked else None
+            last_success = datetime.fromisoformat(note.kept_at).timestamp()
+        self._metrics.keeper_last_success.labels(self.name).set(last_success)

@@ -4,10 +4,21 @@ is due, release the rest.
 A due message's copy — same body, attributes and metadata, `parked-at` unchanged, `kept` one
 more, `kept-from` the old id (`core/parking.kept_copy`) — is sent first; the old one is deleted
 only after its copy was accepted. A crash between the two leaves two copies, never none: the
-next pass, seeing a young copy whose `kept-from` names a due message, deletes that message
-instead of copying it again. A FIFO group is re-parked whole from its first due message on, in
-order (a copy goes to the back of its group), each copy with a fresh deduplication id, never
-sent twice (a retried entry would land behind later ones of its group).
+next pass mends them by `kept-from` — a due message whose young copy it has seen is only
+deleted, and a young copy of a message this pass copied again is deleted. Due messages are
+re-parked in chunks as they are read (memory stays bounded whatever the queue's size).
+
+A FIFO group is re-parked whole from its first due message on, in order (a copy goes to the
+back of its group), each copy with a fresh deduplication id and never sent twice (a retried
+entry would land behind later ones of its group). When one of a group's copies is refused, none
+of that request's messages of the group is deleted and the group stops for this pass: they
+stay where they are, in order (the copies made are mended by the next pass). A group longer
+than one request (10 messages) whose first part was moved already keeps every message, but not
+its order, when a later copy is refused: FIFO hands out a group's next messages only once the
+earlier ones are gone, so a group cannot move at once.
+
+What the pass holds and does not re-park is released at the end; the receipts wait in a
+temporary file, not in memory.
 """
 
 from __future__ import annotations
@@ -22,12 +33,13 @@ import structlog
 from worker.aws.errors import error_code
 from worker.aws.sqs import SqsQueue, message_entry
 from worker.core.parking import kept_copy, parked_at, read_parked
+from worker.keeper.receipts import Receipts
 
 WAIT_SECONDS = 1
 EMPTY_RECEIVES = 2  # consecutive empty receives that end a pass: everything was read
 STALE_RECEIVES = 5  # receives of only what this pass read already: the holds ran out
 PACE_AFTER = 200  # messages read before the pass's pace is trusted
-MAX_HOLD_SECONDS = 900  # a pass never hides a message longer (operators read the queue too)
+CHUNK = 100  # due messages re-parked together (standard queues)
 OVER_LIMIT = frozenset({"OverLimit", "AWS.SimpleQueueService.OverLimit"})
 
 Raw = dict[str, Any]
@@ -40,7 +52,7 @@ class Pass:
     read: int = 0
     kept: int = 0  # copies sent and their old copy deleted
     doubled: int = 0  # a copy sent, its old one not deleted (two copies: the next pass mends)
-    mended: int = 0  # old copies deleted because a crash had left their copy already
+    mended: int = 0  # old or extra copies deleted (a crash had left two)
     failed: int = 0  # due, but the copy was refused: still parked, tried again next pass
     complete: bool = True  # every message was read (else the next check passes again)
     why: str = ""  # an incomplete pass: why
@@ -48,7 +60,23 @@ class Pass:
     oldest_parked: float | None = None  # the oldest `parked-at` seen
     copies: set[str] = field(default_factory=set)  # ids of the copies this pass sent
     reparked: set[str] = field(default_factory=set)  # ids this pass sent a copy of
-    release: dict[str, str] = field(default_factory=dict)  # id -> receipt, shown again at the end
+    release: Receipts = field(default_factory=Receipts)  # shown again at the end
+
+    def stays(self, sent: float) -> None:
+        self.oldest_sent = min(self.oldest_sent or sent, sent)
+
+    def incomplete(self, why: str) -> None:
+        if self.complete:
+            self.complete, self.why = False, why
+
+
+def _sent(message: Raw) -> float:
+    return int(message.get("Attributes", {}).get("SentTimestamp", "0")) / 1000
+
+
+def _group(message: Raw) -> str | None:
+    group: str | None = message.get("Attributes", {}).get("MessageGroupId")
+    return group
 
 
 async def sweep(
@@ -57,16 +85,17 @@ async def sweep(
     started: float,
     done: Pass,
     *,
-    hold: int,
+    hold: tuple[int, int],
     wait: int = WAIT_SECONDS,
     expected: int = 0,
     log: structlog.typing.FilteringBoundLogger,
 ) -> None:
     """Re-park every message sent `due_age` seconds or more before `started`, into `done` as
-    it goes (the caller releases `done.release`, whatever happens). `expected`: how many the
-    queue said it held (a pass that read that many read everything)."""
-    sweeping = _Sweep(queue, due_age, started, done, (hold, wait), log)
-    sweeping.expected = expected
+    it goes (the caller releases `done.release`, whatever happens). `hold`: the least and the
+    most a receive hides what it reads; `expected`: how many the queue said it held (a pass
+    that read fewer did not read everything)."""
+    sweeping = _Sweep(queue, due_age, started, done, log)
+    sweeping.hold, sweeping.wait, sweeping.expected = hold, wait, expected
     await sweeping.run()
 
 
@@ -77,84 +106,96 @@ class _Sweep:
         due_age: float,
         started: float,
         done: Pass,
-        hold_and_wait: tuple[int, int],
         log: structlog.typing.FilteringBoundLogger,
     ) -> None:
         self.queue, self.done, self._log = queue, done, log
         self._due_age, self._started = due_age, started
-        self._hold, self._wait = hold_and_wait
-        self.expected = 0
+        self.hold, self.wait, self.expected = (60, 60), WAIT_SECONDS, 0
         self._began = time.monotonic()
-        self._seen: set[str] = set()
-        self._due: list[Raw] = []  # standard queues: re-parked at the end, every copy known
+        self._seen: set[int] = set()  # hashes of the ids read (a million cost ~60 MB)
+        self._due: list[Raw] = []  # standard queues: re-parked a chunk at a time
         self._copied_from: dict[str, str] = {}  # kept-from -> the id of a young copy of it
         self._moving: set[str] = set()  # FIFO groups re-parked from their first due message
+        self._stopped: set[str] = set()  # FIFO groups whose copy was refused: they wait
         self._doubles: dict[str, str] = {}  # copies a crash left of what this pass copied
 
     async def run(self) -> None:
-        done, empty, stale = self.done, 0, 0
         limit = await self.queue.max_message_bytes()
+        try:
+            await self._read(limit)
+            await self._repark(self._due, limit)
+            self._due = []
+            if self._doubles:
+                not_deleted = await self.queue.delete(self._doubles)
+                self.done.mended += len(self._doubles) - len(not_deleted)
+        finally:
+            for message in self._due:  # not re-parked (a failure): shown again, due still
+                self._stays(message)
+        if self.done.kept or self.done.doubled:
+            self.done.stays(self._started)
+        if self.done.read < self.expected:
+            self.done.incomplete("not_all_read")  # held elsewhere, or the holds ran out
+
+    async def _read(self, limit: int) -> None:
+        empty = stale = 0
         while empty < EMPTY_RECEIVES and stale < STALE_RECEIVES:
             try:
-                raw = await self.queue.receive(10, self._wait, self._hold_now())
+                raw = await self.queue.receive(10, self.wait, self._hold_now())
             except Exception as exc:
                 if error_code(exc) not in OVER_LIMIT:
                     raise
-                done.complete, done.why = False, "OverLimit"  # too many in flight to read
-                break
-            fresh = [m for m in raw if m["MessageId"] not in self._seen]
+                self.done.incomplete("OverLimit")  # too many in flight to read more
+                return
+            fresh = [m for m in raw if hash(m["MessageId"]) not in self._seen]
             empty = 0 if raw else empty + 1
             stale = 0 if fresh or not raw else stale + 1
             now_due = [m for m in fresh if self._is_due(m)]
             if self.queue.is_fifo:
                 await self._repark(now_due, limit)  # in order, now: the group goes on
-            else:
-                self._due.extend(now_due)
-        if stale >= STALE_RECEIVES and done.complete and len(self._seen) < self.expected:
-            done.complete, done.why = False, "held_too_long"  # came back before the end
-        await self._repark(self._due, limit)
-        if self._doubles:
-            not_deleted = await self.queue.delete(self._doubles)
-            done.mended += len(self._doubles) - len(not_deleted)
-        if done.kept or done.doubled:
-            done.oldest_sent = min(done.oldest_sent or self._started, self._started)
+                continue
+            self._due.extend(now_due)
+            if len(self._due) >= CHUNK:
+                await self._repark(self._due, limit)
+                self._due = []
 
     def _hold_now(self) -> int:
-        """The least hold, or — once the pace is known — twice the pass's projected length
-        (up to `MAX_HOLD_SECONDS`): a large queue is read to its end before the first
-        messages come back."""
+        """The least hold, or — once the pace is known — twice the pass's projected length,
+        within the most: a large queue is read to its end before the first messages come
+        back."""
+        least, most = self.hold
         read = len(self._seen)
         if read < PACE_AFTER or read >= self.expected:
-            return self._hold
+            return least
         projected = (time.monotonic() - self._began) * self.expected / read
-        return int(min(MAX_HOLD_SECONDS, max(self._hold, 2 * projected)))
+        return int(min(most, max(least, 2 * projected)))
 
     def _is_due(self, message: Raw) -> bool:
         """Whether to re-park it now; what is not due is held to be released at the end."""
         done, mid, receipt = self.done, message["MessageId"], message["ReceiptHandle"]
-        self._seen.add(mid)
+        self._seen.add(hash(mid))
         done.read += 1
-        system = message.get("Attributes", {})
-        sent = int(system.get("SentTimestamp", "0")) / 1000
-        group = system.get("MessageGroupId")
-        meta = _meta(message)
+        group, meta = _group(message), _meta(message)
         if (at := parked_at(meta)) is not None:
             done.oldest_parked = min(done.oldest_parked or at, at)
         if mid in done.copies:  # our own copy, come round: young
-            done.release[mid] = receipt
+            done.release.add(receipt)
             self._moving.discard(group or "")
             return False
-        if self._started - sent >= self._due_age or (group is not None and group in self._moving):
-            if group is not None:
-                self._moving.add(group)
-            return True
         if meta.get("kept-from") in done.reparked:  # a crash's copy: this pass's is newer
             self._doubles[mid] = receipt
             return False
-        done.release[mid] = receipt
+        if group is not None and group in self._stopped:
+            self._stays(message)  # behind a refused one of its group: in order, for later
+            return False
+        old = self._started - _sent(message) >= self._due_age
+        if old or (group is not None and group in self._moving):
+            if group is not None:
+                self._moving.add(group)
+            return True
+        done.release.add(receipt)
         if meta.get("kept-from"):
             self._copied_from[meta["kept-from"]] = mid
-        done.oldest_sent = min(done.oldest_sent or sent, sent)
+        done.stays(_sent(message))
         return False
 
     async def _repark(self, messages: list[Raw], limit: int) -> None:
@@ -172,26 +213,37 @@ class _Sweep:
         if entries:
             fifo = self.queue.is_fifo
             sent, failed = await self.queue.send(entries, attempts=1 if fifo else 3)
-            for answer in sent:
-                self.done.copies.add(answer["MessageId"])
-                self.done.reparked.add(by_entry[answer["Id"]]["MessageId"])
-                to_delete[answer["Id"]] = by_entry[answer["Id"]]["ReceiptHandle"]
+            refused_groups: set[str] = set()  # FIFO groups with a refused copy in this request
             for entry_id, failure in failed.items():
                 self._refused(by_entry[entry_id], failure.code)
+                if (group := _group(by_entry[entry_id])) is not None:
+                    refused_groups.add(group)
+            for answer in sent:
+                message = by_entry[answer["Id"]]
+                self.done.copies.add(answer["MessageId"])
+                self.done.reparked.add(message["MessageId"])
+                if _group(message) in refused_groups:
+                    # A group with a refused copy in this request keeps its messages where
+                    # they are, in order; the copies made are mended by the next pass.
+                    self._stays(message)
+                    continue
+                to_delete[answer["Id"]] = message["ReceiptHandle"]
         not_deleted = await self.queue.delete(to_delete) if to_delete else {}
         for entry_id in to_delete:
             self._deleted(by_entry[entry_id], entry_id not in not_deleted)
 
     def _stays(self, message: Raw) -> None:
-        """A due message that stays (its copy refused, or it not deleted): shown again, and
-        the next check passes again for it (it is the oldest)."""
-        done = self.done
-        done.release[message["MessageId"]] = message["ReceiptHandle"]
-        sent = int(message.get("Attributes", {}).get("SentTimestamp", "0")) / 1000
-        done.oldest_sent = min(done.oldest_sent or sent, sent)
+        """A due message that stays (its copy refused, it not deleted, behind a refused one):
+        shown again, and the next check passes again for it (it is the oldest)."""
+        self.done.release.add(message["ReceiptHandle"])
+        self.done.stays(_sent(message))
 
     def _refused(self, message: Raw, code: str) -> None:
         self.done.failed += 1
+        self.done.incomplete("copy_refused")
+        if (group := _group(message)) is not None:
+            self._stopped.add(group)
+            self._moving.discard(group)
         self._stays(message)
         self._log.warning("keeper_copy_refused", message_id=message["MessageId"], error=code)
 
@@ -218,12 +270,6 @@ def _copy(entry_id: str, message: Raw, limit: int) -> dict[str, Any]:
         entry["MessageGroupId"] = group
         entry["MessageDeduplicationId"] = uuid.uuid4().hex
     return entry
-
-
-async def release(queue: SqsQueue, held: dict[str, str]) -> None:
-    """Visible again at once (what fails comes back by itself when its hold runs out)."""
-    if held:
-        await queue.change_visibility({str(i): (r, 0) for i, r in enumerate(held.values())})
 
 
 def _meta(message: Raw) -> dict[str, str]:

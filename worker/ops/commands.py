@@ -64,7 +64,13 @@ def filters_from(args: argparse.Namespace) -> Filters:
 
 
 async def _reader(ctx: QueueContext, label: str, err: TextIO, stop: anyio.Event) -> QueueReader:
-    visible = (await read_depth(ctx.parking))["visible"]
+    depth = await read_depth(ctx.parking)
+    visible = depth["visible"]
+    if depth["in_flight"]:  # another read holds them: the keeper, the console, a command
+        err.write(
+            f"{label}: {depth['in_flight']} parked messages are held by another reader now "
+            "(the keeper, the console or another command): this read cannot see them\n"
+        )
     progress = Progress(err, label, visible)
     return QueueReader(ctx.parking, progress=progress, stop=stop, expected=visible)
 

@@ -45,6 +45,7 @@ SEND_ACTIONS = ("sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:SendMessage")
 KEEPER_ACTIONS = (
     "sqs:ChangeMessageVisibility",
     "sqs:DeleteMessage",
+    "sqs:ListDeadLetterSourceQueues",  # a parking queue that is a DLQ: old send times arrive
     "sqs:ListQueueTags",
     "sqs:ReceiveMessage",
     "sqs:TagQueue",

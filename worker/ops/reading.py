@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from worker.aws.attributes import read_depth, read_kept, read_pause
+from worker.aws.attributes import KeptTag, read_depth, read_kept, read_pause
 from worker.aws.clients import Client, Clients
 from worker.aws.sqs import SqsQueue, resolve_queue_url
 from worker.ops.context import QueueContext, same_queue
@@ -169,7 +169,10 @@ async def status_row(
 ) -> dict[str, Any]:
     """One configured queue, from queue attributes and tags only (no receives)."""
     pause = await read_pause(dlq.client, dlq.url)
-    kept = await read_kept(parking.client, parking.url)
+    try:  # the keeper's note is a convenience: a role without ListQueueTags still sees the rest
+        kept = await read_kept(parking.client, parking.url)
+    except Exception:  # noqa: BLE001 - shown as "?" (not kept yet, or cannot say)
+        kept = KeptTag(None, None)
     return {
         "queue": name,
         "dlq": await read_depth(dlq),
