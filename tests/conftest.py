@@ -42,6 +42,7 @@ LONGEST = (
     "test_chaos",
     "test_fleet_process",
     "test_soak",
+    "test_keeper_process",
     "test_http",
     "test_sqs_target",
     "test_iam_conformance",

@@ -203,7 +203,7 @@ async def test_a_copy_whose_old_one_was_not_deleted_is_mended_not_copied_again(
     assert await depth(aws.sqs, parked) == 8  # two copies each, none lost
 
     keeper, _ = _keeper(aws, proxy_sqs, parked)  # a new replica: it knows nothing
-    clock.advance(1)
+    clock.advance(10)  # the copies were sent delayed by the pass's hold (7 s here)
     done = await keeper.check()
     assert done is not None
     assert (done.mended, done.kept) == (4, 0)
@@ -378,7 +378,8 @@ async def _run(keeper: Keeper, seconds: float) -> list[Any]:
 
 async def _survivors(aws, url: str) -> list[int]:
     """Every live message's n (moto's receive stops at an expired message: read on until
-    three empty answers)."""
+    three empty answers), once the last pass's copies are no longer delayed."""
+    clock.advance(60)
     out, empty = [], 0
     while empty < 3:
         got = await aws.sqs.receive_message(
@@ -530,3 +531,22 @@ async def test_a_redriven_message_with_an_old_send_time_is_kept(aws, proxy, prox
     assert not got.get("Messages")
     await _run(keeper, 2 * R)
     assert await _survivors(aws, parked) == [7]
+
+
+async def test_two_copies_of_one_message_are_mended_to_one(aws, proxy, proxy_sqs):
+    """A crash's copy, delayed and unseen, and the copy a later pass made of the same message:
+    the pass after sees two young copies of one and deletes one."""
+    from worker.core.parking import kept_copy
+
+    parked = await _queue(aws, "parked")
+    entry = _parked(0)
+    twins = []
+    for n in range(2):
+        copy = kept_copy("dlq-copy-0", entry["MessageBody"], entry["MessageAttributes"], 262144)
+        twins.append(message_entry(str(n), copy.body, copy.attributes))
+    await _park(aws, parked, twins)
+    keeper, _ = _keeper(aws, proxy_sqs, parked)
+    done = await keeper.check()
+    assert done is not None
+    assert done.mended == 1
+    assert len(await _read_all(aws, parked)) == 1

@@ -233,11 +233,13 @@ class Keeper:
                 "MessageRetentionPeriod",
                 "ApproximateNumberOfMessages",
                 "ApproximateNumberOfMessagesNotVisible",
+                "ApproximateNumberOfMessagesDelayed",  # a pass's copies, for a minute
             ],
         )
         attributes = response["Attributes"]
         hidden = int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0))
-        count = int(attributes.get("ApproximateNumberOfMessages", 0)) + hidden
+        delayed = int(attributes.get("ApproximateNumberOfMessagesDelayed", 0))
+        count = int(attributes.get("ApproximateNumberOfMessages", 0)) + hidden + delayed
         return float(attributes["MessageRetentionPeriod"]), count, hidden
 
     async def _hidden(self) -> int:

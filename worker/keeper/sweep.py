@@ -40,6 +40,7 @@ EMPTY_RECEIVES = 2  # consecutive empty receives that end a pass: everything was
 STALE_RECEIVES = 5  # receives of only what this pass read already: the holds ran out
 PACE_AFTER = 200  # messages read before the pass's pace is trusted
 CHUNK = 100  # due messages re-parked together (standard queues)
+MAX_DELAY_SECONDS = 900  # SQS's most DelaySeconds
 OVER_LIMIT = frozenset({"OverLimit", "AWS.SimpleQueueService.OverLimit"})
 
 Raw = dict[str, Any]
@@ -192,9 +193,12 @@ class _Sweep:
             if group is not None:
                 self._moving.add(group)
             return True
+        if (source := meta.get("kept-from")) and source in self._copied_from:
+            self._doubles[mid] = receipt  # two copies of one: a crash's, and a later one's
+            return False
         done.release.add(receipt)
-        if meta.get("kept-from"):
-            self._copied_from[meta["kept-from"]] = mid
+        if source:
+            self._copied_from[source] = mid
         done.stays(_sent(message))
         return False
 
@@ -209,7 +213,10 @@ class _Sweep:
             for i, m in by_entry.items()
             if m["MessageId"] in self._copied_from  # a crash left its copy: the old one goes
         }
-        entries = [_copy(i, m, limit) for i, m in by_entry.items() if i not in to_delete]
+        # A standard queue's copies wait out the least hold (DelaySeconds): this pass does not
+        # read them again (they would cost a receive and a release each).
+        delay = 0 if self.queue.is_fifo else min(MAX_DELAY_SECONDS, self.hold[0])
+        entries = [_copy(i, m, limit, delay) for i, m in by_entry.items() if i not in to_delete]
         if entries:
             fifo = self.queue.is_fifo
             sent, failed = await self.queue.send(entries, attempts=1 if fifo else 3)
@@ -258,8 +265,8 @@ class _Sweep:
             done.kept += 1
 
 
-def _copy(entry_id: str, message: Raw, limit: int) -> dict[str, Any]:
-    """The SendMessageBatch entry of a message's kept copy."""
+def _copy(entry_id: str, message: Raw, limit: int, delay: int = 0) -> dict[str, Any]:
+    """The SendMessageBatch entry of a message's kept copy (`delay`: DelaySeconds)."""
     mid = message["MessageId"]
     copy = kept_copy(mid, message.get("Body", ""), message.get("MessageAttributes", {}), limit)
     system = message.get("Attributes", {})
@@ -269,6 +276,8 @@ def _copy(entry_id: str, message: Raw, limit: int) -> dict[str, Any]:
     if (group := system.get("MessageGroupId")) is not None:
         entry["MessageGroupId"] = group
         entry["MessageDeduplicationId"] = uuid.uuid4().hex
+    elif delay:
+        entry["DelaySeconds"] = delay
     return entry
 
 
