@@ -95,6 +95,30 @@ async def proxy_sqs(proxy, worker_stack):
     return await clients.get("sqs")
 
 
+class TableLease:
+    """The daemon's lease (worker/daemon/app.py) on a test table."""
+
+    def __init__(self, table: Any, url: str, me: str) -> None:
+        self.table, self.url, self.me = table, url, me
+
+    async def take(self, seconds: float) -> bool:
+        return bool(await self.table.keeper_lease(self.url, self.me, seconds))
+
+    async def give_up(self) -> None:
+        await self.table.keeper_give_up(self.url, self.me)
+
+
+@pytest.fixture
+async def table(aws):
+    """A coordination table on the emulator, on the emulator's clock."""
+    from worker.emulator import create_coordination_table
+    from worker.fleet.table import CoordinationTable
+
+    dynamodb = await aws.client("dynamodb")
+    await create_coordination_table(dynamodb, "coordination")
+    return CoordinationTable(dynamodb, "coordination", wall=clock.now)
+
+
 def _keeper(aws, proxy_sqs, url: str, **kwargs: Any) -> tuple[Keeper, CollectorRegistry]:
     registry = CollectorRegistry()
     queue = SqsQueue(proxy_sqs, url)
@@ -212,34 +236,27 @@ async def test_a_copy_whose_old_one_was_not_deleted_is_mended_not_copied_again(
     assert sorted(json.loads(v.body)["n"] for v in views if v) == [0, 1, 2, 3]
 
 
-async def test_with_coordination_one_replica_keeps_and_another_takes_over(aws, proxy, proxy_sqs):
-    from worker.emulator import create_coordination_table
-    from worker.fleet.table import CoordinationTable
-
+async def test_with_coordination_one_replica_keeps_and_another_takes_over(
+    aws, proxy, proxy_sqs, table
+):
     parked = await _queue(aws, "parked")
     await _park(aws, parked, [_parked(n) for n in range(3)])
-    dynamodb = await aws.client("dynamodb")
-    await create_coordination_table(dynamodb, "coordination")
-    table = CoordinationTable(dynamodb, "coordination", wall=clock.now)
-    lease_seconds = 2 * SETTINGS.interval_seconds + 1
-
-    def lease(me: str):
-        return lambda: table.keeper_lease(parked, me, lease_seconds)
-
-    a, _ = _keeper(aws, proxy_sqs, parked, lease=lease("a"))
-    b, _ = _keeper(aws, proxy_sqs, parked, lease=lease("b"))
+    a, _ = _keeper(aws, proxy_sqs, parked, lease=TableLease(table, parked, "a"))
+    b, _ = _keeper(aws, proxy_sqs, parked, lease=TableLease(table, parked, "b"))
     assert await a.check() is not None  # a holds the lease: it reads
     proxy.clear()
-    assert await b.check() is None  # b does not, while a renews
+    assert await b.check() is None
+    assert b.outcome == "elsewhere"  # b does not, while a renews
     for _ in range(4):  # longer than the lease: a renews it at every check
         clock.advance(5)
-        assert await a.check() is None  # nothing due: no pass
+        assert await a.check() is None
+        assert a.outcome == "skipped"  # nothing due: no pass
         assert await b.check() is None
+        assert b.outcome == "elsewhere"
     assert proxy.count("sqs", "ReceiveMessage") == 0
-    clock.advance(lease_seconds + 1)  # a stopped (killed): its lease runs out
-    done = await b.check()
-    assert done is not None  # b took over
-    assert done.read == 3
+    clock.advance(60)  # a stopped (killed): its lease runs out
+    await b.check()
+    assert b.outcome in ("passed", "skipped")  # b took over (it starts from a's note)
 
 
 async def test_check_config_aws_names_a_short_retention_and_a_missing_parking_queue(
@@ -456,28 +473,13 @@ async def test_a_retention_shorter_than_the_interval_is_checked_often_enough(aws
     assert await _survivors(aws, parked) == [0]
 
 
-async def test_a_lease_holder_that_dies_is_replaced_before_anything_is_due(aws, proxy, proxy_sqs):
-    from worker.emulator import create_coordination_table
-    from worker.fleet.table import CoordinationTable
-
+async def test_a_lease_holder_that_dies_is_replaced_before_anything_is_due(
+    aws, proxy, proxy_sqs, table
+):
     parked = await _queue(aws, "parked", retention=R)
-    dynamodb = await aws.client("dynamodb")
-    await create_coordination_table(dynamodb, "coordination")
-    table = CoordinationTable(dynamodb, "coordination", wall=clock.now)
-
-    class TableLease:
-        def __init__(self, me: str) -> None:
-            self.me = me
-
-        async def take(self, seconds: float) -> bool:
-            return await table.keeper_lease(parked, self.me, seconds)
-
-        async def give_up(self) -> None:
-            await table.keeper_give_up(parked, self.me)
-
     widest = KeeperSettings(margin_seconds=M, interval_seconds=M / 2)  # the most allowed
-    a = _scaled(proxy_sqs, parked, widest, lease=TableLease("a"))
-    b = _scaled(proxy_sqs, parked, widest, lease=TableLease("b"))
+    a = _scaled(proxy_sqs, parked, widest, lease=TableLease(table, parked, "a"))
+    b = _scaled(proxy_sqs, parked, widest, lease=TableLease(table, parked, "b"))
     await _park(aws, parked, [_parked(0)])
     parked_at = clock.now()
     await a.check()
@@ -497,18 +499,17 @@ async def test_a_lease_holder_that_dies_is_replaced_before_anything_is_due(aws, 
     assert await _survivors(aws, parked) == [0]
 
 
-async def test_a_check_that_fails_gives_the_lease_up(aws, proxy, proxy_sqs):
-    from worker.emulator import create_coordination_table
-    from worker.fleet.table import CoordinationTable
-
+async def test_a_check_that_fails_gives_the_lease_up(aws, proxy, proxy_sqs, table):
     parked = await _queue(aws, "parked", retention=R)
-    dynamodb = await aws.client("dynamodb")
-    await create_coordination_table(dynamodb, "coordination")
-    table = CoordinationTable(dynamodb, "coordination", wall=clock.now)
-    assert await table.keeper_lease(parked, "a", 1000)
-    assert not await table.keeper_lease(parked, "b", 1000)
-    await table.keeper_give_up(parked, "a")
-    assert await table.keeper_lease(parked, "b", 1000)  # at once, not after 1000 s
+    a = _scaled(proxy_sqs, parked, lease=TableLease(table, parked, "a"))
+    b = _scaled(proxy_sqs, parked, lease=TableLease(table, parked, "b"))
+    await a.attempt()
+    assert a.outcome == "passed"  # a holds the lease
+    proxy.add(Rule("sqs", "GetQueueAttributes", "error", status=403, code="AccessDenied", times=1))
+    await a.attempt()  # a cannot keep (its role lacks a permission, say)
+    assert a.outcome == "failed"
+    await b.check()
+    assert b.outcome != "elsewhere"  # b keeps now, not once a's lease runs out
 
 
 async def test_a_redriven_message_with_an_old_send_time_is_kept(aws, proxy, proxy_sqs):

@@ -26,6 +26,7 @@ from typing import Protocol
 
 import anyio
 import structlog
+from botocore.exceptions import BotoCoreError, ClientError
 
 from worker.aws.attributes import KeptTag, read_kept, write_kept
 from worker.aws.errors import error_code
@@ -90,15 +91,20 @@ class Keeper:
         first = min(self.interval, FIRST_CHECK_SECONDS)
         await anyio.sleep(random.uniform(0, first))  # spreading, not secrecy
         while True:
-            try:
-                await self.check()
-            except Exception as exc:  # noqa: BLE001 - logged; the next check tries again
-                self.outcome = "failed"
-                self._log.warning("keeper_check_failed", error=error_code(exc))
-                if self._lease is not None:
-                    with anyio.CancelScope(shield=True), anyio.move_on_after(RELEASE_SECONDS):
-                        await self._lease.give_up()
+            await self.attempt()
             await anyio.sleep(self.interval)
+
+    async def attempt(self) -> None:
+        """One check whatever happens: a failure is logged, and the lease given up (a
+        replica that cannot keep must not stop the others); the next check tries again."""
+        try:
+            await self.check()
+        except Exception as exc:  # noqa: BLE001 - logged; the next check tries again
+            self.outcome = "failed"
+            self._log.warning("keeper_check_failed", error=error_code(exc))
+            if self._lease is not None:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(RELEASE_SECONDS):
+                    await self._lease.give_up()
 
     async def check(self) -> Pass | None:
         """One check, and a pass if one may be needed (None: no pass). With coordination,
@@ -221,9 +227,9 @@ class Keeper:
         seconds = min(1.5 * self.interval + HOLD_SECONDS, 0.9 * margin)
         try:
             return await self._lease.take(seconds)
-        except Exception as exc:  # noqa: BLE001 - the table is down: keep (a duplicate at worst)
+        except (ClientError, BotoCoreError, OSError) as exc:  # the table is down: keep anyway
             self._log.warning("keeper_lease_failed", error=error_code(exc))
-            return True
+            return True  # a duplicate at worst
 
     async def _attributes(self) -> tuple[float, int, int]:
         """(retention, messages, of which in flight)."""
