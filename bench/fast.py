@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from aiobotocore.session import get_session
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.redrive import ENV, free_port
+from worker.emulator.proxy import FaultProxy
 
 HERE = Path(__file__).resolve().parent / "fauxqs"
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -333,3 +336,19 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+@contextlib.contextmanager
+def counted_fauxqs() -> Iterator[tuple[str, FaultProxy]]:
+    """fauxqs with the request-counting proxy in front: (fauxqs's URL, the proxy); the AWS
+    environment of the benchmarks set."""
+    os.environ.update({k: v for k, v in ENV.items() if k.startswith("AWS_")})
+    server, url = start_fauxqs()
+    proxy = FaultProxy(url).start()
+    proxy.keep_journal = False
+    try:
+        yield url, proxy
+    finally:
+        proxy.stop()
+        server.terminate()
+        server.wait(10)

@@ -17,15 +17,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import time
 from contextlib import AsyncExitStack
 
 from prometheus_client import CollectorRegistry
 
 from bench.console import park_many
-from bench.fast import create, sqs_client, start_fauxqs
-from bench.redrive import ENV
+from bench.fast import counted_fauxqs, create, sqs_client
 from worker.aws.clients import Clients
 from worker.aws.sqs import SqsQueue
 from worker.core.parking import read_parked
@@ -119,16 +117,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--messages", type=int, default=10_000)
     args = parser.parse_args()
-    os.environ.update({k: v for k, v in ENV.items() if k.startswith("AWS_")})
-    server, url = start_fauxqs()
-    proxy = FaultProxy(url).start()
-    proxy.keep_journal = False
-    try:
+    with counted_fauxqs() as (url, proxy):
         asyncio.run(bench(url, proxy, args.messages))
-    finally:
-        proxy.stop()
-        server.terminate()
-        server.wait(10)
 
 
 if __name__ == "__main__":

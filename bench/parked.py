@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -23,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from bench.console import park_many
-from bench.fast import create, sqs_client, start_fauxqs
+from bench.fast import counted_fauxqs, create, sqs_client
 from bench.redrive import ENV
 from worker.emulator.proxy import FaultProxy
 
@@ -68,12 +67,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--messages", type=int, default=100_000)
     args = parser.parse_args()
-    os.environ.update({k: v for k, v in ENV.items() if k.startswith("AWS_")})
-    server, url = start_fauxqs()
-    proxy = FaultProxy(url).start()
-    proxy.keep_journal = False
     folder = Path(tempfile.mkdtemp(prefix="bench-parked-"))
-    try:
+    with counted_fauxqs() as (url, proxy):
         urls = asyncio.run(create(url, ["orders-dlq", "parked", "out"]))
         started = time.perf_counter()
         asyncio.run(seed(url, urls["orders-dlq"], urls["parked"], args.messages))
@@ -130,10 +125,6 @@ def main() -> None:
         )
         if not ok:
             raise SystemExit(1)
-    finally:
-        proxy.stop()
-        server.terminate()
-        server.wait(10)
 
 
 if __name__ == "__main__":
