@@ -8,11 +8,13 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from tests.helpers import depth
 from tests.test_operator_loop import Cli
 from tests.test_operator_safety import _park
 from worker.emulator import create_queue
+from worker.emulator.proxy import Rule
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -91,3 +93,62 @@ async def test_a_missing_bucket_refuses_before_anything_moves(aws, proxy, tmp_pa
     missing = await cli("restore", where, "--to", "parked")
     assert missing.returncode == 2
     assert f"{where}: NoSuchBucket" in missing.stderr
+
+
+async def test_two_commands_writing_one_backup_key_never_overwrite_a_part(aws, proxy, tmp_path):
+    """Both past the existence check (their reads held up), both writing one key: the second
+    part-000001 is refused (IfNoneMatch), so every purged message is in the backup."""
+    import anyio
+
+    cli, s3, _, parked = await _setup(aws, proxy, tmp_path, count=10)
+    billing_dlq = await create_queue(aws.sqs, "billing-dlq")
+    billing = await create_queue(aws.sqs, "parked-billing")
+    await _park(aws, billing, billing_dlq, 10)
+    tree = yaml.safe_load(cli.config.read_text())
+    tree["queues"]["billing"] = {
+        "name": "billing-dlq",
+        "target": {"kind": "sqs", "queue": "out"},
+        "policy": {"parking_queue": "parked-billing"},
+    }
+    cli.config.write_text(yaml.safe_dump(tree))
+    proxy.add(Rule("sqs", "ReceiveMessage", "delay", seconds=1.5))  # both pass exists() first
+    where = f"s3://{BUCKET}/incident-7/purge.jsonl"
+    results = {}
+
+    async def purge(queue: str) -> None:
+        results[queue] = await cli("parked", "purge", queue, "--yes", "--backup", where)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(purge, "orders")
+        tg.start_soon(purge, "billing")
+    purged = 20 - await depth(aws.sqs, parked) - await depth(aws.sqs, billing)
+    assert len(await _lines(s3, "incident-7/purge.jsonl.part-")) == purged
+    assert sorted(r.returncode for r in results.values()) == [0, 2]  # one refused, by name
+
+
+async def test_backups_of_one_name_in_two_places_restore_apart(aws, proxy, tmp_path):
+    """A restore's journal is named after the whole location: two exports called orders.jsonl
+    (two days) each restore all their messages."""
+    cli, _, _, _ = await _setup(aws, proxy, tmp_path, count=5)
+    analysis = await create_queue(aws.sqs, "analysis")
+    for day in ("2026-12-01", "2026-12-02"):
+        where = f"s3://{BUCKET}/{day}/orders.jsonl"
+        assert (await cli("parked", "export", "orders", "--out", where)).returncode == 0
+        restored = await cli("restore", where, "--to", "analysis", "--yes")
+        assert "restored 5 messages" in restored.stdout, restored.stdout
+    assert await depth(aws.sqs, analysis) == 10
+
+
+@pytest.mark.parametrize("folder", [f"s3://{BUCKET}", f"s3://{BUCKET}/ops/"])
+async def test_every_backup_dir_the_configuration_accepts_works(aws, proxy, tmp_path, folder):
+    cli, s3, _, parked = await _setup(aws, proxy, tmp_path, count=5)
+    tree = yaml.safe_load(cli.config.read_text())
+    tree["operator"] = {"backup_dir": folder}
+    cli.config.write_text(yaml.safe_dump(tree))
+    result = await cli("parked", "purge", "orders", "--yes")
+    assert result.returncode == 0, result.stderr
+    prefix = (
+        "ops/retry-worker-backup-orders-" if folder.endswith("ops/") else "retry-worker-backup-"
+    )
+    assert len(await _lines(s3, prefix)) == 5
+    assert await depth(aws.sqs, parked) == 0

@@ -551,3 +551,122 @@ async def test_two_copies_of_one_message_are_mended_to_one(aws, proxy, proxy_sqs
     assert done is not None
     assert done.mended == 1
     assert len(await _read_all(aws, parked)) == 1
+
+
+# -- the second review: FIFO groups longer than a request, crash copies in a group, a first
+# check that fails, a queue fed by a redrive while another message leaves -----------------------
+
+
+async def _fifo(aws) -> str:
+    return await create_queue(
+        aws.sqs,
+        "parked.fifo",
+        MessageRetentionPeriod=str(R),
+        FifoQueue="true",
+        ContentBasedDeduplication="false",
+    )
+
+
+async def _in_order(aws, url: str) -> list[int]:
+    clock.advance(60)
+    out, empty = [], 0
+    while empty < 3:
+        got = await aws.sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+        )
+        messages = got.get("Messages", [])
+        empty = 0 if messages else empty + 1
+        for m in messages:
+            view = read_parked(m["Body"], m["MessageAttributes"])
+            assert view is not None
+            out.append(json.loads(view.body)["n"])
+        if messages:
+            entries = [
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)
+            ]
+            await aws.sqs.delete_message_batch(QueueUrl=url, Entries=entries)
+    return out
+
+
+async def test_a_fifo_group_longer_than_a_request_still_completes_a_pass(aws, proxy, proxy_sqs):
+    """SQS hands out no more of a group while ten of it are held: the rest (younger) are not
+    read, and the pass is complete all the same."""
+    parked = await _fifo(aws)
+    await _park(aws, parked, [_parked(n, group="g") for n in range(12)])
+    keeper = _scaled(proxy_sqs, parked)
+    done = await keeper.check()
+    assert done is not None
+    assert (done.read, done.complete) == (10, True)
+
+
+@pytest.mark.parametrize("size", [3, 6])
+async def test_crash_copies_in_a_fifo_group_are_mended_in_order(aws, proxy, proxy_sqs, size):
+    parked = await _fifo(aws)
+    await _park(aws, parked, [_parked(n, group="g") for n in range(size)])
+    keeper = _scaled(proxy_sqs, parked)
+    await keeper.check()
+    clock.advance(R - M - keeper.interval + 1)  # all due
+    lost = proxy.add(Rule("sqs", "DeleteMessageBatch", "error", status=500, code="InternalError"))
+    await keeper.check()  # copies sent, the old ones stay: two of each
+    proxy.rules.remove(lost)
+    await _run(keeper, 2 * R)
+    assert await _in_order(aws, parked) == list(range(size))
+
+
+async def test_a_first_check_that_fails_is_tried_again_soon(aws, proxy, proxy_sqs, monkeypatch):
+    """The default interval (6 h) and a parking queue that keeps a message an hour: a first
+    check refused (a throttle at start) must not wait 6 hours for the next."""
+    import worker.keeper.keeper as keeping
+
+    parked = await create_queue(aws.sqs, "parked", MessageRetentionPeriod="3600")
+    await _park(aws, parked, [_parked(0)])
+    keeper = Keeper(
+        SqsQueue(proxy_sqs, parked),
+        KeeperSettings(),
+        Metrics(CollectorRegistry()),
+        wall=clock.now,
+        wait=0,
+    )
+    proxy.add(Rule("sqs", "GetQueueAttributes", "error", status=400, code="Throttling", times=1))
+    slept: list[float] = []
+
+    class Enough(Exception):
+        pass
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        if sum(slept) > 3 * 3600:
+            raise Enough
+        clock.advance(seconds)
+
+    monkeypatch.setattr(keeping.anyio, "sleep", sleep)
+    with pytest.raises(Enough):
+        await keeper.run()
+    assert max(slept[:2]) <= 60  # after the failure: soon again
+    assert await _survivors(aws, parked) == [0]
+
+
+async def test_a_fed_queue_is_passed_at_every_check(aws, proxy, proxy_sqs):
+    """One message redriven in (its old send time kept) while one is replayed out: the count
+    does not move, and the redriven one is kept all the same."""
+    parked = await _queue(aws, "parked", retention=R)
+    source = await create_queue(
+        aws.sqs,
+        "feeder",
+        RedrivePolicy=json.dumps(
+            {"deadLetterTargetArn": await queue_arn(aws.sqs, parked), "maxReceiveCount": "1"}
+        ),
+    )
+    await aws.sqs.send_message(QueueUrl=source, MessageBody=json.dumps({"n": 7}))
+    clock.advance(1000)  # 7 is older than anything the keeper will see in the parking queue
+    await _park(aws, parked, [_parked(1)])
+    clock.advance(1000)
+    keeper = _scaled(proxy_sqs, parked)
+    await keeper.check()
+    got = await aws.sqs.receive_message(QueueUrl=parked)  # replayed out by an operator
+    [out] = got["Messages"]
+    await aws.sqs.delete_message(QueueUrl=parked, ReceiptHandle=out["ReceiptHandle"])
+    for _ in range(2):  # and one redriven in: the count is what it was
+        await aws.sqs.receive_message(QueueUrl=source, VisibilityTimeout=0)
+    await _run(keeper, 2 * R)
+    assert await _survivors(aws, parked) == [7]

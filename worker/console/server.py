@@ -30,7 +30,7 @@ from worker.console.security import (
 )
 from worker.console.snapshot import QueueLocks, Snapshots
 from worker.console.state import CONSOLE, Console
-from worker.ops.store import Location, location
+from worker.ops.store import Location, folder
 from worker.settings import Settings
 
 DEFAULT_LISTEN = "127.0.0.1:8090"
@@ -124,7 +124,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"console: {exc}", file=sys.stderr)
         return 2
     try:
-        backup = location(args.backup_dir or settings.operator.backup_dir or ".")
+        backup = folder(args.backup_dir or settings.operator.backup_dir or ".")
     except ValueError as exc:
         print(f"console: --backup-dir {exc}", file=sys.stderr)
         return 2

@@ -5,7 +5,7 @@ retention; it checks every `interval_seconds`, at most every half of that margin
 retention is checked more often, never too seldom). A check reads the queue's attributes (one
 request). A pass — reading the whole queue (`sweep.py`) — runs only when something may be near
 its end: at the first check, when the oldest message the last complete pass left is due before
-the next check, when the count fell (the oldest may be gone), when it rose on a queue that is
+the next check, when the count fell (the oldest may be gone), at every check of a queue that is
 itself some queue's dead-letter queue (SQS keeps a redriven message's old send time), or when
 the last pass could not read everything. A message is re-parked once it is due before the next
 check: sent `retention - margin - interval` ago or more.
@@ -92,7 +92,8 @@ class Keeper:
         await anyio.sleep(random.uniform(0, first))  # spreading, not secrecy
         while True:
             await self.attempt()
-            await anyio.sleep(self.interval)
+            failed = self.outcome == "failed"  # soon again: the retention may be unknown yet
+            await anyio.sleep(min(self.interval, FIRST_CHECK_SECONDS) if failed else self.interval)
 
     async def attempt(self) -> None:
         """One check whatever happens: a failure is logged, and the lease given up (a
@@ -153,9 +154,11 @@ class Keeper:
                 expected=count,
                 log=self._log,
             )
-        finally:
+        except BaseException:  # stopping (or failed): a bounded release, they come back anyway
             with anyio.CancelScope(shield=True), anyio.move_on_after(RELEASE_SECONDS):
                 await release(self.queue, done.release)
+            raise
+        await release(self.queue, done.release)  # all of it: else they look held by others
         return done
 
     def _record(self, done: Pass, count: int, started: float) -> None:
@@ -187,8 +190,8 @@ class Keeper:
             return True
         if count < self._count_after_pass:
             return True  # some went (replayed, purged): the oldest may be among them
-        if count > self._count_after_pass and await self._is_fed(now):
-            return True  # a redriven message keeps its old send time
+        if await self._is_fed(now):
+            return True  # a redriven message keeps its old send time: any check may need it
         due = self._oldest_sent + retention - margin
         return now >= due - self.interval
 

@@ -1,24 +1,17 @@
 """One pass over a parking queue (`sweep`): read every message with a short hold, re-park what
-is due, release the rest.
+is due, release the rest (receipts wait in a file: `receipts.py`).
 
-A due message's copy — same body, attributes and metadata, `parked-at` unchanged, `kept` one
-more, `kept-from` the old id (`core/parking.kept_copy`) — is sent first; the old one is deleted
-only after its copy was accepted. A crash between the two leaves two copies, never none: the
-next pass mends them by `kept-from` — a due message whose young copy it has seen is only
-deleted, and a young copy of a message this pass copied again is deleted. Due messages are
-re-parked in chunks as they are read (memory stays bounded whatever the queue's size).
+A due message's copy (same body, attributes and metadata, `parked-at` unchanged, `kept` one
+more, `kept-from` the old id: `core/parking.kept_copy`) is sent first; the old one is deleted
+only once the copy was accepted. A crash between the two leaves two copies, never none, and
+the next pass mends them by `kept-from`. Due messages are re-parked in chunks as they are read.
 
-A FIFO group is re-parked whole from its first due message on, in order (a copy goes to the
-back of its group), each copy with a fresh deduplication id and never sent twice (a retried
-entry would land behind later ones of its group). When one of a group's copies is refused, none
-of that request's messages of the group is deleted and the group stops for this pass: they
-stay where they are, in order (the copies made are mended by the next pass). A group longer
-than one request (10 messages) whose first part was moved already keeps every message, but not
-its order, when a later copy is refused: FIFO hands out a group's next messages only once the
-earlier ones are gone, so a group cannot move at once.
-
-What the pass holds and does not re-park is released at the end; the receipts wait in a
-temporary file, not in memory.
+A FIFO group is re-parked whole from its first due message, in order, each copy with a fresh
+deduplication id, never sent twice (a retried entry would land behind its group). When one of
+a group's copies is refused, that request's messages of the group all stay, in order (the
+copies made are mended by the next pass), and the group stops for this pass. A group longer
+than one request whose first part moved keeps every message, but not its order, when a later
+copy is refused: FIFO hands out a group's next messages only once the earlier ones are gone.
 """
 
 from __future__ import annotations
@@ -59,8 +52,9 @@ class Pass:
     why: str = ""  # an incomplete pass: why
     oldest_sent: float | None = None  # of what stays: when the next pass may be due
     oldest_parked: float | None = None  # the oldest `parked-at` seen
-    copies: set[str] = field(default_factory=set)  # ids of the copies this pass sent
-    reparked: set[str] = field(default_factory=set)  # ids this pass sent a copy of
+    existing: int = 0  # of what was read, what the queue held before the pass (not its copies)
+    copies: set[int] = field(default_factory=set)  # hashes of the ids of the copies it sent
+    reparked: set[int] = field(default_factory=set)  # hashes of the ids it sent a copy of
     release: Receipts = field(default_factory=Receipts)  # shown again at the end
 
     def stays(self, sent: float) -> None:
@@ -115,7 +109,8 @@ class _Sweep:
         self._began = time.monotonic()
         self._seen: set[int] = set()  # hashes of the ids read (a million cost ~60 MB)
         self._due: list[Raw] = []  # standard queues: re-parked a chunk at a time
-        self._copied_from: dict[str, str] = {}  # kept-from -> the id of a young copy of it
+        self._copied_from: set[int] = set()  # hashes of kept-from ids a young copy names
+        self._due_ids: set[int] = set()  # hashes of the ids found due (copied or to be)
         self._moving: set[str] = set()  # FIFO groups re-parked from their first due message
         self._stopped: set[str] = set()  # FIFO groups whose copy was refused: they wait
         self._doubles: dict[str, str] = {}  # copies a crash left of what this pass copied
@@ -126,16 +121,16 @@ class _Sweep:
             await self._read(limit)
             await self._repark(self._due, limit)
             self._due = []
-            if self._doubles:
-                not_deleted = await self.queue.delete(self._doubles)
-                self.done.mended += len(self._doubles) - len(not_deleted)
+            await self._mend()
         finally:
             for message in self._due:  # not re-parked (a failure): shown again, due still
                 self._stays(message)
         if self.done.kept or self.done.doubled:
             self.done.stays(self._started)
-        if self.done.read < self.expected:
-            self.done.incomplete("not_all_read")  # held elsewhere, or the holds ran out
+        if self.done.existing < self.expected and not self.queue.is_fifo:
+            # held elsewhere, or the holds ran out (a FIFO group is read only to the first
+            # messages of a group that is not due: the rest are younger)
+            self.done.incomplete("not_all_read")
 
     async def _read(self, limit: int) -> None:
         empty = stale = 0
@@ -153,11 +148,19 @@ class _Sweep:
             now_due = [m for m in fresh if self._is_due(m)]
             if self.queue.is_fifo:
                 await self._repark(now_due, limit)  # in order, now: the group goes on
+                await self._mend()  # now too: a held double would block its group
                 continue
             self._due.extend(now_due)
             if len(self._due) >= CHUNK:
                 await self._repark(self._due, limit)
                 self._due = []
+
+    async def _mend(self) -> None:
+        """Delete the doubles found (a crash's copies of what this pass copied)."""
+        if self._doubles:
+            not_deleted = await self.queue.delete(self._doubles)
+            self.done.mended += len(self._doubles) - len(not_deleted)
+            self._doubles = {}
 
     def _hold_now(self) -> int:
         """The least hold, or — once the pace is known — twice the pass's projected length,
@@ -178,13 +181,21 @@ class _Sweep:
         group, meta = _group(message), _meta(message)
         if (at := parked_at(meta)) is not None:
             done.oldest_parked = min(done.oldest_parked or at, at)
-        if mid in done.copies:  # our own copy, come round: young
+        if hash(mid) in done.copies:  # our own copy, come round: young
             done.release.add(receipt)
             self._moving.discard(group or "")
             return False
-        if meta.get("kept-from") in done.reparked:  # a crash's copy: this pass's is newer
+        done.existing += 1
+        source = meta.get("kept-from")
+        fifo = group is not None
+        if source and (hash(source) in done.reparked or (fifo and hash(source) in self._due_ids)):
+            # A crash's copy of one this pass copies (again): in a FIFO group the original
+            # is the one in its place, so the copy goes.
             self._doubles[mid] = receipt
             return False
+        if source and hash(source) in self._due_ids:
+            self._copied_from.add(hash(source))  # due, not copied yet: it is only deleted
+            source = None  # this copy stands for it
         if group is not None and group in self._stopped:
             self._stays(message)  # behind a refused one of its group: in order, for later
             return False
@@ -192,13 +203,14 @@ class _Sweep:
         if old or (group is not None and group in self._moving):
             if group is not None:
                 self._moving.add(group)
+            self._due_ids.add(hash(mid))
             return True
-        if (source := meta.get("kept-from")) and source in self._copied_from:
+        if source and hash(source) in self._copied_from:
             self._doubles[mid] = receipt  # two copies of one: a crash's, and a later one's
             return False
         done.release.add(receipt)
         if source:
-            self._copied_from[source] = mid
+            self._copied_from.add(hash(source))
         done.stays(_sent(message))
         return False
 
@@ -211,7 +223,7 @@ class _Sweep:
         to_delete = {
             i: m["ReceiptHandle"]
             for i, m in by_entry.items()
-            if m["MessageId"] in self._copied_from  # a crash left its copy: the old one goes
+            if hash(m["MessageId"]) in self._copied_from  # a crash left its copy: old one goes
         }
         # A standard queue's copies wait out the least hold (DelaySeconds): this pass does not
         # read them again (they would cost a receive and a release each).
@@ -227,8 +239,8 @@ class _Sweep:
                     refused_groups.add(group)
             for answer in sent:
                 message = by_entry[answer["Id"]]
-                self.done.copies.add(answer["MessageId"])
-                self.done.reparked.add(message["MessageId"])
+                self.done.copies.add(hash(answer["MessageId"]))
+                self.done.reparked.add(hash(message["MessageId"]))
                 if _group(message) in refused_groups:
                     # A group with a refused copy in this request keeps its messages where
                     # they are, in order; the copies made are mended by the next pass.
@@ -258,8 +270,8 @@ class _Sweep:
         mid, done = message["MessageId"], self.done
         if not deleted:
             self._stays(message)
-            done.doubled += mid not in self._copied_from
-        elif mid in self._copied_from:
+            done.doubled += hash(mid) not in self._copied_from
+        elif hash(mid) in self._copied_from:
             done.mended += 1
         else:
             done.kept += 1

@@ -28,6 +28,7 @@ from worker.ops.reshape import Reshape, preview
 from worker.ops.restore import restore
 from worker.ops.scan import QueueReader
 from worker.ops.store import Location, exists, inside, location
+from worker.ops.store import folder as backup_folder
 from worker.settings import Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -76,12 +77,18 @@ async def _reader(ctx: QueueContext, label: str, err: TextIO, stop: anyio.Event)
 
 
 def _backup_path(args: argparse.Namespace, ctx: QueueContext) -> Location:
-    """`--backup`, else a new name in `operator.backup_dir` (else the working directory)."""
-    if args.backup:
-        return location(args.backup)
-    name = str(default_backup_path(ctx.name))
-    folder = ctx.operator.backup_dir
-    return inside(location(folder), name) if folder else location(name)
+    """`--backup`, else a new name in `operator.backup_dir` (else the working directory);
+    decided once per command (the name has the time in it)."""
+    chosen: Location | None = getattr(args, "backup_location", None)
+    if chosen is None:
+        name = str(default_backup_path(ctx.name))
+        where = ctx.operator.backup_dir
+        if args.backup:
+            chosen = location(args.backup)
+        else:
+            chosen = inside(backup_folder(where), name) if where else location(name)
+        args.backup_location = chosen
+    return chosen
 
 
 async def _parked(

@@ -4,6 +4,7 @@ was sent."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Iterable
@@ -40,8 +41,12 @@ async def restore(
     failed: dict[str, str] = {}
     bucket = TokenBucket(rate, max(1, int(rate)), time.monotonic)
     chunk: list[Saved] = []
-    beside = where if isinstance(where, Path) else Path(where.name)
-    journal = Journal(beside.with_name(f"{beside.name}.sent-to-{queue.url.rsplit('/', 1)[-1]}"))
+    queue_name = queue.url.rsplit("/", 1)[-1]
+    if isinstance(where, Path):
+        journal = Journal(where.with_name(f"{where.name}.sent-to-{queue_name}"))
+    else:  # named after the whole location and queue: two backups may share a file name
+        which = hashlib.sha256(f"{where}\n{queue.url}".encode()).hexdigest()[:12]
+        journal = Journal(Path(f"{where.name}.{which}.sent-to-{queue_name}"))
 
     async def flush() -> None:
         nonlocal sent

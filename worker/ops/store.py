@@ -5,10 +5,12 @@ console pod's `emptyDir` dies with it; a bucket does not). Both hold the same JS
 In S3 a backup is a series of objects `<key>.part-000001`, `<key>.part-000002`, …: every
 write before a move is one object, on S3 when the write returns (S3 has no append), so the
 rule holds as it does on disk — a chunk is in its backup before it moves. An export (nothing
-moves) writes a part per `EXPORT_PART_LINES`. `restore s3://bucket/key` reads the parts in
-order, or the object `<key>` itself (a file someone uploaded). Neither is ever overwritten:
-an existing key or part refuses the command before anything moves, as a missing bucket or a
-refused write does (the first write comes before the first move)."""
+moves) writes a part per `EXPORT_PART_LINES` or `EXPORT_PART_BYTES`, whichever comes first.
+`restore s3://bucket/key` reads the parts in order, or the object `<key>` itself (a file
+someone uploaded). Neither is ever overwritten: an existing key or part refuses the command
+before anything moves, and every part is written only if it does not exist (`IfNoneMatch`: a
+second command writing the same key fails instead of replacing it), as a missing bucket or a
+refused write fails (the first write comes before the first move)."""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from worker.aws.errors import error_code
 from worker.ops.records import JsonlWriter, Record, Saved, read_saved, saved_from
 
 EXPORT_PART_LINES = 5000
+EXPORT_PART_BYTES = 8 * 1024 * 1024  # or this much: an export's memory stays bounded
 MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
 
 
@@ -59,11 +62,21 @@ def location(text: str) -> Location:
     return S3Location(bucket, key)
 
 
-def inside(folder: Location, name: str) -> Location:
+def folder(text: str) -> Location:
+    """A directory, or an S3 prefix: `s3://bucket`, `s3://bucket/prefix` or `…/prefix/`."""
+    if not text.startswith("s3://"):
+        return Path(text)
+    bucket, _, prefix = text.removeprefix("s3://").partition("/")
+    if not bucket:
+        raise BackupError(f"{text}: an S3 prefix is s3://bucket/prefix")
+    return S3Location(bucket, prefix.strip("/"))
+
+
+def inside(where: Location, name: str) -> Location:
     """`name` in a folder: a directory, or an S3 prefix."""
-    if isinstance(folder, S3Location):
-        return S3Location(folder.bucket, f"{folder.key.rstrip('/')}/{name}")
-    return folder / name
+    if isinstance(where, S3Location):
+        return S3Location(where.bucket, f"{where.key}/{name}" if where.key else name)
+    return where / name
 
 
 class Writer(Protocol):
@@ -111,13 +124,16 @@ class S3Writer:
         self._clients = clients
         self._part_lines = part_lines  # 0: every write is a part of its own
         self._lines: list[str] = []
+        self._bytes = 0
         self._parts = 0
         self.written = 0
 
     async def write(self, records: Sequence[Record], queue_url: str) -> None:
-        self._lines += [r.line(queue_url) for r in records]
+        lines = [r.line(queue_url) for r in records]
+        self._lines += lines
+        self._bytes += sum(len(line) for line in lines)
         self.written += len(records)
-        if len(self._lines) >= self._part_lines:
+        if len(self._lines) >= self._part_lines or self._bytes >= EXPORT_PART_BYTES:
             await self._flush()
 
     async def close(self) -> None:
@@ -130,13 +146,17 @@ class S3Writer:
         body = ("\n".join(self._lines) + "\n").encode("utf-8")
         key = self._where.part(self._parts + 1)
         try:
-            await s3.put_object(
-                Bucket=self._where.bucket, Key=key, Body=body, ContentType="application/jsonl"
+            await s3.put_object(  # never over another's part: a second writer fails here
+                Bucket=self._where.bucket,
+                Key=key,
+                Body=body,
+                ContentType="application/jsonl",
+                IfNoneMatch="*",
             )
         except Exception as exc:
             raise BackupError(f"{self._where}: {error_code(exc)}") from exc
         self._parts += 1
-        self._lines = []
+        self._lines, self._bytes = [], 0
 
 
 def open_writer(where: Location, clients: Clients | None, *, export: bool = False) -> Writer:
