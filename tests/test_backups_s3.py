@@ -152,3 +152,30 @@ async def test_every_backup_dir_the_configuration_accepts_works(aws, proxy, tmp_
     )
     assert len(await _lines(s3, prefix)) == 5
     assert await depth(aws.sqs, parked) == 0
+
+
+async def test_the_consoles_export_to_s3_downloads_and_its_backups_go_there(aws, proxy, tmp_path):
+    """`console --backup-dir s3://…` (the chart's console.backups.s3): an export is written
+    to S3 and streamed back by the download link; a purge's backup is written there first."""
+    from tests.conftest import make_settings
+    from tests.console_client import browser, running_console
+    from worker.ops.store import S3Location
+
+    _, s3, _, parked = await _setup(aws, proxy, tmp_path, count=12)
+    queues = {"orders": {"name": "orders-dlq", "target": {"kind": "sqs", "queue": "out"}}}
+    settings = make_settings(proxy.url, queues)
+    where = S3Location(BUCKET, "console")
+    async with running_console(settings, backup_dir=where) as (url, audit), browser(url) as b:
+        job = await b.plan("orders", action="export")
+        done = await b.finished((await b.confirm(job)).url.rsplit("/", 1)[1])
+        assert f"s3://{BUCKET}/console/retry-worker-export-orders-" in done.element("backup")
+        async with b.session.get(f"{url}jobs/{done.url.rsplit('/', 1)[1]}/download") as r:
+            assert r.status == 200
+            lines = (await r.text()).splitlines()
+        assert sorted(json.loads(json.loads(x)["body"])["n"] for x in lines) == list(range(12))
+        job = await b.plan("orders", action="purge")
+        purged = await b.finished((await b.confirm(job)).url.rsplit("/", 1)[1])
+        assert f"s3://{BUCKET}/console/retry-worker-backup-orders-" in purged.element("backup")
+    assert await depth(aws.sqs, parked) == 0
+    assert len(await _lines(s3, "console/retry-worker-backup-orders-")) == 12
+    assert f"s3://{BUCKET}/console/" in audit.getvalue()  # the audit line names it

@@ -21,6 +21,7 @@ from worker.fleet.table import CoordinationTable
 from worker.ops.context import ContextError
 from worker.ops.filters import FilterError, Filters
 from worker.ops.reading import oldest_text, status_row
+from worker.ops.store import s3_lines
 
 PAGE_SIZE = 50
 STATUS_CONCURRENCY = 16
@@ -228,8 +229,16 @@ async def download(request: web.Request) -> web.StreamResponse:
     job = console.jobs.get(request.match_info["job_id"])
     if job is None or job.action != "export" or job.state != "done" or job.backup is None:
         return error_page(request, 404, "no finished export of that id")
-    if not isinstance(job.backup, Path):
-        return error_page(request, 404, f"the export is in S3: {job.backup}")
+    if not isinstance(job.backup, Path):  # streamed from S3, a part at a time
+        streamed = web.StreamResponse(
+            headers={"Content-Disposition": f'attachment; filename="{job.backup.name}"'}
+        )
+        streamed.content_type = "application/x-ndjson"
+        await streamed.prepare(request)
+        async for line, _ in s3_lines(job.backup, console.clients):
+            await streamed.write((line + "\n").encode("utf-8"))
+        await streamed.write_eof()
+        return streamed
     response = web.FileResponse(job.backup)
     response.headers["Content-Disposition"] = f'attachment; filename="{job.backup.name}"'
     response.content_type = "application/x-ndjson"

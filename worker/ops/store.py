@@ -177,6 +177,13 @@ async def read_all(where: Location, clients: Clients | None) -> AsyncIterator[Sa
         return
     if clients is None:
         raise BackupError(f"{where}: no AWS clients to read it with")
+    async for line, place in s3_lines(where, clients):
+        yield _saved(line, place)
+
+
+async def s3_lines(where: S3Location, clients: Clients) -> AsyncIterator[tuple[str, str]]:
+    """Each line of a backup or export in S3 and where it is (`bucket/key:line`), in order,
+    one part in memory at a time (the console's download streams them)."""
     s3 = await clients.get("s3")
     try:
         keys = await _part_keys(s3, where) or [where.key]
@@ -186,7 +193,7 @@ async def read_all(where: Location, clients: Clients | None) -> AsyncIterator[Sa
                 text = (await stream.read()).decode("utf-8")
             for number, line in enumerate(text.splitlines(), 1):
                 if line.strip():
-                    yield _saved(line, f"{where.bucket}/{key}:{number}")
+                    yield line, f"{where.bucket}/{key}:{number}"
     except BackupError:
         raise
     except Exception as exc:
