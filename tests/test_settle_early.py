@@ -21,23 +21,32 @@ pytestmark = pytest.mark.anyio
 
 
 async def test_an_abort_deletes_what_was_delivered_and_releases_only_the_hung(
-    aws, proxy, worker_stack
+    aws, proxy, worker_stack, monkeypatch
 ):
+    from worker.core.outcomes import Delivered
+    from worker.dlq.pipeline import Settlements
+
     worker, poller, dlq, _ = await _setup(aws, proxy, worker_stack)
     proxy.add(Rule("lambda", "Invoke", "delay", seconds=60, body='"hang"'))
     entries = [{"Id": str(i), "MessageBody": f'{{"n": "{n}"}}'} for i, n in enumerate("ab")]
     entries.append({"Id": "2", "MessageBody": '{"n": "hang"}'})
     await aws.sqs.send_message_batch(QueueUrl=dlq, Entries=entries)
 
-    # The worker's own client has the two answers (the proxy forwarding them is not enough:
-    # under load an answer could still be on its way when the abort came).
-    answered: list[str] = []
-    lambda_ = await worker.clients.get("lambda")
-    lambda_.meta.events.register("after-call.lambda.Invoke", lambda **_: answered.append("x"))
+    # The two answers are decided (neither the proxy forwarding them nor the client having
+    # them is enough: the adapter still reads the payload, and under load an abort came first).
+    delivered: list[int] = []
+    settle = Settlements.settle
+
+    def told(self, index, settlement):  # type: ignore[no-untyped-def]
+        if isinstance(settlement.outcome, Delivered):
+            delivered.append(index)
+        settle(self, index, settlement)
+
+    monkeypatch.setattr(Settlements, "settle", told)
 
     async with anyio.create_task_group() as tg:
         await tg.start(poller.run)
-        await wait_for(lambda: len(answered) == 2)
+        await wait_for(lambda: len(delivered) == 2)
         poller.stop_receiving()
         poller.abort()  # the shutdown's grace ran out: the hung call is cancelled
 
