@@ -19,7 +19,7 @@ from worker.aws.clients import Clients
 from worker.aws.sqs import SqsQueue, message_entry
 from worker.core.envelope import DlqMessage
 from worker.core.parking import build_parked, parking_metadata, read_parked
-from worker.emulator import clock, create_queue, queue_arn
+from worker.emulator import clock, create_queue, create_source_with_dlq
 from worker.emulator.proxy import Rule
 from worker.keeper.keeper import Keeper
 from worker.metrics import Metrics
@@ -513,17 +513,19 @@ async def test_a_check_that_fails_gives_the_lease_up(aws, proxy, proxy_sqs, tabl
     assert b.outcome != "elsewhere"  # b keeps now, not once a's lease runs out
 
 
+async def _fed(aws) -> tuple[str, str]:
+    """(a source queue, the parking queue it dead-letters to after one receive)."""
+    source, parked = await create_source_with_dlq(aws.sqs, "feeder", "parked", 1)
+    await aws.sqs.set_queue_attributes(
+        QueueUrl=parked, Attributes={"MessageRetentionPeriod": str(R)}
+    )
+    return source, parked
+
+
 async def test_a_redriven_message_with_an_old_send_time_is_kept(aws, proxy, proxy_sqs):
     """A parking queue that is also a queue's dead-letter queue: SQS keeps the message's old
     send time, so a pass must not wait for the oldest it knew."""
-    parked = await _queue(aws, "parked", retention=R)
-    source = await create_queue(
-        aws.sqs,
-        "feeder",
-        RedrivePolicy=json.dumps(
-            {"deadLetterTargetArn": await queue_arn(aws.sqs, parked), "maxReceiveCount": "1"}
-        ),
-    )
+    source, parked = await _fed(aws)
     await aws.sqs.send_message(QueueUrl=source, MessageBody=json.dumps({"n": 7}))
     clock.advance(2000)
     keeper = _scaled(proxy_sqs, parked)
@@ -629,14 +631,7 @@ async def test_a_first_check_that_fails_is_tried_again_soon(aws, proxy, proxy_sq
 async def test_a_fed_queue_is_passed_at_every_check(aws, proxy, proxy_sqs):
     """One message redriven in (its old send time kept) while one is replayed out: the count
     does not move, and the redriven one is kept all the same."""
-    parked = await _queue(aws, "parked", retention=R)
-    source = await create_queue(
-        aws.sqs,
-        "feeder",
-        RedrivePolicy=json.dumps(
-            {"deadLetterTargetArn": await queue_arn(aws.sqs, parked), "maxReceiveCount": "1"}
-        ),
-    )
+    source, parked = await _fed(aws)
     await aws.sqs.send_message(QueueUrl=source, MessageBody=json.dumps({"n": 7}))
     clock.advance(1000)  # 7 is older than anything the keeper will see in the parking queue
     await _park(aws, parked, [_parked(1)])
