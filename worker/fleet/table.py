@@ -132,64 +132,55 @@ class CoordinationTable:
         """Take (or renew) the probe lease of a target's breaker: True when this replica
         holds it now, False when another one does."""
         now = self._wall()
-        try:
-            await self._client.update_item(
-                TableName=self.table,
-                Key=self._key(FLEET, BREAKER + key),
-                UpdateExpression="SET prober = :me, probe_until = :until, "
-                "expires_at = if_not_exists(expires_at, :e)",
-                ConditionExpression="attribute_not_exists(prober) OR prober = :me "
-                "OR probe_until < :now",
-                ExpressionAttributeValues={
-                    ":me": _s(me),
-                    ":until": _n(now + seconds),
-                    ":now": _n(now),
-                    ":e": {"N": str(int(now + BREAKER_TTL_SECONDS))},
-                },
-            )
-        except Exception as exc:
-            if error_code(exc) == CONDITION_FAILED:
-                return False
-            raise
-        return True
+        return await self._conditional(
+            Key=self._key(FLEET, BREAKER + key),
+            UpdateExpression="SET prober = :me, probe_until = :until, "
+            "expires_at = if_not_exists(expires_at, :e)",
+            ConditionExpression="attribute_not_exists(prober) OR prober = :me "
+            "OR probe_until < :now",
+            ExpressionAttributeValues={
+                ":me": _s(me),
+                ":until": _n(now + seconds),
+                ":now": _n(now),
+                ":e": {"N": str(int(now + BREAKER_TTL_SECONDS))},
+            },
+        )
 
     async def keeper_lease(self, queue_url: str, me: str, seconds: float) -> bool:
         """Take (or renew) the lease to keep one parking queue: True when this replica holds
         it now, False while another one does (and renews it)."""
         now = self._wall()
+        return await self._conditional(
+            Key=self._key(KEEPER + queue_url, "keeper"),
+            UpdateExpression="SET holder = :me, held_until = :until, expires_at = :e",
+            ConditionExpression="attribute_not_exists(holder) OR holder = :me "
+            "OR held_until < :now",
+            ExpressionAttributeValues={
+                ":me": _s(me),
+                ":until": _n(now + seconds),
+                ":now": _n(now),
+                ":e": {"N": str(int(now + seconds + MEMBER_TTL_SLACK_SECONDS))},
+            },
+        )
+
+    async def keeper_give_up(self, queue_url: str, me: str) -> None:
+        """Let the lease go now, if this replica holds it (a replica that cannot keep)."""
+        await self._conditional(
+            Key=self._key(KEEPER + queue_url, "keeper"),
+            UpdateExpression="SET held_until = :zero",
+            ConditionExpression="holder = :me",
+            ExpressionAttributeValues={":me": _s(me), ":zero": _n(0)},
+        )
+
+    async def _conditional(self, **request: Any) -> bool:
+        """An UpdateItem with a condition: False when the condition did not hold."""
         try:
-            await self._client.update_item(
-                TableName=self.table,
-                Key=self._key(KEEPER + queue_url, "keeper"),
-                UpdateExpression="SET holder = :me, held_until = :until, expires_at = :e",
-                ConditionExpression="attribute_not_exists(holder) OR holder = :me "
-                "OR held_until < :now",
-                ExpressionAttributeValues={
-                    ":me": _s(me),
-                    ":until": _n(now + seconds),
-                    ":now": _n(now),
-                    ":e": {"N": str(int(now + seconds + MEMBER_TTL_SLACK_SECONDS))},
-                },
-            )
+            await self._client.update_item(TableName=self.table, **request)
         except Exception as exc:
             if error_code(exc) == CONDITION_FAILED:
                 return False
             raise
         return True
-
-    async def keeper_give_up(self, queue_url: str, me: str) -> None:
-        """Let the lease go now, if this replica holds it (a replica that cannot keep)."""
-        try:
-            await self._client.update_item(
-                TableName=self.table,
-                Key=self._key(KEEPER + queue_url, "keeper"),
-                UpdateExpression="SET held_until = :zero",
-                ConditionExpression="holder = :me",
-                ExpressionAttributeValues={":me": _s(me), ":zero": _n(0)},
-            )
-        except Exception as exc:
-            if error_code(exc) != CONDITION_FAILED:
-                raise
 
     async def count_loop(self, fingerprint: str, message_id: str, window_seconds: float) -> int:
         """Record that `message_id` carried the payload `fingerprint`; returns how many
