@@ -31,11 +31,19 @@ DEPTH_ATTRIBUTES = {
 
 async def read_depth(queue: SqsQueue) -> dict[str, int]:
     """Visible, in-flight and delayed counts (raises what the call raised)."""
-    response = await queue.client.get_queue_attributes(
-        QueueUrl=queue.url, AttributeNames=list(DEPTH_ATTRIBUTES)
-    )
+    return (await read_depth_and_retention(queue, retention=False))[0]
+
+
+async def read_depth_and_retention(
+    queue: SqsQueue, *, retention: bool = True
+) -> tuple[dict[str, int], float | None]:
+    """The depth counts and, in the same call, the retention (the keeper's check)."""
+    names = [*DEPTH_ATTRIBUTES, *(["MessageRetentionPeriod"] if retention else [])]
+    response = await queue.client.get_queue_attributes(QueueUrl=queue.url, AttributeNames=names)
     values = response.get("Attributes", {})
-    return {state: int(values.get(name, 0)) for name, state in DEPTH_ATTRIBUTES.items()}
+    depth = {state: int(values.get(name, 0)) for name, state in DEPTH_ATTRIBUTES.items()}
+    kept = values.get("MessageRetentionPeriod")
+    return depth, float(kept) if kept is not None else None
 
 
 async def retention_seconds(client: Client, url: str) -> float:

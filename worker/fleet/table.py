@@ -153,8 +153,7 @@ class CoordinationTable:
         return await self._conditional(
             Key=self._key(KEEPER + queue_url, "keeper"),
             UpdateExpression="SET holder = :me, held_until = :until, expires_at = :e",
-            ConditionExpression="attribute_not_exists(holder) OR holder = :me "
-            "OR held_until < :now",
+            ConditionExpression="attribute_not_exists(holder) OR holder = :me OR held_until < :now",
             ExpressionAttributeValues={
                 ":me": _s(me),
                 ":until": _n(now + seconds),

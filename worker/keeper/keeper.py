@@ -28,7 +28,7 @@ import anyio
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
-from worker.aws.attributes import KeptTag, read_kept, write_kept
+from worker.aws.attributes import KeptTag, read_depth_and_retention, read_kept, write_kept
 from worker.aws.errors import error_code
 from worker.aws.sqs import SqsQueue
 from worker.keeper.receipts import release
@@ -237,21 +237,10 @@ class Keeper:
             return True  # a duplicate at worst
 
     async def _attributes(self) -> tuple[float, int, int]:
-        """(retention, messages, of which in flight)."""
-        response = await self.queue.client.get_queue_attributes(
-            QueueUrl=self.queue.url,
-            AttributeNames=[
-                "MessageRetentionPeriod",
-                "ApproximateNumberOfMessages",
-                "ApproximateNumberOfMessagesNotVisible",
-                "ApproximateNumberOfMessagesDelayed",  # a pass's copies, for a minute
-            ],
-        )
-        attributes = response["Attributes"]
-        hidden = int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0))
-        delayed = int(attributes.get("ApproximateNumberOfMessagesDelayed", 0))
-        count = int(attributes.get("ApproximateNumberOfMessages", 0)) + hidden + delayed
-        return float(attributes["MessageRetentionPeriod"]), count, hidden
+        """(retention, messages, of which in flight), one request."""
+        depth, retention = await read_depth_and_retention(self.queue)
+        assert retention is not None
+        return retention, sum(depth.values()), depth["in_flight"]
 
     async def _note(self, done: Pass) -> None:
         """The pass's findings as the parking queue's tags: `status` and the console read
