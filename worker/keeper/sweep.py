@@ -25,6 +25,7 @@ import structlog
 
 from worker.aws.errors import error_code
 from worker.aws.sqs import SqsQueue, message_entry
+from worker.core.envelope import DlqMessage, parse_message
 from worker.core.parking import kept_copy, parked_at, read_parked
 from worker.keeper.receipts import Receipts
 
@@ -35,8 +36,6 @@ PACE_AFTER = 200  # messages read before the pass's pace is trusted
 CHUNK = 100  # due messages re-parked together (standard queues)
 MAX_DELAY_SECONDS = 900  # SQS's most DelaySeconds
 OVER_LIMIT = frozenset({"OverLimit", "AWS.SimpleQueueService.OverLimit"})
-
-Raw = dict[str, Any]
 
 
 @dataclass
@@ -65,13 +64,8 @@ class Pass:
             self.complete, self.why = False, why
 
 
-def _sent(message: Raw) -> float:
-    return int(message.get("Attributes", {}).get("SentTimestamp", "0")) / 1000
-
-
-def _group(message: Raw) -> str | None:
-    group: str | None = message.get("Attributes", {}).get("MessageGroupId")
-    return group
+def _sent(message: DlqMessage) -> float:
+    return message.sent_at or 0.0
 
 
 async def sweep(
@@ -108,7 +102,7 @@ class _Sweep:
         self.hold, self.wait, self.expected = (60, 60), WAIT_SECONDS, 0
         self._began = time.monotonic()
         self._seen: set[int] = set()  # hashes of the ids read (a million cost ~60 MB)
-        self._due: list[Raw] = []  # standard queues: re-parked a chunk at a time
+        self._due: list[DlqMessage] = []  # standard queues: re-parked a chunk at a time
         self._copied_from: set[int] = set()  # hashes of kept-from ids a young copy names
         self._due_ids: set[int] = set()  # hashes of the ids found due (copied or to be)
         self._moving: set[str] = set()  # FIFO groups re-parked from their first due message
@@ -142,7 +136,7 @@ class _Sweep:
                     raise
                 self.done.incomplete("OverLimit")  # too many in flight to read more
                 return
-            fresh = [m for m in raw if hash(m["MessageId"]) not in self._seen]
+            fresh = [m for m in map(parse_message, raw) if hash(m.message_id) not in self._seen]
             empty = 0 if raw else empty + 1
             stale = 0 if fresh or not raw else stale + 1
             now_due = [m for m in fresh if self._is_due(m)]
@@ -173,12 +167,12 @@ class _Sweep:
         projected = (time.monotonic() - self._began) * self.expected / read
         return int(min(most, max(least, 2 * projected)))
 
-    def _is_due(self, message: Raw) -> bool:
+    def _is_due(self, message: DlqMessage) -> bool:
         """Whether to re-park it now; what is not due is held to be released at the end."""
-        done, mid, receipt = self.done, message["MessageId"], message["ReceiptHandle"]
+        done, mid, receipt = self.done, message.message_id, message.receipt_handle
         self._seen.add(hash(mid))
         done.read += 1
-        group, meta = _group(message), _meta(message)
+        group, meta = message.group_id, _meta(message)
         if (at := parked_at(meta)) is not None:
             done.oldest_parked = min(done.oldest_parked or at, at)
         if hash(mid) in done.copies:  # our own copy, come round: young
@@ -214,16 +208,16 @@ class _Sweep:
         done.stays(_sent(message))
         return False
 
-    async def _repark(self, messages: list[Raw], limit: int) -> None:
+    async def _repark(self, messages: list[DlqMessage], limit: int) -> None:
         """Send a copy of each, then delete each one whose copy was accepted (one whose copy
         a crash already left is only deleted). What stays is shown again at the end."""
         if not messages:
             return
         by_entry = {str(i): m for i, m in enumerate(messages)}
         to_delete = {
-            i: m["ReceiptHandle"]
+            i: m.receipt_handle
             for i, m in by_entry.items()
-            if hash(m["MessageId"]) in self._copied_from  # a crash left its copy: old one goes
+            if hash(m.message_id) in self._copied_from  # a crash left its copy: old one goes
         }
         # A standard queue's copies wait out the least hold (DelaySeconds): this pass does not
         # read them again (they would cost a receive and a release each).
@@ -235,39 +229,39 @@ class _Sweep:
             refused_groups: set[str] = set()  # FIFO groups with a refused copy in this request
             for entry_id, failure in failed.items():
                 self._refused(by_entry[entry_id], failure.code)
-                if (group := _group(by_entry[entry_id])) is not None:
+                if (group := by_entry[entry_id].group_id) is not None:
                     refused_groups.add(group)
             for answer in sent:
                 message = by_entry[answer["Id"]]
                 self.done.copies.add(hash(answer["MessageId"]))
-                self.done.reparked.add(hash(message["MessageId"]))
-                if _group(message) in refused_groups:
+                self.done.reparked.add(hash(message.message_id))
+                if message.group_id in refused_groups:
                     # A group with a refused copy in this request keeps its messages where
                     # they are, in order; the copies made are mended by the next pass.
                     self._stays(message)
                     continue
-                to_delete[answer["Id"]] = message["ReceiptHandle"]
+                to_delete[answer["Id"]] = message.receipt_handle
         not_deleted = await self.queue.delete(to_delete) if to_delete else {}
         for entry_id in to_delete:
             self._deleted(by_entry[entry_id], entry_id not in not_deleted)
 
-    def _stays(self, message: Raw) -> None:
+    def _stays(self, message: DlqMessage) -> None:
         """A due message that stays (its copy refused, it not deleted, behind a refused one):
         shown again, and the next check passes again for it (it is the oldest)."""
-        self.done.release.add(message["ReceiptHandle"])
+        self.done.release.add(message.receipt_handle)
         self.done.stays(_sent(message))
 
-    def _refused(self, message: Raw, code: str) -> None:
+    def _refused(self, message: DlqMessage, code: str) -> None:
         self.done.failed += 1
         self.done.incomplete("copy_refused")
-        if (group := _group(message)) is not None:
+        if (group := message.group_id) is not None:
             self._stopped.add(group)
             self._moving.discard(group)
         self._stays(message)
-        self._log.warning("keeper_copy_refused", message_id=message["MessageId"], error=code)
+        self._log.warning("keeper_copy_refused", message_id=message.message_id, error=code)
 
-    def _deleted(self, message: Raw, deleted: bool) -> None:
-        mid, done = message["MessageId"], self.done
+    def _deleted(self, message: DlqMessage, deleted: bool) -> None:
+        mid, done = message.message_id, self.done
         if not deleted:
             self._stays(message)
             done.doubled += hash(mid) not in self._copied_from
@@ -277,22 +271,18 @@ class _Sweep:
             done.kept += 1
 
 
-def _copy(entry_id: str, message: Raw, limit: int, delay: int = 0) -> dict[str, Any]:
+def _copy(entry_id: str, message: DlqMessage, limit: int, delay: int = 0) -> dict[str, Any]:
     """The SendMessageBatch entry of a message's kept copy (`delay`: DelaySeconds)."""
-    mid = message["MessageId"]
-    copy = kept_copy(mid, message.get("Body", ""), message.get("MessageAttributes", {}), limit)
-    system = message.get("Attributes", {})
-    entry = message_entry(
-        entry_id, copy.body, copy.attributes, trace_header=system.get("AWSTraceHeader")
-    )
-    if (group := system.get("MessageGroupId")) is not None:
-        entry["MessageGroupId"] = group
+    copy = kept_copy(message.message_id, message.body, message.attributes, limit)
+    entry = message_entry(entry_id, copy.body, copy.attributes, trace_header=message.trace_header)
+    if message.group_id is not None:
+        entry["MessageGroupId"] = message.group_id
         entry["MessageDeduplicationId"] = uuid.uuid4().hex
     elif delay:
         entry["DelaySeconds"] = delay
     return entry
 
 
-def _meta(message: Raw) -> dict[str, str]:
-    view = read_parked(message.get("Body", ""), message.get("MessageAttributes", {}))
+def _meta(message: DlqMessage) -> dict[str, str]:
+    view = read_parked(message.body, message.attributes)
     return view.meta if view is not None else {}
