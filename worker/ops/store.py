@@ -41,8 +41,13 @@ class S3Location:
     def __str__(self) -> str:
         return f"s3://{self.bucket}/{self.key}"
 
+    @property
+    def parts(self) -> str:
+        """The prefix of its parts' keys."""
+        return f"{self.key}.part-"
+
     def part(self, number: int) -> str:
-        return f"{self.key}.part-{number:06d}"
+        return f"{self.parts}{number:06d}"
 
     @property
     def name(self) -> str:
@@ -92,9 +97,7 @@ async def exists(where: Location, clients: Clients) -> bool:
         return where.exists()
     s3 = await clients.get("s3")
     try:
-        listed = await s3.list_objects_v2(
-            Bucket=where.bucket, Prefix=where.part(1).removesuffix("000001"), MaxKeys=1
-        )
+        listed = await s3.list_objects_v2(Bucket=where.bucket, Prefix=where.parts, MaxKeys=1)
         if listed.get("KeyCount", 0):
             return True
         await s3.head_object(Bucket=where.bucket, Key=where.key)
@@ -201,7 +204,7 @@ async def s3_lines(where: S3Location, clients: Clients) -> AsyncIterator[tuple[s
 
 
 async def _part_keys(s3: Any, where: S3Location) -> list[str]:
-    prefix = where.part(1).removesuffix("000001")
+    prefix = where.parts
     keys: list[str] = []
     token: dict[str, str] = {}
     while True:
