@@ -295,24 +295,24 @@ async def test_status_shows_the_oldest_parked_age_the_keeper_noted(aws, proxy, p
     from worker.settings import Settings
 
     parked = await _queue(aws, "parked")
-    await create_queue(aws.sqs, "orders-dlq")
-    settings = Settings(
-        aws={"endpoint_url": proxy.url},
-        queues={
-            "orders": {
-                "name": "orders-dlq",
-                "target": {"kind": "lambda", "function": "fn"},
-                "policy": {"parking_queue": "parked"},
-            }
-        },
-    )
+    queues = {}
+    for name in ("orders", "billing"):  # two DLQs share one parking queue
+        await create_queue(aws.sqs, f"{name}-dlq")
+        queues[name] = {
+            "name": f"{name}-dlq",
+            "target": {"kind": "lambda", "function": "fn"},
+            "policy": {"parking_queue": "parked"},
+        }
+    settings = Settings(aws={"endpoint_url": proxy.url}, queues=queues)
     before = await status(settings, proxy_sqs)
     assert (before[0]["kept_at"], before[0]["oldest_parked_at"]) == (None, None)
     await _park(aws, parked, [_parked(n) for n in range(2)])
     keeper, registry = _keeper(aws, proxy_sqs, parked)
     await keeper.check()
+    proxy.clear()
     rows = await status(settings, proxy_sqs)
-    assert rows[0]["oldest_parked_at"] == PARKED_AT
+    assert [r["oldest_parked_at"] for r in rows] == [PARKED_AT, PARKED_AT]
+    assert proxy.count("sqs", "ListQueueTags") == 2 + 1  # each DLQ's pause, the parking queue once
     out = io.StringIO()
     parked_at = datetime.fromisoformat(PARKED_AT).timestamp()
     print_status(rows, out, now=parked_at + 3 * 86400 + 60)

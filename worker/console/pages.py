@@ -20,7 +20,7 @@ from worker.console.state import CONSOLE, Console
 from worker.fleet.table import CoordinationTable
 from worker.ops.context import ContextError
 from worker.ops.filters import FilterError, Filters
-from worker.ops.reading import oldest_text, status_row
+from worker.ops.reading import ParkingReads, oldest_text, status_row
 from worker.ops.store import s3_lines
 
 PAGE_SIZE = 50
@@ -108,13 +108,14 @@ async def index(request: web.Request) -> web.Response:
     console = console_of(request)
     rows: dict[str, dict[str, Any]] = {}
     limit = anyio.Semaphore(STATUS_CONCURRENCY)
+    shared = ParkingReads()  # a parking queue several DLQs share is read once a page
 
     async def row(name: str) -> None:
         queue = console.settings.queues[name]
         async with limit:
             try:  # the queues' URLs resolved once per console (its contexts), not per page
                 ctx = await console.context(name)
-                rows[name] = await status_row(name, queue, ctx.dlq, ctx.parking)
+                rows[name] = await status_row(name, queue, ctx.dlq, ctx.parking, shared)
             except Exception as exc:  # noqa: BLE001 - one row says it, the page goes on
                 rows[name] = {"queue": name, "target": queue.target_key, "error": error_code(exc)}
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any, TextIO
+
+import anyio
 
 from worker.aws.attributes import KeptTag, read_depth, read_kept, read_pause
 from worker.aws.clients import Client, Clients
@@ -164,20 +166,41 @@ async def export(
     return writer.written
 
 
+class ParkingReads:
+    """A parking queue's count and the keeper's note, read once per page or command however
+    many configured queues share it."""
+
+    def __init__(self) -> None:
+        self._read: dict[str, tuple[int, KeptTag]] = {}
+        self._locks: dict[str, anyio.Lock] = defaultdict(anyio.Lock)
+
+    async def get(self, parking: SqsQueue) -> tuple[int, KeptTag]:
+        async with self._locks[parking.url]:
+            if parking.url not in self._read:
+                count = sum((await read_depth(parking)).values())
+                try:  # the note is a convenience: a role without ListQueueTags sees the rest
+                    kept = await read_kept(parking.client, parking.url)
+                except Exception:  # noqa: BLE001 - shown as "?" (not kept yet, or cannot say)
+                    kept = KeptTag(None, None)
+                self._read[parking.url] = (count, kept)
+            return self._read[parking.url]
+
+
 async def status_row(
-    name: str, queue: QueueSettings, dlq: SqsQueue, parking: SqsQueue
+    name: str,
+    queue: QueueSettings,
+    dlq: SqsQueue,
+    parking: SqsQueue,
+    shared: ParkingReads | None = None,
 ) -> dict[str, Any]:
     """One configured queue, from queue attributes and tags only (no receives)."""
     pause = await read_pause(dlq.client, dlq.url)
-    try:  # the keeper's note is a convenience: a role without ListQueueTags still sees the rest
-        kept = await read_kept(parking.client, parking.url)
-    except Exception:  # noqa: BLE001 - shown as "?" (not kept yet, or cannot say)
-        kept = KeptTag(None, None)
+    parked, kept = await (shared or ParkingReads()).get(parking)
     return {
         "queue": name,
         "dlq": await read_depth(dlq),
         "parking_queue": parking.url,
-        "parked": sum((await read_depth(parking)).values()),
+        "parked": parked,
         # the keeper's note (its last complete pass): None until a keeper has kept the queue
         "oldest_parked_at": kept.oldest_parked_at,
         "kept_at": kept.kept_at,
@@ -188,11 +211,11 @@ async def status_row(
 
 
 async def status(settings: Settings, sqs: Client) -> list[dict[str, Any]]:
-    rows = []
+    rows, shared = [], ParkingReads()
     for name, queue in settings.queues.items():
         dlq = SqsQueue(sqs, await resolve_queue_url(sqs, queue.queue_ref))
         parking = SqsQueue(sqs, await resolve_queue_url(sqs, queue.policy.parking_queue or ""))
-        rows.append(await status_row(name, queue, dlq, parking))
+        rows.append(await status_row(name, queue, dlq, parking, shared))
     return rows
 
 
