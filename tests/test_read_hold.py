@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from worker.ops.records import Record
 from worker.ops.scan import HOLD_SECONDS, QueueReader
 from worker.settings import VISIBILITY_LIMIT_SECONDS
 
@@ -42,24 +43,28 @@ class ReturningQueue:
         return []
 
 
+async def read(reader: QueueReader) -> list[Record]:
+    """Every record of a whole read (leaving the reader releases what it kept)."""
+    async with reader:
+        return [r for batch in [b async for b in reader.batches()] for r in batch]
+
+
 async def test_messages_that_come_back_end_the_read_once_every_message_was_read():
     queue = ReturningQueue(50)
-    reader = QueueReader(queue, expected=50)  # type: ignore[arg-type]
-    read = [r.message_id for batch in [b async for b in reader.batches()] for r in batch]
-    assert sorted(read) == sorted(f"m{n}" for n in range(50))  # each once
+    reader = QueueReader(queue, expected=50, parallel=1)  # type: ignore[arg-type]
+    ids = [r.message_id for r in await read(reader)]
+    assert sorted(ids) == sorted(f"m{n}" for n in range(50))  # each once
     # five receives of new messages, then two that brought back only read ones
     assert queue.receives == 5 + 2
-    assert await reader.release() == 0
+    assert reader.unreleased == 0
     assert queue.released == 20  # the two returning receives' messages, kept to release
 
 
 async def test_a_read_with_no_expected_count_also_ends_on_returning_messages():
     queue = ReturningQueue(30)
-    reader = QueueReader(queue)  # type: ignore[arg-type]
-    read = [r for batch in [b async for b in reader.batches()] for r in batch]
-    assert len(read) == 30
+    reader = QueueReader(queue, parallel=1)  # type: ignore[arg-type]
+    assert len(await read(reader)) == 30
     assert queue.receives == 3 + 2
-    await reader.release()
 
 
 async def test_returning_messages_do_not_end_a_read_that_has_not_read_everything():
@@ -73,10 +78,8 @@ async def test_returning_messages_do_not_end_a_read_that_has_not_read_everything
             return await super().receive(limit, wait, hold)
 
     queue = EarlyReturns(40)
-    reader = QueueReader(queue, expected=40)  # type: ignore[arg-type]
-    read = {r.message_id for batch in [b async for b in reader.batches()] for r in batch}
-    assert read == {f"m{n}" for n in range(40)}
-    await reader.release()
+    reader = QueueReader(queue, expected=40, parallel=1)  # type: ignore[arg-type]
+    assert {r.message_id for r in await read(reader)} == {f"m{n}" for n in range(40)}
 
 
 async def test_an_over_counted_read_ends_when_only_read_messages_keep_coming_back():
@@ -84,13 +87,11 @@ async def test_an_over_counted_read_ends_when_only_read_messages_keep_coming_bac
     are short (the console's 60 s): it read everything, then only read messages came back,
     for ever. Five such receives in a row end it, and it says how far it got."""
     queue = ReturningQueue(40)
-    reader = QueueReader(queue, hold=60, max_hold=60, expected=45)  # type: ignore[arg-type]
-    read = [r for batch in [b async for b in reader.batches()] for r in batch]
-    assert len(read) == 40
+    reader = QueueReader(queue, hold=60, max_hold=60, expected=45, parallel=1)  # type: ignore[arg-type]
+    assert len(await read(reader)) == 40
     assert queue.receives == 4 + 6  # four of new messages, six that brought only read ones
     assert reader.incomplete is not None
     assert reader.incomplete.startswith("read 40 of about 45 messages")
-    await reader.release()
 
 
 async def test_a_read_that_gave_up_says_so_even_if_its_last_receive_was_empty():
@@ -102,40 +103,31 @@ async def test_a_read_that_gave_up_says_so_even_if_its_last_receive_was_empty():
             return await super().receive(limit, wait, hold)
 
     queue = ThenEmpty(40)
-    reader = QueueReader(queue, hold=60, max_hold=60, expected=45)  # type: ignore[arg-type]
-    assert sum([len(b) async for b in reader.batches()]) == 40
+    reader = QueueReader(queue, hold=60, max_hold=60, expected=45, parallel=1)  # type: ignore[arg-type]
+    assert len(await read(reader)) == 40
     assert reader.incomplete is not None
-    await reader.release()
 
 
 async def test_a_read_with_a_ceiling_never_holds_past_it():
     clock = [0.0]
     queue = ReturningQueue(10_000)
     reader = QueueReader(queue, hold=60, max_hold=60, expected=10_000, monotonic=lambda: clock[0])  # type: ignore[arg-type]
-    batches = reader.batches()
-    for _ in range(20):
-        await anext(batches)
-        clock[0] += 1.0
+    reader.read, clock[0] = 200, 20.0  # 200 messages in 20 s: 980 s to go
     assert reader.hold() == 60  # not 2 x 980 + 600: a console killed now hides nothing longer
-    await batches.aclose()
-    await reader.release()
 
 
 async def test_the_hold_reaches_past_the_projected_end_of_a_slow_read():
     clock = [0.0]
     queue = ReturningQueue(10_000)
-    reader = QueueReader(queue, expected=10_000, monotonic=lambda: clock[0])  # type: ignore[arg-type]
-    batches = reader.batches()
-    for _ in range(20):  # 200 messages, one second per batch of 10 (a replay at --rate 10)
-        await anext(batches)
-        clock[0] += 1.0
-    # 9,800 left at 0.1 s each: 980 s to go, held twice over plus the margin
+    reader = QueueReader(queue, expected=10_000, monotonic=lambda: clock[0], parallel=1)  # type: ignore[arg-type]
+    async with reader:
+        await anext(reader.batches())
     assert queue.holds[0] == HOLD_SECONDS  # the pace is not known yet
+    reader.read, clock[0] = 200, 20.0  # one second per batch of 10 (a replay at --rate 10)
+    # 9,800 left at 0.1 s each: 980 s to go, held twice over plus the margin
     assert reader.hold() == 2 * 980 + 600
     clock[0] *= 50  # much slower: 5 s a message
     assert reader.hold() == VISIBILITY_LIMIT_SECONDS  # never more than SQS allows
-    await batches.aclose()
-    await reader.release()
 
 
 async def test_the_in_flight_quota_stops_a_read_with_its_reason_not_a_short_count():
@@ -149,10 +141,8 @@ async def test_the_in_flight_quota_stops_a_read_with_its_reason_not_a_short_coun
             return await super().receive(limit, wait, hold)
 
     queue = Quota(200_000)
-    reader = QueueReader(queue, expected=200_000)  # type: ignore[arg-type]
-    read = [r for batch in [b async for b in reader.batches()] for r in batch]
-    assert len(read) == 30 == reader.read
+    reader = QueueReader(queue, expected=200_000, parallel=1)  # type: ignore[arg-type]
+    assert len(await read(reader)) == 30 == reader.read
     assert reader.incomplete is not None
     assert "read 30 messages" in reader.incomplete
     assert "120,000" in reader.incomplete
-    await reader.release()

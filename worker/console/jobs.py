@@ -147,30 +147,35 @@ class Jobs:
             job.expected = (await read_depth(ctx.parking))["visible"]
             reader = QueueReader(ctx.parking, progress=job, expected=job.expected)
             try:
-                if job.action == "export" and backup is not None:
-                    written = await reading.export(reader, ctx, job.filters, backup, self._clients)
-                    job.tally = Tally(done=written)
-                    return
-                move = job.move if job.action == "replay" and job.move else Move(None)
-                job.tally = Tally(ids=set() if backup is None else None)
-                _, reshape = await act(
-                    reader,
-                    ctx,
-                    self._clients,
-                    job.filters,
-                    move,
-                    backup=backup,
-                    rate=job.rate,
-                    tally=job.tally,
-                )
-                if reshape is not None:
-                    job.transform = reshape.expression
-                if job.tally.example is not None:
-                    job.example = tuple(preview(t) for t in job.tally.example)  # type: ignore[assignment]
+                async with reader:
+                    await self._run(ctx, job, backup, reader)
             finally:
-                await reader.release()
                 if reader.incomplete is not None:
                     job.error = f"incomplete: {reader.incomplete}"
+
+    async def _run(
+        self, ctx: QueueContext, job: Job, backup: Location | None, reader: QueueReader
+    ) -> None:
+        if job.action == "export" and backup is not None:
+            written = await reading.export(reader, ctx, job.filters, backup, self._clients)
+            job.tally = Tally(done=written)
+            return
+        move = job.move if job.action == "replay" and job.move else Move(None)
+        job.tally = Tally(ids=set() if backup is None else None)
+        _, reshape = await act(
+            reader,
+            ctx,
+            self._clients,
+            job.filters,
+            move,
+            backup=backup,
+            rate=job.rate,
+            tally=job.tally,
+        )
+        if reshape is not None:
+            job.transform = reshape.expression
+        if job.tally.example is not None:
+            job.example = tuple(preview(t) for t in job.tally.example)  # type: ignore[assignment]
 
     async def _act(self, ctx: QueueContext, job: Job) -> None:
         try:

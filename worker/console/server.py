@@ -34,7 +34,7 @@ from worker.ops.store import Location, folder
 from worker.settings import Settings
 
 DEFAULT_LISTEN = "127.0.0.1:8090"
-POOL = 16
+POOL = 32  # a snapshot's receives and a job's receives and moves at once
 HERE = Path(__file__).parent
 
 

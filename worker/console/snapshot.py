@@ -139,15 +139,16 @@ class Snapshots:
                     hold=HOLD_SECONDS,
                     max_hold=HOLD_SECONDS,
                     expected=snapshot.expected,
+                    until_expected=True,
                 )
-                try:
+                async with reader:
                     await _fill(reader, ctx, snapshot)
-                finally:
-                    await reader.release()
+                    snapshot.finished = time.time()  # shown now; released as the reader ends
+                    snapshot.done.set()
         except Exception as exc:  # noqa: BLE001 - shown on the page, the console goes on
             snapshot.error = f"{error_code(exc)}: {exc}"
         finally:
-            snapshot.finished = time.time()
+            snapshot.finished = snapshot.finished or time.time()
             snapshot.done.set()
 
 

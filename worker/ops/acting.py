@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from worker.aws.clients import Clients
-from worker.ops import moves
+from worker.ops import moves, senders
 from worker.ops.context import QueueContext
 from worker.ops.filters import Filters
 from worker.ops.reshape import Reshape
@@ -65,12 +65,12 @@ async def act(
     """The plan (`backup` None: nothing changes) or the move itself."""
     reshape = reshape_for(ctx, move)
     async with AsyncExitStack() as stack:
-        send: moves.Send | None = None
+        send: senders.Send | None = None
         if move.to == "dlq":
-            send = moves.to_dlq(ctx, reshape)
+            send = senders.to_dlq(ctx, reshape)
         elif move.to == "target":  # a dry run does not join the fleet
             send = await stack.enter_async_context(
-                moves.to_target(ctx, clients, join=backup is not None, reshape=reshape)
+                senders.to_target(ctx, clients, join=backup is not None, reshape=reshape)
             )
         result = await moves.move(
             reader,

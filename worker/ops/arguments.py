@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
+from worker.ops.scan import PARALLEL
+
 DEFAULT_RATE = 10.0
+MAX_PARALLEL = 50
 
 
 def _positive(text: str) -> int:
@@ -13,6 +16,24 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be 1 or more")
     return value
+
+
+def _parallel(text: str) -> int:
+    value = _positive(text)
+    if value > MAX_PARALLEL:
+        raise argparse.ArgumentTypeError(f"at most {MAX_PARALLEL}")
+    return value
+
+
+def _parallel_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--parallel",
+        type=_parallel,
+        default=PARALLEL,
+        metavar="N",
+        help=f"receives (and chunks moved) in flight at most (default {PARALLEL}); "
+        "a small queue is read by fewer, and --rate still bounds a move",
+    )
 
 
 def _filters(parser: argparse.ArgumentParser) -> None:
@@ -67,6 +88,7 @@ def add_operator_commands(
         config_args(action)
         action.add_argument("queue", metavar="QUEUE", help="logical name (or the DLQ's URL)")
         _filters(action)
+        _parallel_option(action)
         if name in ("summary", "list"):
             action.add_argument("--json", action="store_true")
         if name == "list":
@@ -88,6 +110,7 @@ def add_operator_commands(
     restore.add_argument("file", metavar="FILE")
     restore.add_argument("--to", required=True, metavar="QUEUE_OR_URL", help="queue name or URL")
     _acting(restore, backup=False)
+    _parallel_option(restore)
 
     explain = sub.add_parser(
         "explain", help="what a queue's rules, transform and hook decide for one message"

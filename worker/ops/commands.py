@@ -26,13 +26,17 @@ from worker.ops.progress import Progress
 from worker.ops.records import default_backup_path
 from worker.ops.reshape import Reshape, preview
 from worker.ops.restore import restore
-from worker.ops.scan import QueueReader
+from worker.ops.scan import PARALLEL, QueueReader
 from worker.ops.store import Location, exists, inside, location
 from worker.ops.store import folder as backup_folder
 from worker.settings import Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-POOL = 16
+
+
+def pool(args: argparse.Namespace) -> int:
+    """Connections per client: a request in flight for each receive and each chunk moving."""
+    return 2 * getattr(args, "parallel", PARALLEL) + 4
 
 
 @asynccontextmanager
@@ -64,7 +68,9 @@ def filters_from(args: argparse.Namespace) -> Filters:
     )
 
 
-async def _reader(ctx: QueueContext, label: str, err: TextIO, stop: anyio.Event) -> QueueReader:
+async def _reader(
+    ctx: QueueContext, label: str, err: TextIO, stop: anyio.Event, parallel: int
+) -> QueueReader:
     depth = await read_depth(ctx.parking)
     visible = depth["visible"]
     if depth["in_flight"]:  # another read holds them: the keeper, the console, a command
@@ -73,7 +79,9 @@ async def _reader(ctx: QueueContext, label: str, err: TextIO, stop: anyio.Event)
             "(the keeper, the console or another command): this read cannot see them\n"
         )
     progress = Progress(err, label, visible)
-    return QueueReader(ctx.parking, progress=progress, stop=stop, expected=visible)
+    return QueueReader(
+        ctx.parking, progress=progress, stop=stop, expected=visible, parallel=parallel
+    )
 
 
 def _backup_path(args: argparse.Namespace, ctx: QueueContext) -> Location:
@@ -101,18 +109,18 @@ async def _parked(
     if args.action == "export" and await exists(target := location(args.out), clients):
         raise FileExistsError(f"{target}: exists; an export is never overwritten")
     async with interruptible() as stop:
-        reader = await _reader(ctx, f"{args.action} {ctx.name}", err, stop)
+        reader = await _reader(ctx, f"{args.action} {ctx.name}", err, stop, args.parallel)
         try:
-            code = await _parked_action(args, ctx, clients, reader, filters, out)
-            if reader.incomplete is not None:
-                err.write(f"{args.action}: incomplete: {reader.incomplete}\n")
-                return EXIT_FAILED
-            return code
+            async with reader:
+                code = await _parked_action(args, ctx, clients, reader, filters, out)
         finally:
-            unreleased = await reader.release()
-            if unreleased:
-                err.write(f"{unreleased} messages could not be released now; they reappear ")
-                err.write("when their hold ends\n")
+            if reader.unreleased:
+                err.write(f"{reader.unreleased} messages could not be released now; they ")
+                err.write("reappear when their hold ends\n")
+        if reader.incomplete is not None:
+            err.write(f"{args.action}: incomplete: {reader.incomplete}\n")
+            return EXIT_FAILED
+        return code
 
 
 async def _parked_action(
@@ -187,7 +195,13 @@ async def _queue_command(args: argparse.Namespace, settings: Settings, clients: 
         queue = SqsQueue(sqs, await resolve_queue_url(sqs, args.to))
         async with interruptible() as stop:
             count, failed = await restore(
-                location(args.file), queue, yes=args.yes, rate=args.rate, stop=stop, clients=clients
+                location(args.file),
+                queue,
+                yes=args.yes,
+                rate=args.rate,
+                stop=stop,
+                clients=clients,
+                parallel=args.parallel,
             )
         if not args.yes:
             out.write(f"plan: restore {count} messages from {args.file} to {queue.url}\n")
@@ -219,7 +233,9 @@ USAGE_ERRORS = (ContextError, FilterError, FileExistsError, ValueError)
 async def run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         async with AsyncExitStack() as stack:
-            return await _queue_command(args, settings, Clients(settings.aws, stack, pool=POOL))
+            return await _queue_command(
+                args, settings, Clients(settings.aws, stack, pool=pool(args))
+            )
     except Exception as raised:  # noqa: BLE001 - said in one line, with the exit code it means
         exc = innermost(raised)  # raised inside a task group (the Ctrl-C watcher's)
         if isinstance(exc, USAGE_ERRORS):

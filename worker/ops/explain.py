@@ -46,14 +46,11 @@ async def _parked_message(
     settings: Settings, queue: str, message_id: str, clients: Clients
 ) -> DlqMessage:
     ctx = await open_queue(settings, queue, clients)
-    reader = QueueReader(ctx.parking)
-    try:
+    async with QueueReader(ctx.parking) as reader:
         async for batch in selected(reader, ctx, Filters.build(ids=[message_id], limit=1)):
             for record in batch:
                 reader.keep(record)  # explaining changes nothing
                 return record.original(sent_at=time.time())
-    finally:
-        await reader.release()
     raise ContextError(f"--parked-id {message_id}: not among the parked messages of {queue}")
 
 

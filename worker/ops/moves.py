@@ -10,39 +10,24 @@ between batches, so every message is in exactly one place.
 from __future__ import annotations
 
 import time
-import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TextIO
 
 import anyio
-from prometheus_client import CollectorRegistry
 
 from worker.aws.clients import Clients
-from worker.aws.facts import DlqFacts
-from worker.aws.sqs import SqsQueue, message_entry
 from worker.core.bucket import TokenBucket
-from worker.core.parking import DEFAULT_GROUP_ID, source_marked
-from worker.core.rounds import GroupRounds
-from worker.decisions.keys import IdempotencyKey
-from worker.fleet.guards import Guards
-from worker.metrics import Metrics
 from worker.ops.context import QueueContext
 from worker.ops.filters import Filters
-from worker.ops.reading import selected
+from worker.ops.reading import Selection
 from worker.ops.records import Record
-from worker.ops.reshape import Reshape, example, record_view, reshaped
+from worker.ops.reshape import Reshape, example
 from worker.ops.scan import QueueReader
+from worker.ops.senders import Send
 from worker.ops.store import Location, Writer, open_writer
-from worker.targets.base import Delivery, Target
-from worker.targets.guard import Guard
-
-# Sends a chunk of records on; returns the error code of each one that was not accepted.
-Send = Callable[[Sequence[Record]], Awaitable[dict[str, str]]]
-# (message id, body, attributes, group id) of a message to send.
-Outgoing = tuple[str, str, dict[str, dict[str, Any]], str | None]
 
 
 @dataclass
@@ -89,106 +74,6 @@ def print_plan(verb: str, ctx: QueueContext, filters: Filters, tally: Tally, out
         out.write(f"  error  {error:<32} {count}\n")
 
 
-def _fifo_fields(queue: SqsQueue, group_id: str | None) -> dict[str, str]:
-    if not queue.is_fifo:
-        return {}
-    return {
-        "MessageGroupId": group_id or DEFAULT_GROUP_ID,
-        "MessageDeduplicationId": uuid.uuid4().hex,
-    }
-
-
-async def send_entries(queue: SqsQueue, items: Sequence[Outgoing]) -> dict[str, str]:
-    """SendMessageBatch (10 entries and 1 MiB a request); the error of each refused id."""
-    entries = []
-    ids = {}
-    for index, (message_id, body, attributes, group) in enumerate(items):
-        entries.append(
-            {**message_entry(str(index), body, attributes), **_fifo_fields(queue, group)}
-        )
-        ids[str(index)] = message_id
-    _, failed = await queue.send(entries)
-    return {ids[entry_id]: failure.code for entry_id, failure in failed.items()}
-
-
-def to_dlq(ctx: QueueContext, reshape: Reshape | None = None) -> Send:
-    """The original body (or `--transform`'s payload) and attributes back to the DLQ, without
-    ours (fresh attempts) but the queue that dead-lettered it, when it is known."""
-
-    async def send(records: Sequence[Record]) -> dict[str, str]:
-        ready, failed = reshaped(records, reshape)
-        limit = await ctx.dlq.max_message_bytes()
-        items = []
-        for r, body in ready:
-            assert r.view is not None
-            group = r.group_id or r.view.meta.get("group-id")
-            source = r.view.meta.get("source-arn")
-            attributes = source_marked(r.view.attributes, body, source, limit)
-            items.append((r.message_id, body, attributes, group))
-        return {**failed, **(await send_entries(ctx.dlq, items) if items else {})}
-
-    return send
-
-
-async def _in_group_order(
-    guard: Guard, target: Target, deliveries: list[Delivery]
-) -> dict[str, str]:
-    """A FIFO group one message at a time, in order, in rounds (`GroupRounds`, as the daemon
-    delivers); after one is refused the rest of its group stays parked. A message without a
-    group is a group of its own. The error code of each message not delivered."""
-    refused: dict[str, str] = {}
-    rounds = GroupRounds(deliveries, lambda d: d.message.group_id or d.message.message_id)
-    while rounds:
-        heads = rounds.next_round()
-        results = await guard.deliver(target, heads)
-        for head, tried in zip(heads, results, strict=True):
-            if tried is None or tried.error is not None:
-                code = tried.error.code if tried is not None and tried.error else "CircuitOpen"
-                refused[head.message.message_id] = code
-                for behind in rounds.refused(head):
-                    refused[behind.message.message_id] = "WaitingForGroup"
-    return refused
-
-
-@asynccontextmanager
-async def to_target(
-    ctx: QueueContext, clients: Clients, *, join: bool, reshape: Reshape | None = None
-) -> AsyncIterator[Send]:
-    """Through the queue's own target adapter, bucket and breaker settings, by the same
-    delivery step as the daemon's (`Guard.deliver`). With `join` and coordination configured,
-    the command is a member of the fleet while it runs: it takes its share of the target's
-    rate (the daemons' shares shrink meanwhile) and honours the fleet's breaker (an open
-    breaker refuses the replay; the messages stay parked)."""
-    facts = DlqFacts(await clients.get("sqs"), ctx.dlq.url)
-    await facts.refresh()
-    q = ctx.settings
-    guards = await Guards.open(ctx.coordination, clients, Metrics(CollectorRegistry()), join=join)
-    target, guard = await guards.target(q, facts)
-    # The queue's own idempotency key, as the daemon computes it (SPEC.md, Idempotency).
-    keys = IdempotencyKey(ctx.name, q.idempotency_key) if q.idempotency_key else None
-    unwrap = q.target.kind == "auto"
-
-    async def send(records: Sequence[Record]) -> dict[str, str]:
-        ready, refused = reshaped(records, reshape)
-        deliveries = []
-        for r, body in ready:
-            payload = body if reshape is not None else None
-            # The key every attempt had: the expression's, else the DLQ message id. The
-            # message keeps the parked copy's id: what was refused is told by that.
-            key = keys.of(record_view(ctx.name, r, unwrap=unwrap)) if keys else None
-            message = facts.verified(r.original())  # the source it names, if it feeds the DLQ
-            deliveries.append(
-                Delivery(message, 1, payload, key or r.dlq_message_id, queue=ctx.name)
-            )
-        return {**refused, **(await _in_group_order(guard, target, deliveries))}
-
-    if guards.fleet is None:
-        yield send
-        return
-    async with guards.fleet.taking_part():
-        yield send
-
-
 async def move(
     reader: QueueReader,
     ctx: QueueContext,
@@ -203,41 +88,83 @@ async def move(
     tally: Tally | None = None,
 ) -> Tally:
     """Dry run (`backup` None) or act: back up each chunk, send it on (`send` None: purge),
-    delete from the parking queue exactly what was accepted, keep the rest parked. `tally`
-    (else a new one) is filled as it goes: a watcher sees the counts grow. `clients`: for a
-    backup in S3."""
-    tally = tally if tally is not None else Tally()
-    writer: Writer | None = None
+    delete from the parking queue exactly what was accepted, keep the rest parked. As many
+    chunks at once as the reader has receives (`reader.parallel`), all of them under one
+    `rate`. `tally` (else a new one) is filled as it goes: a watcher sees the counts grow.
+    `clients`: for a backup in S3."""
+    mover = _Mover(reader, ctx, send, backup, clients, tally if tally is not None else Tally())
+    selection = Selection(reader, ctx, filters)
     bucket = TokenBucket(rate, max(1, int(rate)), time.monotonic)
+
+    async def work() -> None:
+        async with aclosing(reader.batches()) as batches:
+            async for received in batches:
+                batch = _before(selection.choose(received), cutoff, reader)
+                if not batch:
+                    continue
+                mover.tally.add(batch)
+                if backup is None:
+                    if reshape is not None and mover.tally.example is None:
+                        mover.tally.example = example(reshape, batch[0])
+                    for record in batch:
+                        reader.keep(record)
+                    continue
+                await mover.move(batch, bucket.reserve(len(batch)))
+
     try:
-        async for chosen in selected(reader, ctx, filters):
-            batch = _before(chosen, cutoff, reader)
-            if not batch:
-                continue
-            tally.add(batch)
-            if backup is None:
-                if reshape is not None and tally.example is None:
-                    tally.example = example(reshape, batch[0])
+        async with anyio.create_task_group() as tasks:
+            for _ in range(reader.parallel):
+                tasks.start_soon(work)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await mover.close()
+    return mover.tally
+
+
+class _Mover:
+    """One chunk at a time per task: after its turn under the rate, stored in the backup
+    (opened with the first match, never overwritten), then sent on and deleted whole."""
+
+    def __init__(
+        self,
+        reader: QueueReader,
+        ctx: QueueContext,
+        send: Send | None,
+        backup: Location | None,
+        clients: Clients | None,
+        tally: Tally,
+    ) -> None:
+        self._reader = reader
+        self._ctx = ctx
+        self._send = send
+        self._backup = backup
+        self._clients = clients
+        self._writer: Writer | None = None
+        self.tally = tally
+
+    async def move(self, batch: list[Record], wait: float) -> None:
+        reader = self._reader
+        stored = False
+        try:
+            if await reader.wait_or_stop(wait):  # Ctrl-C meanwhile: this chunk stays
+                if self._writer is None and self._backup is not None:
+                    self._writer = open_writer(self._backup, self._clients)
+                assert self._writer is not None
+                await self._writer.write(batch, self._ctx.parking.url)  # before it moves
+                stored = True
+        finally:
+            if not stored:  # not backed up (stopped, or the backup failed): none of it moves
                 for record in batch:
                     reader.keep(record)
-                continue
-            if writer is None:  # created with the first match, never overwritten
-                writer = open_writer(backup, clients)
-            await anyio.sleep(bucket.reserve(len(batch)))
-            try:
-                await writer.write(batch, ctx.parking.url)  # stored before anything moves
-            except BaseException:
-                for record in batch:  # not backed up: nothing of it moves
-                    reader.keep(record)
-                raise
-            with anyio.CancelScope(shield=True):  # a chunk is moved whole, Ctrl-C or not
-                await _settle(reader, ctx, batch, send, tally)
-            reader.progress(done=tally.done, failed=len(tally.failed))
-    finally:
-        if writer is not None:
-            with anyio.CancelScope(shield=True):
-                await writer.close()
-    return tally
+        if not stored:
+            return
+        with anyio.CancelScope(shield=True):  # a chunk is moved whole, Ctrl-C or not
+            await _settle(reader, self._ctx, batch, self._send, self.tally)
+        reader.progress(done=self.tally.done, failed=len(self.tally.failed))
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            await self._writer.close()
 
 
 def _before(batch: list[Record], cutoff: str | None, reader: QueueReader) -> list[Record]:

@@ -7,6 +7,7 @@ import json
 import time
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -35,25 +36,43 @@ def chosen_by(record: Record, ctx: QueueContext, filters: Filters) -> bool:
     return filters.matches(record.message_id, view)
 
 
+class Selection:
+    """What an action takes of what a read brings: this queue's parked messages that match,
+    up to `--limit`; everything else is kept (released at the end). Synchronous, so tasks
+    taking batches at once never choose past the limit."""
+
+    def __init__(self, reader: QueueReader, ctx: QueueContext, filters: Filters) -> None:
+        self._reader = reader
+        self._ctx = ctx
+        self._filters = filters
+        self.taken = 0
+
+    @property
+    def full(self) -> bool:
+        return self._filters.limit is not None and self.taken >= self._filters.limit
+
+    def choose(self, batch: list[Record]) -> list[Record]:
+        chosen = []
+        for record in batch:
+            if not self.full and chosen_by(record, self._ctx, self._filters):
+                chosen.append(record)
+                self.taken += 1
+            else:
+                self._reader.keep(record)
+        if self.full:
+            self._reader.finish()  # enough: no more receives
+        return chosen
+
+
 async def selected(
     reader: QueueReader, ctx: QueueContext, filters: Filters
 ) -> AsyncIterator[list[Record]]:
-    """Batches of this queue's parked messages that match; everything else is kept (released
-    at the end). Stops reading once `--limit` messages were selected."""
-    taken = 0
-    async for batch in reader.batches():
-        chosen = []
-        for record in batch:
-            wanted = filters.limit is None or taken < filters.limit
-            if wanted and chosen_by(record, ctx, filters):
-                chosen.append(record)
-                taken += 1
-            else:
-                reader.keep(record)
-        if chosen:
-            yield chosen
-        if filters.limit is not None and taken >= filters.limit:
-            return
+    """Batches of this queue's parked messages that match (`Selection`), one task reading."""
+    selection = Selection(reader, ctx, filters)
+    async with aclosing(reader.batches()) as batches:
+        async for batch in batches:
+            if chosen := selection.choose(batch):
+                yield chosen
 
 
 def _age_bucket(parked_at: str, now: datetime) -> str:

@@ -7,17 +7,21 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Iterable
+import zlib
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TextIO
 
 import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from worker.aws.clients import Clients
 from worker.aws.sqs import SqsQueue
 from worker.core.bucket import TokenBucket
-from worker.ops.moves import send_entries
 from worker.ops.records import Saved
+from worker.ops.scan import PARALLEL
+from worker.ops.senders import send_entries
 from worker.ops.store import Location, read_all
 
 
@@ -29,52 +33,94 @@ async def restore(
     rate: float,
     stop: anyio.Event,
     clients: Clients | None = None,
+    parallel: int = PARALLEL,
 ) -> tuple[int, dict[str, str]]:
     """Send the messages of a backup or export (a file, or S3 with `clients`) as they were
     (or, without `yes`, count them); returns (sent or counted, failed). Ctrl-C stops between
     chunks.
 
+    `parallel` lanes send at once, each its chunks in the file's order; a message's lane is
+    its FIFO group's (its id's on a standard queue), so a group keeps its order.
+
     What was sent is written to a journal beside the file (`<file>.sent-to-<queue>`; for S3,
     in the working directory, named after the key), on disk before the next chunk goes: run
     again after Ctrl-C or a partial failure, the command sends only what was not sent yet."""
-    sent = 0
-    failed: dict[str, str] = {}
-    bucket = TokenBucket(rate, max(1, int(rate)), time.monotonic)
-    chunk: list[Saved] = []
     queue_name = queue.url.rsplit("/", 1)[-1]
     if isinstance(where, Path):
         journal = Journal(where.with_name(f"{where.name}.sent-to-{queue_name}"))
     else:  # named after the whole location and queue: two backups may share a file name
         which = hashlib.sha256(f"{where}\n{queue.url}".encode()).hexdigest()[:12]
         journal = Journal(Path(f"{where.name}.{which}.sent-to-{queue_name}"))
-
-    async def flush() -> None:
-        nonlocal sent
-        await anyio.sleep(bucket.reserve(len(chunk)))
-        items = [(s.message_id, s.body, s.attributes, s.group_id) for s in chunk]
-        with anyio.CancelScope(shield=True):
-            refused = await send_entries(queue, items)
-            journal.add(s.message_id for s in chunk if s.message_id not in refused)
-        failed.update(refused)
-        sent += len(chunk) - len(refused)
-        chunk.clear()
-
     done = journal.read()
-    async for saved in read_all(where, clients):
-        if stop.is_set():
-            break
-        if saved.message_id in done:
-            continue  # sent by an earlier run
-        if not yes:
-            sent += 1
-            continue
-        chunk.append(saved)
-        if len(chunk) == 10:
-            await flush()
-    if chunk:
-        await flush()
+    lanes = _Lanes(queue, journal, TokenBucket(rate, max(1, int(rate)), time.monotonic), stop)
+    counted = 0
+    async with lanes.running(parallel if yes else 0):
+        async for saved in read_all(where, clients):
+            if stop.is_set():
+                break
+            if saved.message_id in done:
+                continue  # sent by an earlier run
+            if yes:
+                await lanes.add(saved)
+            else:
+                counted += 1
     journal.close()
-    return sent, failed
+    return (lanes.sent if yes else counted), lanes.failed
+
+
+class _Lanes:
+    """Senders of chunks of 10, each its own in order, all under one rate; a message goes to
+    its FIFO group's lane (its id's on a standard queue), so a group keeps its order."""
+
+    def __init__(
+        self, queue: SqsQueue, journal: Journal, bucket: TokenBucket, stop: anyio.Event
+    ) -> None:
+        self._queue = queue
+        self._journal = journal
+        self._bucket = bucket
+        self._stop = stop
+        self._ends: list[MemoryObjectSendStream[list[Saved]]] = []
+        self._chunks: list[list[Saved]] = []
+        self.sent = 0
+        self.failed: dict[str, str] = {}
+
+    @asynccontextmanager
+    async def running(self, count: int) -> AsyncIterator[None]:
+        async with anyio.create_task_group() as tasks:
+            for _ in range(count):
+                send, receive = anyio.create_memory_object_stream[list[Saved]](1)
+                self._ends.append(send)
+                self._chunks.append([])
+                tasks.start_soon(self._lane, receive)
+            try:
+                yield
+                for at, chunk in enumerate(self._chunks):
+                    if chunk and not self._stop.is_set():
+                        await self._ends[at].send(chunk)
+            finally:
+                for end in self._ends:
+                    end.close()
+
+    async def add(self, saved: Saved) -> None:
+        at = zlib.crc32((saved.group_id or saved.message_id).encode()) % len(self._ends)
+        self._chunks[at].append(saved)
+        if len(self._chunks[at]) == 10:
+            chunk, self._chunks[at] = self._chunks[at], []
+            await self._ends[at].send(chunk)
+
+    async def _lane(self, chunks: MemoryObjectReceiveStream[list[Saved]]) -> None:
+        async with chunks:
+            async for chunk in chunks:
+                with anyio.move_on_after(self._bucket.reserve(len(chunk))):
+                    await self._stop.wait()
+                if self._stop.is_set():
+                    continue  # not sent: the next run sends it
+                items = [(s.message_id, s.body, s.attributes, s.group_id) for s in chunk]
+                with anyio.CancelScope(shield=True):
+                    refused = await send_entries(self._queue, items)
+                    self._journal.add(s.message_id for s in chunk if s.message_id not in refused)
+                self.failed.update(refused)
+                self.sent += len(chunk) - len(refused)
 
 
 class Journal:

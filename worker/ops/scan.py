@@ -4,6 +4,11 @@ at the end, Ctrl-C included. The receipts to release are spilled to a temporary 
 reading 100,000 messages keeps memory bounded (one id per message is kept, to skip a message
 that came back because its hold ran out).
 
+Receives run in parallel, as the daemon's do: each full receive adds one, up to `parallel`;
+what they read waits in a buffer of `parallel` batches (a slow replay holds back the reads:
+memory stays bounded). Leaving the reader's `async with` ends the receives after the one in
+flight, keeps what nobody took and releases it all (`unreleased`: what could not be).
+
 The hold is at least `hold` seconds (30 minutes); once the read knows its pace and the
 queue's count, each receive holds its messages until the read's projected end, twice over
 (a replay at `--rate 10` through 50,000 messages runs 83 minutes), up to the 12 hours SQS
@@ -19,9 +24,14 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Iterator
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import Any
 
 import anyio
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectSendStream
 
 from worker.aws.errors import error_code
 from worker.aws.sqs import SqsQueue
@@ -37,7 +47,8 @@ PACE_AFTER = 100  # messages read before the pace is trusted
 EMPTY_RECEIVES = 2  # consecutive empty long polls that mean "nothing left to read"
 STALE_RECEIVES = 5  # consecutive receives of messages read already that end a read
 WAIT_SECONDS = 1
-RELEASE_CHUNK = 100  # receipts per release call of the adapter (it sends batches of 10)
+RELEASE_CHUNK = 10  # receipts per ChangeMessageVisibilityBatch at the end
+PARALLEL = 10  # receives (and releases) in flight at most, by default
 
 
 class QueueReader:
@@ -50,6 +61,8 @@ class QueueReader:
         hold: int = HOLD_SECONDS,
         max_hold: int = VISIBILITY_LIMIT_SECONDS,
         expected: int | None = None,
+        parallel: int = PARALLEL,
+        until_expected: bool = False,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._queue = queue
@@ -58,59 +71,159 @@ class QueueReader:
         self._hold = hold
         self._max_hold = max_hold
         self._seen: set[str] = set()
-        self._spill = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 - closed in release
         self._kept = 0
         self.read = 0
         self._expected = expected  # the queue's visible count when the read began
         self._monotonic = monotonic
         self._started = monotonic()
         self.incomplete: str | None = None  # why the read could not see every message
+        self.parallel = max(1, parallel)
+        self._until_expected = until_expected  # a view (the console's): no more once read
+        self.unreleased = 0  # kept messages that could not be released (their hold ends)
+        self._exit = AsyncExitStack()
+        self._tasks: TaskGroup | None = None
+        self._receivers = 0  # started, in all
+        self._active = 0  # receiving now
+        self._finished = False  # no receive starts any more
+        self._failure: BaseException | None = None
+        self._empty = self._stale = 0
+        self._gave_up = False  # stale receives, not the end of the queue, ended it
+
+    async def __aenter__(self) -> QueueReader:
+        self._spill = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 - closed in release
+        self._send, self._out = anyio.create_memory_object_stream[list[Record]](self.parallel)
+        self._exit.enter_context(self._out)
+        self._tasks = await self._exit.enter_async_context(anyio.create_task_group())
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
+        self.finish()
+        try:
+            with anyio.CancelScope(shield=True):  # what was received is kept and released
+                if not self._receivers:
+                    self._send.close()
+                async for batch in self._out:  # ends once every receiver has ended
+                    for record in batch:
+                        self.keep(record)
+        finally:
+            try:
+                done = await self._exit.__aexit__(kind, exc, tb)
+            finally:
+                self.unreleased = await self.release()  # shielded
+        return done
+
+    def finish(self) -> None:
+        """No more receives: enough was read (`--limit`), or the command is over."""
+        self._finished = True
+
+    async def wait_or_stop(self, seconds: float) -> bool:
+        """Sleep up to `seconds`, ending early on Ctrl-C; whether the command goes on."""
+        if seconds > 0:
+            with anyio.move_on_after(seconds):
+                await self._stop.wait()
+        return not self._stop.is_set()
 
     async def batches(self) -> AsyncGenerator[list[Record], None]:
-        """Batches of up to 10 records, each message once."""
-        empty = stale = 0
-        gave_up = False  # stale receives, not the end of the queue, ended it
-        while empty < EMPTY_RECEIVES and not self._stop.is_set():
-            try:
-                raw = await self._queue.receive(10, WAIT_SECONDS, self.hold())
-            except Exception as exc:
-                if error_code(exc) not in OVER_LIMIT:
-                    raise
-                limit = "20,000" if self._queue.is_fifo else "120,000"
-                self.incomplete = (
-                    f"read {self.read} messages, then the queue's in-flight limit (about {limit} "
-                    "messages received and not yet deleted) stopped the read: act in parts "
-                    "(--limit, or a narrower filter)"
-                )
-                return
-            batch = []
-            for item in raw:
-                record = Record.received(item)
-                if record.message_id in self._seen:  # the hold ran out: already counted
+        """Batches of up to 10 records, each message once. Several tasks may take batches at
+        once (each its own iterator); after Ctrl-C what is left is kept, not handed out."""
+        if self._tasks is None:
+            raise RuntimeError("a QueueReader is read inside `async with`")
+        if not self._receivers:
+            self._add_receiver(self._send, WAIT_SECONDS)
+            self._send.close()  # the receivers hold their own ends: the stream ends with them
+        async for batch in self._out:
+            if self._stop.is_set():
+                for record in batch:
                     self.keep(record)
-                    continue
-                self._seen.add(record.message_id)
-                batch.append(record)
-            # Nothing new: the queue is empty, or only messages read already came back after
-            # their hold (then the read is over once it has read every message it expected,
-            # or when they keep coming back and nothing new comes).
-            if not batch:
-                stale = stale + 1 if raw else 0
-                gave_up = gave_up or stale >= STALE_RECEIVES
-                if not raw or gave_up or self._read_all():
-                    empty += 1
                 continue
-            empty = stale = 0
-            gave_up = False
-            self.read += len(batch)
-            self.progress(read=self.read)
             yield batch
+        if self._failure is not None:
+            raise self._failure
         self._check_fifo_read()
-        if gave_up and not self._read_all() and self.incomplete is None:
+        if self._gave_up and not self._read_all() and self.incomplete is None:
             self.incomplete = (
                 f"read {self.read} of about {self._expected} messages, then only messages "
                 "read already came back (their hold ended): any left were not seen"
             )
+
+    def _add_receiver(self, send: MemoryObjectSendStream[list[Record]], wait: int) -> None:
+        assert self._tasks is not None
+        self._receivers += 1
+        self._active += 1
+        self._tasks.start_soon(self._receive, send.clone(), wait)
+
+    async def _receive(self, send: MemoryObjectSendStream[list[Record]], wait: int) -> None:
+        """Receives until the read is over. After a full receive the next does not wait (the
+        queue has more); only a long poll says it is empty. One not full retires all but the
+        last receiver."""
+        async with send:
+            while not self._finished and not self._stop.is_set():
+                # A receive is never abandoned halfway: what it took is kept, and released.
+                with anyio.CancelScope(shield=True):
+                    raw = await self._received(wait)
+                    batch = self._new(raw, waited=wait > 0)
+                full = len(batch) == 10
+                if full and self._active < self.parallel and not self._finished:
+                    self._add_receiver(send, 0)  # the queue has more to give
+                retire = not full and self._active > 1
+                if batch:
+                    self.read += len(batch)
+                    self.progress(read=self.read)
+                    if self._until_expected and self._read_all():
+                        self.finish()
+                    try:
+                        await send.send(batch)
+                    except BaseException:
+                        for record in batch:
+                            self.keep(record)
+                        raise
+                if retire:
+                    break
+                wait = 0 if full else WAIT_SECONDS
+            self._active -= 1
+
+    async def _received(self, wait: int) -> list[dict[str, Any]]:
+        try:
+            return await self._queue.receive(10, wait, self.hold())
+        except Exception as exc:  # noqa: BLE001 - ends the read; raised to the command
+            self.finish()
+            if error_code(exc) not in OVER_LIMIT:
+                self._failure = self._failure or exc
+                return []
+            limit = "20,000" if self._queue.is_fifo else "120,000"
+            self.incomplete = (
+                f"read {self.read} messages, then the queue's in-flight limit (about {limit} "
+                "messages received and not yet deleted) stopped the read: act in parts "
+                "(--limit, or a narrower filter)"
+            )
+            return []
+
+    def _new(self, raw: list[dict[str, Any]], *, waited: bool) -> list[Record]:
+        """The records not read before, and whether the read is over: nothing new from a
+        long poll means the queue is empty, or only messages read already came back after
+        their hold (then the read is over once it has read every message it expected, or
+        when they keep coming back and nothing new comes)."""
+        batch = []
+        for item in raw:
+            record = Record.received(item)
+            if record.message_id in self._seen:  # the hold ran out: already counted
+                self.keep(record)
+                continue
+            self._seen.add(record.message_id)
+            batch.append(record)
+        if batch:
+            self._empty = self._stale = 0
+            self._gave_up = False
+            return batch
+        self._stale = self._stale + 1 if raw else 0
+        self._gave_up = self._gave_up or self._stale >= STALE_RECEIVES
+        if (raw or waited) and (not raw or self._gave_up or self._read_all()):
+            self._empty += 1
+        if self._empty >= EMPTY_RECEIVES:
+            self.finish()
+        return batch
 
     def _read_all(self) -> bool:
         return self._expected is None or self.read >= self._expected
@@ -150,20 +263,35 @@ class QueueReader:
         self._kept += 1
 
     async def release(self) -> int:
-        """Make every kept message visible again; returns how many could not be released
-        (they reappear when their hold ends)."""
+        """Make every kept message visible again, `parallel` requests in flight; returns how
+        many could not be released (they reappear when their hold ends)."""
         failed = 0
-        self._spill.seek(0)
-        pending: dict[str, tuple[str, int]] = {}
+        slots = anyio.Semaphore(self.parallel)
+
+        async def one(receipts: dict[str, tuple[str, int]]) -> None:
+            nonlocal failed
+            try:
+                failed += len(await self._queue.change_visibility(receipts))
+            finally:
+                slots.release()
+
         with anyio.CancelScope(shield=True):
-            for line in self._spill:
-                pending[str(len(pending))] = (json.loads(line), 0)
-                if len(pending) == RELEASE_CHUNK:
-                    failed += len(await self._queue.change_visibility(pending))
-                    pending = {}
-            if pending:
-                failed += len(await self._queue.change_visibility(pending))
+            async with anyio.create_task_group() as tasks:
+                for receipts in self._kept_chunks():
+                    await slots.acquire()
+                    tasks.start_soon(one, receipts)
         self._spill.close()
         if self._progress is not None:
             self._progress.finish()
         return failed
+
+    def _kept_chunks(self) -> Iterator[dict[str, tuple[str, int]]]:
+        self._spill.seek(0)
+        pending: dict[str, tuple[str, int]] = {}
+        for line in self._spill:
+            pending[str(len(pending))] = (json.loads(line), 0)
+            if len(pending) == RELEASE_CHUNK:
+                yield pending
+                pending = {}
+        if pending:
+            yield pending
