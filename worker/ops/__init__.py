@@ -3,9 +3,12 @@ discard it safely, pause a queue for every replica; and the IAM policies.
 
 - `filters.py`       which parked messages a command acts on (pure)
 - `records.py`       a parked message as read from its queue, and the JSONL backup/export format
-- `scan.py`          reading a queue: every message once, held invisible, released at the end
+- `scan.py`          reading a queue: every message once, receives in parallel, held invisible
+- `kept.py`          what a read did not act on, spilled to a file and released at the end
 - `reading.py`       the read-only commands (status, summary, list, export) and the selection
-- `moves.py`         the commands that change a queue: replay, purge, restore, pause, resume
+- `moves.py`         the commands that change a queue: replay and purge, chunks in parallel
+- `senders.py`       where a replay sends: the DLQ, or the target through the daemon's guard
+- `restore.py`       a backup or export sent back, in lanes that keep a FIFO group in order
 - `progress.py`      a progress bar on a terminal, plain lines otherwise
 - `context.py`       a logical queue name resolved through the daemon's own configuration
 - `commands.py`      the commands themselves; `worker/cli.py` only parses arguments

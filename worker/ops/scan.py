@@ -21,10 +21,8 @@ it got.
 
 from __future__ import annotations
 
-import json
-import tempfile
 import time
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any
@@ -35,6 +33,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from worker.aws.errors import error_code
 from worker.aws.sqs import SqsQueue
+from worker.ops.kept import Kept
 from worker.ops.progress import Watcher
 from worker.ops.records import Record
 from worker.settings import VISIBILITY_LIMIT_SECONDS
@@ -47,7 +46,6 @@ PACE_AFTER = 100  # messages read before the pace is trusted
 EMPTY_RECEIVES = 2  # consecutive empty long polls that mean "nothing left to read"
 STALE_RECEIVES = 5  # consecutive receives of messages read already that end a read
 WAIT_SECONDS = 1
-RELEASE_CHUNK = 10  # receipts per ChangeMessageVisibilityBatch at the end
 PARALLEL = 10  # receives (and releases) in flight at most, by default
 
 
@@ -71,7 +69,6 @@ class QueueReader:
         self._hold = hold
         self._max_hold = max_hold
         self._seen: set[str] = set()
-        self._kept = 0
         self.read = 0
         self._expected = expected  # the queue's visible count when the read began
         self._monotonic = monotonic
@@ -87,10 +84,11 @@ class QueueReader:
         self._finished = False  # no receive starts any more
         self._failure: BaseException | None = None
         self._empty = self._stale = 0
+        self._busy = 0  # batches read and not yet acted on (buffered, or being acted on)
         self._gave_up = False  # stale receives, not the end of the queue, ended it
 
     async def __aenter__(self) -> QueueReader:
-        self._spill = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 - closed in release
+        self._kept = Kept()
         self._send, self._out = anyio.create_memory_object_stream[list[Record]](self.parallel)
         self._exit.enter_context(self._out)
         self._tasks = await self._exit.enter_async_context(anyio.create_task_group())
@@ -134,11 +132,16 @@ class QueueReader:
             self._add_receiver(self._send, WAIT_SECONDS)
             self._send.close()  # the receivers hold their own ends: the stream ends with them
         async for batch in self._out:
+            self._busy -= 1
             if self._stop.is_set():
                 for record in batch:
                     self.keep(record)
                 continue
-            yield batch
+            self._busy += 1  # until its taker asks for the next: then it was acted on
+            try:
+                yield batch
+            finally:
+                self._busy -= 1
         if self._failure is not None:
             raise self._failure
         self._check_fifo_read()
@@ -173,9 +176,11 @@ class QueueReader:
                     self.progress(read=self.read)
                     if self._until_expected and self._read_all():
                         self.finish()
+                    self._busy += 1
                     try:
                         await send.send(batch)
                     except BaseException:
+                        self._busy -= 1
                         for record in batch:
                             self.keep(record)
                         raise
@@ -219,6 +224,8 @@ class QueueReader:
             return batch
         self._stale = self._stale + 1 if raw else 0
         self._gave_up = self._gave_up or self._stale >= STALE_RECEIVES
+        # A FIFO group is not returned while a batch of it is being acted on: not empty yet.
+        waited = waited and not (self._queue.is_fifo and self._busy)
         if (raw or waited) and (not raw or self._gave_up or self._read_all()):
             self._empty += 1
         if self._empty >= EMPTY_RECEIVES:
@@ -259,39 +266,12 @@ class QueueReader:
 
     def keep(self, record: Record) -> None:
         """Leave this message where it is: released at the end."""
-        self._spill.write(json.dumps(record.receipt_handle) + "\n")
-        self._kept += 1
+        self._kept.add(record.receipt_handle)
 
     async def release(self) -> int:
-        """Make every kept message visible again, `parallel` requests in flight; returns how
-        many could not be released (they reappear when their hold ends)."""
-        failed = 0
-        slots = anyio.Semaphore(self.parallel)
-
-        async def one(receipts: dict[str, tuple[str, int]]) -> None:
-            nonlocal failed
-            try:
-                failed += len(await self._queue.change_visibility(receipts))
-            finally:
-                slots.release()
-
-        with anyio.CancelScope(shield=True):
-            async with anyio.create_task_group() as tasks:
-                for receipts in self._kept_chunks():
-                    await slots.acquire()
-                    tasks.start_soon(one, receipts)
-        self._spill.close()
+        """Make every kept message visible again; how many could not be (they reappear
+        when their hold ends)."""
+        failed = await self._kept.release(self._queue, self.parallel)
         if self._progress is not None:
             self._progress.finish()
         return failed
-
-    def _kept_chunks(self) -> Iterator[dict[str, tuple[str, int]]]:
-        self._spill.seek(0)
-        pending: dict[str, tuple[str, int]] = {}
-        for line in self._spill:
-            pending[str(len(pending))] = (json.loads(line), 0)
-            if len(pending) == RELEASE_CHUNK:
-                yield pending
-                pending = {}
-        if pending:
-            yield pending
