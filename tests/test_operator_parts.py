@@ -4,10 +4,11 @@ summary's streaming counts (issue 18)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from types import SimpleNamespace
 
 from worker.core.parking import ParkedView
-from worker.ops.moves import _before
-from worker.ops.reading import Tally
+from worker.ops.filters import Filters
+from worker.ops.reading import Selection, Tally
 from worker.ops.records import Record
 
 
@@ -17,6 +18,9 @@ class Keeper:
 
     def keep(self, record: Record) -> None:
         self.kept.append(record.message_id)
+
+    def finish(self) -> None:
+        pass
 
 
 def _record(mid: str, parked_at: str, reason: str = "max_attempts") -> Record:
@@ -31,10 +35,13 @@ def test_a_replay_to_the_dlq_leaves_what_was_parked_after_it_started():
         _record("same-second", "2026-12-03T10:05:00+00:00"),
         _record("parked-again", "2026-12-03T10:05:01+00:00"),
     ]
-    chosen = _before(batch, "2026-12-03T10:05:00+00:00", reader)  # type: ignore[arg-type]
-    assert [r.message_id for r in chosen] == ["old", "same-second"]
+    ctx = SimpleNamespace(dlq=SimpleNamespace(url="q"))
+    selection = Selection(reader, ctx, Filters.build(), "2026-12-03T10:05:00+00:00")  # type: ignore[arg-type]
+    assert [r.message_id for r in selection.choose(batch)] == ["old", "same-second"]
     assert reader.kept == ["parked-again"]
-    assert _before(batch, None, reader) == batch  # type: ignore[arg-type]
+    assert selection.later == 1
+    everything = Selection(reader, ctx, Filters.build())  # type: ignore[arg-type]
+    assert everything.choose(batch) == batch
 
 
 def test_the_summary_counts_without_keeping_every_record():

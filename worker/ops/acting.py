@@ -1,7 +1,8 @@
 """One replay or purge, as the command line and the console both run it: the payload rule
 (`--transform`, else the queue's own transform for the target), the sender (the DLQ, or the
-target through the queue's adapter, bucket and breaker), and the cutoff that keeps a run from
-replaying a message it just sent back and the daemon parked again."""
+target through the queue's adapter, bucket and breaker), and the cutoff: only what was parked
+before the command started (a replay never takes what it just sent back and the daemon parked
+again; no action touches what its plan could not have seen)."""
 
 from __future__ import annotations
 
@@ -81,7 +82,7 @@ async def act(
             rate=rate,
             clients=clients,
             reshape=reshape,
-            cutoff=started() if move.to == "dlq" else None,
+            cutoff=started(),
             tally=tally,
         )
     return result, reshape

@@ -170,6 +170,9 @@ async def _move(
         before, after = tally.example
         out.write(f"  first match before: {preview(before)}\n")
         out.write(f"  first match after:  {preview(after)}\n")
+    if tally.later:
+        out.write(f"left {tally.later} matching messages parked after the command started ")
+        out.write("(not in its plan; run it again for them)\n")
     if not args.yes:
         out.write("dry run: nothing changed; add --yes to act\n")
         return EXIT_OK
@@ -177,7 +180,8 @@ async def _move(
         out.write(f"backup: {backup}\n")
     out.write(f"done: {tally.done}, failed: {len(tally.failed)}\n")
     for message_id, code in tally.failed.items():
-        out.write(f"  failed {message_id}: {code} (still parked)\n")
+        where = "" if code.startswith(moves.SENT_NOT_DELETED) else " (still parked)"
+        out.write(f"  failed {message_id}: {code}{where}\n")
     return EXIT_FAILED if tally.failed else EXIT_OK
 
 

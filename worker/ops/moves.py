@@ -29,6 +29,8 @@ from worker.ops.scan import QueueReader
 from worker.ops.senders import Send
 from worker.ops.store import Location, Writer, open_writer
 
+SENT_NOT_DELETED = "sent, but its delete from the parking queue failed"
+
 
 @dataclass
 class Tally:
@@ -37,6 +39,7 @@ class Tally:
     failed: dict[str, str] = field(default_factory=dict)  # message id -> error
     example: tuple[str, str] | None = None  # a dry run with --transform: the first, before/after
     ids: set[str] | None = None  # the matched ids, when asked for (the console's plan)
+    later: int = 0  # matched, but parked after the command started: left where they are
 
     def add(self, records: Sequence[Record]) -> None:
         for r in records:
@@ -93,13 +96,14 @@ async def move(
     `rate`. `tally` (else a new one) is filled as it goes: a watcher sees the counts grow.
     `clients`: for a backup in S3."""
     mover = _Mover(reader, ctx, send, backup, clients, tally if tally is not None else Tally())
-    selection = Selection(reader, ctx, filters)
+    selection = Selection(reader, ctx, filters, cutoff)
     bucket = TokenBucket(rate, max(1, int(rate)), time.monotonic)
 
     async def work() -> None:
         async with aclosing(reader.batches()) as batches:
             async for received in batches:
-                batch = _before(selection.choose(received), cutoff, reader)
+                batch = selection.choose(received)
+                mover.tally.later = selection.later
                 if not batch:
                     continue
                 mover.tally.add(batch)
@@ -167,22 +171,6 @@ class _Mover:
             await self._writer.close()
 
 
-def _before(batch: list[Record], cutoff: str | None, reader: QueueReader) -> list[Record]:
-    """Only what was parked before the command started (`cutoff`, ISO seconds): a message
-    replayed to the DLQ that the daemon parks again meanwhile is not replayed twice in one
-    run. The rest is kept where it is."""
-    if cutoff is None:
-        return batch
-    kept = []
-    for record in batch:
-        parked_at = record.view.meta.get("parked-at", "") if record.view else ""
-        if parked_at > cutoff:
-            reader.keep(record)
-        else:
-            kept.append(record)
-    return kept
-
-
 async def _settle(
     reader: QueueReader, ctx: QueueContext, batch: list[Record], send: Send | None, tally: Tally
 ) -> None:
@@ -195,7 +183,9 @@ async def _settle(
             reader.keep(record)
         elif record.message_id in not_deleted:
             code = not_deleted[record.message_id].code
-            tally.failed[record.message_id] = f"sent, but not deleted from parking ({code})"
+            tally.failed[record.message_id] = (
+                f"{SENT_NOT_DELETED} ({code}): it may be both there and in its destination"
+            )
             reader.keep(record)
         else:
             tally.done += 1

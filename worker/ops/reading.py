@@ -39,13 +39,22 @@ def chosen_by(record: Record, ctx: QueueContext, filters: Filters) -> bool:
 class Selection:
     """What an action takes of what a read brings: this queue's parked messages that match,
     up to `--limit`; everything else is kept (released at the end). Synchronous, so tasks
-    taking batches at once never choose past the limit."""
+    taking batches at once never choose past the limit.
 
-    def __init__(self, reader: QueueReader, ctx: QueueContext, filters: Filters) -> None:
+    With a `cutoff` (ISO seconds: when the command started), only what was parked by then:
+    a message replayed to the DLQ that the daemon parks again meanwhile is not replayed twice
+    in one run, and an action touches no more than its plan could have seen (`later`: how
+    many matched but were parked after)."""
+
+    def __init__(
+        self, reader: QueueReader, ctx: QueueContext, filters: Filters, cutoff: str | None = None
+    ) -> None:
         self._reader = reader
         self._ctx = ctx
         self._filters = filters
+        self._cutoff = cutoff
         self.taken = 0
+        self.later = 0
 
     @property
     def full(self) -> bool:
@@ -54,14 +63,22 @@ class Selection:
     def choose(self, batch: list[Record]) -> list[Record]:
         chosen = []
         for record in batch:
-            if not self.full and chosen_by(record, self._ctx, self._filters):
+            if self.full or not chosen_by(record, self._ctx, self._filters):
+                self._reader.keep(record)
+            elif self._parked_later(record):
+                self.later += 1
+                self._reader.keep(record)
+            else:
                 chosen.append(record)
                 self.taken += 1
-            else:
-                self._reader.keep(record)
         if self.full:
             self._reader.finish()  # enough: no more receives
         return chosen
+
+    def _parked_later(self, record: Record) -> bool:
+        if self._cutoff is None or record.view is None:
+            return False
+        return record.view.meta.get("parked-at", "") > self._cutoff
 
 
 async def selected(

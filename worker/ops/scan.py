@@ -46,6 +46,7 @@ PACE_AFTER = 100  # messages read before the pace is trusted
 EMPTY_RECEIVES = 2  # consecutive empty long polls that mean "nothing left to read"
 STALE_RECEIVES = 5  # consecutive receives of messages read already that end a read
 WAIT_SECONDS = 1
+RECEIVE_ATTEMPTS = 5  # a failed receive, tried again after 0.2, 0.4, 0.8 and 1.6 s
 PARALLEL = 10  # receives (and releases) in flight at most, by default
 
 
@@ -83,6 +84,7 @@ class QueueReader:
         self._active = 0  # receiving now
         self._finished = False  # no receive starts any more
         self._failure: BaseException | None = None
+        self._raised = False
         self._empty = self._stale = 0
         self._busy = 0  # batches read and not yet acted on (buffered, or being acted on)
         self._gave_up = False  # stale receives, not the end of the queue, ended it
@@ -142,7 +144,8 @@ class QueueReader:
                 yield batch
             finally:
                 self._busy -= 1
-        if self._failure is not None:
+        if self._failure is not None and not self._raised:
+            self._raised = True  # once, to one of the takers: the others just end
             raise self._failure
         self._check_fifo_read()
         if self._gave_up and not self._read_all() and self.incomplete is None:
@@ -190,20 +193,31 @@ class QueueReader:
             self._active -= 1
 
     async def _received(self, wait: int) -> list[dict[str, Any]]:
-        try:
-            return await self._queue.receive(10, wait, self.hold())
-        except Exception as exc:  # noqa: BLE001 - ends the read; raised to the command
-            self.finish()
-            if error_code(exc) not in OVER_LIMIT:
-                self._failure = self._failure or exc
-                return []
-            limit = "20,000" if self._queue.is_fifo else "120,000"
-            self.incomplete = (
-                f"read {self.read} messages, then the queue's in-flight limit (about {limit} "
-                "messages received and not yet deleted) stopped the read: act in parts "
-                "(--limit, or a narrower filter)"
-            )
-            return []
+        """One receive; a failure (after the SDK's own retries) is tried again after a
+        pause, `RECEIVE_ATTEMPTS` times in all, then ends the read (raised to the command).
+        The in-flight limit ends it at once, saying why."""
+        for attempt in range(RECEIVE_ATTEMPTS):
+            try:
+                return await self._queue.receive(10, wait, self.hold())
+            except Exception as exc:  # noqa: BLE001 - tried again, or ends the read
+                if error_code(exc) in OVER_LIMIT:
+                    self._over_limit()
+                    return []
+                if attempt == RECEIVE_ATTEMPTS - 1 or self._finished:
+                    self.finish()
+                    self._failure = self._failure or exc
+                    return []
+                await anyio.sleep(0.2 * 2**attempt)
+        return []
+
+    def _over_limit(self) -> None:
+        self.finish()
+        limit = "20,000" if self._queue.is_fifo else "120,000"
+        self.incomplete = (
+            f"read {self.read} messages, then the queue's in-flight limit (about {limit} "
+            "messages received and not yet deleted) stopped the read: act in parts "
+            "(--limit, or a narrower filter)"
+        )
 
     def _new(self, raw: list[dict[str, Any]], *, waited: bool) -> list[Record]:
         """The records not read before, and whether the read is over: nothing new from a

@@ -1,0 +1,222 @@
+"""The operator's reads and moves in parallel (issue 32): every safety rule holds with many
+chunks in flight — each message in exactly one place under injected send and delete failures
+and a Ctrl-C, a FIFO group in order, the rate counted in windows, and no more than the plan
+while the daemon parks meanwhile."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import anyio
+import pytest
+
+from tests.helpers import drain, wait_for
+from tests.test_operator_loop import Cli
+from tests.test_operator_safety import META, _park, _tree
+from worker.core.envelope import DlqMessage
+from worker.core.parking import build_parked
+from worker.emulator import create_queue
+from worker.emulator.proxy import Rule
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+REFUSED_LINE = re.compile(r"^  failed (\S+): (.*) \(still parked\)$", re.M)
+UNSURE_LINE = re.compile(r"^  failed (\S+): sent, but its delete", re.M)
+
+
+def _ns(messages: list[dict]) -> list[int]:
+    return [json.loads(m["Body"])["n"] for m in messages]
+
+
+async def test_moves_under_failures_and_ctrl_c_leave_each_message_in_one_place(
+    aws, proxy, tmp_path
+):
+    """300 parked; sends refused now and then (final: those stay parked), deletes answered
+    with a reset after they happened (retried), receives failing now and then, and Ctrl-C
+    while ten chunks are in flight. Afterwards each message is in the DLQ once or still
+    parked, never both, none lost, everything moved was backed up first, and the command's
+    own counts say exactly that."""
+    dlq = await create_queue(aws.sqs, "orders-dlq")
+    parking = await create_queue(aws.sqs, "parked")
+    await _park(aws, parking, dlq, 300)
+    refused = Rule(
+        "sqs",
+        "SendMessageBatch",
+        "fail_entries",
+        entries=2,
+        probability=0.3,
+        code="InvalidParameterValue",
+        extra={"SenderFault": True},
+    )
+    proxy.add(refused)
+    proxy.add(Rule("sqs", "DeleteMessageBatch", "reset", after=True, probability=0.2))
+    proxy.add(Rule("sqs", "ReceiveMessage", "error", code="InternalError", probability=0.1))
+    cli = Cli(tmp_path, _tree(proxy.url))
+    command = [sys.executable, "-m", "worker", "parked", "replay", "--config", str(cli.config)]
+    command += ["orders", "--yes", "--rate", "60", "--parallel", "10", "--backup", "b.jsonl"]
+    process = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env=cli.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        backup = tmp_path / "b.jsonl"
+        await wait_for(
+            lambda: backup.exists() and len(backup.read_text().splitlines()) >= 100, timeout=60
+        )
+        process.send_signal(signal.SIGINT)
+        out, err = await anyio.to_thread.run_sync(lambda: process.communicate(timeout=60))
+    finally:
+        process.kill()
+    assert process.returncode == 1, out + err  # some were refused
+    assert refused.applied, "the injected refusals happened"
+    proxy.clear()
+    in_dlq = _ns(await drain(aws.sqs, dlq))
+    left = await drain(aws.sqs, parking)
+    parked = dict(zip((m["MessageId"] for m in left), _ns(left), strict=True))
+    refusals = dict(REFUSED_LINE.findall(out))
+    unsure = set(UNSURE_LINE.findall(out))  # sent; the delete's answer was lost twice
+    assert refusals, "some sends were refused"
+    assert set(refusals.values()) == {"InvalidParameterValue"}
+    assert set(refusals) <= set(parked), "every refused message is still parked"
+    assert len(in_dlq) == len(set(in_dlq)), "nothing sent twice"
+    both = set(in_dlq) & set(parked.values())
+    assert both <= {parked[i] for i in unsure if i in parked}, "in both places only if said so"
+    assert set(in_dlq) | set(parked.values()) == set(range(300)), "and none lost"
+    assert 50 <= len(in_dlq) < 300, "moved in parallel (some refused), stopped by Ctrl-C"
+    backed_up = {
+        json.loads(json.loads(line)["body"])["n"] for line in backup.read_text().splitlines()
+    }
+    assert set(in_dlq) <= backed_up, "everything moved was backed up first"
+    done = len(in_dlq) - len(unsure)
+    assert f"done: {done}, failed: {len(refusals) + len(unsure)}" in out
+
+
+async def test_a_fifo_parking_queue_is_replayed_group_by_group_in_order(aws, proxy, tmp_path):
+    """Six groups of 25, interleaved in the parking queue, replayed with ten receives and
+    ten chunks in flight: every group reaches the DLQ whole and in its order."""
+    dlq = await create_queue(aws.sqs, "orders-dlq.fifo", FifoQueue="true")
+    parking = await create_queue(aws.sqs, "parked.fifo", FifoQueue="true")
+    groups = [f"g{k}" for k in range(6)]
+    for start in range(0, 150, 10):
+        entries = []
+        for i in range(start, start + 10):
+            group = groups[i % 6]
+            message = DlqMessage(f"m{i}", "r", json.dumps({"n": i, "g": group}), group_id=group)
+            meta = {**META, "source-queue": dlq, "group-id": group}
+            parked = build_parked(message, meta)
+            assert parked is not None
+            entries.append(
+                {
+                    "Id": str(i),
+                    "MessageBody": parked.body,
+                    "MessageAttributes": parked.attributes,
+                    "MessageGroupId": group,
+                    "MessageDeduplicationId": uuid.uuid4().hex,
+                }
+            )
+        await aws.sqs.send_message_batch(QueueUrl=parking, Entries=entries)
+    tree = _tree(proxy.url)
+    tree["queues"]["orders"]["name"] = "orders-dlq.fifo"
+    tree["queues"]["orders"]["policy"]["parking_queue"] = "parked.fifo"
+    cli = Cli(tmp_path, tree)
+    done = await cli("parked", "replay", "orders", "--yes", "--rate", "1000", "--backup", "b")
+    assert done.returncode == 0, done.stderr
+    assert "done: 150, failed: 0" in done.stdout
+    replayed = [json.loads(m["Body"]) for m in await drain(aws.sqs, dlq, delete=True)]
+    assert len(replayed) == 150
+    for group in groups:
+        order = [b["n"] for b in replayed if b["g"] == group]
+        assert order == sorted(order), (group, order)
+        assert len(order) == 25
+    assert len(proxy.requests("sqs", "SendMessageBatch")) >= 15
+
+
+async def test_the_rate_holds_with_ten_chunks_in_flight(aws, proxy, tmp_path):
+    """--rate 20 with ten tasks moving: in any one second at most the bucket's burst (20)
+    plus a second's rate (20) are sent, and 100 messages take at least four seconds."""
+    dlq = await create_queue(aws.sqs, "orders-dlq")
+    parking = await create_queue(aws.sqs, "parked")
+    await _park(aws, parking, dlq, 100)
+    cli = Cli(tmp_path, _tree(proxy.url))
+    done = await cli("parked", "purge", "orders", "--yes", "--rate", "20", "--backup", "b")
+    assert done.returncode == 0, done.stderr
+    assert "done: 100, failed: 0" in done.stdout
+    times = proxy.times("sqs", "DeleteMessageBatch")
+    sizes = [len(r["Entries"]) for r in proxy.requests("sqs", "DeleteMessageBatch")]
+    assert sum(sizes) == 100
+    sends = sorted(zip(times, sizes, strict=True))
+    for start, _ in sends:
+        in_window = sum(n for t, n in sends if start <= t < start + 1.0)
+        assert in_window <= 40, (start, in_window)
+    assert sends[-1][0] - sends[0][0] >= (100 - 20) / 20 - 0.5
+
+
+async def test_an_action_takes_no_more_than_was_parked_when_it_started(aws, proxy, tmp_path):
+    """The plan counts 120; a purge then runs while the daemon parks 30 more: it purges
+    the 120, leaves the 30 and says so."""
+    dlq = await create_queue(aws.sqs, "orders-dlq")
+    parking = await create_queue(aws.sqs, "parked")
+    await _park(aws, parking, dlq, 120)
+    cli = Cli(tmp_path, _tree(proxy.url))
+    plan = await cli("parked", "purge", "orders")
+    assert "plan: purge all 120 parked messages" in plan.stdout, plan.stdout
+    proxy.add(Rule("sqs", "DeleteMessageBatch", "delay", seconds=0.2))  # a purge that lasts
+    command = [sys.executable, "-m", "worker", "parked", "purge", "orders", "--yes"]
+    command += ["--rate", "1000", "--backup", "b", "--config", str(cli.config)]
+    running = await anyio.to_thread.run_sync(
+        lambda: subprocess.Popen(
+            command,
+            cwd=tmp_path,
+            env=cli.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    )
+    try:
+        await wait_for(lambda: (tmp_path / "b").exists(), timeout=60)
+        later = (datetime.now(UTC) + timedelta(seconds=5)).isoformat(timespec="seconds")
+        await _park(aws, parking, dlq, 30, first=1000, **{"parked-at": later})
+        out, err = await anyio.to_thread.run_sync(lambda: running.communicate(timeout=60))
+    finally:
+        running.kill()
+    assert running.returncode == 0, out + err
+    assert "done: 120, failed: 0" in out
+    assert "left 30 matching messages parked after the command started" in out
+    assert sorted(_ns(await drain(aws.sqs, parking))) == list(range(1000, 1030))
+
+
+async def test_a_restore_in_lanes_keeps_each_fifo_group_in_order(aws, proxy, tmp_path):
+    """200 saved messages of four groups, interleaved, restored by ten lanes to a FIFO
+    queue: each once, each group in the file's order."""
+    out = await create_queue(aws.sqs, "restored.fifo", FifoQueue="true")
+    backup = tmp_path / "backup.jsonl"
+    lines = [
+        {
+            "message_id": f"m{i}",
+            "group_id": f"g{i % 4}",
+            "body": json.dumps({"n": i}),
+            "attributes": {},
+        }
+        for i in range(200)
+    ]
+    backup.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    cli = Cli(tmp_path, _tree(proxy.url))
+    done = await cli("restore", str(backup), "--to", "restored.fifo", "--yes", "--rate", "1000")
+    assert done.returncode == 0, done.stderr
+    assert "restored 200 messages" in done.stdout
+    restored = [json.loads(m["Body"])["n"] for m in await drain(aws.sqs, out, delete=True)]
+    assert sorted(restored) == list(range(200))
+    for k in range(4):
+        group = [n for n in restored if n % 4 == k]
+        assert group == sorted(group), group
