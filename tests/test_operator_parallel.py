@@ -101,16 +101,14 @@ async def test_moves_under_failures_and_ctrl_c_leave_each_message_in_one_place(
     assert f"done: {done}, failed: {len(refusals) + len(unsure)}" in out
 
 
-async def test_a_fifo_parking_queue_is_replayed_group_by_group_in_order(aws, proxy, tmp_path):
-    """Six groups of 25, interleaved in the parking queue, replayed with ten receives and
-    ten chunks in flight: every group reaches the DLQ whole and in its order."""
+async def _fifo_parked(aws, proxy, tmp_path, groups: list[str], count: int) -> tuple[str, Cli]:
+    """`count` parked messages of a FIFO DLQ, the groups interleaved; the DLQ and a Cli."""
     dlq = await create_queue(aws.sqs, "orders-dlq.fifo", FifoQueue="true")
     parking = await create_queue(aws.sqs, "parked.fifo", FifoQueue="true")
-    groups = [f"g{k}" for k in range(6)]
-    for start in range(0, 150, 10):
+    for start in range(0, count, 10):
         entries = []
-        for i in range(start, start + 10):
-            group = groups[i % 6]
+        for i in range(start, min(count, start + 10)):
+            group = groups[i % len(groups)]
             message = DlqMessage(f"m{i}", "r", json.dumps({"n": i, "g": group}), group_id=group)
             meta = {**META, "source-queue": dlq, "group-id": group}
             parked = build_parked(message, meta)
@@ -128,7 +126,14 @@ async def test_a_fifo_parking_queue_is_replayed_group_by_group_in_order(aws, pro
     tree = _tree(proxy.url)
     tree["queues"]["orders"]["name"] = "orders-dlq.fifo"
     tree["queues"]["orders"]["policy"]["parking_queue"] = "parked.fifo"
-    cli = Cli(tmp_path, tree)
+    return dlq, Cli(tmp_path, tree)
+
+
+async def test_a_fifo_parking_queue_is_replayed_group_by_group_in_order(aws, proxy, tmp_path):
+    """Six groups of 25, interleaved in the parking queue, replayed with ten receives and
+    ten chunks in flight: every group reaches the DLQ whole and in its order."""
+    groups = [f"g{k}" for k in range(6)]
+    dlq, cli = await _fifo_parked(aws, proxy, tmp_path, groups, 150)
     done = await cli("parked", "replay", "orders", "--yes", "--rate", "1000", "--backup", "b")
     assert done.returncode == 0, done.stderr
     assert "done: 150, failed: 0" in done.stdout
@@ -139,6 +144,17 @@ async def test_a_fifo_parking_queue_is_replayed_group_by_group_in_order(aws, pro
         assert order == sorted(order), (group, order)
         assert len(order) == 25
     assert len(proxy.requests("sqs", "SendMessageBatch")) >= 15
+
+
+async def test_a_slow_fifo_replay_is_not_cut_short_by_groups_it_is_moving(aws, proxy, tmp_path):
+    """Twelve messages of three groups at --rate 2: the first chunk (ten, every group)
+    waits seconds for the rate, and meanwhile SQS returns nothing of those groups — which
+    is not the end of the queue: the last two are replayed after it, not left unread."""
+    dlq, cli = await _fifo_parked(aws, proxy, tmp_path, ["a", "b", "c"], 12)
+    done = await cli("parked", "replay", "orders", "--yes", "--rate", "2", "--backup", "b")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "done: 12, failed: 0" in done.stdout
+    assert len(await drain(aws.sqs, dlq, delete=True)) == 12
 
 
 async def test_the_rate_holds_with_ten_chunks_in_flight(aws, proxy, tmp_path):
