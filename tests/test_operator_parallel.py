@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 import anyio
 import pytest
 
-from tests.helpers import drain, wait_for
+from tests.helpers import depth, drain, wait_for
 from tests.test_operator_loop import Cli
 from tests.test_operator_safety import META, _park, _tree
 from worker.core.envelope import DlqMessage
@@ -236,3 +236,44 @@ async def test_a_restore_in_lanes_keeps_each_fifo_group_in_order(aws, proxy, tmp
     for k in range(4):
         group = [n for n in restored if n % 4 == k]
         assert group == sorted(group), group
+
+
+async def test_a_parallel_replay_to_the_target_keeps_to_its_bucket(aws, proxy, tmp_path):
+    """--to target with ten chunks in flight and --rate far above the target's own bucket
+    (5 a second, burst 5): the target sees at most the burst plus a second's rate in any
+    second — the daemon's Guard, not the command's rate, sets the pace."""
+    dlq = await create_queue(aws.sqs, "orders-dlq")
+    parking = await create_queue(aws.sqs, "parked")
+    out = await create_queue(aws.sqs, "out")
+    await _park(aws, parking, dlq, 30)
+    tree = _tree(proxy.url)
+    tree["queues"]["orders"]["rate_limit"] = {"per_second": 5, "burst": 5}
+    cli = Cli(tmp_path, tree)
+    done = await cli(
+        "parked", "replay", "orders", "--to", "target", "--yes", "--rate", "1000", "--backup", "b"
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "done: 30, failed: 0" in done.stdout
+    calls = [
+        (t, len(r.get("Entries", [r])))
+        for t, r in zip(
+            proxy.times("sqs", "SendMessageBatch"),
+            proxy.requests("sqs", "SendMessageBatch"),
+            strict=True,
+        )
+        if r["QueueUrl"].endswith("/out")
+    ]
+    calls += [
+        (t, 1)
+        for t, r in zip(
+            proxy.times("sqs", "SendMessage"), proxy.requests("sqs", "SendMessage"), strict=True
+        )
+        if r["QueueUrl"].endswith("/out")
+    ]
+    assert sum(n for _, n in calls) == 30
+    assert await depth(aws.sqs, out) == 30
+    for start, _ in calls:
+        in_window = sum(n for t, n in calls if start <= t < start + 1.0)
+        assert in_window <= 10, (start, in_window)
+    times = sorted(t for t, _ in calls)
+    assert times[-1] - times[0] >= (30 - 5) / 5 - 0.5
