@@ -1,5 +1,6 @@
-"""The operator commands on the parking queue an incident leaves (issue 20): 100,000 parked
-messages on the fast server (npm `fauxqs`), a request-counting proxy in front.
+"""The operator commands on the parking queue an incident leaves: a million parked messages in
+`make bench` (100,000 by default here) on the fast server (npm `fauxqs`), a request-counting
+proxy in front.
 
 `parked summary`, `parked export`, `parked replay --to dlq` with a filter matching half, then
 `parked purge` of the rest: for each, the time, the command's peak RSS and the SQS requests per

@@ -6,13 +6,17 @@ Real S3 calls on the emulator, through the proxy (it tells the order of the call
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 
+import anyio
 import pytest
 import yaml
 
-from tests.helpers import depth
+from tests.helpers import depth, wait_for
 from tests.test_operator_loop import Cli
-from tests.test_operator_safety import _park
+from tests.test_operator_safety import _park, _visible
 from worker.emulator import create_queue
 from worker.emulator.proxy import Rule
 
@@ -179,3 +183,79 @@ async def test_the_consoles_export_to_s3_downloads_and_its_backups_go_there(aws,
     assert await depth(aws.sqs, parked) == 0
     assert len(await _lines(s3, "console/retry-worker-backup-orders-")) == 12
     assert f"s3://{BUCKET}/console/" in audit.getvalue()  # the audit line names it
+
+
+async def test_chunks_backed_up_at_once_each_get_their_own_part(aws, proxy, tmp_path):
+    """Ten chunks in flight, one S3 backup: each chunk's part has its own number (two took
+    the same one, S3 refused the second by IfNoneMatch, and the purge stopped)."""
+    cli, s3, _, parked = await _setup(aws, proxy, tmp_path, count=100)
+    where = f"s3://{BUCKET}/incident/purge.jsonl"
+    result = await cli("parked", "purge", "orders", "--yes", "--rate", "1000", "--backup", where)
+    assert result.returncode == 0, result.stderr
+    assert "done: 100, failed: 0" in result.stdout
+    lines = await _lines(s3, "incident/purge.jsonl.part-")
+    assert len({line["message_id"] for line in lines}) == len(lines) == 100
+    assert await depth(aws.sqs, parked) == 0
+
+
+async def test_a_move_stopped_by_its_backup_says_what_it_moved(aws, proxy, tmp_path):
+    """S3 stops taking the backup's parts halfway through a purge: the command says how many
+    it moved before (each of them in the backup) and exits 1; the rest stay parked."""
+    cli, s3, _, parked = await _setup(aws, proxy, tmp_path, count=100)
+    proxy.add(Rule("s3", f"PUT {BUCKET}", "delay", seconds=0.2))  # PutObject, path style
+    where = f"s3://{BUCKET}/incident/purge.jsonl"
+    command = [sys.executable, "-m", "worker", "parked", "purge", "orders", "--yes"]
+    command += ["--rate", "1000", "--parallel", "2", "--backup", where, "--config", str(cli.config)]
+    running = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env=cli.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        await wait_for(lambda: _parts(s3, 3), timeout=60)
+        proxy.add(Rule("s3", f"PUT {BUCKET}", "error", code="InternalError"), first=True)
+        out, err = await anyio.to_thread.run_sync(lambda: running.communicate(timeout=60))
+    finally:
+        running.kill()
+    assert running.returncode == 1, out + err
+    assert "stopped by an error" in out
+    assert "purge: stopped: BackupError" in err or "InternalError" in err, err
+    left = await depth(aws.sqs, parked)
+    assert f"done: {100 - left}, failed: 0" in out
+    assert 30 <= 100 - left < 100
+    assert len(await _lines(s3, "incident/purge.jsonl.part-")) >= 100 - left
+
+
+async def _parts(s3, at_least: int) -> bool:
+    listed = await s3.list_objects_v2(Bucket=BUCKET, Prefix="incident/purge.jsonl.part-")
+    return len(listed.get("Contents", [])) >= at_least
+
+
+async def test_ctrl_c_while_a_chunk_is_backed_up_moves_nothing_more(aws, proxy, tmp_path):
+    """Ctrl-C while the first chunk's part is being written: the part is stored (a backup of
+    more than was moved is harmless), the chunk is not moved, the command stops."""
+    cli, _, _, parked = await _setup(aws, proxy, tmp_path, count=30)
+    proxy.add(Rule("s3", f"PUT {BUCKET}", "delay", seconds=2))
+    where = f"s3://{BUCKET}/incident/purge.jsonl"
+    command = [sys.executable, "-m", "worker", "parked", "purge", "orders", "--yes"]
+    command += ["--rate", "1000", "--parallel", "1", "--backup", where, "--config", str(cli.config)]
+    running = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env=cli.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        await wait_for(lambda: proxy.held > 0, timeout=60)  # the part is being written
+        running.send_signal(signal.SIGINT)
+        out, err = await anyio.to_thread.run_sync(lambda: running.communicate(timeout=60))
+    finally:
+        running.kill()
+    assert running.returncode == 0, out + err
+    assert "done: 0, failed: 0" in out
+    await wait_for(lambda: _visible(aws, parked, 30), timeout=10)

@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import make_settings
 from tests.console_client import audit_lines, browser, running_console
-from tests.helpers import depth, drain, wait_for
+from tests.helpers import depth, drain
 from tests.test_operator_safety import META, _park, _visible
 from worker.emulator import create_queue
 
@@ -52,7 +52,7 @@ async def test_pages_show_queues_groups_and_one_message(aws, tmp_path):
         page = await b.get("/queues/orders")
         assert 'id="refresh"' in page.text, "the snapshot is read"
         # a page holds nothing: what the read held is visible again, the console still up
-        await wait_for(lambda: _visible(aws, parking, 24), timeout=10)
+        assert await _visible(aws, parking, 24)
         assert page.element("matching") == "20 messages"
         assert "max_attempts 20" in page.element("by-reason")
         assert "Boom 20" in page.element("by-error")

@@ -213,14 +213,16 @@ async def test_an_action_takes_no_more_than_was_parked_when_it_started(aws, prox
 
 
 async def test_a_restore_in_lanes_keeps_each_fifo_group_in_order(aws, proxy, tmp_path):
-    """200 saved messages of four groups, interleaved, restored by ten lanes to a FIFO
-    queue: each once, each group in the file's order."""
+    """200 saved messages of four groups and lines with no group (an export of a standard
+    queue: one group on a FIFO queue), interleaved, restored by ten lanes to a FIFO queue:
+    each once, each group in the file's order."""
     out = await create_queue(aws.sqs, "restored.fifo", FifoQueue="true")
     backup = tmp_path / "backup.jsonl"
+    groups = ["g0", "g1", "g2", "g3", None]
     lines = [
         {
             "message_id": f"m{i}",
-            "group_id": f"g{i % 4}",
+            "group_id": groups[i % 5],
             "body": json.dumps({"n": i}),
             "attributes": {},
         }
@@ -233,9 +235,9 @@ async def test_a_restore_in_lanes_keeps_each_fifo_group_in_order(aws, proxy, tmp
     assert "restored 200 messages" in done.stdout
     restored = [json.loads(m["Body"])["n"] for m in await drain(aws.sqs, out, delete=True)]
     assert sorted(restored) == list(range(200))
-    for k in range(4):
-        group = [n for n in restored if n % 4 == k]
-        assert group == sorted(group), group
+    for k in range(5):
+        group = [n for n in restored if n % 5 == k]
+        assert group == sorted(group), (groups[k], group)
 
 
 async def test_a_parallel_replay_to_the_target_keeps_to_its_bucket(aws, proxy, tmp_path):
@@ -277,3 +279,17 @@ async def test_a_parallel_replay_to_the_target_keeps_to_its_bucket(aws, proxy, t
         assert in_window <= 10, (start, in_window)
     times = sorted(t for t, _ in calls)
     assert times[-1] - times[0] >= (30 - 5) / 5 - 0.5
+
+
+async def test_a_rate_of_nothing_is_refused_before_anything_is_read(aws, proxy, tmp_path):
+    """--rate 0 divided by zero after the first chunk was read: held for 30 minutes."""
+    dlq = await create_queue(aws.sqs, "orders-dlq")
+    parking = await create_queue(aws.sqs, "parked")
+    await _park(aws, parking, dlq, 10)
+    cli = Cli(tmp_path, _tree(proxy.url))
+    for rate in ("0", "-5", "nan"):
+        refused = await cli("parked", "purge", "orders", "--yes", "--rate", rate)
+        assert refused.returncode == 2, refused.stderr
+        assert "must be more than 0" in refused.stderr
+    assert not proxy.requests("sqs", "ReceiveMessage")
+    assert await depth(aws.sqs, parking) == 10

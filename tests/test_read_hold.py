@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import pytest
 
 from worker.ops.records import Record
@@ -112,7 +113,7 @@ async def test_a_read_with_a_ceiling_never_holds_past_it():
     clock = [0.0]
     queue = ReturningQueue(10_000)
     reader = QueueReader(queue, hold=60, max_hold=60, expected=10_000, monotonic=lambda: clock[0])  # type: ignore[arg-type]
-    reader.read, clock[0] = 200, 20.0  # 200 messages in 20 s: 980 s to go
+    reader.read, clock[0] = 200, 20.0  # 200 messages in 20 s: over 980 s to go
     assert reader.hold() == 60  # not 2 x 980 + 600: a console killed now hides nothing longer
 
 
@@ -124,8 +125,9 @@ async def test_the_hold_reaches_past_the_projected_end_of_a_slow_read():
         await anext(reader.batches())
     assert queue.holds[0] == HOLD_SECONDS  # the pace is not known yet
     reader.read, clock[0] = 200, 20.0  # one second per batch of 10 (a replay at --rate 10)
-    # 9,800 left at 0.1 s each: 980 s to go, held twice over plus the margin
-    assert reader.hold() == 2 * 980 + 600
+    # 9,800 left and 20 read ahead (a batch in its receiver, one in its taker) at 0.1 s
+    # each: 982 s to go, held twice over plus the margin
+    assert reader.hold() == 2 * 982 + 600
     clock[0] *= 50  # much slower: 5 s a message
     assert reader.hold() == VISIBILITY_LIMIT_SECONDS  # never more than SQS allows
 
@@ -146,3 +148,76 @@ async def test_the_in_flight_quota_stops_a_read_with_its_reason_not_a_short_coun
     assert reader.incomplete is not None
     assert "read 30 messages" in reader.incomplete
     assert "120,000" in reader.incomplete
+
+
+async def test_a_slow_rate_holds_the_read_ahead_until_its_turn():
+    """At --rate 0.05 the 200 messages ten receivers and ten takers may hold (read, not yet
+    acted on) wait up to 4,000 s for their turn: the first receives hold them twice that."""
+    queue = ReturningQueue(10_000)
+    reader = QueueReader(queue, expected=10_000)  # type: ignore[arg-type]
+    assert reader.hold() == HOLD_SECONDS
+    reader.paced(0.05)
+    assert reader.hold() == 2 * 200 / 0.05 + 600
+
+
+class PartialQueue(ReturningQueue):
+    """`count` messages, each once; every third receive returns 7 (SQS's short polls sample
+    servers: fewer than there are)."""
+
+    async def receive(self, limit: int, wait: int, hold: int) -> list[dict[str, Any]]:
+        self.receives += 1
+        await anyio.sleep(0.002)
+        take = 7 if self.receives % 3 == 0 else limit
+        start, self.next = self.next, min(self.count, self.next + take)
+        return [
+            {"MessageId": f"m{n}", "ReceiptHandle": f"r{n}", "Body": "{}"}
+            for n in range(start, self.next)
+        ]
+
+
+async def test_receivers_retiring_at_once_never_end_a_read_early():
+    """Two receivers whose receives came back short at the same moment both retired (each
+    saw the other still counted): the stream ended with most of the queue unread, and the
+    read said nothing. One always stays to read the end."""
+    queue = PartialQueue(2000)
+    reader = QueueReader(queue, expected=2000)  # type: ignore[arg-type]
+    read = 0
+    async with reader:
+
+        async def taker() -> None:
+            nonlocal read
+            async for batch in reader.batches():
+                read += len(batch)
+                for record in batch:
+                    reader.keep(record)
+                await anyio.sleep(0.02)  # acting on a chunk
+
+        async with anyio.create_task_group() as tasks:
+            for _ in range(10):
+                tasks.start_soon(taker)
+    assert read == 2000
+    assert reader.incomplete is None
+
+
+async def test_a_receive_failing_after_the_read_was_over_is_no_failure():
+    """`--limit` reached while another receive was in flight, which then failed: the command
+    had all it asked for; it said nothing and exited 1."""
+    from botocore.exceptions import ClientError
+
+    class FailsLate(ReturningQueue):
+        async def receive(self, limit: int, wait: int, hold: int) -> list[dict[str, Any]]:
+            if self.receives >= 1:
+                self.receives += 1
+                await anyio.sleep(0.05)
+                error = {"Error": {"Code": "KmsThrottled", "Message": "slow down"}}
+                raise ClientError(error, "ReceiveMessage")
+            return await super().receive(limit, wait, hold)
+
+    queue = FailsLate(100)
+    async with QueueReader(queue, expected=100) as reader:  # type: ignore[arg-type]
+        async for batch in reader.batches():
+            for record in batch:
+                reader.keep(record)
+            reader.finish()  # enough (--limit)
+    assert reader.read == 10
+    assert queue.receives >= 2, "a second receive was in flight"

@@ -180,7 +180,8 @@ def classify(exc: BaseException) -> DeliveryError:
 
 
 def innermost(exc: BaseException) -> BaseException:
-    """The one exception inside task groups' ExceptionGroups (a group of several stays)."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+    """The first exception inside task groups' ExceptionGroups (tasks failing together, as
+    chunks moving at once, mostly fail for one reason: the first one says it)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
     return exc

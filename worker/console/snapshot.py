@@ -143,12 +143,10 @@ class Snapshots:
                 )
                 async with reader:
                     await _fill(reader, ctx, snapshot)
-                    snapshot.finished = time.time()  # shown now; released as the reader ends
-                    snapshot.done.set()
         except Exception as exc:  # noqa: BLE001 - shown on the page, the console goes on
             snapshot.error = f"{error_code(exc)}: {exc}"
         finally:
-            snapshot.finished = snapshot.finished or time.time()
+            snapshot.finished = time.time()
             snapshot.done.set()
 
 

@@ -5,6 +5,7 @@ discard it safely, pause a queue for every replica; and the IAM policies.
 - `records.py`       a parked message as read from its queue, and the JSONL backup/export format
 - `scan.py`          reading a queue: every message once, receives in parallel, held invisible
 - `kept.py`          what a read did not act on, spilled to a file and released at the end
+- `holds.py`         how long a receive holds its messages: past the read's projected end
 - `reading.py`       the read-only commands (status, summary, list, export) and the selection
 - `moves.py`         the commands that change a queue: replay and purge, chunks in parallel
 - `senders.py`       where a replay sends: the DLQ, or the target through the daemon's guard

@@ -18,6 +18,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError("must be more than 0 messages a second")
+    return value
+
+
 def _parallel(text: str) -> int:
     value = _positive(text)
     if value > MAX_PARALLEL:
@@ -57,7 +64,7 @@ def _filters(parser: argparse.ArgumentParser) -> None:
 def _acting(parser: argparse.ArgumentParser, *, backup: bool = True) -> None:
     parser.add_argument("--yes", action="store_true", help="act (without it: a dry run)")
     parser.add_argument(
-        "--rate", type=float, default=DEFAULT_RATE, help="messages per second (default 10)"
+        "--rate", type=_rate, default=DEFAULT_RATE, help="messages per second (default 10)"
     )
     if backup:
         parser.add_argument(

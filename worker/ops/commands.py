@@ -160,9 +160,26 @@ async def _move(
 ) -> int:
     move = Move(args.to if args.action == "replay" else None, getattr(args, "transform", None))
     backup = _backup_path(args, ctx)
-    tally, reshape = await act(
-        reader, ctx, clients, filters, move, backup=backup if args.yes else None, rate=args.rate
-    )
+    tally = moves.Tally()
+    try:
+        _, reshape = await act(
+            reader,
+            ctx,
+            clients,
+            filters,
+            move,
+            backup=backup if args.yes else None,
+            rate=args.rate,
+            tally=tally,
+        )
+    except Exception as raised:
+        if not (args.yes and (tally.done or tally.failed)):
+            raise
+        exc = innermost(raised)  # what moved before it stopped, and why it stopped
+        out.write(f"stopped by an error; backup: {backup}\n")
+        _print_done(tally, out)
+        sys.stderr.write(f"{args.action}: stopped: {error_code(exc)}: {exc}\n")
+        return EXIT_FAILED
     moves.print_plan(move.verb, ctx, filters, tally, out)
     if reshape is not None:
         out.write(f"transform: {reshape.expression}\n")
@@ -178,11 +195,15 @@ async def _move(
         return EXIT_OK
     if tally.total:
         out.write(f"backup: {backup}\n")
+    _print_done(tally, out)
+    return EXIT_FAILED if tally.failed else EXIT_OK
+
+
+def _print_done(tally: moves.Tally, out: TextIO) -> None:
     out.write(f"done: {tally.done}, failed: {len(tally.failed)}\n")
     for message_id, code in tally.failed.items():
         where = "" if code.startswith(moves.SENT_NOT_DELETED) else " (still parked)"
         out.write(f"  failed {message_id}: {code}{where}\n")
-    return EXIT_FAILED if tally.failed else EXIT_OK
 
 
 async def _queue_command(args: argparse.Namespace, settings: Settings, clients: Clients) -> int:

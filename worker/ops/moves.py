@@ -98,6 +98,7 @@ async def move(
     mover = _Mover(reader, ctx, send, backup, clients, tally if tally is not None else Tally())
     selection = Selection(reader, ctx, filters, cutoff)
     bucket = TokenBucket(rate, max(1, int(rate)), time.monotonic)
+    reader.paced(rate)
 
     async def work() -> None:
         async with aclosing(reader.batches()) as batches:
@@ -155,9 +156,10 @@ class _Mover:
                     self._writer = open_writer(self._backup, self._clients)
                 assert self._writer is not None
                 await self._writer.write(batch, self._ctx.parking.url)  # before it moves
-                stored = True
+                # Ctrl-C while it was written (an S3 part): backed up, and not moved
+                stored = await reader.wait_or_stop(0)
         finally:
-            if not stored:  # not backed up (stopped, or the backup failed): none of it moves
+            if not stored:  # stopped, or the backup failed: none of it moves
                 for record in batch:
                     reader.keep(record)
         if not stored:

@@ -19,6 +19,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from worker.aws.clients import Clients
 from worker.aws.sqs import SqsQueue
 from worker.core.bucket import TokenBucket
+from worker.core.parking import DEFAULT_GROUP_ID
 from worker.ops.records import Saved
 from worker.ops.scan import PARALLEL
 from worker.ops.senders import send_entries
@@ -102,7 +103,9 @@ class _Lanes:
                     end.close()
 
     async def add(self, saved: Saved) -> None:
-        at = zlib.crc32((saved.group_id or saved.message_id).encode()) % len(self._ends)
+        # the group the send gives it (a line without one: DEFAULT_GROUP_ID, on a FIFO queue)
+        group = saved.group_id or (DEFAULT_GROUP_ID if self._queue.is_fifo else saved.message_id)
+        at = zlib.crc32(group.encode()) % len(self._ends)
         self._chunks[at].append(saved)
         if len(self._chunks[at]) == 10:
             chunk, self._chunks[at] = self._chunks[at], []

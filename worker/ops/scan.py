@@ -5,18 +5,15 @@ reading a million messages keeps memory bounded (a hash of each id is kept, abou
 message, to skip a message that came back because its hold ran out).
 
 Receives run in parallel, as the daemon's do: each full receive adds one, up to `parallel`;
-what they read waits in a buffer of `parallel` batches (a slow replay holds back the reads:
-memory stays bounded). Leaving the reader's `async with` ends the receives after the one in
-flight, keeps what nobody took and releases it all (`unreleased`: what could not be).
+a batch waits in its receiver until a taker is free (a slow replay holds back the reads: at
+most 2 x `parallel` batches are read and not yet acted on). Leaving the reader's `async with`
+ends the receives after the one in flight, keeps what nobody took and releases it all.
 
-The hold is at least `hold` seconds (30 minutes); once the read knows its pace and the
-queue's count, each receive holds its messages until the read's projected end, twice over
-(a replay at `--rate 10` through 50,000 messages runs 83 minutes), up to the 12 hours SQS
-allows. A message that comes back anyway is kept again, and receives that bring back only
-messages already read end the read once every message was read — or after
-`STALE_RECEIVES` of them in a row, when the count it began with was too high (messages
-deleted meanwhile) or the holds are short (the console's): it never cycles, and says how far
-it got.
+Each receive holds its messages until the read is surely over (`holds.py`). A message that
+comes back anyway is kept again, and receives that bring back only messages already read end
+the read once every message was read — or after `STALE_RECEIVES` of them in a row, when the
+count it began with was too high (messages deleted meanwhile) or the holds are short (the
+console's): it never cycles, and says how far it got.
 """
 
 from __future__ import annotations
@@ -33,6 +30,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from worker.aws.errors import error_code
 from worker.aws.sqs import SqsQueue
+from worker.ops.holds import HOLD_SECONDS, Holds
 from worker.ops.kept import Kept
 from worker.ops.progress import Watcher
 from worker.ops.records import Record
@@ -40,9 +38,6 @@ from worker.settings import VISIBILITY_LIMIT_SECONDS
 
 # ReceiveMessage refuses once the queue has too many messages in flight.
 OVER_LIMIT = frozenset({"OverLimit", "AWS.SimpleQueueService.OverLimit"})
-HOLD_SECONDS = 1800  # the least hold; released at the end anyway
-HOLD_MARGIN_SECONDS = 600
-PACE_AFTER = 100  # messages read before the pace is trusted
 EMPTY_RECEIVES = 2  # consecutive empty long polls that mean "nothing left to read"
 STALE_RECEIVES = 5  # consecutive receives of messages read already that end a read
 WAIT_SECONDS = 1
@@ -67,15 +62,13 @@ class QueueReader:
         self._queue = queue
         self._progress = progress
         self._stop = stop or anyio.Event()
-        self._hold = hold
-        self._max_hold = max_hold
         self._seen: set[int] = set()  # hashes of the ids read
         self.read = 0
         self._expected = expected  # the queue's visible count when the read began
-        self._monotonic = monotonic
-        self._started = monotonic()
         self.incomplete: str | None = None  # why the read could not see every message
         self.parallel = max(1, parallel)
+        # read ahead: a batch a receiver and a batch a taker
+        self._holds = Holds(hold, max_hold, 2 * 10 * self.parallel, monotonic)
         self._until_expected = until_expected  # a view (the console's): no more once read
         self.unreleased = 0  # kept messages that could not be released (their hold ends)
         self._exit = AsyncExitStack()
@@ -91,7 +84,9 @@ class QueueReader:
 
     async def __aenter__(self) -> QueueReader:
         self._kept = Kept()
-        self._send, self._out = anyio.create_memory_object_stream[list[Record]](self.parallel)
+        # No buffer: a batch waits in its receiver until a taker is free (read ahead: at most
+        # a batch a receiver and a batch a taker)
+        self._send, self._out = anyio.create_memory_object_stream[list[Record]](0)
         self._exit.enter_context(self._out)
         self._tasks = await self._exit.enter_async_context(anyio.create_task_group())
         return self
@@ -174,6 +169,8 @@ class QueueReader:
                 if full and self._active < self.parallel and not self._finished:
                     self._add_receiver(send, 0)  # the queue has more to give
                 retire = not full and self._active > 1
+                if retire:  # counted out now: two retiring at once leave one receiving
+                    self._active -= 1
                 if batch:
                     self.read += len(batch)
                     self.progress(read=self.read)
@@ -188,7 +185,7 @@ class QueueReader:
                             self.keep(record)
                         raise
                 if retire:
-                    break
+                    return
                 wait = 0 if full else WAIT_SECONDS
             self._active -= 1
 
@@ -203,7 +200,9 @@ class QueueReader:
                 if error_code(exc) in OVER_LIMIT:
                     self._over_limit()
                     return []
-                if attempt == RECEIVE_ATTEMPTS - 1 or self._finished:
+                if self._finished or self._stop.is_set():
+                    return []  # the read was over anyway: nothing was asked of this one
+                if attempt == RECEIVE_ATTEMPTS - 1:
                     self.finish()
                     self._failure = self._failure or exc
                     return []
@@ -266,15 +265,12 @@ class QueueReader:
             )
 
     def hold(self) -> int:
-        """Seconds the next receive holds its messages: to the read's projected end, twice
-        over plus a margin, at least `hold`, at most `max_hold` (by default the 12 hours SQS
-        allows)."""
-        expected = self._expected
-        if expected is None or self.read < PACE_AFTER:
-            return min(self._hold, self._max_hold)
-        per_message = (self._monotonic() - self._started) / self.read
-        left = max(0, expected - self.read) * per_message
-        return int(min(self._max_hold, max(self._hold, 2 * left + HOLD_MARGIN_SECONDS)))
+        """Seconds the next receive holds its messages (`Holds`)."""
+        return self._holds.seconds(self.read, self._expected)
+
+    def paced(self, rate: float) -> None:
+        """What is read is acted on at most `rate` messages a second."""
+        self._holds.rate = rate
 
     def progress(self, **counts: int) -> None:
         """Shown while reading (a bar on a terminal, a line every few seconds otherwise)."""

@@ -143,11 +143,15 @@ class S3Writer:
         await self._flush()
 
     async def _flush(self) -> None:
+        """The lines written so far as the next part. Its lines and number are taken before
+        the first await: chunks backed up at once never share a part (or its key)."""
         if not self._lines:
             return
+        lines, self._lines, self._bytes = self._lines, [], 0
+        self._parts += 1
+        key = self._where.part(self._parts)
+        body = ("\n".join(lines) + "\n").encode("utf-8")
         s3 = await self._clients.get("s3")
-        body = ("\n".join(self._lines) + "\n").encode("utf-8")
-        key = self._where.part(self._parts + 1)
         try:
             await s3.put_object(  # never over another's part: a second writer fails here
                 Bucket=self._where.bucket,
@@ -158,8 +162,6 @@ class S3Writer:
             )
         except Exception as exc:
             raise BackupError(f"{self._where}: {error_code(exc)}") from exc
-        self._parts += 1
-        self._lines, self._bytes = [], 0
 
 
 def open_writer(where: Location, clients: Clients | None, *, export: bool = False) -> Writer:
