@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 
 import anyio
 import pytest
@@ -102,7 +100,6 @@ async def test_a_missing_bucket_refuses_before_anything_moves(aws, proxy, tmp_pa
 async def test_two_commands_writing_one_backup_key_never_overwrite_a_part(aws, proxy, tmp_path):
     """Both past the existence check (their reads held up), both writing one key: the second
     part-000001 is refused (IfNoneMatch), so every purged message is in the backup."""
-    import anyio
 
     cli, s3, _, parked = await _setup(aws, proxy, tmp_path, count=10)
     billing_dlq = await create_queue(aws.sqs, "billing-dlq")
@@ -204,20 +201,14 @@ async def test_a_move_stopped_by_its_backup_says_what_it_moved(aws, proxy, tmp_p
     cli, s3, _, parked = await _setup(aws, proxy, tmp_path, count=100)
     proxy.add(Rule("s3", f"PUT {BUCKET}", "delay", seconds=0.2))  # PutObject, path style
     where = f"s3://{BUCKET}/incident/purge.jsonl"
-    command = [sys.executable, "-m", "worker", "parked", "purge", "orders", "--yes"]
-    command += ["--rate", "1000", "--parallel", "2", "--backup", where, "--config", str(cli.config)]
-    running = subprocess.Popen(
-        command,
-        cwd=tmp_path,
-        env=cli.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    running = cli.start(
+        *("parked", "purge", "orders", "--yes", "--rate", "1000", "--parallel", "2"),
+        *("--backup", where),
     )
     try:
         await wait_for(lambda: _parts(s3, 3), timeout=60)
         proxy.add(Rule("s3", f"PUT {BUCKET}", "error", code="InternalError"), first=True)
-        out, err = await anyio.to_thread.run_sync(lambda: running.communicate(timeout=60))
+        out, err = await cli.ended(running)
     finally:
         running.kill()
     assert running.returncode == 1, out + err
@@ -240,20 +231,14 @@ async def test_ctrl_c_while_a_chunk_is_backed_up_moves_nothing_more(aws, proxy, 
     cli, _, _, parked = await _setup(aws, proxy, tmp_path, count=30)
     proxy.add(Rule("s3", f"PUT {BUCKET}", "delay", seconds=2))
     where = f"s3://{BUCKET}/incident/purge.jsonl"
-    command = [sys.executable, "-m", "worker", "parked", "purge", "orders", "--yes"]
-    command += ["--rate", "1000", "--parallel", "1", "--backup", where, "--config", str(cli.config)]
-    running = subprocess.Popen(
-        command,
-        cwd=tmp_path,
-        env=cli.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    running = cli.start(
+        *("parked", "purge", "orders", "--yes", "--rate", "1000", "--parallel", "1"),
+        *("--backup", where),
     )
     try:
         await wait_for(lambda: proxy.held > 0, timeout=60)  # the part is being written
         running.send_signal(signal.SIGINT)
-        out, err = await anyio.to_thread.run_sync(lambda: running.communicate(timeout=60))
+        out, err = await cli.ended(running)
     finally:
         running.kill()
     assert running.returncode == 0, out + err

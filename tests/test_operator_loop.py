@@ -50,6 +50,22 @@ class Cli:
         )
         return await anyio.to_thread.run_sync(run)
 
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        """The command running (to stop it, or act beside it); `ended` waits for it."""
+        command = [sys.executable, "-m", "worker", *args, "--config", str(self.config)]
+        return subprocess.Popen(
+            command,
+            cwd=self.cwd,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    @staticmethod
+    async def ended(process: subprocess.Popen[str]) -> tuple[str, str]:
+        return await anyio.to_thread.run_sync(lambda: process.communicate(timeout=60))
+
     async def json(self, *args: str):
         result = await self(*args, "--json")
         assert result.returncode == 0, result.stderr

@@ -9,7 +9,6 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 
-import anyio
 import pytest
 
 from tests.conftest import make_settings
@@ -121,23 +120,14 @@ async def test_ctrl_c_leaves_every_message_in_exactly_one_place(aws, proxy, tmp_
     parking = await create_queue(aws.sqs, "parked")
     await _park(aws, parking, dlq, 30)
     cli = Cli(tmp_path, _tree(proxy.url))
-    command = [sys.executable, "-m", "worker", "parked", "replay", "--config", str(cli.config)]
-    command += ["orders", "--yes", "--rate", "2", "--backup", "b.jsonl"]
-    process = subprocess.Popen(
-        command,
-        cwd=tmp_path,
-        env=cli.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = cli.start("parked", "replay", "orders", "--yes", "--rate", "2", "--backup", "b.jsonl")
     try:
         backup = tmp_path / "b.jsonl"
         await wait_for(
             lambda: backup.exists() and len(backup.read_text().splitlines()) >= 4, timeout=60
         )
         process.send_signal(signal.SIGINT)
-        out, err = await anyio.to_thread.run_sync(lambda: process.communicate(timeout=60))
+        out, err = await cli.ended(process)
     finally:
         process.kill()
     assert process.returncode == 0, out + err
