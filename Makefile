@@ -68,7 +68,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.console
 	$(BIN)/python -m bench.idle --queues 10000 --ceiling 60 --window 120
 	$(BIN)/python -m bench.daytwo
-	$(BIN)/python -m bench.parked --messages $${PARKED_MESSAGES:-1000000}
+	$(BIN)/python -m bench.parked --messages $${PARKED_MESSAGES:-1000000} --no-export
 	$(BIN)/python -m bench.keeper
 
 # A fleet drains 20,000 messages through a rolling deploy, SIGKILLs, a table outage and a
