@@ -274,3 +274,84 @@ async def test_a_rate_of_nothing_is_refused_before_anything_is_read(aws, proxy, 
         assert "must be more than 0" in refused.stderr
     assert not proxy.requests("sqs", "ReceiveMessage")
     assert await depth(aws.sqs, parking) == 10
+
+
+async def test_a_fifo_entry_refused_once_is_not_sent_again_behind_its_group(aws, proxy, tmp_path):
+    """A transient server-side failure of the first entry of a group's chunk: sent again by
+    the batch's own retry, it landed behind the entries after it (exit 0, order broken). On a
+    FIFO queue it is reported instead, and the order of what was sent holds; run again, the
+    restore sends it."""
+    out = await create_queue(aws.sqs, "restored.fifo", FifoQueue="true")
+    backup = tmp_path / "backup.jsonl"
+    lines = [
+        {"message_id": f"m{i}", "group_id": "g", "body": json.dumps({"n": i}), "attributes": {}}
+        for i in range(20)
+    ]
+    backup.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    failing = Rule(
+        "sqs", "SendMessageBatch", "fail_entries", entries=1, times=1, code="InternalError"
+    )
+    proxy.add(failing)
+    cli = Cli(tmp_path, _tree(proxy.url))
+    done = await cli("restore", str(backup), "--to", "restored.fifo", "--yes", "--rate", "1000")
+    assert failing.applied == 1
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "failed m0: InternalError" in done.stdout
+    restored = [json.loads(m["Body"])["n"] for m in await drain(aws.sqs, out, delete=True)]
+    assert restored == list(range(1, 20))
+
+
+async def test_a_slow_move_holds_what_it_reads_until_its_turn_and_a_plan_does_not(
+    aws, proxy, tmp_path
+):
+    """What ten receivers and ten takers read ahead (200 messages) waits for the rate: at
+    0.1 a second, 2,000 s — longer than the least hold. A move holds it twice that plus the
+    margin, at the slower of --rate and the target's own bucket; a plan waits for nothing."""
+    dlq = await create_queue(aws.sqs, "orders-dlq")
+    parking = await create_queue(aws.sqs, "parked")
+    await create_queue(aws.sqs, "out")
+    await _park(aws, parking, dlq, 5)
+    tree = _tree(proxy.url)
+    tree["queues"]["orders"]["rate_limit"] = {"per_second": 0.1, "burst": 1}
+    cli = Cli(tmp_path, tree)
+
+    async def holds(*args: str) -> set[int]:
+        proxy.clear()
+        done = await cli("parked", *args)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return {r["VisibilityTimeout"] for r in proxy.requests("sqs", "ReceiveMessage")}
+
+    assert await holds("purge", "orders", "--rate", "0.05") == {1800}  # the plan
+    paced = await holds("purge", "orders", "--yes", "--rate", "0.1", "--limit", "1")
+    assert paced == {2 * 200 / 0.1 + 600}
+    target = ("replay", "orders", "--to", "target", "--yes", "--rate", "1000", "--limit", "1")
+    assert await holds(*target) == {2 * 200 / 0.1 + 600}  # the target's bucket sets the pace
+
+
+async def test_ctrl_c_before_anything_was_backed_up_names_no_backup(aws, proxy, tmp_path):
+    """Ctrl-C while the first chunk waits for the rate: nothing was written, so no backup is
+    named (the output named one that did not exist), and the output says it was stopped."""
+    dlq = await create_queue(aws.sqs, "orders-dlq")
+    parking = await create_queue(aws.sqs, "parked")
+    await _park(aws, parking, dlq, 20)
+    cli = Cli(tmp_path, _tree(proxy.url))
+    process = cli.start("parked", "purge", "orders", "--yes", "--rate", "0.5", "--backup", "b")
+    try:
+        await wait_for(lambda: _held(aws, parking, 10), timeout=60)  # a chunk read, waiting
+        process.send_signal(signal.SIGINT)
+        out, err = await cli.ended(process)
+    finally:
+        process.kill()
+    assert process.returncode == 0, out + err
+    assert "done: 0, failed: 0" in out
+    assert "backup:" not in out
+    assert not (tmp_path / "b").exists()
+    assert "interrupted (Ctrl-C): the rest stays parked" in out
+    assert await depth(aws.sqs, parking) == 20
+
+
+async def _held(aws, url: str, at_least: int) -> bool:
+    attrs = await aws.sqs.get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"]
+    )
+    return int(attrs["Attributes"]["ApproximateNumberOfMessagesNotVisible"]) >= at_least

@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from types import SimpleNamespace
 
+import pytest
+
 from worker.core.parking import ParkedView
 from worker.ops.filters import Filters
 from worker.ops.reading import Selection, Tally
@@ -19,12 +21,12 @@ class Keeper:
     def keep(self, record: Record) -> None:
         self.kept.append(record.message_id)
 
-    def finish(self) -> None:
+    def finish(self, *, enough: bool = False) -> None:
         pass
 
 
-def _record(mid: str, parked_at: str, reason: str = "max_attempts") -> Record:
-    meta = {"reason": reason, "error": "E", "parked-at": parked_at, "source-queue": "q"}
+def _record(mid: str, parked_at: str, reason: str = "max_attempts", source: str = "q") -> Record:
+    meta = {"reason": reason, "error": "E", "parked-at": parked_at, "source-queue": source}
     return Record(mid, "r", "b", {}, None, ParkedView(meta, "b", {}))
 
 
@@ -64,3 +66,46 @@ def test_the_summary_counts_without_keeping_every_record():
     )
     assert result["by_age"] == {"1h-1d": 50_000, "<1h": 50_000}
     assert not hasattr(tally, "records")  # counters only
+
+
+def test_a_failure_inside_task_groups_is_said_by_its_first_cause():
+    """Chunks moving at once fail together: the page, the audit line and the command say the
+    first cause, not "unhandled errors in a TaskGroup"."""
+    from botocore.exceptions import ClientError
+
+    from worker.aws.errors import first_failure, innermost, said
+
+    denied = ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "PutObject")
+    group = ExceptionGroup("tasks", [ExceptionGroup("inner", [denied, ValueError("x")])])
+    assert first_failure(group) is denied
+    assert said(group).startswith("AccessDenied: ")
+    assert innermost(group) is group.exceptions[0], "a group of several stays for innermost"
+
+
+@pytest.mark.anyio
+async def test_a_snapshot_takes_every_batch_its_receivers_read_ahead():
+    """The receivers had read all 24 (the queue's count) while the page had taken only the
+    first batch: the page stopped there, and the quiet queue's 4 in the next batch showed
+    as 0 messages."""
+    from worker.console.snapshot import Snapshot, _fill
+
+    class ReadAhead:
+        read = 0
+        incomplete = None
+
+        def keep(self, record: Record) -> None:
+            pass
+
+        async def batches(self):
+            self.read = 24  # every message read already, two batches still on their way
+            yield [
+                _record(f"o{i}", "2026-12-03T10:00:00+00:00", source="orders") for i in range(20)
+            ]
+            yield [
+                _record(f"b{i}", "2026-12-03T10:00:00+00:00", source="billing") for i in range(4)
+            ]
+
+    snapshot = Snapshot("parked", 24, dlqs=("orders", "billing"))
+    await _fill(ReadAhead(), None, snapshot)  # type: ignore[arg-type]
+    assert snapshot.kept == {"orders": 20, "billing": 4}
+    assert snapshot.read == 24

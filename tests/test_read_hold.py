@@ -221,3 +221,18 @@ async def test_a_receive_failing_after_the_read_was_over_is_no_failure():
             reader.finish()  # enough (--limit)
     assert reader.read == 10
     assert queue.receives >= 2, "a second receive was in flight"
+
+
+async def test_a_read_ended_by_its_limit_on_a_fifo_queue_is_not_incomplete():
+    """`--limit 5` on a FIFO parking queue: the read stops early by design; it said
+    "incomplete" and exited 1."""
+
+    class Fifo(ReturningQueue):
+        is_fifo = True
+
+    async with QueueReader(Fifo(50), expected=50) as reader:  # type: ignore[arg-type]
+        async for batch in reader.batches():
+            for record in batch:
+                reader.keep(record)
+            reader.finish(enough=True)
+    assert reader.incomplete is None

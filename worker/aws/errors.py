@@ -180,8 +180,21 @@ def classify(exc: BaseException) -> DeliveryError:
 
 
 def innermost(exc: BaseException) -> BaseException:
-    """The first exception inside task groups' ExceptionGroups (tasks failing together, as
-    chunks moving at once, mostly fail for one reason: the first one says it)."""
+    """The one exception inside task groups' ExceptionGroups (a group of several stays)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def first_failure(exc: BaseException) -> BaseException:
+    """The first exception inside task groups' ExceptionGroups: tasks failing together (chunks
+    moving at once) mostly fail for one reason, and the first one says it."""
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
     return exc
+
+
+def said(exc: BaseException) -> str:
+    """An exception as a page or an audit line says it: its code and message."""
+    exc = first_failure(exc)
+    return f"{error_code(exc)}: {exc}"

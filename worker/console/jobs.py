@@ -18,7 +18,7 @@ from typing import Any
 
 from worker.aws.attributes import clear_pause, read_depth, read_pause, write_pause
 from worker.aws.clients import Clients
-from worker.aws.errors import error_code
+from worker.aws.errors import said
 from worker.console.security import Audit
 from worker.console.snapshot import QueueLocks, Snapshots
 from worker.ops import reading
@@ -104,7 +104,7 @@ class Jobs:
                     await self._read(ctx, job, backup=None)
                 job.state = "done"
             except Exception as exc:  # noqa: BLE001 - shown on the job's page
-                job.state, job.error = "failed", f"{error_code(exc)}: {exc}"
+                job.state, job.error = "failed", said(exc)
             finally:
                 job.finished = time.time()
 
@@ -188,7 +188,7 @@ class Jobs:
             failed = job.tally is not None and bool(job.tally.failed)
             job.state = "failed" if failed or job.error else "done"
         except Exception as exc:  # noqa: BLE001 - shown on the job's page and audited
-            job.state, job.error = "failed", f"{error_code(exc)}: {exc}"
+            job.state, job.error = "failed", said(exc)
         finally:
             job.finished = time.time()
             self._snapshots.forget(ctx)
@@ -205,8 +205,8 @@ class Jobs:
             fields["to"] = job.move.to
             if job.move.transform:
                 fields["transform"] = job.move.transform
-        if job.backup is not None:
-            fields["backup"] = str(job.backup)
+        if job.backup is not None and tally is not None and (tally.backed_up or tally.done):
+            fields["backup"] = str(job.backup)  # written: something was backed up or exported
         if job.note is not None:
             fields["note"] = job.note
         if job.error is not None:

@@ -29,7 +29,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from worker.aws.attributes import read_depth
-from worker.aws.errors import error_code
+from worker.aws.errors import said
 from worker.core.parking import ParkedView
 from worker.ops.context import QueueContext, same_queue
 from worker.ops.filters import Filters
@@ -144,7 +144,7 @@ class Snapshots:
                 async with reader:
                     await _fill(reader, ctx, snapshot)
         except Exception as exc:  # noqa: BLE001 - shown on the page, the console goes on
-            snapshot.error = f"{error_code(exc)}: {exc}"
+            snapshot.error = said(exc)
         finally:
             snapshot.finished = time.time()
             snapshot.done.set()
@@ -166,14 +166,16 @@ async def _fill(reader: QueueReader, ctx: QueueContext, snapshot: Snapshot) -> N
                 snapshot.entries.append(Entry(record.message_id, view, record.group_id, size))
                 snapshot.kept[owner] += 1
                 snapshot.bytes += size
-            snapshot.read = reader.read
+            # what this page has seen (the receivers may have read further: those batches
+            # are still on their way here)
+            snapshot.read += len(batch)
             full = all(snapshot.kept[d] >= MAX_MESSAGES for d in snapshot.dlqs)
             if snapshot.bytes >= MAX_BYTES or full:
                 snapshot.short = f"the first {len(snapshot.entries):,} messages read are shown"
                 return
-            if reader.read >= MAX_READ:
-                snapshot.short = f"stopped after reading {reader.read:,} messages"
+            if snapshot.read >= MAX_READ:
+                snapshot.short = f"stopped after reading {snapshot.read:,} messages"
                 return
-            if reader.read >= snapshot.expected > 0:
+            if snapshot.read >= snapshot.expected > 0:
                 return  # what the queue held when the read began: no empty polls to wait out
     snapshot.short = reader.incomplete

@@ -65,6 +65,9 @@ async def act(
 ) -> tuple[moves.Tally, Reshape | None]:
     """The plan (`backup` None: nothing changes) or the move itself."""
     reshape = reshape_for(ctx, move)
+    if backup is not None:  # acting: what is read waits for the rate (and the target's bucket)
+        target_rate = ctx.settings.effective_rate_limit.per_second
+        reader.paced(min(rate, target_rate) if move.to == "target" else rate)
     async with AsyncExitStack() as stack:
         send: senders.Send | None = None
         if move.to == "dlq":

@@ -15,7 +15,7 @@ import anyio
 
 from worker.aws.attributes import clear_pause, read_depth, write_pause
 from worker.aws.clients import Clients
-from worker.aws.errors import error_code, innermost
+from worker.aws.errors import error_code, first_failure
 from worker.aws.sqs import SqsQueue, resolve_queue_url
 from worker.ops import moves, reading
 from worker.ops.acting import Move, act
@@ -175,8 +175,10 @@ async def _move(
     except Exception as raised:
         if not (args.yes and (tally.done or tally.failed)):
             raise
-        exc = innermost(raised)  # what moved before it stopped, and why it stopped
-        out.write(f"stopped by an error; backup: {backup}\n")
+        exc = first_failure(raised)  # what moved before it stopped, and why it stopped
+        out.write("stopped by an error\n")
+        if tally.backed_up:
+            out.write(f"backup: {backup}\n")
         _print_done(tally, out)
         sys.stderr.write(f"{args.action}: stopped: {error_code(exc)}: {exc}\n")
         return EXIT_FAILED
@@ -193,9 +195,11 @@ async def _move(
     if not args.yes:
         out.write("dry run: nothing changed; add --yes to act\n")
         return EXIT_OK
-    if tally.total:
+    if tally.backed_up:
         out.write(f"backup: {backup}\n")
     _print_done(tally, out)
+    if reader.stopped:
+        out.write("interrupted (Ctrl-C): the rest stays parked\n")
     return EXIT_FAILED if tally.failed else EXIT_OK
 
 
@@ -262,7 +266,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
                 args, settings, Clients(settings.aws, stack, pool=pool(args))
             )
     except Exception as raised:  # noqa: BLE001 - said in one line, with the exit code it means
-        exc = innermost(raised)  # raised inside a task group (the Ctrl-C watcher's)
+        exc = first_failure(raised)  # raised inside task groups (the Ctrl-C watcher's, moves')
         if isinstance(exc, USAGE_ERRORS):
             print(f"{args.command}: {exc}", file=sys.stderr)
             return EXIT_USAGE

@@ -40,6 +40,7 @@ class Tally:
     example: tuple[str, str] | None = None  # a dry run with --transform: the first, before/after
     ids: set[str] | None = None  # the matched ids, when asked for (the console's plan)
     later: int = 0  # matched, but parked after the command started: left where they are
+    backed_up: int = 0  # written to the backup
 
     def add(self, records: Sequence[Record]) -> None:
         for r in records:
@@ -98,7 +99,6 @@ async def move(
     mover = _Mover(reader, ctx, send, backup, clients, tally if tally is not None else Tally())
     selection = Selection(reader, ctx, filters, cutoff)
     bucket = TokenBucket(rate, max(1, int(rate)), time.monotonic)
-    reader.paced(rate)
 
     async def work() -> None:
         async with aclosing(reader.batches()) as batches:
@@ -156,6 +156,7 @@ class _Mover:
                     self._writer = open_writer(self._backup, self._clients)
                 assert self._writer is not None
                 await self._writer.write(batch, self._ctx.parking.url)  # before it moves
+                self.tally.backed_up += len(batch)
                 # Ctrl-C while it was written (an S3 part): backed up, and not moved
                 stored = await reader.wait_or_stop(0)
         finally:

@@ -72,7 +72,7 @@ class Selection:
                 chosen.append(record)
                 self.taken += 1
         if self.full:
-            self._reader.finish()  # enough: no more receives
+            self._reader.finish(enough=True)  # no more receives
         return chosen
 
     def _parked_later(self, record: Record) -> bool:

@@ -78,6 +78,8 @@ class QueueReader:
         self._finished = False  # no receive starts any more
         self._failure: BaseException | None = None
         self._raised = False
+        self._enough = False
+        self._retiring = 0  # receivers leaving once their batch is taken
         self._empty = self._stale = 0
         self._busy = 0  # batches read and not yet acted on (buffered, or being acted on)
         self._gave_up = False  # stale receives, not the end of the queue, ended it
@@ -109,9 +111,16 @@ class QueueReader:
                 self.unreleased = await self.release()  # shielded
         return done
 
-    def finish(self) -> None:
-        """No more receives: enough was read (`--limit`), or the command is over."""
+    def finish(self, *, enough: bool = False) -> None:
+        """No more receives: the command is over, or it has all it asked for (`enough`:
+        `--limit`; then a read short of the queue's count is not incomplete)."""
         self._finished = True
+        self._enough = self._enough or enough
+
+    @property
+    def stopped(self) -> bool:
+        """Ctrl-C (or SIGTERM) came."""
+        return self._stop.is_set()
 
     async def wait_or_stop(self, seconds: float) -> bool:
         """Sleep up to `seconds`, ending early on Ctrl-C; whether the command goes on."""
@@ -143,7 +152,7 @@ class QueueReader:
             self._raised = True  # once, to one of the takers: the others just end
             raise self._failure
         self._check_fifo_read()
-        if self._gave_up and not self._read_all() and self.incomplete is None:
+        if self._gave_up and not self._read_all() and self.incomplete is None and not self._enough:
             self.incomplete = (
                 f"read {self.read} of about {self._expected} messages, then only messages "
                 "read already came back (their hold ended): any left were not seen"
@@ -168,9 +177,9 @@ class QueueReader:
                 full = len(batch) == 10
                 if full and self._active < self.parallel and not self._finished:
                     self._add_receiver(send, 0)  # the queue has more to give
-                retire = not full and self._active > 1
-                if retire:  # counted out now: two retiring at once leave one receiving
-                    self._active -= 1
+                # one always stays: two retiring at once see each other leaving
+                retire = not full and self._active - self._retiring > 1
+                self._retiring += retire
                 if batch:
                     self.read += len(batch)
                     self.progress(read=self.read)
@@ -185,9 +194,10 @@ class QueueReader:
                             self.keep(record)
                         raise
                 if retire:
-                    return
+                    self._retiring -= 1
+                    break
                 wait = 0 if full else WAIT_SECONDS
-            self._active -= 1
+            self._active -= 1  # only now: its batch was read ahead until taken
 
     async def _received(self, wait: int) -> list[dict[str, Any]]:
         """One receive; a failure (after the SDK's own retries) is tried again after a
@@ -255,7 +265,7 @@ class QueueReader:
         """A FIFO queue returns nothing more of a group while one of its messages is held:
         a read that saw fewer messages than the queue held says so, never a short count."""
         expected = self._expected
-        if not self._queue.is_fifo or expected is None or self._stop.is_set():
+        if not self._queue.is_fifo or expected is None or self._stop.is_set() or self._enough:
             return
         if self.read < expected and self.incomplete is None:
             self.incomplete = (

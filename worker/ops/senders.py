@@ -49,7 +49,8 @@ async def send_entries(queue: SqsQueue, items: Sequence[Outgoing]) -> dict[str, 
             {**message_entry(str(index), body, attributes), **_fifo_fields(queue, group)}
         )
         ids[str(index)] = message_id
-    _, failed = await queue.send(entries)
+    # FIFO: an entry is never sent again behind later ones of its group (it stays, refused)
+    _, failed = await queue.send(entries, attempts=1 if queue.is_fifo else 3)
     return {ids[entry_id]: failure.code for entry_id, failure in failed.items()}
 
 
