@@ -1,5 +1,7 @@
-"""The console on a large parking queue (issue 19): 10,000 parked messages on the emulator
-(moto in its own process, with the project's speedups), `retry-worker console` as a process.
+"""The console on a large parking queue (issue 19): 10,000 parked messages on fauxqs at a
+region's 15 ms a request (or `--server moto`: the emulator in its own process, with the
+project's speedups, whose receives slow down with every message held), `retry-worker console`
+as a process.
 
 Measures, in one run: the first page of the queue (how long the request took, how much of the
 snapshot it showed), the whole snapshot, a filtered page over it, the console's memory, and
@@ -27,6 +29,7 @@ from typing import Any
 import yaml
 from aiobotocore.session import get_session
 
+from bench.fast import start_fauxqs
 from bench.redrive import ENV, free_port
 from worker.core.envelope import DlqMessage
 from worker.core.parking import build_parked, parking_metadata
@@ -113,9 +116,16 @@ def rss_mb(pid: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--messages", type=int, default=10_000)
+    parser.add_argument(
+        "--server",
+        choices=("fauxqs", "moto"),
+        default="fauxqs",
+        help="fauxqs at a region's 15 ms a request (default), or the emulator (moto)",
+    )
     args = parser.parse_args()
     os.environ.update({k: v for k, v in ENV.items() if k.startswith("AWS_")})
-    emulator, url = start_emulator()
+    emulator, url = start_emulator() if args.server == "moto" else start_fauxqs(15)
+    print(f"on {args.server}")
     folder = Path(tempfile.mkdtemp(prefix="bench-console-"))
     try:
         started = time.perf_counter()
