@@ -81,7 +81,7 @@ class QueueReader:
         self._enough = False
         self._retiring = 0  # receivers leaving once their batch is taken
         self._empty = self._stale = 0
-        self._busy = 0  # batches read and not yet acted on (buffered, or being acted on)
+        self._busy = 0  # batches read and not yet acted on (waiting in a receiver, or taken)
         self._gave_up = False  # stale receives, not the end of the queue, ended it
 
     async def __aenter__(self) -> QueueReader:
