@@ -263,7 +263,8 @@ async def test_a_parallel_replay_to_the_target_keeps_to_its_bucket(aws, proxy, t
 
 
 async def test_a_rate_of_nothing_is_refused_before_anything_is_read(aws, proxy, tmp_path):
-    """--rate 0 divided by zero after the first chunk was read: held for 30 minutes."""
+    """--rate 0 divided by zero after the first chunk was read: held for 30 minutes. And
+    --parallel outside 1..50 is refused."""
     dlq = await create_queue(aws.sqs, "orders-dlq")
     parking = await create_queue(aws.sqs, "parked")
     await _park(aws, parking, dlq, 10)
@@ -272,6 +273,10 @@ async def test_a_rate_of_nothing_is_refused_before_anything_is_read(aws, proxy, 
         refused = await cli("parked", "purge", "orders", "--yes", "--rate", rate)
         assert refused.returncode == 2, refused.stderr
         assert "must be more than 0" in refused.stderr
+    for parallel, said in (("0", "must be 1 or more"), ("51", "at most 50")):
+        refused = await cli("parked", "summary", "orders", "--parallel", parallel)
+        assert refused.returncode == 2, refused.stderr
+        assert said in refused.stderr
     assert not proxy.requests("sqs", "ReceiveMessage")
     assert await depth(aws.sqs, parking) == 10
 
