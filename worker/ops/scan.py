@@ -38,7 +38,7 @@ from worker.settings import VISIBILITY_LIMIT_SECONDS
 
 # ReceiveMessage refuses once the queue has too many messages in flight.
 OVER_LIMIT = frozenset({"OverLimit", "AWS.SimpleQueueService.OverLimit"})
-EMPTY_RECEIVES = 2  # consecutive empty long polls that mean "nothing left to read"
+EMPTY_RECEIVES = 2  # empty long polls in a row that end a read (1 once all counted are read)
 STALE_RECEIVES = 5  # consecutive receives of messages read already that end a read
 WAIT_SECONDS = 1
 RECEIVE_ATTEMPTS = 5  # a failed receive, tried again after 0.2, 0.4, 0.8 and 1.6 s
@@ -77,8 +77,7 @@ class QueueReader:
         self._active = 0  # receiving now
         self._finished = False  # no receive starts any more
         self._failure: BaseException | None = None
-        self._raised = False
-        self._enough = False
+        self._raised = self._enough = False  # the failure raised; --limit reached
         self._retiring = 0  # receivers leaving once their batch is taken
         self._empty = self._stale = 0
         self._busy = 0  # batches read and not yet acted on (waiting in a receiver, or taken)
@@ -254,7 +253,8 @@ class QueueReader:
         waited = waited and not (self._queue.is_fifo and self._busy)
         if (raw or waited) and (not raw or self._gave_up or self._read_all()):
             self._empty += 1
-        if self._empty >= EMPTY_RECEIVES:
+        enough = 1 if self._expected is not None and self._read_all() else EMPTY_RECEIVES
+        if self._empty >= enough:  # all it was told of read: one empty poll says the rest
             self.finish()
         return batch
 
