@@ -8,9 +8,12 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -65,6 +68,18 @@ class Cli:
     @staticmethod
     async def ended(process: subprocess.Popen[str]) -> tuple[str, str]:
         return await anyio.to_thread.run_sync(lambda: process.communicate(timeout=60))
+
+    async def interrupted(self, when: Callable[[], Any], *args: str) -> tuple[int, str, str]:
+        """The command, Ctrl-C'd once `when` holds (waited on with a deadline): its exit
+        code, stdout and stderr."""
+        process = self.start(*args)
+        try:
+            await wait_for(when, timeout=60)
+            process.send_signal(signal.SIGINT)
+            out, err = await self.ended(process)
+        finally:
+            process.kill()
+        return process.returncode, out, err
 
     async def json(self, *args: str):
         result = await self(*args, "--json")

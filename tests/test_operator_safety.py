@@ -4,7 +4,6 @@ and reading a large parking queue with bounded memory."""
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -120,17 +119,12 @@ async def test_ctrl_c_leaves_every_message_in_exactly_one_place(aws, proxy, tmp_
     parking = await create_queue(aws.sqs, "parked")
     await _park(aws, parking, dlq, 30)
     cli = Cli(tmp_path, _tree(proxy.url))
-    process = cli.start("parked", "replay", "orders", "--yes", "--rate", "2", "--backup", "b.jsonl")
-    try:
-        backup = tmp_path / "b.jsonl"
-        await wait_for(
-            lambda: backup.exists() and len(backup.read_text().splitlines()) >= 4, timeout=60
-        )
-        process.send_signal(signal.SIGINT)
-        out, err = await cli.ended(process)
-    finally:
-        process.kill()
-    assert process.returncode == 0, out + err
+    backup = tmp_path / "b.jsonl"
+    code, out, err = await cli.interrupted(
+        lambda: backup.exists() and len(backup.read_text().splitlines()) >= 4,
+        *("parked", "replay", "orders", "--yes", "--rate", "2", "--backup", "b.jsonl"),
+    )
+    assert code == 0, out + err
     in_dlq = {json.loads(m["Body"])["n"] for m in await drain(aws.sqs, dlq)}
     parked_ns = {json.loads(m["Body"])["n"] for m in await drain(aws.sqs, parking)}
     assert in_dlq, "some were moved before Ctrl-C"

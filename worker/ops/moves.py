@@ -158,7 +158,7 @@ class _Mover:
                 await self._writer.write(batch, self._ctx.parking.url)  # before it moves
                 self.tally.backed_up += len(batch)
                 # Ctrl-C while it was written (an S3 part): backed up, and not moved
-                stored = await reader.wait_or_stop(0)
+                stored = not reader.stopped
         finally:
             if not stored:  # stopped, or the backup failed: none of it moves
                 for record in batch:
