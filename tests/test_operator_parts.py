@@ -10,8 +10,9 @@ import pytest
 
 from worker.core.parking import ParkedView
 from worker.ops.filters import Filters
-from worker.ops.reading import Selection, Tally
+from worker.ops.reading import Selection
 from worker.ops.records import Record
+from worker.ops.tally import Tally
 
 
 class Keeper:

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from worker.core.errors import DeliveryError, ErrorKind
 
+# Characters of an exception's message kept in a DeliveryError (parking keeps at most 1 KiB).
+MAX_DETAIL_CHARS = 1024
+
 THROTTLE_CODES = frozenset(
     {
         "TooManyRequestsException",
@@ -136,6 +139,16 @@ def error_code(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+def error_message(exc: BaseException) -> str:
+    """What an AWS exception said (its `Error.Message`), else the exception as text."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        message = response.get("Error", {}).get("Message")
+        if message:
+            return str(message)
+    return str(exc)
+
+
 def _status(exc: BaseException) -> int:
     response = getattr(exc, "response", None)
     if isinstance(response, dict):
@@ -173,7 +186,7 @@ def classify(exc: BaseException) -> DeliveryError:
     return DeliveryError(
         kind_of(code, _status(exc)),
         code,
-        str(exc)[:300],
+        error_message(exc)[:MAX_DETAIL_CHARS],
         retry_after=_retry_after(exc),
         park_reason=PARK_REASONS.get(code),
     )

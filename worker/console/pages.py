@@ -17,6 +17,7 @@ from worker.aws.errors import error_code
 from worker.console.security import LOCAL, WHO
 from worker.console.snapshot import Entry
 from worker.console.state import CONSOLE, Console
+from worker.core.parking import error_type_of
 from worker.fleet.table import CoordinationTable
 from worker.ops.context import ContextError
 from worker.ops.filters import FilterError, Filters
@@ -25,7 +26,16 @@ from worker.ops.store import s3_lines
 
 PAGE_SIZE = 50
 STATUS_CONCURRENCY = 16
-FILTER_PARAMS = ("reason", "error", "id", "parked_before", "parked_after", "body_contains", "match")
+FILTER_PARAMS = (
+    "reason",
+    "error",
+    "error_type",
+    "id",
+    "parked_before",
+    "parked_after",
+    "body_contains",
+    "match",
+)
 
 
 def console_of(request: web.Request) -> Console:
@@ -70,6 +80,7 @@ def build_filters(params: Mapping[str, Sequence[str]]) -> Filters:
     return Filters.build(
         reasons=params.get("reason", ()),
         errors=params.get("error", ()),
+        error_types=params.get("error_type", ()),
         ids=params.get("id", ()),
         parked_before=one("parked_before"),
         parked_after=one("parked_after"),
@@ -147,6 +158,20 @@ def _groups(entries: list[Entry], key: str) -> list[dict[str, Any]]:
     return sorted(groups.values(), key=lambda g: (-g["count"], g["value"]))
 
 
+def _by_error_type(entries: list[Entry]) -> list[dict[str, Any]]:
+    """Groups by the failure's type, each with what the target said most recently."""
+    groups: dict[str, dict[str, Any]] = {}
+    for entry in entries:
+        value = error_type_of(entry.meta)
+        at = entry.meta.get("parked-at", "")
+        group = groups.setdefault(value, {"value": value, "count": 0, "newest": "", "said": None})
+        group["count"] += 1
+        if at >= group["newest"]:
+            group["newest"] = at
+            group["said"] = entry.meta.get("error-message") or group["said"]
+    return sorted(groups.values(), key=lambda g: (-g["count"], g["value"]))
+
+
 async def queue_context(request: web.Request) -> Any:
     console = console_of(request)
     name = request.match_info["queue"]
@@ -183,6 +208,7 @@ async def queue_page(request: web.Request) -> web.Response:
         query=query,
         by_reason=_groups(matching, "reason"),
         by_error=_groups(matching, "error"),
+        by_error_type=_by_error_type(matching),
         total=len(matching),
         messages=shown,
         page=page,

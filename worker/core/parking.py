@@ -25,6 +25,11 @@ from worker.core.limits import SQS_MAX_MESSAGE_BYTES, message_size
 
 MAX_ATTRIBUTES = 10
 META_ATTRIBUTE = "retry-worker.meta"
+# Bytes of UTF-8 kept of a failure's type and of its message.
+MAX_ERROR_BYTES = 1024
+# What a form over the size limit does without, in this order: the failure's message, the
+# convenience of `source-arn`, the failure's type. The rest is never dropped.
+OPTIONAL_META = ("error-message", "source-arn", "error-type")
 # The group of a message sent to a FIFO parking queue (or back to a FIFO DLQ) that had none.
 DEFAULT_GROUP_ID = "retry-worker"
 
@@ -62,12 +67,16 @@ def parking_metadata(
     group_id: str | None = None,
     source_arn: str | None = None,
     message_id: str | None = None,
+    error_type: str | None = None,
+    error_message: str | None = None,
 ) -> dict[str, str]:
     """The five keys of SPEC.md, `group-id` for a FIFO message (a replay keeps its group even
     when the parking queue is a standard queue), `source-arn` for a message an SQS queue
     dead-lettered (a replay goes back to it, also from a DLQ with several sources) and
     `message-id`, the DLQ message's id: a replay to the target gives the target the key every
-    attempt had (SPEC.md, Idempotency), not the parked copy's new id."""
+    attempt had (SPEC.md, Idempotency), not the parked copy's new id; `error-type` and
+    `error-message`, what the target said of the last failure (SPEC.md, Error detail), each at
+    most 1 KiB."""
     meta = {
         "reason": reason,
         "attempts": str(attempts),
@@ -81,7 +90,20 @@ def parking_metadata(
         meta["source-arn"] = source_arn
     if message_id:
         meta["message-id"] = message_id
+    if error_type:
+        meta["error-type"] = clipped(error_type)
+    if error_message:
+        meta["error-message"] = clipped(error_message)
     return meta
+
+
+def clipped(text: str, limit: int = MAX_ERROR_BYTES) -> str:
+    """`text` cut to at most `limit` bytes of UTF-8, never inside a character, "…" marking
+    the cut."""
+    data = text.encode("utf-8")
+    if len(data) <= limit:
+        return text
+    return data[: limit - len("…".encode())].decode("utf-8", "ignore") + "…"
 
 
 def _forms(message: DlqMessage, meta: dict[str, str]) -> list[ParkedMessage]:
@@ -110,10 +132,14 @@ def build_parked(
     message: DlqMessage, meta: dict[str, str], max_bytes: int = SQS_MAX_MESSAGE_BYTES
 ) -> ParkedMessage | None:
     """The first parking form within `max_bytes` (the parking queue's MaximumMessageSize),
-    or None when none fits. `source-arn` is a convenience for replays: a message it would
-    keep out of the parking queue is parked without it."""
-    lean = {k: v for k, v in meta.items() if k != "source-arn"}
-    for candidate in (meta, lean) if lean != meta else (meta,):
+    or None when none fits. The failure's message and type and `source-arn` are conveniences:
+    a message they would keep out of the parking queue is parked without them
+    (OPTIONAL_META, dropped one by one)."""
+    candidates = [meta]
+    for key in OPTIONAL_META:
+        if key in candidates[-1]:
+            candidates.append({k: v for k, v in candidates[-1].items() if k != key})
+    for candidate in candidates:
         for form in _forms(message, candidate):
             if message_size(form.body, form.attributes) <= max_bytes:
                 return form
@@ -192,6 +218,12 @@ def read_parked(body: str, attributes: Mapping[str, Mapping[str, Any]]) -> Parke
         return None
     own.pop("attempt", None)  # the attempt marker is not parking metadata
     return ParkedView(own, body, foreign)
+
+
+def error_type_of(meta: Mapping[str, str]) -> str:
+    """The last failure's type, or `none` when the message was parked without one (a rule, a
+    hook, a limit reached on receive; or parked before error types were kept)."""
+    return meta.get("error-type") or "none"
 
 
 def parked_at(meta: Mapping[str, str]) -> float | None:

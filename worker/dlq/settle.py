@@ -31,6 +31,8 @@ PARK_FAILED_RETRY_SECONDS = 60
 # A message no parking form of which fits the parking queue is held this long (the longest
 # visibility SQS allows): it cannot succeed by trying again, an operator has to act.
 UNPARKABLE_HOLD_SECONDS = VISIBILITY_LIMIT_SECONDS
+# Characters of a target's error message in a log line.
+LOGGED_ERROR_CHARS = 200
 
 
 def _delivery_outcome(settlement: Settlement) -> str:
@@ -124,6 +126,8 @@ class Settler:
                 group_id=d.message.group_id,
                 source_arn=d.message.source_arn,  # SQS's, or our marker's once checked
                 message_id=d.message.message_id,
+                error_type=d.error.error_type if d.error is not None else None,
+                error_message=d.error.detail if d.error is not None else None,
             )
             parked = build_parked(d.message, meta, limit)
             if parked is None:
@@ -196,6 +200,11 @@ class Settler:
         ctx: dict[str, Any] = {"message_id": d.message.message_id, "attempt": d.attempt}
         if d.message.marker_invalid:  # counted as no earlier cycles; say so
             ctx["attempt_marker"] = "invalid"
+        if d.error is not None:
+            # What the target said: not a body, so logged without `log_bodies`, cut short.
+            ctx["error_type"] = d.error.error_type
+            if d.error.detail:
+                ctx["error_message"] = d.error.detail[:LOGGED_ERROR_CHARS]
         if self._log_bodies:
             ctx["body"] = d.message.body
         return ctx

@@ -47,6 +47,14 @@ def _filters(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("filters (all must hold; none given: all messages)")
     group.add_argument("--reason", action="append", default=[], help="parking reason (repeat)")
     group.add_argument("--error", action="append", default=[], metavar="CODE", help="(repeat)")
+    group.add_argument(
+        "--error-type",
+        action="append",
+        default=[],
+        metavar="TYPE",
+        help="what the target called the failure, e.g. a Lambda errorType (repeat; none: "
+        "parked without one)",
+    )
     group.add_argument("--id", action="append", default=[], metavar="MESSAGE_ID", help="(repeat)")
     group.add_argument("--parked-before", metavar="ISO", help="e.g. 2026-12-01T00:00:00Z")
     group.add_argument("--parked-after", metavar="ISO")
@@ -85,7 +93,7 @@ def add_operator_commands(
     parked = sub.add_parser("parked", help="see, replay, purge or export parked messages")
     actions = parked.add_subparsers(dest="action", required=True)
     for name, text in (
-        ("summary", "counts by reason, error and age"),
+        ("summary", "counts by reason, error, error type and age"),
         ("list", "one line per parked message"),
         ("replay", "send parked messages back to the DLQ (fresh attempts) or to the target"),
         ("purge", "delete parked messages (after writing their backup)"),

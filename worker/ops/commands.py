@@ -17,7 +17,7 @@ from worker.aws.attributes import clear_pause, read_depth, write_pause
 from worker.aws.clients import Clients
 from worker.aws.errors import error_code, first_failure
 from worker.aws.sqs import SqsQueue, resolve_queue_url
-from worker.ops import moves, reading
+from worker.ops import moves, reading, tally
 from worker.ops.acting import Move, act
 from worker.ops.context import ContextError, QueueContext, open_queue
 from worker.ops.explain import explain
@@ -59,6 +59,7 @@ def filters_from(args: argparse.Namespace) -> Filters:
     return Filters.build(
         reasons=args.reason,
         errors=args.error,
+        error_types=args.error_type,
         ids=args.id,
         parked_before=args.parked_before,
         parked_after=args.parked_after,
@@ -133,15 +134,15 @@ async def _parked_action(
 ) -> int:
     action = args.action
     if action == "summary":
-        result = await reading.summary(reader, ctx, filters)
+        result = await tally.summary(reader, ctx, filters)
         if args.json:
             out.write(json.dumps(result) + "\n")
         else:
-            reading.print_summary(result, out)
+            tally.print_summary(result, out)
         return EXIT_OK
     if action == "list":
         style = {"as_json": args.json, "show_body": args.show_body}
-        await reading.listing(reader, ctx, filters, out, **style)
+        await tally.listing(reader, ctx, filters, out, **style)
         return EXIT_OK
     if action == "export":
         written = await reading.export(reader, ctx, filters, location(args.out), clients)

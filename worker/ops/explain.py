@@ -42,28 +42,38 @@ def _attributes(pairs: list[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
+PARKED_FIELDS = ("reason", "error", "error-type", "error-message", "attempts", "parked-at")
+
+
 async def _parked_message(
     settings: Settings, queue: str, message_id: str, clients: Clients
-) -> DlqMessage:
+) -> tuple[DlqMessage, dict[str, str]]:
+    """The parked message's original, and why it was parked (PARKED_FIELDS of its metadata)."""
     ctx = await open_queue(settings, queue, clients)
     async with QueueReader(ctx.parking) as reader:
         async for batch in selected(reader, ctx, Filters.build(ids=[message_id], limit=1)):
             for record in batch:
                 reader.keep(record)  # explaining changes nothing
-                return record.original(sent_at=time.time())
+                meta = record.view.meta if record.view is not None else {}
+                why = {key: meta[key] for key in PARKED_FIELDS if key in meta}
+                return record.original(sent_at=time.time()), why
     raise ContextError(f"--parked-id {message_id}: not among the parked messages of {queue}")
 
 
-async def _message(args: argparse.Namespace, settings: Settings, clients: Clients) -> DlqMessage:
+async def _message(
+    args: argparse.Namespace, settings: Settings, clients: Clients
+) -> tuple[DlqMessage, dict[str, str] | None]:
+    """The message to explain, and why it was parked when it is a parked one."""
     if args.parked_id:
-        message = await _parked_message(settings, args.queue, args.parked_id, clients)
+        message, why = await _parked_message(settings, args.queue, args.parked_id, clients)
         attributes = {**message.attributes, **_attributes(args.attribute)}
-        return dataclasses.replace(message, attributes=attributes, receive_count=args.attempt)
+        message = dataclasses.replace(message, attributes=attributes, receive_count=args.attempt)
+        return message, why
     try:
         body = await anyio.Path(args.body_file).read_text(encoding="utf-8")
     except OSError as exc:
         raise ContextError(f"--body-file {args.body_file}: {exc.strerror}") from exc
-    return DlqMessage(
+    message = DlqMessage(
         "explain",
         "",
         body,
@@ -71,18 +81,21 @@ async def _message(args: argparse.Namespace, settings: Settings, clients: Client
         receive_count=args.attempt,
         sent_at=time.time(),
     )
+    return message, None
 
 
 async def explain(
     args: argparse.Namespace, settings: Settings, clients: Clients, out: TextIO
 ) -> int:
     name, queue = configured(settings, args.queue)
-    message = await _message(args, settings, clients)
+    message, why = await _message(args, settings, clients)
     now = time.time()
     attempt = args.attempt
     decider = Decider(name, queue, await build_hook(queue, clients))
     trace = Trace()
     result: dict[str, Any] = {"queue": name}
+    if why is not None:
+        result["parked"] = {key.replace("-", "_"): value for key, value in why.items()}
     gated = gate(message, attempt, queue.policy, now)
     if gated is not None:  # past the policy's limits: parked before any decision
         trace.view = decider.view(message, attempt, now)
@@ -109,8 +122,19 @@ async def explain(
     return 0
 
 
+def _print_parked(parked: dict[str, str], out: TextIO) -> None:
+    line = f"parked: reason {parked.get('reason')}, error {parked.get('error')}"
+    if "error_type" in parked:
+        line += f", type {parked['error_type']}"
+    out.write(line + "\n")
+    if "error_message" in parked:
+        out.write(f"  the target said: {parked['error_message']}\n")
+
+
 def _print(result: dict[str, Any], queue: QueueSettings, out: TextIO) -> None:
     out.write(f"queue {result['queue']} (target {queue.target.kind})\n")
+    if (parked := result.get("parked")) is not None:
+        _print_parked(parked, out)
     out.write("view:\n")
     for line in json.dumps(result["view"], indent=2, ensure_ascii=False).splitlines():
         out.write(f"  {line}\n")

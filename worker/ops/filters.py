@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from worker.core.jsontext import loads
-from worker.core.parking import ParkedView
+from worker.core.parking import ParkedView, error_type_of
 
 _STEP = re.compile(r"\.([^.\[\]]+)|\[(\d+)\]|\['([^']*)'\]|\[\"([^\"]*)\"\]")
 _MISSING = object()
@@ -77,6 +77,7 @@ class Filters:
     reasons: frozenset[str] = frozenset()
     errors: frozenset[str] = frozenset()
     ids: frozenset[str] = frozenset()
+    error_types: frozenset[str] = frozenset()
     parked_before: datetime | None = None
     parked_after: datetime | None = None
     body_contains: str | None = None
@@ -95,6 +96,7 @@ class Filters:
         body_contains: str | None = None,
         match: Sequence[str] = (),
         limit: int | None = None,
+        error_types: Sequence[str] = (),
     ) -> Filters:
         pairs = []
         for item in match:
@@ -108,6 +110,7 @@ class Filters:
             frozenset(reasons),
             frozenset(errors),
             frozenset(ids),
+            frozenset(error_types),
             parse_time(parked_before) if parked_before else None,
             parse_time(parked_after) if parked_after else None,
             body_contains,
@@ -122,6 +125,7 @@ class Filters:
             self.reasons
             or self.errors
             or self.ids
+            or self.error_types
             or self.parked_before
             or self.parked_after
             or self.body_contains is not None
@@ -134,6 +138,7 @@ class Filters:
             not self.reasons or meta.get("reason") in self.reasons,
             not self.errors or meta.get("error") in self.errors,
             not self.ids or message_id in self.ids,
+            not self.error_types or error_type_of(meta) in self.error_types,
             self.body_contains is None or self.body_contains in view.body,
             self._in_time(meta.get("parked-at")),
         )

@@ -7,7 +7,9 @@ import json
 from collections.abc import Sequence
 
 from worker.aws.clients import Client
+from worker.aws.errors import MAX_DETAIL_CHARS
 from worker.core.errors import DeliveryError, ErrorKind
+from worker.core.jsontext import loads
 from worker.core.limits import LAMBDA_MAX_ASYNC_BYTES, LAMBDA_MAX_SYNC_BYTES
 from worker.settings import LambdaTarget
 from worker.targets.base import (
@@ -38,6 +40,22 @@ def client_context(delivery: Delivery) -> str:
     raise AssertionError("a hashed key always fits")  # pragma: no cover
 
 
+def function_error(payload: bytes) -> tuple[str | None, str]:
+    """A failed invocation's `errorType` and `errorMessage` (Lambda's error payload), the
+    message cut to MAX_DETAIL_CHARS; (None, "") when the payload is not that shape."""
+    try:
+        data = loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None, ""
+    if not isinstance(data, dict):
+        return None, ""
+    kind, message = data.get("errorType"), data.get("errorMessage")
+    return (
+        kind if isinstance(kind, str) and kind else None,
+        message[:MAX_DETAIL_CHARS] if isinstance(message, str) else "",
+    )
+
+
 class LambdaInvoker(HandOff):
     service = "lambda"
     operation = "Invoke"
@@ -65,11 +83,17 @@ class LambdaInvoker(HandOff):
             FunctionName=self._function, InvocationType=self._type, Payload=payload, **extra
         )
         answer = response.get("Payload")
-        if answer is not None:  # read it to hand the connection back to the pool
-            await answer.read()
+        # read it to hand the connection back to the pool (and for a function error, its cause)
+        text = await answer.read() if answer is not None else b""
         if response.get("FunctionError"):
-            # 200 with X-Amz-Function-Error: the function ran and failed.
-            raise DeliveryError(ErrorKind.RETRYABLE, f"FunctionError.{response['FunctionError']}")
+            # 200 with X-Amz-Function-Error: the function ran and failed; the payload says how.
+            error_type, message = function_error(text)
+            raise DeliveryError(
+                ErrorKind.RETRYABLE,
+                f"FunctionError.{response['FunctionError']}",
+                message,
+                error_type=error_type,
+            )
         expected = 202 if self._type == "Event" else 200
         if response.get("StatusCode") != expected:
             raise DeliveryError(

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import anyio
 
 from worker.aws.clients import Client
-from worker.aws.errors import error_code
+from worker.aws.errors import MAX_DETAIL_CHARS, error_code
 from worker.core.errors import DeliveryError, ErrorKind
 from worker.core.jsontext import loads
 from worker.core.limits import SFN_MAX_INPUT_BYTES, utf8_len
@@ -99,13 +99,21 @@ class StepFunctionsStarter(HandOff):
         raise DeliveryError(ErrorKind.PERMANENT, "TooManyExecutions")  # pragma: no cover
 
     async def _status(self, arn: str) -> str:
-        response = await self._client.describe_execution(executionArn=arn)
-        return str(response["status"])
+        return str((await self._client.describe_execution(executionArn=arn))["status"])
 
     async def _until_done(self, arn: str) -> None:
         delay = self._poll
-        while (status := await self._status(arn)) == "RUNNING":
+        while (described := await self._client.describe_execution(executionArn=arn))[
+            "status"
+        ] == "RUNNING":
             await anyio.sleep(delay)
             delay = min(delay * 2, 30.0)
+        status = str(described["status"])
         if status != "SUCCEEDED":
-            raise DeliveryError(ErrorKind.RETRYABLE, f"Execution{status.title().replace('_', '')}")
+            # DescribeExecution names the failure: the state's `error` and its `cause`.
+            raise DeliveryError(
+                ErrorKind.RETRYABLE,
+                f"Execution{status.title().replace('_', '')}",
+                str(described.get("cause") or "")[:MAX_DETAIL_CHARS],
+                error_type=described.get("error") or None,
+            )
