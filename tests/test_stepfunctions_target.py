@@ -31,7 +31,7 @@ def test_execution_name_is_deterministic_short_and_safe(message_id, retry):
     assert (name.endswith(f"-{retry}")) == bool(retry)
 
 
-async def _setup(aws, proxy, worker_stack):
+async def _setup(aws, proxy, worker_stack, policy=None, **target):
     machine = await aws.sfn.create_state_machine(
         name="fulfil", definition=DEFINITION, roleArn=ROLE_ARN
     )
@@ -41,7 +41,8 @@ async def _setup(aws, proxy, worker_stack):
     queues = {
         "fulfil": {
             "name": "fulfil-dlq",
-            "target": {"kind": "stepfunctions", "state_machine_arn": arn},
+            "target": {"kind": "stepfunctions", "state_machine_arn": arn, **target},
+            "policy": policy or {},
         }
     }
     worker = Worker(make_settings(proxy.url, queues), worker_stack)
@@ -83,3 +84,24 @@ async def test_input_that_is_not_json_is_parked(aws, proxy, worker_stack):
         message["MessageAttributes"]["retry-worker.error"]["StringValue"] == "InvalidExecutionInput"
     )
     assert message["MessageAttributes"]["retry-worker.reason"]["StringValue"] == "unparseable"
+
+
+async def test_a_failed_execution_parks_with_its_error_and_cause(aws, proxy, worker_stack):
+    """Wait mode: what DescribeExecution says of the failure (`error`, `cause`) is parked with
+    the message (the emulator's executions never fail: the proxy answers as a failed one)."""
+    _, poller, arn, dlq, parked = await _setup(
+        aws, proxy, worker_stack, {"max_attempts": 1}, wait_for_completion=True
+    )
+    failed = {"status": "FAILED", "error": "Payment.Declined", "cause": "card 4242 declined"}
+    proxy.add(
+        Rule("states", "DescribeExecution", "answer", extra={"stateMachineArn": arn, **failed})
+    )
+    await aws.sqs.send_message(QueueUrl=dlq, MessageBody='{"order": 8}')
+
+    await poller.run_once()
+
+    [message] = await drain(aws.sqs, parked)
+    said = {k: v["StringValue"] for k, v in message["MessageAttributes"].items()}
+    assert said["retry-worker.error"] == "ExecutionFailed"
+    assert said["retry-worker.error-type"] == "Payment.Declined"
+    assert said["retry-worker.error-message"] == "card 4242 declined"

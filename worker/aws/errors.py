@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from worker.core.errors import DeliveryError, ErrorKind
 
-# Characters of an exception's message kept in a DeliveryError (parking keeps at most 1 KiB).
-MAX_DETAIL_CHARS = 1024
+# Characters of what a target said kept in a DeliveryError: more than parking keeps (1 KiB,
+# cut visibly), a bound on what a failure holds in memory.
+MAX_DETAIL_CHARS = 4096
 
 THROTTLE_CODES = frozenset(
     {

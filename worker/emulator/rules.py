@@ -127,7 +127,7 @@ def answer(rule: Rule, headers: dict[str, str]) -> web.Response:
     a failure of the function itself (`function_error`)."""
     payload: dict[str, Any] = rule.extra
     if rule.action == "function_error":
-        payload = {"errorMessage": "injected failure", "errorType": "InjectedError"}
+        payload = rule.extra or {"errorMessage": "injected failure", "errorType": "InjectedError"}
         headers["X-Amz-Function-Error"] = "Unhandled"
     return web.Response(status=200, body=json.dumps(payload).encode(), headers=headers)
 
