@@ -29,7 +29,9 @@ ALLOWED = {
     "fleet": {"targets", "aws", "core", "settings", "metrics"},
     "ops": {"decisions", "fleet", "targets", "aws", "core", "settings", "metrics", "hooks"},
     "keeper": {"aws", "core", "settings", "metrics"},
+    "notify": {"aws", "core", "settings", "metrics"},
     "daemon": {
+        "notify",
         "dlq",
         "decisions",
         "fleet",

@@ -162,6 +162,13 @@ class Metrics:
             ["parking_queue"],
             registry=registry,
         )
+        self.notifications = Counter(
+            p + "notifications",
+            "Digests to notification sinks, by outcome (sent, retried, failed: given up, "
+            "dropped: the sink's queue was full).",
+            ["sink", "outcome"],
+            registry=registry,
+        )
         self.build_info = Gauge(
             p + "build_info", "Build information.", ["version"], registry=registry
         )

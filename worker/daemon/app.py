@@ -36,6 +36,7 @@ from worker.fleet.loops import SharedLoops
 from worker.keeper.keeper import Lease
 from worker.keeper.keepers import Keepers
 from worker.metrics import Metrics
+from worker.notify import Notifier, open_notifier
 from worker.settings import QueueSettings, Settings
 
 log = structlog.get_logger("worker.daemon.app")
@@ -55,6 +56,7 @@ class Runtime:
     shared: Shared
     http_port: int
     taking_turns: bool = False
+    notifier: Notifier | None = None
 
 
 async def _start_queue(
@@ -177,10 +179,15 @@ async def serve(
         else:
             shared = Shared(guards, SharedLoops(fleet.table, fleet), polls=polls)
         keepers = Keepers(settings.keeper, metrics, tg, lease_for=_keeper_lease(settings, fleet))
+        notifier = await open_notifier(settings.notify, clients, metrics, stack)
+        told = anyio.Event()  # set once the queues are drained: the last digests go out
+        if notifier is not None:
+            shared.notices = notifier
+            tg.start_soon(notifier.run, told)
         shared.on_parking = keepers.start
         health = Health(list(settings.queues), sources=[fleet.notes] if fleet else [])
         http = HttpServer(health, registry, settings.http.host, settings.http.port)
-        runtime = Runtime(health, shared, await tg.start(http.serve))
+        runtime = Runtime(health, shared, await tg.start(http.serve), notifier=notifier)
         async with AsyncExitStack() as membership:
             if fleet is not None:
                 await membership.enter_async_context(fleet.taking_part())
@@ -210,8 +217,11 @@ async def serve(
             task_status.started(runtime)
             await stop.wait()
             await _shutdown(health, settings.shutdown.grace_seconds)
+            told.set()
+            if notifier is not None:
+                await notifier.finished.wait()  # within its FLUSH_SECONDS
         starting.cancel()
-        tg.cancel_scope.cancel()  # the HTTP server
+        tg.cancel_scope.cancel()  # the HTTP server (and whatever the notifier has not sent)
     log.info("stopped")
 
 

@@ -22,6 +22,7 @@ from worker.aws.facts import DlqFacts
 from worker.aws.sqs import SqsQueue, resolve_queue_url
 from worker.core.idle import IdleSchedule
 from worker.core.loopguard import LocalLoops, LoopGuard, Loops
+from worker.core.notices import NoNotices, Notices
 from worker.decisions.decider import Decider
 from worker.dlq.pause import PauseWatch
 from worker.dlq.pipeline import Pipeline
@@ -51,6 +52,8 @@ class Shared:
     rng: random.Random = field(default_factory=random.Random)
     # told of each parking queue once it is resolved (the keeper starts keeping it)
     on_parking: Callable[[SqsQueue], None] | None = None
+    # told of what is parked and what arrives (`notify:`), without waiting
+    notices: Notices = field(default_factory=NoNotices)
     _lock: anyio.Lock = field(default_factory=anyio.Lock)
 
     async def parking_queue(self, clients: Clients, ref: str) -> SqsQueue:
@@ -94,9 +97,16 @@ async def build_poller(
         fifo=dlq.is_fifo,
         decider=decider,
         queue=name,
+        notices=shared.notices,
     )
     settler = Settler(
-        name, dlq, parking, metrics, target=target, log_bodies=settings.logging.log_bodies
+        name,
+        dlq,
+        parking,
+        metrics,
+        target=target,
+        log_bodies=settings.logging.log_bodies,
+        notices=shared.notices,
     )
     watch = QueueWatch(
         name,

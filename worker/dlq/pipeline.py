@@ -20,6 +20,7 @@ from worker.aws.facts import DlqFacts
 from worker.core.envelope import DlqMessage
 from worker.core.errors import DeliveryError
 from worker.core.loopguard import Loops, fingerprint
+from worker.core.notices import NoNotices, Notices
 from worker.core.outcomes import Delivered, Outcome, Park, Release, Retry, Settlement
 from worker.core.policy import attempt_number, gate, on_failure
 from worker.core.rounds import GroupRounds
@@ -75,6 +76,7 @@ class Pipeline:
         fifo: bool = False,
         decider: Decider | None = None,
         queue: str = "",
+        notices: Notices | None = None,
     ) -> None:
         self.policy = policy
         self.queue = queue  # the logical name, for the target's context
@@ -92,6 +94,7 @@ class Pipeline:
         self.in_group_order = fifo
         self.waiting = WaitLedger()
         self._decider = decider  # the queue's rules, transform and hook, if it has any
+        self._notices = notices or NoNotices()
 
     async def _looping(self, candidates: list[tuple[int, Delivery]]) -> set[int]:
         """The indexes of payloads that keep coming back as new DLQ messages through a
@@ -105,6 +108,10 @@ class Pipeline:
         counts = await self._loops.counts(seen)
         limit = self.policy.max_attempts
         return {i for (i, _), n in zip(handed_off, counts, strict=True) if n >= limit}
+
+    def _is_new(self, message: DlqMessage) -> bool:
+        """Received for the first time since it arrived in the DLQ (not a retry coming back)."""
+        return attempt_number(message, self._facts.arrived_with(message)) == 1
 
     def _attempt(self, message: DlqMessage) -> int:
         counted = attempt_number(message, self._facts.arrived_with(message))
@@ -123,6 +130,7 @@ class Pipeline:
         settled = Settlements(sink)
         to_deliver: list[tuple[int, Delivery]] = []
         messages = [self._facts.verified(m) for m in messages]
+        self._notices.received(self.queue, [m.message_id for m in messages if self._is_new(m)])
         for index, message in enumerate(messages):
             attempt = self._attempt(message)
             parked: Park | None = gate(message, attempt, self.policy, now)

@@ -17,6 +17,7 @@ from worker.aws.errors import OWN_CODES, metric_code
 from worker.aws.sqs import SqsQueue, message_entry
 from worker.core.errors import ErrorKind
 from worker.core.limits import message_size
+from worker.core.notices import NoNotices, Notices
 from worker.core.outcomes import Delivered, Park, Release, Retry, Settlement
 from worker.core.parking import ParkedMessage, build_parked, parking_metadata
 from worker.core.policy import visibility_for
@@ -53,6 +54,7 @@ class Settler:
         *,
         target: Target,
         log_bodies: bool = False,
+        notices: Notices | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -63,6 +65,7 @@ class Settler:
         self._target = target.name
         self._target_call = (target.service, target.operation)
         self._log_bodies = log_bodies
+        self._notices = notices or NoNotices()
         self._clock = clock
         self._monotonic = monotonic
         self._log = log.bind(queue=queue_name, target=target.name)
@@ -138,7 +141,7 @@ class Settler:
             by_entry[str(index)] = d
         if not entries:
             return set(), unparkable
-        _, failed = await self._parking.send(entries)
+        sent, failed = await self._parking.send(entries)
         for failure in failed.values():
             self._metrics.aws_errors.labels(
                 "sqs", "SendMessageBatch", metric_code(failure.code)
@@ -153,6 +156,17 @@ class Settler:
                 outcome="kept_in_dlq",
             )
         parked_ok = {d.message.message_id for i, d in by_entry.items() if i not in failed}
+        for entry in sent:
+            d = by_entry[entry["Id"]]
+            assert isinstance(d.outcome, Park)
+            error_type = d.error.error_type if d.error is not None else None
+            self._notices.parked(
+                self._name,
+                d.outcome.reason,
+                d.outcome.error or "none",
+                error_type,
+                entry["MessageId"],
+            )
         return parked_ok, unparkable
 
     def _unparkable(self, d: Settlement, limit: int) -> None:

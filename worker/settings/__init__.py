@@ -12,6 +12,7 @@ from pydantic import model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from worker.settings.decisions import DecisionSettings, LambdaHookSpec, Rule
+from worker.settings.notify import NotifySettings, Sink
 from worker.settings.queues import DiscoverySettings, QueueDefaults, QueueSettings, deep_merge
 from worker.settings.sections import (
     LAMBDA_MAX_TIMEOUT_SECONDS,
@@ -61,6 +62,7 @@ __all__ = [
     "LoggingSettings",
     "MetricsSettings",
     "Model",
+    "NotifySettings",
     "OperatorSettings",
     "PolicySettings",
     "QueueDefaults",
@@ -70,6 +72,7 @@ __all__ = [
     "Rule",
     "Settings",
     "ShutdownSettings",
+    "Sink",
     "SnsTarget",
     "SqsTarget",
     "StepFunctionsTarget",
@@ -96,6 +99,7 @@ class Settings(BaseSettings):
     coordination: CoordinationSettings = CoordinationSettings()
     keeper: KeeperSettings = KeeperSettings()
     operator: OperatorSettings = OperatorSettings()
+    notify: NotifySettings = NotifySettings()
     defaults: QueueDefaults = QueueDefaults()
     queues: dict[str, QueueSettings] = {}
     discovery: DiscoverySettings | None = None

@@ -1,0 +1,290 @@
+"""Notifications (SPEC.md, Notifications): one digest per key per window, to SNS, EventBridge
+and a webhook, without ever holding the queue loop."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import anyio
+import pytest
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from structlog.testing import capture_logs
+
+from tests.conftest import Worker, make_settings
+from tests.helpers import drain, run_until, wait_for
+from worker.daemon.app import serve
+from worker.emulator import create_function, create_queue, queue_arn
+from worker.emulator.proxy import Rule
+from worker.metrics import Metrics
+from worker.notify.digest import MAX_SAMPLES, Digests
+from worker.notify.notifier import Notifier
+from worker.notify.sinks import SinkFailed, WebhookDigests
+from worker.settings import NotifySettings
+
+pytestmark = pytest.mark.anyio
+
+BOOM = {"errorType": "Boom", "errorMessage": "boom"}
+
+
+# -- digests (pure) -------------------------------------------------------------------------
+
+
+def test_one_digest_per_key_per_window_with_counts_and_five_samples():
+    digests = Digests(window_seconds=60, quiet_seconds=3600, console_url="https://rw.example/")
+    for i in range(7):
+        digests.parked("orders", "max_attempts", "FunctionError.Unhandled", "Boom", f"m{i}", 10 + i)
+    digests.parked("orders", "max_attempts", "FunctionError.Unhandled", "Other", "x", 20)
+    assert digests.due(69) == []  # the first window is still open
+    [first] = digests.due(70)
+    assert first["count"] == 7
+    assert first["sample_message_ids"] == [f"m{i}" for i in range(MAX_SAMPLES)]
+    assert (first["window_start"], first["window_end"]) == (
+        "1970-01-01T00:00:10+00:00",
+        "1970-01-01T00:01:10+00:00",
+    )
+    assert (
+        first["console"] == "https://rw.example/queues/orders?reason=max_attempts&error_type=Boom"
+    )
+    [other] = digests.due(80)  # its own window closes on its own time
+    assert (other["error_type"], other["count"]) == ("Other", 1)
+    digests.parked("orders", "max_attempts", "FunctionError.Unhandled", "Boom", "late", 71)
+    [again] = digests.due(131)  # the next window of the same key
+    assert again["count"] == 1
+
+
+def test_arrived_once_after_a_quiet_spell_not_for_every_batch():
+    digests = Digests(window_seconds=60, quiet_seconds=600, started=0)
+    digests.received("orders", ["a"], 100)  # 100 s after boot: not quiet long enough
+    digests.received("orders", ["b"], 800)  # 700 s after the last: an arrival
+    digests.received("orders", ["c", "d"], 810)  # the same arrival, counted
+    digests.received("orders", ["e"], 900)  # after the window: busy, not an arrival
+    [arrived] = digests.due(900)
+    assert (arrived["event"], arrived["queue"], arrived["count"]) == ("arrived", "orders", 3)
+    assert digests.due(10_000) == []
+    digests.received("orders", ["f"], 1600)  # quiet again since 900
+    [again] = digests.due(1660)
+    assert again["count"] == 1
+
+
+def test_events_not_asked_for_are_not_digested():
+    digests = Digests(window_seconds=1, quiet_seconds=0, events=("arrived",))
+    digests.parked("orders", "max_attempts", "E", None, "m", 5)
+    assert digests.due(100) == []
+
+
+# -- sinks, retries and a dead or hanging sink ----------------------------------------------
+
+
+@asynccontextmanager
+async def webhook(answers: list[int], hang: anyio.Event | None = None) -> AsyncIterator[tuple]:
+    """A loopback webhook answering `answers` in turn (then 200); `hang`: hold every request
+    until it is set. Yields its URL and what it received."""
+    received: list[Any] = []
+    holding = anyio.Event()
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        if hang is not None:
+            holding.set()
+            await hang.wait()
+        status = answers.pop(0) if answers else 200
+        return web.Response(status=status, headers={"Retry-After": "0"})
+
+    app = web.Application()
+    app.router.add_post("/hook/secret-path", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}/hook/secret-path", received, holding
+    finally:
+        if hang is not None:
+            hang.set()
+        await runner.cleanup()
+
+
+def _notify(tmp_path: Path, url: str, **settings: Any) -> dict[str, Any]:
+    secret = tmp_path / "webhook-url"
+    secret.write_text(url + "\n")
+    return {
+        "events": ["parked"],
+        "window_seconds": 1,
+        "sinks": [{"webhook": {"url_file": str(secret), "format": settings.pop("format", "json")}}],
+        **settings,
+    }
+
+
+def _sent(registry: CollectorRegistry, sink: str, outcome: str) -> float:
+    value = registry.get_sample_value(
+        "retry_worker_notifications_total", {"sink": sink, "outcome": outcome}
+    )
+    return value or 0.0
+
+
+async def test_a_webhook_that_answers_429_then_200_gets_the_digest_once(tmp_path):
+    registry = CollectorRegistry()
+    async with webhook([429]) as (url, received, _), anyio.create_task_group() as tg:
+        settings = NotifySettings(**_notify(tmp_path, url, format="slack"))
+
+        async with aiohttp.ClientSession() as session:
+            notifier = Notifier(
+                settings, [WebhookDigests(session, settings.sinks[0].webhook)], Metrics(registry)
+            )
+            stop = anyio.Event()
+            tg.start_soon(notifier.run, stop)
+            for i in range(3):
+                notifier.parked(
+                    "orders", "max_attempts", "FunctionError.Unhandled", "Boom", f"m{i}"
+                )
+            await wait_for(lambda: _sent(registry, "webhook", "sent") == 1, timeout=20)
+            stop.set()
+    assert len(received) == 2  # refused once, then taken
+    assert received[0] == received[1]
+    text = received[1]["text"]
+    assert "3 messages parked from orders: max_attempts (Boom)" in text
+    assert "`m0`, `m1`, `m2`" in text
+    assert _sent(registry, "webhook", "retried") == 1
+
+
+async def test_a_dead_sink_is_logged_once_a_window_and_drops_are_counted():
+    registry = CollectorRegistry()
+
+    class Refusing:
+        kind = "sns"
+        calls = 0
+
+        async def send(self, digest: dict[str, Any]) -> None:
+            Refusing.calls += 1
+            raise SinkFailed("AuthorizationError", retryable=False)
+
+    settings = NotifySettings(window_seconds=60, queue_size=2, events=("parked",))
+    notifier = Notifier(settings, [Refusing()], Metrics(registry), clock=lambda: 0.0)
+    for reason in ("a", "b", "c", "d"):
+        notifier.parked("orders", reason, "E", None, "m")
+    with capture_logs() as logs:
+        async with anyio.create_task_group() as tg:
+            stop = anyio.Event()
+            stop.set()  # close every window now, send, end
+            tg.start_soon(notifier.run, stop)
+    assert notifier.finished.is_set()
+    assert _sent(registry, "sns", "dropped") == 2  # four digests, room for two
+    assert _sent(registry, "sns", "failed") == 2
+    assert Refusing.calls == 2  # not retried: refused for good
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == ["notification_failed"]
+
+
+async def test_a_hanging_sink_never_holds_settling(aws, proxy, worker_stack, tmp_path):
+    """Parking goes on while the webhook holds its request: the notifier is told and returns."""
+    hang = anyio.Event()
+    async with webhook([], hang) as (url, received, holding):
+        settings = NotifySettings(**_notify(tmp_path, url, timeout_seconds=60))
+
+        async with aiohttp.ClientSession() as session, anyio.create_task_group() as tg:
+            registry = CollectorRegistry()
+            notifier = Notifier(
+                settings, [WebhookDigests(session, settings.sinks[0].webhook)], Metrics(registry)
+            )
+            stop = anyio.Event()
+            tg.start_soon(notifier.run, stop)
+            worker, poller, dlq = await _failing_lambda(aws, proxy, worker_stack, notifier)
+            await _send(aws, dlq, 3)
+            await run_until(poller, lambda: worker.settled("orders", "parked") == 3)
+            with anyio.fail_after(20):
+                await holding.wait()  # the sink hangs on the first digest
+            await _send(aws, dlq, 4)
+            await run_until(poller, lambda: worker.settled("orders", "parked") == 7)
+            assert len(received) == 1  # the sink still holds the first digest meanwhile
+            hang.set()
+            await wait_for(lambda: _sent(registry, "webhook", "sent") == 2, timeout=20)
+            stop.set()
+    assert [d["count"] for d in received] == [3, 4]
+
+
+async def _failing_lambda(aws, proxy, stack, notifier: Notifier | None = None) -> tuple:
+    await create_function(aws.lambda_, "orders")
+    dlq = await create_queue(aws.sqs, "orders-dlq")
+    await create_queue(aws.sqs, "parked")
+    proxy.add(Rule("lambda", "Invoke", "function_error", extra=BOOM))
+    queue = {
+        "name": "orders-dlq",
+        "target": {"kind": "lambda", "function": "orders"},
+        "policy": {"max_attempts": 1},
+    }
+    worker = Worker(make_settings(proxy.url, {"orders": queue}), stack)
+    if notifier is not None:
+        worker.shared.notices = notifier
+    return worker, await worker.poller("orders"), dlq
+
+
+async def _send(aws, dlq: str, count: int) -> None:
+    for i in range(count):
+        await aws.sqs.send_message(QueueUrl=dlq, MessageBody=json.dumps({"n": i}))
+
+
+# -- the daemon, to SNS and EventBridge ------------------------------------------------------
+
+
+async def test_the_daemon_sends_one_digest_of_a_burst_to_sns_and_eventbridge(aws, proxy):
+    sns = await aws.client("sns")
+    events = await aws.client("events")
+    topic = (await sns.create_topic(Name="retry-alerts"))["TopicArn"]
+    by_sns = await create_queue(aws.sqs, "alerts-by-sns")
+    await sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=await queue_arn(aws.sqs, by_sns))
+    by_events = await create_queue(aws.sqs, "alerts-by-events")
+    await events.put_rule(
+        Name="digests", EventPattern=json.dumps({"detail-type": ["retry-worker.digest"]})
+    )
+    await events.put_targets(
+        Rule="digests", Targets=[{"Id": "q", "Arn": await queue_arn(aws.sqs, by_events)}]
+    )
+    await create_function(aws.lambda_, "orders")
+    dlq = await create_queue(aws.sqs, "orders-dlq")
+    await create_queue(aws.sqs, "parked")
+    proxy.add(Rule("lambda", "Invoke", "function_error", extra=BOOM))
+    await _send(aws, dlq, 6)
+    queue = {
+        "name": "orders-dlq",
+        "target": {"kind": "lambda", "function": "orders"},
+        "policy": {"max_attempts": 1},
+    }
+    notify = {
+        "events": ["parked"],
+        "window_seconds": 1,
+        "console_url": "https://retry.example.internal",
+        "sinks": [{"sns": {"topic_arn": topic}}, {"eventbridge": {"bus": "default"}}],
+    }
+    settings = make_settings(
+        proxy.url, {"orders": queue}, http={"host": "127.0.0.1", "port": 0}, notify=notify
+    )
+    registry = CollectorRegistry()
+    stop = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        await tg.start(functools.partial(serve, settings, stop, registry=registry))
+        await wait_for(lambda: _sent(registry, "sns", "sent") >= 1, timeout=30)
+        await wait_for(lambda: _sent(registry, "eventbridge", "sent") >= 1, timeout=30)
+        stop.set()
+    published = [json.loads(json.loads(m["Body"])["Message"]) for m in await drain(aws.sqs, by_sns)]
+    put = [json.loads(m["Body"]) for m in await drain(aws.sqs, by_events)]
+    assert sum(d["count"] for d in published) == 6  # one digest, or two if a window split them
+    assert len(published) == len(put) <= 2
+    digest = published[0]
+    assert (digest["event"], digest["queue"], digest["reason"]) == (
+        "parked",
+        "orders",
+        "max_attempts",
+    )
+    assert (digest["error"], digest["error_type"]) == ("FunctionError.Unhandled", "Boom")
+    assert 1 <= len(digest["sample_message_ids"]) <= 5
+    assert digest["console"].startswith("https://retry.example.internal/queues/orders?")
+    assert put[0]["detail-type"] == "retry-worker.digest"
+    assert put[0]["source"] == "retry-worker"
+    assert put[0]["detail"] == digest

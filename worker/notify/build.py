@@ -1,0 +1,36 @@
+"""The notifier and its sinks, from `notify:` (part of the composition root's work)."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+
+import aiohttp
+
+from worker.aws.clients import Clients
+from worker.metrics import Metrics
+from worker.notify.notifier import Notifier
+from worker.notify.sinks import DigestSink, EventBridgeDigests, SnsDigests, WebhookDigests
+from worker.settings.notify import NotifySettings
+
+
+async def open_notifier(
+    settings: NotifySettings, clients: Clients, metrics: Metrics, stack: AsyncExitStack
+) -> Notifier | None:
+    """None without sinks: nothing to tell anyone."""
+    if not settings.sinks:
+        return None
+    sinks: list[DigestSink] = []
+    session: aiohttp.ClientSession | None = None
+    for sink in settings.sinks:
+        if sink.sns is not None:
+            sinks.append(SnsDigests(await clients.get("sns"), sink.sns))
+        elif sink.eventbridge is not None:
+            sinks.append(EventBridgeDigests(await clients.get("events"), sink.eventbridge))
+        elif sink.webhook is not None:
+            if session is None:
+                timeout = aiohttp.ClientTimeout(total=settings.timeout_seconds)
+                session = await stack.enter_async_context(
+                    aiohttp.ClientSession(timeout=timeout, trust_env=True)
+                )
+            sinks.append(WebhookDigests(session, sink.webhook))
+    return Notifier(settings, sinks, metrics)

@@ -1,0 +1,142 @@
+"""Digests (pure): events are counted per (event, queue, reason, error, error type) and one
+digest a key leaves per window (SPEC.md, Notifications).
+
+A key's window opens with its first event and closes `window_seconds` later; what comes after
+opens the next. `arrived` opens when a queue receives new messages after `quiet_seconds`
+without any, and counts what it receives until its window closes. Memory is bounded: at most
+MAX_KEYS keys are open (more distinct error types fold into `other`), and at most
+MAX_SAMPLES ids a digest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote, urlencode
+
+MAX_SAMPLES = 5
+MAX_KEYS = 1000
+OTHER = "other"
+
+Key = tuple[str, str, str | None, str | None, str | None]  # event, queue, reason, error, type
+
+
+@dataclass
+class Window:
+    start: float
+    end: float
+    count: int = 0
+    samples: list[str] = field(default_factory=list)
+
+    def add(self, message_ids: Sequence[str]) -> None:
+        self.count += len(message_ids)
+        room = MAX_SAMPLES - len(self.samples)
+        if room > 0:
+            self.samples.extend(message_ids[:room])
+
+
+def _iso(moment: float) -> str:
+    return datetime.fromtimestamp(moment, UTC).isoformat(timespec="seconds")
+
+
+class Digests:
+    def __init__(
+        self,
+        *,
+        window_seconds: float,
+        quiet_seconds: float,
+        events: Sequence[str] = ("parked", "arrived"),
+        console_url: str | None = None,
+        started: float = 0.0,
+    ) -> None:
+        self._window = window_seconds
+        self._quiet = quiet_seconds
+        self._events = frozenset(events)
+        self._console = console_url.rstrip("/") if console_url else None
+        self._open: dict[Key, Window] = {}
+        self._closed: list[dict[str, Any]] = []  # digests of windows closed between ticks
+        # When each queue last received new messages (the quiet spell starts at boot: a
+        # restart does not announce what was already flowing).
+        self._last_arrival: dict[str, float] = {}
+        self._started = started
+        self.folded = 0  # events counted under `other` for want of room
+
+    def parked(
+        self,
+        queue: str,
+        reason: str,
+        error: str,
+        error_type: str | None,
+        message_id: str,
+        now: float,
+    ) -> None:
+        if "parked" not in self._events:
+            return
+        key: Key = ("parked", queue, reason, error, error_type)
+        if key not in self._open and len(self._open) >= MAX_KEYS:
+            key = ("parked", queue, reason, OTHER, OTHER)
+            self.folded += 1
+        self._window_for(key, now).add([message_id])
+
+    def received(self, queue: str, message_ids: Sequence[str], now: float) -> None:
+        if not message_ids:
+            return
+        last = self._last_arrival.get(queue, self._started)
+        self._last_arrival[queue] = now
+        if "arrived" not in self._events:
+            return
+        key: Key = ("arrived", queue, None, None, None)
+        window = self._current(key, now)
+        if window is None and now - last >= self._quiet:
+            window = self._window_for(key, now)
+        if window is not None:  # the arrival after a quiet spell, and what follows it
+            window.add(message_ids)
+
+    def _current(self, key: Key, now: float) -> Window | None:
+        """The key's window if it is still open; one that has ended is closed (its digest
+        waits for `due`)."""
+        window = self._open.get(key)
+        if window is not None and window.end <= now:
+            self._closed.append(self._digest(key, self._open.pop(key), now))
+            return None
+        return window
+
+    def _window_for(self, key: Key, now: float) -> Window:
+        window = self._current(key, now)
+        if window is None:
+            window = self._open[key] = Window(now, now + self._window)
+        return window
+
+    def due(self, now: float, *, everything: bool = False) -> list[dict[str, Any]]:
+        """The digests whose window has closed (all of them at shutdown), closed."""
+        ready = [k for k, w in self._open.items() if everything or w.end <= now]
+        closed, self._closed = self._closed, []
+        return closed + [self._digest(key, self._open.pop(key), now) for key in ready]
+
+    def next_due(self) -> float | None:
+        return min((w.end for w in self._open.values()), default=None)
+
+    def _digest(self, key: Key, window: Window, now: float) -> dict[str, Any]:
+        event, queue, reason, error, error_type = key
+        return {
+            "event": event,
+            "queue": queue,
+            "reason": reason,
+            "error": error,
+            "error_type": error_type,
+            "count": window.count,
+            "window_start": _iso(window.start),
+            "window_end": _iso(min(window.end, now)),
+            "sample_message_ids": list(window.samples),
+            "console": self._link(queue, reason, error_type),
+        }
+
+    def _link(self, queue: str, reason: str | None, error_type: str | None) -> str | None:
+        if self._console is None:
+            return None
+        link = f"{self._console}/queues/{quote(queue, safe='')}"
+        filters = {"reason": reason, "error_type": error_type}
+        query = urlencode({k: v for k, v in filters.items() if v and v != OTHER})
+        return f"{link}?{query}" if query else link

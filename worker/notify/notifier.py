@@ -1,0 +1,165 @@
+"""The notifier (SPEC.md, Notifications): the queue loop's notices in, digests out.
+
+`parked` and `received` are plain calls that count and return: the loop never waits on a sink.
+A ticker closes the windows that are due and hands each digest to every sink's bounded queue
+(full: the digest is dropped for that sink, counted). One task a sink sends them in order,
+each tried `attempts` times with backoff (a sink's Retry-After honoured, capped); a sink that
+keeps failing is logged once a window, not once a digest. At shutdown the open windows are
+closed at once and the sinks get a few seconds to send them.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import anyio
+import structlog
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from worker.metrics import Metrics
+from worker.notify.digest import Digests
+from worker.notify.sinks import DigestSink, SinkFailed
+from worker.settings.notify import NotifySettings
+
+log = structlog.get_logger("worker.notify")
+
+TICK_SECONDS = 1.0
+BACKOFF_FIRST_SECONDS = 1.0
+BACKOFF_MAX_SECONDS = 60.0
+FLUSH_SECONDS = 5.0  # at shutdown: how long the sinks get for the last digests
+
+
+class Notifier:
+    def __init__(
+        self,
+        settings: NotifySettings,
+        sinks: Sequence[DigestSink],
+        metrics: Metrics,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._sinks = list(sinks)
+        self._metrics = metrics
+        self._clock = clock
+        self._digests = Digests(
+            window_seconds=settings.window_seconds,
+            quiet_seconds=settings.quiet_seconds,
+            events=settings.events,
+            console_url=settings.console_url,
+            started=clock(),
+        )
+        self._outboxes: list[
+            tuple[MemoryObjectSendStream[dict[str, Any]], MemoryObjectReceiveStream[dict[str, Any]]]
+        ] = [anyio.create_memory_object_stream[dict[str, Any]](settings.queue_size) for _ in sinks]
+        self._last_said: dict[int, float] = {}  # sink index -> when its failure was last logged
+        self.finished = anyio.Event()  # set once `run` has ended
+        self.sent: list[dict[str, Any]] = []  # the last few digests sent (for the demo, tests)
+
+    # -- notices: counted, never waited on --------------------------------------------------
+
+    def parked(
+        self, queue: str, reason: str, error: str, error_type: str | None, message_id: str
+    ) -> None:
+        self._digests.parked(queue, reason, error, error_type, message_id, self._clock())
+
+    def received(self, queue: str, message_ids: Sequence[str]) -> None:
+        self._digests.received(queue, message_ids, self._clock())
+
+    # -- digests out ------------------------------------------------------------------------
+
+    async def run(self, stop: anyio.Event) -> None:
+        """Until `stop`: close due windows each tick; then close every window and give the
+        sinks FLUSH_SECONDS to send what is queued."""
+        try:
+            await self._run(stop)
+        finally:
+            self.finished.set()
+
+    async def _run(self, stop: anyio.Event) -> None:
+        async with anyio.create_task_group() as tg:
+            for index, sink in enumerate(self._sinks):
+                tg.start_soon(self._send_all, index, sink, self._outboxes[index][1])
+            while not stop.is_set():
+                with anyio.move_on_after(TICK_SECONDS):
+                    await stop.wait()
+                self._hand_out(self._digests.due(self._clock()))
+            self._hand_out(self._digests.due(self._clock(), everything=True))
+            for send, _ in self._outboxes:
+                send.close()  # each sender ends once its queue is empty
+            tg.cancel_scope.deadline = anyio.current_time() + FLUSH_SECONDS
+
+    def _hand_out(self, digests: list[dict[str, Any]]) -> None:
+        for digest in digests:
+            for index, sink in enumerate(self._sinks):
+                try:
+                    self._outboxes[index][0].send_nowait(digest)
+                except anyio.WouldBlock:
+                    self._counted(sink, "dropped")
+
+    async def _send_all(
+        self, index: int, sink: DigestSink, digests: MemoryObjectReceiveStream[dict[str, Any]]
+    ) -> None:
+        async with digests:
+            async for digest in digests:
+                await self._send_one(index, sink, digest)
+
+    async def _send_one(self, index: int, sink: DigestSink, digest: dict[str, Any]) -> None:
+        delay = BACKOFF_FIRST_SECONDS
+        for attempt in range(1, self._settings.attempts + 1):
+            failure = await self._try(sink, digest)
+            if failure is None:
+                self._counted(sink, "sent")
+                self.sent = [*self.sent[-49:], digest]
+                log.info(
+                    "digest_sent",
+                    sink=sink.kind,
+                    notice=digest["event"],
+                    queue=digest["queue"],
+                    count=digest["count"],
+                )
+                return
+            if not failure.retryable or attempt == self._settings.attempts:
+                self._counted(sink, "failed")
+                self._say_failed(index, sink, failure, digest)
+                return
+            self._counted(sink, "retried")
+            await anyio.sleep(min(max(delay, failure.retry_after or 0), BACKOFF_MAX_SECONDS))
+            delay = min(delay * 2, BACKOFF_MAX_SECONDS)
+
+    async def _try(self, sink: DigestSink, digest: dict[str, Any]) -> SinkFailed | None:
+        """One send; its failure, if it failed (a sink never stops the notifier)."""
+        try:
+            with anyio.fail_after(self._settings.timeout_seconds):
+                await sink.send(digest)
+        except SinkFailed as exc:
+            return exc
+        except TimeoutError:
+            return SinkFailed("Timeout", retryable=True)
+        except Exception as exc:  # noqa: BLE001 - e.g. a parameter AWS refuses: not retried
+            return SinkFailed(type(exc).__name__, retryable=False)
+        return None
+
+    def _counted(self, sink: DigestSink, outcome: str) -> None:
+        self._metrics.notifications.labels(sink.kind, outcome).inc()
+
+    def _say_failed(
+        self, index: int, sink: DigestSink, failure: SinkFailed, digest: dict[str, Any]
+    ) -> None:
+        now = self._clock()
+        last = self._last_said.get(index, -math.inf)
+        if now - last < self._settings.window_seconds:
+            return  # said once a window
+        self._last_said[index] = now
+        log.error(
+            "notification_failed",
+            sink=sink.kind,
+            error=str(failure),
+            notice=digest["event"],
+            queue=digest["queue"],
+            outcome="dropped",
+            hint="digests to this sink are counted in retry_worker_notifications_total",
+        )

@@ -1,0 +1,154 @@
+"""Where digests go: an SNS topic, an EventBridge bus, a webhook (Slack or plain JSON).
+
+Each sink sends one digest or raises `SinkFailed` saying whether trying again may help. The
+webhook's URL is a secret: read from its file at each send (a rotated secret is picked up),
+never logged, never in an error text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Protocol
+
+import aiohttp
+import anyio
+
+from worker.aws.clients import Client
+from worker.aws.errors import error_code, kind_of
+from worker.core.errors import ErrorKind
+from worker.settings.notify import EventBridgeSink, SnsSink, WebhookSink
+
+SOURCE = "retry-worker"
+DETAIL_TYPE = "retry-worker.digest"
+SUBJECT_MAX = 100  # SNS: a subject is at most 100 characters, one line
+
+
+class SinkFailed(Exception):
+    def __init__(self, what: str, *, retryable: bool, retry_after: float | None = None) -> None:
+        super().__init__(what)
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+class DigestSink(Protocol):
+    kind: str  # sns | eventbridge | webhook: the metric's `sink` label
+
+    async def send(self, digest: dict[str, Any]) -> None: ...
+
+
+def headline(digest: dict[str, Any]) -> str:
+    """One line: what happened where, how often."""
+    count, queue = digest["count"], digest["queue"]
+    noun = "message" if count == 1 else "messages"
+    if digest["event"] == "arrived":
+        return f"{count} new {noun} in the DLQ of {queue} after a quiet spell"
+    cause = digest.get("error_type") or digest.get("error") or "?"
+    return f"{count} {noun} parked from {queue}: {digest['reason']} ({cause})"
+
+
+def slack_text(digest: dict[str, Any]) -> str:
+    lines = [f"*retry-worker*: {headline(digest)}"]
+    if digest["event"] == "parked":
+        lines.append(f"error `{digest['error']}`, type `{digest.get('error_type') or 'none'}`")
+    lines.append(f"{digest['window_start']} to {digest['window_end']}")
+    if digest["sample_message_ids"]:
+        lines.append("e.g. " + ", ".join(f"`{i}`" for i in digest["sample_message_ids"]))
+    if digest.get("console"):
+        lines.append(f"<{digest['console']}|open in the console>")
+    return "\n".join(lines)
+
+
+def _aws_failure(exc: Exception) -> SinkFailed:
+    code = error_code(exc)
+    kind = kind_of(code)
+    retryable = kind is not ErrorKind.PERMANENT
+    return SinkFailed(code, retryable=retryable)
+
+
+class SnsDigests:
+    kind = "sns"
+
+    def __init__(self, client: Client, settings: SnsSink) -> None:
+        self._client = client
+        self._topic = settings.topic_arn
+
+    async def send(self, digest: dict[str, Any]) -> None:
+        text = json.dumps(digest, ensure_ascii=False)
+        subject = " ".join(("retry-worker: " + headline(digest)).split())[:SUBJECT_MAX]
+        extra: dict[str, str] = {}
+        if self._topic.endswith(".fifo"):
+            extra = {
+                "MessageGroupId": SOURCE,
+                "MessageDeduplicationId": hashlib.sha256(text.encode()).hexdigest(),
+            }
+        try:
+            await self._client.publish(TopicArn=self._topic, Message=text, Subject=subject, **extra)
+        except Exception as exc:
+            raise _aws_failure(exc) from exc
+
+
+class EventBridgeDigests:
+    kind = "eventbridge"
+
+    def __init__(self, client: Client, settings: EventBridgeSink) -> None:
+        self._client = client
+        self._bus = settings.bus
+
+    async def send(self, digest: dict[str, Any]) -> None:
+        entry = {
+            "Source": SOURCE,
+            "DetailType": DETAIL_TYPE,
+            "Detail": json.dumps(digest, ensure_ascii=False),
+            "EventBusName": self._bus,
+        }
+        try:
+            answer = await self._client.put_events(Entries=[entry])
+        except Exception as exc:
+            raise _aws_failure(exc) from exc
+        if answer.get("FailedEntryCount"):
+            [failed] = answer["Entries"]
+            code = str(failed.get("ErrorCode", "Unknown"))
+            raise SinkFailed(code, retryable=code in ("ThrottlingException", "InternalFailure"))
+
+
+class WebhookDigests:
+    kind = "webhook"
+
+    def __init__(self, session: aiohttp.ClientSession, settings: WebhookSink) -> None:
+        self._session = session
+        self._file = settings.url_file
+        self._format = settings.format
+
+    async def _url(self) -> str:
+        try:
+            url = (await anyio.Path(self._file).read_text(encoding="utf-8")).strip()
+        except OSError as exc:
+            # retryable: a Secret's file may appear or be rotated in place
+            raise SinkFailed(f"url_file {self._file}: {exc.strerror}", retryable=True) from exc
+        if not url.startswith(("https://", "http://")):
+            raise SinkFailed(f"url_file {self._file}: not an http(s) URL", retryable=True)
+        return url
+
+    async def send(self, digest: dict[str, Any]) -> None:
+        body = {"text": slack_text(digest)} if self._format == "slack" else digest
+        url = await self._url()
+        try:
+            async with self._session.post(url, json=body, allow_redirects=False) as answer:
+                await answer.read()
+                status = answer.status
+                after = answer.headers.get("Retry-After")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            # never the URL (a secret): the kind of failure only
+            raise SinkFailed(type(exc).__name__, retryable=True) from None
+        if 200 <= status < 300:
+            return
+        retryable = status in (408, 425, 429) or status >= 500
+        raise SinkFailed(f"HTTP {status}", retryable=retryable, retry_after=_seconds(after))
+
+
+def _seconds(text: str | None) -> float | None:
+    try:
+        return float(text) if text is not None else None
+    except ValueError:
+        return None

@@ -1,0 +1,67 @@
+"""`notify:` (SPEC.md, Notifications): digests of parked and newly arrived messages, to SNS,
+EventBridge or a webhook (pure)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from worker.settings.sections import Model
+
+Event = Literal["parked", "arrived"]
+
+
+class SnsSink(Model):
+    topic_arn: Annotated[str, Field(pattern=r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[\w.-]+$")]
+
+
+class EventBridgeSink(Model):
+    bus: Annotated[str, Field(min_length=1, max_length=1600)] = "default"  # a name or an ARN
+
+
+class WebhookSink(Model):
+    # The URL is a secret (a Slack webhook's path is its credential): read from this file at
+    # each send, never written in the configuration, never logged.
+    url_file: Annotated[str, Field(min_length=1)]
+    format: Literal["slack", "json"] = "json"
+
+
+class Sink(Model):
+    """Exactly one of the three kinds."""
+
+    sns: SnsSink | None = None
+    eventbridge: EventBridgeSink | None = None
+    webhook: WebhookSink | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Sink:
+        given = [name for name in ("sns", "eventbridge", "webhook") if getattr(self, name)]
+        if len(given) != 1:
+            raise ValueError(
+                "a sink is exactly one of sns, eventbridge or webhook"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        return self
+
+    @property
+    def kind(self) -> str:
+        """The sink's kind: its `sink` label (bounded)."""
+        return "sns" if self.sns else "eventbridge" if self.eventbridge else "webhook"
+
+
+class NotifySettings(Model):
+    events: tuple[Event, ...] = ("parked", "arrived")
+    # One digest per (event, queue, reason, error, error type) per window.
+    window_seconds: Annotated[float, Field(ge=1, le=86_400)] = 60
+    # `arrived`: a DLQ received new messages after this long without any.
+    quiet_seconds: Annotated[float, Field(ge=0, le=30 * 86_400)] = 3600
+    # Digests link to the console's page of the queue, filtered (e.g. https://retry.internal).
+    console_url: Annotated[str, Field(pattern=r"^https?://")] | None = None
+    sinks: tuple[Sink, ...] = ()
+    # Digests waiting for each sink; more are dropped (and counted): a dead sink never holds
+    # memory or the loop.
+    queue_size: Annotated[int, Field(ge=1, le=10_000)] = 200
+    # Tries of one digest (backoff 1 s, 2 s, 4 s, ... up to 60 s) before it is given up.
+    attempts: Annotated[int, Field(ge=1, le=10)] = 5
+    timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 10
