@@ -182,3 +182,23 @@ def test_a_lambda_hook_adds_its_invoke_and_nothing_else():
         }
     ]
     assert len(hooked["Statement"]) == len(plain["Statement"]) + 1
+
+
+def test_notification_sinks_add_exactly_their_publish_and_put_events():
+    tree = yaml.safe_load((GOLDEN / "iam-config.yaml").read_text())
+    plain = build_policy(Settings(**tree), "210987654321")
+    topic = "arn:aws:sns:eu-west-1:210987654321:retry-alerts"
+    tree["notify"] = {
+        "sinks": [
+            {"sns": {"topic_arn": topic}},
+            {"eventbridge": {"bus": "ops"}},
+            {"webhook": {"url_file": "/secrets/slack-url", "format": "slack"}},
+        ]
+    }
+    notified = build_policy(Settings(**tree), "210987654321")
+    added = [s for s in notified["Statement"] if s not in plain["Statement"]]
+    assert sorted((s["Action"], s["Resource"]) for s in added) == [
+        (["events:PutEvents"], ["arn:aws:events:eu-west-1:210987654321:event-bus/ops"]),
+        (["sns:Publish"], [topic]),
+    ]
+    assert {s["Sid"] for s in added} <= {"SendDigests", "SendDigests2"}

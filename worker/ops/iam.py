@@ -186,6 +186,7 @@ def build_policy(
         if isinstance(queue.hook, LambdaHookSpec):  # a Lambda that decides (SPEC.md, Decisions)
             grants["InvokeHooks"]["lambda:InvokeFunction"].add(arns.function(queue.hook.function))
     grant_coordination(settings, arns, grants)
+    grant_notifications(settings, arns, grants)
     if settings.aws.kms_key_arns:
         for action in ("kms:Decrypt", "kms:GenerateDataKey"):
             grants["UseQueueKeys"][action].update(settings.aws.kms_key_arns)
@@ -208,6 +209,17 @@ def grant_coordination(
         table = arns.table(coordination.table)
         for action in TABLE_ACTIONS:
             grants["CoordinationTable"][action].add(table)
+
+
+def grant_notifications(
+    settings: Settings, arns: Arns, grants: dict[str, dict[str, set[str]]]
+) -> None:
+    """Exactly the configured sinks (SPEC.md, Notifications); a webhook needs nothing of AWS."""
+    for sink in settings.notify.sinks:
+        if sink.sns is not None:
+            grants["SendDigests"]["sns:Publish"].add(sink.sns.topic_arn)
+        if sink.eventbridge is not None:
+            grants["SendDigests"]["events:PutEvents"].add(arns.event_bus(sink.eventbridge.bus))
 
 
 def statements(grants: dict[str, dict[str, set[str]]]) -> list[dict[str, Any]]:
