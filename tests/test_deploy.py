@@ -536,3 +536,57 @@ def test_the_roles_trust_only_their_own_workloads():
     assert resources["EcsOperatorRole"]["Properties"]["ManagedPolicyArns"] == [
         {"Ref": "OperatorPolicyArn"}
     ]
+
+
+def test_the_notification_webhook_url_comes_from_a_secret(tmp_path):
+    sink = "config.notify.sinks[0].webhook.url_file=/secrets/notify/url"
+    refused_without = run(
+        helm(), "template", "rw", str(CHART), *values_args("production"), "--set", sink
+    )
+    assert refused_without.returncode != 0
+    assert "notifyWebhookSecret.name" in refused_without.stderr
+    docs = render("production", "--set", sink, "--set", "notifyWebhookSecret.name=rw-slack")
+    pod = _worker_pod(docs)
+    [volume] = [v for v in pod["volumes"] if v["name"] == "notify"]
+    assert volume["secret"]["secretName"] == "rw-slack"
+    assert volume["secret"]["items"] == [{"key": "url", "path": "url"}]
+    [mount] = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "notify"]
+    assert (mount["mountPath"], mount["readOnly"]) == ("/secrets/notify", True)
+    path = tmp_path / "notify.yaml"
+    path.write_text(yaml.safe_dump_all(docs))
+    validate = Path(sys.executable).parent / "kubernetes-validate"
+    result = run(str(validate), "--strict", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "notify" not in {v["name"] for v in _worker_pod(render("production"))["volumes"]}
+
+
+def _worker_pod(docs: list[dict]) -> dict:
+    [deployment] = [
+        d
+        for d in docs
+        if d["kind"] == "Deployment" and not d["metadata"]["name"].endswith("-console")
+    ]
+    return deployment["spec"]["template"]["spec"]
+
+
+def test_the_ecs_webhook_secret_reaches_the_worker_as_a_file():
+    """ECS gives a secret only as an environment variable: the patch's first container writes it
+    to a task volume that the worker mounts read-only once that container has succeeded."""
+    task = json.loads(ECS.read_text())
+    patch = json.loads((ROOT / "deploy" / "ecs" / "notify-webhook.json").read_text())
+    [worker] = task["containerDefinitions"]
+    worker["dependsOn"] = patch["worker"]["dependsOn"]
+    worker["mountPoints"] += patch["worker"]["mountPoints"]
+    task["containerDefinitions"].append(patch["container"])
+    task["volumes"].append(patch["volume"])
+    model = botocore.session.get_session().get_service_model("ecs")
+    shape = model.operation_model("RegisterTaskDefinition").input_shape
+    report = ParamValidator().validate(task, shape)
+    assert not report.has_errors(), report.generate_report()
+    assert _enum_errors(shape, task, "task") == []
+    writer = patch["container"]
+    assert writer["essential"] is False
+    assert writer["image"] == worker["image"]  # nothing else to pull
+    assert "/secrets/notify/url" in writer["command"][0]
+    assert [m["readOnly"] for m in worker["mountPoints"] if m["sourceVolume"] == "notify"] == [True]
+    assert "NOTIFY_WEBHOOK_URL" not in json.dumps(worker)  # the worker never sees it as env

@@ -112,6 +112,11 @@ down assumes `members_when_unknown` members, so KEDA must never run more than th
 {{- if and (eq $backend "dynamodb") (not $coordination.table) -}}
 {{- fail (printf "config.coordination.table: name the DynamoDB table in config/<environment>.yaml (where `retry-worker iam-policy` reads it too), one per deployment, e.g. %s-coordination: two deployments that share a table share their targets' budgets" .Release.Name) -}}
 {{- end -}}
+{{- range $sink := (default dict $config.notify).sinks -}}
+{{- if and $sink.webhook (hasPrefix "/secrets/notify/" (default "" $sink.webhook.url_file)) (not $.Values.notifyWebhookSecret.name) -}}
+{{- fail (printf "config.notify.sinks: the webhook reads %s, which only notifyWebhookSecret.name mounts (a Secret holding the URL under notifyWebhookSecret.key)" $sink.webhook.url_file) -}}
+{{- end -}}
+{{- end -}}
 {{- $unknown := default 10 $coordination.members_when_unknown | int -}}
 {{- if and .Values.keda.enabled (gt (int .Values.keda.maxReplicaCount) $unknown) -}}
 {{- fail (printf "keda.maxReplicaCount %d exceeds config.coordination.members_when_unknown %d: replicas that start while the table is down each take 1/%d of every budget, so more than %d of them would take more than the whole" (int .Values.keda.maxReplicaCount) $unknown $unknown $unknown) -}}
