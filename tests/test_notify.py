@@ -19,6 +19,7 @@ from structlog.testing import capture_logs
 
 from tests.conftest import Worker, make_settings
 from tests.helpers import drain, run_until, wait_for
+from worker.core.notices import ParkedNotice
 from worker.daemon.app import serve
 from worker.emulator import create_function, create_queue, queue_arn
 from worker.emulator.proxy import Rule
@@ -36,14 +37,21 @@ BOOM = {"errorType": "Boom", "errorMessage": "boom"}
 # -- digests (pure) -------------------------------------------------------------------------
 
 
+def _parked(message_id: str, error_type: str | None, said: str | None = None) -> ParkedNotice:
+    return ParkedNotice(
+        "orders", "max_attempts", "FunctionError.Unhandled", message_id, error_type, said
+    )
+
+
 def test_one_digest_per_key_per_window_with_counts_and_five_samples():
     digests = Digests(window_seconds=60, quiet_seconds=3600, console_url="https://rw.example/")
     for i in range(7):
-        digests.parked("orders", "max_attempts", "FunctionError.Unhandled", "Boom", f"m{i}", 10 + i)
-    digests.parked("orders", "max_attempts", "FunctionError.Unhandled", "Other", "x", 20)
+        digests.parked(_parked(f"m{i}", "Boom", said=f"boom {i}"), 10 + i)
+    digests.parked(_parked("x", "Other"), 20)
     assert digests.due(69) == []  # the first window is still open
     [first] = digests.due(70)
     assert first["count"] == 7
+    assert first["error_message"] == "boom 0"  # what the target said, the first time
     assert first["sample_message_ids"] == [f"m{i}" for i in range(MAX_SAMPLES)]
     assert (first["window_start"], first["window_end"]) == (
         "1970-01-01T00:00:10+00:00",
@@ -54,7 +62,7 @@ def test_one_digest_per_key_per_window_with_counts_and_five_samples():
     )
     [other] = digests.due(80)  # its own window closes on its own time
     assert (other["error_type"], other["count"]) == ("Other", 1)
-    digests.parked("orders", "max_attempts", "FunctionError.Unhandled", "Boom", "late", 71)
+    digests.parked(_parked("late", "Boom"), 71)
     [again] = digests.due(131)  # the next window of the same key
     assert again["count"] == 1
 
@@ -75,7 +83,7 @@ def test_arrived_once_after_a_quiet_spell_not_for_every_batch():
 
 def test_events_not_asked_for_are_not_digested():
     digests = Digests(window_seconds=1, quiet_seconds=0, events=("arrived",))
-    digests.parked("orders", "max_attempts", "E", None, "m", 5)
+    digests.parked(_parked("m", None), 5)
     assert digests.due(100) == []
 
 
@@ -142,9 +150,7 @@ async def test_a_webhook_that_answers_429_then_200_gets_the_digest_once(tmp_path
             stop = anyio.Event()
             tg.start_soon(notifier.run, stop)
             for i in range(3):
-                notifier.parked(
-                    "orders", "max_attempts", "FunctionError.Unhandled", "Boom", f"m{i}"
-                )
+                notifier.parked(_parked(f"m{i}", "Boom", said="boom"))
             await wait_for(lambda: _sent(registry, "webhook", "sent") == 1, timeout=20)
             stop.set()
     assert len(received) == 2  # refused once, then taken
@@ -152,6 +158,7 @@ async def test_a_webhook_that_answers_429_then_200_gets_the_digest_once(tmp_path
     text = received[1]["text"]
     assert "3 messages parked from orders: max_attempts (Boom)" in text
     assert "`m0`, `m1`, `m2`" in text
+    assert "> boom" in text
     assert _sent(registry, "webhook", "retried") == 1
 
 
@@ -169,7 +176,7 @@ async def test_a_dead_sink_is_logged_once_a_window_and_drops_are_counted():
     settings = NotifySettings(window_seconds=60, queue_size=2, events=("parked",))
     notifier = Notifier(settings, [Refusing()], Metrics(registry), clock=lambda: 0.0)
     for reason in ("a", "b", "c", "d"):
-        notifier.parked("orders", reason, "E", None, "m")
+        notifier.parked(ParkedNotice("orders", reason, "E", "m"))
     with capture_logs() as logs:
         async with anyio.create_task_group() as tg:
             stop = anyio.Event()
@@ -283,6 +290,7 @@ async def test_the_daemon_sends_one_digest_of_a_burst_to_sns_and_eventbridge(aws
         "max_attempts",
     )
     assert (digest["error"], digest["error_type"]) == ("FunctionError.Unhandled", "Boom")
+    assert digest["error_message"] == "boom"
     assert 1 <= len(digest["sample_message_ids"]) <= 5
     assert digest["console"].startswith("https://retry.example.internal/queues/orders?")
     assert put[0]["detail-type"] == "retry-worker.digest"

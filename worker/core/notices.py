@@ -4,14 +4,25 @@ once. The loop never waits on a sink; `worker.notify` digests and sends elsewher
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 
+@dataclass(frozen=True)
+class ParkedNotice:
+    """One message parked: why, and what the target said of its last failure."""
+
+    queue: str
+    reason: str
+    error: str  # the code
+    message_id: str  # the parked copy's: what an operator acts on
+    error_type: str | None = None
+    error_message: str | None = None
+
+
 class Notices(Protocol):
-    def parked(
-        self, queue: str, reason: str, error: str, error_type: str | None, message_id: str
-    ) -> None:
-        """One message parked (`message_id`: the parked copy's, what an operator acts on)."""
+    def parked(self, notice: ParkedNotice) -> None:
+        """One message parked."""
 
     def received(self, queue: str, message_ids: Sequence[str]) -> None:
         """Messages the DLQ received that are new to it (their first attempt)."""
@@ -20,9 +31,7 @@ class Notices(Protocol):
 class NoNotices:
     """No `notify:` sinks: nothing to tell."""
 
-    def parked(
-        self, queue: str, reason: str, error: str, error_type: str | None, message_id: str
-    ) -> None:
+    def parked(self, notice: ParkedNotice) -> None:
         pass
 
     def received(self, queue: str, message_ids: Sequence[str]) -> None:

@@ -17,7 +17,7 @@ from worker.aws.errors import OWN_CODES, metric_code
 from worker.aws.sqs import SqsQueue, message_entry
 from worker.core.errors import ErrorKind
 from worker.core.limits import message_size
-from worker.core.notices import NoNotices, Notices
+from worker.core.notices import NoNotices, Notices, ParkedNotice
 from worker.core.outcomes import Delivered, Park, Release, Retry, Settlement
 from worker.core.parking import ParkedMessage, build_parked, parking_metadata
 from worker.core.policy import visibility_for
@@ -159,14 +159,16 @@ class Settler:
         for entry in sent:
             d = by_entry[entry["Id"]]
             assert isinstance(d.outcome, Park)
-            error_type = d.error.error_type if d.error is not None else None
-            self._notices.parked(
+            said = d.error
+            notice = ParkedNotice(
                 self._name,
                 d.outcome.reason,
                 d.outcome.error or "none",
-                error_type,
                 entry["MessageId"],
+                said.error_type if said is not None else None,
+                said.detail if said is not None and said.detail else None,
             )
+            self._notices.parked(notice)
         return parked_ok, unparkable
 
     def _unparkable(self, d: Settlement, limit: int) -> None:

@@ -13,18 +13,14 @@ import functools
 import json
 import os
 import sys
-import tempfile
 import time
 from contextlib import AsyncExitStack
-from pathlib import Path
 from typing import Any
 
 import anyio
 from aiobotocore.session import get_session
 from prometheus_client import CollectorRegistry
 
-from worker.console.security import Lock
-from worker.console.server import serve_console
 from worker.daemon.app import serve, watch_signals
 from worker.emulator import (
     ROLE_ARN,
@@ -34,6 +30,7 @@ from worker.emulator import (
     create_role,
     create_source_with_dlq,
 )
+from worker.emulator.beside import console_beside, printing_webhook
 from worker.emulator.proxy import FaultProxy, Rule
 from worker.logs import configure_logging
 from worker.settings import LoggingSettings, Settings
@@ -41,9 +38,12 @@ from worker.settings import LoggingSettings, Settings
 PROGRESS_EVERY_SECONDS = 3.0
 
 
-def demo_settings(endpoint: str, state_machine_arn: str) -> Settings:
+def demo_settings(
+    endpoint: str, state_machine_arn: str, notify: dict[str, Any] | None = None
+) -> Settings:
     return Settings.model_validate(
         {
+            "notify": notify or {},
             "aws": {"endpoint_url": endpoint, "read_timeout_seconds": 10},
             "logging": {"format": "console", "level": "INFO"},
             "shutdown": {"grace_seconds": 5},
@@ -205,21 +205,6 @@ async def _report(registry: CollectorRegistry, started: float) -> None:
         print(_line(elapsed, progress(registry)), file=sys.stderr, flush=True)
 
 
-async def _console(
-    settings: Settings, listen: tuple[str, int], stop: anyio.Event, *, task_status: Any
-) -> None:
-    """The operator console beside the daemon, on loopback (SPEC.md, Operator console)."""
-    backups = Path(tempfile.mkdtemp(prefix="retry-worker-demo-backups-"))
-    try:
-        await serve_console(
-            settings, Lock(None), listen, stop, backup_dir=backups, task_status=task_status
-        )
-    except OSError:  # the port is taken: any free one
-        await serve_console(
-            settings, Lock(None), (listen[0], 0), stop, backup_dir=backups, task_status=task_status
-        )
-
-
 async def _demo(duration: float, console: tuple[str, int]) -> dict[str, int]:
     configure_logging(LoggingSettings(format="console", level="INFO"))
     moto = MotoServer().start()
@@ -230,7 +215,8 @@ async def _demo(duration: float, console: tuple[str, int]) -> dict[str, int]:
         # `ledger` always fails (its message exhausts its attempts and is parked);
         # `payments` is down for its first 12 calls (its breaker opens, probes, closes);
         # `orders` fails about a quarter of the time (retries with backoff, then succeeds).
-        proxy.add(Rule("lambda", "Invoke", "function_error", path="/functions/ledger/"))
+        said = {"errorType": "LedgerLocked", "errorMessage": "ledger closed for month-end"}
+        proxy.add(Rule("lambda", "Invoke", "function_error", path="/functions/ledger/", extra=said))
         down = Rule("lambda", "Invoke", "error", status=503, code="ServiceException", times=12)
         down.path = "/functions/payments/"
         proxy.add(down)
@@ -244,13 +230,21 @@ async def _demo(duration: float, console: tuple[str, int]) -> dict[str, int]:
             await anyio.sleep(duration)
             stop.set()
 
-        async with anyio.create_task_group() as tg:
+        async with AsyncExitStack() as stack, anyio.create_task_group() as tg:
             tg.start_soon(watch_signals, stop)
             tg.start_soon(_report, registry, time.monotonic())
             tg.start_soon(stop_later)
             tg.start_soon(_trickle, get_session(), moto.url)
-            settings = demo_settings(proxy.url, arn)
-            url = await tg.start(_console, settings, console, stop)
+            inbox = await stack.enter_async_context(printing_webhook())
+            url = await tg.start(console_beside, demo_settings(proxy.url, arn), console, stop)
+            # Digests of what is parked, every 5 s, to a local webhook that prints them.
+            notify = {
+                "events": ["parked"],
+                "window_seconds": 5,
+                "console_url": url.rstrip("/"),
+                "sinks": [{"webhook": {"url_file": str(inbox), "format": "slack"}}],
+            }
+            settings = demo_settings(proxy.url, arn, notify)
             print(
                 f"[demo] console {url} — open it: the demo's parked messages, by reason "
                 "and error; replay one while the demo runs",

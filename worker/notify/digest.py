@@ -16,7 +16,10 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from worker.core.notices import ParkedNotice
+
 MAX_SAMPLES = 5
+MAX_SAID_CHARS = 300  # of an error message in a digest (parking keeps 1 KiB)
 MAX_KEYS = 1000
 OTHER = "other"
 
@@ -29,6 +32,7 @@ class Window:
     end: float
     count: int = 0
     samples: list[str] = field(default_factory=list)
+    said: str | None = None  # what the target said, the first time in the window
 
     def add(self, message_ids: Sequence[str]) -> None:
         self.count += len(message_ids)
@@ -63,22 +67,17 @@ class Digests:
         self._started = started
         self.folded = 0  # events counted under `other` for want of room
 
-    def parked(
-        self,
-        queue: str,
-        reason: str,
-        error: str,
-        error_type: str | None,
-        message_id: str,
-        now: float,
-    ) -> None:
+    def parked(self, notice: ParkedNotice, now: float) -> None:
         if "parked" not in self._events:
             return
-        key: Key = ("parked", queue, reason, error, error_type)
+        key: Key = ("parked", notice.queue, notice.reason, notice.error, notice.error_type)
         if key not in self._open and len(self._open) >= MAX_KEYS:
-            key = ("parked", queue, reason, OTHER, OTHER)
+            key = ("parked", notice.queue, notice.reason, OTHER, OTHER)
             self.folded += 1
-        self._window_for(key, now).add([message_id])
+        window = self._window_for(key, now)
+        window.add([notice.message_id])
+        if window.said is None and notice.error_message:
+            window.said = notice.error_message[:MAX_SAID_CHARS]
 
     def received(self, queue: str, message_ids: Sequence[str], now: float) -> None:
         if not message_ids:
@@ -126,6 +125,7 @@ class Digests:
             "reason": reason,
             "error": error,
             "error_type": error_type,
+            "error_message": window.said,
             "count": window.count,
             "window_start": _iso(window.start),
             "window_end": _iso(min(window.end, now)),

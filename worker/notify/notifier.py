@@ -19,6 +19,7 @@ import anyio
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from worker.core.notices import ParkedNotice
 from worker.metrics import Metrics
 from worker.notify.digest import Digests
 from worker.notify.sinks import DigestSink, SinkFailed
@@ -61,10 +62,8 @@ class Notifier:
 
     # -- notices: counted, never waited on --------------------------------------------------
 
-    def parked(
-        self, queue: str, reason: str, error: str, error_type: str | None, message_id: str
-    ) -> None:
-        self._digests.parked(queue, reason, error, error_type, message_id, self._clock())
+    def parked(self, notice: ParkedNotice) -> None:
+        self._digests.parked(notice, self._clock())
 
     def received(self, queue: str, message_ids: Sequence[str]) -> None:
         self._digests.received(queue, message_ids, self._clock())

@@ -51,6 +51,8 @@ def slack_text(digest: dict[str, Any]) -> str:
     lines = [f"*retry-worker*: {headline(digest)}"]
     if digest["event"] == "parked":
         lines.append(f"error `{digest['error']}`, type `{digest.get('error_type') or 'none'}`")
+        if digest.get("error_message"):
+            lines.append(f"> {digest['error_message']}")
     lines.append(f"{digest['window_start']} to {digest['window_end']}")
     if digest["sample_message_ids"]:
         lines.append("e.g. " + ", ".join(f"`{i}`" for i in digest["sample_message_ids"]))
