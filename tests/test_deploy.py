@@ -590,3 +590,21 @@ def test_the_ecs_webhook_secret_reaches_the_worker_as_a_file():
     assert "/secrets/notify/url" in writer["command"][0]
     assert [m["readOnly"] for m in worker["mountPoints"] if m["sourceVolume"] == "notify"] == [True]
     assert "NOTIFY_WEBHOOK_URL" not in json.dumps(worker)  # the worker never sees it as env
+
+
+def test_the_digest_routes_pass_cfn_lint_and_read_the_digests_fields():
+    """docs/notifications.md's worked example: EventBridge to Chatbot and to PagerDuty."""
+    resources = cloudformation(ROOT / "deploy" / "notify" / "routes.yaml")
+    from worker.core.notices import ParkedNotice
+    from worker.notify.digest import Digests
+    from worker.notify.sinks import DETAIL_TYPE, SOURCE
+
+    digests = Digests(window_seconds=1, quiet_seconds=0)
+    digests.parked(ParkedNotice("orders", "max_attempts", "E", "m-1", "Boom", "boom"), 0)
+    [digest] = digests.due(5)
+    for name in ("DigestsToChatbot", "ParkedToPagerDuty"):
+        rule = resources[name]["Properties"]
+        assert rule["EventPattern"]["source"] == [SOURCE]
+        assert rule["EventPattern"]["detail-type"] == [DETAIL_TYPE]
+        paths = rule["Targets"][0]["InputTransformer"]["InputPathsMap"].values()
+        assert {p.removeprefix("$.detail.") for p in paths} <= set(digest)

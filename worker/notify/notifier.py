@@ -25,7 +25,7 @@ from worker.notify.digest import Digests
 from worker.notify.sinks import DigestSink, SinkFailed
 from worker.settings.notify import NotifySettings
 
-log = structlog.get_logger("worker.notify")
+log = structlog.get_logger("worker.notify.notifier")
 
 TICK_SECONDS = 1.0
 BACKOFF_FIRST_SECONDS = 1.0
