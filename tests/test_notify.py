@@ -296,3 +296,28 @@ async def test_the_daemon_sends_one_digest_of_a_burst_to_sns_and_eventbridge(aws
     assert put[0]["detail-type"] == "retry-worker.digest"
     assert put[0]["source"] == "retry-worker"
     assert put[0]["detail"] == digest
+
+
+def test_what_a_target_said_never_becomes_a_slack_link_or_mention():
+    from worker.notify.sinks import slack_text
+
+    digests = Digests(window_seconds=1, quiet_seconds=0, console_url="https://rw.example")
+    said = "failed: see <https://evil.example|your bank> <!channel> & retry\nnow"
+    digests.parked(_parked("m", "Boom<x>", said=said), 0)
+    [digest] = digests.due(5)
+    text = slack_text(digest)
+    assert "&lt;https://evil.example|your bank&gt; &lt;!channel&gt; &amp; retry now" in text
+    assert "type `Boom&lt;x&gt;`" in text
+    assert "<https://rw.example/queues/orders?reason=max_attempts" in text  # ours stays a link
+
+
+def test_an_sns_subject_is_one_line_of_printable_ascii_under_100():
+    from worker.notify.sinks import sns_subject
+
+    digests = Digests(window_seconds=1, quiet_seconds=0)
+    digests.parked(_parked("m", "Zahlung\nabgelehnt—" + "x" * 200), 0)
+    [digest] = digests.due(5)
+    subject = sns_subject(digest)
+    assert subject.startswith("retry-worker: 1 message parked from orders: max_attempts (Zahlung")
+    assert len(subject) < 100
+    assert all(" " <= c <= "~" for c in subject)

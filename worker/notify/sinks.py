@@ -47,17 +47,25 @@ def headline(digest: dict[str, Any]) -> str:
     return f"{count} {noun} parked from {queue}: {digest['reason']} ({cause})"
 
 
+def _slack(text: object) -> str:
+    """Text as Slack shows it literally: `&`, `<` and `>` escaped, as Slack asks, so what a
+    target said can never become a link or a mention in the channel."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def slack_text(digest: dict[str, Any]) -> str:
-    lines = [f"*retry-worker*: {headline(digest)}"]
+    lines = [f"*retry-worker*: {_slack(headline(digest))}"]
     if digest["event"] == "parked":
-        lines.append(f"error `{digest['error']}`, type `{digest.get('error_type') or 'none'}`")
+        kind = digest.get("error_type") or "none"
+        lines.append(f"error `{_slack(digest['error'])}`, type `{_slack(kind)}`")
         if digest.get("error_message"):
-            lines.append(f"> {digest['error_message']}")
+            said = " ".join(str(digest["error_message"]).split())
+            lines.append(f"> {_slack(said)}")
     lines.append(f"{digest['window_start']} to {digest['window_end']}")
     if digest["sample_message_ids"]:
-        lines.append("e.g. " + ", ".join(f"`{i}`" for i in digest["sample_message_ids"]))
+        lines.append("e.g. " + ", ".join(f"`{_slack(i)}`" for i in digest["sample_message_ids"]))
     if digest.get("console"):
-        lines.append(f"<{digest['console']}|open in the console>")
+        lines.append(f"<{_slack(digest['console'])}|open in the console>")
     return "\n".join(lines)
 
 
@@ -66,6 +74,14 @@ def _aws_failure(exc: Exception) -> SinkFailed:
     kind = kind_of(code)
     retryable = kind is not ErrorKind.PERMANENT
     return SinkFailed(code, retryable=retryable)
+
+
+def sns_subject(digest: dict[str, Any]) -> str:
+    """SNS takes a subject of printable ASCII on one line, under 100 characters: anything
+    else would refuse the whole digest."""
+    line = " ".join(("retry-worker: " + headline(digest)).split())
+    printable = "".join(c if " " <= c <= "~" else "?" for c in line)
+    return printable[: SUBJECT_MAX - 1]
 
 
 class SnsDigests:
@@ -77,7 +93,7 @@ class SnsDigests:
 
     async def send(self, digest: dict[str, Any]) -> None:
         text = json.dumps(digest, ensure_ascii=False)
-        subject = " ".join(("retry-worker: " + headline(digest)).split())[:SUBJECT_MAX]
+        subject = sns_subject(digest)
         extra: dict[str, str] = {}
         if self._topic.endswith(".fifo"):
             extra = {
