@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from tests.conftest import Worker, make_settings
-from tests.helpers import drain, run_until, wait_for
+from tests.helpers import depth, drain, run_until, wait_for
 from worker.core.notices import ParkedNotice
 from worker.daemon.app import serve
 from worker.emulator import create_function, create_queue, queue_arn
@@ -216,7 +216,7 @@ async def test_a_hanging_sink_never_holds_settling(aws, proxy, worker_stack, tmp
     assert [d["count"] for d in received] == [3, 4]
 
 
-async def _failing_lambda(aws, proxy, stack, notifier: Notifier | None = None) -> tuple:
+async def _failing_lambda(aws, proxy, stack, notifier: Any = None) -> tuple:
     await create_function(aws.lambda_, "orders")
     dlq = await create_queue(aws.sqs, "orders-dlq")
     await create_queue(aws.sqs, "parked")
@@ -321,3 +321,26 @@ def test_an_sns_subject_is_one_line_of_printable_ascii_under_100():
     assert subject.startswith("retry-worker: 1 message parked from orders: max_attempts (Zahlung")
     assert len(subject) < 100
     assert all(" " <= c <= "~" for c in subject)
+
+
+async def test_a_failing_notifier_never_costs_a_settlement(aws, proxy, worker_stack):
+    """Parked once each, deleted from the DLQ, the loop going on: a notifier that raises is
+    logged, never the batch's problem (it would leave parked messages in the DLQ, to be
+    parked again on their next receive)."""
+
+    class Exploding:
+        def parked(self, notice: ParkedNotice) -> None:
+            raise RuntimeError("bug in the notifier")
+
+        def received(self, queue: str, message_ids: list[str]) -> None:
+            raise RuntimeError("bug in the notifier")
+
+    worker, poller, dlq = await _failing_lambda(aws, proxy, worker_stack, Exploding())
+    await _send(aws, dlq, 3)
+    with capture_logs() as logs:
+        await run_until(poller, lambda: worker.settled("orders", "parked") == 3)
+    assert await depth(aws.sqs, dlq) == 0
+    parking = (await aws.sqs.get_queue_url(QueueName="parked"))["QueueUrl"]
+    parked = await drain(aws.sqs, parking)
+    assert sorted(json.loads(m["Body"])["n"] for m in parked) == [0, 1, 2]
+    assert any(e["event"] == "notice_failed" for e in logs)

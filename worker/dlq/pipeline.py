@@ -16,6 +16,8 @@ import random
 import time
 from collections.abc import Callable, Sequence
 
+import structlog
+
 from worker.aws.facts import DlqFacts
 from worker.core.envelope import DlqMessage
 from worker.core.errors import DeliveryError
@@ -30,6 +32,8 @@ from worker.decisions.verdicts import settled_as
 from worker.settings import PolicySettings
 from worker.targets.base import Delivery, Target
 from worker.targets.guard import Guard, Tried
+
+log = structlog.get_logger("worker.dlq.pipeline")
 
 Sink = Callable[[int, Settlement], None]
 
@@ -109,6 +113,13 @@ class Pipeline:
         limit = self.policy.max_attempts
         return {i for (i, _), n in zip(handed_off, counts, strict=True) if n >= limit}
 
+    def _tell(self, new: list[str]) -> None:
+        """The notifier only counts; should it fail all the same, the batch goes on."""
+        try:
+            self._notices.received(self.queue, new)
+        except Exception:
+            log.exception("notice_failed", queue=self.queue)
+
     def _is_new(self, message: DlqMessage) -> bool:
         """Received for the first time since it arrived in the DLQ (not a retry coming back)."""
         return attempt_number(message, self._facts.arrived_with(message)) == 1
@@ -130,7 +141,7 @@ class Pipeline:
         settled = Settlements(sink)
         to_deliver: list[tuple[int, Delivery]] = []
         messages = [self._facts.verified(m) for m in messages]
-        self._notices.received(self.queue, [m.message_id for m in messages if self._is_new(m)])
+        self._tell([m.message_id for m in messages if self._is_new(m)])
         for index, message in enumerate(messages):
             attempt = self._attempt(message)
             parked: Park | None = gate(message, attempt, self.policy, now)

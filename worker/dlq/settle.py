@@ -80,7 +80,7 @@ class Settler:
         visibility: dict[str, tuple[str, int]] = {}
         now = self._monotonic()
         parks = [d for d in settlements if isinstance(d.outcome, Park)]
-        parked_ok, unparkable = await self._park(parks)
+        parked_ok, unparkable, told = await self._park(parks)
         for d in settlements:
             mid, receipt = d.message.message_id, d.message.receipt_handle
             match d.outcome:
@@ -105,14 +105,17 @@ class Settler:
         if visibility:
             failed = await self._dlq.change_visibility(visibility)
             self._report("ChangeMessageVisibilityBatch", failed)
-        # Metrics and logs after the calls: a counted settlement is a finished one.
+        # Metrics, logs and notices after the calls: a counted settlement is a finished one.
         self._record(settlements, parked_ok)
+        self._tell(told)
 
-    async def _park(self, parks: Sequence[Settlement]) -> tuple[set[str], set[str]]:
-        """Send to the parking queue; returns the ids it accepted and those no parking form
-        of which fits it."""
+    async def _park(
+        self, parks: Sequence[Settlement]
+    ) -> tuple[set[str], set[str], list[ParkedNotice]]:
+        """Send to the parking queue; returns the ids it accepted, those no parking form of
+        which fits it, and the notices of what it parked."""
         if not parks:
-            return set(), set()
+            return set(), set(), []
         limit = await self._parking.max_message_bytes()
         entries = []
         by_entry: dict[str, Settlement] = {}
@@ -140,7 +143,7 @@ class Settler:
             entries.append(self._parking_entry(str(index), d, parked))
             by_entry[str(index)] = d
         if not entries:
-            return set(), unparkable
+            return set(), unparkable, []
         sent, failed = await self._parking.send(entries)
         for failure in failed.values():
             self._metrics.aws_errors.labels(
@@ -156,20 +159,29 @@ class Settler:
                 outcome="kept_in_dlq",
             )
         parked_ok = {d.message.message_id for i, d in by_entry.items() if i not in failed}
-        for entry in sent:
-            d = by_entry[entry["Id"]]
-            assert isinstance(d.outcome, Park)
-            said = d.error
-            notice = ParkedNotice(
-                self._name,
-                d.outcome.reason,
-                d.outcome.error or "none",
-                entry["MessageId"],
-                said.error_type if said is not None else None,
-                said.detail if said is not None and said.detail else None,
-            )
-            self._notices.parked(notice)
-        return parked_ok, unparkable
+        told = [self._notice(by_entry[e["Id"]], e) for e in sent if e.get("Id") in by_entry]
+        return parked_ok, unparkable, told
+
+    def _notice(self, d: Settlement, sent: dict[str, Any]) -> ParkedNotice:
+        assert isinstance(d.outcome, Park)
+        said = d.error
+        return ParkedNotice(
+            self._name,
+            d.outcome.reason,
+            d.outcome.error or "none",
+            str(sent.get("MessageId", "")),
+            said.error_type if said is not None else None,
+            said.detail if said is not None and said.detail else None,
+        )
+
+    def _tell(self, told: list[ParkedNotice]) -> None:
+        """The notifier only counts; should it fail all the same, the messages are settled
+        already and nothing else depends on it."""
+        for notice in told:
+            try:
+                self._notices.parked(notice)
+            except Exception:  # noqa: BLE001 - never the settlement's problem
+                self._log.exception("notice_failed", message_id=notice.message_id)
 
     def _unparkable(self, d: Settlement, limit: int) -> None:
         """Logged once per receive (every 12 h at most), counted, alerted on."""
