@@ -126,3 +126,32 @@ async def _console_sees_it(settings: Settings) -> None:
         assert "boom: order 42" in page.element("messages")
         only = await console.get("/queues/orders?error_type=Huge")
         assert "1 matching messages" in only.text
+
+
+async def test_what_a_target_says_is_cleaned_before_it_is_kept(aws, proxy, worker_stack):
+    """Half a surrogate pair, an ANSI escape, NUL (SQS refuses them in an attribute: one would
+    fail the whole parking call, and the settle of every batch-mate), a type of 300 kB (it
+    would be logged and digested whole): kept as U+FFFD, the type cut to 256 characters; the
+    batch-mate is delivered and deleted once."""
+    await create_function(aws.lambda_, "orders")
+    dlq = await create_queue(aws.sqs, "orders-dlq")
+    parked = await create_queue(aws.sqs, "parked")
+    queue = {
+        "name": "orders-dlq",
+        "target": {"kind": "lambda", "function": "orders"},
+        "policy": {"max_attempts": 1},
+    }
+    worker = Worker(make_settings(proxy.url, {"orders": queue}), worker_stack)
+    poller = await worker.poller("orders")
+    bad = {"errorType": "T" * 300_000, "errorMessage": "half \ud800 \x1b[31mred\x1b[0m \x00 end"}
+    proxy.add(Rule("lambda", "Invoke", "function_error", body="bad", extra=bad))
+    await aws.sqs.send_message(QueueUrl=dlq, MessageBody='{"bad": true}')
+    await aws.sqs.send_message(QueueUrl=dlq, MessageBody='{"good": true}')
+
+    await run_until(poller, lambda: worker.settled("orders", "parked") == 1)
+
+    assert worker.settled("orders", "deleted") == 1
+    [message] = await drain(aws.sqs, parked)
+    said = {k: v["StringValue"] for k, v in message["MessageAttributes"].items()}
+    assert said["retry-worker.error-type"] == "T" * 256
+    assert said["retry-worker.error-message"] == "half \ufffd \ufffd[31mred\ufffd[0m \ufffd end"

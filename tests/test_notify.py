@@ -58,7 +58,8 @@ def test_one_digest_per_key_per_window_with_counts_and_five_samples():
         "1970-01-01T00:01:10+00:00",
     )
     assert (
-        first["console"] == "https://rw.example/queues/orders?reason=max_attempts&error_type=Boom"
+        first["console"] == "https://rw.example/queues/orders"
+        "?reason=max_attempts&error=FunctionError.Unhandled&error_type=Boom"
     )
     [other] = digests.due(80)  # its own window closes on its own time
     assert (other["error_type"], other["count"]) == ("Other", 1)
@@ -156,9 +157,10 @@ async def test_a_webhook_that_answers_429_then_200_gets_the_digest_once(tmp_path
     assert len(received) == 2  # refused once, then taken
     assert received[0] == received[1]
     text = received[1]["text"]
-    assert "3 messages parked from orders: max_attempts (Boom)" in text
-    assert "`m0`, `m1`, `m2`" in text
-    assert "> boom" in text
+    assert "3 messages parked from `orders`: `max_attempts`" in text
+    assert "error `FunctionError.Unhandled`, type `Boom`\nsaid `boom`" in text
+    assert "e.g. `m0`, `m1`, `m2`" in text
+    assert (received[1]["unfurl_links"], received[1]["unfurl_media"]) == (False, False)
     assert _sent(registry, "webhook", "retried") == 1
 
 
@@ -185,7 +187,7 @@ async def test_a_dead_sink_is_logged_once_a_window_and_drops_are_counted():
     assert notifier.finished.is_set()
     assert _sent(registry, "sns", "dropped") == 2  # four digests, room for two
     assert _sent(registry, "sns", "failed") == 2
-    assert Refusing.calls == 2  # not retried: refused for good
+    assert Refusing.calls == 1  # refused for good: neither retried nor called again this window
     assert [e["event"] for e in logs if e["log_level"] == "error"] == ["notification_failed"]
 
 
@@ -216,7 +218,7 @@ async def test_a_hanging_sink_never_holds_settling(aws, proxy, worker_stack, tmp
     assert [d["count"] for d in received] == [3, 4]
 
 
-async def _failing_lambda(aws, proxy, stack, notifier: Any = None) -> tuple:
+async def _failing_lambda(aws, proxy, stack, notifier: Any = None, **policy: Any) -> tuple:
     await create_function(aws.lambda_, "orders")
     dlq = await create_queue(aws.sqs, "orders-dlq")
     await create_queue(aws.sqs, "parked")
@@ -224,7 +226,7 @@ async def _failing_lambda(aws, proxy, stack, notifier: Any = None) -> tuple:
     queue = {
         "name": "orders-dlq",
         "target": {"kind": "lambda", "function": "orders"},
-        "policy": {"max_attempts": 1},
+        "policy": {"max_attempts": 1, **policy},
     }
     worker = Worker(make_settings(proxy.url, {"orders": queue}), stack)
     if notifier is not None:
@@ -313,9 +315,13 @@ def test_what_a_target_said_never_becomes_a_slack_link_or_mention():
     digests.parked(_parked("m", "Boom<x>", said=said), 0)
     [digest] = digests.due(5)
     text = slack_text(digest)
-    assert "&lt;https://evil.example|your bank&gt; &lt;!channel&gt; &amp; retry now" in text
+    # inside a code span, escaped: no link, no mention, no formatting, one line
+    assert (
+        "said `failed: see &lt;https://evil.example|your bank&gt; &lt;!channel&gt; &amp; retry now`"
+        in text
+    )
     assert "type `Boom&lt;x&gt;`" in text
-    assert "<https://rw.example/queues/orders?reason=max_attempts" in text  # ours stays a link
+    assert "\n<https://rw.example/queues/orders?reason=max_attempts" in text  # ours is a link
 
 
 def test_an_sns_subject_is_one_line_of_printable_ascii_under_100():
@@ -351,3 +357,77 @@ async def test_a_failing_notifier_never_costs_a_settlement(aws, proxy, worker_st
     parked = await drain(aws.sqs, parking)
     assert sorted(json.loads(m["Body"])["n"] for m in parked) == [0, 1, 2]
     assert any(e["event"] == "notice_failed" for e in logs)
+
+
+def test_every_sink_series_starts_at_zero_so_the_first_failure_is_an_increase():
+    registry = CollectorRegistry()
+
+    class Sink:
+        kind = "webhook"
+
+        async def send(self, digest: dict[str, Any]) -> None: ...
+
+    Notifier(NotifySettings(), [Sink()], Metrics(registry))
+    for outcome in ("sent", "retried", "failed", "dropped"):
+        value = registry.get_sample_value(
+            "retry_worker_notifications_total", {"sink": "webhook", "outcome": outcome}
+        )
+        assert value == 0.0, outcome
+
+
+def test_a_wall_clock_step_neither_holds_nor_closes_a_window():
+    """Windows run on the monotonic clock; the wall clock only stamps the digest."""
+    wall = [1_000_000.0]
+    digests = Digests(window_seconds=60, quiet_seconds=0, wall=lambda: wall[0])
+    digests.parked(_parked("m", "Boom"), 10)  # monotonic 10
+    wall[0] -= 3600  # the wall clock steps back an hour
+    [digest] = digests.due(70)  # 60 monotonic seconds later: closed
+    assert digest["window_start"] == "1970-01-12T13:46:40+00:00"
+    assert digest["window_end"] == "1970-01-12T13:47:40+00:00"
+
+
+@pytest.mark.parametrize(
+    ("url", "taken"),
+    [
+        ("https://hooks.slack.com/services/T/B/X", True),
+        ("http://127.0.0.1:9/hook", True),
+        ("http://hooks.example.com/T/B/X", False),  # the credential in the clear
+        ("ftp://hooks.example.com/x", False),
+    ],
+)
+async def test_a_webhook_url_is_https_but_on_this_host(tmp_path, url, taken):
+    secret = tmp_path / "url"
+    secret.write_text(url)
+    settings = NotifySettings(sinks=[{"webhook": {"url_file": str(secret)}}])
+    async with aiohttp.ClientSession() as session:
+        sink = WebhookDigests(session, settings.sinks[0].webhook)
+        if taken:
+            assert await sink._url() == url
+        else:
+            with pytest.raises(SinkFailed, match="not an https:// URL") as refused:
+                await sink._url()
+            assert "example.com" not in str(refused.value)  # never the secret itself
+
+
+async def test_a_retry_coming_back_is_not_an_arrival(aws, proxy, worker_stack):
+    """Only a message's first receive in its DLQ is new to it: a deferred one that comes
+    back for its next attempt is not announced again."""
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.new: list[str] = []
+
+        def parked(self, notice: ParkedNotice) -> None: ...
+
+        def received(self, queue: str, message_ids: list[str]) -> None:
+            self.new.extend(message_ids)
+
+    told = Recorder()
+    backoff = {"initial_seconds": 0, "max_seconds": 0}
+    worker, poller, dlq = await _failing_lambda(
+        aws, proxy, worker_stack, told, max_attempts=3, backoff=backoff
+    )
+    await _send(aws, dlq, 2)
+    await run_until(poller, lambda: worker.settled("orders", "parked") == 2)
+    assert worker.settled("orders", "deferred") == 4  # each came back twice
+    assert len(told.new) == len(set(told.new)) == 2

@@ -110,3 +110,24 @@ async def test_a_snapshot_takes_every_batch_its_receivers_read_ahead():
     await _fill(ReadAhead(), None, snapshot)  # type: ignore[arg-type]
     assert snapshot.kept == {"orders": 20, "billing": 4}
     assert snapshot.read == 24
+
+
+def test_a_summary_counts_a_thousand_error_types_and_folds_the_rest():
+    from datetime import UTC, datetime
+
+    from worker.ops.tally import OTHER_TYPES
+
+    tally = Tally(datetime.now(UTC))
+    for i in range(1_005):
+        tally.add({"reason": "max_attempts", "error-type": f"Type{i}"})
+    tally.add({"reason": "max_attempts"})  # parked without a type, when the room is gone
+    counts = tally.result("orders")["by_error_type"]
+    assert len(counts) == 1_001
+    assert counts[OTHER_TYPES] == 6
+
+
+def test_what_a_target_said_is_printed_escaped_never_acted_on():
+    from worker.ops.tally import shown
+
+    assert shown("Boom") == "Boom"
+    assert shown("red \x1b[31m\nnext line\r") == "red \\x1b[31m\\nnext line\\r"

@@ -137,3 +137,33 @@ def test_the_source_arn_is_left_out_rather_than_keep_a_message_from_parking():
     kept = read_parked(tight.body, tight.attributes).meta
     assert "source-arn" not in kept
     assert kept["reason"] == "max_attempts"
+
+
+def test_what_a_target_said_in_another_script_survives_the_keepers_re_park():
+    """The keeper's copy adds `kept` and `kept-from`: the metadata moves into the one JSON
+    attribute. Written ASCII-escaped, 341 CJK characters took 2,046 bytes instead of 1,023,
+    and a message near the limit lost the error message on its first re-park."""
+    from worker.core.parking import kept_copy
+
+    said = "錯" * 341
+    limit = 262_144
+    body = "x" * (limit - 2_000)
+    foreign = {f"a{i}": {"DataType": "String", "StringValue": "v"} for i in range(2)}
+    meta = parking_metadata(
+        reason="max_attempts",
+        attempts=3,
+        error="FunctionError.Unhandled",
+        source_queue="https://sqs.eu-west-1.amazonaws.com/123456789012/orders-dlq",
+        parked_at=1_800_000_000,
+        message_id="m-1",
+        error_type="Fehler",
+        error_message=said,
+    )
+    first = build_parked(DlqMessage("m-1", "r", body, attributes=foreign), meta, limit)
+    assert first is not None
+    assert read_parked(first.body, first.attributes).meta["error-message"] == said
+    kept = kept_copy("p-1", first.body, first.attributes, limit)
+    view = read_parked(kept.body, kept.attributes)
+    assert view.meta["kept"] == "1"
+    assert view.meta["error-message"] == said
+    assert message_size(kept.body, kept.attributes) <= limit

@@ -7,10 +7,6 @@ from __future__ import annotations
 
 from worker.core.errors import DeliveryError, ErrorKind
 
-# Characters of what a target said kept in a DeliveryError: more than parking keeps (1 KiB,
-# cut visibly), a bound on what a failure holds in memory.
-MAX_DETAIL_CHARS = 4096
-
 THROTTLE_CODES = frozenset(
     {
         "TooManyRequestsException",
@@ -187,7 +183,7 @@ def classify(exc: BaseException) -> DeliveryError:
     return DeliveryError(
         kind_of(code, _status(exc)),
         code,
-        error_message(exc)[:MAX_DETAIL_CHARS],
+        error_message(exc),
         retry_after=_retry_after(exc),
         park_reason=PARK_REASONS.get(code),
     )

@@ -109,7 +109,8 @@ def clipped(text: str, limit: int = MAX_ERROR_BYTES) -> str:
 def _forms(message: DlqMessage, meta: dict[str, str]) -> list[ParkedMessage]:
     """The parking forms that fit the attribute count, most readable first."""
     own = {f"retry-worker.{k}": _string(v) for k, v in meta.items()}
-    packed = {META_ATTRIBUTE: _string(json.dumps(meta))}
+    # Not ASCII-escaped: what a target said in another script would take twice the bytes.
+    packed = {META_ATTRIBUTE: _string(json.dumps(meta, ensure_ascii=False))}
     # Our fresh metadata replaces stale metadata from an earlier parking (an operator redrive),
     # and the attempt marker stays behind: a replay starts with fresh attempts.
     kept = message.foreign_attributes()

@@ -10,7 +10,7 @@ MAX_SAMPLES ids a digest.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -21,15 +21,16 @@ from worker.core.notices import ParkedNotice
 MAX_SAMPLES = 5
 MAX_SAID_CHARS = 300  # of an error message in a digest (parking keeps 1 KiB)
 MAX_KEYS = 1000
-OTHER = "other"
+OTHER = "(more kinds)"  # where events beyond MAX_KEYS are counted
 
 Key = tuple[str, str, str | None, str | None, str | None]  # event, queue, reason, error, type
 
 
 @dataclass
 class Window:
-    start: float
+    start: float  # monotonic: a clock step never holds a window open or closes it early
     end: float
+    wall_start: float  # epoch seconds, for the digest
     count: int = 0
     samples: list[str] = field(default_factory=list)
     said: str | None = None  # what the target said, the first time in the window
@@ -54,7 +55,10 @@ class Digests:
         events: Sequence[str] = ("parked", "arrived"),
         console_url: str | None = None,
         started: float = 0.0,
+        wall: Callable[[], float] | None = None,
     ) -> None:
+        """Times (`now`, `started`) are monotonic; `wall` gives epoch seconds for the digests
+        (None: the monotonic times are epoch seconds, as in tests)."""
         self._window = window_seconds
         self._quiet = quiet_seconds
         self._events = frozenset(events)
@@ -65,6 +69,7 @@ class Digests:
         # restart does not announce what was already flowing).
         self._last_arrival: dict[str, float] = {}
         self._started = started
+        self._wall = wall
         self.folded = 0  # events counted under `other` for want of room
 
     def parked(self, notice: ParkedNotice, now: float) -> None:
@@ -105,7 +110,8 @@ class Digests:
     def _window_for(self, key: Key, now: float) -> Window:
         window = self._current(key, now)
         if window is None:
-            window = self._open[key] = Window(now, now + self._window)
+            wall = self._wall() if self._wall is not None else now
+            window = self._open[key] = Window(now, now + self._window, wall)
         return window
 
     def due(self, now: float, *, everything: bool = False) -> list[dict[str, Any]]:
@@ -113,9 +119,6 @@ class Digests:
         ready = [k for k, w in self._open.items() if everything or w.end <= now]
         closed, self._closed = self._closed, []
         return closed + [self._digest(key, self._open.pop(key), now) for key in ready]
-
-    def next_due(self) -> float | None:
-        return min((w.end for w in self._open.values()), default=None)
 
     def _digest(self, key: Key, window: Window, now: float) -> dict[str, Any]:
         event, queue, reason, error, error_type = key
@@ -127,16 +130,20 @@ class Digests:
             "error_type": error_type,
             "error_message": window.said,
             "count": window.count,
-            "window_start": _iso(window.start),
-            "window_end": _iso(min(window.end, now)),
+            "window_start": _iso(window.wall_start),
+            "window_end": _iso(window.wall_start + min(window.end, now) - window.start),
             "sample_message_ids": list(window.samples),
-            "console": self._link(queue, reason, error_type),
+            "console": self._link(key),
         }
 
-    def _link(self, queue: str, reason: str | None, error_type: str | None) -> str | None:
+    def _link(self, key: Key) -> str | None:
+        """The console's page of the queue, filtered by the digest's reason, error and type
+        (`none`: parked without one); it may show more of them than the window's."""
+        event, queue, reason, error, error_type = key
         if self._console is None:
             return None
         link = f"{self._console}/queues/{quote(queue, safe='')}"
-        filters = {"reason": reason, "error_type": error_type}
-        query = urlencode({k: v for k, v in filters.items() if v and v != OTHER})
-        return f"{link}?{query}" if query else link
+        if event != "parked" or error == OTHER:
+            return link
+        filters = {"reason": reason, "error": error, "error_type": error_type or "none"}
+        return f"{link}?{urlencode(filters)}"

@@ -31,6 +31,10 @@ TICK_SECONDS = 1.0
 BACKOFF_FIRST_SECONDS = 1.0
 BACKOFF_MAX_SECONDS = 60.0
 FLUSH_SECONDS = 5.0  # at shutdown: how long the sinks get for the last digests
+# Between two sends to one sink (Slack takes about one message a second on a webhook): a
+# thousand kinds of failure closing at once are paced, not fired at the sink.
+SEND_INTERVAL_SECONDS = 1.0
+OUTCOMES = ("sent", "retried", "failed", "dropped")
 
 
 class Notifier:
@@ -40,7 +44,8 @@ class Notifier:
         sinks: Sequence[DigestSink],
         metrics: Metrics,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
         self._sinks = list(sinks)
@@ -52,11 +57,17 @@ class Notifier:
             events=settings.events,
             console_url=settings.console_url,
             started=clock(),
+            wall=wall,
         )
-        self._outboxes: list[
-            tuple[MemoryObjectSendStream[dict[str, Any]], MemoryObjectReceiveStream[dict[str, Any]]]
-        ] = [anyio.create_memory_object_stream[dict[str, Any]](settings.queue_size) for _ in sinks]
+        # each sink's bounded queue of digests, while `run` runs
+        self._outboxes: list[MemoryObjectSendStream[dict[str, Any]]] = []
         self._last_said: dict[int, float] = {}  # sink index -> when its failure was last logged
+        # sink index -> until when it is not called: it refused for good (a 404, a denied
+        # permission): the digests meanwhile are counted failed, not sent to be refused again
+        self._dead_until: dict[int, float] = {}
+        for sink in sinks:  # every series from 0: the alert sees the first failure
+            for outcome in OUTCOMES:
+                metrics.notifications.labels(sink.kind, outcome)
         self.finished = anyio.Event()  # set once `run` has ended
         self.sent: list[dict[str, Any]] = []  # the last few digests sent (for the demo, tests)
 
@@ -79,15 +90,18 @@ class Notifier:
             self.finished.set()
 
     async def _run(self, stop: anyio.Event) -> None:
+        size = self._settings.queue_size
         async with anyio.create_task_group() as tg:
             for index, sink in enumerate(self._sinks):
-                tg.start_soon(self._send_all, index, sink, self._outboxes[index][1])
+                send, receive = anyio.create_memory_object_stream[dict[str, Any]](size)
+                self._outboxes.append(send)
+                tg.start_soon(self._send_all, index, sink, receive)
             while not stop.is_set():
                 with anyio.move_on_after(TICK_SECONDS):
                     await stop.wait()
                 self._hand_out(self._digests.due(self._clock()))
             self._hand_out(self._digests.due(self._clock(), everything=True))
-            for send, _ in self._outboxes:
+            for send in self._outboxes:
                 send.close()  # each sender ends once its queue is empty
             tg.cancel_scope.deadline = anyio.current_time() + FLUSH_SECONDS
 
@@ -95,7 +109,7 @@ class Notifier:
         for digest in digests:
             for index, sink in enumerate(self._sinks):
                 try:
-                    self._outboxes[index][0].send_nowait(digest)
+                    self._outboxes[index].send_nowait(digest)
                 except anyio.WouldBlock:
                     self._counted(sink, "dropped")
 
@@ -104,7 +118,11 @@ class Notifier:
     ) -> None:
         async with digests:
             async for digest in digests:
+                if self._clock() < self._dead_until.get(index, -math.inf):
+                    self._counted(sink, "failed")
+                    continue
                 await self._send_one(index, sink, digest)
+                await anyio.sleep(SEND_INTERVAL_SECONDS)
 
     async def _send_one(self, index: int, sink: DigestSink, digest: dict[str, Any]) -> None:
         delay = BACKOFF_FIRST_SECONDS
@@ -124,6 +142,8 @@ class Notifier:
             if not failure.retryable or attempt == self._settings.attempts:
                 self._counted(sink, "failed")
                 self._say_failed(index, sink, failure, digest)
+                if not failure.retryable:
+                    self._dead_until[index] = self._clock() + self._settings.window_seconds
                 return
             self._counted(sink, "retried")
             await anyio.sleep(min(max(delay, failure.retry_after or 0), BACKOFF_MAX_SECONDS))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import aiohttp
 import anyio
@@ -21,6 +22,7 @@ from worker.settings.notify import EventBridgeSink, SnsSink, WebhookSink
 
 SOURCE = "retry-worker"
 DETAIL_TYPE = "retry-worker.digest"
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 SUBJECT_MAX = 100  # SNS: a subject is at most 100 characters, one line
 
 
@@ -53,20 +55,39 @@ def _slack(text: object) -> str:
     return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def _code(text: object) -> str:
+    """Inside a code span: never formatted, never auto-linked (a backtick or a line break
+    would end it: they become ' and a space)."""
+    return "`" + " ".join(_slack(text).replace("`", "'").split()) + "`"
+
+
 def slack_text(digest: dict[str, Any]) -> str:
-    lines = [f"*retry-worker*: {_slack(headline(digest))}"]
-    if digest["event"] == "parked":
-        kind = digest.get("error_type") or "none"
-        lines.append(f"error `{_slack(digest['error'])}`, type `{_slack(kind)}`")
+    """The digest as a Slack message: what the daemon knows in plain text, everything a
+    target said (type, message) in code spans."""
+    count, queue = digest["count"], digest["queue"]
+    noun = "message" if count == 1 else "messages"
+    if digest["event"] == "arrived":
+        lines = [
+            f"*retry-worker*: {count} new {noun} in the DLQ of {_code(queue)} after a quiet spell"
+        ]
+    else:
+        lines = [
+            f"*retry-worker*: {count} {noun} parked from {_code(queue)}: {_code(digest['reason'])}",
+            f"error {_code(digest['error'])}, type {_code(digest.get('error_type') or 'none')}",
+        ]
         if digest.get("error_message"):
-            said = " ".join(str(digest["error_message"]).split())
-            lines.append(f"> {_slack(said)}")
+            lines.append(f"said {_code(digest['error_message'])}")
     lines.append(f"{digest['window_start']} to {digest['window_end']}")
     if digest["sample_message_ids"]:
-        lines.append("e.g. " + ", ".join(f"`{_slack(i)}`" for i in digest["sample_message_ids"]))
+        lines.append("e.g. " + ", ".join(_code(i) for i in digest["sample_message_ids"]))
     if digest.get("console"):
         lines.append(f"<{_slack(digest['console'])}|open in the console>")
     return "\n".join(lines)
+
+
+def slack_body(digest: dict[str, Any]) -> dict[str, Any]:
+    # Slack fetches the links in a message to preview them: not what a failure said.
+    return {"text": slack_text(digest), "unfurl_links": False, "unfurl_media": False}
 
 
 def _aws_failure(exc: Exception) -> SinkFailed:
@@ -144,12 +165,15 @@ class WebhookDigests:
         except OSError as exc:
             # retryable: a Secret's file may appear or be rotated in place
             raise SinkFailed(f"url_file {self._file}: {exc.strerror}", retryable=True) from exc
-        if not url.startswith(("https://", "http://")):
-            raise SinkFailed(f"url_file {self._file}: not an http(s) URL", retryable=True)
+        parts = urlsplit(url)
+        # Plain http only to this host: anywhere else (or through a proxy) the URL's path,
+        # the credential, would cross the network in the clear.
+        if not (parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in LOOPBACK)):
+            raise SinkFailed(f"url_file {self._file}: not an https:// URL", retryable=True)
         return url
 
     async def send(self, digest: dict[str, Any]) -> None:
-        body = {"text": slack_text(digest)} if self._format == "slack" else digest
+        body = slack_body(digest) if self._format == "slack" else digest
         url = await self._url()
         try:
             async with self._session.post(url, json=body, allow_redirects=False) as answer:

@@ -29,6 +29,7 @@ from worker.ops.context import ContextError, configured, open_queue
 from worker.ops.filters import Filters
 from worker.ops.reading import selected
 from worker.ops.scan import QueueReader
+from worker.ops.tally import shown
 from worker.settings import QueueSettings, Settings
 
 
@@ -123,12 +124,12 @@ async def explain(
 
 
 def _print_parked(parked: dict[str, str], out: TextIO) -> None:
-    line = f"parked: reason {parked.get('reason')}, error {parked.get('error')}"
+    line = f"parked: reason {shown(parked.get('reason'))}, error {shown(parked.get('error'))}"
     if "error_type" in parked:
-        line += f", type {parked['error_type']}"
+        line += f", type {shown(parked['error_type'])}"
     out.write(line + "\n")
     if "error_message" in parked:
-        out.write(f"  the target said: {parked['error_message']}\n")
+        out.write(f"  the target said: {shown(parked['error_message'])}\n")
 
 
 def _print(result: dict[str, Any], queue: QueueSettings, out: TextIO) -> None:

@@ -15,6 +15,8 @@ from worker.ops.reading import number, selected
 from worker.ops.records import Record
 from worker.ops.scan import QueueReader
 
+MAX_TYPES = 1000  # distinct error types counted; more are counted as OTHER_TYPES
+OTHER_TYPES = "(more types)"
 AGE_BUCKETS = ((3600, "<1h"), (86400, "1h-1d"), (7 * 86400, "1d-7d"))
 BODY_PREVIEW = 120
 
@@ -45,7 +47,10 @@ class Tally:
         self.total += 1
         self.reasons[meta.get("reason", "unknown")] += 1
         self.errors[meta.get("error", "unknown")] += 1
-        self.error_types[error_type_of(meta)] += 1
+        kind = error_type_of(meta)
+        if kind not in self.error_types and len(self.error_types) >= MAX_TYPES:
+            kind = OTHER_TYPES
+        self.error_types[kind] += 1
         parked_at = meta.get("parked-at", "")
         self.ages[_age_bucket(parked_at, self._now)] += 1
         if parked_at:
@@ -69,7 +74,7 @@ def print_summary(summary: dict[str, Any], out: TextIO) -> None:
     out.write(f"{summary['total']} parked messages from {summary['queue']}\n")
     for key in ("by_reason", "by_error", "by_error_type", "by_age"):
         for value, count in summary[key].items():
-            out.write(f"  {key[3:].replace('_', ' '):<10} {value:<40} {count}\n")
+            out.write(f"  {key[3:].replace('_', ' '):<10} {shown(value):<40} {count}\n")
     if summary["total"]:
         out.write(f"  oldest  {summary['oldest']}\n  newest  {summary['newest']}\n")
 
@@ -82,6 +87,17 @@ async def summary(reader: QueueReader, ctx: QueueContext, filters: Filters) -> d
                 tally.add(record.view.meta)
             reader.keep(record)
     return tally.result(ctx.name)
+
+
+def shown(value: object) -> str:
+    """A value on one line of a terminal: what is not printable (a line break, an escape
+    sequence a target put in its error) is shown escaped, never acted on."""
+    text = str(value)
+    return (
+        text
+        if text.isprintable()
+        else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    )
 
 
 def list_line(record: Record, *, as_json: bool, show_body: bool) -> str:
@@ -102,7 +118,7 @@ def list_line(record: Record, *, as_json: bool, show_body: bool) -> str:
     if as_json:
         return json.dumps(row, ensure_ascii=False)
     text = " ".join(
-        f"{row[k]}" for k in ("id", "reason", "error", "error_type", "attempts", "parked_at")
+        shown(row[k]) for k in ("id", "reason", "error", "error_type", "attempts", "parked_at")
     )
     text += f" {row['size']}B" + (f" kept {row['kept']}" if row["kept"] else "")
     return text + (f" {row['body']!r}" if "body" in row else "")

@@ -7,7 +7,6 @@ import json
 from collections.abc import Sequence
 
 from worker.aws.clients import Client
-from worker.aws.errors import MAX_DETAIL_CHARS
 from worker.core.errors import DeliveryError, ErrorKind
 from worker.core.jsontext import loads
 from worker.core.limits import LAMBDA_MAX_ASYNC_BYTES, LAMBDA_MAX_SYNC_BYTES
@@ -41,8 +40,8 @@ def client_context(delivery: Delivery) -> str:
 
 
 def function_error(payload: bytes) -> tuple[str | None, str]:
-    """A failed invocation's `errorType` and `errorMessage` (Lambda's error payload), the
-    message cut to MAX_DETAIL_CHARS; (None, "") when the payload is not that shape."""
+    """A failed invocation's `errorType` and `errorMessage` (Lambda's error payload); (None,
+    "") when the payload is not that shape. DeliveryError keeps them clean and short."""
     try:
         data = loads(payload.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
@@ -52,7 +51,7 @@ def function_error(payload: bytes) -> tuple[str | None, str]:
     kind, message = data.get("errorType"), data.get("errorMessage")
     return (
         kind if isinstance(kind, str) and kind else None,
-        message[:MAX_DETAIL_CHARS] if isinstance(message, str) else "",
+        message if isinstance(message, str) else "",
     )
 
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import anyio
 
 from worker.aws.clients import Client
-from worker.aws.errors import MAX_DETAIL_CHARS, error_code
+from worker.aws.errors import error_code
 from worker.core.errors import DeliveryError, ErrorKind
 from worker.core.jsontext import loads
 from worker.core.limits import SFN_MAX_INPUT_BYTES, utf8_len
@@ -114,6 +114,6 @@ class StepFunctionsStarter(HandOff):
             raise DeliveryError(
                 ErrorKind.RETRYABLE,
                 f"Execution{status.title().replace('_', '')}",
-                str(described.get("cause") or "")[:MAX_DETAIL_CHARS],
+                str(described.get("cause") or ""),
                 error_type=described.get("error") or None,
             )
