@@ -47,10 +47,8 @@ def test_demo_shows_delivery_retry_and_parking():
     assert re.search(r"delivered\s+attempt=[2-9]", result.stderr)
     assert "reason=max_attempts" in result.stderr
     # the digest of what was parked, as the local webhook (a Slack channel) shows it
-    assert re.search(
-        r"\[slack\] \*retry-worker\*: \d+ messages? parked from ledger: "
-        r"max_attempts \(LedgerLocked\)",
-        result.stderr,
-    ), result.stderr[-3000:]
+    slack = r"\[slack\] \*retry-worker\*: \d+ messages? parked from `ledger`: `max_attempts`\n"
+    slack += r"\s+error `FunctionError.Unhandled`, type `LedgerLocked`\n\s+said `ledger closed"
+    assert re.search(slack, result.stderr), result.stderr[-3000:]
     # the orders queue's rule parks the big orders, its transform marks the rest
     assert re.search(r"rule_matched .*reason=manual_review", result.stderr)

@@ -22,7 +22,7 @@ from worker.aws.facts import DlqFacts
 from worker.aws.sqs import SqsQueue, resolve_queue_url
 from worker.core.idle import IdleSchedule
 from worker.core.loopguard import LocalLoops, LoopGuard, Loops
-from worker.core.notices import NoNotices, Notices
+from worker.core.notices import Notices
 from worker.decisions.decider import Decider
 from worker.dlq.pause import PauseWatch
 from worker.dlq.pipeline import Pipeline
@@ -53,7 +53,7 @@ class Shared:
     # told of each parking queue once it is resolved (the keeper starts keeping it)
     on_parking: Callable[[SqsQueue], None] | None = None
     # told of what is parked and what arrives (`notify:`), without waiting
-    notices: Notices = field(default_factory=NoNotices)
+    notices: Notices | None = None
     _lock: anyio.Lock = field(default_factory=anyio.Lock)
 
     async def parking_queue(self, clients: Clients, ref: str) -> SqsQueue:

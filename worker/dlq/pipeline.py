@@ -22,7 +22,7 @@ from worker.aws.facts import DlqFacts
 from worker.core.envelope import DlqMessage
 from worker.core.errors import DeliveryError
 from worker.core.loopguard import Loops, fingerprint
-from worker.core.notices import NoNotices, Notices
+from worker.core.notices import Notices
 from worker.core.outcomes import Delivered, Outcome, Park, Release, Retry, Settlement
 from worker.core.policy import attempt_number, gate, on_failure
 from worker.core.rounds import GroupRounds
@@ -98,7 +98,8 @@ class Pipeline:
         self.in_group_order = fifo
         self.waiting = WaitLedger()
         self._decider = decider  # the queue's rules, transform and hook, if it has any
-        self._notices = notices or NoNotices()
+        # None: nobody to tell (no `notify:` sinks), and nothing computed for it per message
+        self._notices = notices
 
     async def _looping(self, candidates: list[tuple[int, Delivery]]) -> set[int]:
         """The indexes of payloads that keep coming back as new DLQ messages through a
@@ -115,6 +116,7 @@ class Pipeline:
 
     def _tell(self, new: list[str]) -> None:
         """The notifier only counts; should it fail all the same, the batch goes on."""
+        assert self._notices is not None
         try:
             self._notices.received(self.queue, new)
         except Exception:
@@ -141,7 +143,8 @@ class Pipeline:
         settled = Settlements(sink)
         to_deliver: list[tuple[int, Delivery]] = []
         messages = [self._facts.verified(m) for m in messages]
-        self._tell([m.message_id for m in messages if self._is_new(m)])
+        if self._notices is not None:
+            self._tell([m.message_id for m in messages if self._is_new(m)])
         for index, message in enumerate(messages):
             attempt = self._attempt(message)
             parked: Park | None = gate(message, attempt, self.policy, now)
