@@ -21,7 +21,28 @@ import pytest
 import yaml
 
 from tests.helpers import depth, drain, free_port
-from tests.test_console import _setup, settings_for
+from tests.test_console import settings_for
+from tests.test_operator_safety import _park
+from worker.emulator import create_queue
+
+# What the function said of the orders' failures, kept with them (SPEC.md, Error detail).
+SAID = {
+    "error": "FunctionError.Unhandled",
+    "error-type": "PaymentDeclined",
+    "error-message": "card 4242 declined by the issuer: insufficient funds",
+}
+
+
+async def _setup(aws) -> tuple[str, str]:
+    """20 parked orders (m0..m19) whose function said why, 4 of billing's, one parking queue."""
+    dlq = await create_queue(aws.sqs, "orders-dlq")
+    billing = await create_queue(aws.sqs, "billing-dlq")
+    parking = await create_queue(aws.sqs, "parked")
+    await create_queue(aws.sqs, "out")
+    await _park(aws, parking, dlq, 20, **SAID)
+    await _park(aws, parking, billing, 4)
+    return dlq, parking
+
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.tools, pytest.mark.timeout(240)]
 
@@ -174,6 +195,9 @@ def _replay_by_clicking(person: Person) -> str:
     person.link("orders")
     person.wait_for("refresh")  # the snapshot is read (the page refreshed itself meanwhile)
     assert "20 messages" in person.text("matching")
+    # grouped by what the function said, the message beside its type
+    assert "PaymentDeclined 20 card 4242 declined" in person.text("by-error-type")
+    person.shot("errors")
     person.type("match", "$.n=7")
     person.submit("apply", then="matching")
     assert "1 matching messages" in person.text("matching")
