@@ -107,3 +107,17 @@ def test_metric_labels_come_from_a_bounded_set():
     assert metric_code("ThrottlingException") == "ThrottlingException"
     assert metric_code("FunctionError.Unhandled") == "FunctionError.Unhandled"
     assert metric_code("arn:aws:... request 1234 failed") == "Other"
+
+
+def test_what_a_target_said_is_kept_clean_bounded_and_its_type_on_one_line():
+    from worker.core.errors import MAX_DETAIL_CHARS, DeliveryError
+
+    said = "boom \x00\x1b[2J \ud800" + "x" * 6_000_000
+    error = DeliveryError(
+        ErrorKind.RETRYABLE, "FunctionError.Unhandled", said, error_type="A\nB\t C"
+    )
+    assert error.error_type == "A B C"
+    assert error.detail.startswith("boom \ufffd\ufffd[2J \ufffdxxx")
+    assert len(error.detail) == MAX_DETAIL_CHARS
+    assert str(error) == f"FunctionError.Unhandled: {error.detail}"  # never the raw 6 MB
+    assert DeliveryError(ErrorKind.RETRYABLE, "E", error_type=" \n ").error_type == "E"

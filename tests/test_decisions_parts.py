@@ -318,3 +318,24 @@ def test_a_message_that_breaks_its_own_decision_fails_alone():
 
 
 RULE = {"when": "body.a == `2`", "action": "park", "reason": "two"}
+
+
+def test_a_hooks_park_error_is_kept_as_sqs_takes_it_on_one_line():
+    """A hook may pass on what a producer recorded (an EventBridge ERROR_MESSAGE): control
+    characters SQS refuses in an attribute, half a surrogate pair, 300 kB."""
+    from worker.decisions.hook import checked
+    from worker.hooks import Park
+
+    decided = checked(Park("bad_input", "Up\x1b[2J\x00\nnext \ud800" + "x" * 300_000))
+    assert isinstance(decided, Park)
+    assert decided.error.startswith("Up\ufffd[2J\ufffd next \ufffdxxx")
+    assert len(decided.error) == 256
+    assert checked(Park("bad_input")).error is None
+
+
+def test_a_lambda_hook_is_sent_a_body_with_half_a_surrogate_pair_escaped():
+    from worker.decisions.hook import _payload
+
+    sent = _payload({"body": "half \ud800 pair", "text": "é"})
+    assert json.loads(sent) == {"body": "half \ud800 pair", "text": "é"}
+    assert _payload({"text": "é"}) == '{"text": "é"}'.encode()

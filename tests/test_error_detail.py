@@ -129,10 +129,10 @@ async def _console_sees_it(settings: Settings) -> None:
 
 
 async def test_what_a_target_says_is_cleaned_before_it_is_kept(aws, proxy, worker_stack):
-    """Half a surrogate pair, an ANSI escape, NUL (SQS refuses them in an attribute: one would
-    fail the whole parking call, and the settle of every batch-mate), a type of 300 kB (it
-    would be logged and digested whole): kept as U+FFFD, the type cut to 256 characters; the
-    batch-mate is delivered and deleted once."""
+    """Half a surrogate pair (it cannot be encoded: the whole settle failed, and every
+    batch-mate with it), an ANSI escape and NUL (real SQS refuses them in an attribute; the
+    emulator does not check), a type of 300 kB (it would be logged and digested whole): kept
+    as U+FFFD, the type cut to 256 characters; the batch-mate is delivered and deleted."""
     await create_function(aws.lambda_, "orders")
     dlq = await create_queue(aws.sqs, "orders-dlq")
     parked = await create_queue(aws.sqs, "parked")

@@ -173,7 +173,7 @@ async def test_a_dead_sink_is_logged_once_a_window_and_drops_are_counted():
 
         async def send(self, digest: dict[str, Any]) -> None:
             Refusing.calls += 1
-            raise SinkFailed("AuthorizationError", retryable=False)
+            raise SinkFailed("AuthorizationError", retryable=False, sink_down=True)
 
     settings = NotifySettings(window_seconds=60, queue_size=2, events=("parked",))
     notifier = Notifier(settings, [Refusing()], Metrics(registry), clock=lambda: 0.0)
@@ -187,8 +187,77 @@ async def test_a_dead_sink_is_logged_once_a_window_and_drops_are_counted():
     assert notifier.finished.is_set()
     assert _sent(registry, "sns", "dropped") == 2  # four digests, room for two
     assert _sent(registry, "sns", "failed") == 2
-    assert Refusing.calls == 1  # refused for good: neither retried nor called again this window
+    assert Refusing.calls == 1  # the sink refused for good: not called again this window
     assert [e["event"] for e in logs if e["log_level"] == "error"] == ["notification_failed"]
+
+
+async def test_one_digest_refused_leaves_the_sink_to_the_others():
+    """A 400 for one digest is that digest's failure; the sink still takes the next ones."""
+    registry = CollectorRegistry()
+
+    class Picky:
+        kind = "webhook"
+        taken: list[str] = []
+
+        async def send(self, digest: dict[str, Any]) -> None:
+            if digest["reason"] == "a":
+                raise SinkFailed("HTTP 400", retryable=False)
+            Picky.taken.append(digest["reason"])
+
+    paced: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        paced.append(seconds)
+
+    settings = NotifySettings(window_seconds=1, events=("parked",))
+    now = [0.0]
+    notifier = Notifier(settings, [Picky()], Metrics(registry), clock=lambda: now[0], sleep=sleep)
+    for reason in ("a", "b", "c"):
+        notifier.parked(ParkedNotice("orders", reason, "E", "m"))
+    async with anyio.create_task_group() as tg:
+        stop = anyio.Event()
+        tg.start_soon(notifier.run, stop)
+        now[0] = 5.0  # the windows are due at the next tick
+        await wait_for(lambda: len(Picky.taken) == 2, timeout=10)
+        stop.set()
+    assert sorted(Picky.taken) == ["b", "c"]
+    assert (_sent(registry, "webhook", "failed"), _sent(registry, "webhook", "sent")) == (1, 2)
+    assert paced == [1.0, 1.0, 1.0]  # one send a second, the refused one included
+
+
+async def test_the_shutdown_sends_every_open_window_without_pacing():
+    registry = CollectorRegistry()
+    taken: list[str] = []
+
+    class Sink:
+        kind = "sns"
+
+        async def send(self, digest: dict[str, Any]) -> None:
+            taken.append(digest["reason"])
+
+    async def never(seconds: float) -> None:
+        raise AssertionError("paced during the flush")
+
+    settings = NotifySettings(window_seconds=600, events=("parked",))
+    notifier = Notifier(settings, [Sink()], Metrics(registry), sleep=never)
+    for i in range(12):
+        notifier.parked(ParkedNotice("orders", f"r{i}", "E", "m"))
+    stop = anyio.Event()
+    stop.set()
+    await notifier.run(stop)
+    assert len(taken) == 12
+    assert _sent(registry, "sns", "sent") == 12
+
+
+def test_a_webhook_goes_through_the_https_proxy_and_plain_http_never_does(monkeypatch):
+    from worker.notify.sinks import proxy_for
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.corp:3128")
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.corp:3128")
+    monkeypatch.setenv("NO_PROXY", "internal.example")
+    assert proxy_for("https://hooks.slack.com/services/T/B/X") == "http://proxy.corp:3128"
+    assert proxy_for("http://127.0.0.1:9000/hook/secret") is None
+    assert proxy_for("https://hooks.internal.example/x") is None
 
 
 async def test_a_hanging_sink_never_holds_settling(aws, proxy, worker_stack, tmp_path):
@@ -431,3 +500,32 @@ async def test_a_retry_coming_back_is_not_an_arrival(aws, proxy, worker_stack):
     await run_until(poller, lambda: worker.settled("orders", "parked") == 2)
     assert worker.settled("orders", "deferred") == 4  # each came back twice
     assert len(told.new) == len(set(told.new)) == 2
+
+
+async def test_what_a_settle_parked_is_told_even_when_the_settle_runs_out_of_time(
+    aws, proxy, worker_stack, monkeypatch
+):
+    """Parked and deleted, then the visibility change hangs past the settle's deadline: the
+    notifier was told when the parking queue took it, not at the end it never reached."""
+    import worker.dlq.batch as batch
+
+    told: list[ParkedNotice] = []
+
+    class Notices:
+        def parked(self, notice: ParkedNotice) -> None:
+            told.append(notice)
+
+        def received(self, queue: str, message_ids: list[str]) -> None: ...
+
+    monkeypatch.setattr(batch, "SETTLE_DEADLINE_SECONDS", 1)
+    not_found = Rule("lambda", "Invoke", "error", status=404, code="ResourceNotFoundException")
+    not_found.body = "parkme"
+    proxy.add(not_found)
+    proxy.add(Rule("sqs", "ChangeMessageVisibilityBatch", "delay", seconds=4))
+    _, poller, dlq = await _failing_lambda(aws, proxy, worker_stack, Notices(), max_attempts=5)
+    await aws.sqs.send_message(QueueUrl=dlq, MessageBody=json.dumps({"parkme": 1}))
+    await aws.sqs.send_message(QueueUrl=dlq, MessageBody=json.dumps({"retry": 1}))
+    await run_until(poller, lambda: proxy.count("sqs", "ChangeMessageVisibilityBatch") >= 1)
+    await wait_for(lambda: bool(told), timeout=10)
+    [notice] = told
+    assert (notice.reason, notice.error) == ("target_not_found", "ResourceNotFoundException")

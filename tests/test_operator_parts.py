@@ -115,7 +115,7 @@ async def test_a_snapshot_takes_every_batch_its_receivers_read_ahead():
 def test_a_summary_counts_a_thousand_error_types_and_folds_the_rest():
     from datetime import UTC, datetime
 
-    from worker.ops.tally import OTHER_TYPES
+    from worker.ops.tally import OTHER_KINDS
 
     tally = Tally(datetime.now(UTC))
     for i in range(1_005):
@@ -123,7 +123,7 @@ def test_a_summary_counts_a_thousand_error_types_and_folds_the_rest():
     tally.add({"reason": "max_attempts"})  # parked without a type, when the room is gone
     counts = tally.result("orders")["by_error_type"]
     assert len(counts) == 1_001
-    assert counts[OTHER_TYPES] == 6
+    assert counts[OTHER_KINDS] == 6
 
 
 def test_what_a_target_said_is_printed_escaped_never_acted_on():

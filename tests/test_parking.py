@@ -167,3 +167,17 @@ def test_what_a_target_said_in_another_script_survives_the_keepers_re_park():
     assert view.meta["kept"] == "1"
     assert view.meta["error-message"] == said
     assert message_size(kept.body, kept.attributes) <= limit
+
+
+def test_metadata_with_half_a_surrogate_pair_reads_back_clean_and_is_kept():
+    """JSON can escape a lone surrogate, SQS takes the escape; sent on raw by the keeper, it
+    would fail to encode and stop every pass over the queue."""
+    from worker.core.parking import kept_copy
+
+    packed = json.dumps({**META, "error-message": "half \ud800 pair"})
+    attributes = {"retry-worker.meta": {"DataType": "String", "StringValue": packed}}
+    view = read_parked("body", attributes)
+    assert view.meta["error-message"] == "half \ufffd pair"
+    kept = kept_copy("p-1", "body", attributes, 262_144)
+    assert read_parked(kept.body, kept.attributes).meta["error-message"] == "half \ufffd pair"
+    assert message_size(kept.body, kept.attributes) > 0  # encodes

@@ -15,11 +15,16 @@ _REFUSED = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 _SPACES = re.compile(r"\s+")
 
 
+def clean(text: str) -> str:
+    """`text` with what SQS would refuse replaced by U+FFFD."""
+    return _REFUSED.sub("\ufffd", text)
+
+
 def said(text: str, limit: int = MAX_DETAIL_CHARS) -> str:
     """What a target said, as the daemon keeps it: what SQS would refuse replaced by U+FFFD
     (an ANSI escape, NUL, half of a surrogate pair — one such character would fail the whole
     parking call), cut to `limit` characters."""
-    return _REFUSED.sub("\ufffd", text[:limit])
+    return clean(text[:limit])
 
 
 def said_type(text: str | None) -> str | None:
@@ -58,10 +63,11 @@ class DeliveryError(Exception):
         park_reason: str | None = None,
         error_type: str | None = None,
     ) -> None:
+        detail = said(detail)
         super().__init__(f"{code}: {detail}" if detail else code)
         self.kind = kind
         self.code = code
-        self.detail = said(detail)
+        self.detail = detail
         self.retry_after = retry_after
         self.park_reason = park_reason  # a precise parking reason, e.g. `unparseable`
         self.error_type = said_type(error_type) or code

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from worker.core.envelope import OWN_PREFIX, SOURCE_ATTRIBUTE, DlqMessage
+from worker.core.errors import clean, said_type
 from worker.core.jsontext import loads
 from worker.core.limits import SQS_MAX_MESSAGE_BYTES, message_size
 
@@ -80,7 +81,7 @@ def parking_metadata(
     meta = {
         "reason": reason,
         "attempts": str(attempts),
-        "error": error or "none",
+        "error": said_type(error) or "none",
         "source-queue": source_queue,
         "parked-at": datetime.fromtimestamp(parked_at, UTC).isoformat(timespec="seconds"),
     }
@@ -202,7 +203,9 @@ def read_parked(body: str, attributes: Mapping[str, Mapping[str, Any]]) -> Parke
         raw = _json_object(packed)
         if raw is None:
             return None
-        meta = {k: str(v) for k, v in raw.items()}
+        # Ours, so never half a surrogate pair (JSON can escape one; SQS would refuse it when
+        # the keeper sends the metadata on, and UTF-8 cannot encode it)
+        meta = {k: clean(str(v)) for k, v in raw.items()}
         envelope = _json_object(body) if body.startswith('{"retry_worker"') else None
         if envelope is not None and {"body", "attributes"} <= envelope.keys():
             # Without ours (envelopes written before 0.1.1 kept the attempt marker).

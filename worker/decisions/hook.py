@@ -29,7 +29,7 @@ import anyio
 
 from worker.aws.clients import Client
 from worker.aws.errors import classify
-from worker.core.errors import DeliveryError, ErrorKind
+from worker.core.errors import DeliveryError, ErrorKind, said_type
 from worker.core.jsontext import loads
 from worker.decisions.expressions import as_payload
 from worker.decisions.view import View
@@ -42,6 +42,16 @@ MAX_THREADS = 16  # a sync hook's threads per queue, at most
 
 def hook_error(code: str, detail: str = "") -> DeliveryError:
     return DeliveryError(ErrorKind.RETRYABLE, code, detail[:500])
+
+
+def _payload(view: View) -> bytes:
+    """The view as UTF-8 JSON; a body with half a surrogate pair (valid JSON text, not valid
+    UTF-8) is sent ASCII-escaped rather than fail the hook for it."""
+    text = json.dumps(view, ensure_ascii=False)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(view).encode("ascii")
 
 
 def checked(answer: Any) -> Decision | None:
@@ -63,7 +73,8 @@ def checked(answer: Any) -> Decision | None:
         raise hook_error("HookError.InvalidDecision", f"{answer!r}: seconds 1..43200, reason")
     if isinstance(answer, Park):
         if valid_reason(answer.reason) and (answer.error is None or isinstance(answer.error, str)):
-            return answer
+            # A hook may pass on what a producer recorded: kept as SQS takes it, one line.
+            return Park(answer.reason, said_type(answer.error))
         raise hook_error("HookError.InvalidDecision", f"{answer!r}: reason [a-z0-9_]{{1,40}}")
     raise hook_error("HookError.InvalidDecision", f"not a Deliver, Defer or Park: {answer!r}")
 
@@ -171,7 +182,7 @@ class LambdaHook:
                 response = await self._client.invoke(
                     FunctionName=self._function,
                     InvocationType="RequestResponse",
-                    Payload=json.dumps(view, ensure_ascii=False).encode("utf-8"),
+                    Payload=_payload(view),
                 )
                 stream = response.get("Payload")
                 raw = await stream.read() if stream is not None else b""

@@ -81,6 +81,9 @@ class Settler:
         now = self._monotonic()
         parks = [d for d in settlements if isinstance(d.outcome, Park)]
         parked_ok, unparkable, told = await self._park(parks)
+        # Told at once: they are parked whatever happens next (a settle past its deadline is
+        # cancelled at its next call, and what it parked would never be told).
+        self._tell(told)
         for d in settlements:
             mid, receipt = d.message.message_id, d.message.receipt_handle
             match d.outcome:
@@ -105,9 +108,8 @@ class Settler:
         if visibility:
             failed = await self._dlq.change_visibility(visibility)
             self._report("ChangeMessageVisibilityBatch", failed)
-        # Metrics, logs and notices after the calls: a counted settlement is a finished one.
+        # Metrics and logs after the calls: a counted settlement is a finished one.
         self._record(settlements, parked_ok)
-        self._tell(told)
 
     async def _park(
         self, parks: Sequence[Settlement]
@@ -175,8 +177,8 @@ class Settler:
         )
 
     def _tell(self, told: list[ParkedNotice]) -> None:
-        """The notifier only counts; should it fail all the same, the messages are settled
-        already and nothing else depends on it."""
+        """The notifier only counts; should it fail all the same, the settlement goes on:
+        nothing depends on it."""
         for notice in told:
             try:
                 self._notices.parked(notice)

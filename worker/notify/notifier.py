@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
@@ -46,6 +46,7 @@ class Notifier:
         *,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
         self._settings = settings
         self._sinks = list(sinks)
@@ -62,12 +63,15 @@ class Notifier:
         # each sink's bounded queue of digests, while `run` runs
         self._outboxes: list[MemoryObjectSendStream[dict[str, Any]]] = []
         self._last_said: dict[int, float] = {}  # sink index -> when its failure was last logged
-        # sink index -> until when it is not called: it refused for good (a 404, a denied
-        # permission): the digests meanwhile are counted failed, not sent to be refused again
+        # sink index -> until when it is not called: the sink itself refused for good (a
+        # 404, a denied permission; not one digest refused): the digests meanwhile are
+        # counted failed, not sent to be refused again
         self._dead_until: dict[int, float] = {}
         for sink in sinks:  # every series from 0: the alert sees the first failure
             for outcome in OUTCOMES:
                 metrics.notifications.labels(sink.kind, outcome)
+        self._flushing = False  # at shutdown: no pacing, the time is short
+        self._sleep = sleep
         self.finished = anyio.Event()  # set once `run` has ended
         self.sent: list[dict[str, Any]] = []  # the last few digests sent (for the demo, tests)
 
@@ -91,19 +95,26 @@ class Notifier:
 
     async def _run(self, stop: anyio.Event) -> None:
         size = self._settings.queue_size
+        queues = []
         async with anyio.create_task_group() as tg:
             for index, sink in enumerate(self._sinks):
                 send, receive = anyio.create_memory_object_stream[dict[str, Any]](size)
                 self._outboxes.append(send)
+                queues.append(receive)
                 tg.start_soon(self._send_all, index, sink, receive)
             while not stop.is_set():
                 with anyio.move_on_after(TICK_SECONDS):
                     await stop.wait()
                 self._hand_out(self._digests.due(self._clock()))
+            self._flushing = True
             self._hand_out(self._digests.due(self._clock(), everything=True))
             for send in self._outboxes:
                 send.close()  # each sender ends once its queue is empty
             tg.cancel_scope.deadline = anyio.current_time() + FLUSH_SECONDS
+        for sink, left in zip(self._sinks, queues, strict=True):  # the flush ran out of time
+            unsent = left.statistics().current_buffer_used
+            if unsent:
+                self._metrics.notifications.labels(sink.kind, "dropped").inc(unsent)
 
     def _hand_out(self, digests: list[dict[str, Any]]) -> None:
         for digest in digests:
@@ -122,7 +133,8 @@ class Notifier:
                     self._counted(sink, "failed")
                     continue
                 await self._send_one(index, sink, digest)
-                await anyio.sleep(SEND_INTERVAL_SECONDS)
+                if not self._flushing:
+                    await self._sleep(SEND_INTERVAL_SECONDS)
 
     async def _send_one(self, index: int, sink: DigestSink, digest: dict[str, Any]) -> None:
         delay = BACKOFF_FIRST_SECONDS
@@ -142,11 +154,11 @@ class Notifier:
             if not failure.retryable or attempt == self._settings.attempts:
                 self._counted(sink, "failed")
                 self._say_failed(index, sink, failure, digest)
-                if not failure.retryable:
+                if failure.sink_down:
                     self._dead_until[index] = self._clock() + self._settings.window_seconds
                 return
             self._counted(sink, "retried")
-            await anyio.sleep(min(max(delay, failure.retry_after or 0), BACKOFF_MAX_SECONDS))
+            await self._sleep(min(max(delay, failure.retry_after or 0), BACKOFF_MAX_SECONDS))
             delay = min(delay * 2, BACKOFF_MAX_SECONDS)
 
     async def _try(self, sink: DigestSink, digest: dict[str, Any]) -> SinkFailed | None:

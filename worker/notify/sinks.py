@@ -11,6 +11,7 @@ import hashlib
 import json
 from typing import Any, Protocol
 from urllib.parse import urlsplit
+from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
 import anyio
@@ -27,10 +28,21 @@ SUBJECT_MAX = 100  # SNS: a subject is at most 100 characters, one line
 
 
 class SinkFailed(Exception):
-    def __init__(self, what: str, *, retryable: bool, retry_after: float | None = None) -> None:
+    """`retryable`: this digest may go through if tried again; `sink_down`: the sink itself
+    refuses (its URL is gone, the permission denied), whatever the digest."""
+
+    def __init__(
+        self,
+        what: str,
+        *,
+        retryable: bool,
+        retry_after: float | None = None,
+        sink_down: bool = False,
+    ) -> None:
         super().__init__(what)
         self.retryable = retryable
         self.retry_after = retry_after
+        self.sink_down = sink_down
 
 
 class DigestSink(Protocol):
@@ -90,11 +102,31 @@ def slack_body(digest: dict[str, Any]) -> dict[str, Any]:
     return {"text": slack_text(digest), "unfurl_links": False, "unfurl_media": False}
 
 
+# The sink, not the digest: a topic, a bus or a permission that is not there.
+SINK_DOWN_CODES = frozenset(
+    {
+        "AuthorizationError",
+        "AccessDenied",
+        "AccessDeniedException",
+        "NotFound",
+        "NotFoundException",
+        "ResourceNotFoundException",
+        "InvalidClientTokenId",
+        "UnrecognizedClientException",
+        "KMSDisabledException",
+        "KMSNotFoundException",
+        "KMSAccessDeniedException",
+    }
+)
+# HTTP statuses that say the webhook itself is gone or refuses us
+SINK_DOWN_STATUSES = frozenset({401, 403, 404, 410})
+
+
 def _aws_failure(exc: Exception) -> SinkFailed:
     code = error_code(exc)
     kind = kind_of(code)
     retryable = kind is not ErrorKind.PERMANENT
-    return SinkFailed(code, retryable=retryable)
+    return SinkFailed(code, retryable=retryable, sink_down=code in SINK_DOWN_CODES)
 
 
 def sns_subject(digest: dict[str, Any]) -> str:
@@ -148,7 +180,8 @@ class EventBridgeDigests:
         if answer.get("FailedEntryCount"):
             [failed] = answer["Entries"]
             code = str(failed.get("ErrorCode", "Unknown"))
-            raise SinkFailed(code, retryable=code in ("ThrottlingException", "InternalFailure"))
+            retryable = code in ("ThrottlingException", "InternalFailure")
+            raise SinkFailed(code, retryable=retryable, sink_down=code in SINK_DOWN_CODES)
 
 
 class WebhookDigests:
@@ -176,7 +209,8 @@ class WebhookDigests:
         body = slack_body(digest) if self._format == "slack" else digest
         url = await self._url()
         try:
-            async with self._session.post(url, json=body, allow_redirects=False) as answer:
+            post = self._session.post(url, json=body, allow_redirects=False, proxy=proxy_for(url))
+            async with post as answer:
                 await answer.read()
                 status = answer.status
                 after = answer.headers.get("Retry-After")
@@ -186,7 +220,21 @@ class WebhookDigests:
         if 200 <= status < 300:
             return
         retryable = status in (408, 425, 429) or status >= 500
-        raise SinkFailed(f"HTTP {status}", retryable=retryable, retry_after=_seconds(after))
+        raise SinkFailed(
+            f"HTTP {status}",
+            retryable=retryable,
+            retry_after=_seconds(after),
+            sink_down=status in SINK_DOWN_STATUSES,
+        )
+
+
+def proxy_for(url: str) -> str | None:
+    """HTTPS_PROXY for an https URL (its tunnel hides the path), unless NO_PROXY spares the
+    host; never a proxy for plain http (to this host only)."""
+    parts = urlsplit(url)
+    if parts.scheme != "https" or proxy_bypass(parts.hostname or ""):
+        return None
+    return getproxies().get("https")
 
 
 def _seconds(text: str | None) -> float | None:

@@ -149,10 +149,10 @@ def _print(result: dict[str, Any], queue: QueueSettings, out: TextIO) -> None:
         out.write(f"transform {transform['expression']} -> {found}\n")
     if (hook := result["hook"]) is not None:
         found = hook.get("error") or json.dumps(hook.get("decision"))
-        out.write(f"hook {hook['name']} -> {found}\n")
+        out.write(f"hook {hook['name']} -> {shown(found)}\n")
     line = f"final: {result['action']} (by {result['by']})"
     if result["action"] == "park":
-        line += f", reason {result['reason']}, error {result['error']}"
+        line += f", reason {result['reason']}, error {shown(result['error'])}"
     elif result["action"] == "defer":
         line += f", {result['delay_seconds']:g} s ({result['reason']})"
     else:

@@ -28,6 +28,7 @@ from worker.ops.reshape import Reshape, example
 from worker.ops.scan import QueueReader
 from worker.ops.senders import Send
 from worker.ops.store import Location, Writer, open_writer
+from worker.ops.tally import counted, shown
 
 SENT_NOT_DELETED = "sent, but its delete from the parking queue failed"
 
@@ -45,7 +46,7 @@ class Tally:
     def add(self, records: Sequence[Record]) -> None:
         for r in records:
             meta = r.view.meta if r.view else {}
-            self.matched[(meta.get("reason", "?"), meta.get("error", "?"))] += 1
+            counted(self.matched, (meta.get("reason", "?"), meta.get("error", "?")))
             if self.ids is not None:
                 self.ids.add(r.message_id)
 
@@ -73,9 +74,9 @@ def print_plan(verb: str, ctx: QueueContext, filters: Filters, tally: Tally, out
     what = f"all {tally.total}" if filters.selects_all else str(tally.total)
     out.write(f"plan: {verb} {what} parked messages of {ctx.name} ({ctx.parking.url})\n")
     for reason, count in tally.by_reason.items():
-        out.write(f"  reason {reason:<32} {count}\n")
+        out.write(f"  reason {shown(reason):<32} {count}\n")
     for error, count in tally.by_error.items():
-        out.write(f"  error  {error:<32} {count}\n")
+        out.write(f"  error  {shown(error):<32} {count}\n")
 
 
 async def move(

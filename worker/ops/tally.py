@@ -15,8 +15,8 @@ from worker.ops.reading import number, selected
 from worker.ops.records import Record
 from worker.ops.scan import QueueReader
 
-MAX_TYPES = 1000  # distinct error types counted; more are counted as OTHER_TYPES
-OTHER_TYPES = "(more types)"
+MAX_KINDS = 1000  # distinct reasons, errors or types counted; more are counted as OTHER_KINDS
+OTHER_KINDS = "(more kinds)"
 AGE_BUCKETS = ((3600, "<1h"), (86400, "1h-1d"), (7 * 86400, "1d-7d"))
 BODY_PREVIEW = 120
 
@@ -45,12 +45,9 @@ class Tally:
 
     def add(self, meta: dict[str, str]) -> None:
         self.total += 1
-        self.reasons[meta.get("reason", "unknown")] += 1
-        self.errors[meta.get("error", "unknown")] += 1
-        kind = error_type_of(meta)
-        if kind not in self.error_types and len(self.error_types) >= MAX_TYPES:
-            kind = OTHER_TYPES
-        self.error_types[kind] += 1
+        counted(self.reasons, meta.get("reason", "unknown"))
+        counted(self.errors, meta.get("error", "unknown"))
+        counted(self.error_types, error_type_of(meta))
         parked_at = meta.get("parked-at", "")
         self.ages[_age_bucket(parked_at, self._now)] += 1
         if parked_at:
@@ -68,6 +65,14 @@ class Tally:
             "oldest": self.oldest,
             "newest": self.newest,
         }
+
+
+def counted(counter: Counter[Any], key: Any) -> None:
+    """One more of `key`, in at most MAX_KINDS keys (a hook's error can differ per message:
+    memory stays bounded whatever the queue holds)."""
+    if key not in counter and len(counter) >= MAX_KINDS:
+        key = OTHER_KINDS if not isinstance(key, tuple) else (OTHER_KINDS,) * len(key)
+    counter[key] += 1
 
 
 def print_summary(summary: dict[str, Any], out: TextIO) -> None:
