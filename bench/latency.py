@@ -33,6 +33,9 @@ import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
 
 from bench import fast
 from bench.fast import (
@@ -121,7 +124,7 @@ async def one(url: str, tool: str, total: int, tasks: int, concurrency: int, run
     dlq, out = urls[dlq_name], urls[out_name]
     visible_at = await seed(url, dlq, total)
     with tempfile.TemporaryDirectory() as tmp:
-        if tool == "retry-worker":
+        if tool.startswith("retry-worker"):
             port = free_port()
             queues = {
                 "backlog": {
@@ -131,6 +134,8 @@ async def one(url: str, tool: str, total: int, tasks: int, concurrency: int, run
                 }
             }
             config = daemon_config(url, queues, port, tmp, idle_max_interval_seconds=0)
+            if tool.endswith("+notify"):
+                with_notify(config, tmp)
             process = start_daemon(config, tmp)
             wait_ready(port, process)
         else:
@@ -149,7 +154,7 @@ async def one(url: str, tool: str, total: int, tasks: int, concurrency: int, run
         requests = ", ".join(f"{k} {v}" for k, v in sorted(stats["operations"].items()))
         print(f"  {tool}: {requests}", flush=True)
         rss = peak_rss_mb(process.pid)
-        if tool == "retry-worker":
+        if tool.startswith("retry-worker"):
             process.terminate()
         process.wait(60)
     once, duplicates, left = check(url, dlq_name, out_name, total)
@@ -166,6 +171,21 @@ async def one(url: str, tool: str, total: int, tasks: int, concurrency: int, run
         duplicates=duplicates,
         left=left,
     )
+
+
+def with_notify(config: Path, tmp: str) -> None:
+    """Notifications on (`--notify`): every new message counted for `arrived` (quiet 0: the
+    backlog is an arrival), its digest to a webhook on a loopback port nobody listens on."""
+    tree = yaml.safe_load(config.read_text())
+    url_file = Path(tmp) / "webhook-url"
+    url_file.write_text(f"http://127.0.0.1:{free_port()}/hook")
+    tree["notify"] = {
+        "events": ["parked", "arrived"],
+        "quiet_seconds": 0,
+        "window_seconds": 1,
+        "sinks": [{"webhook": {"url_file": str(url_file)}}],
+    }
+    config.write_text(yaml.safe_dump(tree))
 
 
 def start_bare(url: str, total: int, dlq: str, out: str, tasks: int) -> subprocess.Popen[bytes]:
@@ -187,7 +207,11 @@ async def main() -> None:
     parser.add_argument("--tasks", type=int, default=10, help="bare loop tasks")
     parser.add_argument("--concurrency", type=int, default=0, help="daemon (0: tasks x 9)")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--notify", action="store_true", help="also the daemon with notifications on"
+    )
     args = parser.parse_args()
+    tools = ("bare-aiobotocore", "retry-worker", *(("retry-worker+notify",) if args.notify else ()))
     os.environ.update({k: v for k, v in ENV.items() if k.startswith("AWS_")})
     fauxqs, url = start_fauxqs(args.delay_ms)
     try:
@@ -201,13 +225,14 @@ async def main() -> None:
         )
         runs: list[Run] = []
         for _ in range(args.rounds):
-            for tool in ("bare-aiobotocore", "retry-worker"):
+            for tool in tools:
                 concurrency = args.concurrency or args.tasks * 9
                 run = await one(url, tool, args.messages, args.tasks, concurrency, len(runs))
                 runs.append(run)
                 print(run.row(), flush=True)
         speeds, cpus = [], []
-        for bare, ours in zip(runs[::2], runs[1::2], strict=True):
+        step = len(tools)
+        for bare, ours in zip(runs[::step], runs[1::step], strict=True):
             speeds.append(ours.messages / ours.seconds / (bare.messages / bare.seconds))
             cpus.append((ours.cpu / ours.messages) / (bare.cpu / bare.messages))
         print(
@@ -218,6 +243,20 @@ async def main() -> None:
             "  by round: "
             + ", ".join(f"{s:.2f}x/{c:.2f}x" for s, c in zip(speeds, cpus, strict=True))
         )
+        if args.notify:
+            plain, told = runs[1::step], runs[2::step]
+            cost = [
+                (t.cpu / t.messages) / (p.cpu / p.messages)
+                for p, t in zip(plain, told, strict=True)
+            ]
+            pace = [
+                (t.messages / t.seconds) / (p.messages / p.seconds)
+                for p, t in zip(plain, told, strict=True)
+            ]
+            print(
+                f"notifications on, against off (median): {statistics.median(pace):.2f}x msg/s, "
+                f"{statistics.median(cost):.2f}x CPU per message"
+            )
         print("mean/peak: requests in flight at the server during the drain")
         broken = [r for r in runs if r.once != r.messages or r.duplicates or r.left]
         if broken:
