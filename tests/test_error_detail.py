@@ -30,9 +30,8 @@ def _said(kind: str, message: str) -> dict[str, str]:
     return {"errorType": kind, "errorMessage": message}
 
 
-async def _park_three(aws: Aws, proxy: FaultProxy, stack: AsyncExitStack) -> tuple:
-    """Three messages the function fails: `boom` twice (one with ten attributes), and one of
-    nearly 256 KiB whose function fails with a message of 100 kB."""
+async def _orders(aws: Aws, proxy: FaultProxy, stack: AsyncExitStack) -> tuple:
+    """The `orders` DLQ, its Lambda target and parking queue; one attempt, then parked."""
     await create_function(aws.lambda_, "orders")
     dlq = await create_queue(aws.sqs, "orders-dlq")
     parked = await create_queue(aws.sqs, "parked")
@@ -43,7 +42,13 @@ async def _park_three(aws: Aws, proxy: FaultProxy, stack: AsyncExitStack) -> tup
     }
     settings = make_settings(proxy.url, {"orders": queue})
     worker = Worker(settings, stack)
-    poller = await worker.poller("orders")
+    return settings, worker, await worker.poller("orders"), dlq, parked
+
+
+async def _park_three(aws: Aws, proxy: FaultProxy, stack: AsyncExitStack) -> tuple:
+    """Three messages the function fails: `boom` twice (one with ten attributes), and one of
+    nearly 256 KiB whose function fails with a message of 100 kB."""
+    settings, worker, poller, dlq, parked = await _orders(aws, proxy, stack)
     proxy.add(
         Rule("lambda", "Invoke", "function_error", body="big", extra=_said("Huge", HUGE_MESSAGE))
     )
@@ -133,16 +138,7 @@ async def test_what_a_target_says_is_cleaned_before_it_is_kept(aws, proxy, worke
     batch-mate with it), an ANSI escape and NUL (real SQS refuses them in an attribute; the
     emulator does not check), a type of 300 kB (it would be logged and digested whole): kept
     as U+FFFD, the type cut to 256 characters; the batch-mate is delivered and deleted."""
-    await create_function(aws.lambda_, "orders")
-    dlq = await create_queue(aws.sqs, "orders-dlq")
-    parked = await create_queue(aws.sqs, "parked")
-    queue = {
-        "name": "orders-dlq",
-        "target": {"kind": "lambda", "function": "orders"},
-        "policy": {"max_attempts": 1},
-    }
-    worker = Worker(make_settings(proxy.url, {"orders": queue}), worker_stack)
-    poller = await worker.poller("orders")
+    _, worker, poller, dlq, parked = await _orders(aws, proxy, worker_stack)
     bad = {"errorType": "T" * 300_000, "errorMessage": "half \ud800 \x1b[31mred\x1b[0m \x00 end"}
     proxy.add(Rule("lambda", "Invoke", "function_error", body="bad", extra=bad))
     await aws.sqs.send_message(QueueUrl=dlq, MessageBody='{"bad": true}')
