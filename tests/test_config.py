@@ -96,7 +96,7 @@ def test_env_selected_by_variable(config_dir, monkeypatch):
 @pytest.mark.parametrize(
     ("data", "expected"),
     [
-        ({"aws": {"regoin": "x"}}, "aws.regoin: Extra inputs are not permitted"),
+        ({"aws": {"regoin": "x"}}, "aws.regoin: unknown key `regoin` (did you mean `region`?)"),
         (
             {"aws": {"read_timeout_seconds": 20}},
             "aws.read_timeout_seconds: must exceed defaults.receive.wait_seconds (20.0 <= 20)",
@@ -193,7 +193,9 @@ def test_env_selected_by_variable(config_dir, monkeypatch):
     ],
 )
 def test_each_rule_reports_its_key_path(config_dir, data, expected):
-    assert expected in errors_for(config_dir, data)
+    """Each as `path.to.key: message`, after the file and line that set it when one did."""
+    errors = errors_for(config_dir, data)
+    assert any(e == expected or e.endswith(f": {expected}") for e in errors), errors
 
 
 def test_unknown_environment_section_is_an_error(config_dir, monkeypatch):
@@ -232,5 +234,55 @@ def test_check_config_prints_every_error_and_exits_2(tmp_path):
     bad = write(tmp_path / "bad.yaml", {"aws": {"regoin": 1}, "http": {"port": "x"}})
     result = _cli("check-config", "--config", bad)
     assert result.returncode == 2
-    assert "aws.regoin: Extra inputs are not permitted" in result.stderr
-    assert "http.port: Input should be a valid integer" in result.stderr
+    assert f"{bad}:2: aws.regoin: unknown key `regoin` (did you mean `region`?)" in result.stderr
+    assert f"{bad}:4: http.port: Input should be a valid integer" in result.stderr
+
+
+def test_a_typo_is_named_once_where_it_was_written_with_a_suggestion(config_dir):
+    """Issue 34: a key under `defaults` was reported once per queue that inherits it, as
+    pydantic's "Extra inputs are not permitted", with no file and no suggestion."""
+    text = """\
+defaults:
+  policy:
+    max_atempts: 3
+    parking_queue: parked
+queues:
+  orders:
+    name: orders-dlq
+    target: {kind: lambda, function: orders}
+  billing:
+    name: billing-dlq
+    concurency: 4
+    target: {kind: lambda, function: billing}
+    rules:
+      - when: "true"
+        acton: park
+"""
+    path = config_dir / "mine.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, [str(path)])
+    assert caught.value.errors == [
+        f"{path}:3: defaults.policy.max_atempts: unknown key `max_atempts` (did you mean "
+        "`max_attempts`?)",
+        f"{path}:11: queues.billing.concurency: unknown key `concurency` (did you mean "
+        "`concurrency`?)",
+        f"{path}:15: queues.billing.rules[0].acton: unknown key `acton` (did you mean `action`?)",
+        f"{path}:14: queues.billing.rules[0].action: Field required",  # what the typo left out
+    ]
+
+
+def test_a_bad_value_inherited_from_defaults_is_named_once_in_defaults(config_dir):
+    path = write(
+        config_dir / "mine.yaml",
+        {
+            "defaults": {"receive": {"batch_size": 11}, "policy": {"parking_queue": "p"}},
+            "queues": {"a": QUEUE, "b": {**QUEUE, "name": "b-dlq"}},
+        },
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, [path])
+    batch = [e for e in caught.value.errors if "batch_size" in e]
+    assert batch == [
+        f"{path}:5: defaults.receive.batch_size: Input should be less than or equal to 10"
+    ]

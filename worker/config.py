@@ -22,6 +22,7 @@ from worker.settings import (
     deep_merge,
 )
 from worker.settings.decisions import load_hook
+from worker.settings.keys import KeyPath, key_lines, unknown_keys
 
 ENV_VAR = "RETRY_WORKER_ENV"
 CONFIG_DIR_VAR = "RETRY_WORKER_CONFIG_DIR"
@@ -47,38 +48,96 @@ def config_files(env: str | None, extra: Sequence[str], environ: Mapping[str, st
     return files
 
 
-def _read_yaml(path: Path, *, required: bool) -> dict[str, Any]:
+class Layer:
+    """One configuration file as read: its data and where each key is."""
+
+    def __init__(self, path: Path, data: dict[str, Any], lines: dict[KeyPath, int]) -> None:
+        self.path, self.data, self.lines = path, data, lines
+
+    def unknown(self) -> list[str]:
+        """`file:line: path: unknown key `k` (did you mean `key`?)`, once per place."""
+        out = []
+        for where, close in unknown_keys(self.data, Settings):
+            hint = f" (did you mean `{close}`?)" if close else ""
+            out.append(f"{self.place(where)}{dotted(where)}: unknown key `{where[-1]}`{hint}")
+        return out
+
+    def place(self, where: KeyPath) -> str:
+        """`file:line: ` of the key, or of its nearest parent in this file."""
+        for end in range(len(where), 0, -1):
+            line = self.lines.get(where[:end])
+            if line is not None:
+                return f"{self.path}:{line}: "
+        return f"{self.path}: "
+
+
+def _read_yaml(path: Path, *, required: bool) -> Layer:
     if not path.exists():
         if required:
             raise ConfigError([f"{path}: file not found"])
-        return {}
+        return Layer(path, {}, {})
+    text = path.read_text(encoding="utf-8")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(text)
+        lines = key_lines(text)
     except yaml.YAMLError as exc:
         raise ConfigError([f"{path}: not valid YAML: {exc}"]) from exc
     if data is None:
-        return {}
+        return Layer(path, {}, {})
     if not isinstance(data, dict):
         raise ConfigError([f"{path}: the top level must be a mapping"])
-    return data
+    return Layer(path, data, lines)
 
 
-def _format(exc: ValidationError) -> list[str]:
-    out = []
+def dotted(where: Sequence[str]) -> str:
+    """A key path as the YAML reads: `queues.orders.rules[0].when`."""
+    out: list[str] = []
+    for part in where:
+        if part.isdigit() and out:
+            out[-1] += f"[{part}]"
+        else:
+            out.append(part)
+    return ".".join(out) or "<root>"
+
+
+def _format(exc: ValidationError, layers: Sequence[Layer], reported: set[KeyPath]) -> list[str]:
+    """Each error once, at the place it was written: the last file that sets the key (or its
+    nearest parent); a key a queue inherited from `defaults` is reported there, once. Unknown
+    keys the files' walk `reported` already are not said twice."""
+    out: list[str] = []
     for err in exc.errors():
         loc: list[str] = []
         for part in err["loc"]:
             # Drop pydantic's union-branch names (`target.lambda.function` reads as the YAML
-            # does: `target.function`); list items read `rules[0]`.
+            # does: `target.function`).
             if loc and loc[-1] == "target" and part in TARGET_KINDS:
                 continue
-            if isinstance(part, int) and loc:
-                loc[-1] += f"[{part}]"
-                continue
             loc.append(str(part))
+        where = tuple(loc)
+        if err["type"] == "extra_forbidden" and _inherited(where, layers) in reported:
+            continue
+        where = _inherited(where, layers)
         message = err["msg"].removeprefix("Value error, ")
-        out.append(f"{'.'.join(loc) or '<root>'}: {message}")
+        layer = next((x for x in reversed(layers) if _sets(x, where)), None)
+        line = f"{layer.place(where) if layer else ''}{dotted(where)}: {message}"
+        if line not in out:
+            out.append(line)
     return out
+
+
+def _sets(layer: Layer, where: KeyPath) -> bool:
+    return any(where[:end] in layer.lines for end in range(len(where), 0, -1))
+
+
+def _inherited(where: KeyPath, layers: Sequence[Layer]) -> KeyPath:
+    """`queues.<q>.<rest>` as `defaults.<rest>` when no file sets it on the queue itself but
+    one sets it under `defaults` (the queue inherited it)."""
+    if len(where) < 3 or where[0] != "queues":
+        return where
+    inherited = ("defaults", *where[2:])
+    on_queue = any(where in x.lines for x in layers)
+    in_defaults = any(inherited in x.lines for x in layers)
+    return inherited if in_defaults and not on_queue else where
 
 
 def _check_env_vars(environ: Mapping[str, str]) -> list[str]:
@@ -99,14 +158,20 @@ def load_settings(env: str | None = None, extra_files: Sequence[str] = ()) -> Se
     environ = os.environ
     files = config_files(env, extra_files, environ)
     merged: dict[str, Any] = {}
+    layers = []
     for index, path in enumerate(files):
         # base.yaml may be absent (config purely from --config); named files must exist.
-        merged = deep_merge(merged, _read_yaml(path, required=index > 0))
+        layers.append(_read_yaml(path, required=index > 0))
+        merged = deep_merge(merged, layers[-1].data)
     errors = _check_env_vars(environ)
+    unknown = [line for layer in layers for line in layer.unknown()]
+    reported = {w for layer in layers for w, _ in unknown_keys(layer.data, Settings)}
     try:
         settings = Settings(**merged)
     except ValidationError as exc:
-        raise ConfigError(errors + _format(exc)) from exc
+        raise ConfigError(errors + unknown + _format(exc, layers, reported)) from exc
+    if unknown:
+        raise ConfigError(errors + unknown)
     errors += cross_field_errors(settings)
     if errors:
         raise ConfigError(errors)
