@@ -46,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--console-listen", default="127.0.0.1:8090", metavar="HOST:PORT", help="loopback"
     )
+    demo.add_argument(
+        "--verbose", action="store_true", help="a log line per message, not only progress"
+    )
     iam = sub.add_parser("iam-policy", help="print the least-privilege IAM policy (JSON)")
     _config_args(iam)
     iam.add_argument("--account-id", help="for queues and functions given by name")
@@ -185,7 +188,7 @@ def _console(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from worker.emulator.demo import run_demo
 
-    return run_demo(args.duration, args.console_listen)
+    return run_demo(args.duration, args.console_listen, verbose=args.verbose)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,7 +18,13 @@ from worker.settings import LoggingSettings
 LIBRARY_LEVEL = logging.WARNING
 
 
-def configure_logging(settings: LoggingSettings, stream: TextIO | None = None) -> None:
+def configure_logging(
+    settings: LoggingSettings,
+    stream: TextIO | None = None,
+    *,
+    quiet: frozenset[str] = frozenset(),
+) -> None:
+    """`quiet`: events not written at all (the demo leaves out its per-message lines)."""
     stream = stream or sys.stderr
     level = logging.getLevelNamesMapping()[settings.level]
     renderer: structlog.typing.Processor
@@ -30,8 +36,17 @@ def configure_logging(settings: LoggingSettings, stream: TextIO | None = None) -
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+
+    def drop_quiet(
+        logger: object, name: str, event: structlog.typing.EventDict
+    ) -> structlog.typing.EventDict:
+        if event.get("event") in quiet:
+            raise structlog.DropEvent
+        return event
+
     structlog.configure(
         processors=[
+            drop_quiet,
             structlog.contextvars.merge_contextvars,
             *shared,
             structlog.processors.format_exc_info,

@@ -1,8 +1,10 @@
-"""What runs beside the demo's daemon: the operator console, and a notification inbox (a
-loopback webhook that prints each digest it receives, as a Slack channel would show it)."""
+"""What runs beside the demo's daemon: the operator console, a notification inbox (a
+loopback webhook that prints each digest it receives, as a Slack channel would show it), and
+what a second terminal needs to run the operator commands against it."""
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 from collections.abc import AsyncIterator
@@ -11,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import yaml
 from aiohttp import web
 
 from worker.console.security import Lock
@@ -59,3 +62,33 @@ async def printing_webhook() -> AsyncIterator[Path]:
         await runner.cleanup()
         await secret.unlink(missing_ok=True)
         await folder.rmdir()
+
+
+CLI_CONFIG = "retry-worker-demo.yaml"
+SAMPLE_ORDER = "retry-worker-demo-order.json"
+# The emulator takes any credentials; these are what the printed commands pass it.
+CREDENTIALS = "AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo"
+
+
+def cli_handoff(settings: Settings, folder: Path) -> str:
+    """Writes the demo's configuration (the emulator's own endpoint: no injected faults) and
+    a sample order into `folder`; returns the commands that work from a second terminal."""
+    tree = settings.model_dump(mode="json", exclude={"notify"})
+    (folder / CLI_CONFIG).write_text(yaml.safe_dump(tree, sort_keys=False))
+    order = {"orderId": "o-7", "amount": 250, "currency": "EUR"}
+    (folder / SAMPLE_ORDER).write_text(json.dumps(order) + "\n")
+    here = Path.cwd()
+    program = Path(sys.executable).with_name("retry-worker")
+    shown = program.relative_to(here) if program.is_relative_to(here) else program
+    command = f"{CREDENTIALS} {shown}" if program.exists() else f"{CREDENTIALS} retry-worker"
+    where = folder / CLI_CONFIG
+    config = where.relative_to(here) if where.is_relative_to(here) else where
+    sample = folder / SAMPLE_ORDER
+    sample_shown = sample.relative_to(here) if sample.is_relative_to(here) else sample
+    lines = [
+        f"[demo] from a second terminal, while the demo runs (its configuration: {config}):",
+        f"         {command} status --config {config}",
+        f"         {command} parked summary orders --config {config}",
+        f"         {command} explain orders --body-file {sample_shown} --config {config}",
+    ]
+    return "\n".join(lines)

@@ -15,6 +15,7 @@ import os
 import sys
 import time
 from contextlib import AsyncExitStack
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -30,7 +31,7 @@ from worker.emulator import (
     create_role,
     create_source_with_dlq,
 )
-from worker.emulator.beside import console_beside, printing_webhook
+from worker.emulator.beside import cli_handoff, console_beside, printing_webhook
 from worker.emulator.proxy import FaultProxy, Rule
 from worker.logs import configure_logging
 from worker.settings import LoggingSettings, Settings
@@ -205,13 +206,22 @@ async def _report(registry: CollectorRegistry, started: float) -> None:
         print(_line(elapsed, progress(registry)), file=sys.stderr, flush=True)
 
 
-async def _demo(duration: float, console: tuple[str, int]) -> dict[str, int]:
-    configure_logging(LoggingSettings(format="console", level="INFO"))
+# A line per message, in the daemon's own logs: left out unless --verbose (the progress line
+# and the digests say what happens).
+PER_MESSAGE = frozenset(
+    {"delivered", "deferred", "released", "parked", "rule_matched", "digest_sent"}
+)
+
+
+async def _demo(duration: float, console: tuple[str, int], verbose: bool) -> dict[str, int]:
+    quiet = frozenset() if verbose else PER_MESSAGE
+    configure_logging(LoggingSettings(format="console", level="INFO"), quiet=quiet)
     moto = MotoServer().start()
     proxy = FaultProxy(moto.url, seed=42).start()
     try:
         print(f"[demo] emulator {moto.url}, fault proxy {proxy.url}", file=sys.stderr)
         arn = await seed(get_session(), moto.url)
+        print(cli_handoff(demo_settings(moto.url, arn), Path.cwd()), file=sys.stderr, flush=True)
         # `ledger` always fails (its message exhausts its attempts and is parked);
         # `payments` is down for its first 12 calls (its breaker opens, probes, closes);
         # `orders` fails about a quarter of the time (retries with backoff, then succeeds).
@@ -272,12 +282,12 @@ async def _demo(duration: float, console: tuple[str, int]) -> dict[str, int]:
         moto.stop()
 
 
-def run_demo(duration: float, console: str = "127.0.0.1:8090") -> int:
+def run_demo(duration: float, console: str = "127.0.0.1:8090", *, verbose: bool = False) -> int:
     # The emulator accepts any credentials; never hand it real ones from the environment.
     for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
         os.environ.pop(var, None)
     os.environ.update(AWS_ACCESS_KEY_ID="demo", AWS_SECRET_ACCESS_KEY="demo")  # noqa: S106
     host, _, port = console.rpartition(":")
-    counts = anyio.run(_demo, duration, (host, int(port)))
+    counts = anyio.run(_demo, duration, (host, int(port)), verbose)
     print(_line("done", counts), file=sys.stderr, flush=True)
     return 0
