@@ -162,6 +162,13 @@ class Metrics:
             ["parking_queue"],
             registry=registry,
         )
+        self.queue_missing = Gauge(
+            p + "queue_missing",
+            "1 while a queue's DLQ or parking queue does not exist (at start, or its receives "
+            "say so); 0 once it does.",
+            ["queue"],
+            registry=registry,
+        )
         self.notifications = Counter(
             p + "notifications",
             "Digests to notification sinks, by outcome (sent, retried, failed: given up, "

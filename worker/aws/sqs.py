@@ -230,6 +230,10 @@ class SqsQueue:
         return call
 
 
+# What SQS answers for a queue that does not exist (the query and the JSON protocol).
+QUEUE_GONE_CODES = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
+
+
 async def resolve_queue_url(client: Client, ref: str) -> str:
     """A queue URL from a URL, a name or an ARN."""
     if ref.startswith(("https://", "http://")):

@@ -26,7 +26,7 @@ from worker.aws.descriptors import (
 )
 from worker.aws.errors import error_code, metric_code
 from worker.core.policy import failure_pause
-from worker.daemon.assembly import Shared, build_poller
+from worker.daemon.assembly import Shared, Unresolved, build_poller
 from worker.daemon.discovery import discover
 from worker.daemon.health import Health
 from worker.daemon.http import HttpServer
@@ -86,13 +86,27 @@ async def _start_queue(
                 runtime.shared,
                 stop_when_gone=discovered,
             )
+            runtime.health.unresolved.pop(name, None)
+            if failures:
+                metrics.queue_missing.labels(name).set(0)
             break
         except Exception as exc:  # noqa: BLE001 - retried; readiness stays false meanwhile
             failures += 1
             delay = failure_pause(failures, 2.0, STARTUP_RETRY_MAX_SECONDS, rng)
-            metrics.aws_errors.labels("sqs", "ResolveQueue", metric_code(error_code(exc))).inc()
+            code = error_code(exc)
+            metrics.aws_errors.labels("sqs", "ResolveQueue", metric_code(code)).inc()
+            missing = isinstance(exc, Unresolved) and exc.missing
+            metrics.queue_missing.labels(name).set(1 if missing else 0)
+            said = str(exc) if isinstance(exc, Unresolved) else code
+            runtime.health.unresolved[name] = (
+                f"not started: {said} (tried {failures} times, again in {delay:.0f} s)"
+            )
             log.error(
-                "queue_resolve_failed", queue=name, error=error_code(exc), retry_in=round(delay, 3)
+                "queue_resolve_failed",
+                queue=name,
+                error=code,
+                problem=said,
+                retry_in=round(delay, 3),
             )
             await anyio.sleep(delay)
     else:

@@ -13,13 +13,15 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 import structlog
 
 from worker.aws.clients import Clients
+from worker.aws.errors import error_code
 from worker.aws.facts import DlqFacts
-from worker.aws.sqs import SqsQueue, resolve_queue_url
+from worker.aws.sqs import QUEUE_GONE_CODES, SqsQueue, resolve_queue_url
 from worker.core.idle import IdleSchedule
 from worker.core.loopguard import LocalLoops, LoopGuard, Loops
 from worker.core.notices import Notices
@@ -34,6 +36,25 @@ from worker.metrics import Metrics
 from worker.settings import QueueSettings, Settings
 
 log = structlog.get_logger("worker.daemon.assembly")
+
+
+class Unresolved(Exception):
+    """A queue this one needs cannot be found: which, and AWS's code (`error_code` reads
+    `code`)."""
+
+    def __init__(self, what: str, ref: str, code: str) -> None:
+        missing = code in QUEUE_GONE_CODES
+        super().__init__(f"its {what} {ref} " + ("does not exist" if missing else f"({code})"))
+        self.code, self.missing = code, missing
+
+
+async def resolved(sqs: Any, ref: str, what: str) -> str:
+    """The queue's URL (a name costs one GetQueueUrl; a URL given as such costs nothing, and
+    a wrong one shows in its receives: the poller says so)."""
+    try:
+        return await resolve_queue_url(sqs, ref)
+    except Exception as exc:
+        raise Unresolved(what, ref, error_code(exc)) from exc
 
 
 def _local_loops() -> Loops:
@@ -60,7 +81,7 @@ class Shared:
         async with self._lock:  # queues start concurrently: resolve each parking queue once
             if ref not in self.parking:
                 sqs = await clients.get("sqs")
-                self.parking[ref] = SqsQueue(sqs, await resolve_queue_url(sqs, ref))
+                self.parking[ref] = SqsQueue(sqs, await resolved(sqs, ref, "parking queue"))
                 if self.on_parking is not None:
                     self.on_parking(self.parking[ref])
             return self.parking[ref]
@@ -80,7 +101,7 @@ async def build_poller(
     sqs = await clients.get("sqs")
     # The parking queue first: its keeper starts even while the DLQ cannot be resolved.
     parking = await shared.parking_queue(clients, queue.policy.parking_queue or "")
-    dlq = SqsQueue(sqs, await resolve_queue_url(sqs, queue.queue_ref))
+    dlq = SqsQueue(sqs, await resolved(sqs, queue.queue_ref, "DLQ"))
     facts = DlqFacts(sqs, dlq.url)  # learned with the first batch
     target, guard = await shared.guards.target(queue, facts)
     decider = await Decider.build(

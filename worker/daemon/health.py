@@ -22,6 +22,8 @@ class Health:
     stopping: bool = False
     clock: Callable[[], float] = time.monotonic
     sources: list[Callable[[], list[str]]] = field(default_factory=list)  # more notes
+    # queue -> why it has not started yet (what cannot be resolved), until it has
+    unresolved: dict[str, str] = field(default_factory=dict)
 
     def liveness(self) -> list[tuple[str, bool]]:
         now = self.clock()
@@ -41,5 +43,6 @@ class Health:
 
     def notes(self) -> list[str]:
         """Degraded but serving: shown with `?verbose`, never a failed check."""
-        notes = [f"queue {name}: {note}" for name, p in self.pollers.items() for note in p.notes()]
+        notes = [f"queue {name}: {why}" for name, why in sorted(self.unresolved.items())]
+        notes += [f"queue {name}: {note}" for name, p in self.pollers.items() for note in p.notes()]
         return notes + [note for source in self.sources for note in source()]

@@ -27,10 +27,10 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from worker.aws.errors import error_code, kind_of, metric_code
 from worker.aws.facts import DlqFacts
-from worker.aws.sqs import SqsQueue
+from worker.aws.sqs import QUEUE_GONE_CODES, SqsQueue
 from worker.core.envelope import DlqMessage, parse_message
-from worker.core.policy import failure_pause
 from worker.dlq.batch import Batch
+from worker.dlq.failures import ReceiveFailures
 from worker.dlq.pipeline import Pipeline
 from worker.dlq.room import Room, Taken
 from worker.dlq.settle import Settler
@@ -41,9 +41,6 @@ from worker.targets.guard import Guard
 
 log = structlog.get_logger("worker.dlq.poller")
 
-RECEIVE_BACKOFF_FIRST_SECONDS = 0.5
-RECEIVE_BACKOFF_MAX_SECONDS = 30.0
-QUEUE_GONE_CODES = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
 IDLE_PAUSE_SECONDS = 1.0  # between empty short polls (`wait_seconds: 0`)
 # A surge receive long-polls briefly: a short poll samples only some of SQS's servers and can
 # come back short while the queue still has a backlog.
@@ -88,8 +85,8 @@ class Poller:
         self._surge_max = settings.concurrency // settings.receive.batch_size - 1
         self._batches: set[Batch] = set()
         self._aborted = False
-        self._receive_failures = 0
         self.last_receive_ok: bool | None = None
+        self._failures = ReceiveFailures(name, metrics, self._rng)
         self.last_progress = monotonic()
         self.done = anyio.Event()
         self._log = log.bind(queue=name)
@@ -125,12 +122,14 @@ class Poller:
 
     def _check_ok(self) -> None:
         self.last_receive_ok = True
-        self._receive_failures = 0
+        self._failures.worked()
         self.beat()
 
     def notes(self) -> list[str]:
         """What is degraded or paused on this queue without failing (`/readyz?verbose`)."""
         notes = [self._facts.note] if self._facts.note else []
+        if (failing := self._failures.note()) is not None:
+            notes.append(failing)
         pause = self._watch.pause if self._watch is not None else None
         return notes + (pause.notes() if pause is not None else [])
 
@@ -195,9 +194,7 @@ class Poller:
             return None
         received_at = self._monotonic()
         taken.keep(min(len(raw), taken.count))  # SQS never gives more than asked
-        self.last_receive_ok = True
-        self.beat()
-        self._receive_failures = 0
+        self._check_ok()
         m, series = self._metrics, self._series
         series(m.receive_requests, self.name, "messages" if raw else "empty").inc()
         if raw:
@@ -237,20 +234,14 @@ class Poller:
 
     async def _receive_failed(self, exc: Exception) -> None:
         self.last_receive_ok = False
-        self._receive_failures += 1
         code = error_code(exc)
+        delay = self._failures.failed(code)
         self._metrics.receive_requests.labels(self.name, "error").inc()
         self._metrics.aws_errors.labels("sqs", "ReceiveMessage", metric_code(code)).inc()
         if self._stop_when_gone and code in QUEUE_GONE_CODES:
             self._log.info("queue_gone", error=code)
             self.stop_receiving()
             return
-        delay = failure_pause(
-            self._receive_failures,
-            RECEIVE_BACKOFF_FIRST_SECONDS,
-            RECEIVE_BACKOFF_MAX_SECONDS,
-            self._rng,
-        )
         self._log.warning(
             "receive_failed", error=code, kind=kind_of(code).value, retry_in=round(delay, 3)
         )

@@ -220,7 +220,7 @@ async def _queue_command(args: argparse.Namespace, settings: Settings, clients: 
             out.write(json.dumps(rows) + "\n")
         else:
             reading.print_status(rows, out)
-        return EXIT_OK
+        return EXIT_FAILED if any("error" in row for row in rows) else EXIT_OK
     if args.command == "restore":
         queue = SqsQueue(sqs, await resolve_queue_url(sqs, args.to))
         async with interruptible() as stop:

@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
-from worker.aws.clients import Clients
-from worker.aws.sqs import SqsQueue, resolve_queue_url
+from worker.aws.clients import Client, Clients
+from worker.aws.errors import error_code
+from worker.aws.sqs import QUEUE_GONE_CODES, SqsQueue, resolve_queue_url
 from worker.settings import CoordinationSettings, OperatorSettings, QueueSettings, Settings
 
 
 class ContextError(ValueError):
-    """The queue is not in the configuration (exit 2)."""
+    """The queue is not in the configuration, or a queue it names does not exist (exit 2)."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,21 @@ def configured(settings: Settings, ref: str) -> tuple[str, QueueSettings]:
 async def open_queue(settings: Settings, ref: str, clients: Clients) -> QueueContext:
     name, queue = configured(settings, ref)
     sqs = await clients.get("sqs")
-    dlq = SqsQueue(sqs, await resolve_queue_url(sqs, queue.queue_ref))
-    parking = SqsQueue(sqs, await resolve_queue_url(sqs, queue.policy.parking_queue or ""))
+    dlq = SqsQueue(sqs, await existing(sqs, queue.queue_ref, f"{name}: its DLQ"))
+    parking_ref = queue.policy.parking_queue or ""
+    parking = SqsQueue(sqs, await existing(sqs, parking_ref, f"{name}: its parking queue"))
     return QueueContext(name, queue, dlq, parking, settings.coordination, settings.operator)
+
+
+async def existing(sqs: Client, ref: str, what: str) -> str:
+    """The URL of a queue that exists (a URL is asked too: a typo in one would read as an
+    empty queue); ContextError naming it when it does not."""
+    try:
+        url = await resolve_queue_url(sqs, ref)
+        await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+    except Exception as exc:
+        code = error_code(exc)
+        if code in QUEUE_GONE_CODES:
+            raise ContextError(f"{what} {ref} does not exist ({code})") from exc
+        raise
+    return url

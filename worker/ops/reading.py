@@ -14,8 +14,9 @@ import anyio
 
 from worker.aws.attributes import KeptTag, read_depth, read_kept, read_pause
 from worker.aws.clients import Client, Clients
-from worker.aws.sqs import SqsQueue, resolve_queue_url
-from worker.ops.context import QueueContext, same_queue
+from worker.aws.errors import said
+from worker.aws.sqs import SqsQueue
+from worker.ops.context import ContextError, QueueContext, existing, same_queue
 from worker.ops.filters import Filters
 from worker.ops.records import Record
 from worker.ops.scan import QueueReader
@@ -152,11 +153,18 @@ async def status_row(
 
 
 async def status(settings: Settings, sqs: Client) -> list[dict[str, Any]]:
+    """A row a queue; a queue that cannot be read gets a row saying why (`error`), and the
+    others are read all the same."""
     rows, shared = [], ParkingReads()
     for name, queue in settings.queues.items():
-        dlq = SqsQueue(sqs, await resolve_queue_url(sqs, queue.queue_ref))
-        parking = SqsQueue(sqs, await resolve_queue_url(sqs, queue.policy.parking_queue or ""))
-        rows.append(await status_row(name, queue, dlq, parking, shared))
+        try:
+            dlq = SqsQueue(sqs, await existing(sqs, queue.queue_ref, "its DLQ"))
+            parking_ref = queue.policy.parking_queue or ""
+            parking = SqsQueue(sqs, await existing(sqs, parking_ref, "its parking queue"))
+            rows.append(await status_row(name, queue, dlq, parking, shared))
+        except Exception as exc:  # noqa: BLE001 - said on its row
+            why = str(exc) if isinstance(exc, ContextError) else said(exc)
+            rows.append({"queue": name, "target": queue.target_key, "error": why})
     return rows
 
 
@@ -167,6 +175,9 @@ def print_status(rows: list[dict[str, Any]], out: TextIO, now: float | None = No
     head = f"{'queue':<20} {'visible':>8} {'in_flight':>9} {'delayed':>8} {'parked':>7}"
     out.write(head + f" {'oldest':>7} paused target\n")
     for row in rows:
+        if "error" in row:
+            out.write(f"{row['queue']:<20} {'cannot read: ' + row['error']}\n")
+            continue
         dlq = row["dlq"]
         out.write(
             f"{row['queue']:<20} {dlq['visible']:>8} {dlq['in_flight']:>9} {dlq['delayed']:>8} "

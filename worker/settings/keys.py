@@ -45,7 +45,10 @@ def unknown_keys(data: Any, annotation: Any, path: KeyPath = ()) -> list[tuple[K
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         if not isinstance(data, dict):
             return []
-        fields = annotation.model_fields
+        fields = {
+            **annotation.model_fields,
+            **{f.alias: f for f in annotation.model_fields.values() if f.alias},
+        }
         found = []
         for key, value in data.items():
             here = (*path, str(key))

@@ -1,0 +1,113 @@
+"""A DLQ that does not exist (a typo in its name or URL) is named wherever it matters: the
+daemon says so in `/readyz?verbose` and a gauge, tries again with backoff and starts once the
+queue appears; `status` gives it a row of its own; an operator command on it exits 2."""
+
+from __future__ import annotations
+
+import functools
+
+import anyio
+import pytest
+from prometheus_client import CollectorRegistry
+
+from tests.conftest import make_settings
+from tests.helpers import depth, wait_for
+from tests.test_http import aget
+from tests.test_operator_loop import Cli
+from worker.daemon.app import serve
+from worker.emulator import create_queue
+
+pytestmark = pytest.mark.anyio
+
+GONE = "AWS.SimpleQueueService.NonExistentQueue"
+
+
+def _settings(endpoint: str):
+    return make_settings(
+        endpoint,
+        {
+            "orders": {"name": "orders-dlq", "target": {"kind": "sqs", "queue": "out"}},
+            "ghost": {"name": "ghost-dlq", "target": {"kind": "sqs", "queue": "out"}},
+        },
+        http={"host": "127.0.0.1", "port": 0},
+    )
+
+
+async def test_the_daemon_names_a_missing_dlq_backs_off_and_starts_once_it_exists(aws, proxy):
+    orders = await create_queue(aws.sqs, "orders-dlq")
+    await create_queue(aws.sqs, "out")
+    await create_queue(aws.sqs, "parked")
+    await aws.sqs.send_message(QueueUrl=orders, MessageBody="retry me")
+    registry = CollectorRegistry()
+    stop = anyio.Event()
+
+    def missing() -> float | None:
+        return registry.get_sample_value("retry_worker_queue_missing", {"queue": "ghost"})
+
+    async def verbose() -> str:
+        return (await aget(f"http://127.0.0.1:{runtime.http_port}/readyz?verbose"))[1]
+
+    async with anyio.create_task_group() as tg:
+        runtime = await tg.start(
+            functools.partial(serve, _settings(proxy.url), stop, registry=registry)
+        )
+        await wait_for(lambda: missing() == 1, timeout=20)
+        said = await verbose()
+        assert "[!] queue ghost: not started: its DLQ ghost-dlq does not exist" in said
+        await wait_for(lambda: _empty(aws, orders), timeout=20)  # the others are served
+        asked = proxy.count("sqs", "GetQueueUrl")
+        ghost = await create_queue(aws.sqs, "ghost-dlq")
+        await aws.sqs.send_message(QueueUrl=ghost, MessageBody="late")
+        await wait_for(lambda: _empty(aws, ghost), timeout=30)  # it started by itself
+        assert missing() == 0
+        assert "[!] queue ghost" not in await verbose()
+        stop.set()
+    # backoff, not a hot loop: a handful of tries while the queue was missing
+    assert asked <= 6, asked
+
+
+async def _empty(aws, url: str) -> bool:
+    return await depth(aws.sqs, url) == 0
+
+
+async def test_status_gives_a_missing_dlq_its_own_row_and_a_command_on_it_exits_2(aws, tmp_path):
+    await create_queue(aws.sqs, "orders-dlq")
+    await create_queue(aws.sqs, "out")
+    await create_queue(aws.sqs, "parked")
+    cli = Cli(tmp_path, _settings(aws.url).model_dump(mode="json"))
+
+    status = await cli("status")
+    assert status.returncode == 1, status.stderr
+    rows = {line.split()[0]: line for line in status.stdout.splitlines()[1:]}
+    assert rows["ghost"].split(None, 1)[1] == (
+        f"cannot read: its DLQ ghost-dlq does not exist ({GONE})"
+    )
+    assert rows["orders"].split()[1:5] == ["0", "0", "0", "0"]  # read all the same
+
+    summary = await cli("parked", "summary", "ghost")
+    assert summary.returncode == 2
+    assert summary.stderr.strip() == f"parked: ghost: its DLQ ghost-dlq does not exist ({GONE})"
+    assert "parked messages" not in summary.stdout  # not "0 parked messages"
+
+
+async def test_a_dlq_given_by_a_wrong_url_is_named_by_its_failing_receives(aws, worker_stack):
+    """A URL is not resolved at start (it costs nothing): its receives say it, in the notes
+    of `/readyz?verbose` and the gauge, until one works."""
+    from tests.conftest import Worker
+
+    await create_queue(aws.sqs, "parked")
+    wrong = f"{aws.url}/123456789012/orders-dlq-typo"
+    queue = {"url": wrong, "target": {"kind": "sqs", "queue": "out"}}
+    worker = Worker(make_settings(aws.url, {"orders": queue}), worker_stack)
+    poller = await worker.poller("orders")
+    await poller.run_once()
+    await poller.run_once()
+    assert poller.notes() == [
+        f"its DLQ does not exist ({GONE}, 2 in a row; tried again with backoff)"
+    ]
+    gauge = worker.registry.get_sample_value("retry_worker_queue_missing", {"queue": "orders"})
+    assert gauge == 1
+    await create_queue(aws.sqs, "orders-dlq-typo")
+    await poller.run_once()
+    assert poller.notes() == []
+    assert worker.registry.get_sample_value("retry_worker_queue_missing", {"queue": "orders"}) == 0
