@@ -137,3 +137,14 @@ anyio.run(main)
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
     assert out.stdout.strip() == "True", out.stderr
+
+
+@pytest.mark.parametrize("invocation", ["RequestResponse", "Event", "DryRun"])
+async def test_a_function_that_was_never_created_is_not_found(aws, invocation):
+    """moto without Docker answered any function name (`check-config --aws` found nothing
+    wrong with a typo in one); Lambda answers ResourceNotFoundException."""
+    from botocore.exceptions import ClientError
+
+    with pytest.raises(ClientError) as refused:
+        await aws.lambda_.invoke(FunctionName="never-created", InvocationType=invocation)
+    assert refused.value.response["Error"]["Code"] == "ResourceNotFoundException"

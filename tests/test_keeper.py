@@ -267,6 +267,11 @@ async def test_check_config_aws_names_a_short_retention_and_a_missing_parking_qu
     from tests.test_operator_loop import Cli
 
     await _queue(aws, "parked")  # 60 s: under twice the default margin (2 days)
+    await _queue(aws, "orders-dlq")
+    await _queue(aws, "billing-dlq")
+    from worker.emulator import create_function
+
+    await create_function(aws.lambda_, "fn")
     queues = {
         "orders": {"name": "orders-dlq", "target": {"kind": "lambda", "function": "fn"}},
         "billing": {
@@ -284,7 +289,8 @@ async def test_check_config_aws_names_a_short_retention_and_a_missing_parking_qu
     assert lines == [
         "warning: parking queue parked: its retention (60 s) is under twice "
         "keeper.margin_seconds (172800 s); the keeper re-parks its messages 30 s before their end",
-        "error: parking queue parked-typo: AWS.SimpleQueueService.NonExistentQueue",
+        "error: parking queue parked-typo: does not exist "
+        "(AWS.SimpleQueueService.NonExistentQueue)",
     ]
 
 

@@ -27,7 +27,17 @@ ALLOWED = {
     "decisions": {"aws", "core", "settings", "metrics", "hooks"},
     "dlq": {"decisions", "targets", "aws", "core", "settings", "metrics"},
     "fleet": {"targets", "aws", "core", "settings", "metrics"},
-    "ops": {"decisions", "fleet", "targets", "aws", "core", "settings", "metrics", "hooks"},
+    "ops": {
+        "decisions",
+        "fleet",
+        "targets",
+        "aws",
+        "core",
+        "settings",
+        "metrics",
+        "hooks",
+        "notify",
+    },
     "keeper": {"aws", "core", "settings", "metrics"},
     "notify": {"aws", "core", "settings", "metrics"},
     "daemon": {

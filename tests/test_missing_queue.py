@@ -15,7 +15,7 @@ from tests.helpers import depth, wait_for
 from tests.test_http import aget
 from tests.test_operator_loop import Cli
 from worker.daemon.app import serve
-from worker.emulator import create_queue
+from worker.emulator import create_function, create_queue
 
 pytestmark = pytest.mark.anyio
 
@@ -111,3 +111,44 @@ async def test_a_dlq_given_by_a_wrong_url_is_named_by_its_failing_receives(aws, 
     await poller.run_once()
     assert poller.notes() == []
     assert worker.registry.get_sample_value("retry_worker_queue_missing", {"queue": "orders"}) == 0
+
+
+async def test_check_config_aws_names_every_missing_queue_target_and_sink(aws, tmp_path):
+    await create_function(aws.lambda_, "orders-fn")
+    await create_queue(aws.sqs, "orders-dlq")
+    await create_queue(aws.sqs, "billing-dlq")
+    await create_queue(aws.sqs, "invoices-dlq")
+    await create_queue(aws.sqs, "parked")
+    sqs_target = {"kind": "sqs", "queue": "nowhere"}
+    settings = make_settings(
+        aws.url,
+        {
+            "orders": {"name": "orders-dlq", "target": {"kind": "lambda", "function": "orders-fn"}},
+            "ghost": {"name": "ghost-dlq", "target": {"kind": "lambda", "function": "orders-fn"}},
+            "billing": {"name": "billing-dlq", "target": {"kind": "lambda", "function": "gone-fn"}},
+            "invoices": {"name": "invoices-dlq", "target": sqs_target},
+        },
+        notify={
+            "sinks": [
+                {"sns": {"topic_arn": "arn:aws:sns:us-east-1:123456789012:no-such-topic"}},
+                {"webhook": {"url_file": str(tmp_path / "missing-secret")}},
+            ]
+        },
+    )
+    cli = Cli(tmp_path, settings.model_dump(mode="json"))
+    result = await cli("check-config", "--aws")
+    assert result.returncode == 2
+    errors = sorted(line for line in result.stderr.splitlines() if line.startswith("error: "))
+    assert errors == sorted(
+        [
+            f"error: queue ghost: its DLQ ghost-dlq: does not exist ({GONE})",
+            "error: queue billing: its target function gone-fn: ResourceNotFoundException "
+            "(Function not found: arn:aws:lambda:us-east-1:123456789012:function:gone-fn)",
+            f"error: queue invoices: its target queue nowhere: does not exist ({GONE})",
+            "error: notify.sinks[0]: topic arn:aws:sns:us-east-1:123456789012:no-such-topic: "
+            "NotFound (Topic does not exist)",
+            f"error: notify.sinks[1]: url_file {tmp_path / 'missing-secret'}: "
+            "No such file or directory",
+        ]
+    ), result.stderr
+    assert "orders" not in result.stderr  # everything of it holds

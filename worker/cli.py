@@ -39,7 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--aws",
         action="store_true",
-        help="also ask AWS: every parking queue exists and its retention suits the keeper",
+        help="also ask AWS, with the daemon's own calls: every DLQ, parking queue, target and "
+        "notification sink exists and the permissions hold",
     )
     demo = sub.add_parser("demo", help="run the daemon against an embedded local AWS emulator")
     demo.add_argument("--duration", type=float, default=60.0, help="seconds to run")

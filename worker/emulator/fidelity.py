@@ -17,6 +17,10 @@ answers could be lost and kills came mid-settle:
   has expired"). A visibility change of a message no longer in flight answers success and
   changes nothing (as AWS does). Batch calls report each entry's refusal.
 
+And where its Lambda does not: without Docker, moto answers an invocation of any function name,
+one that was never created too (a dry run included). Lambda answers
+`ResourceNotFoundException`; here the function is looked up first, as there.
+
 Applied by `speedups.apply()`, once, in the process that runs the emulator."""
 
 from __future__ import annotations
@@ -28,6 +32,19 @@ from typing import Any
 def apply() -> None:
     _fifo_receive()
     _receipt_handles()
+    _lambda_functions_exist()
+
+
+def _lambda_functions_exist() -> None:
+    from moto.awslambda_simple.models import LambdaSimpleBackend
+
+    simple = LambdaSimpleBackend.invoke
+
+    def invoke(self: Any, function_name: str, qualifier: Any, *args: Any) -> Any:
+        self.get_function(function_name, qualifier)  # UnknownFunctionException: a 404
+        return simple(self, function_name, qualifier, *args)
+
+    setattr(LambdaSimpleBackend, "invoke", invoke)  # noqa: B010
 
 
 def _redriven(queue: Any, message: Any) -> bool:

@@ -193,17 +193,7 @@ class WebhookDigests:
         self._format = settings.format
 
     async def _url(self) -> str:
-        try:
-            url = (await anyio.Path(self._file).read_text(encoding="utf-8")).strip()
-        except OSError as exc:
-            # retryable: a Secret's file may appear or be rotated in place
-            raise SinkFailed(f"url_file {self._file}: {exc.strerror}", retryable=True) from exc
-        parts = urlsplit(url)
-        # Plain http only to this host: anywhere else (or through a proxy) the URL's path,
-        # the credential, would cross the network in the clear.
-        if not (parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in LOOPBACK)):
-            raise SinkFailed(f"url_file {self._file}: not an https:// URL", retryable=True)
-        return url
+        return await webhook_url(self._file)
 
     async def send(self, digest: dict[str, Any]) -> None:
         body = slack_body(digest) if self._format == "slack" else digest
@@ -226,6 +216,22 @@ class WebhookDigests:
             retry_after=_seconds(after),
             sink_down=status in SINK_DOWN_STATUSES,
         )
+
+
+async def webhook_url(url_file: str) -> str:
+    """The webhook's URL, read from its file; SinkFailed (never quoting it) when the file
+    cannot be read or does not hold an https URL."""
+    try:
+        url = (await anyio.Path(url_file).read_text(encoding="utf-8")).strip()
+    except OSError as exc:
+        # retryable: a Secret's file may appear or be rotated in place
+        raise SinkFailed(f"url_file {url_file}: {exc.strerror}", retryable=True) from exc
+    parts = urlsplit(url)
+    # Plain http only to this host: anywhere else (or through a proxy) the URL's path, the
+    # credential, would cross the network in the clear.
+    if not (parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in LOOPBACK)):
+        raise SinkFailed(f"url_file {url_file}: not an https:// URL", retryable=True)
+    return url
 
 
 def proxy_for(url: str) -> str | None:

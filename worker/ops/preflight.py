@@ -1,17 +1,41 @@
 """`check-config --aws`: what only AWS can say about a configuration, asked before the daemon
-runs. Today: each parking queue exists, and its retention leaves the keeper its margin (a
-retention under twice `keeper.margin_seconds` makes the keeper re-park at half the retention:
-more often than you asked)."""
+runs — with the calls the daemon itself makes, so it also proves the permissions hold:
+
+- every DLQ and parking queue exists (GetQueueAttributes), and each parking queue's retention
+  leaves the keeper its margin (a retention under twice `keeper.margin_seconds` makes the
+  keeper re-park at half the retention: more often than you asked);
+- every target is there: a Lambda function (and a Lambda hook) by an `Invoke` dry run, an SQS
+  queue by GetQueueAttributes, an SQS DLQ sending back to its sources has at least one;
+- what the daemon has no call for (a state machine, a topic, a bus) is described when the
+  role may: a refusal there is a warning (the daemon does not need that permission), a
+  resource that is not there an error;
+- every notification sink: a topic or bus the same way, a webhook's URL file readable.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
+from functools import partial
+from typing import Any
 
 from worker.aws.attributes import retention_seconds
 from worker.aws.clients import Clients
-from worker.aws.errors import error_code
-from worker.aws.sqs import resolve_queue_url
-from worker.settings import Settings
+from worker.aws.errors import PERMANENT_CODES, error_code, error_message
+from worker.aws.sqs import QUEUE_GONE_CODES, redrive_sources, resolve_queue_url
+from worker.notify.sinks import SinkFailed, webhook_url
+from worker.settings import (
+    EventBridgeTarget,
+    LambdaHookSpec,
+    LambdaTarget,
+    QueueSettings,
+    Settings,
+    SnsTarget,
+    SqsTarget,
+    StepFunctionsTarget,
+)
+
+DENIED = frozenset({"AccessDenied", "AccessDeniedException", "AuthorizationError"})
 
 
 def parking_refs(settings: Settings) -> list[str]:
@@ -22,23 +46,123 @@ def parking_refs(settings: Settings) -> list[str]:
     return sorted(r for r in refs if r)
 
 
+class Findings:
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+        self.warnings: list[str] = []
+
+    async def ask(
+        self, what: str, call: Callable[[], Awaitable[Any]], *, optional: str = ""
+    ) -> Any:
+        """The call's answer, or None with the problem noted, naming `what`. `optional`: the
+        permission the daemon does not need (its refusal is a warning)."""
+        try:
+            return await call()
+        except Exception as exc:  # noqa: BLE001 - said, naming what
+            code = error_code(exc)
+            if optional and code in DENIED:
+                self.warnings.append(
+                    f"{what}: not checked ({code}: the role lacks {optional}, "
+                    "which the daemon does not need)"
+                )
+            elif code in QUEUE_GONE_CODES:
+                self.errors.append(f"{what}: does not exist ({code})")
+            else:
+                detail = error_message(exc) if code in PERMANENT_CODES else ""
+                self.errors.append(f"{what}: {code}" + (f" ({detail})" if detail else ""))
+            return None
+
+
 async def preflight(settings: Settings) -> tuple[list[str], list[str]]:
-    """(errors, warnings), each naming the queue."""
-    errors, warnings = [], []
+    """(errors, warnings), each naming the queue and what of it."""
+    found = Findings()
     margin = settings.keeper.margin_seconds
     async with AsyncExitStack() as stack:
-        sqs = await Clients(settings.aws, stack, pool=4).get("sqs")
+        clients = Clients(settings.aws, stack, pool=4)
+        sqs = await clients.get("sqs")
         for ref in parking_refs(settings):
-            try:
-                url = await resolve_queue_url(sqs, ref)
-                retention = await retention_seconds(sqs, url)
-            except Exception as exc:  # noqa: BLE001 - said, with the queue's name
-                errors.append(f"parking queue {ref}: {error_code(exc)}")
+            url = await found.ask(f"parking queue {ref}", partial(resolve_queue_url, sqs, ref))
+            if url is None:
                 continue
-            if settings.keeper.enabled and retention < 2 * margin:
-                warnings.append(
+            retention = await found.ask(
+                f"parking queue {ref}", partial(retention_seconds, sqs, url)
+            )
+            if retention is not None and settings.keeper.enabled and retention < 2 * margin:
+                found.warnings.append(
                     f"parking queue {ref}: its retention ({retention:g} s) is under twice "
                     f"keeper.margin_seconds ({margin:g} s); the keeper re-parks its messages "
                     f"{retention / 2:g} s before their end"
                 )
-    return errors, warnings
+        for name, queue in settings.queues.items():
+            await _queue(found, clients, name, queue)
+        await _sinks(found, clients, settings)
+    return found.errors, found.warnings
+
+
+async def _exists(sqs: Any, ref: str) -> str:
+    url = await resolve_queue_url(sqs, ref)
+    await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+    return url
+
+
+async def _queue(found: Findings, clients: Clients, name: str, queue: QueueSettings) -> None:
+    sqs = await clients.get("sqs")
+    dlq = await found.ask(
+        f"queue {name}: its DLQ {queue.queue_ref}", partial(_exists, sqs, queue.queue_ref)
+    )
+    target, what = queue.target, f"queue {name}: its target"
+    if isinstance(target, LambdaTarget):
+        lam = await clients.get("lambda")
+        dry = partial(lam.invoke, FunctionName=target.function, InvocationType="DryRun")
+        await found.ask(f"{what} function {target.function}", dry)
+    elif isinstance(target, SqsTarget) and target.queue:
+        ref = target.queue
+        await found.ask(f"{what} queue {ref}", partial(_exists, sqs, ref))
+    elif isinstance(target, SqsTarget) and dlq is not None:
+        sources = await found.ask(
+            f"queue {name}: its DLQ's sources", partial(redrive_sources, sqs, dlq)
+        )
+        if sources is not None and not sources:
+            found.warnings.append(
+                f"queue {name}: its target sends messages back to their source, but no queue "
+                f"dead-letters into {queue.queue_ref} (they would be parked `no_source`)"
+            )
+    elif isinstance(target, StepFunctionsTarget):
+        sfn = await clients.get("stepfunctions")
+        arn = target.state_machine_arn
+        call = partial(sfn.describe_state_machine, stateMachineArn=arn)
+        await found.ask(f"{what} state machine {arn}", call, optional="states:DescribeStateMachine")
+    elif isinstance(target, SnsTarget):
+        await _topic(found, clients, f"{what} topic", target.topic_arn)
+    elif isinstance(target, EventBridgeTarget):
+        await _bus(found, clients, f"{what} bus", target.event_bus)
+    if isinstance(queue.hook, LambdaHookSpec):
+        lam = await clients.get("lambda")
+        dry = partial(lam.invoke, FunctionName=queue.hook.function, InvocationType="DryRun")
+        await found.ask(f"queue {name}: its hook {queue.hook.function}", dry)
+
+
+async def _topic(found: Findings, clients: Clients, what: str, arn: str) -> None:
+    sns = await clients.get("sns")
+    call = partial(sns.get_topic_attributes, TopicArn=arn)
+    await found.ask(f"{what} {arn}", call, optional="sns:GetTopicAttributes")
+
+
+async def _bus(found: Findings, clients: Clients, what: str, bus: str) -> None:
+    events = await clients.get("events")
+    call = partial(events.describe_event_bus, Name=bus)
+    await found.ask(f"{what} {bus}", call, optional="events:DescribeEventBus")
+
+
+async def _sinks(found: Findings, clients: Clients, settings: Settings) -> None:
+    for index, sink in enumerate(settings.notify.sinks):
+        what = f"notify.sinks[{index}]"
+        if sink.sns is not None:
+            await _topic(found, clients, f"{what}: topic", sink.sns.topic_arn)
+        elif sink.eventbridge is not None:
+            await _bus(found, clients, f"{what}: bus", sink.eventbridge.bus)
+        elif sink.webhook is not None:
+            try:
+                await webhook_url(sink.webhook.url_file)
+            except SinkFailed as exc:
+                found.errors.append(f"{what}: {exc}")
