@@ -58,7 +58,7 @@ async def test_pages_show_queues_groups_and_one_message(aws, tmp_path):
         assert "Boom 20" in page.element("by-error")
         # a filter is query parameters: a link to share
         one = await b.get("/queues/orders?match=%24.n%3D7")
-        assert "1 matching messages" in one.element("matching")
+        assert "1 matching message" in one.element("matching")
         [parked_id] = re.findall(r"/queues/orders/messages/([^\"]+)\"", one.text)
         message = await b.get(f"/queues/orders/messages/{parked_id}")
         assert "max_attempts" in message.element("metadata")
@@ -73,7 +73,7 @@ async def test_pages_show_queues_groups_and_one_message(aws, tmp_path):
         form = {"csrf": page.csrf, "match": "$.n=500"}
         refreshed = await b.post("/queues/orders/refresh", form)
         assert refreshed.url.endswith("/queues/orders?match=$.n%3D500")  # the filter kept
-        assert "1 matching messages" in refreshed.element("matching")
+        assert "1 matching message" in refreshed.element("matching")
         assert line["action"] == "show_body"
         assert line["who"] == "local"
         assert line["message_id"] == parked_id
@@ -89,7 +89,7 @@ async def test_replay_covers_exactly_the_filter_with_a_backup_first(aws, tmp_pat
     ):
         job = await b.plan("orders", action="replay", to="dlq", match="$.n=3")
         plan = await b.get(f"/jobs/{job}")
-        assert "1 parked messages match" in plan.element("plan-total")
+        assert "1 parked message matches" in plan.element("plan-total")
         assert "max_attempts 1" in plan.element("plan-reasons")
         result = await b.confirm(job, rate="100")
         done = await b.finished(result.url.rsplit("/", 1)[1])
@@ -254,3 +254,37 @@ async def test_a_dlq_no_longer_configured_crowds_nobody_out(aws, monkeypatch):
                 page = await b.get("/queues/billing")
         assert page.element("matching").startswith("4 messages")
     assert await _visible(aws, parking, 34)
+
+
+async def test_the_queue_page_says_times_counts_and_the_pause_as_people_do(aws):
+    """Issue 34: "1 messages", ISO times only, a green "done" on a plan nothing had acted on
+    yet, Pause and Resume both offered whatever the queue's state."""
+    from worker.aws.attributes import write_pause
+    from worker.aws.sqs import SqsQueue
+
+    dlq = await create_queue(aws.sqs, "orders-dlq")
+    await create_queue(aws.sqs, "billing-dlq")
+    parking = await create_queue(aws.sqs, "parked")
+    await create_queue(aws.sqs, "out")
+    await _park(aws, parking, dlq, 1)  # parked at META's time, 2026-05-28
+    async with running_console(settings_for(aws.url)) as (url, _), browser(url) as b:
+        page = await b.get("/queues/orders")
+        assert page.element("matching") == "1 message"
+        [parked_at] = re.findall(
+            r'<time datetime="([^"]+)" title="\1">(\d+d ago)</time>', page.text
+        )[-1:]
+        assert parked_at[0] == "2026-05-28T20:26:40+00:00"
+        assert "receiving" in page.element("receiving")
+        assert 'id="plan-pause"' in page.text
+        assert 'id="plan-resume"' not in page.text
+        job = await b.plan("orders", action="replay", to="dlq")
+        plan = await b.get(f"/jobs/{job}")
+        assert plan.element("state") == "planned: nothing has changed yet"
+        assert plan.element("plan-total") == "1 parked message matches."
+        await write_pause(SqsQueue(aws.sqs, dlq), "ledger migration")
+        paused = await b.get("/queues/orders")
+        said = paused.element("receiving")
+        assert said.startswith("paused: no replica receives from the DLQ (20")  # since when
+        assert said.endswith(" ledger migration)")
+        assert 'id="plan-resume"' in paused.text
+        assert 'id="plan-pause"' not in paused.text

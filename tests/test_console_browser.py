@@ -200,11 +200,11 @@ def _replay_by_clicking(person: Person) -> str:
     person.shot("errors")
     person.type("match", "$.n=7")
     person.submit("apply", then="matching")
-    assert "1 matching messages" in person.text("matching")
+    assert "1 matching message" in person.text("matching")
     person.shot("queue")
     person.click("plan-replay")  # to the DLQ, the default
     person.wait_for("plan-total")
-    assert "1 parked messages match" in person.text("plan-total")
+    assert "1 parked message matches" in person.text("plan-total")
     assert "match=$.n=7" in person.text("filter")
     person.shot("plan")
     person.click("confirm")

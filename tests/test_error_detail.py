@@ -130,7 +130,7 @@ async def _console_sees_it(settings: Settings) -> None:
         assert "Huge 1 xxxx" in groups
         assert "boom: order 42" in page.element("messages")
         only = await console.get("/queues/orders?error_type=Huge")
-        assert "1 matching messages" in only.text
+        assert "1 matching message" in only.text
 
 
 async def test_what_a_target_says_is_cleaned_before_it_is_kept(aws, proxy, worker_stack):

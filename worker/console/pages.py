@@ -13,6 +13,7 @@ import aiohttp_jinja2
 import anyio
 from aiohttp import web
 
+from worker.aws.attributes import read_pause
 from worker.aws.errors import error_code
 from worker.console.security import LOCAL, WHO
 from worker.console.snapshot import Entry
@@ -192,6 +193,7 @@ async def queue_page(request: web.Request) -> web.Response:
     except FilterError as exc:
         return error_page(request, 400, str(exc))
     snapshot = await console.snapshot(ctx)
+    pause = await read_pause(ctx.dlq.client, ctx.dlq.url)
     matching = snapshot.matching(filters)
     pages = max(1, -(-len(matching) // PAGE_SIZE))
     page = min(max(1, _int(request.query.get("page"), 1)), pages)
@@ -215,6 +217,7 @@ async def queue_page(request: web.Request) -> web.Response:
         pages=pages,
         target=ctx.settings.target_key,
         target_kind=ctx.settings.target.kind,
+        pause=pause,
     )
 
 

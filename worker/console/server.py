@@ -18,7 +18,7 @@ from anyio.abc import TaskStatus
 
 from worker.aws.clients import Clients
 from worker.aws.errors import innermost
-from worker.console import actions, pages
+from worker.console import actions, pages, words
 from worker.console.jobs import Jobs
 from worker.console.security import (
     Audit,
@@ -59,11 +59,12 @@ def build_app(console: Console) -> web.Application:
     guard = middleware(console.lock, pages.login_page)
     app = web.Application(middlewares=[guard], client_max_size=64 * 1024)
     app[CONSOLE] = console
-    aiohttp_jinja2.setup(
+    env = aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(HERE / "templates"),
         autoescape=True,
     )
+    env.filters.update(ago=words.ago, plural=words.plural)
     pages.add_routes(app)
     actions.add_routes(app)
     app.router.add_static("/static/", HERE / "static")

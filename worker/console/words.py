@@ -1,0 +1,35 @@
+"""How the console says times and counts (Jinja filters): "3 h ago" with the time itself on
+hover, "1 message" and "2 messages"."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+from markupsafe import Markup, escape
+
+from worker.ops.reading import age_text
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """`1 message`, `2 messages` (`many`: the plural when it is not `word` + s)."""
+    return f"{count} {word if count == 1 else many or word + 's'}"
+
+
+def ago(moment: str | float | None, now: float | None = None) -> Markup:
+    """An ISO time (or epoch seconds) as `3h ago`, the time itself in the title; what is not
+    a time, as it is."""
+    if moment is None or moment == "":
+        return Markup("")
+    try:
+        epoch = (
+            float(moment)
+            if isinstance(moment, int | float)
+            else datetime.fromisoformat(str(moment)).timestamp()
+        )
+    except ValueError:
+        return escape(str(moment))
+    iso = moment if isinstance(moment, str) else datetime.fromtimestamp(epoch).isoformat()
+    age = (time.time() if now is None else now) - epoch
+    said = f"in {age_text(-age)}" if age < 0 else f"{age_text(age)} ago"
+    return Markup('<time datetime="{0}" title="{0}">{1}</time>').format(iso, said)
