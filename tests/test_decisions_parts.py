@@ -11,6 +11,7 @@ from typing import Any
 
 import anyio
 import pytest
+from pydantic import ValidationError
 
 from tests.test_config import QUEUE, _cli, config_dir, errors_for, write
 from worker.core.envelope import DlqMessage
@@ -339,3 +340,19 @@ def test_a_lambda_hook_is_sent_a_body_with_half_a_surrogate_pair_escaped():
     sent = _payload({"body": "half \ud800 pair", "text": "é"})
     assert json.loads(sent) == {"body": "half \ud800 pair", "text": "é"}
     assert _payload({"text": "é"}) == '{"text": "é"}'.encode()
+
+
+def test_a_named_rule_parks_under_its_name_and_names_are_unique():
+    """Issue 34: `Rule.0` told an operator nothing; a rule's `name` is what parks under."""
+    named = {**RULE, "name": "big_orders"}
+    settings = Settings(queues={"orders": {**QUEUE, "rules": [RULE, named]}})
+    decider = Decider("orders", settings.queues["orders"], None)
+    messages = [DlqMessage("m", "r", '{"a": 2}')]
+    [first] = anyio.run(decider.decide_all, [(m, 1) for m in messages], 0.0)
+    assert first.decision.error == "Rule.0"  # unnamed: its position, as before
+    settings = Settings(queues={"orders": {**QUEUE, "rules": [named]}})
+    decider = Decider("orders", settings.queues["orders"], None)
+    [verdict] = anyio.run(decider.decide_all, [(m, 1) for m in messages], 0.0)
+    assert verdict.decision.error == "Rule.big_orders"
+    with pytest.raises(ValidationError, match="rule names must differ: big_orders"):
+        Settings(queues={"orders": {**QUEUE, "rules": [named, named]}})

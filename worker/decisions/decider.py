@@ -176,6 +176,7 @@ class Decider:
                 trace.rules.append(
                     {
                         "index": compiled.index,
+                        "name": rule.name,
                         "when": rule.when,
                         "action": rule.action,
                         "matched": matched,
@@ -185,7 +186,7 @@ class Decider:
                 continue
             decision: Decision
             if rule.action == "park":
-                decision = Park(rule.reason or "", f"Rule.{compiled.index}")
+                decision = Park(rule.reason or "", f"Rule.{rule.name or compiled.index}")
             elif rule.action == "defer":
                 decision = Defer(float(rule.delay_seconds or 0), rule.reason or "deferred")
             else:
@@ -194,7 +195,7 @@ class Decider:
                 "rule_matched",
                 message_id=view["message_id"],
                 attempt=view["attempt"],
-                rule=compiled.index,
+                rule=rule.name or compiled.index,
                 action=rule.action,
                 reason=decision.reason,
                 **({"delay": decision.seconds} if isinstance(decision, Defer) else {}),

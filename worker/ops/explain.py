@@ -141,7 +141,8 @@ def _print(result: dict[str, Any], queue: QueueSettings, out: TextIO) -> None:
         out.write(f"  {line}\n")
     for rule in result["rules"]:
         found = rule.get("error") or ("matched" if rule.get("matched") else "no match")
-        out.write(f"rule [{rule['index']}] {rule['when']} -> {rule.get('action', '?')}: {found}\n")
+        label = f"{rule['index']} {rule['name']}" if rule.get("name") else rule["index"]
+        out.write(f"rule [{label}] {rule['when']} -> {rule.get('action', '?')}: {found}\n")
     if not result["rules"] and queue.rules:
         out.write("rules: not evaluated\n")
     if (transform := result["transform"]) is not None:

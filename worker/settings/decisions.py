@@ -48,6 +48,9 @@ class Rule(Model):
 
     when: Expression
     action: Literal["park", "defer", "deliver"]
+    # What the rule is about, shown instead of its position: a message it parks carries the
+    # error `Rule.<name>` (`Rule.<index>` without one). Unique within the queue.
+    name: Reason | None = None
     reason: Reason | None = None  # park: required; defer: shown in logs (default `deferred`)
     delay_seconds: Annotated[int, Field(ge=1, le=VISIBILITY_LIMIT_SECONDS)] | None = None
 
@@ -99,6 +102,13 @@ class DecisionSettings(Model):
     hook: Annotated[str | LambdaHookSpec | None, BeforeValidator(_one_hook)] = None
     hook_timeout_seconds: Annotated[float, Field(gt=0, le=900)] = 5
     idempotency_key: Expression | None = None
+
+    @model_validator(mode="after")
+    def _rule_names_once(self) -> DecisionSettings:
+        names = [rule.name for rule in self.rules if rule.name]
+        if twice := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"rule names must differ: {', '.join(twice)} names two rules")
+        return self
 
     @property
     def decides(self) -> bool:
