@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -15,11 +14,11 @@ from aiohttp import web
 
 from worker.aws.attributes import read_pause
 from worker.aws.errors import error_code
+from worker.console import glance
 from worker.console.security import LOCAL, WHO
 from worker.console.snapshot import Entry
 from worker.console.state import CONSOLE, Console
 from worker.core.parking import error_type_of
-from worker.fleet.table import CoordinationTable
 from worker.ops.context import ContextError
 from worker.ops.filters import FilterError, Filters
 from worker.ops.reading import ParkingReads, oldest_text, status_row
@@ -96,26 +95,6 @@ def query(params: Mapping[str, Sequence[str]], **extra: Any) -> str:
     return urlencode(pairs)
 
 
-async def _breakers(console: Console) -> tuple[dict[str, Any], str | None]:
-    coordination = console.settings.coordination
-    if coordination.backend != "dynamodb" or not coordination.table:
-        return {}, None
-    try:
-        table = CoordinationTable(await console.clients.get("dynamodb"), coordination.table)
-        return (await table.read()).breakers, None
-    except Exception as exc:  # noqa: BLE001 - the page says the table did not answer
-        return {}, error_code(exc)
-
-
-def _breaker_text(note: Any, now: float) -> str:
-    if note is None:
-        return "closed"
-    if note.is_open and note.open_until > now:
-        until = datetime.fromtimestamp(note.open_until, UTC).strftime("%H:%M:%S")
-        return f"open until {until} UTC (trips {note.trips})"
-    return "half-open" if note.is_open else "closed"
-
-
 async def index(request: web.Request) -> web.Response:
     console = console_of(request)
     rows: dict[str, dict[str, Any]] = {}
@@ -131,7 +110,7 @@ async def index(request: web.Request) -> web.Response:
             except Exception as exc:  # noqa: BLE001 - one row says it, the page goes on
                 rows[name] = {"queue": name, "target": queue.target_key, "error": error_code(exc)}
 
-    breakers, table_error = await _breakers(console)
+    breakers, table_error = await glance.breakers(console)
     async with anyio.create_task_group() as tg:
         for name in console.settings.queues:
             tg.start_soon(row, name)
@@ -143,7 +122,10 @@ async def index(request: web.Request) -> web.Response:
             item["oldest"] = oldest_text(item, now)
     for item in ordered if coordinated else ():
         note = breakers.get(item["target"])
-        item["breaker"] = f"unknown ({table_error})" if table_error else _breaker_text(note, now)
+        item["breaker"] = (
+            f"unknown ({table_error})" if table_error else glance.breaker_text(note, now)
+        )
+    await glance.own_counts(console, ordered)
     return render(request, "queues.html", rows=ordered, coordinated=coordinated)
 
 

@@ -1,0 +1,55 @@
+"""The queue list at a glance: each target's breaker from the coordination table, and each
+queue's own parked count when DLQs share a parking queue."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+from worker.aws.errors import error_code
+from worker.console.state import Console
+from worker.fleet.table import CoordinationTable
+
+
+async def breakers(console: Console) -> tuple[dict[str, Any], str | None]:
+    coordination = console.settings.coordination
+    if coordination.backend != "dynamodb" or not coordination.table:
+        return {}, None
+    try:
+        table = CoordinationTable(await console.clients.get("dynamodb"), coordination.table)
+        return (await table.read()).breakers, None
+    except Exception as exc:  # noqa: BLE001 - the page says the table did not answer
+        return {}, error_code(exc)
+
+
+def breaker_text(note: Any, now: float) -> str:
+    if note is None:
+        return "closed"
+    if note.is_open and note.open_until > now:
+        until = datetime.fromtimestamp(note.open_until, UTC).strftime("%H:%M:%S")
+        return f"open until {until} UTC (trips {note.trips})"
+    return "half-open" if note.is_open else "closed"
+
+
+async def own_counts(console: Console, rows: list[dict[str, Any]]) -> None:
+    """Queues that share a parking queue: each its own count and oldest, from the parking
+    queue's snapshot (one read, split by the DLQ each message came from; started here when
+    there is none). `own_note` says how far it can be trusted."""
+    sharing = Counter(row["parking_queue"] for row in rows if "error" not in row)
+    for row in rows:
+        if "error" in row or sharing[row["parking_queue"]] < 2:
+            continue
+        ctx = await console.context(row["queue"])
+        snapshot = await console.snapshot(ctx)
+        times = [e.meta.get("parked-at", "") for e in snapshot.entries]
+        row["own"] = len(snapshot.entries)
+        row["own_oldest"] = min((t for t in times if t), default=None)
+        if snapshot.finished is None:
+            row["own_note"] = f"reading the shared parking queue: {snapshot.read} read so far"
+        elif snapshot.short or snapshot.error:
+            row["own_note"] = f"at least: {snapshot.short or snapshot.error}"
+        else:
+            row["own_note"] = f"of {row['parked']} in the shared parking queue, as read " + (
+                f"{int(snapshot.age_seconds)} s ago"
+            )
