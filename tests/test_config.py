@@ -286,3 +286,53 @@ def test_a_bad_value_inherited_from_defaults_is_named_once_in_defaults(config_di
     assert batch == [
         f"{path}:5: defaults.receive.batch_size: Input should be less than or equal to 10"
     ]
+
+
+def test_an_error_is_placed_in_the_file_whose_value_stands(config_dir, monkeypatch):
+    """The file that sets the key itself, not the last one that sets any of its parents; an
+    environment variable's value is the variable's; a list a queue sets is its own."""
+    (config_dir / "base.yaml").write_text(
+        "defaults:\n  receive:\n    batch_size: 11\n  policy:\n    parking_queue: p\n"
+        "  rules:\n    - {when: 'true', action: deliver}\n"
+    )
+    prod = config_dir / "production.yaml"
+    prod.write_text(
+        "defaults:\n  concurrency: 3\nqueues:\n  '2024':\n    name: q\n    concurency: 2\n"
+        "    target: {kind: lambda, functon: f}\n  orders:\n    name: orders-dlq\n"
+        "    target: {kind: lambda, function: f}\n    rules:\n      - {action: deliver}\n"
+    )
+    monkeypatch.setenv("RETRY_WORKER_HTTP__PORT", "99999")
+    with pytest.raises(ConfigError) as caught:
+        load_settings("production")
+    base = config_dir / "base.yaml"
+    assert caught.value.errors == [
+        f"{prod}:6: queues.2024.concurency: unknown key `concurency` (did you mean `concurrency`?)",
+        f"{prod}:7: queues.2024.target.functon: unknown key `functon` (did you mean `function`?)",
+        "RETRY_WORKER_HTTP__PORT: http.port: Input should be less than or equal to 65535",
+        f"{base}:3: defaults.receive.batch_size: Input should be less than or equal to 10",
+        f"{prod}:7: queues.2024.target.function: Field required",
+        f"{prod}:12: queues.orders.rules[0].when: Field required",
+    ]
+
+
+def test_a_rule_across_keys_is_placed_too_and_sections_take_any_case(config_dir):
+    path = write(
+        config_dir / "mine.yaml",
+        {
+            "AWS": {"region": "eu-west-1"},
+            "queues": {"o": {"name": "o-dlq", "target": {"kind": "lambda", "function": "f"}}},
+        },
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, [path])
+    assert caught.value.errors == [
+        f"{path}:4: queues.o.policy.parking_queue: required (set it on the queue or in "
+        "defaults.policy.parking_queue)"
+    ]
+
+
+def test_an_anchor_that_contains_itself_is_a_configuration_error(config_dir):
+    path = config_dir / "loop.yaml"
+    path.write_text("aws:\n  kms_key_arns: &a [*a]\n")
+    with pytest.raises(ConfigError):
+        load_settings(None, [str(path)])

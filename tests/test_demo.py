@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 def second_terminal(line: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """A command as the demo printed it, run as a newcomer pastes it: in a shell without
-    AWS credentials or retry-worker settings of its own, in the demo's directory."""
+    AWS credentials or retry-worker settings of its own, wherever that shell is."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RETRY_WORKER_", "AWS_"))}
     words = shlex.split(line)
     while "=" in words[0]:
@@ -45,7 +45,9 @@ def test_demo_shows_delivery_retry_and_parking(tmp_path):
                 printed.append(line.strip())
                 expecting -= 1
                 if not expecting:
-                    ran = [second_terminal(said, tmp_path) for said in printed]
+                    elsewhere = tmp_path / "a second terminal"  # not the demo's directory
+                    elsewhere.mkdir()
+                    ran = [second_terminal(said, elsewhere) for said in printed]
             if "[demo] from a second terminal" in line:
                 expecting = 3
             console = re.search(r"\[demo\] console (http://\S+/)", line)

@@ -16,6 +16,7 @@ from tests.test_http import aget
 from tests.test_operator_loop import Cli
 from worker.daemon.app import serve
 from worker.emulator import create_function, create_queue
+from worker.emulator.proxy import Rule
 
 pytestmark = pytest.mark.anyio
 
@@ -113,20 +114,32 @@ async def test_a_dlq_given_by_a_wrong_url_is_named_by_its_failing_receives(aws, 
     assert worker.registry.get_sample_value("retry_worker_queue_missing", {"queue": "orders"}) == 0
 
 
-async def test_check_config_aws_names_every_missing_queue_target_and_sink(aws, tmp_path):
+async def test_check_config_aws_names_every_missing_queue_target_and_sink(aws, proxy, tmp_path):
     await create_function(aws.lambda_, "orders-fn")
-    await create_queue(aws.sqs, "orders-dlq")
-    await create_queue(aws.sqs, "billing-dlq")
-    await create_queue(aws.sqs, "invoices-dlq")
+    for name in ("orders-dlq", "billing-dlq", "invoices-dlq", "fulfil-dlq", "hooked-dlq"):
+        await create_queue(aws.sqs, name)
     await create_queue(aws.sqs, "parked")
     sqs_target = {"kind": "sqs", "queue": "nowhere"}
+    machine = "arn:aws:states:us-east-1:123456789012:stateMachine:fulfil"
+    # a role without states:DescribeStateMachine (the daemon does not need it)
+    proxy.add(Rule("states", "DescribeStateMachine", "error", 400, "AccessDeniedException"))
+    fn = {"kind": "lambda", "function": "orders-fn"}
     settings = make_settings(
-        aws.url,
+        proxy.url,
         {
-            "orders": {"name": "orders-dlq", "target": {"kind": "lambda", "function": "orders-fn"}},
-            "ghost": {"name": "ghost-dlq", "target": {"kind": "lambda", "function": "orders-fn"}},
+            "orders": {"name": "orders-dlq", "target": fn},
+            "ghost": {"name": "ghost-dlq", "target": fn},
             "billing": {"name": "billing-dlq", "target": {"kind": "lambda", "function": "gone-fn"}},
             "invoices": {"name": "invoices-dlq", "target": sqs_target},
+            "fulfil": {
+                "name": "fulfil-dlq",
+                "target": {"kind": "stepfunctions", "state_machine_arn": machine},
+            },
+            "hooked": {
+                "name": "hooked-dlq",
+                "target": {"kind": "sqs", "source": True},
+                "hook": {"lambda": "no-hook-fn"},
+            },
         },
         notify={
             "sinks": [
@@ -138,6 +151,14 @@ async def test_check_config_aws_names_every_missing_queue_target_and_sink(aws, t
     cli = Cli(tmp_path, settings.model_dump(mode="json"))
     result = await cli("check-config", "--aws")
     assert result.returncode == 2
+    warnings = sorted(line for line in result.stderr.splitlines() if line.startswith("warning: "))
+    assert warnings == [
+        f"warning: queue fulfil: its target state machine {machine}: not checked "
+        "(AccessDeniedException: the role lacks states:DescribeStateMachine, which the daemon "
+        "does not need)",
+        "warning: queue hooked: its target sends messages back to their source, but no queue "
+        "dead-letters into hooked-dlq (they would be parked `no_source`)",
+    ]
     errors = sorted(line for line in result.stderr.splitlines() if line.startswith("error: "))
     assert errors == sorted(
         [
@@ -145,6 +166,8 @@ async def test_check_config_aws_names_every_missing_queue_target_and_sink(aws, t
             "error: queue billing: its target function gone-fn: ResourceNotFoundException "
             "(Function not found: arn:aws:lambda:us-east-1:123456789012:function:gone-fn)",
             f"error: queue invoices: its target queue nowhere: does not exist ({GONE})",
+            "error: queue hooked: its hook no-hook-fn: ResourceNotFoundException "
+            "(Function not found: arn:aws:lambda:us-east-1:123456789012:function:no-hook-fn)",
             "error: notify.sinks[0]: topic arn:aws:sns:us-east-1:123456789012:no-such-topic: "
             "NotFound (Topic does not exist)",
             f"error: notify.sinks[1]: url_file {tmp_path / 'missing-secret'}: "

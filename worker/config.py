@@ -15,14 +15,14 @@ import yaml
 from pydantic import ValidationError
 
 from worker.settings import (
-    TARGET_KINDS,
     VISIBILITY_LIMIT_SECONDS,
     QueueSettings,
     Settings,
     deep_merge,
 )
 from worker.settings.decisions import load_hook
-from worker.settings.keys import KeyPath, key_lines, unknown_keys
+from worker.settings.keys import key_lines, unknown_keys
+from worker.settings.places import Layer, Places
 
 ENV_VAR = "RETRY_WORKER_ENV"
 CONFIG_DIR_VAR = "RETRY_WORKER_CONFIG_DIR"
@@ -48,29 +48,6 @@ def config_files(env: str | None, extra: Sequence[str], environ: Mapping[str, st
     return files
 
 
-class Layer:
-    """One configuration file as read: its data and where each key is."""
-
-    def __init__(self, path: Path, data: dict[str, Any], lines: dict[KeyPath, int]) -> None:
-        self.path, self.data, self.lines = path, data, lines
-
-    def unknown(self) -> list[str]:
-        """`file:line: path: unknown key `k` (did you mean `key`?)`, once per place."""
-        out = []
-        for where, close in unknown_keys(self.data, Settings):
-            hint = f" (did you mean `{close}`?)" if close else ""
-            out.append(f"{self.place(where)}{dotted(where)}: unknown key `{where[-1]}`{hint}")
-        return out
-
-    def place(self, where: KeyPath) -> str:
-        """`file:line: ` of the key, or of its nearest parent in this file."""
-        for end in range(len(where), 0, -1):
-            line = self.lines.get(where[:end])
-            if line is not None:
-                return f"{self.path}:{line}: "
-        return f"{self.path}: "
-
-
 def _read_yaml(path: Path, *, required: bool) -> Layer:
     if not path.exists():
         if required:
@@ -87,57 +64,6 @@ def _read_yaml(path: Path, *, required: bool) -> Layer:
     if not isinstance(data, dict):
         raise ConfigError([f"{path}: the top level must be a mapping"])
     return Layer(path, data, lines)
-
-
-def dotted(where: Sequence[str]) -> str:
-    """A key path as the YAML reads: `queues.orders.rules[0].when`."""
-    out: list[str] = []
-    for part in where:
-        if part.isdigit() and out:
-            out[-1] += f"[{part}]"
-        else:
-            out.append(part)
-    return ".".join(out) or "<root>"
-
-
-def _format(exc: ValidationError, layers: Sequence[Layer], reported: set[KeyPath]) -> list[str]:
-    """Each error once, at the place it was written: the last file that sets the key (or its
-    nearest parent); a key a queue inherited from `defaults` is reported there, once. Unknown
-    keys the files' walk `reported` already are not said twice."""
-    out: list[str] = []
-    for err in exc.errors():
-        loc: list[str] = []
-        for part in err["loc"]:
-            # Drop pydantic's union-branch names (`target.lambda.function` reads as the YAML
-            # does: `target.function`).
-            if loc and loc[-1] == "target" and part in TARGET_KINDS:
-                continue
-            loc.append(str(part))
-        where = tuple(loc)
-        if err["type"] == "extra_forbidden" and _inherited(where, layers) in reported:
-            continue
-        where = _inherited(where, layers)
-        message = err["msg"].removeprefix("Value error, ")
-        layer = next((x for x in reversed(layers) if _sets(x, where)), None)
-        line = f"{layer.place(where) if layer else ''}{dotted(where)}: {message}"
-        if line not in out:
-            out.append(line)
-    return out
-
-
-def _sets(layer: Layer, where: KeyPath) -> bool:
-    return any(where[:end] in layer.lines for end in range(len(where), 0, -1))
-
-
-def _inherited(where: KeyPath, layers: Sequence[Layer]) -> KeyPath:
-    """`queues.<q>.<rest>` as `defaults.<rest>` when no file sets it on the queue itself but
-    one sets it under `defaults` (the queue inherited it)."""
-    if len(where) < 3 or where[0] != "queues":
-        return where
-    inherited = ("defaults", *where[2:])
-    on_queue = any(where in x.lines for x in layers)
-    in_defaults = any(inherited in x.lines for x in layers)
-    return inherited if in_defaults and not on_queue else where
 
 
 def _check_env_vars(environ: Mapping[str, str]) -> list[str]:
@@ -166,13 +92,14 @@ def load_settings(env: str | None = None, extra_files: Sequence[str] = ()) -> Se
     errors = _check_env_vars(environ)
     unknown = [line for layer in layers for line in layer.unknown()]
     reported = {w for layer in layers for w, _ in unknown_keys(layer.data, Settings)}
+    places = Places(layers, environ)
     try:
         settings = Settings(**merged)
     except ValidationError as exc:
-        raise ConfigError(errors + unknown + _format(exc, layers, reported)) from exc
+        raise ConfigError(errors + unknown + places.pydantic(exc, reported)) from exc
     if unknown:
         raise ConfigError(errors + unknown)
-    errors += cross_field_errors(settings)
+    errors += places.cross_field(cross_field_errors(settings))
     if errors:
         raise ConfigError(errors)
     return settings

@@ -196,6 +196,7 @@ class Metrics:
             drop(self.queue_messages, queue, state)
         drop(self.paused, queue)
         drop(self.inflight, queue)
+        drop(self.queue_missing, queue)
         self.retention.forget(queue)
 
     def count_request(self, service: str, operation: str) -> None:

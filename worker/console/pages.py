@@ -108,7 +108,8 @@ async def index(request: web.Request) -> web.Response:
                 ctx = await console.context(name)
                 rows[name] = await status_row(name, queue, ctx.dlq, ctx.parking, shared)
             except Exception as exc:  # noqa: BLE001 - one row says it, the page goes on
-                rows[name] = {"queue": name, "target": queue.target_key, "error": error_code(exc)}
+                why = str(exc) if isinstance(exc, ContextError) else error_code(exc)
+                rows[name] = {"queue": name, "target": queue.target_key, "error": why}
 
     breakers, table_error = await glance.breakers(console)
     async with anyio.create_task_group() as tg:

@@ -93,7 +93,7 @@ async def _start_queue(
         except Exception as exc:  # noqa: BLE001 - retried; readiness stays false meanwhile
             failures += 1
             delay = failure_pause(failures, 2.0, STARTUP_RETRY_MAX_SECONDS, rng)
-            code = error_code(exc)
+            code = exc.code if isinstance(exc, Unresolved) else error_code(exc)
             metrics.aws_errors.labels("sqs", "ResolveQueue", metric_code(code)).inc()
             missing = isinstance(exc, Unresolved) and exc.missing
             metrics.queue_missing.labels(name).set(1 if missing else 0)

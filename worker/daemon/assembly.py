@@ -39,8 +39,7 @@ log = structlog.get_logger("worker.daemon.assembly")
 
 
 class Unresolved(Exception):
-    """A queue this one needs cannot be found: which, and AWS's code (`error_code` reads
-    `code`)."""
+    """A queue this one needs cannot be found: which, and AWS's code (`code`)."""
 
     def __init__(self, what: str, ref: str, code: str) -> None:
         missing = code in QUEUE_GONE_CODES

@@ -61,6 +61,7 @@ async def discover(
             finally:
                 health.queues.remove(name)
                 health.pollers.pop(name, None)
+                health.unresolved.pop(name, None)
                 metrics.forget_queue(name)
                 serving.pop(name, None)
                 log.info("queue_released", queue=name)

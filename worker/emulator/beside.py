@@ -5,6 +5,7 @@ what a second terminal needs to run the operator commands against it."""
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import tempfile
 from collections.abc import AsyncIterator
@@ -72,23 +73,24 @@ CREDENTIALS = "AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo"
 
 def cli_handoff(settings: Settings, folder: Path) -> str:
     """Writes the demo's configuration (the emulator's own endpoint: no injected faults) and
-    a sample order into `folder`; returns the commands that work from a second terminal."""
+    a sample order into `folder` (a temporary folder when it cannot be written); returns the
+    commands that work from a second terminal, wherever it is: absolute paths, quoted."""
     tree = settings.model_dump(mode="json", exclude={"notify"})
-    (folder / CLI_CONFIG).write_text(yaml.safe_dump(tree, sort_keys=False))
     order = {"orderId": "o-7", "amount": 250, "currency": "EUR"}
+    try:
+        (folder / CLI_CONFIG).write_text(yaml.safe_dump(tree, sort_keys=False))
+    except OSError:
+        folder = Path(tempfile.mkdtemp(prefix="retry-worker-demo-"))
+        (folder / CLI_CONFIG).write_text(yaml.safe_dump(tree, sort_keys=False))
     (folder / SAMPLE_ORDER).write_text(json.dumps(order) + "\n")
-    here = Path.cwd()
     program = Path(sys.executable).with_name("retry-worker")
-    shown = program.relative_to(here) if program.is_relative_to(here) else program
-    command = f"{CREDENTIALS} {shown}" if program.exists() else f"{CREDENTIALS} retry-worker"
-    where = folder / CLI_CONFIG
-    config = where.relative_to(here) if where.is_relative_to(here) else where
-    sample = folder / SAMPLE_ORDER
-    sample_shown = sample.relative_to(here) if sample.is_relative_to(here) else sample
+    command = f"{CREDENTIALS} {shlex.quote(str(program)) if program.exists() else 'retry-worker'}"
+    config = shlex.quote(str(folder.resolve() / CLI_CONFIG))
+    sample = shlex.quote(str(folder.resolve() / SAMPLE_ORDER))
     lines = [
         f"[demo] from a second terminal, while the demo runs (its configuration: {config}):",
         f"         {command} status --config {config}",
         f"         {command} parked summary orders --config {config}",
-        f"         {command} explain orders --body-file {sample_shown} --config {config}",
+        f"         {command} explain orders --body-file {sample} --config {config}",
     ]
     return "\n".join(lines)

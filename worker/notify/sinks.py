@@ -226,6 +226,8 @@ async def webhook_url(url_file: str) -> str:
     except OSError as exc:
         # retryable: a Secret's file may appear or be rotated in place
         raise SinkFailed(f"url_file {url_file}: {exc.strerror}", retryable=True) from exc
+    except UnicodeDecodeError:
+        raise SinkFailed(f"url_file {url_file}: not UTF-8 text", retryable=True) from None
     parts = urlsplit(url)
     # Plain http only to this host: anywhere else (or through a proxy) the URL's path, the
     # credential, would cross the network in the clear.

@@ -14,14 +14,18 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel
 
-KeyPath = tuple[str, ...]  # keys, and list positions as their text
+KeyPath = tuple[str, ...]  # keys, and list positions as `[0]`
 
 
 def key_lines(text: str) -> dict[KeyPath, int]:
     """The 1-based line of every key (and list item) of a YAML document."""
     lines: dict[KeyPath, int] = {}
+    seen: set[int] = set()  # an anchor's node is walked once (aliases may nest, or loop)
 
     def walk(node: yaml.Node, path: KeyPath) -> None:
+        if id(node) in seen:
+            return
+        seen.add(id(node))
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
                 if isinstance(key, yaml.ScalarNode):
@@ -29,8 +33,8 @@ def key_lines(text: str) -> dict[KeyPath, int]:
                     walk(value, (*path, str(key.value)))
         elif isinstance(node, yaml.SequenceNode):
             for index, item in enumerate(node.value):
-                lines[(*path, str(index))] = item.start_mark.line + 1
-                walk(item, (*path, str(index)))
+                lines[(*path, f"[{index}]")] = item.start_mark.line + 1
+                walk(item, (*path, f"[{index}]"))
 
     root = yaml.compose(text, Loader=yaml.SafeLoader)
     if root is not None:
@@ -49,11 +53,14 @@ def unknown_keys(data: Any, annotation: Any, path: KeyPath = ()) -> list[tuple[K
             **annotation.model_fields,
             **{f.alias: f for f in annotation.model_fields.values() if f.alias},
         }
+        # the settings' root takes its sections in any case (pydantic-settings)
+        folded = annotation.model_config.get("case_sensitive") is False
         found = []
         for key, value in data.items():
             here = (*path, str(key))
-            if key in fields:
-                found += unknown_keys(value, fields[key].annotation, here)
+            name = str(key).lower() if folded else key
+            if name in fields:
+                found += unknown_keys(value, fields[name].annotation, here)
             else:
                 close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
                 found.append((here, close[0] if close else ""))
@@ -62,7 +69,7 @@ def unknown_keys(data: Any, annotation: Any, path: KeyPath = ()) -> list[tuple[K
     if origin is dict and isinstance(data, dict) and len(args) == 2:
         return [f for k, v in data.items() for f in unknown_keys(v, args[1], (*path, str(k)))]
     if origin in (tuple, list) and isinstance(data, list) and args:
-        return [f for i, v in enumerate(data) for f in unknown_keys(v, args[0], (*path, str(i)))]
+        return [f for i, v in enumerate(data) for f in unknown_keys(v, args[0], (*path, f"[{i}]"))]
     return []
 
 
