@@ -53,6 +53,8 @@ async def test_the_daemon_names_a_missing_dlq_backs_off_and_starts_once_it_exist
             functools.partial(serve, _settings(proxy.url), stop, registry=registry)
         )
         await wait_for(lambda: missing() == 1, timeout=20)
+        resolve = {"service": "sqs", "operation": "ResolveQueue", "error": GONE}
+        assert registry.get_sample_value("retry_worker_aws_errors_total", resolve) >= 1
         said = await verbose()
         assert "[!] queue ghost: not started: its DLQ ghost-dlq does not exist" in said
         await wait_for(lambda: _empty(aws, orders), timeout=20)  # the others are served
@@ -175,3 +177,26 @@ async def test_check_config_aws_names_every_missing_queue_target_and_sink(aws, p
         ]
     ), result.stderr
     assert "orders" not in result.stderr  # everything of it holds
+
+
+async def test_the_console_queue_list_says_why_a_queue_cannot_be_read(aws):
+    from tests.console_client import browser, running_console
+
+    await create_queue(aws.sqs, "orders-dlq")
+    await create_queue(aws.sqs, "parked")
+    async with running_console(_settings(aws.url)) as (url, _), browser(url) as b:
+        rows = (await b.get("/")).element("queues")
+    assert f"ghost cannot read: ghost: its DLQ ghost-dlq does not exist ({GONE})" in rows
+
+
+def test_a_released_queue_takes_its_missing_gauge_with_it():
+    """Discovery releases a deleted queue: were its gauge left at 1, an alert on it would
+    fire for ever (and a queue recreated later would never clear it)."""
+    from worker.metrics import Metrics
+
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    metrics.queue_missing.labels("retry-orders-dlq").set(1)
+    metrics.forget_queue("retry-orders-dlq")
+    labels = {"queue": "retry-orders-dlq"}
+    assert registry.get_sample_value("retry_worker_queue_missing", labels) is None
