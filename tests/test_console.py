@@ -292,3 +292,49 @@ async def test_the_queue_page_says_times_counts_and_the_pause_as_people_do(aws):
         assert said.endswith(" ledger migration)")
         assert 'id="plan-resume"' in paused.text
         assert 'id="plan-pause"' not in paused.text
+
+
+async def test_a_person_edits_one_of_ten_parked_messages_and_replays_it(aws, tmp_path):
+    """Issue 34: from a message's page, edit its body and replay it: the plan shows the
+    diff, the DLQ gets exactly the edited copy, the backup keeps the original, the other
+    nine stay parked. A body that is not JSON, or an edit for two messages, is refused."""
+    dlq = await create_queue(aws.sqs, "orders-dlq")
+    await create_queue(aws.sqs, "billing-dlq")
+    parking = await create_queue(aws.sqs, "parked")
+    await create_queue(aws.sqs, "out")
+    await _park(aws, parking, dlq, 10)  # m0..m9, bodies {"n": i}
+    edited = '{"n": 3, "currency": "EUR"}'
+    async with (
+        running_console(settings_for(aws.url), backup_dir=tmp_path) as (url, audit),
+        browser(url) as b,
+    ):
+        one = await b.get("/queues/orders?match=%24.n%3D3")
+        [parked_id] = re.findall(r'/queues/orders/messages/([^"]+)"', one.text)
+        page = await b.post(f"/queues/orders/messages/{parked_id}/body", {"csrf": one.csrf})
+        assert 'id="edit-body"' in page.text
+        assert 'id="plan-purge-one"' in page.text
+        bad = await b.post(
+            "/queues/orders/plan",
+            {"csrf": page.csrf, "action": "replay", "id": parked_id, "body": "{not json"},
+        )
+        assert bad.status == 400
+        assert "the edited body is not JSON" in bad.text
+        two = [("csrf", page.csrf), ("action", "replay"), ("id", parked_id), ("id", "x")]
+        refused = await b.post("/queues/orders/plan", [*two, ("body", edited)])
+        assert refused.status == 400
+        job = await b.plan("orders", action="replay", to="dlq", id=parked_id, body=edited)
+        plan = await b.get(f"/jobs/{job}")
+        assert plan.element("plan-total") == "1 parked message matches."
+        diff = plan.element("diff")
+        assert '+ "currency": "EUR"' in diff
+        result = await b.confirm(job, rate="100")
+        done = await b.finished(result.url.rsplit("/", 1)[1])
+        assert "done: 1, failed: 0" in done.element("result")
+        backup = done.element("backup").split()[0]
+    moved = await drain(aws.sqs, dlq, delete=True)
+    assert [m["Body"] for m in moved] == [edited]  # exactly the edited copy, once
+    lines = (tmp_path / backup.rsplit("/", 1)[1]).read_text().splitlines()
+    assert [json.loads(json.loads(x)["body"]) for x in lines] == [{"n": 3}]  # the original
+    assert await depth(aws.sqs, parking) == 9
+    [line] = [x for x in audit_lines(audit) if x["action"] == "replay"]
+    assert line["edited_body"] == edited

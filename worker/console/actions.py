@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 from aiohttp import web
@@ -21,6 +22,7 @@ from worker.console.pages import (
     queue_context,
 )
 from worker.console.security import LOCAL, SESSION_COOKIE, SESSION_SECONDS, WHO
+from worker.core.jsontext import loads
 from worker.ops.acting import Move, reshape_for
 from worker.ops.arguments import DEFAULT_RATE
 from worker.ops.filters import FilterError
@@ -74,6 +76,23 @@ async def logout(request: web.Request) -> web.StreamResponse:
     raise response
 
 
+def edited_body(form: Any, params: dict[str, list[str]]) -> str | None:
+    """The body a person edited for one message (`body`), checked: JSON, and exactly one
+    message selected by its id (the same body never goes to two)."""
+    if "body" not in form:
+        return None
+    body = str(form["body"]).replace("\r\n", "\n")
+    if len(params.get("id", ())) != 1 or set(params) != {"id"}:
+        raise ValueError("an edited body replays exactly one message, chosen by its id")
+    if "transform" in form and str(form["transform"]).strip():
+        raise ValueError("an edited body or a transform, not both")
+    try:
+        loads(body)
+    except ValueError as exc:
+        raise ValueError(f"the edited body is not JSON: {exc}") from exc
+    return body
+
+
 async def plan(request: web.Request) -> web.StreamResponse:
     console = console_of(request)
     ctx = await queue_context(request)
@@ -89,7 +108,9 @@ async def plan(request: web.Request) -> web.StreamResponse:
             to = str(form.get("to", "dlq"))
             if to not in ("dlq", "target"):
                 return error_page(request, 400, f"replay to {to!r}: dlq or target")
-            move = Move(to, str(form.get("transform", "")).strip() or None)
+            move = Move(
+                to, str(form.get("transform", "")).strip() or None, edited_body(form, params)
+            )
             reshape_for(ctx, move)  # a bad expression is said now, before any read
     except (FilterError, ValueError) as exc:
         return error_page(request, 400, str(exc))

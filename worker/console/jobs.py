@@ -11,6 +11,8 @@ when an action ends, however it ends.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import json
 import secrets
 import time
 from collections.abc import Callable
@@ -21,6 +23,7 @@ from worker.aws.clients import Clients
 from worker.aws.errors import said
 from worker.console.security import Audit
 from worker.console.snapshot import QueueLocks, Snapshots
+from worker.core.jsontext import loads
 from worker.ops import reading
 from worker.ops.acting import Move, act
 from worker.ops.context import QueueContext
@@ -53,6 +56,7 @@ class Job:
     tally: Tally | None = None
     transform: str | None = None
     example: tuple[str, str] | None = None
+    diff: list[str] | None = None  # an edited body: the original against it, line by line
     backup: Location | None = None
     error: str | None = None
     started: float = dataclasses.field(default_factory=time.time)
@@ -64,6 +68,20 @@ class Job:
 
     def finish(self) -> None:
         pass
+
+
+def body_diff(before: str, after: str) -> list[str]:
+    """The original body against the edited one, line by line (JSON indented first)."""
+
+    def lines(text: str) -> list[str]:
+        try:
+            return json.dumps(loads(text), indent=2, ensure_ascii=False).splitlines()
+        except ValueError:
+            return text.splitlines()
+
+    return list(
+        difflib.unified_diff(lines(before), lines(after), "parked", "edited", lineterm="", n=2)
+    )
 
 
 class Jobs:
@@ -175,6 +193,8 @@ class Jobs:
         if reshape is not None:
             job.transform = reshape.expression
         if job.tally.example is not None:
+            if job.move is not None and job.move.body is not None:
+                job.diff = body_diff(*job.tally.example)
             job.example = tuple(preview(t) for t in job.tally.example)  # type: ignore[assignment]
 
     async def _act(self, ctx: QueueContext, job: Job) -> None:
@@ -205,6 +225,8 @@ class Jobs:
             fields["to"] = job.move.to
             if job.move.transform:
                 fields["transform"] = job.move.transform
+            if job.move.body is not None:
+                fields["edited_body"] = job.move.body
         if job.backup is not None and tally is not None and (tally.backed_up or tally.done):
             fields["backup"] = str(job.backup)  # written: something was backed up or exported
         if job.note is not None:

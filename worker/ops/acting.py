@@ -14,7 +14,7 @@ from worker.aws.clients import Clients
 from worker.ops import moves, senders
 from worker.ops.context import QueueContext
 from worker.ops.filters import Filters
-from worker.ops.reshape import Reshape
+from worker.ops.reshape import Edited, Reshape
 from worker.ops.scan import QueueReader
 from worker.ops.store import Location
 
@@ -26,6 +26,9 @@ class Move:
 
     to: str | None
     transform: str | None = None
+    # the console's "edit and replay": the one selected message goes with this body (JSON,
+    # checked before), its original in the backup and kept until the edited copy was sent
+    body: str | None = None
 
     @property
     def verb(self) -> str:
@@ -38,6 +41,13 @@ def reshape_for(ctx: QueueContext, move: Move) -> Reshape | None:
     if move.to is None:
         return None
     auto = ctx.settings.target.kind == "auto"
+    if move.body is not None:
+        if auto and move.to == "dlq":
+            raise ValueError(
+                "an edited body --to dlq: with kind auto the DLQ message's envelope names the "
+                "target; replay it to the target instead"
+            )
+        return Edited(ctx.name, move.body, unwrap=auto)
     if move.transform and move.to == "dlq" and auto:
         raise ValueError(
             "--transform --to dlq: with kind auto the DLQ message's envelope names the "

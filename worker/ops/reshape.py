@@ -51,6 +51,20 @@ class Reshape:
         return self._transform.apply(self._view(record))
 
 
+class Edited(Reshape):
+    """A body a person wrote for the one message they chose (the console's "edit and
+    replay"): what is sent instead of the original, whatever the original was."""
+
+    def __init__(self, queue: str, body: str, *, unwrap: bool) -> None:
+        self.expression = "edited body"
+        self.body = body
+        self._queue = queue
+        self._unwrap = unwrap
+
+    def __call__(self, record: Record) -> str:
+        return self.body
+
+
 def reshaped(
     records: Sequence[Record], reshape: Reshape | None
 ) -> tuple[list[tuple[Record, str]], dict[str, str]]:
