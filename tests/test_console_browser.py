@@ -214,23 +214,51 @@ def _replay_by_clicking(person: Person) -> str:
     return person.text("backup").split()[0]
 
 
+EDITED = '{"n": 3, "currency": "EUR"}'
+
+
+def _edit_by_clicking(person: Person) -> str:
+    """From m3's page: show its body, edit it, plan (the diff), confirm."""
+    person.open("/queues/orders?match=%24.n%3D3")
+    person.wait_for("messages")
+    person.d.find_element("css selector", "#messages a").click()  # type: ignore[attr-defined]
+    person.wait_for("show-body")
+    person.submit("show-body", then="edit-body")
+    person.type("edit-body", EDITED)
+    person.shot("message")
+    person.submit("plan-edit", then="state")
+    person.wait_for("diff")
+    assert '+  "currency": "EUR"' in person.text("diff")
+    person.shot("edit-plan")
+    person.click("confirm")
+    person.wait_for("result")
+    assert "done: 1, failed: 0" in person.text("result")
+    return person.text("backup").split()[0]
+
+
 async def test_a_person_replays_one_filtered_message_in_the_browser(aws, tmp_path):
     dlq, parking = await _setup(aws)
     shots = _shots(tmp_path)
 
-    def flow() -> str:
+    def flow() -> tuple[str, str]:
         with console_process(tmp_path, aws.url) as base, chromium(tmp_path) as driver:
-            return _replay_by_clicking(Person(driver, base, shots))
+            person = Person(driver, base, shots)
+            return _replay_by_clicking(person), _edit_by_clicking(person)
 
-    backup = await anyio.to_thread.run_sync(flow)
+    backup, edit_backup = await anyio.to_thread.run_sync(flow)
     moved = await drain(aws.sqs, dlq, delete=True)
-    assert [json.loads(m["Body"]) for m in moved] == [{"n": 7}]
-    assert await depth(aws.sqs, parking) == 23
+    # the replayed one, and exactly the edited copy of the other (never its original)
+    assert sorted(m["Body"] for m in moved) == sorted(['{"n": 7}', EDITED])
+    assert await depth(aws.sqs, parking) == 22
     saved = Path(backup).read_text().splitlines()
     assert [json.loads(json.loads(line)["body"]) for line in saved] == [{"n": 7}]
+    originals = Path(edit_backup).read_text().splitlines()
+    assert [json.loads(json.loads(line)["body"]) for line in originals] == [{"n": 3}]
     lines = (tmp_path / "console.log").read_text().splitlines()
     audit = [json.loads(x) for x in lines if x.startswith("{")]
-    assert [x["action"] for x in audit if x.get("event") == "audit"] == ["replay"]
+    acted = [x for x in audit if x.get("event") == "audit" and x["action"] != "show_body"]
+    assert [x["action"] for x in acted] == ["replay", "replay"]
+    assert acted[1]["edited_body"] == EDITED
 
 
 async def test_the_login_form_and_read_only_in_the_browser(aws, tmp_path):
