@@ -99,7 +99,8 @@ async def _start_queue(
             metrics.queue_missing.labels(name).set(1 if missing else 0)
             said = str(exc) if isinstance(exc, Unresolved) else code
             runtime.health.unresolved[name] = (
-                f"not started: {said} (tried {failures} times, again in {delay:.0f} s)"
+                f"not started: {said} (tried {'once' if failures == 1 else f'{failures} times'}, "
+                f"again in {delay:.0f} s)"
             )
             log.error(
                 "queue_resolve_failed",
