@@ -336,3 +336,17 @@ def test_an_anchor_that_contains_itself_is_a_configuration_error(config_dir):
     path.write_text("aws:\n  kms_key_arns: &a [*a]\n")
     with pytest.raises(ConfigError):
         load_settings(None, [str(path)])
+
+
+def test_a_variables_bad_value_is_the_variables_once(config_dir, monkeypatch):
+    path = write(
+        config_dir / "x.yaml", {"defaults": {"concurrency": 3}, "queues": {"orders": QUEUE}}
+    )
+    monkeypatch.setenv("RETRY_WORKER_DEFAULTS__CONCURRENCY", "abc")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, [path])
+    said = [e for e in caught.value.errors if "concurrency" in e]
+    assert said == [
+        "RETRY_WORKER_DEFAULTS__CONCURRENCY: defaults.concurrency: Input should be a valid "
+        "integer, unable to parse string as an integer"
+    ]

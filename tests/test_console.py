@@ -313,6 +313,15 @@ async def test_a_person_edits_one_of_ten_parked_messages_and_replays_it(aws, tmp
         page = await b.post(f"/queues/orders/messages/{parked_id}/body", {"csrf": one.csrf})
         assert 'id="edit-body"' in page.text
         assert 'id="plan-purge-one"' in page.text
+        # in the page, not in its <title> (where a browser shows them as text)
+        [title] = re.findall(r"<title>(.*?)</title>", page.text, re.S)
+        assert "<form" not in title
+        assert "csrf" not in title
+        nan = await b.post(
+            "/queues/orders/plan",
+            {"csrf": page.csrf, "action": "replay", "id": parked_id, "body": '{"n": NaN}'},
+        )
+        assert nan.status == 400
         bad = await b.post(
             "/queues/orders/plan",
             {"csrf": page.csrf, "action": "replay", "id": parked_id, "body": "{not json"},
@@ -338,3 +347,36 @@ async def test_a_person_edits_one_of_ten_parked_messages_and_replays_it(aws, tmp
     assert await depth(aws.sqs, parking) == 9
     [line] = [x for x in audit_lines(audit) if x["action"] == "replay"]
     assert line["edited_body"] == edited
+
+
+async def test_an_action_on_messages_no_longer_parked_says_nothing_changed(aws, tmp_path):
+    dlq = await create_queue(aws.sqs, "orders-dlq")
+    await create_queue(aws.sqs, "billing-dlq")
+    parking = await create_queue(aws.sqs, "parked")
+    await create_queue(aws.sqs, "out")
+    await _park(aws, parking, dlq, 1)
+    async with (
+        running_console(settings_for(aws.url), backup_dir=tmp_path) as (url, _),
+        browser(url) as b,
+    ):
+        job = await b.plan("orders", action="purge")
+        await drain(aws.sqs, parking, delete=True)  # someone else took it meanwhile
+        result = await b.confirm(job)
+        done = await b.finished(result.url.rsplit("/", 1)[1])
+    assert done.element("state") == "failed"
+    assert "none of the planned messages is parked any more" in done.element("job-error")
+
+
+async def test_the_queue_page_stands_when_the_pause_tag_cannot_be_read(aws, proxy):
+    from worker.emulator.proxy import Rule
+
+    dlq = await create_queue(aws.sqs, "orders-dlq")
+    await create_queue(aws.sqs, "billing-dlq")
+    parking = await create_queue(aws.sqs, "parked")
+    await create_queue(aws.sqs, "out")
+    await _park(aws, parking, dlq, 1)
+    proxy.add(Rule("sqs", "ListQueueTags", "error", 403, "AccessDenied"))
+    async with running_console(settings_for(proxy.url)) as (url, _), browser(url) as b:
+        page = await b.get("/queues/orders")
+    assert page.status == 200
+    assert page.element("receiving") == "whether it is paused cannot be read (AccessDenied)"

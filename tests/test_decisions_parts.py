@@ -356,3 +356,22 @@ def test_a_named_rule_parks_under_its_name_and_names_are_unique():
     assert verdict.decision.error == "Rule.big_orders"
     with pytest.raises(ValidationError, match="rule names must differ: big_orders"):
         Settings(queues={"orders": {**QUEUE, "rules": [named, named]}})
+
+
+def test_a_rule_name_is_not_a_number_an_unnamed_rule_would_share():
+    named = {**RULE, "name": "0"}
+    with pytest.raises(ValidationError, match="rule name 0: a name has a letter"):
+        Settings(queues={"orders": {**QUEUE, "rules": [RULE, named]}})
+
+
+def test_an_edited_body_is_refused_for_kind_auto():
+    """Its parked body is the envelope naming the target, not what the target gets."""
+    from worker.ops.acting import Move, reshape_for
+    from worker.ops.context import QueueContext
+
+    auto = {"name": "any-dlq", "target": {"kind": "auto", "allow": ["arn:aws:lambda:*"]}}
+    settings = Settings(queues={"any": {**auto, "policy": {"parking_queue": "p"}}})
+    ctx = QueueContext("any", settings.queues["any"], None, None)  # type: ignore[arg-type]
+    for to in ("dlq", "target"):
+        with pytest.raises(ValueError, match="with kind auto the parked body is the envelope"):
+            reshape_for(ctx, Move(to, None, body="{}"))

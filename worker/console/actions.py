@@ -4,6 +4,7 @@ plan → confirmation → job."""
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 from typing import Any
@@ -22,7 +23,6 @@ from worker.console.pages import (
     queue_context,
 )
 from worker.console.security import LOCAL, SESSION_COOKIE, SESSION_SECONDS, WHO
-from worker.core.jsontext import loads
 from worker.ops.acting import Move, reshape_for
 from worker.ops.arguments import DEFAULT_RATE
 from worker.ops.filters import FilterError
@@ -87,10 +87,14 @@ def edited_body(form: Any, params: dict[str, list[str]]) -> str | None:
     if "transform" in form and str(form["transform"]).strip():
         raise ValueError("an edited body or a transform, not both")
     try:
-        loads(body)
+        json.loads(body, parse_constant=_not_json)
     except ValueError as exc:
         raise ValueError(f"the edited body is not JSON: {exc}") from exc
     return body
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
 
 
 async def plan(request: web.Request) -> web.StreamResponse:

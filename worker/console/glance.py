@@ -7,6 +7,8 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
+import anyio
+
 from worker.aws.errors import error_code
 from worker.console.state import Console
 from worker.fleet.table import CoordinationTable
@@ -32,24 +34,32 @@ def breaker_text(note: Any, now: float) -> str:
     return "half-open" if note.is_open else "closed"
 
 
-async def own_counts(console: Console, rows: list[dict[str, Any]]) -> None:
+async def own_counts(console: Console, rows: list[dict[str, Any]]) -> bool:
     """Queues that share a parking queue: each its own count and oldest, from the parking
     queue's snapshot (one read, split by the DLQ each message came from; started here when
-    there is none). `own_note` says how far it can be trusted."""
+    there is none, all of them at once: the page waits a second at most). `own_note` says how
+    far it can be trusted. Returns whether a read is still under way."""
     sharing = Counter(row["parking_queue"] for row in rows if "error" not in row)
-    for row in rows:
-        if "error" in row or sharing[row["parking_queue"]] < 2:
-            continue
+    mine = [r for r in rows if "error" not in r and sharing[r["parking_queue"]] > 1]
+    reading = False
+
+    async def count(row: dict[str, Any]) -> None:
+        nonlocal reading
         ctx = await console.context(row["queue"])
         snapshot = await console.snapshot(ctx)
         times = [e.meta.get("parked-at", "") for e in snapshot.entries]
         row["own"] = len(snapshot.entries)
         row["own_oldest"] = min((t for t in times if t), default=None)
         if snapshot.finished is None:
+            reading = True
             row["own_note"] = f"reading the shared parking queue: {snapshot.read} read so far"
         elif snapshot.short or snapshot.error:
             row["own_note"] = f"at least: {snapshot.short or snapshot.error}"
         else:
-            row["own_note"] = f"of {row['parked']} in the shared parking queue, as read " + (
-                f"{int(snapshot.age_seconds)} s ago"
-            )
+            age = int(snapshot.age_seconds)
+            row["own_note"] = f"of {row['parked']} in the shared parking queue, as read {age} s ago"
+
+    async with anyio.create_task_group() as tg:
+        for row in mine:
+            tg.start_soon(count, row)
+    return reading

@@ -205,6 +205,8 @@ class Jobs:
                 await clear_pause(ctx.dlq)
             else:
                 await self._read(ctx, job, backup=job.backup)
+                if job.action in ("replay", "purge") and job.tally and not job.tally.total:
+                    job.error = "none of the planned messages is parked any more: nothing changed"
             failed = job.tally is not None and bool(job.tally.failed)
             job.state = "failed" if failed or job.error else "done"
         except Exception as exc:  # noqa: BLE001 - shown on the job's page and audited

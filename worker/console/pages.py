@@ -126,8 +126,8 @@ async def index(request: web.Request) -> web.Response:
         item["breaker"] = (
             f"unknown ({table_error})" if table_error else glance.breaker_text(note, now)
         )
-    await glance.own_counts(console, ordered)
-    return render(request, "queues.html", rows=ordered, coordinated=coordinated)
+    reading = await glance.own_counts(console, ordered)
+    return render(request, "queues.html", rows=ordered, coordinated=coordinated, reading=reading)
 
 
 def _groups(entries: list[Entry], key: str) -> list[dict[str, Any]]:
@@ -176,7 +176,12 @@ async def queue_page(request: web.Request) -> web.Response:
     except FilterError as exc:
         return error_page(request, 400, str(exc))
     snapshot = await console.snapshot(ctx)
-    pause = await read_pause(ctx.dlq.client, ctx.dlq.url)
+    pause: Any = None
+    pause_error: str | None = None
+    try:
+        pause = await read_pause(ctx.dlq.client, ctx.dlq.url)
+    except Exception as exc:  # noqa: BLE001 - the page says it and goes on
+        pause_error = error_code(exc)
     matching = snapshot.matching(filters)
     pages = max(1, -(-len(matching) // PAGE_SIZE))
     page = min(max(1, _int(request.query.get("page"), 1)), pages)
@@ -201,6 +206,7 @@ async def queue_page(request: web.Request) -> web.Response:
         target=ctx.settings.target_key,
         target_kind=ctx.settings.target.kind,
         pause=pause,
+        pause_error=pause_error,
     )
 
 
@@ -224,7 +230,11 @@ async def message_page(request: web.Request, *, show_body: bool = False) -> web.
     if show_body:
         audit = console.jobs.audit
         audit(request.get(WHO) or LOCAL, "show_body", ctx.name, message_id=message_id)
-    return render(request, "message.html", ctx=ctx, entry=entry, show_body=show_body)
+    # kind auto: the body is the DLQ message's envelope, not what the target gets
+    editable = ctx.settings.target.kind != "auto"
+    return render(
+        request, "message.html", ctx=ctx, entry=entry, show_body=show_body, editable=editable
+    )
 
 
 async def job_page(request: web.Request) -> web.Response:

@@ -57,7 +57,8 @@ def parse_listen(text: str, token_file: str | None) -> tuple[str, int]:
 
 def build_app(console: Console) -> web.Application:
     guard = middleware(console.lock, pages.login_page)
-    app = web.Application(middlewares=[guard], client_max_size=64 * 1024)
+    # a form carries at most an edited body: 256 KiB of JSON, URL-encoded (up to 3 bytes each)
+    app = web.Application(middlewares=[guard], client_max_size=1024 * 1024)
     app[CONSOLE] = console
     env = aiohttp_jinja2.setup(
         app,

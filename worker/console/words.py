@@ -4,7 +4,7 @@ hover, "1 message" and "2 messages"."""
 from __future__ import annotations
 
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 
 from markupsafe import Markup, escape
 
@@ -22,14 +22,15 @@ def ago(moment: str | float | None, now: float | None = None) -> Markup:
     if moment is None or moment == "":
         return Markup("")
     try:
-        epoch = (
-            float(moment)
-            if isinstance(moment, int | float)
-            else datetime.fromisoformat(str(moment)).timestamp()
-        )
+        if isinstance(moment, int | float):
+            epoch = float(moment)
+        else:
+            parsed = datetime.fromisoformat(str(moment))
+            # a time without a zone is UTC, as everything the daemon writes
+            epoch = (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
     except ValueError:
         return escape(str(moment))
-    iso = moment if isinstance(moment, str) else datetime.fromtimestamp(epoch).isoformat()
+    iso = moment if isinstance(moment, str) else datetime.fromtimestamp(epoch, UTC).isoformat()
     age = (time.time() if now is None else now) - epoch
     said = f"in {age_text(-age)}" if age < 0 else f"{age_text(age)} ago"
     return Markup('<time datetime="{0}" title="{0}">{1}</time>').format(iso, said)

@@ -42,12 +42,12 @@ def reshape_for(ctx: QueueContext, move: Move) -> Reshape | None:
         return None
     auto = ctx.settings.target.kind == "auto"
     if move.body is not None:
-        if auto and move.to == "dlq":
+        if auto:
             raise ValueError(
-                "an edited body --to dlq: with kind auto the DLQ message's envelope names the "
-                "target; replay it to the target instead"
+                "an edited body: with kind auto the parked body is the envelope that names the "
+                "target, not what the target gets; replay it with --transform instead"
             )
-        return Edited(ctx.name, move.body, unwrap=auto)
+        return Edited(ctx.name, move.body, unwrap=False)
     if move.transform and move.to == "dlq" and auto:
         raise ValueError(
             "--transform --to dlq: with kind auto the DLQ message's envelope names the "

@@ -108,6 +108,11 @@ class DecisionSettings(Model):
         names = [rule.name for rule in self.rules if rule.name]
         if twice := sorted({n for n in names if names.count(n) > 1}):
             raise ValueError(f"rule names must differ: {', '.join(twice)} names two rules")
+        if numbers := [n for n in names if n.isdigit()]:
+            raise ValueError(
+                f"rule name {numbers[0]}: a name has a letter (Rule.<number> is an unnamed "
+                "rule's position)"
+            )
         return self
 
     @property

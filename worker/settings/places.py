@@ -44,6 +44,23 @@ class Layer:
         return f"{self.path}:{self.lines[where[:end]]}: " if end else f"{self.path}: "
 
 
+class Variable(Layer):
+    """An environment variable as a layer: it sets its own path (and so its parents), and
+    is the last word on it. `RETRY_WORKER_HTTP__PORT` sets `http.port`."""
+
+    def __init__(self, name: str) -> None:
+        parts = tuple(name.removeprefix(ENV_PREFIX).lower().split("__"))
+        lines = {parts[:end]: 0 for end in range(1, len(parts) + 1)}
+        super().__init__(Path(name), {}, lines)
+        self.name = name
+
+    def unknown(self) -> list[str]:
+        return []
+
+    def place(self, where: KeyPath) -> str:
+        return f"{self.name}: "
+
+
 def dotted(where: Sequence[str]) -> str:
     """A key path as the YAML reads: `queues.orders.rules[0].when`."""
     text = ""
@@ -64,26 +81,23 @@ def parsed(text: str) -> KeyPath:
 
 class Places:
     def __init__(self, layers: Sequence[Layer], environ: Mapping[str, str]) -> None:
-        self._layers = layers
-        # RETRY_WORKER_HTTP__PORT sets http.port: an error there is the variable's
-        self._env = {
-            tuple(var.removeprefix(ENV_PREFIX).lower().split("__")): var
+        # the files, then the environment's variables: later wins, as they merge
+        sections = {name.upper() for name in Settings.model_fields}
+        variables = [
+            Variable(var)
             for var in environ
             if var.startswith(ENV_PREFIX)
-        }
+            and var.removeprefix(ENV_PREFIX).split("__", 1)[0] in sections
+        ]
+        self._layers = [*layers, *variables]
 
     def said(self, where: KeyPath, message: str) -> str:
-        """`place path: message`, the path as the queue inherited it when it did."""
+        """`place path: message`, the path as the queue inherited it when it did, the place
+        the last layer among those that set the most of it: the one whose value stands."""
         where = self.inherited(where)
-        variable = next(
-            (v for end in range(len(where), 0, -1) if (v := self._env.get(where[:end]))), None
-        )
-        if variable is not None:
-            return f"{variable}: {dotted(where)}: {message}"
-        deepest = max(self._layers, key=lambda x: x.depth(where), default=None)
-        # the last file among those that set the most of it: the one whose value stands
-        best = [x for x in self._layers if deepest and x.depth(where) == deepest.depth(where)]
-        place = best[-1].place(where) if best and best[-1].depth(where) else ""
+        most = max((x.depth(where) for x in self._layers), default=0)
+        setting = [x for x in self._layers if most and x.depth(where) == most]
+        place = setting[-1].place(where) if setting else ""
         return f"{place}{dotted(where)}: {message}"
 
     def inherited(self, where: KeyPath) -> KeyPath:
