@@ -36,6 +36,16 @@ async def _setup(aws):
     return dlq, parking
 
 
+async def _parked(aws, count: int) -> tuple[str, str]:
+    """orders (with `count` parked: bodies {"n": i}) and billing sharing one parking queue."""
+    dlq = await create_queue(aws.sqs, "orders-dlq")
+    await create_queue(aws.sqs, "billing-dlq")
+    parking = await create_queue(aws.sqs, "parked")
+    await create_queue(aws.sqs, "out")
+    await _park(aws, parking, dlq, count)
+    return dlq, parking
+
+
 async def test_pages_show_queues_groups_and_one_message(aws, tmp_path):
     dlq, parking = await _setup(aws)
     async with running_console(settings_for(aws.url)) as (url, audit), browser(url) as b:
@@ -298,11 +308,7 @@ async def test_a_person_edits_one_of_ten_parked_messages_and_replays_it(aws, tmp
     """Issue 34: from a message's page, edit its body and replay it: the plan shows the
     diff, the DLQ gets exactly the edited copy, the backup keeps the original, the other
     nine stay parked. A body that is not JSON, or an edit for two messages, is refused."""
-    dlq = await create_queue(aws.sqs, "orders-dlq")
-    await create_queue(aws.sqs, "billing-dlq")
-    parking = await create_queue(aws.sqs, "parked")
-    await create_queue(aws.sqs, "out")
-    await _park(aws, parking, dlq, 10)  # m0..m9, bodies {"n": i}
+    dlq, parking = await _parked(aws, 10)  # m0..m9, bodies {"n": i}
     edited = '{"n": 3, "currency": "EUR"}'
     async with (
         running_console(settings_for(aws.url), backup_dir=tmp_path) as (url, audit),
@@ -350,11 +356,7 @@ async def test_a_person_edits_one_of_ten_parked_messages_and_replays_it(aws, tmp
 
 
 async def test_an_action_on_messages_no_longer_parked_says_nothing_changed(aws, tmp_path):
-    dlq = await create_queue(aws.sqs, "orders-dlq")
-    await create_queue(aws.sqs, "billing-dlq")
-    parking = await create_queue(aws.sqs, "parked")
-    await create_queue(aws.sqs, "out")
-    await _park(aws, parking, dlq, 1)
+    _, parking = await _parked(aws, 1)
     async with (
         running_console(settings_for(aws.url), backup_dir=tmp_path) as (url, _),
         browser(url) as b,
@@ -370,11 +372,7 @@ async def test_an_action_on_messages_no_longer_parked_says_nothing_changed(aws, 
 async def test_the_queue_page_stands_when_the_pause_tag_cannot_be_read(aws, proxy):
     from worker.emulator.proxy import Rule
 
-    dlq = await create_queue(aws.sqs, "orders-dlq")
-    await create_queue(aws.sqs, "billing-dlq")
-    parking = await create_queue(aws.sqs, "parked")
-    await create_queue(aws.sqs, "out")
-    await _park(aws, parking, dlq, 1)
+    await _parked(aws, 1)
     proxy.add(Rule("sqs", "ListQueueTags", "error", 403, "AccessDenied"))
     async with running_console(settings_for(proxy.url)) as (url, _), browser(url) as b:
         page = await b.get("/queues/orders")
