@@ -59,6 +59,7 @@ class Job:
     diff: list[str] | None = None  # an edited body: the original against it, line by line
     backup: Location | None = None
     error: str | None = None
+    notice: str | None = None  # what a finished action should say beside its counts
     started: float = dataclasses.field(default_factory=time.time)
     finished: float | None = None
 
@@ -206,7 +207,8 @@ class Jobs:
             else:
                 await self._read(ctx, job, backup=job.backup)
                 if job.action in ("replay", "purge") and job.tally and not job.tally.total:
-                    job.error = "none of the planned messages is parked any more: nothing changed"
+                    # another person or command moved them first: not a failure, but say it
+                    job.notice = "none of the planned messages is parked any more: nothing changed"
             failed = job.tally is not None and bool(job.tally.failed)
             job.state = "failed" if failed or job.error else "done"
         except Exception as exc:  # noqa: BLE001 - shown on the job's page and audited
@@ -235,4 +237,6 @@ class Jobs:
             fields["note"] = job.note
         if job.error is not None:
             fields["error"] = job.error
+        if job.notice is not None:
+            fields["notice"] = job.notice
         self.audit(job.who, job.action, job.queue, **fields)
