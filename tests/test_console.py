@@ -340,6 +340,7 @@ async def test_a_person_edits_one_of_ten_parked_messages_and_replays_it(aws, tmp
         job = await b.plan("orders", action="replay", to="dlq", id=parked_id, body=edited)
         plan = await b.get(f"/jobs/{job}")
         assert plan.element("plan-total") == "1 parked message matches."
+        assert "goes exactly as written" in plan.element("edit-hint")
         diff = plan.element("diff")
         assert '+ "currency": "EUR"' in diff
         result = await b.confirm(job, rate="100")
