@@ -67,6 +67,13 @@ def put_events_entry(body: str, bus: str) -> dict[str, Any]:
     return entry
 
 
+def traced(entry: dict[str, Any], trace_header: str | None) -> dict[str, Any]:
+    """The entry with the DLQ message's X-Ray trace header (`TraceHeader`), when it had one:
+    the event joins the trace that failed (EventBridge's DLQ keeps it on the SQS message, not
+    in the event). It is not counted in the entry's size."""
+    return {**entry, "TraceHeader": trace_header} if trace_header else entry
+
+
 def _check_event_fields(event: dict[str, Any]) -> None:
     """Fields of the wrong type would fail the whole PutEvents request (a serialisation
     error, not a per-entry one) and every batch-mate with it: this message's problem alone,
@@ -107,7 +114,7 @@ class EventBridgePublisher(HandOff):
     async def deliver(self, batch: Sequence[Delivery]) -> list[Result]:
         return await deliver_batched(
             batch,
-            lambda _, d: put_events_entry(d.body, self._bus),
+            lambda _, d: traced(put_events_entry(d.body, self._bus), d.message.trace_header),
             self._put,
             size_of=events_entry_size,
             max_bytes=EVENTS_MAX_BATCH_BYTES,

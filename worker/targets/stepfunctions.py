@@ -78,8 +78,10 @@ class StepFunctionsStarter(HandOff):
         for retry in range(MAX_TRIES):
             name = execution_name(delivery.idempotency_key, retry)
             try:
+                # the DLQ message's X-Ray trace: the execution joins the trace that failed
+                trace = {"traceHeader": t} if (t := delivery.message.trace_header) else {}
                 started = await self._client.start_execution(
-                    stateMachineArn=self._arn, name=name, input=body
+                    stateMachineArn=self._arn, name=name, input=body, **trace
                 )
             except Exception as exc:
                 if error_code(exc) != "ExecutionAlreadyExists":
