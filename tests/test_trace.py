@@ -63,3 +63,17 @@ async def test_a_put_event_carries_the_messages_trace(aws, proxy, worker_stack):
     by_trace = {json.loads(e["Detail"])["traced"]: e for e in entries}
     assert by_trace[True]["TraceHeader"] == TRACE
     assert "TraceHeader" not in by_trace[False]
+
+
+def test_a_trace_header_the_target_would_refuse_is_left_out():
+    """Step Functions takes at most 256 ASCII characters (EventBridge 500): a longer or odd
+    one would fail the delivery, and park a message that has nothing wrong with it."""
+    from worker.core.envelope import DlqMessage
+    from worker.targets.base import Delivery, trace_of
+
+    def of(trace: str) -> Delivery:
+        return Delivery(DlqMessage("m", "r", "{}", trace_header=trace), 1)
+
+    assert trace_of(of(TRACE), 256) == TRACE
+    assert trace_of(of("Root=" + "1" * 300), 256) is None
+    assert trace_of(of("Root=1-é"), 256) is None

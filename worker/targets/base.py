@@ -182,6 +182,15 @@ def fifo_fields(delivery: Delivery) -> dict[str, str]:
     }
 
 
+def trace_of(delivery: Delivery, limit: int) -> str | None:
+    """The DLQ message's X-Ray trace header, if it is one the target takes (ASCII, at most
+    `limit` characters): an odd one goes unsent rather than fail the delivery."""
+    trace = delivery.message.trace_header
+    if not trace or len(trace) > limit or not trace.isascii():
+        return None
+    return trace
+
+
 def short_name(ref: str) -> str:
     """A target's short name for metrics and logs: the last part of an ARN or URL."""
     tail = ref.rstrip("/").rsplit("/", 1)[-1]

@@ -25,6 +25,7 @@ from worker.targets.base import (
     deliver_batched,
     short_name,
     too_large,
+    trace_of,
 )
 
 RETRYABLE_ENTRY_CODES = {
@@ -114,7 +115,7 @@ class EventBridgePublisher(HandOff):
     async def deliver(self, batch: Sequence[Delivery]) -> list[Result]:
         return await deliver_batched(
             batch,
-            lambda _, d: traced(put_events_entry(d.body, self._bus), d.message.trace_header),
+            lambda _, d: traced(put_events_entry(d.body, self._bus), trace_of(d, 500)),
             self._put,
             size_of=events_entry_size,
             max_bytes=EVENTS_MAX_BATCH_BYTES,

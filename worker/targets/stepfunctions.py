@@ -28,6 +28,7 @@ from worker.targets.base import (
     key_hash,
     short_name,
     too_large,
+    trace_of,
 )
 
 MAX_NAME = 80
@@ -79,7 +80,7 @@ class StepFunctionsStarter(HandOff):
             name = execution_name(delivery.idempotency_key, retry)
             try:
                 # the DLQ message's X-Ray trace: the execution joins the trace that failed
-                trace = {"traceHeader": t} if (t := delivery.message.trace_header) else {}
+                trace = {"traceHeader": t} if (t := trace_of(delivery, 256)) else {}
                 started = await self._client.start_execution(
                     stateMachineArn=self._arn, name=name, input=body, **trace
                 )
