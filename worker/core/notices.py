@@ -26,13 +26,3 @@ class Notices(Protocol):
 
     def received(self, queue: str, message_ids: Sequence[str]) -> None:
         """Messages the DLQ received that are new to it (their first attempt)."""
-
-
-class NoNotices:
-    """No `notify:` sinks: nothing to tell."""
-
-    def parked(self, notice: ParkedNotice) -> None:
-        pass
-
-    def received(self, queue: str, message_ids: Sequence[str]) -> None:
-        pass

@@ -122,14 +122,6 @@ class Pipeline:
         except Exception:
             log.exception("notice_failed", queue=self.queue)
 
-    def _is_new(self, message: DlqMessage) -> bool:
-        """Received for the first time since it arrived in the DLQ (not a retry coming back)."""
-        return attempt_number(message, self._facts.arrived_with(message)) == 1
-
-    def _attempt(self, message: DlqMessage) -> int:
-        counted = attempt_number(message, self._facts.arrived_with(message))
-        return max(1, counted - self.waiting.untried(message.message_id))
-
     async def run(
         self,
         messages: Sequence[DlqMessage],
@@ -143,15 +135,19 @@ class Pipeline:
         settled = Settlements(sink)
         to_deliver: list[tuple[int, Delivery]] = []
         messages = [self._facts.verified(m) for m in messages]
-        if self._notices is not None:
-            self._tell([m.message_id for m in messages if self._is_new(m)])
+        new: list[str] = []  # first receives since the message arrived (not retries coming back)
         for index, message in enumerate(messages):
-            attempt = self._attempt(message)
+            counted = attempt_number(message, self._facts.arrived_with(message))
+            if counted == 1:
+                new.append(message.message_id)
+            attempt = max(1, counted - self.waiting.untried(message.message_id))
             parked: Park | None = gate(message, attempt, self.policy, now)
             if parked:
                 settled.settle(index, Settlement(message, attempt - 1, parked))
             else:
                 to_deliver.append((index, Delivery(message, attempt, queue=self.queue)))
+        if self._notices is not None:
+            self._tell(new)
         looping = await self._looping(to_deliver)
         for index, delivery in to_deliver:
             if index in looping:

@@ -17,7 +17,7 @@ from worker.aws.errors import OWN_CODES, metric_code
 from worker.aws.sqs import SqsQueue, message_entry
 from worker.core.errors import ErrorKind
 from worker.core.limits import message_size
-from worker.core.notices import NoNotices, Notices, ParkedNotice
+from worker.core.notices import Notices, ParkedNotice
 from worker.core.outcomes import Delivered, Park, Release, Retry, Settlement
 from worker.core.parking import ParkedMessage, build_parked, parking_metadata
 from worker.core.policy import visibility_for
@@ -65,7 +65,7 @@ class Settler:
         self._target = target.name
         self._target_call = (target.service, target.operation)
         self._log_bodies = log_bodies
-        self._notices = notices or NoNotices()
+        self._notices = notices  # None: nobody to tell (no `notify:` sinks)
         self._clock = clock
         self._monotonic = monotonic
         self._log = log.bind(queue=queue_name, target=target.name)
@@ -179,6 +179,8 @@ class Settler:
     def _tell(self, told: list[ParkedNotice]) -> None:
         """The notifier only counts; should it fail all the same, the settlement goes on:
         nothing depends on it."""
+        if self._notices is None:
+            return
         for notice in told:
             try:
                 self._notices.parked(notice)

@@ -73,7 +73,6 @@ class Notifier:
         self._flushing = False  # at shutdown: no pacing, the time is short
         self._sleep = sleep
         self.finished = anyio.Event()  # set once `run` has ended
-        self.sent: list[dict[str, Any]] = []  # the last few digests sent (for the demo, tests)
 
     # -- notices: counted, never waited on --------------------------------------------------
 
@@ -142,7 +141,6 @@ class Notifier:
             failure = await self._try(sink, digest)
             if failure is None:
                 self._counted(sink, "sent")
-                self.sent = [*self.sent[-49:], digest]
                 log.info(
                     "digest_sent",
                     sink=sink.kind,
