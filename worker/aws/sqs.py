@@ -246,6 +246,14 @@ async def resolve_queue_url(client: Client, ref: str) -> str:
     return str(response["QueueUrl"])
 
 
+async def existing_queue_url(client: Client, ref: str) -> str:
+    """The URL of a queue that exists: a URL is asked too (GetQueueAttributes), so a typo in
+    one raises NonExistentQueue here instead of reading as an empty queue."""
+    url = await resolve_queue_url(client, ref)
+    await client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+    return url
+
+
 @dataclass(frozen=True)
 class RedriveSource:
     arn: str

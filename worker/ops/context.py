@@ -7,7 +7,7 @@ from urllib.parse import urlparse
 
 from worker.aws.clients import Client, Clients
 from worker.aws.errors import error_code
-from worker.aws.sqs import QUEUE_GONE_CODES, SqsQueue, resolve_queue_url
+from worker.aws.sqs import QUEUE_GONE_CODES, SqsQueue, existing_queue_url
 from worker.settings import CoordinationSettings, OperatorSettings, QueueSettings, Settings
 
 
@@ -62,11 +62,9 @@ async def existing(sqs: Client, ref: str, what: str) -> str:
     """The URL of a queue that exists (a URL is asked too: a typo in one would read as an
     empty queue); ContextError naming it when it does not."""
     try:
-        url = await resolve_queue_url(sqs, ref)
-        await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+        return await existing_queue_url(sqs, ref)
     except Exception as exc:
         code = error_code(exc)
         if code in QUEUE_GONE_CODES:
             raise ContextError(f"{what} {ref} does not exist ({code})") from exc
         raise
-    return url

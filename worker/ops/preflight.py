@@ -22,7 +22,7 @@ from typing import Any
 from worker.aws.attributes import retention_seconds
 from worker.aws.clients import Clients
 from worker.aws.errors import PERMANENT_CODES, error_code, error_message
-from worker.aws.sqs import QUEUE_GONE_CODES, redrive_sources, resolve_queue_url
+from worker.aws.sqs import QUEUE_GONE_CODES, existing_queue_url, redrive_sources, resolve_queue_url
 from worker.notify.sinks import SinkFailed, webhook_url
 from worker.settings import (
     EventBridgeTarget,
@@ -99,16 +99,11 @@ async def preflight(settings: Settings) -> tuple[list[str], list[str]]:
     return found.errors, found.warnings
 
 
-async def _exists(sqs: Any, ref: str) -> str:
-    url = await resolve_queue_url(sqs, ref)
-    await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
-    return url
-
-
 async def _queue(found: Findings, clients: Clients, name: str, queue: QueueSettings) -> None:
     sqs = await clients.get("sqs")
     dlq = await found.ask(
-        f"queue {name}: its DLQ {queue.queue_ref}", partial(_exists, sqs, queue.queue_ref)
+        f"queue {name}: its DLQ {queue.queue_ref}",
+        partial(existing_queue_url, sqs, queue.queue_ref),
     )
     target, what = queue.target, f"queue {name}: its target"
     if isinstance(target, LambdaTarget):
@@ -117,7 +112,7 @@ async def _queue(found: Findings, clients: Clients, name: str, queue: QueueSetti
         await found.ask(f"{what} function {target.function}", dry)
     elif isinstance(target, SqsTarget) and target.queue:
         ref = target.queue
-        await found.ask(f"{what} queue {ref}", partial(_exists, sqs, ref))
+        await found.ask(f"{what} queue {ref}", partial(existing_queue_url, sqs, ref))
     elif isinstance(target, SqsTarget) and dlq is not None:
         sources = await found.ask(
             f"queue {name}: its DLQ's sources", partial(redrive_sources, sqs, dlq)

@@ -156,11 +156,14 @@ async def status(settings: Settings, sqs: Client) -> list[dict[str, Any]]:
     """A row a queue; a queue that cannot be read gets a row saying why (`error`), and the
     others are read all the same."""
     rows, shared = [], ParkingReads()
+    parking_urls: dict[str, str] = {}  # a parking queue several queues share: checked once
     for name, queue in settings.queues.items():
         try:
             dlq = SqsQueue(sqs, await existing(sqs, queue.queue_ref, "its DLQ"))
-            parking_ref = queue.policy.parking_queue or ""
-            parking = SqsQueue(sqs, await existing(sqs, parking_ref, "its parking queue"))
+            ref = queue.policy.parking_queue or ""
+            if ref not in parking_urls:
+                parking_urls[ref] = await existing(sqs, ref, "its parking queue")
+            parking = SqsQueue(sqs, parking_urls[ref])
             rows.append(await status_row(name, queue, dlq, parking, shared))
         except Exception as exc:  # noqa: BLE001 - said on its row
             why = str(exc) if isinstance(exc, ContextError) else said(exc)
