@@ -83,7 +83,7 @@ def parking_metadata(
         "attempts": str(attempts),
         "error": said_type(error) or "none",
         "source-queue": source_queue,
-        "parked-at": datetime.fromtimestamp(parked_at, UTC).isoformat(timespec="seconds"),
+        "parked-at": iso_time(parked_at),
     }
     if group_id:
         meta["group-id"] = group_id
@@ -96,6 +96,12 @@ def parking_metadata(
     if error_message:
         meta["error-message"] = clipped(error_message)
     return meta
+
+
+def iso_time(epoch: float) -> str:
+    """A time as the parking metadata writes it (and the keeper's note, a digest's window):
+    ISO 8601, seconds, UTC."""
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
 
 
 def clipped(text: str, limit: int = MAX_ERROR_BYTES) -> str:

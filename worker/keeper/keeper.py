@@ -21,7 +21,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Protocol
 
 import anyio
@@ -31,6 +31,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from worker.aws.attributes import KeptTag, read_depth_and_retention, read_kept, write_kept
 from worker.aws.errors import error_code
 from worker.aws.sqs import SqsQueue
+from worker.core.parking import iso_time
 from worker.keeper.receipts import release
 from worker.keeper.sweep import WAIT_SECONDS, Pass, sweep
 from worker.metrics import Metrics
@@ -49,10 +50,6 @@ class Lease(Protocol):
     async def take(self, seconds: float) -> bool: ...
 
     async def give_up(self) -> None: ...
-
-
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
 
 
 class Keeper:
@@ -247,8 +244,8 @@ class Keeper:
         them without reading the queue, and a restarted keeper starts from them."""
         oldest = done.oldest_parked
         note = KeptTag(
-            _iso(self._wall()),
-            _iso(oldest) if oldest else None,
+            iso_time(self._wall()),
+            iso_time(oldest) if oldest else None,
             self._oldest_sent,
             self._count_after_pass,
         )

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from worker.core.notices import ParkedNotice
+from worker.core.parking import iso_time
 
 MAX_SAMPLES = 5
 MAX_SAID_CHARS = 300  # of an error message in a digest (parking keeps 1 KiB)
@@ -40,10 +40,6 @@ class Window:
         room = MAX_SAMPLES - len(self.samples)
         if room > 0:
             self.samples.extend(message_ids[:room])
-
-
-def _iso(moment: float) -> str:
-    return datetime.fromtimestamp(moment, UTC).isoformat(timespec="seconds")
 
 
 class Digests:
@@ -130,8 +126,8 @@ class Digests:
             "error_type": error_type,
             "error_message": window.said,
             "count": window.count,
-            "window_start": _iso(window.wall_start),
-            "window_end": _iso(window.wall_start + min(window.end, now) - window.start),
+            "window_start": iso_time(window.wall_start),
+            "window_end": iso_time(window.wall_start + min(window.end, now) - window.start),
             "sample_message_ids": list(window.samples),
             "console": self._link(key),
         }
