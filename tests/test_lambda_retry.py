@@ -123,7 +123,12 @@ async def test_unknown_error_is_retried(aws, proxy, worker_stack):
     assert worker.settled("orders", "parked") == 0
 
 
-async def test_lease_is_extended_while_a_slow_target_runs(aws, proxy, worker_stack):
+@pytest.mark.parametrize("extension_takes", [0.0, 0.6])
+async def test_lease_is_extended_while_a_slow_target_runs(
+    aws, proxy, worker_stack, extension_takes
+):
+    """The heartbeat keeps its cadence from each extension's start: an extension call that
+    takes 0.6 s of a 2 s lease must not push the next one past the lease's safe end."""
     await create_function(aws.lambda_, "slow")
     dlq = await create_queue(aws.sqs, "slow-dlq")
     await create_queue(aws.sqs, "parked")
@@ -135,6 +140,8 @@ async def test_lease_is_extended_while_a_slow_target_runs(aws, proxy, worker_sta
     worker = Worker(make_settings(proxy.url, {"slow": queue}), worker_stack)
     poller = await worker.poller("slow")
     proxy.add(Rule("lambda", "Invoke", "delay", seconds=3.5))
+    if extension_takes:
+        proxy.add(Rule("sqs", "ChangeMessageVisibilityBatch", "delay", seconds=extension_takes))
     await aws.sqs.send_message(QueueUrl=dlq, MessageBody="{}")
 
     def heartbeats() -> int:

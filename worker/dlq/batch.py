@@ -179,8 +179,11 @@ class Batch:
         """Extend the lease at half its length while the batch is in delivery (sooner again
         after an extension that failed)."""
         pause = self._lease / 2
+        started = self._received_at
         while True:
-            await anyio.sleep(pause)
+            # The cadence counts from the last extension's start, not its end: a slow call
+            # must not push the next one past the point where the lease may have lapsed.
+            await anyio.sleep(max(0.0, started + pause - self._monotonic()))
             started = self._monotonic()
             extension = min(self._lease, visibility_left(self._received_at, started))
             if extension <= 0:
