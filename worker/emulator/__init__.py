@@ -16,6 +16,9 @@ from typing import Any
 
 ACCOUNT = "123456789012"
 ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/retry-worker-demo"
+# Lambda without Docker (an invoke echoes its input); Step Functions executions really run
+# (moto's interpreter), so they succeed, fail and can be redriven (see `redrive.py`).
+CONFIG = {"lambda": {"use_docker": False}, "stepfunctions": {"execute_state_machine": True}}
 
 
 class MotoServer:
@@ -41,7 +44,10 @@ class MotoServer:
         self._server.start()
         host, port = self._server.get_host_and_port()
         self.url = f"http://{host}:{port}"
-        self.post("/moto-api/config", {"lambda": {"use_docker": False}})
+        from worker.emulator import redrive
+
+        redrive.serve_integrations(port)
+        self.post("/moto-api/config", CONFIG)
         return self
 
     def reset(self) -> None:
@@ -49,7 +55,7 @@ class MotoServer:
 
         clock.reset()
         self.post("/moto-api/reset", {})
-        self.post("/moto-api/config", {"lambda": {"use_docker": False}})
+        self.post("/moto-api/config", CONFIG)
 
     def post(self, path: str, payload: dict[str, Any]) -> None:
         url = self.url + path

@@ -30,7 +30,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from worker.emulator import fidelity
+from worker.emulator import fidelity, redrive
 
 MARK = "_retry_worker_speedups"
 
@@ -67,6 +67,7 @@ def apply() -> None:
     _serialise_item_writes()
     _serialise_deletes()
     fidelity.apply()
+    redrive.apply()
     _cheap_attributes_while_sending()
     _one_clock_per_listing()
     setattr(SQSBackend, "get_queue_attributes", get_queue_attributes)  # noqa: B010
