@@ -14,6 +14,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
 from worker import __version__
+from worker.aws.trace import carry_traces
 from worker.settings import LAMBDA_MAX_TIMEOUT_SECONDS, AwsSettings
 
 COORDINATION_READ_TIMEOUT = 3.0
@@ -106,6 +107,7 @@ class Clients:
                 config=config,
             )
             client = await self._stack.enter_async_context(creator)
+            carry_traces(client, service)
             if self._on_request is not None:
                 client.meta.events.register("before-send", self._counted)
             self._clients[service] = client

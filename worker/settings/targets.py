@@ -24,6 +24,9 @@ class StepFunctionsTarget(TargetBase):
     kind: Literal["stepfunctions"]
     state_machine_arn: str
     wait_for_completion: bool = False
+    # With wait_for_completion: after a FAILED, TIMED_OUT or ABORTED execution, the next
+    # attempt resumes it at the state that failed (`redrive`) or starts it anew (`restart`).
+    on_failed_execution: Literal["redrive", "restart"] = "redrive"
 
 
 class SqsTarget(TargetBase):

@@ -1,0 +1,269 @@
+"""Step Functions: a failed execution is redriven from the state that failed (SPEC.md, "Step
+Functions: redrive from the failed state"), on the emulator's real interpreter and its
+RedriveExecution (worker/emulator/redrive.py).
+
+The machine: `One` sends its input to the queue `ran-one` (so the test counts how often it
+ran), `Two` sends it to the queue `second`, which does not exist until the test creates it
+(so `Two` fails once), `Three` passes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import structlog
+
+from tests.conftest import Worker, make_settings
+from tests.helpers import depth, run_until, wait_for
+from worker.emulator import ROLE_ARN, clock, create_queue
+from worker.emulator.proxy import Rule
+
+pytestmark = pytest.mark.anyio
+
+
+def _definition(ran: str, second: str) -> str:
+    def send(url: str, then: str) -> dict[str, Any]:
+        return {
+            "Type": "Task",
+            "Resource": "arn:aws:states:::sqs:sendMessage",
+            "Parameters": {"QueueUrl": url, "MessageBody.$": "$"},
+            "ResultPath": None,
+            "Next": then,
+        }
+
+    states = {"One": send(ran, "Two"), "Two": send(second, "Three"), "Three": {"Type": "Pass"}}
+    states["Three"]["End"] = True
+    return json.dumps({"StartAt": "One", "States": states})
+
+
+async def _machine(aws: Any, kind: str = "STANDARD") -> tuple[str, str, str]:
+    """(machine ARN, the `ran-one` queue, the URL `second` will have)."""
+    ran = await create_queue(aws.sqs, "ran-one")
+    second = ran.replace("ran-one", "second")
+    machine = await aws.sfn.create_state_machine(
+        name="three", definition=_definition(ran, second), roleArn=ROLE_ARN, type=kind
+    )
+    return machine["stateMachineArn"], ran, second
+
+
+async def _worker(
+    proxy: Any, worker_stack: Any, arn: str, queue: dict[str, Any] | None = None, **target: Any
+) -> Worker:
+    queues = {
+        "orders": {
+            **(queue or {}),
+            "name": "orders-dlq",
+            "target": {
+                "kind": "stepfunctions",
+                "state_machine_arn": arn,
+                "wait_for_completion": True,
+                **target,
+            },
+        }
+    }
+    return Worker(make_settings(proxy.url, queues), worker_stack)
+
+
+async def _states_as_run(aws: Any, execution: str) -> list[str]:
+    events = (await aws.sfn.get_execution_history(executionArn=execution))["events"]
+    return [
+        e["stateEnteredEventDetails"]["name"] if "stateEnteredEventDetails" in e else e["type"]
+        for e in events
+        if "stateEnteredEventDetails" in e or e["type"].startswith("Execution")
+    ]
+
+
+@pytest.mark.parametrize(("mode", "first_ran"), [("redrive", 1), ("restart", 2)])
+async def test_the_next_attempt_resumes_at_the_state_that_failed(
+    aws, proxy, worker_stack, mode, first_ran
+):
+    arn, ran, second = await _machine(aws)
+    dlq = await create_queue(aws.sqs, "orders-dlq")
+    await create_queue(aws.sqs, "parked")
+    worker = await _worker(proxy, worker_stack, arn, on_failed_execution=mode)
+    poller = await worker.poller("orders")
+    await aws.sqs.send_message(QueueUrl=dlq, MessageBody='{"order": 1}')
+
+    await run_until(poller, lambda: worker.settled("orders", "deferred") == 1)
+    await create_queue(aws.sqs, "second")  # what failed `Two` is mended
+    await run_until(poller, lambda: worker.settled("orders", "deleted") == 1)
+
+    assert await depth(aws.sqs, ran) == first_ran  # `One` ran once in all when redriven
+    assert await depth(aws.sqs, second) == 1
+    assert await depth(aws.sqs, dlq) == 0
+    executions = (await aws.sfn.list_executions(stateMachineArn=arn))["executions"]
+    if mode == "redrive":
+        [execution] = executions
+        described = await aws.sfn.describe_execution(executionArn=execution["executionArn"])
+        assert (described["status"], described["redriveCount"]) == ("SUCCEEDED", 1)
+        assert await _states_as_run(aws, execution["executionArn"]) == [
+            "ExecutionStarted",
+            "One",
+            "Two",
+            "ExecutionFailed",
+            "ExecutionRedriven",
+            "Two",
+            "Three",
+            "ExecutionSucceeded",
+        ]
+        [call] = proxy.requests("states", "RedriveExecution")
+        assert call["executionArn"] == execution["executionArn"]
+        assert len(call["clientToken"]) <= 64
+    else:
+        assert sorted(e["status"] for e in executions) == ["FAILED", "SUCCEEDED"]
+        assert proxy.count("states", "RedriveExecution") == 0
+
+
+async def test_a_redrive_that_fails_again_is_an_attempt_and_parks_at_the_limit(
+    aws, proxy, worker_stack
+):
+    """A redrive is an attempt: `Two` keeps failing, the message is parked after
+    max_attempts with the execution's error, and `One` still ran once."""
+    arn, ran, _ = await _machine(aws)
+    dlq = await create_queue(aws.sqs, "orders-dlq")
+    parked = await create_queue(aws.sqs, "parked")
+    queues = {
+        "orders": {
+            "name": "orders-dlq",
+            "policy": {"max_attempts": 3},
+            "target": {"kind": "stepfunctions", "state_machine_arn": arn},
+        }
+    }
+    queues["orders"]["target"]["wait_for_completion"] = True
+    worker = Worker(make_settings(proxy.url, queues), worker_stack)
+    poller = await worker.poller("orders")
+    await aws.sqs.send_message(QueueUrl=dlq, MessageBody='{"order": 2}')
+
+    await run_until(poller, lambda: worker.settled("orders", "parked") == 1, timeout=60)
+
+    assert worker.settled("orders", "deferred") == 2
+    assert proxy.count("states", "RedriveExecution") == 2
+    assert await depth(aws.sqs, ran) == 1
+    assert await depth(aws.sqs, parked) == 1
+    tokens = {r["clientToken"] for r in proxy.requests("states", "RedriveExecution")}
+    assert len(tokens) == 2  # one per attempt
+
+
+async def test_a_running_or_succeeded_execution_is_never_redriven(aws, proxy):
+    """RedriveExecution refuses what is RUNNING or SUCCEEDED, and a token seen within 15
+    minutes redrives nothing more: nothing runs twice."""
+    arn, ran, second = await _machine(aws)
+    started = await aws.sfn.start_execution(stateMachineArn=arn, name="e1", input="{}")
+    execution = started["executionArn"]
+    await wait_for(lambda: _status(aws, execution, "FAILED"))
+    await create_queue(aws.sqs, "second")
+
+    first = await aws.sfn.redrive_execution(executionArn=execution, clientToken="t-1")
+    again = await aws.sfn.redrive_execution(executionArn=execution, clientToken="t-1")
+    assert again["redriveDate"] == first["redriveDate"]
+    await wait_for(lambda: _status(aws, execution, "SUCCEEDED"))
+    with pytest.raises(aws.sfn.exceptions.ExecutionNotRedrivable):
+        await aws.sfn.redrive_execution(executionArn=execution, clientToken="t-2")
+
+    described = await aws.sfn.describe_execution(executionArn=execution)
+    assert described["redriveCount"] == 1
+    assert described["redriveStatus"] == "NOT_REDRIVABLE"
+    assert described["redriveStatusReason"] == "Execution is SUCCEEDED and cannot be redriven."
+    assert await depth(aws.sqs, ran) == 1
+    assert await depth(aws.sqs, second) == 1
+
+    running = json.dumps(
+        {"StartAt": "W", "States": {"W": {"Type": "Wait", "Seconds": 60, "End": True}}}
+    )
+    slow = await aws.sfn.create_state_machine(name="slow", definition=running, roleArn=ROLE_ARN)
+    busy = await aws.sfn.start_execution(stateMachineArn=slow["stateMachineArn"], input="{}")
+    with pytest.raises(aws.sfn.exceptions.ExecutionNotRedrivable):
+        await aws.sfn.redrive_execution(executionArn=busy["executionArn"])
+    await aws.sfn.stop_execution(executionArn=busy["executionArn"])
+
+
+async def _status(aws: Any, execution: str, wanted: str) -> bool:
+    return (await aws.sfn.describe_execution(executionArn=execution))["status"] == wanted
+
+
+async def test_an_express_execution_is_started_anew_with_the_reason_logged(
+    aws, proxy, worker_stack
+):
+    """Express executions cannot be redriven (and their names are not idempotent): the
+    failure is logged with AWS's reason when it happens; the next attempt starts anew."""
+    arn, ran, _ = await _machine(aws, kind="EXPRESS")
+    dlq = await create_queue(aws.sqs, "orders-dlq")
+    await create_queue(aws.sqs, "parked")
+    worker = await _worker(proxy, worker_stack, arn)
+    poller = await worker.poller("orders")
+    await aws.sqs.send_message(QueueUrl=dlq, MessageBody='{"order": 3}')
+
+    with structlog.testing.capture_logs() as logs:
+        await run_until(poller, lambda: worker.settled("orders", "deferred") == 1)
+    await create_queue(aws.sqs, "second")
+    await run_until(poller, lambda: worker.settled("orders", "deleted") == 1)
+
+    [said] = [e for e in logs if e["event"] == "execution_not_redrivable"]
+    assert said["reason"] == "Execution is EXPRESS and cannot be redriven."
+    assert (said["queue"], said["log_level"]) == ("orders", "warning")
+    assert ":rw-" in said["execution"]
+    assert await depth(aws.sqs, ran) == 2  # started anew: `One` ran again
+
+
+async def test_one_stopped_over_14_days_ago_is_started_anew_with_aws_reason(
+    aws, proxy, worker_stack
+):
+    """RedriveExecution refuses an execution stopped more than 14 days ago: the attempt
+    starts the next name, logged with DescribeExecution's `redriveStatusReason`."""
+    arn, ran, second = await _machine(aws)
+    dlq = await create_queue(aws.sqs, "orders-dlq")
+    await create_queue(aws.sqs, "parked")
+    old = await aws.sfn.start_execution(
+        stateMachineArn=arn, name="rw-o-5", input='{"order": "o-5"}'
+    )
+    await wait_for(lambda: _status(aws, old["executionArn"], "FAILED"))
+    clock.advance(15 * 24 * 3600)
+    await create_queue(aws.sqs, "second")
+    # the key names the execution: an old failed one of the same order is found
+    worker = await _worker(proxy, worker_stack, arn, {"idempotency_key": "body.order"})
+    poller = await worker.poller("orders")
+    await aws.sqs.send_message(QueueUrl=dlq, MessageBody='{"order": "o-5"}')
+
+    with structlog.testing.capture_logs() as logs:
+        await run_until(poller, lambda: worker.settled("orders", "deleted") == 1)
+
+    [said] = [e for e in logs if e["event"] == "redrive_refused_started_anew"]
+    assert said["reason"] == "Execution redrivable period exceeded."
+    assert said["execution"] == old["executionArn"]
+    assert said["started"] == old["executionArn"] + "-1"
+    assert proxy.count("states", "RedriveExecution") == 1
+    assert await depth(aws.sqs, ran) == 2
+    assert await depth(aws.sqs, second) == 1
+
+
+async def test_a_lost_redrive_answer_redrives_once(aws, proxy, worker_stack):
+    """The redrive happened, its answer was lost: the next try finds the execution running
+    or succeeded and waits for it instead of redriving again."""
+    arn, ran, second = await _machine(aws)
+    dlq = await create_queue(aws.sqs, "orders-dlq")
+    await create_queue(aws.sqs, "parked")
+    worker = await _worker(proxy, worker_stack, arn)
+    poller = await worker.poller("orders")
+    await aws.sqs.send_message(QueueUrl=dlq, MessageBody='{"order": 4}')
+    await run_until(poller, lambda: worker.settled("orders", "deferred") == 1)
+    await create_queue(aws.sqs, "second")
+    proxy.add(
+        Rule(
+            "states",
+            "RedriveExecution",
+            "error",
+            status=500,
+            code="InternalFailure",
+            after=True,
+            times=2,
+        )
+    )
+
+    await run_until(poller, lambda: worker.settled("orders", "deleted") == 1)
+
+    [execution] = (await aws.sfn.list_executions(stateMachineArn=arn))["executions"]
+    described = await aws.sfn.describe_execution(executionArn=execution["executionArn"])
+    assert described["redriveCount"] == 1
+    assert await depth(aws.sqs, second) == 1
+    assert await depth(aws.sqs, ran) == 1
