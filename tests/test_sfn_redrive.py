@@ -21,6 +21,8 @@ from worker.emulator.proxy import Rule
 
 pytestmark = pytest.mark.anyio
 
+TRACE = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+
 
 def _definition(ran: str, second: str) -> str:
     def send(url: str, then: str) -> dict[str, Any]:
@@ -83,7 +85,10 @@ async def test_the_next_attempt_resumes_at_the_state_that_failed(
     await create_queue(aws.sqs, "parked")
     worker = await _worker(proxy, worker_stack, arn, on_failed_execution=mode)
     poller = await worker.poller("orders")
-    await aws.sqs.send_message(QueueUrl=dlq, MessageBody='{"order": 1}')
+    trace = {"AWSTraceHeader": {"DataType": "String", "StringValue": TRACE}}
+    await aws.sqs.send_message(
+        QueueUrl=dlq, MessageBody='{"order": 1}', MessageSystemAttributes=trace
+    )
 
     await run_until(poller, lambda: worker.settled("orders", "deferred") == 1)
     await create_queue(aws.sqs, "second")  # what failed `Two` is mended
@@ -110,6 +115,9 @@ async def test_the_next_attempt_resumes_at_the_state_that_failed(
         [call] = proxy.requests("states", "RedriveExecution")
         assert call["executionArn"] == execution["executionArn"]
         assert len(call["clientToken"]) <= 64
+        # RedriveExecution has no traceHeader field: the trace goes as the HTTP header
+        [headers] = proxy.headers("states", "RedriveExecution")
+        assert headers["x-amzn-trace-id"] == TRACE
     else:
         assert sorted(e["status"] for e in executions) == ["FAILED", "SUCCEEDED"]
         assert proxy.count("states", "RedriveExecution") == 0

@@ -75,16 +75,19 @@ def pack(
     *,
     max_bytes: int,
     max_count: int = MAX_BATCH_ENTRIES,
+    key: Callable[[T], object] | None = None,
 ) -> list[list[T]]:
     """Cut `items` into batch requests, in order, each within `max_count` entries and
-    `max_bytes` in total. An item larger than `max_bytes` goes alone (its request fails for
-    that item only; callers check single items against the limit first)."""
+    `max_bytes` in total, and (with `key`) a new request wherever the key changes: a request
+    carries what its items share. An item larger than `max_bytes` goes alone (its request
+    fails for that item only; callers check single items against the limit first)."""
     batches: list[list[T]] = []
     current: list[T] = []
     used = 0
     for item in items:
         size = size_of(item)
-        if current and (len(current) >= max_count or used + size > max_bytes):
+        apart = key is not None and current and key(item) != key(current[-1])
+        if current and (len(current) >= max_count or used + size > max_bytes or apart):
             batches.append(current)
             current, used = [], 0
         current.append(item)

@@ -178,7 +178,11 @@ class FaultProxy(Journal):
     async def _answer(
         self, request: web.Request, body: bytes, service: str, operation: str
     ) -> web.StreamResponse:
-        amz = {k.lower(): v for k, v in request.headers.items() if k.lower().startswith("x-amz-")}
+        amz = {
+            k.lower(): v
+            for k, v in request.headers.items()
+            if k.lower().startswith(("x-amz-", "x-amzn-"))
+        }
         who = access_key(request.headers.get("Authorization", ""))
         refused = lambda_refuses(operation, body) if service == "lambda" else None
         # A request Lambda refuses is counted, but no rule is spent on it.

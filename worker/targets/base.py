@@ -92,10 +92,12 @@ async def deliver_batched(
     *,
     size_of: Callable[[Entry], int],
     max_bytes: int,
+    together: Callable[[int], object] | None = None,
 ) -> list[Result]:
     """For batch APIs: build an entry per message (a DeliveryError parks just that one), send
-    in requests of at most 10 entries and `max_bytes` (entry sizes by `size_of`, in order), and
-    map every per-entry failure back to its message."""
+    in requests of at most 10 entries and `max_bytes` (entry sizes by `size_of`, in order;
+    with `together`, a new request wherever it changes from one message index to the next),
+    and map every per-entry failure back to its message."""
     results: list[Result] = [None] * len(batch)
     ready: list[tuple[int, Entry]] = []
     for index, delivery in enumerate(batch):
@@ -103,7 +105,8 @@ async def deliver_batched(
             ready.append((index, build(index, delivery)))
         except DeliveryError as exc:
             results[index] = exc
-    for chunk in pack(ready, lambda item: size_of(item[1]), max_bytes=max_bytes):
+    key = None if together is None else (lambda item: together(item[0]))
+    for chunk in pack(ready, lambda item: size_of(item[1]), max_bytes=max_bytes, key=key):
         try:
             failed = await send([entry for _, entry in chunk])
         except Exception as exc:  # noqa: BLE001 - every entry of the call failed alike
@@ -183,12 +186,16 @@ def fifo_fields(delivery: Delivery) -> dict[str, str]:
 
 
 def trace_of(delivery: Delivery, limit: int) -> str | None:
-    """The DLQ message's X-Ray trace header, if it is one the target takes (ASCII, at most
-    `limit` characters): an odd one goes unsent rather than fail the delivery."""
+    """The DLQ message's X-Ray trace header, if it is one the target takes (printable ASCII,
+    at most `limit` characters; an HTTP header never gets a line break): an odd one goes
+    unsent rather than fail the delivery."""
     trace = delivery.message.trace_header
-    if not trace or len(trace) > limit or not trace.isascii():
+    if not trace or len(trace) > limit or not (trace.isascii() and trace.isprintable()):
         return None
     return trace
+
+
+HEADER_TRACE_LIMIT = 500  # characters of a trace sent as the X-Amzn-Trace-Id header
 
 
 def short_name(ref: str) -> str:

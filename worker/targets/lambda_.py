@@ -7,11 +7,13 @@ import json
 from collections.abc import Sequence
 
 from worker.aws.clients import Client
+from worker.aws.trace import traced
 from worker.core.errors import DeliveryError, ErrorKind
 from worker.core.jsontext import loads
 from worker.core.limits import LAMBDA_MAX_ASYNC_BYTES, LAMBDA_MAX_SYNC_BYTES
 from worker.settings import LambdaTarget
 from worker.targets.base import (
+    HEADER_TRACE_LIMIT,
     Delivery,
     HandOff,
     Result,
@@ -19,6 +21,7 @@ from worker.targets.base import (
     key_hash,
     short_name,
     too_large,
+    trace_of,
 )
 
 CLIENT_CONTEXT_MAX = 3583  # bytes of base64, as Lambda takes it
@@ -78,9 +81,10 @@ class LambdaInvoker(HandOff):
         if len(payload) > self._max_payload:
             raise too_large(len(payload), self._max_payload, f"Lambda {self._type} payload")
         extra = {} if self.hands_off else {"ClientContext": client_context(delivery)}
-        response = await self._client.invoke(
-            FunctionName=self._function, InvocationType=self._type, Payload=payload, **extra
-        )
+        with traced(trace_of(delivery, HEADER_TRACE_LIMIT)):  # the invocation joins the trace
+            response = await self._client.invoke(
+                FunctionName=self._function, InvocationType=self._type, Payload=payload, **extra
+            )
         answer = response.get("Payload")
         # read it to hand the connection back to the pool (and for a function error, its cause)
         text = await answer.read() if answer is not None else b""

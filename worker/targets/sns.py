@@ -15,10 +15,12 @@ from typing import Any
 from worker.aws.clients import Client
 from worker.aws.errors import kind_of
 from worker.aws.sqs import copy_attributes
+from worker.aws.trace import traced
 from worker.core.errors import DeliveryError, ErrorKind
 from worker.core.limits import SNS_MAX_BATCH_BYTES, SNS_MAX_MESSAGE_BYTES, sns_entry_size
 from worker.settings import SnsTarget
 from worker.targets.base import (
+    HEADER_TRACE_LIMIT,
     Delivery,
     HandOff,
     Result,
@@ -27,6 +29,7 @@ from worker.targets.base import (
     key_attribute,
     short_name,
     too_large,
+    trace_of,
 )
 
 
@@ -58,11 +61,24 @@ class SnsPublisher(HandOff):
         self.hands_off = True
 
     async def deliver(self, batch: Sequence[Delivery]) -> list[Result]:
+        # PublishBatch takes one trace, as the X-Amzn-Trace-Id header: messages are published
+        # together only with the same trace (or none), in the order received.
+        traces = [trace_of(delivery, HEADER_TRACE_LIMIT) for delivery in batch]
+
         def build(index: int, delivery: Delivery) -> dict[str, Any]:
             return publish_entry(str(index), delivery, fifo=self._fifo)
 
+        async def publish(entries: list[dict[str, Any]]) -> dict[int, DeliveryError]:
+            with traced(traces[int(entries[0]["Id"])]):
+                return await self._publish(entries)
+
         return await deliver_batched(
-            batch, build, self._publish, size_of=sns_entry_size, max_bytes=SNS_MAX_BATCH_BYTES
+            batch,
+            build,
+            publish,
+            size_of=sns_entry_size,
+            max_bytes=SNS_MAX_BATCH_BYTES,
+            together=traces.__getitem__,
         )
 
     async def _publish(self, entries: list[dict[str, Any]]) -> dict[int, DeliveryError]:
