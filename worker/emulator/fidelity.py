@@ -17,6 +17,9 @@ answers could be lost and kills came mid-settle:
   has expired"). A visibility change of a message no longer in flight answers success and
   changes nothing (as AWS does). Batch calls report each entry's refusal.
 
+And where its SendMessageBatch does not: each entry's `MessageSystemAttributes` (the X-Ray
+trace header) is kept, as SendMessage keeps it.
+
 And where its Lambda does not: without Docker, moto answers an invocation of any function name,
 one that was never created too (a dry run included). Lambda answers
 `ResourceNotFoundException`; here the function is looked up first, as there.
@@ -25,6 +28,7 @@ Applied by `speedups.apply()`, once, in the process that runs the emulator."""
 
 from __future__ import annotations
 
+import threading
 from copy import deepcopy
 from typing import Any
 
@@ -33,6 +37,36 @@ def apply() -> None:
     _fifo_receive()
     _receipt_handles()
     _lambda_functions_exist()
+    _batch_keeps_system_attributes()
+
+
+_sending = threading.local()  # the system attributes of the batch entries being sent
+
+
+def _batch_keeps_system_attributes() -> None:
+    """moto's SendMessageBatch drops each entry's `MessageSystemAttributes` (SendMessage
+    keeps them): an X-Ray trace header sent in a batch was gone when the message was read."""
+    from moto.sqs.models import SQSBackend
+
+    single = SQSBackend.send_message
+    batch = SQSBackend.send_message_batch
+
+    def send_message(self: Any, *args: Any, **kwargs: Any) -> Any:
+        pending = getattr(_sending, "pending", None)
+        if pending is not None and kwargs.get("system_attributes") is None:
+            kwargs["system_attributes"] = next(pending, None)
+        return single(self, *args, **kwargs)
+
+    def send_message_batch(self: Any, queue_name: str, entries: dict[str, Any]) -> Any:
+        # moto sends the entries one by one, in order, on this thread
+        _sending.pending = iter([e.get("MessageSystemAttributes") for e in entries.values()])
+        try:
+            return batch(self, queue_name, entries)
+        finally:
+            _sending.pending = None
+
+    setattr(SQSBackend, "send_message", send_message)  # noqa: B010
+    setattr(SQSBackend, "send_message_batch", send_message_batch)  # noqa: B010
 
 
 def _lambda_functions_exist() -> None:

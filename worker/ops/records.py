@@ -2,7 +2,8 @@
 
 One JSON object per line: `message_id`, `group_id`, `body` and `attributes` exactly as the
 message sat in the queue (binary values base64; `restore` sends them back as they were),
-`meta` (the parking metadata, or null) and `queue` (where it was read). A backup is written
+`meta` (the parking metadata, or null), `queue` (where it was read) and, when the message had
+one, `trace_header` (its AWSTraceHeader, sent with it again). A backup is written
 and flushed to disk before anything it holds is deleted or moved, and never overwrites a file.
 """
 
@@ -29,6 +30,7 @@ class Record:
     attributes: dict[str, dict[str, Any]]
     group_id: str | None
     view: ParkedView | None  # None: not a message we parked
+    trace_header: str | None = None  # AWSTraceHeader: a replay keeps the trace
 
     @classmethod
     def received(cls, raw: dict[str, Any]) -> Record:
@@ -41,6 +43,7 @@ class Record:
             attributes,
             raw.get("Attributes", {}).get("MessageGroupId"),
             read_parked(body, attributes),
+            raw.get("Attributes", {}).get("AWSTraceHeader"),
         )
 
     @property
@@ -65,6 +68,7 @@ class Record:
             sent_at=sent_at,
             group_id=self.group_id or self.view.meta.get("group-id"),
             carried_source=self.view.meta.get("source-arn"),
+            trace_header=self.trace_header,
         )
 
     def line(self, queue_url: str) -> str:
@@ -76,6 +80,7 @@ class Record:
                 "attributes": plain_attributes(self.attributes),
                 "meta": self.view.meta if self.view else None,
                 "queue": queue_url,
+                **({"trace_header": self.trace_header} if self.trace_header else {}),
             },
             ensure_ascii=False,
         )
@@ -89,6 +94,7 @@ class Saved:
     group_id: str | None
     body: str
     attributes: dict[str, dict[str, Any]]
+    trace_header: str | None = None
 
 
 def default_backup_path(
@@ -134,6 +140,7 @@ def saved_from(item: dict[str, Any]) -> Saved:
         item.get("group_id"),
         str(item["body"]),
         from_plain(item.get("attributes") or {}),
+        str(item["trace_header"]) if item.get("trace_header") else None,
     )
 
 

@@ -118,7 +118,9 @@ class _Lanes:
                     await self._stop.wait()
                 if self._stop.is_set():
                     continue  # not sent: the next run sends it
-                items = [(s.message_id, s.body, s.attributes, s.group_id) for s in chunk]
+                items = [
+                    (s.message_id, s.body, s.attributes, s.group_id, s.trace_header) for s in chunk
+                ]
                 with anyio.CancelScope(shield=True):
                     refused = await send_entries(self._queue, items)
                     self._journal.add(s.message_id for s in chunk if s.message_id not in refused)

@@ -27,8 +27,8 @@ from worker.targets.guard import Guard
 
 # Sends a chunk of records on; returns the error code of each one that was not accepted.
 Send = Callable[[Sequence[Record]], Awaitable[dict[str, str]]]
-# (message id, body, attributes, group id) of a message to send.
-Outgoing = tuple[str, str, dict[str, dict[str, Any]], str | None]
+# (message id, body, attributes, group id, trace header) of a message to send.
+Outgoing = tuple[str, str, dict[str, dict[str, Any]], str | None, str | None]
 
 
 def _fifo_fields(queue: SqsQueue, group_id: str | None) -> dict[str, str]:
@@ -44,10 +44,9 @@ async def send_entries(queue: SqsQueue, items: Sequence[Outgoing]) -> dict[str, 
     """SendMessageBatch (10 entries and 1 MiB a request); the error of each refused id."""
     entries = []
     ids = {}
-    for index, (message_id, body, attributes, group) in enumerate(items):
-        entries.append(
-            {**message_entry(str(index), body, attributes), **_fifo_fields(queue, group)}
-        )
+    for index, (message_id, body, attributes, group, trace) in enumerate(items):
+        entry = message_entry(str(index), body, attributes, trace_header=trace)
+        entries.append({**entry, **_fifo_fields(queue, group)})
         ids[str(index)] = message_id
     # FIFO: an entry is never sent again behind later ones of its group (it stays, refused)
     _, failed = await queue.send(entries, attempts=1 if queue.is_fifo else 3)
@@ -67,7 +66,7 @@ def to_dlq(ctx: QueueContext, reshape: Reshape | None = None) -> Send:
             group = r.group_id or r.view.meta.get("group-id")
             source = r.view.meta.get("source-arn")
             attributes = source_marked(r.view.attributes, body, source, limit)
-            items.append((r.message_id, body, attributes, group))
+            items.append((r.message_id, body, attributes, group, r.trace_header))
         return {**failed, **(await send_entries(ctx.dlq, items) if items else {})}
 
     return send
