@@ -60,7 +60,12 @@ def test_only_documented_statements_use_wildcards():
     policy = build_policy(settings_from(GOLDEN / "iam-config.yaml"), "210987654321")
     wild = {s["Sid"] for s in policy["Statement"] if any("*" in r for r in s["Resource"])}
     # redrive sources are found at run time; executions are named per message
-    assert wild == {"ReadRedriveSources", "SendToSourceQueues", "WatchExecutions"}
+    assert wild == {
+        "ReadRedriveSources",
+        "SendToSourceQueues",
+        "WatchExecutions",
+        "RedriveExecutions",
+    }
     assert all(r != "*" for s in policy["Statement"] for r in s["Resource"])
 
 
@@ -202,3 +207,30 @@ def test_notification_sinks_add_exactly_their_publish_and_put_events():
         (["sns:Publish"], [topic]),
     ]
     assert {s["Sid"] for s in added} <= {"SendDigests", "SendDigests2"}
+
+
+def test_redrives_are_granted_on_the_machines_executions_only():
+    """Waiting with `redrive` (the default) adds RedriveExecution on the machine's executions;
+    `restart` does not; `kind: auto` with a machine in `allow` redrives what a status-change
+    event names: RedriveExecution and DescribeExecution on the allowed machines' executions."""
+    machine = "arn:aws:states:eu-west-1:210987654321:stateMachine:fulfil"
+
+    def statements(target: dict) -> dict[str, tuple[list[str], list[str]]]:
+        tree = {
+            "defaults": {"policy": {"parking_queue": "parked"}},
+            "queues": {"q": {"name": "q-dlq", "target": target}},
+        }
+        policy = build_policy(Settings(**tree), "210987654321")
+        return {s["Sid"]: (s["Action"], s["Resource"]) for s in policy["Statement"]}
+
+    waited = {"kind": "stepfunctions", "state_machine_arn": machine, "wait_for_completion": True}
+    executions = ["arn:aws:states:eu-west-1:210987654321:execution:fulfil:*"]
+    assert statements(waited)["RedriveExecutions"] == (["states:RedriveExecution"], executions)
+    assert "RedriveExecutions" not in statements({**waited, "on_failed_execution": "restart"})
+    assert "RedriveExecutions" not in statements({**waited, "wait_for_completion": False})
+    auto = statements({"kind": "auto", "allow": [machine.replace("fulfil", "orders-*")]})
+    assert auto["AutoRedrives"] == (
+        ["states:DescribeExecution", "states:RedriveExecution"],
+        ["arn:aws:states:eu-west-1:210987654321:execution:orders-*:*"],
+    )
+    assert auto["AutoTargets"][0] == ["states:StartExecution"]

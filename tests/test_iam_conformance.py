@@ -149,7 +149,23 @@ def refused(policy: dict[str, Any], calls: set[tuple[str, str]]) -> list[tuple[s
     return sorted(c for c in calls if not allowed(policy, *c))
 
 
-def config(endpoint: str, machine: str, topic: str) -> Settings:
+async def _failed(aws: Any, execution: str) -> bool:
+    return (await aws.sfn.describe_execution(executionArn=execution))["status"] == "FAILED"
+
+
+def _status_change(execution: str) -> str:
+    machine = execution.replace(":execution:", ":stateMachine:").rsplit(":", 1)[0]
+    detail = {"executionArn": execution, "stateMachineArn": machine, "status": "FAILED"}
+    return json.dumps(
+        {
+            "source": "aws.states",
+            "detail-type": "Step Functions Execution Status Change",
+            "detail": detail,
+        }
+    )
+
+
+def config(endpoint: str, machine: str, topic: str, failing: str = "") -> Settings:
     queues = {
         "to-lambda": {
             "name": "to-lambda-dlq",
@@ -166,6 +182,8 @@ def config(endpoint: str, machine: str, topic: str) -> Settings:
             "name": "to-events-dlq",
             "target": {"kind": "eventbridge", "event_bus": "bus"},
         },
+        # a rule's "Step Functions Execution Status Change" events: redriven
+        "to-auto": {"name": "to-auto-dlq", "target": {"kind": "auto", "allow": [failing]}},
     }
     return make_settings(
         endpoint,
@@ -194,7 +212,15 @@ async def test_every_call_made_is_allowed_by_the_generated_policies(aws, proxy, 
     for name, url in dlqs.items():
         await aws.sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"n": 1, "q": name}))
         await aws.sqs.send_message(QueueUrl=url, MessageBody="not json: parked")
-    settings = config(proxy.url, machine["stateMachineArn"], topic)
+    fails = json.dumps({"StartAt": "F", "States": {"F": {"Type": "Fail", "Error": "E"}}})
+    failing = (
+        await aws.sfn.create_state_machine(name="failing", definition=fails, roleArn=ROLE_ARN)
+    )["stateMachineArn"]
+    execution = (await aws.sfn.start_execution(stateMachineArn=failing, input="{}"))["executionArn"]
+    dlqs["to-auto"] = await create_queue(aws.sqs, "to-auto-dlq")
+    await wait_for(lambda: _failed(aws, execution))
+    await aws.sqs.send_message(QueueUrl=dlqs["to-auto"], MessageBody=_status_change(execution))
+    settings = config(proxy.url, machine["stateMachineArn"], topic, failing)
     proxy.clear()
     proxy.add(
         Rule("lambda", "Invoke", "answer", path="/functions/decide/", extra={"action": "deliver"})
@@ -225,6 +251,7 @@ async def test_every_call_made_is_allowed_by_the_generated_policies(aws, proxy, 
         "sqs:SendMessage",
         "lambda:InvokeFunction",
         "states:StartExecution",
+        "states:RedriveExecution",
         "sns:Publish",
         "events:PutEvents",
         "dynamodb:UpdateItem",

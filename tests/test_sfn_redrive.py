@@ -15,7 +15,7 @@ import pytest
 import structlog
 
 from tests.conftest import Worker, make_settings
-from tests.helpers import depth, run_until, wait_for
+from tests.helpers import depth, drain, run_until, wait_for
 from worker.emulator import ROLE_ARN, clock, create_queue
 from worker.emulator.proxy import Rule
 
@@ -275,3 +275,135 @@ async def test_a_lost_redrive_answer_redrives_once(aws, proxy, worker_stack):
     assert described["redriveCount"] == 1
     assert await depth(aws.sqs, second) == 1
     assert await depth(aws.sqs, ran) == 1
+
+
+def _status_change(execution: str, machine: str, status: str = "FAILED") -> str:
+    """EventBridge's "Step Functions Execution Status Change", as a rule sends it to SQS."""
+    return json.dumps(
+        {
+            "version": "0",
+            "id": "315c1398-40ff-a850-213b-158f73e60175",
+            "detail-type": "Step Functions Execution Status Change",
+            "source": "aws.states",
+            "account": "123456789012",
+            "time": "2026-12-07T06:00:00Z",
+            "region": "us-east-1",
+            "resources": [execution],
+            "detail": {
+                "executionArn": execution,
+                "stateMachineArn": machine,
+                "name": execution.rsplit(":", 1)[1],
+                "status": status,
+                "startDate": 1796623200000,
+                "stopDate": 1796623201000,
+                "input": "{}",
+                "error": "SQS.SdkClientException",
+                "cause": "The specified queue does not exist.",
+            },
+        }
+    )
+
+
+async def test_auto_redrives_the_execution_a_status_change_event_names(aws, proxy, worker_stack):
+    """A rule routes FAILED executions to a DLQ served by `kind: auto`: each is redriven from
+    the state that failed, once, and only inside `allow`."""
+    arn, ran, second = await _machine(aws)
+    failed = (await aws.sfn.start_execution(stateMachineArn=arn, name="e1", input="{}"))[
+        "executionArn"
+    ]
+    other = await aws.sfn.create_state_machine(
+        name="payroll", definition=_definition(ran, second), roleArn=ROLE_ARN
+    )
+    outside = (await aws.sfn.start_execution(stateMachineArn=other["stateMachineArn"], input="{}"))[
+        "executionArn"
+    ]
+    await wait_for(lambda: _status(aws, failed, "FAILED"))
+    await wait_for(lambda: _status(aws, outside, "FAILED"))
+    await create_queue(aws.sqs, "second")  # the trouble is mended
+    dlq = await create_queue(aws.sqs, "states-dlq")
+    parked = await create_queue(aws.sqs, "parked")
+    for body in (
+        _status_change(failed, arn),
+        _status_change(failed, arn),  # EventBridge delivers at least once
+        _status_change(outside, other["stateMachineArn"]),
+        _status_change(failed, arn, status="SUCCEEDED"),
+    ):
+        await aws.sqs.send_message(QueueUrl=dlq, MessageBody=body)
+    allow = [arn]
+    queues = {"states": {"name": "states-dlq", "target": {"kind": "auto", "allow": allow}}}
+    worker = Worker(make_settings(proxy.url, queues), worker_stack)
+    poller = await worker.poller("states")
+
+    await run_until(
+        poller,
+        lambda: worker.settled("states", "deleted") + worker.settled("states", "parked") == 4,
+    )
+    await wait_for(lambda: _status(aws, failed, "SUCCEEDED"))
+
+    assert worker.settled("states", "deleted") == 2
+    described = await aws.sfn.describe_execution(executionArn=failed)
+    assert described["redriveCount"] == 1  # the duplicate event redrove nothing more
+    assert await _states_as_run(aws, failed) == [
+        "ExecutionStarted",
+        "One",
+        "Two",
+        "ExecutionFailed",
+        "ExecutionRedriven",
+        "Two",
+        "Three",
+        "ExecutionSucceeded",
+    ]
+    assert (await aws.sfn.describe_execution(executionArn=outside))["status"] == "FAILED"
+    assert {r["executionArn"] for r in proxy.requests("states", "RedriveExecution")} == {failed}
+    reasons = sorted(
+        m["MessageAttributes"]["retry-worker.reason"]["StringValue"]
+        for m in await drain(aws.sqs, parked)
+    )
+    assert reasons == ["not_replayable", "target_not_allowed"]
+
+
+async def test_auto_parks_an_execution_it_cannot_redrive_with_aws_reason(aws, proxy, worker_stack):
+    arn, _, _ = await _machine(aws, kind="EXPRESS")
+    failed = (await aws.sfn.start_execution(stateMachineArn=arn, name="e2", input="{}"))[
+        "executionArn"
+    ]
+    await wait_for(lambda: _status(aws, failed, "FAILED"))
+    dlq = await create_queue(aws.sqs, "states-dlq")
+    parked = await create_queue(aws.sqs, "parked")
+    await aws.sqs.send_message(QueueUrl=dlq, MessageBody=_status_change(failed, arn))
+    queues = {"states": {"name": "states-dlq", "target": {"kind": "auto", "allow": [arn]}}}
+    worker = Worker(make_settings(proxy.url, queues), worker_stack)
+    poller = await worker.poller("states")
+
+    await run_until(poller, lambda: worker.settled("states", "parked") == 1)
+
+    [message] = await drain(aws.sqs, parked)
+    said = {k: v["StringValue"] for k, v in message["MessageAttributes"].items()}
+    assert said["retry-worker.reason"] == "not_redrivable"
+    assert said["retry-worker.error"] == "ExecutionNotRedrivable"
+    assert said["retry-worker.error-message"] == "Execution is EXPRESS and cannot be redriven."
+
+
+def test_a_status_change_event_is_read_from_its_execution_arn():
+    """The machine checked against `allow` is the one in the execution ARN — the execution is
+    what gets redriven — whatever the event's `stateMachineArn` says."""
+    from worker.core.envelope import DlqMessage
+    from worker.core.failure import parse_failure
+
+    machine = "arn:aws:states:eu-west-1:123456789012:stateMachine:orders"
+    execution = "arn:aws:states:eu-west-1:123456789012:execution:payroll:e9"
+    event = parse_failure(DlqMessage("m", "r", _status_change(execution, machine)))
+    assert event.shape == "sfn_execution"
+    assert event.payload == execution
+    assert event.target_arn == "arn:aws:states:eu-west-1:123456789012:stateMachine:payroll"
+    assert event.replayable
+    assert (event.error_code, event.error_message) == (
+        "SQS.SdkClientException",
+        "The specified queue does not exist.",
+    )
+    for status in ("RUNNING", "SUCCEEDED"):
+        assert not parse_failure(
+            DlqMessage("m", "r", _status_change(execution, machine, status))
+        ).replayable
+    express = "arn:aws:states:eu-west-1:123456789012:express:orders:e9:abc"
+    assert parse_failure(DlqMessage("m", "r", _status_change(express, machine))).target_arn is None

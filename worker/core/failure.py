@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -25,13 +26,20 @@ STREAM_KEYS = ("KinesisBatchInfo", "DDBStreamBatchInfo", "KafkaBatchInfo")
 EVENTBRIDGE_ATTRIBUTES = ("RULE_ARN", "TARGET_ARN", "ERROR_CODE")
 LAMBDA_DLQ_ATTRIBUTES = ("RequestID", "ErrorCode", "ErrorMessage")
 MAX_DEPTH = 8
+SFN_STATUS_CHANGE = "Step Functions Execution Status Change"
+SFN_REDRIVABLE = ("FAILED", "TIMED_OUT", "ABORTED")
+# arn:PARTITION:states:REGION:ACCOUNT:execution:MACHINE:NAME (a Standard execution)
+_EXECUTION = re.compile(
+    r"arn:(aws[a-z-]*):states:([a-z0-9-]+):(\d{12}):execution:([^:/\s]+):[^:/\s]+"
+)
 
 
 @dataclass(frozen=True)
 class FailedEvent:
     shape: str  # sqs_redrive, lambda_dlq, lambda_destination, stream_batch, eventbridge_dlq,
-    #             sns_envelope, opaque
-    payload: str  # what to replay, as the target originally received it
+    #             sns_envelope, sfn_execution, opaque
+    payload: str  # what to replay, as the target originally received it (sfn_execution:
+    #               the execution to redrive)
     target_arn: str | None = None  # the target the message itself names, if any
     error: str | None = None  # the original error, as the producer reported it
     first_failed_at: float | None = None  # epoch seconds
@@ -139,6 +147,8 @@ def parse_body(
     context = data.get("requestContext")
     if isinstance(context, dict) and "functionArn" in context:
         return _invocation_record(body, data, context)
+    if data.get("source") == "aws.states" and data.get("detail-type") == SFN_STATUS_CHANGE:
+        return _execution_status(body, data.get("detail"), sent_at)
     if data.get("Type") == "Notification" and "TopicArn" in data and "Message" in data:
         inner = parse_body(str(data["Message"]), sent_at, depth + 1)
         if inner.shape == "opaque":
@@ -180,6 +190,35 @@ def _invocation_record(body: str, data: dict[str, Any], context: dict[str, Any])
         replayable=replayable,
         error_code=code,
         error_message=text,
+    )
+
+
+def machine_of(execution_arn: str) -> str | None:
+    """The state machine a Standard execution ARN belongs to, or None when it is not one."""
+    match = _EXECUTION.fullmatch(execution_arn)
+    if match is None:
+        return None
+    partition, region, account, machine = match.groups()
+    return f"arn:{partition}:states:{region}:{account}:stateMachine:{machine}"
+
+
+def _execution_status(body: str, detail: Any, sent_at: float | None) -> FailedEvent:
+    """EventBridge's "Step Functions Execution Status Change", routed to a DLQ by a rule: a
+    FAILED, TIMED_OUT or ABORTED execution to redrive. The machine is read from the execution
+    ARN itself (what is redriven is what `allow` is checked against)."""
+    detail = detail if isinstance(detail, dict) else {}
+    execution = _text(detail.get("executionArn"))
+    machine = machine_of(execution) if execution else None
+    stopped = detail.get("stopDate")
+    return FailedEvent(
+        "sfn_execution",
+        execution or body,
+        machine,
+        _text(detail.get("error")) or _text(detail.get("status")),
+        stopped / 1000 if isinstance(stopped, int | float) else sent_at,
+        replayable=machine is not None and detail.get("status") in SFN_REDRIVABLE,
+        error_code=_text(detail.get("error")),
+        error_message=_text(detail.get("cause")),
     )
 
 

@@ -57,6 +57,16 @@ AUTO_ACTIONS = {
     "sns": ("sns:Publish",),
 }
 
+# `kind: auto` redrives the execution a "Step Functions Execution Status Change" event names;
+# what it cannot redrive, DescribeExecution tells it why.
+REDRIVE_ACTIONS = ("states:DescribeExecution", "states:RedriveExecution")
+
+
+def executions_of(machine: str) -> str:
+    """The executions of a state machine ARN (or `allow` pattern), as IAM names them."""
+    return machine.replace(":stateMachine:", ":execution:", 1) + ":*"
+
+
 # Coordination: exactly the item operations the daemon makes on its table (worker/aws/table.py).
 TABLE_ACTIONS = ("dynamodb:DeleteItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem")
 
@@ -131,17 +141,13 @@ def target_statements(
     if isinstance(t, StepFunctionsTarget):
         rows = [("StartExecutions", "states:StartExecution", t.state_machine_arn)]
         if t.wait_for_completion:
-            executions = t.state_machine_arn.replace(":stateMachine:", ":execution:", 1) + ":*"
+            executions = executions_of(t.state_machine_arn)
             rows.append(("WatchExecutions", "states:DescribeExecution", executions))
+            if t.on_failed_execution == "redrive":
+                rows.append(("RedriveExecutions", "states:RedriveExecution", executions))
         return rows
-    if isinstance(t, AutoTarget):  # exactly what `allow` names, per service
-        return [
-            ("AutoTargets", action, pattern)
-            for pattern in t.allow
-            for action in AUTO_ACTIONS.get(
-                pattern.split(":")[2] if pattern.count(":") >= 5 else "", ()
-            )
-        ]
+    if isinstance(t, AutoTarget):
+        return _auto_statements(t)
     if isinstance(t, EventBridgeTarget):
         return [("PutEventsToBuses", "events:PutEvents", arns.event_bus(t.event_bus))]
     if isinstance(t, SnsTarget):
@@ -152,6 +158,17 @@ def target_statements(
     # `source: true`: the sources are discovered at run time (ListDeadLetterSourceQueues).
     resources = sources if sources is not None else [arns.neighbours(dlq)]
     return [("SendToSourceQueues", a, r) for a in SEND_ACTIONS for r in resources]
+
+
+def _auto_statements(t: AutoTarget) -> list[tuple[str, str, str]]:
+    """Exactly what `allow` names, per service."""
+    rows = []
+    for pattern in t.allow:
+        service = pattern.split(":")[2] if pattern.count(":") >= 5 else ""
+        rows += [("AutoTargets", action, pattern) for action in AUTO_ACTIONS.get(service, ())]
+        if service == "states":  # a status-change event's execution is redriven
+            rows += [("AutoRedrives", a, executions_of(pattern)) for a in REDRIVE_ACTIONS]
+    return rows
 
 
 def build_policy(

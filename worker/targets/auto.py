@@ -1,8 +1,10 @@
 """`kind: auto`: deliver to the target the message itself names — a Lambda record's function,
 an EventBridge DLQ's `TARGET_ARN` (called directly: re-publishing to the bus would re-match
-every rule), the SQS queue that dead-lettered it — but only when that ARN matches the queue's
-`allow` patterns. Anything else is parked with its reason; a target outside `allow` is never
-called. The generic retrier, with least privilege.
+every rule), the SQS queue that dead-lettered it, the Standard execution an EventBridge "Step
+Functions Execution Status Change" event names (FAILED, TIMED_OUT or ABORTED: redriven from
+the state that failed) — but only when that ARN (for an execution, its state machine's) matches
+the queue's `allow` patterns. Anything else is parked with its reason; a target outside
+`allow` is never called. The generic retrier, with least privilege.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from worker.targets.base import Delivery, HandOff, Result, Target
 from worker.targets.lambda_ import LambdaInvoker
 from worker.targets.sns import SnsPublisher
 from worker.targets.sqs import SqsSender
-from worker.targets.stepfunctions import StepFunctionsStarter
+from worker.targets.stepfunctions import StepFunctionsRedriver, StepFunctionsStarter
 
 
 def _park(code: str, reason: str, detail: str = "") -> DeliveryError:
@@ -49,54 +51,69 @@ class AutoDispatcher(HandOff):
         self._clients = clients
         self._allow = settings.allow
         self._sources = sources
-        self._targets: dict[str, Target] = {}
+        self._targets: dict[tuple[str, bool], Target] = {}
         self.name = "auto"
         self.hands_off = True  # the named target's own failure path may send it back
 
-    async def _target(self, arn: str) -> Target | None:
-        if arn not in self._targets:
+    async def _target(self, arn: str, redrive: bool) -> Target | None:
+        """The target for `arn`; with `redrive`, the machine whose execution is redriven."""
+        if (arn, redrive) not in self._targets:
             service = arn.split(":")[2] if arn.count(":") >= 5 else ""
             get = self._clients.get
-            if service == "lambda":
-                self._targets[arn] = LambdaInvoker(
+            if redrive:
+                self._targets[arn, redrive] = StepFunctionsRedriver(await get("stepfunctions"), arn)
+            elif service == "lambda":
+                self._targets[arn, redrive] = LambdaInvoker(
                     await get("lambda"), LambdaTarget(kind="lambda", function=arn)
                 )
             elif service == "sqs":
                 settings = SqsTarget(kind="sqs", queue=arn)
-                self._targets[arn] = SqsSender(await get("sqs"), settings, self._sources)
+                self._targets[arn, redrive] = SqsSender(await get("sqs"), settings, self._sources)
             elif service == "states":
                 settings_sf = StepFunctionsTarget(kind="stepfunctions", state_machine_arn=arn)
-                self._targets[arn] = StepFunctionsStarter(await get("stepfunctions"), settings_sf)
+                client = await get("stepfunctions")
+                self._targets[arn, redrive] = StepFunctionsStarter(client, settings_sf)
             elif service == "sns" and arn.count(":") == 5:  # a topic, not a subscription
-                self._targets[arn] = SnsPublisher(
+                self._targets[arn, redrive] = SnsPublisher(
                     await get("sns"), SnsTarget(kind="sns", topic_arn=arn)
                 )
             else:
                 return None
-        return self._targets[arn]
+        return self._targets[arn, redrive]
+
+    def _route(self, delivery: Delivery) -> DeliveryError | tuple[tuple[str, bool], Delivery]:
+        """Where a message goes ((target ARN, redrive?) and the delivery as the target takes
+        it), or why it is parked."""
+        event = parse_failure(delivery.message)
+        if not event.replayable:
+            return _park("NotReplayable", "not_replayable", event.shape)
+        if event.target_arn is None:
+            return _park("NoTargetNamed", "no_target", event.shape)
+        if not allowed(event.target_arn, self._allow):
+            return _park("TargetNotAllowed", "target_not_allowed", event.target_arn)
+        # Replay the payload as the target first received it; producer attributes of an
+        # envelope (EventBridge's RULE_ARN…, Lambda's RequestID…) stay behind. A queue's
+        # transform or hook may have made the payload (`delivery.payload`).
+        message = delivery.message
+        if event.shape != "sqs_redrive":
+            message = dataclasses.replace(message, body=event.payload, attributes={})
+        unwrapped = dataclasses.replace(delivery, message=message)
+        redrive = event.shape == "sfn_execution"
+        if redrive:  # the execution the event itself names, never a transform's
+            unwrapped = dataclasses.replace(unwrapped, payload=None)
+        return (event.target_arn, redrive), unwrapped
 
     async def deliver(self, batch: Sequence[Delivery]) -> list[Result]:
         results: list[Result] = [None] * len(batch)
-        groups: dict[str, list[tuple[int, Delivery]]] = defaultdict(list)
+        groups: dict[tuple[str, bool], list[tuple[int, Delivery]]] = defaultdict(list)
         for index, delivery in enumerate(batch):
-            event = parse_failure(delivery.message)
-            if not event.replayable:
-                results[index] = _park("NotReplayable", "not_replayable", event.shape)
-            elif event.target_arn is None:
-                results[index] = _park("NoTargetNamed", "no_target", event.shape)
-            elif not allowed(event.target_arn, self._allow):
-                results[index] = _park("TargetNotAllowed", "target_not_allowed", event.target_arn)
+            routed = self._route(delivery)
+            if isinstance(routed, DeliveryError):
+                results[index] = routed
             else:
-                # Replay the payload as the target first received it; producer attributes of
-                # an envelope (EventBridge's RULE_ARN…, Lambda's RequestID…) stay behind.
-                # A queue's transform or hook may have made the payload (`delivery.payload`).
-                message = delivery.message
-                if event.shape != "sqs_redrive":
-                    message = dataclasses.replace(message, body=event.payload, attributes={})
-                unwrapped = dataclasses.replace(delivery, message=message)
-                groups[event.target_arn].append((index, unwrapped))
-        for arn, members in groups.items():
-            target = await self._target(arn)
+                groups[routed[0]].append((index, routed[1]))
+        for (arn, redrive), members in groups.items():
+            target = await self._target(arn, redrive)
             if target is None:
                 for index, _ in members:
                     results[index] = _park("TargetNotSupported", "target_not_supported", arn)
