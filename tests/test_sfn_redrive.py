@@ -16,6 +16,7 @@ import structlog
 
 from tests.conftest import Worker, make_settings
 from tests.helpers import depth, drain, run_until, wait_for
+from tests.test_explain import _cli
 from worker.emulator import ROLE_ARN, clock, create_queue
 from worker.emulator.proxy import Rule
 
@@ -407,3 +408,37 @@ def test_a_status_change_event_is_read_from_its_execution_arn():
         ).replayable
     express = "arn:aws:states:eu-west-1:123456789012:express:orders:e9:abc"
     assert parse_failure(DlqMessage("m", "r", _status_change(express, machine))).target_arn is None
+
+
+async def test_a_replay_with_a_changed_body_is_started_anew_not_redriven(
+    aws, proxy, worker_stack, tmp_path
+):
+    """A redrive runs the execution's own input: a parked message replayed with a fixed
+    body must run the fix. The failed execution is left alone; the next name starts with it."""
+    arn, _, second = await _machine(aws)
+    dlq = await create_queue(aws.sqs, "orders-dlq")
+    await create_queue(aws.sqs, "parked")
+    worker = await _worker(proxy, worker_stack, arn, {"policy": {"max_attempts": 1}})
+    poller = await worker.poller("orders")
+    await aws.sqs.send_message(QueueUrl=dlq, MessageBody='{"order": 6}')
+    await run_until(poller, lambda: worker.settled("orders", "parked") == 1)
+    await create_queue(aws.sqs, "second")
+    cli = _cli(tmp_path, worker.settings.model_dump(mode="json"))
+
+    done = await cli(
+        "parked",
+        "replay",
+        "orders",
+        "--to",
+        "target",
+        "--yes",
+        "--transform",
+        "merge(body, {fixed: `true`})",
+        "--backup",
+        str(tmp_path / "b.jsonl"),
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert proxy.count("states", "RedriveExecution") == 0
+    [message] = await drain(aws.sqs, second)
+    assert json.loads(message["Body"]) == {"order": 6, "fixed": True}

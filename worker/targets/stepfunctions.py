@@ -128,7 +128,8 @@ class StepFunctionsStarter(HandOff):
         """An earlier try of this message started `arn`: (True) once it is done with —
         succeeded, waited for, or redriven and waited for — else (False) whether a redrive
         was refused, and why."""
-        status = await self._status(arn)
+        described = await self._client.describe_execution(executionArn=arn)
+        status = described["status"]
         if status == "SUCCEEDED":
             return True, None
         if status == "RUNNING":
@@ -136,6 +137,10 @@ class StepFunctionsStarter(HandOff):
             return True, None
         if not self._redrive:
             return False, None
+        if not _same_json(described.get("input"), delivery.body):
+            # A redrive runs the execution's own input: an edited or newly transformed
+            # payload would never run. Started anew with what this attempt delivers.
+            return False, (arn, "the input differs from this attempt's (edited or transformed)")
         why = await self._redriven(arn, delivery, trace)
         return why is None, None if why is None else (arn, why)
 
@@ -163,9 +168,6 @@ class StepFunctionsStarter(HandOff):
         await self._until_done(arn, delivery.queue)
         return None
 
-    async def _status(self, arn: str) -> str:
-        return str((await self._client.describe_execution(executionArn=arn))["status"])
-
     async def _until_done(self, arn: str, queue: str = "") -> None:
         delay = self._poll
         while (described := await self._client.describe_execution(executionArn=arn))[
@@ -190,6 +192,15 @@ class StepFunctionsStarter(HandOff):
                 str(described.get("cause") or ""),
                 error_type=described.get("error") or None,
             )
+
+
+def _same_json(text: object, body: str) -> bool:
+    """Whether an execution's input (as DescribeExecution gives it back: AWS may re-serialise
+    it) is the JSON value `body` is."""
+    try:
+        return isinstance(text, str) and loads(text) == loads(body)
+    except ValueError:
+        return False
 
 
 def redrive_token(key: str, attempt: int | None = None) -> str:
