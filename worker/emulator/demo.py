@@ -2,7 +2,8 @@
 
 Starts moto on a free loopback port with a fault proxy in front (the `orders` Lambda fails
 a quarter of its invocations, `payments` is down for a while, `ledger` always fails; orders
-over 100 are parked `manual_review` by a rule, the rest transformed on the way),
+over 100 are parked `manual_review` by a rule, the rest transformed on the way; fulfilment
+executions fail at `Ship` until the carrier comes back, then are redriven from there),
 creates one DLQ per target kind with realistic failed messages, and runs the same `serve()`
 as `retry-worker run` with short backoffs, printing progress every few seconds.
 """
@@ -10,7 +11,6 @@ as `retry-worker run` with short backoffs, printing progress every few seconds.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import sys
 import time
@@ -23,15 +23,9 @@ from aiobotocore.session import get_session
 from prometheus_client import CollectorRegistry
 
 from worker.daemon.app import serve, watch_signals
-from worker.emulator import (
-    ROLE_ARN,
-    MotoServer,
-    create_function,
-    create_queue,
-    create_role,
-    create_source_with_dlq,
-)
+from worker.emulator import MotoServer
 from worker.emulator.beside import cli_handoff, console_beside, printing_webhook
+from worker.emulator.demo_seed import carrier_returns, seed, trickle
 from worker.emulator.proxy import FaultProxy, Rule
 from worker.logs import configure_logging
 from worker.settings import LoggingSettings, Settings
@@ -84,7 +78,13 @@ def demo_settings(
                 },
                 "fulfilment": {
                     "name": "fulfilment-dlq",
-                    "target": {"kind": "stepfunctions", "state_machine_arn": state_machine_arn},
+                    # Waits for each execution; one that failed is redriven from the state
+                    # that failed (`on_failed_execution: redrive`, the default).
+                    "target": {
+                        "kind": "stepfunctions",
+                        "state_machine_arn": state_machine_arn,
+                        "wait_for_completion": True,
+                    },
                 },
                 "invoices": {"name": "invoices-dlq", "target": {"kind": "sqs", "source": True}},
                 "payments": {
@@ -100,65 +100,6 @@ def demo_settings(
             },
         }
     )
-
-
-async def seed(session: Any, url: str) -> str:
-    """Targets, DLQs and failed messages; returns the state machine ARN."""
-    kw: dict[str, Any] = {"region_name": "us-east-1", "endpoint_url": url}
-    async with AsyncExitStack() as stack:
-        sqs = await stack.enter_async_context(session.create_client("sqs", **kw))
-        lam = await stack.enter_async_context(session.create_client("lambda", **kw))
-        sfn = await stack.enter_async_context(session.create_client("stepfunctions", **kw))
-        await create_role(await stack.enter_async_context(session.create_client("iam", **kw)))
-        await create_queue(sqs, "retry-parked", MessageRetentionPeriod="60")
-        for name in ("orders", "payments", "ledger"):
-            await create_function(lam, name)
-        definition = json.dumps({"StartAt": "Ship", "States": {"Ship": {"Type": "Succeed"}}})
-        machine = await sfn.create_state_machine(
-            name="fulfilment", definition=definition, roleArn=ROLE_ARN
-        )
-        orders = await create_queue(sqs, "orders-dlq")
-        for i in range(12):
-            # the two big orders (over 100: the rule parks them) come first, in the first receive
-            amount = 10 * ((i + 10) % 12) + 5
-            order = {"orderId": f"o-{1000 + i}", "amount": amount, "currency": "EUR"}
-            await sqs.send_message(
-                QueueUrl=orders,
-                MessageBody=json.dumps(order),
-                MessageAttributes={
-                    "RequestID": {"DataType": "String", "StringValue": f"req-{i}"},
-                    "ErrorCode": {"DataType": "Number", "StringValue": "200"},
-                    "ErrorMessage": {"DataType": "String", "StringValue": "Task timed out"},
-                },
-            )
-        fulfilment = await create_queue(sqs, "fulfilment-dlq")
-        for i in range(6):
-            await sqs.send_message(
-                QueueUrl=fulfilment, MessageBody=json.dumps({"shipment": f"s-{i}"})
-            )
-        # a poison message: Step Functions input must be JSON
-        await sqs.send_message(QueueUrl=fulfilment, MessageBody="<shipment id='broken'/>")
-        source, dlq = await create_source_with_dlq(sqs, "invoices", "invoices-dlq", 2)
-        for i in range(5):
-            await sqs.send_message(QueueUrl=source, MessageBody=json.dumps({"invoice": i}))
-        while (
-            int(
-                (
-                    await sqs.get_queue_attributes(
-                        QueueUrl=dlq, AttributeNames=["ApproximateNumberOfMessages"]
-                    )
-                )["Attributes"]["ApproximateNumberOfMessages"]
-            )
-            < 5
-        ):  # a consumer that keeps failing: SQS dead-letters after 2 receives
-            await sqs.receive_message(QueueUrl=source, MaxNumberOfMessages=10, VisibilityTimeout=0)
-        payments = await create_queue(sqs, "payments-dlq")
-        for i in range(15):
-            body = json.dumps({"paymentId": f"p-{i}", "amount": 100 + i})
-            await sqs.send_message(QueueUrl=payments, MessageBody=body)
-        ledger = await create_queue(sqs, "ledger-dlq")
-        await sqs.send_message(QueueUrl=ledger, MessageBody=json.dumps({"entry": "always-fails"}))
-        return str(machine["stateMachineArn"])
 
 
 def _total(registry: CollectorRegistry, metric: str, **labels: str) -> int:
@@ -186,17 +127,6 @@ def progress(registry: CollectorRegistry) -> dict[str, int]:
 
 def _line(label: str, counts: dict[str, int]) -> str:
     return f"[demo] {label}: " + " ".join(f"{k}={v}" for k, v in counts.items())
-
-
-async def _trickle(session: Any, url: str) -> None:
-    """New failures keep arriving, as they do in production: one failed order every 2 s."""
-    kw: dict[str, Any] = {"region_name": "us-east-1", "endpoint_url": url}
-    async with session.create_client("sqs", **kw) as sqs:
-        queue = (await sqs.get_queue_url(QueueName="orders-dlq"))["QueueUrl"]
-        for i in range(2000, 10_000):
-            await anyio.sleep(2)
-            body = json.dumps({"orderId": f"o-{i}", "amount": i % 97, "currency": "EUR"})
-            await sqs.send_message(QueueUrl=queue, MessageBody=body)
 
 
 async def _report(registry: CollectorRegistry, started: float) -> None:
@@ -244,7 +174,8 @@ async def _demo(duration: float, console: tuple[str, int], verbose: bool) -> dic
             tg.start_soon(watch_signals, stop)
             tg.start_soon(_report, registry, time.monotonic())
             tg.start_soon(stop_later)
-            tg.start_soon(_trickle, get_session(), moto.url)
+            tg.start_soon(trickle, get_session(), moto.url)
+            tg.start_soon(carrier_returns, get_session(), moto.url)
             inbox = await stack.enter_async_context(printing_webhook())
             url = await tg.start(console_beside, demo_settings(proxy.url, arn), console, stop)
             # Digests of what is parked, every 5 s, to a local webhook that prints them.

@@ -165,6 +165,9 @@ class StepFunctionsStarter(HandOff):
             if code == "AccessDeniedException":
                 return "not permitted: the role lacks states:RedriveExecution"
             return said(str(described.get("redriveStatusReason") or error_message(exc)), 500)
+        log.info(
+            "execution_redriven", queue=delivery.queue, execution=arn, attempt=delivery.attempt
+        )
         await self._until_done(arn, delivery.queue)
         return None
 
