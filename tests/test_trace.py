@@ -174,6 +174,14 @@ async def test_a_replay_keeps_the_trace(aws, proxy, worker_stack, tmp_path):
     assert back == {True: TRACE, False: None}
     lines = [json.loads(line) for line in backup.read_text().splitlines()]
     assert sorted(line.get("trace_header") or "" for line in lines) == ["", TRACE]
+    restored = await create_queue(aws.sqs, "restored")
+    done = await cli("restore", str(backup), "--to", "restored", "--yes")
+    assert done.returncode == 0, done.stderr
+    again = {
+        json.loads(m["Body"])["traced"]: m["Attributes"].get("AWSTraceHeader")
+        for m in await drain(aws.sqs, restored)
+    }
+    assert again == {True: TRACE, False: None}
 
     await _send_two(aws, dlq)  # parked again, then replayed to the target
     await run_until(poller, lambda: worker.settled("orders", "parked") == 4)
@@ -184,3 +192,36 @@ async def test_a_replay_keeps_the_trace(aws, proxy, worker_stack, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert _traced_by_body(proxy, "lambda", "Invoke") == {True: TRACE, False: None}
+
+
+async def test_a_sent_message_and_a_parked_one_keep_the_trace(aws, proxy, worker_stack):
+    """The SQS target sends the trace as the entry's AWSTraceHeader; a parked copy keeps it."""
+    out = await create_queue(aws.sqs, "out")
+    dlq = await create_queue(aws.sqs, "sqs-dlq")
+    parked = await create_queue(aws.sqs, "parked")
+    queue = {
+        "name": "sqs-dlq",
+        "target": {"kind": "sqs", "queue": "out"},
+        "rules": [{"when": "body.n == `2`", "action": "park", "reason": "held"}],
+    }
+    worker = Worker(make_settings(proxy.url, {"q": queue}), worker_stack)
+    poller = await worker.poller("q")
+    trace = {"AWSTraceHeader": {"DataType": "String", "StringValue": TRACE}}
+    for n in (1, 2):
+        await aws.sqs.send_message(
+            QueueUrl=dlq,
+            MessageBody=json.dumps({"traced": True, "n": n}),
+            MessageSystemAttributes=trace,
+        )
+    await aws.sqs.send_message(QueueUrl=dlq, MessageBody=json.dumps({"traced": False, "n": 3}))
+    await run_until(
+        poller, lambda: worker.settled("q", "deleted") + worker.settled("q", "parked") == 3
+    )
+
+    sent = {
+        json.loads(m["Body"])["traced"]: m["Attributes"].get("AWSTraceHeader")
+        for m in await drain(aws.sqs, out)
+    }
+    assert sent == {True: TRACE, False: None}
+    [kept] = await drain(aws.sqs, parked)
+    assert kept["Attributes"]["AWSTraceHeader"] == TRACE
