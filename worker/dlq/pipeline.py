@@ -109,7 +109,10 @@ class Pipeline:
         handed_off = [(i, d.message) for i, d in candidates if self.target.loops_back(d.message)]
         if not handed_off:
             return set()
-        seen = [(fingerprint(self._loop_key, m.body), m.message_id) for _, m in handed_off]
+        seen = [
+            (fingerprint(self._loop_key, self.target.loop_payload(m)), m.message_id)
+            for _, m in handed_off
+        ]
         counts = await self._loops.counts(seen)
         limit = self.policy.max_attempts
         return {i for (i, _), n in zip(handed_off, counts, strict=True) if n >= limit}

@@ -28,6 +28,15 @@ class StepFunctionsTarget(TargetBase):
     # attempt resumes it at the state that failed (`redrive`) or starts it anew (`restart`).
     on_failed_execution: Literal["redrive", "restart"] = "redrive"
 
+    @model_validator(mode="after")
+    def _only_when_waiting(self) -> StepFunctionsTarget:
+        if "on_failed_execution" in self.model_fields_set and not self.wait_for_completion:
+            raise ValueError(
+                "`on_failed_execution` applies only with `wait_for_completion: true` (without "
+                "waiting, an execution's failure is the state machine's to handle)"
+            )
+        return self
+
 
 class SqsTarget(TargetBase):
     kind: Literal["sqs"]

@@ -16,6 +16,7 @@ from fnmatch import fnmatchcase
 
 from worker.aws.clients import Clients
 from worker.aws.sqs import RedriveSource
+from worker.core.envelope import DlqMessage
 from worker.core.errors import DeliveryError, ErrorKind
 from worker.core.failure import parse_failure
 from worker.settings import (
@@ -27,9 +28,10 @@ from worker.settings import (
 )
 from worker.targets.base import Delivery, HandOff, Result, Target
 from worker.targets.lambda_ import LambdaInvoker
+from worker.targets.sfn_redrive import StepFunctionsRedriver
 from worker.targets.sns import SnsPublisher
 from worker.targets.sqs import SqsSender
-from worker.targets.stepfunctions import StepFunctionsRedriver, StepFunctionsStarter
+from worker.targets.stepfunctions import StepFunctionsStarter
 
 
 def _park(code: str, reason: str, detail: str = "") -> DeliveryError:
@@ -80,6 +82,13 @@ class AutoDispatcher(HandOff):
             else:
                 return None
         return self._targets[arn, redrive]
+
+    def loop_payload(self, message: DlqMessage) -> str:
+        """The target and the payload the message names: an envelope (a Lambda destination
+        record, a status-change event) is new each time — its id, its time — while what it
+        sends back is the same (for a status-change event, the execution)."""
+        event = parse_failure(message)
+        return f"{event.target_arn}\n{event.payload}" if event.target_arn else message.body
 
     def _route(self, delivery: Delivery) -> DeliveryError | tuple[tuple[str, bool], Delivery]:
         """Where a message goes ((target ARN, redrive?) and the delivery as the target takes

@@ -68,6 +68,11 @@ class Target(Protocol):
         in it ties to this one (the loop guard then watches the payload)."""
         ...
 
+    def loop_payload(self, message: DlqMessage) -> str:
+        """What the loop guard counts for this message: what comes back the same each time
+        the target sends it back (the body, unless the target knows better)."""
+        ...
+
     async def deliver(self, batch: Sequence[Delivery]) -> list[Result]: ...
 
 
@@ -78,6 +83,9 @@ class HandOff:
 
     def loops_back(self, message: DlqMessage) -> bool:
         return self.hands_off
+
+    def loop_payload(self, message: DlqMessage) -> str:
+        return message.body
 
 
 Entry = dict[str, Any]

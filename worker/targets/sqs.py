@@ -82,6 +82,9 @@ class SqsSender:
         self.name = short_name(settings.queue) if settings.queue else "source"
         self.hands_off = False  # the retry-worker.attempt marker travels with the message
 
+    def loop_payload(self, message: DlqMessage) -> str:
+        return message.body
+
     def loops_back(self, message: DlqMessage) -> bool:
         """Only when the marker cannot travel: the message already has 10 attributes, or is
         within a few bytes of the destination's size limit (its own MaximumMessageSize once

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import anyio
 import structlog
@@ -28,7 +29,6 @@ from worker.core.jsontext import loads
 from worker.core.limits import SFN_MAX_INPUT_BYTES, utf8_len
 from worker.settings import StepFunctionsTarget
 from worker.targets.base import (
-    HEADER_TRACE_LIMIT,
     Delivery,
     HandOff,
     Result,
@@ -44,6 +44,7 @@ log = structlog.get_logger("worker.targets.stepfunctions")
 MAX_NAME = 80
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 MAX_TRIES = 1000
+STALE_READS = 3  # reads right after a redrive that may still show the failure it redrove
 
 
 def execution_name(key: str, retry: int = 0) -> str:
@@ -89,96 +90,134 @@ class StepFunctionsStarter(HandOff):
             ) from exc
         # the DLQ message's X-Ray trace: the execution joins the trace that failed
         trace = trace_of(delivery, 256)
-        refused: tuple[str, str] | None = None  # a failed execution that could not be redriven
-        for retry in range(MAX_TRIES):
-            name = execution_name(delivery.idempotency_key, retry)
-            try:
-                started = await self._client.start_execution(
-                    stateMachineArn=self._arn,
-                    name=name,
-                    input=body,
-                    **({"traceHeader": trace} if trace else {}),
-                )
-            except Exception as exc:
-                if error_code(exc) != "ExecutionAlreadyExists":
-                    raise
-                if not self._wait:
-                    return  # started by an earlier try: already delivered
-                done, why = await self._earlier(self._execution_arn(name), delivery, trace)
-                if done:
-                    return
-                refused = why or refused
-                continue  # that try failed: this attempt gets the next name
-            if self._wait:
-                if refused is not None:
-                    log.warning(
-                        "redrive_refused_started_anew",
-                        queue=delivery.queue,
-                        execution=refused[0],
-                        reason=refused[1],
-                        started=started["executionArn"],
-                    )
-                await self._until_done(started["executionArn"], delivery.queue)
+        try:
+            started = await self._begin(delivery, execution_name(delivery.idempotency_key), trace)
+        except Exception as exc:
+            if error_code(exc) != "ExecutionAlreadyExists":
+                raise
+            if self._wait:  # else: started by an earlier try, already delivered
+                await self._after_earlier(delivery, trace)
             return
-        raise DeliveryError(ErrorKind.PERMANENT, "TooManyExecutions")  # pragma: no cover
+        if self._wait:
+            await self._until_done(started, delivery.queue)
+
+    async def _begin(self, delivery: Delivery, name: str, trace: str | None) -> str:
+        started = await self._client.start_execution(
+            stateMachineArn=self._arn,
+            name=name,
+            input=delivery.body,
+            **({"traceHeader": trace} if trace else {}),
+        )
+        return str(started["executionArn"])
+
+    async def _after_earlier(self, delivery: Delivery, trace: str | None) -> None:
+        """Earlier tries of this message started `rw-<key>`, `-1`, …: one that succeeded
+        means delivered, one that runs is waited for, whichever it is; else the latest failed
+        one is redriven (same input, `redrive`), or the next name is started."""
+        found = await self._earlier(delivery)
+        if found is None:
+            return
+        retry, latest = found
+        refused = None
+        if latest is not None and self._redrive:
+            arn, described = latest
+            if not _same_json(described.get("input"), delivery.body):
+                # A redrive runs the execution's own input: an edited or newly transformed
+                # payload would never run. Started anew with what this attempt delivers.
+                refused = (arn, "the input differs from this attempt's (edited or transformed)")
+            elif (why := await self._redriven(arn, described, delivery, trace)) is None:
+                return
+            else:
+                refused = (arn, why)
+        name = execution_name(delivery.idempotency_key, retry)
+        try:
+            started = await self._begin(delivery, name, trace)
+        except Exception as exc:
+            if error_code(exc) != "ExecutionAlreadyExists":
+                raise
+            await self._until_done(self._execution_arn(name), delivery.queue)  # another try's
+            return
+        if refused is not None:
+            log.warning(
+                "redrive_refused_started_anew",
+                queue=delivery.queue,
+                execution=refused[0],
+                reason=refused[1],
+                started=started,
+            )
+        await self._until_done(started, delivery.queue)
 
     async def _earlier(
-        self, arn: str, delivery: Delivery, trace: str | None
-    ) -> tuple[bool, tuple[str, str] | None]:
-        """An earlier try of this message started `arn`: (True) once it is done with —
-        succeeded, waited for, or redriven and waited for — else (False) whether a redrive
-        was refused, and why."""
-        described = await self._client.describe_execution(executionArn=arn)
-        status = described["status"]
-        if status == "SUCCEEDED":
-            return True, None
-        if status == "RUNNING":
-            await self._until_done(arn, delivery.queue)
-            return True, None
-        if not self._redrive:
-            return False, None
-        if not _same_json(described.get("input"), delivery.body):
-            # A redrive runs the execution's own input: an edited or newly transformed
-            # payload would never run. Started anew with what this attempt delivers.
-            return False, (arn, "the input differs from this attempt's (edited or transformed)")
-        why = await self._redriven(arn, delivery, trace)
-        return why is None, None if why is None else (arn, why)
-
-    async def _redriven(self, arn: str, delivery: Delivery, trace: str | None) -> str | None:
-        """Resume a failed execution at the state that failed and wait for it (raising as
-        `_until_done` does); None once it ran, or why Step Functions would not redrive it
-        (AWS's `redriveStatusReason`): then the caller starts it anew."""
-        token = redrive_token(delivery.idempotency_key, delivery.attempt)
-        try:
-            with traced(trace):  # RedriveExecution has no traceHeader: the HTTP header
-                await self._client.redrive_execution(executionArn=arn, clientToken=token)
-        except Exception as exc:
-            code = error_code(exc)
-            if code not in ("ExecutionNotRedrivable", "AccessDeniedException"):
-                raise
-            described = await self._client.describe_execution(executionArn=arn)
-            if described["status"] in ("RUNNING", "SUCCEEDED"):
-                # redriven meanwhile (an earlier try of this message whose answer was lost):
-                # it runs once, and this attempt waits for it
+        self, delivery: Delivery
+    ) -> tuple[int, tuple[str, dict[str, Any]] | None] | None:
+        """None once an earlier execution succeeded or was waited for; else the first free
+        name's number and the latest failed execution (its ARN and description)."""
+        latest: tuple[str, dict[str, Any]] | None = None
+        for retry in range(MAX_TRIES):
+            arn = self._execution_arn(execution_name(delivery.idempotency_key, retry))
+            try:
+                described = await self._client.describe_execution(executionArn=arn)
+            except Exception as exc:
+                if error_code(exc) != "ExecutionDoesNotExist":
+                    raise
+                return retry, latest
+            if described["status"] == "SUCCEEDED":
+                return None
+            if described["status"] == "RUNNING":
                 await self._until_done(arn, delivery.queue)
                 return None
-            if code == "AccessDeniedException":
-                return "not permitted: the role lacks states:RedriveExecution"
-            return said(str(described.get("redriveStatusReason") or error_message(exc)), 500)
-        log.info(
-            "execution_redriven", queue=delivery.queue, execution=arn, attempt=delivery.attempt
-        )
-        await self._until_done(arn, delivery.queue)
+            latest = (arn, described)
+        raise DeliveryError(ErrorKind.PERMANENT, "TooManyExecutions")  # pragma: no cover
+
+    async def _redriven(
+        self, arn: str, described: dict[str, Any], delivery: Delivery, trace: str | None
+    ) -> str | None:
+        """Resume a failed execution at the state that failed and wait for it (raising as
+        `_until_done` does); None once it ran, or why Step Functions would not redrive it
+        (AWS's `redriveStatusReason`): then the caller starts it anew. AccessDenied is not
+        a reason to start anew (the steps that succeeded would run again): it is raised."""
+        before = int(described.get("redriveCount") or 0)
+        try:
+            with traced(trace):  # RedriveExecution has no traceHeader: the HTTP header
+                await self._client.redrive_execution(
+                    executionArn=arn, clientToken=redrive_token(arn, before)
+                )
+        except Exception as exc:
+            if error_code(exc) != "ExecutionNotRedrivable":
+                raise
+            again = await self._client.describe_execution(executionArn=arn)
+            if again["status"] in ("RUNNING", "SUCCEEDED"):
+                # redriven meanwhile (by another try of this message, or a person): it runs
+                # once, and this attempt waits for it
+                await self._until_done(arn, delivery.queue)
+                return None
+            return said(str(again.get("redriveStatusReason") or error_message(exc)), 500)
+        queue = delivery.queue
+        log.info("execution_redriven", queue=queue, execution=arn, attempt=delivery.attempt)
+        await self._until_done(arn, delivery.queue, redrives_before=before)
         return None
 
-    async def _until_done(self, arn: str, queue: str = "") -> None:
-        delay = self._poll
-        while (described := await self._client.describe_execution(executionArn=arn))[
-            "status"
-        ] == "RUNNING":
+    async def _until_done(
+        self, arn: str, queue: str = "", redrives_before: int | None = None
+    ) -> None:
+        """Wait for the execution to stop; raise unless it SUCCEEDED. Right after a redrive
+        (`redrives_before`), DescribeExecution may still show the failure it redrove (it is
+        eventually consistent): that is read again, up to STALE_READS times."""
+        delay, stale = self._poll, 0
+        while True:
+            described = await self._client.describe_execution(executionArn=arn)
+            status = str(described["status"])
+            behind = (
+                redrives_before is not None
+                and status != "RUNNING"
+                and int(described.get("redriveCount") or 0) <= redrives_before
+                and stale < STALE_READS
+            )
+            if status != "RUNNING" and not behind:
+                break
+            stale += behind
             await anyio.sleep(delay)
             delay = min(delay * 2, 30.0)
-        status = str(described["status"])
         if status != "SUCCEEDED":
             if self._redrive and described.get("redriveStatus") == "NOT_REDRIVABLE":
                 # said once per failure: the next attempt starts it anew (Express, …)
@@ -206,50 +245,11 @@ def _same_json(text: object, body: str) -> bool:
         return False
 
 
-def redrive_token(key: str, attempt: int | None = None) -> str:
-    """A RedriveExecution `clientToken` (at most 64 characters): a re-sent call with it
-    within 15 minutes redrives nothing more."""
-    return key_hash(key if attempt is None else f"{key}\n{attempt}")[:64]
-
-
-class StepFunctionsRedriver(HandOff):
-    """`kind: auto` on an EventBridge "Step Functions Execution Status Change" event: resume
-    the execution it names at the state that failed. One redrive per DLQ message (its token
-    is the key alone); one that is RUNNING or SUCCEEDED already ran again — by an earlier try
-    or by a person — and is not touched; one that cannot be redriven is parked with AWS's
-    reason (`not_redrivable`). Hands off: a redrive that fails again sends a new event."""
-
-    service = "states"
-    operation = "RedriveExecution"
-    one_per_call = True
-    hands_off = True
-
-    def __init__(self, client: Client, machine_arn: str) -> None:
-        self._client = client
-        self.name = short_name(machine_arn)
-
-    async def deliver(self, batch: Sequence[Delivery]) -> list[Result]:
-        return await deliver_each(batch, self._redrive)
-
-    async def _redrive(self, delivery: Delivery) -> None:
-        arn = delivery.message.body  # the execution the event names
-        try:
-            with traced(trace_of(delivery, HEADER_TRACE_LIMIT)):
-                await self._client.redrive_execution(
-                    executionArn=arn, clientToken=redrive_token(delivery.idempotency_key)
-                )
-        except Exception as exc:
-            code = error_code(exc)
-            if code == "ExecutionDoesNotExist":
-                raise DeliveryError(
-                    ErrorKind.PERMANENT, code, error_message(exc), park_reason="not_redrivable"
-                ) from exc
-            if code != "ExecutionNotRedrivable":
-                raise
-            described = await self._client.describe_execution(executionArn=arn)
-            if described["status"] in ("RUNNING", "SUCCEEDED"):
-                return  # redriven already: nothing runs twice
-            reason = str(described.get("redriveStatusReason") or error_message(exc))
-            raise DeliveryError(
-                ErrorKind.PERMANENT, code, said(reason, 500), park_reason="not_redrivable"
-            ) from exc
+def redrive_token(execution_arn: str, redrive_count: int) -> str:
+    """A RedriveExecution `clientToken` (at most 64 characters) that names the failure being
+    redriven: the execution and how often it was redriven before. Every try, replica, replay
+    or duplicate event that redrives the same failure sends the same token (AWS redrives it
+    once, within its 15 minutes); the execution's next failure gets a new one. (A token from
+    the message's key and attempt would repeat across replays, whose attempts start at 1,
+    and AWS would answer a new failure's redrive as the old one's, redriving nothing.)"""
+    return key_hash(f"{execution_arn}\n{redrive_count}")[:64]
