@@ -364,11 +364,14 @@ async def test_auto_redrives_the_execution_a_status_change_event_names(aws, prox
 
 
 async def test_auto_parks_an_execution_it_cannot_redrive_with_aws_reason(aws, proxy, worker_stack):
-    arn, _, _ = await _machine(aws, kind="EXPRESS")
+    """An execution that stopped over 14 days ago: parked `not_redrivable` with AWS's reason,
+    without a RedriveExecution call (DescribeExecution says so first)."""
+    arn, _, _ = await _machine(aws)
     failed = (await aws.sfn.start_execution(stateMachineArn=arn, name="e2", input="{}"))[
         "executionArn"
     ]
     await wait_for(lambda: _status(aws, failed, "FAILED"))
+    clock.advance(15 * 24 * 3600)
     dlq = await create_queue(aws.sqs, "states-dlq")
     parked = await create_queue(aws.sqs, "parked")
     await aws.sqs.send_message(QueueUrl=dlq, MessageBody=_status_change(failed, arn))
@@ -382,7 +385,81 @@ async def test_auto_parks_an_execution_it_cannot_redrive_with_aws_reason(aws, pr
     said = {k: v["StringValue"] for k, v in message["MessageAttributes"].items()}
     assert said["retry-worker.reason"] == "not_redrivable"
     assert said["retry-worker.error"] == "ExecutionNotRedrivable"
-    assert said["retry-worker.error-message"] == "Execution is EXPRESS and cannot be redriven."
+    assert said["retry-worker.error-message"] == "Execution redrivable period exceeded."
+    assert proxy.count("states", "RedriveExecution") == 0
+
+
+async def test_auto_stops_redriving_an_execution_that_keeps_failing(aws, proxy, worker_stack):
+    """Each failed redrive sends a new event (a new id, a new time): the loop guard counts
+    them by the execution, and parks `loop_detected` at max_attempts."""
+    arn, _, _ = await _machine(aws)
+    failed = (await aws.sfn.start_execution(stateMachineArn=arn, name="e3", input="{}"))[
+        "executionArn"
+    ]
+    await wait_for(lambda: _status(aws, failed, "FAILED"))
+    dlq = await create_queue(aws.sqs, "states-dlq")
+    parked = await create_queue(aws.sqs, "parked")
+    queues = {
+        "states": {
+            "name": "states-dlq",
+            "target": {"kind": "auto", "allow": [arn]},
+            "policy": {"max_attempts": 2},
+        }
+    }
+    worker = Worker(make_settings(proxy.url, queues), worker_stack)
+    poller = await worker.poller("states")
+
+    for n in range(1, 4):  # the broken queue is never mended: each redrive fails again
+        event = json.loads(_status_change(failed, arn))
+        event["id"], event["time"] = f"event-{n}", f"2026-12-07T06:0{n}:00Z"
+        await aws.sqs.send_message(QueueUrl=dlq, MessageBody=json.dumps(event))
+        await run_until(
+            poller,
+            lambda n=n: (
+                worker.settled("states", "deleted") + worker.settled("states", "parked") == n
+            ),
+        )
+        await wait_for(lambda: _status(aws, failed, "FAILED"))
+
+    assert worker.settled("states", "deleted") == 1
+    assert (await aws.sfn.describe_execution(executionArn=failed))["redriveCount"] == 1
+    reasons = [
+        m["MessageAttributes"]["retry-worker.reason"]["StringValue"]
+        for m in await drain(aws.sqs, parked)
+    ]
+    assert reasons == ["loop_detected", "loop_detected"]
+
+
+async def test_auto_redrives_the_next_failure_of_the_same_execution(aws, proxy, worker_stack):
+    """With the execution ARN as the key, the second failure's event has the key of the
+    first: its redrive must still happen (the token names the failure, not the message)."""
+    arn, _, second = await _machine(aws)
+    failed = (await aws.sfn.start_execution(stateMachineArn=arn, name="e4", input="{}"))[
+        "executionArn"
+    ]
+    await wait_for(lambda: _status(aws, failed, "FAILED"))
+    dlq = await create_queue(aws.sqs, "states-dlq")
+    await create_queue(aws.sqs, "parked")
+    queues = {
+        "states": {
+            "name": "states-dlq",
+            "target": {"kind": "auto", "allow": [arn]},
+            "idempotency_key": "text",  # auto: the view is the payload, the execution
+        }
+    }
+    worker = Worker(make_settings(proxy.url, queues), worker_stack)
+    poller = await worker.poller("states")
+
+    await aws.sqs.send_message(QueueUrl=dlq, MessageBody=_status_change(failed, arn))
+    await run_until(poller, lambda: worker.settled("states", "deleted") == 1)
+    await wait_for(lambda: _status(aws, failed, "FAILED"))  # the redrive failed again
+    await create_queue(aws.sqs, "second")
+    await aws.sqs.send_message(QueueUrl=dlq, MessageBody=_status_change(failed, arn))
+    await run_until(poller, lambda: worker.settled("states", "deleted") == 2)
+
+    await wait_for(lambda: _status(aws, failed, "SUCCEEDED"))
+    assert (await aws.sfn.describe_execution(executionArn=failed))["redriveCount"] == 2
+    assert await depth(aws.sqs, second) == 1
 
 
 def test_a_status_change_event_is_read_from_its_execution_arn():
@@ -442,3 +519,115 @@ async def test_a_replay_with_a_changed_body_is_started_anew_not_redriven(
     assert proxy.count("states", "RedriveExecution") == 0
     [message] = await drain(aws.sqs, second)
     assert json.loads(message["Body"]) == {"order": 6, "fixed": True}
+
+
+async def test_a_later_execution_that_succeeded_means_delivered(aws, proxy, worker_stack):
+    """`rw-<key>` failed and `rw-<key>-1` (started anew: restart, or a refused redrive)
+    succeeded; the message comes back (a lost delete): delivered, nothing redriven."""
+    arn, _, second = await _machine(aws)
+    dlq = await create_queue(aws.sqs, "orders-dlq")
+    await create_queue(aws.sqs, "parked")
+    first = await aws.sfn.start_execution(
+        stateMachineArn=arn, name="rw-o-7", input='{"order": "o-7"}'
+    )
+    await wait_for(lambda: _status(aws, first["executionArn"], "FAILED"))
+    await create_queue(aws.sqs, "second")
+    later = await aws.sfn.start_execution(
+        stateMachineArn=arn, name="rw-o-7-1", input='{"order": "o-7"}'
+    )
+    await wait_for(lambda: _status(aws, later["executionArn"], "SUCCEEDED"))
+    worker = await _worker(proxy, worker_stack, arn, {"idempotency_key": "body.order"})
+    poller = await worker.poller("orders")
+    await aws.sqs.send_message(QueueUrl=dlq, MessageBody='{"order": "o-7"}')
+
+    await run_until(poller, lambda: worker.settled("orders", "deleted") == 1)
+
+    assert proxy.count("states", "RedriveExecution") == 0
+    assert await depth(aws.sqs, second) == 1  # `Two` ran once, in rw-o-7-1
+    assert len((await aws.sfn.list_executions(stateMachineArn=arn))["executions"]) == 2
+
+
+async def test_a_stale_read_right_after_a_redrive_is_read_again(aws, proxy, worker_stack):
+    """DescribeExecution is eventually consistent: just after RedriveExecution it may still
+    show the failure that was redriven. That is not the redrive's outcome."""
+    arn, _, second = await _machine(aws)
+    dlq = await create_queue(aws.sqs, "orders-dlq")
+    await create_queue(aws.sqs, "parked")
+    worker = await _worker(proxy, worker_stack, arn, {"policy": {"max_attempts": 2}})
+    poller = await worker.poller("orders")
+    await aws.sqs.send_message(QueueUrl=dlq, MessageBody='{"order": 8}')
+    await run_until(poller, lambda: worker.settled("orders", "deferred") == 1)
+    await create_queue(aws.sqs, "second")
+    [execution] = (await aws.sfn.list_executions(stateMachineArn=arn))["executions"]
+    old = await aws.sfn.describe_execution(executionArn=execution["executionArn"])
+    stale = {k: old[k] for k in ("executionArn", "stateMachineArn", "name", "status", "input")}
+    stale |= {"cause": "old cause (stale read)", "redriveCount": 0, "startDate": 1796623200}
+    # the read before the redrive (right: it failed) and the first one after (stale)
+    only = execution["executionArn"] + '"'  # this name's requests, not `-1`'s
+    proxy.add(Rule("states", "DescribeExecution", "answer", extra=stale, times=2, body=only))
+
+    await run_until(poller, lambda: worker.settled("orders", "deleted") == 1)
+
+    assert worker.settled("orders", "parked") == 0
+    assert await depth(aws.sqs, second) == 1
+
+
+async def test_a_redrive_the_role_may_not_make_parks_rather_than_start_anew(
+    aws, proxy, worker_stack
+):
+    """Without states:RedriveExecution (an upgrade before its IAM): starting anew would run
+    the steps that succeeded again. Parked `access_denied`, the cause said."""
+    arn, ran, _ = await _machine(aws)
+    dlq = await create_queue(aws.sqs, "orders-dlq")
+    parked = await create_queue(aws.sqs, "parked")
+    worker = await _worker(proxy, worker_stack, arn)
+    poller = await worker.poller("orders")
+    await aws.sqs.send_message(QueueUrl=dlq, MessageBody='{"order": 9}')
+    await run_until(poller, lambda: worker.settled("orders", "deferred") == 1)
+    proxy.add(Rule("states", "RedriveExecution", "error", status=400, code="AccessDeniedException"))
+
+    await run_until(poller, lambda: worker.settled("orders", "parked") == 1)
+
+    [message] = await drain(aws.sqs, parked)
+    assert message["MessageAttributes"]["retry-worker.reason"]["StringValue"] == "access_denied"
+    assert len((await aws.sfn.list_executions(stateMachineArn=arn))["executions"]) == 1
+    assert await depth(aws.sqs, ran) == 1
+
+
+def test_on_failed_execution_without_waiting_is_refused():
+    from pydantic import ValidationError
+
+    from worker.settings.targets import StepFunctionsTarget
+
+    machine = "arn:aws:states:us-east-1:123456789012:stateMachine:m"
+    with pytest.raises(ValidationError, match="applies only with `wait_for_completion: true`"):
+        StepFunctionsTarget(
+            kind="stepfunctions", state_machine_arn=machine, on_failed_execution="restart"
+        )
+    assert StepFunctionsTarget(kind="stepfunctions", state_machine_arn=machine)
+
+
+async def test_a_second_replay_after_a_fix_redrives_again(aws, proxy, worker_stack, tmp_path):
+    """Replays start their attempts at 1: a token from the key and the attempt would repeat,
+    and AWS would answer the second replay's redrive as the first's, redriving nothing."""
+    arn, ran, second = await _machine(aws)
+    dlq = await create_queue(aws.sqs, "orders-dlq")
+    await create_queue(aws.sqs, "parked")
+    worker = await _worker(proxy, worker_stack, arn, {"policy": {"max_attempts": 1}})
+    poller = await worker.poller("orders")
+    await aws.sqs.send_message(QueueUrl=dlq, MessageBody='{"order": 10}')
+    await run_until(poller, lambda: worker.settled("orders", "parked") == 1)
+    cli = _cli(tmp_path, worker.settings.model_dump(mode="json"))
+    replay = ("parked", "replay", "orders", "--to", "target", "--yes")
+
+    still_broken = await cli(*replay, "--backup", str(tmp_path / "1.jsonl"))
+    assert still_broken.returncode == 1, still_broken.stdout  # redriven, failed again: parked
+    await create_queue(aws.sqs, "second")
+    fixed = await cli(*replay, "--backup", str(tmp_path / "2.jsonl"))
+
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    [execution] = (await aws.sfn.list_executions(stateMachineArn=arn))["executions"]
+    described = await aws.sfn.describe_execution(executionArn=execution["executionArn"])
+    assert (described["status"], described["redriveCount"]) == ("SUCCEEDED", 2)
+    assert await depth(aws.sqs, ran) == 1
+    assert await depth(aws.sqs, second) == 1
