@@ -600,11 +600,13 @@ def test_on_failed_execution_without_waiting_is_refused():
     from worker.settings.targets import StepFunctionsTarget
 
     machine = "arn:aws:states:us-east-1:123456789012:stateMachine:m"
-    with pytest.raises(ValidationError, match="applies only with `wait_for_completion: true`"):
+    with pytest.raises(ValidationError, match="restart` applies only with `wait_for_completion"):
         StepFunctionsTarget(
             kind="stepfunctions", state_machine_arn=machine, on_failed_execution="restart"
         )
     assert StepFunctionsTarget(kind="stepfunctions", state_machine_arn=machine)
+    dumped = StepFunctionsTarget(kind="stepfunctions", state_machine_arn=machine).model_dump()
+    assert StepFunctionsTarget(**dumped)  # a resolved configuration loads again
 
 
 async def test_a_second_replay_after_a_fix_redrives_again(aws, proxy, worker_stack, tmp_path):

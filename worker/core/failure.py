@@ -165,7 +165,8 @@ def parse_body(
 
 
 def _invocation_record(body: str, data: dict[str, Any], context: dict[str, Any]) -> FailedEvent:
-    response = data.get("responseContext") or {}
+    response = data.get("responseContext")
+    response = response if isinstance(response, dict) else {}
     error = response.get("functionError") or context.get("condition")
     first = _timestamp(data.get("timestamp"))
     target = str(context["functionArn"])
@@ -229,5 +230,8 @@ def _text(value: Any) -> str | None:
 def _subscription(url: Any) -> str | None:
     if not isinstance(url, str):
         return None
-    values = parse_qs(urlparse(url).query).get("SubscriptionArn")
+    try:
+        values = parse_qs(urlparse(url).query).get("SubscriptionArn")
+    except ValueError:  # not a URL at all ("http://[x": an unclosed IPv6 host)
+        return None
     return values[0] if values else None

@@ -109,13 +109,21 @@ class Pipeline:
         handed_off = [(i, d.message) for i, d in candidates if self.target.loops_back(d.message)]
         if not handed_off:
             return set()
-        seen = [
-            (fingerprint(self._loop_key, self.target.loop_payload(m)), m.message_id)
-            for _, m in handed_off
-        ]
+        seen = [self._loop_seen(m) for _, m in handed_off]
         counts = await self._loops.counts(seen)
         limit = self.policy.max_attempts
         return {i for (i, _), n in zip(handed_off, counts, strict=True) if n >= limit}
+
+    def _loop_seen(self, message: DlqMessage) -> tuple[str, str]:
+        """(fingerprint, identity) as the target tells them; the body and the message id
+        should it fail (one odd message is its own problem, never its batch's)."""
+        try:
+            payload = self.target.loop_payload(message)
+            identity = self.target.loop_identity(message)
+        except Exception:
+            log.exception("loop_payload_failed", queue=self.queue, message_id=message.message_id)
+            payload, identity = message.body, message.message_id
+        return fingerprint(self._loop_key, payload), identity
 
     def _tell(self, new: list[str]) -> None:
         """The notifier only counts; should it fail all the same, the batch goes on."""

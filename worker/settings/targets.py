@@ -30,10 +30,12 @@ class StepFunctionsTarget(TargetBase):
 
     @model_validator(mode="after")
     def _only_when_waiting(self) -> StepFunctionsTarget:
-        if "on_failed_execution" in self.model_fields_set and not self.wait_for_completion:
+        # `restart` asks for something that cannot happen without waiting (the default,
+        # `redrive`, is what a resolved configuration prints: it must load again)
+        if self.on_failed_execution == "restart" and not self.wait_for_completion:
             raise ValueError(
-                "`on_failed_execution` applies only with `wait_for_completion: true` (without "
-                "waiting, an execution's failure is the state machine's to handle)"
+                "`on_failed_execution: restart` applies only with `wait_for_completion: true` "
+                "(without waiting, an execution's failure is the state machine's to handle)"
             )
         return self
 

@@ -19,6 +19,7 @@ from worker.aws.sqs import RedriveSource
 from worker.core.envelope import DlqMessage
 from worker.core.errors import DeliveryError, ErrorKind
 from worker.core.failure import parse_failure
+from worker.core.jsontext import loads
 from worker.settings import (
     AutoTarget,
     LambdaTarget,
@@ -88,7 +89,21 @@ class AutoDispatcher(HandOff):
         record, a status-change event) is new each time — its id, its time — while what it
         sends back is the same (for a status-change event, the execution)."""
         event = parse_failure(message)
-        return f"{event.target_arn}\n{event.payload}" if event.target_arn else message.body
+        if not event.replayable or event.target_arn is None:
+            return message.body  # parked, never sent: it spends no one's loop budget
+        return f"{event.target_arn}\n{event.payload}"
+
+    def loop_identity(self, message: DlqMessage) -> str:
+        """A status-change event's own `id`: EventBridge may deliver one event twice, and
+        a duplicate is not a second failure."""
+        if parse_failure(message).shape == "sfn_execution":
+            try:
+                event_id = loads(message.body).get("id")
+            except (ValueError, AttributeError):
+                event_id = None
+            if isinstance(event_id, str) and event_id:
+                return f"event:{event_id}"
+        return message.message_id
 
     def _route(self, delivery: Delivery) -> DeliveryError | tuple[tuple[str, bool], Delivery]:
         """Where a message goes ((target ARN, redrive?) and the delivery as the target takes
@@ -106,11 +121,10 @@ class AutoDispatcher(HandOff):
         message = delivery.message
         if event.shape != "sqs_redrive":
             message = dataclasses.replace(message, body=event.payload, attributes={})
-        unwrapped = dataclasses.replace(delivery, message=message)
         redrive = event.shape == "sfn_execution"
-        if redrive:  # the execution the event itself names, never a transform's
-            unwrapped = dataclasses.replace(unwrapped, payload=None)
-        return (event.target_arn, redrive), unwrapped
+        if redrive:  # the event as it came: the execution it names, never a transform's
+            return (event.target_arn, redrive), dataclasses.replace(delivery, payload=None)
+        return (event.target_arn, redrive), dataclasses.replace(delivery, message=message)
 
     async def deliver(self, batch: Sequence[Delivery]) -> list[Result]:
         results: list[Result] = [None] * len(batch)

@@ -73,6 +73,11 @@ class Target(Protocol):
         the target sends it back (the body, unless the target knows better)."""
         ...
 
+    def loop_identity(self, message: DlqMessage) -> str:
+        """One coming back, as the loop guard counts them: the DLQ message, unless a
+        duplicate of one event can arrive as two (EventBridge delivers at least once)."""
+        ...
+
     async def deliver(self, batch: Sequence[Delivery]) -> list[Result]: ...
 
 
@@ -86,6 +91,9 @@ class HandOff:
 
     def loop_payload(self, message: DlqMessage) -> str:
         return message.body
+
+    def loop_identity(self, message: DlqMessage) -> str:
+        return message.message_id
 
 
 Entry = dict[str, Any]

@@ -85,6 +85,9 @@ class SqsSender:
     def loop_payload(self, message: DlqMessage) -> str:
         return message.body
 
+    def loop_identity(self, message: DlqMessage) -> str:
+        return message.message_id
+
     def loops_back(self, message: DlqMessage) -> bool:
         """Only when the marker cannot travel: the message already has 10 attributes, or is
         within a few bytes of the destination's size limit (its own MaximumMessageSize once

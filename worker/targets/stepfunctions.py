@@ -90,6 +90,9 @@ class StepFunctionsStarter(HandOff):
             ) from exc
         # the DLQ message's X-Ray trace: the execution joins the trace that failed
         trace = trace_of(delivery, 256)
+        if self._wait and delivery.attempt > 1:  # an earlier attempt started one, surely
+            await self._after_earlier(delivery, trace)
+            return
         try:
             started = await self._begin(delivery, execution_name(delivery.idempotency_key), trace)
         except Exception as exc:
@@ -117,18 +120,17 @@ class StepFunctionsStarter(HandOff):
         found = await self._earlier(delivery)
         if found is None:
             return
-        retry, latest = found
+        retry, latest, other = found
         refused = None
         if latest is not None and self._redrive:
             arn, described = latest
-            if not _same_json(described.get("input"), delivery.body):
-                # A redrive runs the execution's own input: an edited or newly transformed
-                # payload would never run. Started anew with what this attempt delivers.
-                refused = (arn, "the input differs from this attempt's (edited or transformed)")
-            elif (why := await self._redriven(arn, described, delivery, trace)) is None:
+            if (why := await self._redriven(arn, described, delivery, trace)) is None:
                 return
-            else:
-                refused = (arn, why)
+            refused = (arn, why)
+        elif other is not None and self._redrive:
+            # A redrive runs the execution's own input: an edited or newly transformed
+            # payload would never run. Started anew with what this attempt delivers.
+            refused = (other, "the input differs from this attempt's (edited or transformed)")
         name = execution_name(delivery.idempotency_key, retry)
         try:
             started = await self._begin(delivery, name, trace)
@@ -149,10 +151,13 @@ class StepFunctionsStarter(HandOff):
 
     async def _earlier(
         self, delivery: Delivery
-    ) -> tuple[int, tuple[str, dict[str, Any]] | None] | None:
-        """None once an earlier execution succeeded or was waited for; else the first free
-        name's number and the latest failed execution (its ARN and description)."""
+    ) -> tuple[int, tuple[str, dict[str, Any]] | None, str | None] | None:
+        """None once an earlier execution of this input succeeded or was waited for; else
+        the first free name's number, the latest failed execution of this input (its ARN
+        and description), and the last one of another input (an edit, a new transform:
+        what it ran is not what this attempt delivers, whatever became of it)."""
         latest: tuple[str, dict[str, Any]] | None = None
+        other = None
         for retry in range(MAX_TRIES):
             arn = self._execution_arn(execution_name(delivery.idempotency_key, retry))
             try:
@@ -160,7 +165,10 @@ class StepFunctionsStarter(HandOff):
             except Exception as exc:
                 if error_code(exc) != "ExecutionDoesNotExist":
                     raise
-                return retry, latest
+                return retry, latest, other
+            if not _same_json(described.get("input"), delivery.body):
+                other = arn
+                continue
             if described["status"] == "SUCCEEDED":
                 return None
             if described["status"] == "RUNNING":
