@@ -1,21 +1,32 @@
-"""Building aiobotocore clients with every retry and pool setting explicit (aws-facts.md)."""
+"""Building aiobotocore clients with every retry and pool setting explicit (aws-facts.md), for
+the deployment's own account and region and for each place (account, region) a queue lives in
+(`accounts:`, SPEC.md "Many accounts and regions")."""
 
 from __future__ import annotations
 
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiobotocore
 import anyio
 import botocore
+import structlog
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
 from worker import __version__
+from worker.aws.assume import Assumed
 from worker.aws.trace import carry_traces
 from worker.settings import LAMBDA_MAX_TIMEOUT_SECONDS, AwsSettings
+
+if TYPE_CHECKING:
+    from worker.settings import AccountSettings, QueueSettings
+
+log = structlog.get_logger("worker.aws.clients")
+# (account, region, up, why): told when a member account's role is assumed or fails to be
+OnAccount = Callable[[str, str, bool, str], None]
 
 COORDINATION_READ_TIMEOUT = 3.0
 
@@ -55,7 +66,10 @@ def client_config(
 
 class Clients:
     """One client per service, opened on demand and closed with the exit stack. `pool` is the
-    connection pool of every client, or a function of the service (the descriptor budget)."""
+    connection pool of every client, or a function of the service (the descriptor budget).
+
+    These are the deployment's own (its credentials, `aws.region`); `at(account, region)` and
+    `of(queue)` give another place's, built once: a member account's on its assumed role."""
 
     def __init__(
         self,
@@ -64,6 +78,8 @@ class Clients:
         *,
         pool: int | Callable[[str], int],
         on_request: Callable[[str, str], None] | None = None,
+        accounts: Sequence[AccountSettings] = (),
+        on_account: OnAccount | None = None,
     ) -> None:
         self._aws = aws
         self._stack = stack
@@ -72,6 +88,70 @@ class Clients:
         self._session = get_session()
         self._clients: dict[str, Client] = {}
         self._lock = anyio.Lock()
+        self.account: str | None = None  # None: the deployment's own credentials
+        self.region = aws.region
+        self._root = self
+        self._accounts = {a.id: a for a in accounts}
+        self._on_account = on_account
+        self._places: dict[tuple[str | None, str], Clients] = {}
+        self.assumed: dict[tuple[str, str], Assumed] = {}  # the member places, for health
+
+    def at(self, account: str | None, region: str | None = None) -> Clients:
+        """The clients of `account` (None: the deployment's own) in `region` (None: this
+        deployment's), built once per place."""
+        root = self._root
+        region = region or root.region
+        if account is None and region == root.region:
+            return root
+        if (account, region) not in root._places:
+            root._places[account, region] = root._place(account, region)
+        return root._places[account, region]
+
+    def of(self, queue: QueueSettings) -> Clients:
+        """Where a queue lives: its DLQ, parking queue and targets resolve there."""
+        return self.at(queue.account, queue.region)
+
+    def _place(self, account: str | None, region: str) -> Clients:
+        place = Clients(
+            self._aws.model_copy(update={"region": region}),
+            self._stack,
+            pool=self._pool,
+            on_request=self._on_request,
+        )
+        place._root, place.account = self, account
+        if account is not None:
+            member = self._accounts.get(account)
+            if member is None:
+                raise ValueError(f"account {account} is not among `accounts`")
+            assumed = Assumed(
+                self._session,
+                member.role_arn,
+                region,
+                external_id=member.external_id,
+                duration_seconds=member.session_seconds,
+                endpoint_url=self._aws.endpoint_for("sts"),
+                on_state=lambda up, why: self._account_state(account, region, up, why),
+            )
+            place._session = assumed.session
+            self.assumed[account, region] = assumed
+        return place
+
+    def _account_state(self, account: str, region: str, up: bool, why: str) -> None:
+        """Said once per change, never per call."""
+        if up:
+            log.info("account_available", account=account, region=region)
+        else:
+            log.warning("account_unavailable", account=account, region=region, error=why)
+        if self._on_account is not None:
+            self._on_account(account, region, up, why)
+
+    def account_notes(self) -> list[str]:
+        """For `/readyz?verbose`: the member places whose role cannot be assumed now."""
+        return [
+            f"account {account} in {region}: cannot assume {a.role_arn} ({a.why})"
+            for (account, region), a in sorted(self._root.assumed.items())
+            if a.up is False
+        ]
 
     async def get(self, service: str) -> Client:
         async with self._lock:  # queues start concurrently: build each client once

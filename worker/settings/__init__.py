@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from worker.settings.accounts import AccountSettings, member_regions
 from worker.settings.decisions import DecisionSettings, LambdaHookSpec, Rule
 from worker.settings.notify import NotifySettings, Sink
 from worker.settings.queues import DiscoverySettings, QueueDefaults, QueueSettings, deep_merge
@@ -47,6 +48,7 @@ __all__ = [
     "LAMBDA_MAX_TIMEOUT_SECONDS",
     "TARGET_KINDS",
     "VISIBILITY_LIMIT_SECONDS",
+    "AccountSettings",
     "AutoTarget",
     "AwsSettings",
     "BackoffSettings",
@@ -78,6 +80,7 @@ __all__ = [
     "StepFunctionsTarget",
     "Target",
     "deep_merge",
+    "member_regions",
 ]
 
 
@@ -103,6 +106,34 @@ class Settings(BaseSettings):
     defaults: QueueDefaults = QueueDefaults()
     queues: dict[str, QueueSettings] = {}
     discovery: DiscoverySettings | None = None
+    accounts: tuple[AccountSettings, ...] = ()
+
+    @model_validator(mode="after")
+    def _places_are_known(self) -> Settings:
+        """A queue's account is one of `accounts`, in one of its regions."""
+        members = {a.id: a for a in self.accounts}
+        if len(members) < len(self.accounts):
+            raise ValueError("accounts: an account is listed twice")
+        for name, queue in self.queues.items():
+            if queue.account is None:
+                continue
+            member = members.get(queue.account)
+            if member is None:
+                known = ", ".join(sorted(members)) or "none"
+                raise ValueError(
+                    f"queues.{name}.account: {queue.account} is not among `accounts` "
+                    f"(listed: {known})"
+                )
+            regions = member_regions(member, self.aws.region)
+            if (queue.region or self.aws.region) not in regions:
+                raise ValueError(
+                    f"queues.{name}.region: {queue.region or self.aws.region} is not among "
+                    f"account {queue.account}'s regions ({', '.join(regions)})"
+                )
+        for account in self.discovery.accounts if self.discovery else ():
+            if account not in members:
+                raise ValueError(f"discovery.accounts: {account} is not among `accounts`")
+        return self
 
     @model_validator(mode="before")
     @classmethod

@@ -38,6 +38,11 @@ class QueueSettings(QueueDefaults):
     url: str | None = None
     name: str | None = None
     target: Target
+    # Where it lives (SPEC.md, "Many accounts and regions"): a member account of `accounts`
+    # (None: the deployment's own) and a region (None: `aws.region`). Its DLQ, parking queue
+    # and targets resolve there unless given as full URLs or ARNs.
+    account: Annotated[str, Field(pattern=r"^\d{12}$")] | None = None
+    region: str | None = None
 
     @model_validator(mode="after")
     def _url_or_name(self) -> QueueSettings:
@@ -52,6 +57,10 @@ class QueueSettings(QueueDefaults):
     @property
     def target_key(self) -> str:
         """The target's identity: queues with the same key share one bucket and breaker."""
+        place = f"{self.account or ''}@{self.region}:" if self.account or self.region else ""
+        return place + self._target_key()
+
+    def _target_key(self) -> str:
         t = self.target
         if isinstance(t, LambdaTarget):
             return f"lambda:{t.function}"
@@ -79,14 +88,25 @@ class DiscoverySettings(Model):
 
     prefix: Annotated[str, Field(min_length=1)]
     refresh_seconds: Annotated[float, Field(ge=1)] = 300
+    # member accounts (of `accounts`) to discover in too, in each of their regions
+    accounts: tuple[str, ...] = ()
     # Queue settings for discovered queues (over `defaults`); `target` must be `kind: auto`.
     defaults: dict[str, Any] = {}
 
     def queue_for(
-        self, name: str, defaults: dict[str, Any], *, url: str | None = None
+        self,
+        name: str,
+        defaults: dict[str, Any],
+        *,
+        url: str | None = None,
+        account: str | None = None,
+        region: str | None = None,
     ) -> QueueSettings:
         tree = deep_merge(defaults, self.defaults)
-        return QueueSettings.model_validate({**tree, **({"url": url} if url else {"name": name})})
+        where = {"account": account, "region": region}
+        return QueueSettings.model_validate(
+            {**tree, **({"url": url} if url else {"name": name}), **where}
+        )
 
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

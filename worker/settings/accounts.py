@@ -1,0 +1,40 @@
+"""`accounts:` — the AWS accounts (and their regions) one deployment serves besides its own."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import Field, model_validator
+
+from worker.settings.sections import Model
+
+_ROLE = re.compile(r"arn:aws[a-z-]*:iam::(\d{12}):role/[\w+=,.@/-]+")
+_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d")
+
+
+class AccountSettings(Model):
+    """A member account: its role, assumed with `sts:AssumeRole` (refreshed before expiry),
+    and the regions its queues live in (none listed: the deployment's `aws.region`)."""
+
+    id: Annotated[str, Field(pattern=r"^\d{12}$")]
+    role_arn: str
+    external_id: str | None = None
+    regions: tuple[str, ...] = ()
+    session_seconds: Annotated[int, Field(ge=900, le=43200)] = 3600
+
+    @model_validator(mode="after")
+    def _role_in_the_account(self) -> AccountSettings:
+        match = _ROLE.fullmatch(self.role_arn)
+        if match is None:
+            raise ValueError(f"`role_arn` {self.role_arn!r} is not an IAM role ARN")
+        if match.group(1) != self.id:
+            raise ValueError(f"`role_arn` is a role of account {match.group(1)}, not of {self.id}")
+        for region in self.regions:
+            if not _REGION.fullmatch(region):
+                raise ValueError(f"`regions`: {region!r} is not an AWS region")
+        return self
+
+
+def member_regions(account: AccountSettings, home_region: str) -> tuple[str, ...]:
+    return account.regions or (home_region,)
