@@ -297,6 +297,9 @@ async def test_check_config_aws_names_a_short_retention_and_a_missing_parking_qu
 async def test_status_shows_the_oldest_parked_age_the_keeper_noted(aws, proxy, proxy_sqs):
     import io
 
+    from contextlib import AsyncExitStack
+
+    from worker.aws.clients import Clients
     from worker.ops.reading import print_status, status
     from worker.settings import Settings
 
@@ -310,13 +313,16 @@ async def test_status_shows_the_oldest_parked_age_the_keeper_noted(aws, proxy, p
             "policy": {"parking_queue": "parked"},
         }
     settings = Settings(aws={"endpoint_url": proxy.url}, queues=queues)
-    before = await status(settings, proxy_sqs)
+    stack = AsyncExitStack()
+    clients = Clients(settings.aws, stack, pool=4)
+    before = await status(settings, clients)
     assert (before[0]["kept_at"], before[0]["oldest_parked_at"]) == (None, None)
     await _park(aws, parked, [_parked(n) for n in range(2)])
     keeper, registry = _keeper(aws, proxy_sqs, parked)
     await keeper.check()
     proxy.clear()
-    rows = await status(settings, proxy_sqs)
+    rows = await status(settings, clients)
+    await stack.aclose()
     assert [r["oldest_parked_at"] for r in rows] == [PARKED_AT, PARKED_AT]
     assert proxy.count("sqs", "ListQueueTags") == 2 + 1  # each DLQ's pause, the parking queue once
     out = io.StringIO()

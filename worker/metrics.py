@@ -162,6 +162,13 @@ class Metrics:
             ["parking_queue"],
             registry=registry,
         )
+        self.account_up = Gauge(
+            p + "account_up",
+            "1 while a member account's role (accounts:) is assumed in a region; 0 while it "
+            "cannot be (its queues wait, the others go on).",
+            ["account", "region"],
+            registry=registry,
+        )
         self.queue_missing = Gauge(
             p + "queue_missing",
             "1 while a queue's DLQ or parking queue does not exist (at start, or its receives "
@@ -198,6 +205,9 @@ class Metrics:
         drop(self.inflight, queue)
         drop(self.queue_missing, queue)
         self.retention.forget(queue)
+
+    def account_state(self, account: str, region: str, up: bool, _why: str) -> None:
+        self.account_up.labels(account, region).set(int(up))
 
     def count_request(self, service: str, operation: str) -> None:
         self.aws_requests.labels(service, operation).inc()

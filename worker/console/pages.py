@@ -126,8 +126,20 @@ async def index(request: web.Request) -> web.Response:
         item["breaker"] = (
             f"unknown ({table_error})" if table_error else glance.breaker_text(note, now)
         )
+    settings = console.settings
+    # where each queue lives, when they do not all live in one place (`accounts:`)
+    places = bool(settings.accounts) or any(q.region for q in settings.queues.values())
+    for item, queue in zip(ordered, settings.queues.values(), strict=True):
+        item["where"] = f"{queue.account or 'own'}/{queue.region or settings.aws.region}"
     reading = await glance.own_counts(console, ordered)
-    return render(request, "queues.html", rows=ordered, coordinated=coordinated, reading=reading)
+    return render(
+        request,
+        "queues.html",
+        rows=ordered,
+        coordinated=coordinated,
+        reading=reading,
+        places=places,
+    )
 
 
 def _groups(entries: list[Entry], key: str) -> list[dict[str, Any]]:

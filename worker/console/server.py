@@ -88,7 +88,7 @@ async def serve_console(
     sock = socket.create_server(listen, family=family)
     async with AsyncExitStack() as stack:
         stack.callback(sock.close)
-        clients = Clients(settings.aws, stack, pool=POOL)
+        clients = Clients(settings.aws, stack, pool=POOL, accounts=settings.accounts)
         async with anyio.create_task_group() as tasks:
             locks = QueueLocks()
             snapshots = Snapshots(tasks, locks)

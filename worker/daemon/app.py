@@ -6,7 +6,6 @@ from __future__ import annotations
 import gc
 import os
 import signal
-from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -26,14 +25,12 @@ from worker.aws.descriptors import (
 )
 from worker.aws.errors import error_code, metric_code
 from worker.core.policy import failure_pause
-from worker.daemon.assembly import Shared, Unresolved, build_poller
-from worker.daemon.discovery import discover
+from worker.daemon.assembly import Shared, Unresolved, build_poller, keeper_lease
+from worker.daemon.discovery import discover_all
 from worker.daemon.health import Health
 from worker.daemon.http import HttpServer
-from worker.fleet.coordinator import Coordinator
 from worker.fleet.guards import Guards
 from worker.fleet.loops import SharedLoops
-from worker.keeper.keeper import Lease
 from worker.keeper.keepers import Keepers
 from worker.metrics import Metrics
 from worker.notify import Notifier, open_notifier
@@ -183,7 +180,14 @@ async def serve(
     limit = raise_descriptor_limit()
     async with AsyncExitStack() as stack, anyio.create_task_group() as tg:
         plan = connection_plan(settings, limit, cost=connection_cost)
-        clients = Clients(settings.aws, stack, pool=plan.pool_for, on_request=metrics.count_request)
+        clients = Clients(
+            settings.aws,
+            stack,
+            pool=plan.pool_for,
+            on_request=metrics.count_request,
+            accounts=settings.accounts,
+            on_account=metrics.account_state,
+        )
         # With coordination, the coordinator joins the fleet (one bounded heartbeat) before
         # any queue starts, so the first deliveries already use this replica's share.
         guards = await Guards.open(settings.coordination, clients, metrics)
@@ -193,14 +197,15 @@ async def serve(
             shared = Shared(guards, polls=polls)
         else:
             shared = Shared(guards, SharedLoops(fleet.table, fleet), polls=polls)
-        keepers = Keepers(settings.keeper, metrics, tg, lease_for=_keeper_lease(settings, fleet))
+        keepers = Keepers(settings.keeper, metrics, tg, lease_for=keeper_lease(settings, fleet))
         notifier = await open_notifier(settings.notify, clients, metrics, stack)
         told = anyio.Event()  # set once the queues are drained: the last digests go out
         if notifier is not None:
             shared.notices = notifier
             tg.start_soon(notifier.run, told)
         shared.on_parking = keepers.start
-        health = Health(list(settings.queues), sources=[fleet.notes] if fleet else [])
+        sources = [clients.account_notes, *([fleet.notes] if fleet else [])]
+        health = Health(list(settings.queues), sources=sources)
         http = HttpServer(health, registry, settings.http.host, settings.http.port)
         runtime = Runtime(health, shared, await tg.start(http.serve), notifier=notifier)
         async with AsyncExitStack() as membership:
@@ -224,8 +229,8 @@ async def serve(
                         for name, queue in settings.queues.items():
                             queues.start_soon(start_queue, name, queue)
                         if settings.discovery is not None:
-                            sqs = await clients.get("sqs")
-                            queues.start_soon(discover, settings, sqs, health, metrics, start_queue)
+                            found = (settings, clients, health, metrics, start_queue)
+                            queues.start_soon(discover_all, *found)
 
             tg.start_soon(start_all)
             log.info("started", queues=len(settings.queues), poll_slots=plan.poll_slots)
@@ -238,26 +243,6 @@ async def serve(
         starting.cancel()
         tg.cancel_scope.cancel()  # the HTTP server (and whatever the notifier has not sent)
     log.info("stopped")
-
-
-def _keeper_lease(settings: Settings, fleet: Coordinator | None) -> Callable[[str], Lease] | None:
-    """With coordination, one replica at a time keeps a parking queue (the table's lease)."""
-    if fleet is None:
-        return None
-
-    class TableLease:
-        def __init__(self, url: str) -> None:
-            self.url = url
-
-        async def take(self, seconds: float) -> bool:
-            assert fleet is not None
-            return await fleet.table.keeper_lease(self.url, fleet.me, seconds)
-
-        async def give_up(self) -> None:
-            assert fleet is not None
-            await fleet.table.keeper_give_up(self.url, fleet.me)
-
-    return TableLease
 
 
 async def _shutdown(health: Health, grace: float) -> None:

@@ -31,7 +31,9 @@ from worker.dlq.pipeline import Pipeline
 from worker.dlq.poller import Poller
 from worker.dlq.settle import Settler
 from worker.dlq.watch import QueueWatch
+from worker.fleet.coordinator import Coordinator
 from worker.fleet.guards import Guards
+from worker.keeper.keeper import Lease
 from worker.metrics import Metrics
 from worker.settings import QueueSettings, Settings
 
@@ -77,13 +79,15 @@ class Shared:
     _lock: anyio.Lock = field(default_factory=anyio.Lock)
 
     async def parking_queue(self, clients: Clients, ref: str) -> SqsQueue:
+        """Resolved once per place (a name is another queue in another account or region)."""
+        key = f"{clients.account or ''}@{clients.region}:{ref}"
         async with self._lock:  # queues start concurrently: resolve each parking queue once
-            if ref not in self.parking:
+            if key not in self.parking:
                 sqs = await clients.get("sqs")
-                self.parking[ref] = SqsQueue(sqs, await resolved(sqs, ref, "parking queue"))
+                self.parking[key] = SqsQueue(sqs, await resolved(sqs, ref, "parking queue"))
                 if self.on_parking is not None:
-                    self.on_parking(self.parking[ref])
-            return self.parking[ref]
+                    self.on_parking(self.parking[key])
+            return self.parking[key]
 
 
 async def build_poller(
@@ -96,7 +100,9 @@ async def build_poller(
     *,
     stop_when_gone: bool = False,
 ) -> Poller:
-    """`stop_when_gone`: a discovered queue, whose deletion ends its poller."""
+    """`stop_when_gone`: a discovered queue, whose deletion ends its poller. Everything
+    resolves where the queue lives (its account and region)."""
+    clients = clients.of(queue)
     sqs = await clients.get("sqs")
     # The parking queue first: its keeper starts even while the DLQ cannot be resolved.
     parking = await shared.parking_queue(clients, queue.policy.parking_queue or "")
@@ -151,3 +157,23 @@ async def build_poller(
         stop_when_gone=stop_when_gone,
         rng=shared.rng,
     )
+
+
+def keeper_lease(settings: Settings, fleet: Coordinator | None) -> Callable[[str], Lease] | None:
+    """With coordination, one replica at a time keeps a parking queue (the table's lease)."""
+    if fleet is None:
+        return None
+
+    class TableLease:
+        def __init__(self, url: str) -> None:
+            self.url = url
+
+        async def take(self, seconds: float) -> bool:
+            assert fleet is not None
+            return await fleet.table.keeper_lease(self.url, fleet.me, seconds)
+
+        async def give_up(self) -> None:
+            assert fleet is not None
+            await fleet.table.keeper_give_up(self.url, fleet.me)
+
+    return TableLease

@@ -1,6 +1,8 @@
 """Queue discovery: serve every DLQ whose name starts with `discovery.prefix`, with
 `kind: auto`; queues that appear are picked up and queues that disappear are drained, without
-a restart. Parking queues and explicitly configured queues are never served twice."""
+a restart. Parking queues and explicitly configured queues are never served twice. Discovery
+runs in the deployment's own account and region and in each account of `discovery.accounts`,
+in each of its regions (a queue found there is named `<account>/<region>/<name>`)."""
 
 from __future__ import annotations
 
@@ -10,11 +12,11 @@ from typing import Any
 import anyio
 import structlog
 
-from worker.aws.clients import Client
+from worker.aws.clients import Client, Clients
 from worker.aws.errors import error_code, metric_code
 from worker.daemon.health import Health
 from worker.metrics import Metrics
-from worker.settings import QueueSettings, Settings
+from worker.settings import QueueSettings, Settings, member_regions
 
 log = structlog.get_logger("worker.daemon.discovery")
 
@@ -42,8 +44,41 @@ def _excluded(settings: Settings, discovered: QueueSettings) -> set[str]:
     return {ref.rsplit("/", 1)[-1].rsplit(":", 1)[-1] for ref in refs if ref}
 
 
+async def discover_all(
+    settings: Settings, clients: Clients, health: Health, metrics: Metrics, start: StartQueue
+) -> None:
+    """One discovery loop per place: the deployment's own, and each member account's regions."""
+    assert settings.discovery is not None
+    members = {a.id: a for a in settings.accounts}
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(discover, settings, await clients.get("sqs"), health, metrics, start)
+        for account in settings.discovery.accounts:
+            for region in member_regions(members[account], settings.aws.region):
+                sqs = await clients.at(account, region).get("sqs")
+                tg.start_soon(_discover_at, settings, sqs, health, metrics, start, account, region)
+
+
+async def _discover_at(
+    settings: Settings,
+    sqs: Client,
+    health: Health,
+    metrics: Metrics,
+    start: StartQueue,
+    account: str,
+    region: str,
+) -> None:
+    await discover(settings, sqs, health, metrics, start, account=account, region=region)
+
+
 async def discover(
-    settings: Settings, sqs: Client, health: Health, metrics: Metrics, start: StartQueue
+    settings: Settings,
+    sqs: Client,
+    health: Health,
+    metrics: Metrics,
+    start: StartQueue,
+    *,
+    account: str | None = None,
+    region: str | None = None,
 ) -> None:
     discovery = settings.discovery
     assert discovery is not None
@@ -57,7 +92,10 @@ async def discover(
             serving[name] = scope
             health.queues.append(name)
             try:
-                await start(name, discovery.queue_for(name, defaults, url=url))
+                queue = discovery.queue_for(
+                    name.rsplit("/", 1)[-1], defaults, url=url, account=account, region=region
+                )
+                await start(name, queue)
             finally:
                 health.queues.remove(name)
                 health.pollers.pop(name, None)
@@ -70,7 +108,8 @@ async def discover(
         while not health.stopping:
             try:
                 listed = await list_queues(sqs, discovery.prefix)
-                found = {n: u for n, u in listed.items() if n not in excluded}
+                where = f"{account}/{region}/" if account else ""
+                found = {where + n: u for n, u in listed.items() if n not in excluded}
             except Exception as exc:  # noqa: BLE001 - try again next refresh
                 code = error_code(exc)
                 metrics.aws_errors.labels("sqs", "ListQueues", metric_code(code)).inc()

@@ -51,7 +51,7 @@ class Guards(Mapping[str, Guard]):
         """The queue's target adapter and its guard (shared with every queue of the same
         target identity)."""
         assert self._clients is not None
-        target = await build_target(queue, self._clients, facts.by_arn)
+        target = await build_target(queue, self._clients.of(queue), facts.by_arn)
         return target, self.guard(queue, target.name)
 
     def guard(self, queue: QueueSettings, target_name: str) -> Guard:

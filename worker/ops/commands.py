@@ -215,7 +215,7 @@ async def _queue_command(args: argparse.Namespace, settings: Settings, clients: 
     out = sys.stdout
     sqs = await clients.get("sqs")
     if args.command == "status":
-        rows = await reading.status(settings, sqs)
+        rows = await reading.status(settings, clients)
         if args.json:
             out.write(json.dumps(rows) + "\n")
         else:
@@ -264,7 +264,9 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         async with AsyncExitStack() as stack:
             return await _queue_command(
-                args, settings, Clients(settings.aws, stack, pool=pool(args))
+                args,
+                settings,
+                Clients(settings.aws, stack, pool=pool(args), accounts=settings.accounts),
             )
     except Exception as raised:  # noqa: BLE001 - said in one line, with the exit code it means
         exc = first_failure(raised)  # raised inside task groups (the Ctrl-C watcher's, moves')

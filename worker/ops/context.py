@@ -51,7 +51,7 @@ def configured(settings: Settings, ref: str) -> tuple[str, QueueSettings]:
 
 async def open_queue(settings: Settings, ref: str, clients: Clients) -> QueueContext:
     name, queue = configured(settings, ref)
-    sqs = await clients.get("sqs")
+    sqs = await clients.of(queue).get("sqs")  # where it lives: its account and region
     dlq = SqsQueue(sqs, await existing(sqs, queue.queue_ref, f"{name}: its DLQ"))
     parking_ref = queue.policy.parking_queue or ""
     parking = SqsQueue(sqs, await existing(sqs, parking_ref, f"{name}: its parking queue"))

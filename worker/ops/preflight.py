@@ -38,12 +38,16 @@ from worker.settings import (
 DENIED = frozenset({"AccessDenied", "AccessDeniedException", "AuthorizationError"})
 
 
-def parking_refs(settings: Settings) -> list[str]:
-    """Every parking queue the configuration names (discovery's default included), once."""
-    refs = {q.policy.parking_queue or "" for q in settings.queues.values()}
+Place = tuple[str | None, str | None]  # (account, region): None is the deployment's own
+
+
+def parking_refs(settings: Settings) -> list[tuple[Place, str]]:
+    """Every parking queue the configuration names (discovery's default included), once per
+    place it is named in (a name is another queue in another account or region)."""
+    refs = {((q.account, q.region), q.policy.parking_queue or "") for q in settings.queues.values()}
     if settings.discovery is not None:
-        refs.add(settings.defaults.policy.parking_queue or "")
-    return sorted(r for r in refs if r)
+        refs.add(((None, None), settings.defaults.policy.parking_queue or ""))
+    return sorted((r for r in refs if r[1]), key=lambda r: (str(r[0]), r[1]))
 
 
 class Findings:
@@ -78,9 +82,9 @@ async def preflight(settings: Settings) -> tuple[list[str], list[str]]:
     found = Findings()
     margin = settings.keeper.margin_seconds
     async with AsyncExitStack() as stack:
-        clients = Clients(settings.aws, stack, pool=4)
-        sqs = await clients.get("sqs")
-        for ref in parking_refs(settings):
+        clients = Clients(settings.aws, stack, pool=4, accounts=settings.accounts)
+        for (account, region), ref in parking_refs(settings):
+            sqs = await clients.at(account, region).get("sqs")
             url = await found.ask(f"parking queue {ref}", partial(resolve_queue_url, sqs, ref))
             if url is None:
                 continue
@@ -100,6 +104,7 @@ async def preflight(settings: Settings) -> tuple[list[str], list[str]]:
 
 
 async def _queue(found: Findings, clients: Clients, name: str, queue: QueueSettings) -> None:
+    clients = clients.of(queue)  # where it lives: its account (the assumed role) and region
     sqs = await clients.get("sqs")
     dlq = await found.ask(
         f"queue {name}: its DLQ {queue.queue_ref}",

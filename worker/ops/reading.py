@@ -13,7 +13,7 @@ from typing import Any, TextIO
 import anyio
 
 from worker.aws.attributes import KeptTag, read_depth, read_kept, read_pause
-from worker.aws.clients import Client, Clients
+from worker.aws.clients import Clients
 from worker.aws.errors import said
 from worker.aws.sqs import SqsQueue
 from worker.ops.context import ContextError, QueueContext, existing, same_queue
@@ -152,22 +152,27 @@ async def status_row(
     }
 
 
-async def status(settings: Settings, sqs: Client) -> list[dict[str, Any]]:
-    """A row a queue; a queue that cannot be read gets a row saying why (`error`), and the
-    others are read all the same."""
+async def status(settings: Settings, clients: Clients) -> list[dict[str, Any]]:
+    """A row a queue, read where it lives (its account and region); a queue that cannot be
+    read gets a row saying why (`error`) — its account's role cannot be assumed, say — and
+    the others are read all the same."""
     rows, shared = [], ParkingReads()
-    parking_urls: dict[str, str] = {}  # a parking queue several queues share: checked once
+    parking_urls: dict[tuple[str | None, str, str], str] = {}  # shared: checked once
     for name, queue in settings.queues.items():
+        place = clients.of(queue)
+        where = {"account": place.account, "region": place.region}
         try:
+            sqs = await place.get("sqs")
             dlq = SqsQueue(sqs, await existing(sqs, queue.queue_ref, "its DLQ"))
             ref = queue.policy.parking_queue or ""
-            if ref not in parking_urls:
-                parking_urls[ref] = await existing(sqs, ref, "its parking queue")
-            parking = SqsQueue(sqs, parking_urls[ref])
-            rows.append(await status_row(name, queue, dlq, parking, shared))
+            if (place.account, place.region, ref) not in parking_urls:
+                url = await existing(sqs, ref, "its parking queue")
+                parking_urls[place.account, place.region, ref] = url
+            parking = SqsQueue(sqs, parking_urls[place.account, place.region, ref])
+            rows.append({**await status_row(name, queue, dlq, parking, shared), **where})
         except Exception as exc:  # noqa: BLE001 - said on its row
             why = str(exc) if isinstance(exc, ContextError) else said(exc)
-            rows.append({"queue": name, "target": queue.target_key, "error": why})
+            rows.append({"queue": name, "target": queue.target_key, "error": why, **where})
     return rows
 
 
@@ -175,17 +180,22 @@ def print_status(rows: list[dict[str, Any]], out: TextIO, now: float | None = No
     """One line a queue; `oldest`: the oldest parked message's age as the keeper last saw it
     (`-`: nothing parked then, `?`: no keeper has kept the parking queue yet)."""
     now = time.time() if now is None else now
+    # where each queue lives, when they do not all live in one place (`accounts:`)
+    places = len({(r.get("account"), r.get("region")) for r in rows}) > 1
     head = f"{'queue':<20} {'visible':>8} {'in_flight':>9} {'delayed':>8} {'parked':>7}"
-    out.write(head + f" {'oldest':>7} paused target\n")
+    out.write(
+        head + f" {'oldest':>7} paused target" + ("  account/region" if places else "") + "\n"
+    )
     for row in rows:
+        where = f"  {row.get('account') or 'own'}/{row.get('region')}" if places else ""
         if "error" in row:
-            out.write(f"{row['queue']:<20} {'cannot read: ' + row['error']}\n")
+            out.write(f"{row['queue']:<20} {'cannot read: ' + row['error']}{where}\n")
             continue
         dlq = row["dlq"]
         out.write(
             f"{row['queue']:<20} {dlq['visible']:>8} {dlq['in_flight']:>9} {dlq['delayed']:>8} "
             f"{row['parked']:>7} {oldest_text(row, now):>7} {'yes' if row['paused'] else 'no':<6} "
-            f"{row['target']}\n"
+            f"{row['target']}{where}\n"
         )
 
 

@@ -101,7 +101,7 @@ async def to_target(
     the command is a member of the fleet while it runs: it takes its share of the target's
     rate (the daemons' shares shrink meanwhile) and honours the fleet's breaker (an open
     breaker refuses the replay; the messages stay parked)."""
-    facts = DlqFacts(await clients.get("sqs"), ctx.dlq.url)
+    facts = DlqFacts(await clients.of(ctx.settings).get("sqs"), ctx.dlq.url)
     await facts.refresh()
     q = ctx.settings
     guards = await Guards.open(ctx.coordination, clients, Metrics(CollectorRegistry()), join=join)

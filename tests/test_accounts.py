@@ -1,0 +1,401 @@
+"""Many accounts and regions in one deployment (SPEC.md): every message is redriven inside its
+own account and region, same-named queues elsewhere are untouched, discovery runs in each
+listed account, an assumed role is refreshed without a restart, and an account whose role
+cannot be assumed degrades alone. moto maps an assumed role's credentials to its account."""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from contextlib import AsyncExitStack
+from typing import Any
+
+import anyio
+import pytest
+import structlog
+from aiobotocore.session import get_session
+from prometheus_client import CollectorRegistry
+
+from tests.conftest import make_settings
+from tests.helpers import depth, drain, wait_for
+from worker.aws import assume
+from worker.aws.assume import Assumed
+from worker.daemon.app import serve
+from worker.emulator import create_queue
+from worker.emulator.proxy import Rule
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(180)]
+
+A, B = "111111111111", "222222222222"
+REGIONS = ("us-east-1", "eu-west-1")
+
+
+def role(account: str) -> str:
+    return f"arn:aws:iam::{account}:role/retry-worker"
+
+
+ACCOUNTS = [{"id": a, "role_arn": role(a), "regions": list(REGIONS)} for a in (A, B)]
+
+
+async def member(aws: Any, stack: AsyncExitStack, account: str, region: str, service: str) -> Any:
+    """A client acting in `account` and `region`, as the member role does."""
+    sts = await aws.client("sts")
+    given = (await sts.assume_role(RoleArn=role(account), RoleSessionName="test"))["Credentials"]
+    return await stack.enter_async_context(
+        get_session().create_client(
+            service,
+            region_name=region,
+            endpoint_url=aws.url,
+            aws_access_key_id=given["AccessKeyId"],
+            aws_secret_access_key=given["SecretAccessKey"],
+            aws_session_token=given["SessionToken"],
+        )
+    )
+
+
+def _queue(account: str | None, region: str) -> dict[str, Any]:
+    where = {"account": account} if account else {}
+    return {
+        **where,
+        "region": region,
+        "name": "orders-dlq",
+        "target": {"kind": "sqs", "queue": "out"},  # a name: resolved where the queue lives
+    }
+
+
+async def _daemon(settings: Any, registry: CollectorRegistry, task_status: Any) -> None:
+    stop = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        runtime = await tg.start(functools.partial(serve, settings, stop, registry=registry))
+        task_status.started((runtime, stop))
+
+
+@pytest.mark.slow  # a daemon (or CLI processes): make test, not make unit
+async def test_each_message_is_redriven_in_its_own_account_and_region(aws, proxy):
+    async with AsyncExitStack() as stack:
+        places = {}
+        for account in (A, B):
+            for region in REGIONS:
+                sqs = await member(aws, stack, account, region, "sqs")
+                dlq = await create_queue(sqs, "orders-dlq")
+                await create_queue(sqs, "parked")
+                out = await create_queue(sqs, "out")
+                body = json.dumps({"from": f"{account}/{region}"})
+                await sqs.send_message(QueueUrl=dlq, MessageBody=body)
+                places[account, region] = (sqs, dlq, out, body)
+        # the deployment's own account has the same names: never touched
+        home_dlq = await create_queue(aws.sqs, "orders-dlq")
+        await create_queue(aws.sqs, "parked")
+        home_out = await create_queue(aws.sqs, "out")
+        await aws.sqs.send_message(QueueUrl=home_dlq, MessageBody='{"from": "home"}')
+        queues = {
+            f"{'a' if account == A else 'b'}-{region}": _queue(account, region)
+            for account, region in places
+        }
+        settings = make_settings(proxy.url, queues, accounts=ACCOUNTS)
+        registry = CollectorRegistry()
+        stop = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            runtime = await tg.start(functools.partial(serve, settings, stop, registry=registry))
+
+            async def drained() -> bool:
+                return all([await depth(s, d) == 0 for s, d, _, _ in places.values()])
+
+            await wait_for(drained, timeout=60)
+            assert not runtime.health.notes()
+            stop.set()
+
+        for (account, region), (sqs, _, out, body) in places.items():
+            [copy] = await drain(sqs, out)
+            assert copy["Body"] == body, (account, region)
+            up = registry.get_sample_value(
+                "retry_worker_account_up", {"account": account, "region": region}
+            )
+            assert up == 1
+        assert await depth(aws.sqs, home_dlq) == 1
+        assert await depth(aws.sqs, home_out) == 0
+        # every AssumeRole named its session, and went to the regional endpoint's scope
+        assumed = proxy.requests("sts", "AssumeRole")
+        assert {r["RoleArn"] for r in assumed} >= {role(A), role(B)}
+        assert all(r["RoleSessionName"].startswith("retry-worker-") for r in assumed)
+
+
+@pytest.mark.slow  # a daemon (or CLI processes): make test, not make unit
+async def test_an_account_whose_role_cannot_be_assumed_degrades_alone(aws, proxy, monkeypatch):
+    monkeypatch.setattr(assume, "RETRY_SECONDS", 0.5)
+    async with AsyncExitStack() as stack:
+        urls = {}
+        for account in (A, B):
+            sqs = await member(aws, stack, account, "us-east-1", "sqs")
+            dlq = await create_queue(sqs, "orders-dlq")
+            await create_queue(sqs, "parked")
+            await create_queue(sqs, "out")
+            await sqs.send_message(QueueUrl=dlq, MessageBody="{}")
+            urls[account] = (sqs, dlq)
+        queues = {"a": _queue(A, "us-east-1"), "b": _queue(B, "us-east-1")}
+        settings = make_settings(proxy.url, queues, accounts=ACCOUNTS)
+        denied = proxy.add(
+            Rule("sts", "AssumeRole", "error", status=403, code="AccessDenied", body=B)
+        )
+        registry = CollectorRegistry()
+        stop = anyio.Event()
+
+        def up(account: str) -> float | None:
+            labels = {"account": account, "region": "us-east-1"}
+            return registry.get_sample_value("retry_worker_account_up", labels)
+
+        with structlog.testing.capture_logs() as logs:
+            async with anyio.create_task_group() as tg:
+                runtime = await tg.start(
+                    functools.partial(serve, settings, stop, registry=registry)
+                )
+                await wait_for(lambda: _empty(*urls[A]), timeout=30)  # A drains meanwhile
+                await wait_for(lambda: denied.applied >= 2, timeout=30)  # B tried, and again
+                notes = runtime.health.notes()
+                assert any(f"account {B} in us-east-1: cannot assume" in n for n in notes)
+                assert (up(A), up(B)) == (1, 0)
+                assert await depth(*urls[B]) == 1  # waits in its DLQ, nothing lost
+                proxy.remove(denied)  # the role's trust is mended: B recovers by itself
+                await wait_for(lambda: _empty(*urls[B]), timeout=60)
+                assert up(B) == 1
+                assert not any("cannot assume" in n for n in runtime.health.notes())
+                stop.set()
+    said = [e for e in logs if e["event"] == "account_unavailable"]
+    # said once, whatever the tries (the proxy's refusal is not STS's XML: its code varies)
+    assert [(e["account"], e["region"]) for e in said] == [(B, "us-east-1")]
+    assert said[0]["error"]
+
+
+async def _empty(sqs: Any, url: str) -> bool:
+    return await depth(sqs, url) == 0
+
+
+async def test_an_assumed_role_is_refreshed_before_it_expires(aws, proxy):
+    async with AsyncExitStack() as stack:
+        owner = await member(aws, stack, A, "eu-west-1", "sqs")
+        await create_queue(owner, "orders-dlq")
+        states = []
+        assumed = Assumed(
+            get_session(),
+            role(A),
+            "eu-west-1",
+            duration_seconds=900,
+            refresh_before_seconds=899,  # due a second after each assume
+            endpoint_url=proxy.url,
+            on_state=lambda up, why: states.append(up),
+        )
+        sqs = await stack.enter_async_context(
+            assumed.session.create_client("sqs", region_name="eu-west-1", endpoint_url=proxy.url)
+        )
+        first = await sqs.list_queues()
+        credentials = assumed.session._credentials
+        await wait_for(lambda: credentials.refresh_needed(899), timeout=5)
+        second = await sqs.list_queues()
+
+    assert first["QueueUrls"] == second["QueueUrls"]
+    assert f"/{A}/orders-dlq" in first["QueueUrls"][0]
+    assert proxy.count("sts", "AssumeRole") == 2
+    keys = {who for _, who in proxy.callers("sqs", "ListQueues")}
+    assert len(keys) == 2  # the second call signed with the refreshed credentials
+    assert states == [True]  # said once, not per refresh
+
+
+@pytest.mark.slow  # a daemon (or CLI processes): make test, not make unit
+async def test_discovery_runs_in_each_listed_account_and_region(aws, proxy):
+    async with AsyncExitStack() as stack:
+        for account, region in ((A, "eu-west-1"), (B, "us-east-1")):
+            sqs = await member(aws, stack, account, region, "sqs")
+            await create_queue(sqs, "retry-orders")
+            await create_queue(sqs, "parked")
+        await create_queue(aws.sqs, "retry-home")
+        await create_queue(aws.sqs, "parked")
+        discovery = {
+            "prefix": "retry-",
+            "refresh_seconds": 1,
+            "accounts": [A],  # B is served by its configured queues only (none here)
+            "defaults": {"target": {"kind": "auto", "allow": ["arn:aws:sqs:*:*:*"]}},
+        }
+        settings = make_settings(proxy.url, {}, accounts=ACCOUNTS, discovery=discovery)
+        stop = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            runtime = await tg.start(functools.partial(serve, settings, stop))
+            wanted = {"retry-home", f"{A}/eu-west-1/retry-orders"}
+            await wait_for(lambda: wanted <= set(runtime.health.pollers), timeout=30)
+            served = set(runtime.health.queues)
+            url = runtime.health.pollers[f"{A}/eu-west-1/retry-orders"].dlq.url
+            stop.set()
+    assert served == wanted  # nothing of B's, nothing of A's other region (none there)
+    assert f"/{A}/retry-orders" in url
+
+
+def _two_account_settings() -> Any:
+    from worker.settings import Settings
+
+    return Settings(
+        aws={"region": "us-east-1"},
+        accounts=ACCOUNTS,
+        coordination={"backend": "dynamodb", "table": "rw-coordination"},
+        defaults={"policy": {"parking_queue": "parked"}},
+        queues={
+            "home": {"name": "home-dlq", "target": {"kind": "lambda", "function": "home-fn"}},
+            "a-eu": {
+                "account": A,
+                "region": "eu-west-1",
+                "name": "orders-dlq",
+                "target": {"kind": "lambda", "function": "orders-fn"},
+            },
+            "b-us": {
+                "account": B,
+                "name": "billing-dlq",
+                "target": {"kind": "sqs", "queue": "billing-out"},
+            },
+        },
+    )
+
+
+def test_each_role_gets_exactly_what_lives_in_its_account():
+    from worker.ops.iam import build_policy
+
+    settings = _two_account_settings()
+
+    def resources(policy: dict[str, Any]) -> set[str]:
+        return {r for s in policy["Statement"] for r in s["Resource"]}
+
+    deployment = build_policy(settings, "123456789012")
+    assume = [s for s in deployment["Statement"] if s["Sid"] == "AssumeMemberRoles"]
+    assert assume == [
+        {
+            "Sid": "AssumeMemberRoles",
+            "Effect": "Allow",
+            "Action": ["sts:AssumeRole"],
+            "Resource": [role(A), role(B)],
+        }
+    ]
+    assert not any(A in r or B in r for r in resources(deployment) - {role(A), role(B)})
+    assert "arn:aws:dynamodb:us-east-1:123456789012:table/rw-coordination" in resources(deployment)
+
+    member_a = build_policy(settings, member=A)
+    assert resources(member_a) >= {
+        f"arn:aws:sqs:eu-west-1:{A}:orders-dlq",
+        f"arn:aws:sqs:eu-west-1:{A}:parked",
+        f"arn:aws:lambda:eu-west-1:{A}:function:orders-fn",
+    }
+    assert all(f":{A}:" in r for r in resources(member_a))  # nothing of B's, nor the table
+    member_b = build_policy(settings, member=B)
+    assert f"arn:aws:sqs:us-east-1:{B}:billing-out" in resources(member_b)
+    assert not any("sts:" in a for s in member_b["Statement"] for a in s["Action"])
+
+
+def test_the_stackset_template_renders_and_passes_cfn_lint(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from worker.ops.iam import build_policy
+    from worker.ops.member_iam import stackset_template
+
+    settings = _two_account_settings()
+    policies = [build_policy(settings, member=a.id) for a in settings.accounts]
+    template = stackset_template(settings, policies)
+    text = json.dumps(template)
+    assert A not in text
+    assert B not in text
+    assert "${AWS::AccountId}" in text
+    assert "${AWS::Partition}" in text
+    role_ = template["Resources"]["MemberRole"]["Properties"]
+    [trust] = role_["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Condition"]["Fn::If"][2] == {
+        "ArnEquals": {"aws:PrincipalArn": {"Ref": "DeploymentRoleArn"}}
+    }
+    path = tmp_path / "member-role.json"
+    path.write_text(text)
+    lint = Path(sys.executable).parent / "cfn-lint"
+    result = subprocess.run([str(lint), str(path)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    shipped = Path(__file__).resolve().parents[1] / "deploy" / "stackset" / "member-role.json"
+    example = Path(__file__).resolve().parents[1] / "deploy" / "stackset" / "example-config.yaml"
+    import yaml
+
+    from worker.settings import Settings
+
+    rendered = Settings(**yaml.safe_load(example.read_text()))
+    policies = [build_policy(rendered, member=a.id) for a in rendered.accounts]
+    assert json.loads(shipped.read_text()) == stackset_template(rendered, policies)
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        (
+            {"queues": {"q": {"account": "333333333333"}}},
+            "queues.q.account: 333333333333 is not among `accounts`",
+        ),
+        (
+            {"queues": {"q": {"account": A, "region": "ap-south-1"}}},
+            "queues.q.region: ap-south-1 is not among account",
+        ),
+        ({"accounts": [{"id": A, "role_arn": role(B)}]}, f"is a role of account {B}, not of {A}"),
+        (
+            {"accounts": [{"id": A, "role_arn": "arn:aws:iam::111111111111:user/x"}]},
+            "is not an IAM role ARN",
+        ),
+        (
+            {"discovery": {"prefix": "r-", "accounts": [B]}, "accounts": [ACCOUNTS[0]]},
+            f"discovery.accounts: {B} is not among",
+        ),
+    ],
+)
+def test_a_place_that_is_not_configured_is_refused(change, said):
+    from pydantic import ValidationError
+
+    from worker.settings import Settings, deep_merge
+
+    tree = {
+        "accounts": ACCOUNTS,
+        "defaults": {"policy": {"parking_queue": "parked"}},
+        "queues": {"q": {"name": "q-dlq", "target": {"kind": "lambda", "function": "f"}}},
+    }
+    with pytest.raises(ValidationError, match=re.escape(said)):
+        Settings(**deep_merge(tree, change))
+
+
+@pytest.mark.slow  # a daemon (or CLI processes): make test, not make unit
+async def test_status_and_the_console_show_where_each_queue_lives(aws, proxy, tmp_path):
+    """Two accounts, a queue in each with the same name: each row reads its own account's
+    queues (one message in A's DLQ, none in B's), and says where; the console too."""
+    from tests.console_client import browser, running_console
+    from tests.test_operator_loop import Cli
+
+    async with AsyncExitStack() as stack:
+        for account, region, waiting in ((A, "eu-west-1", 1), (B, "us-east-1", 0)):
+            sqs = await member(aws, stack, account, region, "sqs")
+            dlq = await create_queue(sqs, "orders-dlq")
+            await create_queue(sqs, "parked")
+            await create_queue(sqs, "out")
+            for _ in range(waiting):
+                await sqs.send_message(QueueUrl=dlq, MessageBody="{}")
+    await create_queue(aws.sqs, "orders-dlq")  # the deployment's own: 0 messages
+    await create_queue(aws.sqs, "parked")
+    queues = {"a": _queue(A, "eu-west-1"), "b": _queue(B, "us-east-1")}
+    settings = make_settings(aws.url, queues, accounts=ACCOUNTS)
+    cli = Cli(tmp_path, settings.model_dump(mode="json"))
+
+    shown = await cli("status")
+    rows = await cli.json("status", "--json")
+    checked = await cli("check-config", "--aws")  # asked in each queue's own account
+
+    assert shown.returncode == 0, shown.stderr
+    assert checked.returncode == 0, checked.stderr
+    assert {r["queue"]: (r["account"], r["region"], r["dlq"]["visible"]) for r in rows} == {
+        "a": (A, "eu-west-1", 1),
+        "b": (B, "us-east-1", 0),
+    }
+    lines = shown.stdout.splitlines()
+    assert lines[0].endswith("account/region")
+    assert lines[1].split()[:2] == ["a", "1"]
+    assert lines[1].endswith(f"{A}/eu-west-1")
+    async with running_console(settings) as (url, _), browser(url) as b:
+        page = (await b.get("/")).element("queues")
+    assert f"{A}/eu-west-1" in page
+    assert f"{B}/us-east-1" in page
