@@ -200,6 +200,18 @@ def test_keda_has_one_trigger_per_queue_read_with_the_workers_own_role():
     )
 
 
+def test_keda_reads_each_queue_in_its_region_and_refuses_a_member_accounts():
+    """KEDA reads the DLQs with the deployment's role: a member account's queue (accounts:)
+    it cannot read, and is refused by name; a queue in another region is asked there."""
+    queues = yaml.safe_load((ROOT / "config" / "production.yaml").read_text())["queues"]
+    name = sorted(queues)[0]
+    moved = kinds(render("production", "--set", f"config.queues.{name}.region=eu-west-1"))
+    regions = {t["metadata"]["awsRegion"] for t in moved["ScaledObject"]["spec"]["triggers"]}
+    assert "eu-west-1" in regions
+    said = refused("production", "--set-string", f"config.queues.{name}.account=111111111111")
+    assert f"queue {name} lives in member account 111111111111" in said
+
+
 def test_keda_without_a_queue_list_is_refused():
     """Discovery mode lists no queue: a ScaledObject without triggers never scales."""
     assert "config.queues" in refused("production", "--set", "config.queues=null")

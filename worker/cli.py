@@ -54,6 +54,14 @@ def _parser() -> argparse.ArgumentParser:
     _config_args(iam)
     iam.add_argument("--account-id", help="for queues and functions given by name")
     iam.add_argument(
+        "--account", help="the role of this member account (accounts:): what lives there"
+    )
+    iam.add_argument(
+        "--stackset",
+        action="store_true",
+        help="the member accounts' role as a CloudFormation StackSet template",
+    )
+    iam.add_argument(
         "--resolve-sources",
         action="store_true",
         help="ask AWS for each DLQ's redrive sources and grant exactly those",
@@ -134,7 +142,8 @@ def _healthcheck(args: argparse.Namespace) -> int:
 
 
 def _iam_policy(args: argparse.Namespace) -> int:
-    from worker.ops.iam import PolicyError, render, resolve_sources
+    from worker.ops.iam import PolicyError, build_policy, render, resolve_sources
+    from worker.ops.member_iam import stackset_template
 
     settings = _load(args)
     if settings is None:
@@ -145,8 +154,14 @@ def _iam_policy(args: argparse.Namespace) -> int:
 
             print(json.dumps(operator_policy(settings, args.account_id), indent=2))
             return EXIT_OK
+        if args.stackset:  # the member accounts' role, for a CloudFormation StackSet
+            if not settings.accounts:
+                raise PolicyError("--stackset: no `accounts` are configured")
+            policies = [build_policy(settings, member=a.id) for a in settings.accounts]
+            print(json.dumps(stackset_template(settings, policies), indent=2))
+            return EXIT_OK
         sources = anyio.run(resolve_sources, settings) if args.resolve_sources else None
-        print(render(settings, args.account_id, sources), end="")
+        print(render(settings, args.account_id, sources, args.account), end="")
         wide = [n for n, q in settings.queues.items() if getattr(q.target, "source", False)]
         if wide and sources is None:
             print(

@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 
 from worker.aws.clients import Clients
 from worker.aws.sqs import redrive_sources, resolve_queue_url
+from worker.ops.member_iam import assume_grants, policy_queues
 from worker.settings import (
     AutoTarget,
     EventBridgeTarget,
@@ -175,39 +176,54 @@ def build_policy(
     settings: Settings,
     account: str | None = None,
     sources: dict[str, list[str]] | None = None,
+    member: str | None = None,
 ) -> dict[str, Any]:
     """`sources`, when given (`--resolve-sources`), maps configured queue names to their
-    redrive sources' ARNs: the redrive grants then name exactly those queues."""
-    arns = Arns(settings.aws.region, account)
+    redrive sources' ARNs: the redrive grants then name exactly those queues. `member`: the
+    role of that member account (`accounts:`), covering exactly what lives there; else the
+    deployment's role (its own queues, coordination, sinks, and the member roles to assume)."""
+    if member is not None and member not in {a.id for a in settings.accounts}:
+        raise PolicyError(f"--account {member} is not among `accounts`")
+    account = member or account
     grants: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
-    queues = list(settings.queues.values())
-    if settings.discovery is not None:
-        # Every queue the prefix may ever name; ListQueues has no narrower resource than "*".
-        prefix = settings.discovery.prefix
-        defaults = settings.defaults.model_dump(mode="json")
-        queues.append(settings.discovery.queue_for(f"{prefix}*", defaults))
-        grants["ListQueuesForDiscovery"]["sqs:ListQueues"].add("*")
-    names = list(settings.queues) + ["<discovered>"] * (len(queues) - len(settings.queues))
-    for name, queue in zip(names, queues, strict=True):
-        dlq = arns.queue(queue.queue_ref)
-        for action in DLQ_ACTIONS:
-            grants["ReadDeadLetterQueues"][action].add(dlq)
-        grant_parking(settings, arns.queue(queue.policy.parking_queue or ""), grants)
-        # Attempt counting reads each redrive source's maxReceiveCount; the sources are
-        # found at run time, so this read-only grant covers the account's queues in the region.
+    for name, queue, discovered in policy_queues(settings, member):
+        if discovered:
+            grants["ListQueuesForDiscovery"]["sqs:ListQueues"].add("*")
+        # where the queue lives: its region (and the member's account)
+        arns = Arns(queue.region or settings.aws.region, account)
         known = sources.get(name) if sources is not None else None
-        for source in known if known is not None else [arns.neighbours(dlq)]:
-            grants["ReadRedriveSources"]["sqs:GetQueueAttributes"].add(source)
-        for sid, action, resource in target_statements(queue, dlq, arns, known):
-            grants[sid][action].add(resource)
-        if isinstance(queue.hook, LambdaHookSpec):  # a Lambda that decides (SPEC.md, Decisions)
-            grants["InvokeHooks"]["lambda:InvokeFunction"].add(arns.function(queue.hook.function))
-    grant_coordination(settings, arns, grants)
-    grant_notifications(settings, arns, grants)
+        grant_queue(settings, queue, arns, known, grants)
+    if member is None:  # the deployment's own: coordination, sinks, the member roles
+        arns = Arns(settings.aws.region, account)
+        grant_coordination(settings, arns, grants)
+        grant_notifications(settings, arns, grants)
+        assume_grants(settings, grants)
     if settings.aws.kms_key_arns:
         for action in ("kms:Decrypt", "kms:GenerateDataKey"):
             grants["UseQueueKeys"][action].update(settings.aws.kms_key_arns)
     return {"Version": "2012-10-17", "Statement": statements(grants)}
+
+
+def grant_queue(
+    settings: Settings,
+    queue: QueueSettings,
+    arns: Arns,
+    known: list[str] | None,
+    grants: dict[str, dict[str, set[str]]],
+) -> None:
+    """One queue's DLQ, parking queue, redrive sources, target and hook."""
+    dlq = arns.queue(queue.queue_ref)
+    for action in DLQ_ACTIONS:
+        grants["ReadDeadLetterQueues"][action].add(dlq)
+    grant_parking(settings, arns.queue(queue.policy.parking_queue or ""), grants)
+    # Attempt counting reads each redrive source's maxReceiveCount; the sources are
+    # found at run time, so this read-only grant covers the account's queues in the region.
+    for source in known if known is not None else [arns.neighbours(dlq)]:
+        grants["ReadRedriveSources"]["sqs:GetQueueAttributes"].add(source)
+    for sid, action, resource in target_statements(queue, dlq, arns, known):
+        grants[sid][action].add(resource)
+    if isinstance(queue.hook, LambdaHookSpec):  # a Lambda that decides (SPEC.md, Decisions)
+        grants["InvokeHooks"]["lambda:InvokeFunction"].add(arns.function(queue.hook.function))
 
 
 def grant_parking(settings: Settings, parking: str, grants: dict[str, dict[str, set[str]]]) -> None:
@@ -259,9 +275,12 @@ def statements(grants: dict[str, dict[str, set[str]]]) -> list[dict[str, Any]]:
 
 
 def render(
-    settings: Settings, account: str | None = None, sources: dict[str, list[str]] | None = None
+    settings: Settings,
+    account: str | None = None,
+    sources: dict[str, list[str]] | None = None,
+    member: str | None = None,
 ) -> str:
-    return json.dumps(build_policy(settings, account, sources), indent=2) + "\n"
+    return json.dumps(build_policy(settings, account, sources, member), indent=2) + "\n"
 
 
 async def resolve_sources(settings: Settings) -> dict[str, list[str]]:
