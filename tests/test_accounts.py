@@ -399,3 +399,34 @@ async def test_status_and_the_console_show_where_each_queue_lives(aws, proxy, tm
         page = (await b.get("/")).element("queues")
     assert f"{A}/eu-west-1" in page
     assert f"{B}/us-east-1" in page
+
+
+async def test_a_queue_named_on_the_command_line_is_looked_for_where_it_lives():
+    """restore --to: a URL says its account and region; a configured name one place; a name
+    in two places must be given as a URL (a restore into the wrong account is not undone)."""
+    from worker.aws.clients import Clients
+    from worker.ops.context import ContextError, place_of_ref
+    from worker.settings import Settings
+
+    settings = Settings(
+        accounts=ACCOUNTS,
+        defaults={"policy": {"parking_queue": "parked"}},
+        queues={
+            "a": {**_queue(A, "eu-west-1"), "name": "a-dlq"},
+            "b": {**_queue(B, "us-east-1"), "name": "b-dlq"},
+        },
+    )
+    async with AsyncExitStack() as stack:
+        clients = Clients(settings.aws, stack, pool=1, accounts=settings.accounts)
+
+        def where(ref: str) -> tuple[str | None, str]:
+            place = place_of_ref(settings, clients, ref)
+            return place.account, place.region
+
+        assert where("a-dlq") == (A, "eu-west-1")
+        assert where("b") == (B, "us-east-1")
+        assert where(f"https://sqs.eu-west-1.amazonaws.com/{B}/parked") == (B, "eu-west-1")
+        assert where("https://sqs.us-west-2.amazonaws.com/123456789012/x") == (None, "us-west-2")
+        assert where("elsewhere") == (None, "us-east-1")
+        with pytest.raises(ContextError, match="lives in several places"):
+            where("parked")

@@ -19,7 +19,7 @@ from worker.aws.errors import error_code, first_failure
 from worker.aws.sqs import SqsQueue, resolve_queue_url
 from worker.ops import moves, reading, tally
 from worker.ops.acting import Move, act
-from worker.ops.context import ContextError, QueueContext, open_queue
+from worker.ops.context import ContextError, QueueContext, open_queue, place_of_ref
 from worker.ops.explain import explain
 from worker.ops.filters import FilterError, Filters
 from worker.ops.progress import Progress
@@ -213,7 +213,6 @@ def _print_done(tally: moves.Tally, out: TextIO) -> None:
 
 async def _queue_command(args: argparse.Namespace, settings: Settings, clients: Clients) -> int:
     out = sys.stdout
-    sqs = await clients.get("sqs")
     if args.command == "status":
         rows = await reading.status(settings, clients)
         if args.json:
@@ -222,6 +221,7 @@ async def _queue_command(args: argparse.Namespace, settings: Settings, clients: 
             reading.print_status(rows, out)
         return EXIT_FAILED if any("error" in row for row in rows) else EXIT_OK
     if args.command == "restore":
+        sqs = await place_of_ref(settings, clients, args.to).get("sqs")
         queue = SqsQueue(sqs, await resolve_queue_url(sqs, args.to))
         async with interruptible() as stop:
             count, failed = await restore(

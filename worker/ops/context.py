@@ -58,6 +58,30 @@ async def open_queue(settings: Settings, ref: str, clients: Clients) -> QueueCon
     return QueueContext(name, queue, dlq, parking, settings.coordination, settings.operator)
 
 
+def place_of_ref(settings: Settings, clients: Clients, ref: str) -> Clients:
+    """Where a queue named on the command line lives: a URL says its account and region; a
+    name is looked for among the configured queues (a logical name, a DLQ, a parking queue)
+    and must name one place (else: give its URL); a name found nowhere is the deployment's."""
+    members = {a.id for a in settings.accounts}
+    if ref.startswith(("https://", "http://")):
+        parsed = urlparse(ref)
+        parts = (parsed.hostname or "").split(".")
+        account = parsed.path.strip("/").split("/")[0]
+        region = parts[1] if len(parts) > 2 and parts[0] == "sqs" else None
+        return clients.at(account if account in members else None, region)
+    places = {
+        (q.account, q.region or settings.aws.region)
+        for n, q in settings.queues.items()
+        if ref in (n, q.queue_ref, q.policy.parking_queue)
+    }
+    if len(places) > 1:
+        found = ", ".join(sorted(f"{a or 'own'}/{r}" for a, r in places))
+        raise ContextError(
+            f"{ref}: a queue of that name lives in several places ({found}): give its URL"
+        )
+    return clients.at(*places.pop()) if places else clients
+
+
 async def existing(sqs: Client, ref: str, what: str) -> str:
     """The URL of a queue that exists (a URL is asked too: a typo in one would read as an
     empty queue); ContextError naming it when it does not."""

@@ -92,7 +92,8 @@ async def explain(
     message, why = await _message(args, settings, clients)
     now = time.time()
     attempt = args.attempt
-    decider = Decider(name, queue, await build_hook(queue, clients))
+    # the queue's Lambda hook is asked where the daemon asks it: the queue's account and region
+    decider = Decider(name, queue, await build_hook(queue, clients.of(queue)))
     trace = Trace()
     result: dict[str, Any] = {"queue": name}
     if why is not None:

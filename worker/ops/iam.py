@@ -287,8 +287,9 @@ async def resolve_sources(settings: Settings) -> dict[str, list[str]]:
     """Each configured queue's redrive sources, asked of AWS (ListDeadLetterSourceQueues)."""
     found: dict[str, list[str]] = {}
     async with AsyncExitStack() as stack:
-        sqs = await Clients(settings.aws, stack, pool=4).get("sqs")
+        clients = Clients(settings.aws, stack, pool=4, accounts=settings.accounts)
         for name, queue in settings.queues.items():
+            sqs = await clients.of(queue).get("sqs")  # asked where the queue lives
             url = await resolve_queue_url(sqs, queue.queue_ref)
             found[name] = sorted(await redrive_sources(sqs, url))
     return found
