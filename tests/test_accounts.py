@@ -430,3 +430,17 @@ async def test_a_queue_named_on_the_command_line_is_looked_for_where_it_lives():
         assert where("elsewhere") == (None, "us-east-1")
         with pytest.raises(ContextError, match="lives in several places"):
             where("parked")
+
+
+def test_a_targets_identity_includes_where_a_name_resolves():
+    """`orders` in two accounts is two functions: two breakers and buckets, never one."""
+    from worker.settings import QueueSettings
+
+    def key(**where: str) -> str:
+        target = {"kind": "lambda", "function": "orders"}
+        return QueueSettings(name="q", target=target, **where).target_key
+
+    assert key() == "lambda:orders"
+    assert key(account=A) == f"{A}@:lambda:orders"
+    assert key(account=A, region="eu-west-1") == f"{A}@eu-west-1:lambda:orders"
+    assert len({key(), key(account=A), key(account=B), key(region="eu-west-1")}) == 4

@@ -57,7 +57,7 @@ class QueueSettings(QueueDefaults):
     @property
     def target_key(self) -> str:
         """The target's identity: queues with the same key share one bucket and breaker."""
-        place = f"{self.account or ''}@{self.region}:" if self.account or self.region else ""
+        place = f"{self.account or ''}@{self.region or ''}:" if self.account or self.region else ""
         return place + self._target_key()
 
     def _target_key(self) -> str:
