@@ -5,6 +5,7 @@ cannot be assumed degrades alone. moto maps an assumed role's credentials to its
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import re
@@ -35,6 +36,7 @@ def role(account: str) -> str:
     return f"arn:aws:iam::{account}:role/retry-worker"
 
 
+LOOPBACK = {"host": "127.0.0.1", "port": 0}  # the daemon's health server: a free loopback port
 ACCOUNTS = [{"id": a, "role_arn": role(a), "regions": list(REGIONS)} for a in (A, B)]
 
 
@@ -93,7 +95,7 @@ async def test_each_message_is_redriven_in_its_own_account_and_region(aws, proxy
             f"{'a' if account == A else 'b'}-{region}": _queue(account, region)
             for account, region in places
         }
-        settings = make_settings(proxy.url, queues, accounts=ACCOUNTS)
+        settings = make_settings(proxy.url, queues, accounts=ACCOUNTS, http=LOOPBACK)
         registry = CollectorRegistry()
         stop = anyio.Event()
         async with anyio.create_task_group() as tg:
@@ -104,6 +106,9 @@ async def test_each_message_is_redriven_in_its_own_account_and_region(aws, proxy
 
             await wait_for(drained, timeout=60)
             assert not runtime.health.notes()
+            # four parking queues named `parked`: one each, told apart by the keeper's metrics
+            labels = {queue.label for queue in runtime.shared.parking.values()}
+            assert labels == {f"{account}/{region}/parked" for account, region in places}
             stop.set()
 
         for (account, region), (sqs, _, out, body) in places.items():
@@ -115,6 +120,11 @@ async def test_each_message_is_redriven_in_its_own_account_and_region(aws, proxy
             assert up == 1
         assert await depth(aws.sqs, home_dlq) == 1
         assert await depth(aws.sqs, home_out) == 0
+        # one name in four places is four breakers, told apart in the metrics as in the keys
+        for account, region in places:
+            labels = {"target": f"{account}/{region}/out"}
+            assert registry.get_sample_value("retry_worker_circuit_state", labels) == 0
+
         # every AssumeRole named its session, and went to the regional endpoint's scope
         assumed = proxy.requests("sts", "AssumeRole")
         assert {r["RoleArn"] for r in assumed} >= {role(A), role(B)}
@@ -134,7 +144,7 @@ async def test_an_account_whose_role_cannot_be_assumed_degrades_alone(aws, proxy
             await sqs.send_message(QueueUrl=dlq, MessageBody="{}")
             urls[account] = (sqs, dlq)
         queues = {"a": _queue(A, "us-east-1"), "b": _queue(B, "us-east-1")}
-        settings = make_settings(proxy.url, queues, accounts=ACCOUNTS)
+        settings = make_settings(proxy.url, queues, accounts=ACCOUNTS, http=LOOPBACK)
         denied = proxy.add(
             Rule("sts", "AssumeRole", "error", status=403, code="AccessDenied", body=B)
         )
@@ -210,17 +220,22 @@ async def test_discovery_runs_in_each_listed_account_and_region(aws, proxy):
             await create_queue(sqs, "parked")
         await create_queue(aws.sqs, "retry-home")
         await create_queue(aws.sqs, "parked")
+        # configured here under a name A also has: A's is another queue, discovered all the same
+        await create_queue(aws.sqs, "retry-orders")
         discovery = {
             "prefix": "retry-",
             "refresh_seconds": 1,
             "accounts": [A],  # B is served by its configured queues only (none here)
             "defaults": {"target": {"kind": "auto", "allow": ["arn:aws:sqs:*:*:*"]}},
         }
-        settings = make_settings(proxy.url, {}, accounts=ACCOUNTS, discovery=discovery)
+        configured = {"orders": {"name": "retry-orders", "target": {"kind": "sqs", "source": True}}}
+        settings = make_settings(
+            proxy.url, configured, accounts=ACCOUNTS, discovery=discovery, http=LOOPBACK
+        )
         stop = anyio.Event()
         async with anyio.create_task_group() as tg:
             runtime = await tg.start(functools.partial(serve, settings, stop))
-            wanted = {"retry-home", f"{A}/eu-west-1/retry-orders"}
+            wanted = {"orders", "retry-home", f"{A}/eu-west-1/retry-orders"}
             await wait_for(lambda: wanted <= set(runtime.health.pollers), timeout=30)
             served = set(runtime.health.queues)
             url = runtime.health.pollers[f"{A}/eu-west-1/retry-orders"].dlq.url
@@ -305,9 +320,11 @@ def test_the_stackset_template_renders_and_passes_cfn_lint(tmp_path):
     assert "${AWS::Partition}" in text
     role_ = template["Resources"]["MemberRole"]["Properties"]
     [trust] = role_["AssumeRolePolicyDocument"]["Statement"]
-    assert trust["Condition"]["Fn::If"][2] == {
-        "ArnEquals": {"aws:PrincipalArn": {"Ref": "DeploymentRoleArn"}}
-    }
+    principals = trust["Condition"]["Fn::If"][2]["ArnEquals"]["aws:PrincipalArn"]
+    assert principals["Fn::If"][1:] == [  # the deployment's role, and the operators' if given
+        [{"Ref": "DeploymentRoleArn"}, {"Ref": "OperatorRoleArn"}],
+        {"Ref": "DeploymentRoleArn"},
+    ]
     path = tmp_path / "member-role.json"
     path.write_text(text)
     lint = Path(sys.executable).parent / "cfn-lint"
@@ -343,6 +360,38 @@ def test_the_stackset_template_renders_and_passes_cfn_lint(tmp_path):
         (
             {"discovery": {"prefix": "r-", "accounts": [B]}, "accounts": [ACCOUNTS[0]]},
             f"discovery.accounts: {B} is not among",
+        ),
+        (
+            {"accounts": [{"id": A, "role_arn": role(A), "session_seconds": 7200}]},
+            "less than or equal to 3600",  # role chaining: AWS caps it at one hour
+        ),
+        (
+            {
+                "queues": {
+                    "q": {
+                        "account": A,
+                        "name": None,
+                        "url": f"https://sqs.us-east-1.amazonaws.com/{B}/q",
+                    }
+                }
+            },
+            f"queues.q.url: a queue of account {B}, not of {A}",
+        ),
+        (
+            {
+                "queues": {
+                    "q": {
+                        "account": A,
+                        "name": None,
+                        "url": f"https://sqs.eu-west-1.amazonaws.com/{A}/q",
+                    }
+                }
+            },
+            "queues.q.url: a queue in eu-west-1, not in us-east-1",
+        ),
+        (
+            {"discovery": {"prefix": "r-", "accounts": [A, A]}},
+            "discovery.accounts: an account is listed twice",
         ),
     ],
 )
@@ -433,14 +482,124 @@ async def test_a_queue_named_on_the_command_line_is_looked_for_where_it_lives():
 
 
 def test_a_targets_identity_includes_where_a_name_resolves():
-    """`orders` in two accounts is two functions: two breakers and buckets, never one."""
-    from worker.settings import QueueSettings
+    """`orders` in two accounts is two functions: two breakers and buckets, never one; one
+    place spelt two ways is one; a target given by ARN is one from anywhere."""
+    from worker.settings import Settings
 
-    def key(**where: str) -> str:
-        target = {"kind": "lambda", "function": "orders"}
-        return QueueSettings(name="q", target=target, **where).target_key
+    fn = f"arn:aws:lambda:us-east-1:{B}:function:shared"
+    queues = {
+        "home": {"name": "q1", "target": {"kind": "lambda", "function": "orders"}},
+        "home-spelt": {
+            "name": "q2",
+            "region": "us-east-1",
+            "target": {"kind": "lambda", "function": "orders"},
+        },
+        "a": {"name": "q3", "account": A, "target": {"kind": "lambda", "function": "orders"}},
+        "a-spelt": {
+            "name": "q4",
+            "account": A,
+            "region": "us-east-1",
+            "target": {"kind": "lambda", "function": "orders"},
+        },
+        "b": {"name": "q5", "account": B, "target": {"kind": "lambda", "function": "orders"}},
+        "arn-a": {"name": "q6", "account": A, "target": {"kind": "lambda", "function": fn}},
+        "arn-home": {"name": "q7", "target": {"kind": "lambda", "function": fn}},
+    }
+    settings = Settings(
+        accounts=ACCOUNTS, defaults={"policy": {"parking_queue": "p"}}, queues=queues
+    )
+    key = {name: q.target_key for name, q in settings.queues.items()}
+    assert key["home"] == key["home-spelt"] == "lambda:orders"
+    assert key["a"] == key["a-spelt"] == f"{A}/us-east-1/lambda:orders"
+    assert key["b"] == f"{B}/us-east-1/lambda:orders"
+    assert key["arn-a"] == key["arn-home"] == f"lambda:{fn}"
 
-    assert key() == "lambda:orders"
-    assert key(account=A) == f"{A}@:lambda:orders"
-    assert key(account=A, region="eu-west-1") == f"{A}@eu-west-1:lambda:orders"
-    assert len({key(), key(account=A), key(account=B), key(region="eu-west-1")}) == 4
+
+def test_a_queue_url_on_the_command_line_names_the_queue_of_its_account():
+    """`parked purge <URL>` of B's queue must never act on the deployment's own queue of the
+    same name."""
+    from worker.ops.context import ContextError, configured
+    from worker.settings import Settings
+
+    settings = Settings(
+        accounts=ACCOUNTS,
+        defaults={"policy": {"parking_queue": "parked"}},
+        queues={
+            "home": {"name": "orders-dlq", "target": {"kind": "lambda", "function": "f"}},
+            "b-eu": {**_queue(B, "eu-west-1")},
+            "b-us": {**_queue(B, "us-east-1")},
+        },
+    )
+    url = "https://sqs.{}.amazonaws.com/{}/orders-dlq"
+    assert configured(settings, url.format("eu-west-1", B))[0] == "b-eu"
+    assert configured(settings, url.format("us-east-1", B))[0] == "b-us"
+    assert configured(settings, url.format("us-east-1", "123456789012"))[0] == "home"
+    with pytest.raises(ContextError, match="not a configured queue"):
+        configured(settings, url.format("eu-west-1", A))
+    with pytest.raises(ContextError, match="names several configured queues"):
+        configured(settings, "orders-dlq")
+
+
+def _assumed(proxy: Any, states: list[bool], **kwargs: Any) -> Assumed:
+    from worker.aws.clients import client_config
+    from worker.settings import AwsSettings
+
+    aws = AwsSettings(endpoint_url=proxy.url, read_timeout_seconds=2)
+    return Assumed(
+        get_session(),
+        role(A),
+        "us-east-1",
+        endpoint_url=proxy.url,
+        on_state=lambda up, why: states.append(up),
+        config=client_config(aws, pool=2, total_attempts=2),
+        **kwargs,
+    )
+
+
+async def test_a_cancelled_assume_still_finishes_and_sts_is_asked_once(aws, proxy):
+    """Callers give up mid-assume (a deadline, a hook's timeout): the assume finishes all
+    the same and is kept, so the next caller does not ask STS again (five callers that gave
+    up asked five times, and a failure was never counted)."""
+    proxy.add(Rule("sts", "AssumeRole", "delay", seconds=0.5))
+    states: list[bool] = []
+    assumed = _assumed(proxy, states)
+    async with assumed.session.create_client(
+        "sqs", region_name="us-east-1", endpoint_url=proxy.url
+    ) as sqs:
+        for _ in range(5):
+            with anyio.move_on_after(0.1), contextlib.suppress(Exception):
+                await sqs.list_queues()  # each caller gives up before STS answers
+        await wait_for(lambda: states == [True], timeout=10)
+        await sqs.list_queues()
+    assert proxy.count("sts", "AssumeRole") == 1
+
+
+async def test_a_failed_early_refresh_is_not_an_account_down(aws, proxy, monkeypatch):
+    """Credentials still good for minutes, an early (advisory) refresh fails: calls go on
+    with them, and the account is not said to be down."""
+    monkeypatch.setattr(assume, "RETRY_SECONDS", 0)
+    states: list[bool] = []
+    assumed = _assumed(proxy, states, duration_seconds=900, refresh_before_seconds=899)
+    async with assumed.session.create_client(
+        "sqs", region_name="us-east-1", endpoint_url=proxy.url
+    ) as sqs:
+        await sqs.list_queues()
+        credentials = assumed.session._credentials
+        await wait_for(lambda: credentials.refresh_needed(899), timeout=5)
+        proxy.add(Rule("sts", "AssumeRole", "error", status=403, code="AccessDenied"))
+        await sqs.list_queues()  # the refresh failed; the old credentials serve
+    assert states == [True]
+
+
+def test_the_operators_reach_member_queues_through_the_member_roles_only():
+    from worker.ops.operator_iam import operator_policy
+
+    policy = operator_policy(_two_account_settings(), "123456789012")
+    by_sid = {s["Sid"]: s for s in policy["Statement"]}
+    assert by_sid["AssumeMemberRoles"]["Resource"] == [role(A), role(B)]
+    queues = {r for s in policy["Statement"] for r in s["Resource"] if ":sqs:" in r}
+    # only the deployment's own queues: never a member's queue named in the wrong account
+    assert queues == {
+        "arn:aws:sqs:us-east-1:123456789012:home-dlq",
+        "arn:aws:sqs:us-east-1:123456789012:parked",
+    }

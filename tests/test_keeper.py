@@ -296,7 +296,6 @@ async def test_check_config_aws_names_a_short_retention_and_a_missing_parking_qu
 
 async def test_status_shows_the_oldest_parked_age_the_keeper_noted(aws, proxy, proxy_sqs):
     import io
-
     from contextlib import AsyncExitStack
 
     from worker.aws.clients import Clients

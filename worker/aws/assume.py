@@ -15,18 +15,26 @@ cannot be assumed never hammers STS.
 
 from __future__ import annotations
 
+import datetime
+import logging
 import socket
 import time
 from collections.abc import Callable
 from typing import Any
 
+import anyio
+from aiobotocore.config import AioConfig
 from aiobotocore.credentials import AioDeferredRefreshableCredentials
 from aiobotocore.session import AioSession, get_session
 
 from worker.aws.errors import error_code
 
 RETRY_SECONDS = 30.0  # a failed assume is not tried again sooner
+FETCH_SECONDS = 20.0  # an assume that takes longer has failed
 SESSION_NAME_MAX = 64
+# aiobotocore logs a failed refresh with its traceback on every call that waits for it: the
+# daemon says it once (`account_unavailable`), with the code.
+logging.getLogger("aiobotocore.credentials").setLevel(logging.CRITICAL)
 
 
 class AssumeFailed(Exception):
@@ -37,10 +45,11 @@ class AssumeFailed(Exception):
         self.response = {"Error": {"Code": code, "Message": f"cannot assume {role}"}}
 
 
-def session_name() -> str:
-    """`retry-worker-<host>`: who acted, in the member account's CloudTrail."""
+def session_name(who: str = "retry-worker") -> str:
+    """`<who>-<host>`: who acted, in the member account's CloudTrail (the daemon, or an
+    operator's command or console: `retry-worker-operator`)."""
     host = "".join(c if c.isalnum() or c in "=,.@-" else "-" for c in socket.gethostname())
-    return f"retry-worker-{host}"[:SESSION_NAME_MAX]
+    return f"{who}-{host}"[:SESSION_NAME_MAX]
 
 
 def sts_endpoint(region: str) -> str:
@@ -64,6 +73,8 @@ class Assumed:
         endpoint_url: str | None = None,
         on_state: Callable[[bool, str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        config: AioConfig | None = None,
+        who: str = "retry-worker",
     ) -> None:
         self._base = base
         self.role_arn = role_arn
@@ -73,6 +84,8 @@ class Assumed:
         self._endpoint = endpoint_url or sts_endpoint(region)
         self._on_state = on_state
         self._clock = clock
+        self._config = config  # the daemon's timeouts and retries, not botocore's defaults
+        self._who = who
         self._failed: tuple[float, str] | None = None  # when the last assume failed, and why
         self.up: bool | None = None  # unknown until the first assume
         self.why = ""  # AWS's code, while it cannot be assumed
@@ -80,28 +93,25 @@ class Assumed:
         # refreshed this long before expiry (advisory), and surely by half that (mandatory)
         credentials._advisory_refresh_timeout = refresh_before_seconds
         credentials._mandatory_refresh_timeout = refresh_before_seconds / 2
+        self._credentials = credentials
         self.session = get_session()
         self.session._credentials = credentials
 
     async def _fetch(self) -> dict[str, Any]:
         if self._failed is not None and self._clock() - self._failed[0] < RETRY_SECONDS:
             raise AssumeFailed(self.role_arn, self._failed[1])
-        extra = {"ExternalId": self._external} if self._external else {}
-        try:
-            async with self._base.create_client(
-                "sts", region_name=self.region, endpoint_url=self._endpoint
-            ) as sts:
-                answer = await sts.assume_role(
-                    RoleArn=self.role_arn,
-                    RoleSessionName=session_name(),
-                    DurationSeconds=self._duration,
-                    **extra,
-                )
-        except Exception as exc:
-            code = error_code(exc)
-            self._failed = (self._clock(), code)
-            self._tell(False, code)
-            raise
+        # Shielded and bounded: a caller cancelled mid-assume (a deadline) still leaves its
+        # outcome behind, so the next call honours RETRY_SECONDS instead of asking again.
+        with anyio.CancelScope(shield=True):
+            try:
+                with anyio.fail_after(FETCH_SECONDS):
+                    answer = await self._assume()
+            except Exception as exc:
+                code = error_code(exc)
+                self._failed = (self._clock(), code)
+                if not self._still_valid():  # an early refresh that failed: not down yet
+                    self._tell(False, code)
+                raise
         self._failed = None
         self._tell(True, "")
         given = answer["Credentials"]
@@ -111,6 +121,27 @@ class Assumed:
             "token": given["SessionToken"],
             "expiry_time": given["Expiration"].isoformat(),
         }
+
+    async def _assume(self) -> Any:
+        extra = {"ExternalId": self._external} if self._external else {}
+        async with self._base.create_client(
+            "sts", region_name=self.region, endpoint_url=self._endpoint, config=self._config
+        ) as sts:
+            return await sts.assume_role(
+                RoleArn=self.role_arn,
+                RoleSessionName=session_name(self._who),
+                DurationSeconds=self._duration,
+                **extra,
+            )
+
+    def _still_valid(self) -> bool:
+        """Whether the credentials held now outlast the next minute (a failed early refresh
+        leaves them in use)."""
+        expiry = self._credentials._expiry_time
+        if expiry is None:
+            return False
+        left = expiry - datetime.datetime.now(datetime.UTC)
+        return bool(left.total_seconds() > 60)
 
     def _tell(self, up: bool, why: str) -> None:
         changed = up != self.up

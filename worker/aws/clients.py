@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from worker.settings import AccountSettings, QueueSettings
 
 log = structlog.get_logger("worker.aws.clients")
+OPERATOR = "retry-worker-operator"  # the session name of an operator's command or console
 # (account, region, up, why): told when a member account's role is assumed or fails to be
 OnAccount = Callable[[str, str, bool, str], None]
 
@@ -80,6 +81,7 @@ class Clients:
         on_request: Callable[[str, str], None] | None = None,
         accounts: Sequence[AccountSettings] = (),
         on_account: OnAccount | None = None,
+        who: str = "retry-worker",
     ) -> None:
         self._aws = aws
         self._stack = stack
@@ -93,6 +95,7 @@ class Clients:
         self._root = self
         self._accounts = {a.id: a for a in accounts}
         self._on_account = on_account
+        self._who = who  # the session name's start: who acted, in a member's CloudTrail
         self._places: dict[tuple[str | None, str], Clients] = {}
         self.assumed: dict[tuple[str, str], Assumed] = {}  # the member places, for health
 
@@ -112,8 +115,12 @@ class Clients:
         return self.at(queue.account, queue.region)
 
     def _place(self, account: str | None, region: str) -> Clients:
+        # a per-service endpoint (a VPC endpoint) is this region's: another region has its own
+        where = (
+            {"region": region} if region == self.region else {"region": region, "endpoint_urls": {}}
+        )
         place = Clients(
-            self._aws.model_copy(update={"region": region}),
+            self._aws.model_copy(update=where),
             self._stack,
             pool=self._pool,
             on_request=self._on_request,
@@ -129,8 +136,10 @@ class Clients:
                 region,
                 external_id=member.external_id,
                 duration_seconds=member.session_seconds,
-                endpoint_url=self._aws.endpoint_for("sts"),
+                endpoint_url=place._aws.endpoint_for("sts"),
                 on_state=lambda up, why: self._account_state(account, region, up, why),
+                config=client_config(self._aws, pool=2, read_timeout=10, total_attempts=2),
+                who=self._who,
             )
             place._session = assumed.session
             self.assumed[account, region] = assumed

@@ -142,9 +142,12 @@ class SqsQueue:
         *,
         sleep: Sleep = anyio.sleep,
         monotonic: Callable[[], float] = time.monotonic,
+        label: str | None = None,
     ) -> None:
         self.client = client
         self.url = url
+        # how metrics name it: its name, and where it lives when elsewhere (`accounts:`)
+        self.label = label or url.rstrip("/").rsplit("/", 1)[-1]
         self._sleep = sleep
         self._monotonic = monotonic
         self._max_message_bytes: int | None = None

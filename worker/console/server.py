@@ -16,7 +16,7 @@ import jinja2
 from aiohttp import web
 from anyio.abc import TaskStatus
 
-from worker.aws.clients import Clients
+from worker.aws.clients import OPERATOR, Clients
 from worker.aws.errors import innermost
 from worker.console import actions, pages, words
 from worker.console.jobs import Jobs
@@ -88,7 +88,7 @@ async def serve_console(
     sock = socket.create_server(listen, family=family)
     async with AsyncExitStack() as stack:
         stack.callback(sock.close)
-        clients = Clients(settings.aws, stack, pool=POOL, accounts=settings.accounts)
+        clients = Clients(settings.aws, stack, pool=POOL, accounts=settings.accounts, who=OPERATOR)
         async with anyio.create_task_group() as tasks:
             locks = QueueLocks()
             snapshots = Snapshots(tasks, locks)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,15 +77,19 @@ class Shared:
     on_parking: Callable[[SqsQueue], None] | None = None
     # told of what is parked and what arrives (`notify:`), without waiting
     notices: Notices | None = None
-    _lock: anyio.Lock = field(default_factory=anyio.Lock)
+    # one lock per parking queue: one account slow to assume never holds up another's
+    _locks: dict[str, anyio.Lock] = field(default_factory=lambda: defaultdict(anyio.Lock))
 
     async def parking_queue(self, clients: Clients, ref: str) -> SqsQueue:
         """Resolved once per place (a name is another queue in another account or region)."""
         key = f"{clients.account or ''}@{clients.region}:{ref}"
-        async with self._lock:  # queues start concurrently: resolve each parking queue once
+        async with self._locks[key]:  # queues start concurrently: resolve each one once
             if key not in self.parking:
                 sqs = await clients.get("sqs")
-                self.parking[key] = SqsQueue(sqs, await resolved(sqs, ref, "parking queue"))
+                url = await resolved(sqs, ref, "parking queue")
+                where = f"{clients.account}/{clients.region}/" if clients.account else ""
+                label = where + url.rstrip("/").rsplit("/", 1)[-1]
+                self.parking[key] = SqsQueue(sqs, url, label=label)
                 if self.on_parking is not None:
                     self.on_parking(self.parking[key])
             return self.parking[key]

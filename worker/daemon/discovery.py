@@ -36,10 +36,19 @@ async def list_queues(sqs: Client, prefix: str) -> dict[str, str]:
         kwargs["NextToken"] = token
 
 
-def _excluded(settings: Settings, discovered: QueueSettings) -> set[str]:
-    """Names never to serve as discovered DLQs: configured queues and every parking queue."""
-    refs = [q.queue_ref for q in settings.queues.values()]
-    refs += [q.policy.parking_queue or "" for q in settings.queues.values()]
+def _excluded(
+    settings: Settings, discovered: QueueSettings, account: str | None, region: str | None
+) -> set[str]:
+    """Names never to serve as discovered DLQs in this place: the queues configured there and
+    their parking queues (a queue of that name elsewhere is another queue)."""
+    home = settings.aws.region
+    here = [
+        q
+        for q in settings.queues.values()
+        if (q.account, q.region or home) == (account, region or home)
+    ]
+    refs = [q.queue_ref for q in here]
+    refs += [q.policy.parking_queue or "" for q in here]
     refs.append(discovered.policy.parking_queue or "")
     return {ref.rsplit("/", 1)[-1].rsplit(":", 1)[-1] for ref in refs if ref}
 
@@ -84,7 +93,7 @@ async def discover(
     assert discovery is not None
     defaults = settings.defaults.model_dump(mode="json")
     template = discovery.queue_for(f"{discovery.prefix}template", defaults)
-    excluded = _excluded(settings, template)
+    excluded = _excluded(settings, template, account, region)
     serving: dict[str, anyio.CancelScope] = {}
 
     async def serve_one(name: str, url: str) -> None:

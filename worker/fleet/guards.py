@@ -52,7 +52,9 @@ class Guards(Mapping[str, Guard]):
         target identity)."""
         assert self._clients is not None
         target = await build_target(queue, self._clients.of(queue), facts.by_arn)
-        return target, self.guard(queue, target.name)
+        # metric labels tell one name in two places apart, as the key does
+        placed = queue.target_key.startswith(f"{queue.place}/") and queue.place
+        return target, self.guard(queue, f"{queue.place}/{target.name}" if placed else target.name)
 
     def guard(self, queue: QueueSettings, target_name: str) -> Guard:
         key = queue.target_key

@@ -65,7 +65,7 @@ class Keeper:
         wait: int = WAIT_SECONDS,
     ) -> None:
         self.queue = queue
-        self.name = queue.url.rsplit("/", 1)[-1]
+        self.name = queue.label  # its name; `<account>/<region>/<name>` in a member account
         self._settings = settings
         self._metrics = metrics
         self._lease = lease

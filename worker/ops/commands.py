@@ -14,7 +14,7 @@ from typing import TextIO
 import anyio
 
 from worker.aws.attributes import clear_pause, read_depth, write_pause
-from worker.aws.clients import Clients
+from worker.aws.clients import OPERATOR, Clients
 from worker.aws.errors import error_code, first_failure
 from worker.aws.sqs import SqsQueue, resolve_queue_url
 from worker.ops import moves, reading, tally
@@ -266,7 +266,9 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             return await _queue_command(
                 args,
                 settings,
-                Clients(settings.aws, stack, pool=pool(args), accounts=settings.accounts),
+                Clients(
+                    settings.aws, stack, pool=pool(args), accounts=settings.accounts, who=OPERATOR
+                ),
             )
     except Exception as raised:  # noqa: BLE001 - said in one line, with the exit code it means
         exc = first_failure(raised)  # raised inside task groups (the Ctrl-C watcher's, moves')

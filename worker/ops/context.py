@@ -42,11 +42,35 @@ def configured(settings: Settings, ref: str) -> tuple[str, QueueSettings]:
     """A logical name, or the URL (or name) of a configured DLQ."""
     if ref in settings.queues:
         return ref, settings.queues[ref]
-    for name, queue in settings.queues.items():
-        if queue_name(queue.queue_ref) == queue_name(ref):
-            return name, queue
+    found = [
+        (name, queue)
+        for name, queue in settings.queues.items()
+        if queue_name(queue.queue_ref) == queue_name(ref) and _there(settings, queue, ref)
+    ]
+    if len(found) > 1:  # one name in several accounts or regions
+        names = ", ".join(name for name, _ in found)
+        raise ContextError(f"{ref}: names several configured queues ({names}): give one of those")
+    if found:
+        return found[0]
     known = ", ".join(sorted(settings.queues)) or "none"
     raise ContextError(f"{ref}: not a configured queue (configured: {known})")
+
+
+def _there(settings: Settings, queue: QueueSettings, ref: str) -> bool:
+    """Whether a URL given on the command line can be this queue's: the same URL, or (for a
+    queue configured by name) its account and region."""
+    if not ref.startswith(("https://", "http://")):
+        return True
+    if queue.queue_ref.startswith(("https://", "http://")):
+        return same_queue(queue.queue_ref, ref)
+    parsed = urlparse(ref)
+    account = parsed.path.strip("/").split("/")[0]
+    members = {a.id for a in settings.accounts}
+    if (queue.account or None) != (account if account in members else None):
+        return False
+    host = (parsed.hostname or "").split(".")
+    region = host[1] if len(host) > 2 and host[0] == "sqs" else None
+    return region is None or region == (queue.region or settings.aws.region)
 
 
 async def open_queue(settings: Settings, ref: str, clients: Clients) -> QueueContext:

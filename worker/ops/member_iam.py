@@ -59,26 +59,21 @@ def _anywhere(resource: str, accounts: set[str]) -> Any:
     return {"Fn::Sub": text} if "${" in text else text
 
 
-def _unique(resources: list[Any]) -> list[Any]:
-    """Two accounts' ARNs of one name are one resource once the account is left out."""
-    seen: dict[str, Any] = {}
-    for resource in resources:
-        seen.setdefault(json.dumps(resource, sort_keys=True), resource)
-    return list(seen.values())
-
-
 def stackset_template(settings: Settings, policies: list[dict[str, Any]]) -> dict[str, Any]:
-    """The member role's template; `policies`: each member account's policy document."""
-    members = {a.id for a in settings.accounts}
+    """The member role's template; `policies`: each member account's policy document, in
+    the order of `accounts`. Only a member's own account becomes `${AWS::AccountId}` in its
+    statements: a target of another account (given by ARN) stays that account's."""
     statements: dict[str, dict[str, Any]] = {}
-    for policy in policies:
+    for member, policy in zip(settings.accounts, policies, strict=True):
         for statement in policy["Statement"]:
             sid = statement["Sid"]
             merged = statements.setdefault(
-                sid, {"Sid": sid, "Effect": "Allow", "Action": set(), "Resource": set()}
+                sid, {"Sid": sid, "Effect": "Allow", "Action": set(), "Resource": {}}
             )
             merged["Action"].update(statement["Action"])
-            merged["Resource"].update(statement["Resource"])
+            for resource in statement["Resource"]:
+                anywhere = _anywhere(resource, {member.id})
+                merged["Resource"][json.dumps(anywhere, sort_keys=True)] = anywhere
     document = {
         "Version": "2012-10-17",
         "Statement": [
@@ -86,12 +81,19 @@ def stackset_template(settings: Settings, policies: list[dict[str, Any]]) -> dic
                 "Sid": s["Sid"],
                 "Effect": "Allow",
                 "Action": sorted(s["Action"]),
-                "Resource": _unique([_anywhere(r, members) for r in sorted(s["Resource"])]),
+                "Resource": [s["Resource"][key] for key in sorted(s["Resource"])],
             }
             for s in statements.values()
         ],
     }
-    trust = {"ArnEquals": {"aws:PrincipalArn": {"Ref": "DeploymentRoleArn"}}}
+    principals = {
+        "Fn::If": [
+            "HasOperatorRole",
+            [{"Ref": "DeploymentRoleArn"}, {"Ref": "OperatorRoleArn"}],
+            {"Ref": "DeploymentRoleArn"},
+        ]
+    }
+    trust = {"ArnEquals": {"aws:PrincipalArn": principals}}
     with_id = {**trust, "StringEquals": {"sts:ExternalId": {"Ref": "ExternalId"}}}
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
@@ -106,10 +108,18 @@ def stackset_template(settings: Settings, policies: list[dict[str, Any]]) -> dic
                 "Type": "String",
                 "Description": "the role the deployment runs as (its pods' or tasks' role)",
             },
+            "OperatorRoleArn": {
+                "Type": "String",
+                "Default": "",
+                "Description": "the operators' role (commands, console), trusted too; empty: none",
+            },
             "RoleName": {"Type": "String", "Default": "retry-worker"},
             "ExternalId": {"Type": "String", "Default": "", "NoEcho": True},
         },
-        "Conditions": {"HasExternalId": {"Fn::Not": [{"Fn::Equals": [{"Ref": "ExternalId"}, ""]}]}},
+        "Conditions": {
+            "HasExternalId": {"Fn::Not": [{"Fn::Equals": [{"Ref": "ExternalId"}, ""]}]},
+            "HasOperatorRole": {"Fn::Not": [{"Fn::Equals": [{"Ref": "OperatorRoleArn"}, ""]}]},
+        },
         "Resources": {
             "MemberRole": {
                 "Type": "AWS::IAM::Role",

@@ -39,6 +39,9 @@ def operator_policy(settings: Settings, account: str | None = None) -> dict[str,
     arns = Arns(settings.aws.region, account)
     grants: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     for queue in settings.queues.values():
+        if queue.account is not None:  # a member's: reached by assuming its role (below)
+            continue
+        arns = Arns(queue.region or settings.aws.region, account)
         dlq = arns.queue(queue.queue_ref)
         for action in DLQ_ACTIONS:
             grants["OperateDeadLetterQueues"][action].add(dlq)
@@ -46,8 +49,13 @@ def operator_policy(settings: Settings, account: str | None = None) -> dict[str,
             grants["OperateParkingQueues"][action].add(arns.queue(queue.policy.parking_queue or ""))
         for sid, action, resource in target_statements(queue, dlq, arns, None):
             grants[f"Replay{sid}"][action].add(resource)
+    arns = Arns(settings.aws.region, account)
     grant_coordination(settings, arns, grants)
     grant_backups(settings, arns.partition, grants)
+    # The member accounts' queues: through their roles, which must trust the operator's role
+    # too (the StackSet's OperatorRoleArn); CloudTrail names the session retry-worker-operator.
+    for member in settings.accounts:
+        grants["AssumeMemberRoles"]["sts:AssumeRole"].add(member.role_arn)
     if settings.aws.kms_key_arns:
         for action in ("kms:Decrypt", "kms:GenerateDataKey"):
             grants["UseQueueKeys"][action].update(settings.aws.kms_key_arns)

@@ -6,6 +6,7 @@ modules of this package; everything is importable from `worker.settings`.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import model_validator
@@ -84,6 +85,20 @@ __all__ = [
 ]
 
 
+def _url_agrees(name: str, queue: QueueSettings, home: str) -> None:
+    """A queue given by URL says its account and region: they must be the queue's."""
+    match = re.match(
+        r"https://sqs\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/(\d{12})/", queue.url or ""
+    )
+    if match is None or queue.account is None:  # the deployment's own: as it always was
+        return
+    region, account = match.groups()
+    if account != queue.account:
+        raise ValueError(f"queues.{name}.url: a queue of account {account}, not of {queue.account}")
+    if region != (queue.region or home):
+        raise ValueError(f"queues.{name}.url: a queue in {region}, not in {queue.region or home}")
+
+
 class Settings(BaseSettings):
     """The root. Environment variables `RETRY_WORKER_<SECTION>__<KEY>` win over files."""
 
@@ -130,10 +145,34 @@ class Settings(BaseSettings):
                     f"queues.{name}.region: {queue.region or self.aws.region} is not among "
                     f"account {queue.account}'s regions ({', '.join(regions)})"
                 )
-        for account in self.discovery.accounts if self.discovery else ():
+        listed = self.discovery.accounts if self.discovery else ()
+        if len(set(listed)) < len(listed):
+            raise ValueError("discovery.accounts: an account is listed twice")
+        for account in listed:
             if account not in members:
                 raise ValueError(f"discovery.accounts: {account} is not among `accounts`")
+        for name, queue in self.queues.items():
+            _url_agrees(name, queue, self.aws.region)
         return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _places_in_full(cls, data: Any) -> Any:
+        """A queue's place as one spelling: a member's queue names its region (the
+        deployment's when unset); the deployment's own region is no region at all. Two
+        spellings of one place are one target identity (one bucket, one breaker)."""
+        if not isinstance(data, dict) or not isinstance(data.get("queues"), dict):
+            return data
+        aws = data.get("aws")
+        home = (aws.get("region") if isinstance(aws, dict) else None) or "us-east-1"
+        queues = {}
+        for name, queue in data["queues"].items():
+            if isinstance(queue, dict) and queue.get("account"):
+                queue = {**queue, "region": queue.get("region") or home}
+            elif isinstance(queue, dict) and queue.get("region") == home:
+                queue = {k: v for k, v in queue.items() if k != "region"}
+            queues[name] = queue
+        return {**data, "queues": queues}
 
     @model_validator(mode="before")
     @classmethod

@@ -21,7 +21,9 @@ class AccountSettings(Model):
     role_arn: str
     external_id: str | None = None
     regions: tuple[str, ...] = ()
-    session_seconds: Annotated[int, Field(ge=900, le=43200)] = 3600
+    # The deployment's own credentials are a role's (IRSA, pod identity, an ECS task role):
+    # assuming another role from them is role chaining, which AWS caps at one hour.
+    session_seconds: Annotated[int, Field(ge=900, le=3600)] = 3600
 
     @model_validator(mode="after")
     def _role_in_the_account(self) -> AccountSettings:
@@ -33,6 +35,8 @@ class AccountSettings(Model):
         for region in self.regions:
             if not _REGION.fullmatch(region):
                 raise ValueError(f"`regions`: {region!r} is not an AWS region")
+        if len(set(self.regions)) < len(self.regions):
+            raise ValueError("`regions`: a region is listed twice")
         return self
 
 

@@ -56,9 +56,18 @@ class QueueSettings(QueueDefaults):
 
     @property
     def target_key(self) -> str:
-        """The target's identity: queues with the same key share one bucket and breaker."""
-        place = f"{self.account or ''}@{self.region or ''}:" if self.account or self.region else ""
-        return place + self._target_key()
+        """The target's identity: queues with the same key share one bucket and breaker. A
+        name resolves where the queue lives (its place is part of the key); a full ARN or URL
+        is the same target from anywhere."""
+        key = self._target_key()
+        if self.place and not key.split(":", 1)[1].startswith(("arn:", "https://", "http://")):
+            return f"{self.place}/{key}"
+        return key
+
+    @property
+    def place(self) -> str:
+        """`<account>/<region>` of a queue that lives elsewhere; empty for the deployment's."""
+        return f"{self.account or 'own'}/{self.region or ''}" if self.account or self.region else ""
 
     def _target_key(self) -> str:
         t = self.target
