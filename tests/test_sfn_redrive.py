@@ -22,6 +22,17 @@ from worker.emulator.proxy import Rule
 
 pytestmark = pytest.mark.anyio
 
+# The history of the machine below, redriven once after `Two` failed: `One` ran once.
+REDRIVEN_FROM_TWO = [
+    "ExecutionStarted",
+    "One",
+    "Two",
+    "ExecutionFailed",
+    "ExecutionRedriven",
+    "Two",
+    "Three",
+    "ExecutionSucceeded",
+]
 TRACE = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
 
 
@@ -103,16 +114,7 @@ async def test_the_next_attempt_resumes_at_the_state_that_failed(
         [execution] = executions
         described = await aws.sfn.describe_execution(executionArn=execution["executionArn"])
         assert (described["status"], described["redriveCount"]) == ("SUCCEEDED", 1)
-        assert await _states_as_run(aws, execution["executionArn"]) == [
-            "ExecutionStarted",
-            "One",
-            "Two",
-            "ExecutionFailed",
-            "ExecutionRedriven",
-            "Two",
-            "Three",
-            "ExecutionSucceeded",
-        ]
+        assert await _states_as_run(aws, execution["executionArn"]) == REDRIVEN_FROM_TWO
         [call] = proxy.requests("states", "RedriveExecution")
         assert call["executionArn"] == execution["executionArn"]
         assert len(call["clientToken"]) <= 64
@@ -344,16 +346,7 @@ async def test_auto_redrives_the_execution_a_status_change_event_names(aws, prox
     assert worker.settled("states", "deleted") == 2
     described = await aws.sfn.describe_execution(executionArn=failed)
     assert described["redriveCount"] == 1  # the duplicate event redrove nothing more
-    assert await _states_as_run(aws, failed) == [
-        "ExecutionStarted",
-        "One",
-        "Two",
-        "ExecutionFailed",
-        "ExecutionRedriven",
-        "Two",
-        "Three",
-        "ExecutionSucceeded",
-    ]
+    assert await _states_as_run(aws, failed) == REDRIVEN_FROM_TWO
     assert (await aws.sfn.describe_execution(executionArn=outside))["status"] == "FAILED"
     assert {r["executionArn"] for r in proxy.requests("states", "RedriveExecution")} == {failed}
     reasons = sorted(

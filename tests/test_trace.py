@@ -27,6 +27,15 @@ async def _send_two(aws, dlq: str) -> None:
     await aws.sqs.send_message(QueueUrl=dlq, MessageBody=json.dumps({"traced": False}))
 
 
+async def _deliver_two(aws: Any, proxy: Any, worker_stack: Any, target: dict[str, Any]) -> None:
+    """One traced message and one without, through a queue with this target, both delivered."""
+    dlq = await create_queue(aws.sqs, "two-dlq")
+    await create_queue(aws.sqs, "parked")
+    settings = make_settings(proxy.url, {"q": {"name": "two-dlq", "target": target}})
+    await _send_two(aws, dlq)
+    await _run(Worker(settings, worker_stack), "q")
+
+
 async def _run(worker: Worker, name: str) -> None:
     poller = await worker.poller(name)
     while worker.settled(name, "deleted") < 2:
@@ -54,14 +63,7 @@ async def test_a_started_execution_carries_the_messages_trace(aws, proxy, worker
 
 
 async def test_a_put_event_carries_the_messages_trace(aws, proxy, worker_stack):
-    dlq = await create_queue(aws.sqs, "events-dlq")
-    await create_queue(aws.sqs, "parked")
-    target = {"kind": "eventbridge", "event_bus": "default"}
-    worker = Worker(
-        make_settings(proxy.url, {"e": {"name": "events-dlq", "target": target}}), worker_stack
-    )
-    await _send_two(aws, dlq)
-    await _run(worker, "e")
+    await _deliver_two(aws, proxy, worker_stack, {"kind": "eventbridge", "event_bus": "default"})
     entries = [e for r in proxy.requests("events", "PutEvents") for e in r["Entries"]]
     by_trace = {json.loads(e["Detail"])["traced"]: e for e in entries}
     assert by_trace[True]["TraceHeader"] == TRACE
@@ -93,14 +95,7 @@ def _traced_by_body(proxy: Any, service: str, operation: str) -> dict[bool, str 
 
 async def test_an_invocation_carries_the_messages_trace_as_its_header(aws, proxy, worker_stack):
     await create_function(aws.lambda_, "traced")
-    dlq = await create_queue(aws.sqs, "fn-dlq")
-    await create_queue(aws.sqs, "parked")
-    target = {"kind": "lambda", "function": "traced"}
-    worker = Worker(
-        make_settings(proxy.url, {"f": {"name": "fn-dlq", "target": target}}), worker_stack
-    )
-    await _send_two(aws, dlq)
-    await _run(worker, "f")
+    await _deliver_two(aws, proxy, worker_stack, {"kind": "lambda", "function": "traced"})
     assert _traced_by_body(proxy, "lambda", "Invoke") == {True: TRACE, False: None}
 
 
