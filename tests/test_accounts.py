@@ -309,6 +309,7 @@ def test_the_stackset_template_renders_and_passes_cfn_lint(tmp_path):
 
     from worker.ops.iam import build_policy
     from worker.ops.member_iam import stackset_template
+    from worker.ops.operator_iam import operator_policy
 
     settings = _two_account_settings()
     policies = [build_policy(settings, member=a.id) for a in settings.accounts]
@@ -338,7 +339,8 @@ def test_the_stackset_template_renders_and_passes_cfn_lint(tmp_path):
 
     rendered = Settings(**yaml.safe_load(example.read_text()))
     policies = [build_policy(rendered, member=a.id) for a in rendered.accounts]
-    assert json.loads(shipped.read_text()) == stackset_template(rendered, policies)
+    operators = [operator_policy(rendered, member=a.id) for a in rendered.accounts]
+    assert json.loads(shipped.read_text()) == stackset_template(rendered, policies, operators)
 
 
 @pytest.mark.parametrize(
@@ -477,6 +479,9 @@ async def test_a_queue_named_on_the_command_line_is_looked_for_where_it_lives():
         assert where(f"https://sqs.eu-west-1.amazonaws.com/{B}/parked") == (B, "eu-west-1")
         assert where("https://sqs.us-west-2.amazonaws.com/123456789012/x") == (None, "us-west-2")
         assert where("elsewhere") == (None, "us-east-1")
+        assert not clients.elsewhere
+        assert clients.at(None, "eu-west-1").elsewhere
+        assert clients.at(A, "us-east-1").elsewhere
         with pytest.raises(ContextError, match="lives in several places"):
             where("parked")
 
@@ -603,3 +608,63 @@ def test_the_operators_reach_member_queues_through_the_member_roles_only():
         "arn:aws:sqs:us-east-1:123456789012:home-dlq",
         "arn:aws:sqs:us-east-1:123456789012:parked",
     }
+
+
+def test_the_operators_can_pause_and_replay_in_a_member_account():
+    """Pause writes the DLQ's tags and a replay to the DLQ sends to it: the member role the
+    operators assume carries those actions (only with an OperatorRoleArn in the template)."""
+    from worker.ops.operator_iam import operator_policy
+
+    policy = operator_policy(_two_account_settings(), member=A)
+    dlq = {s["Sid"]: s for s in policy["Statement"]}["OperateDeadLetterQueues"]
+    assert {"sqs:TagQueue", "sqs:UntagQueue", "sqs:SendMessage"} <= set(dlq["Action"])
+    assert dlq["Resource"] == [f"arn:aws:sqs:eu-west-1:{A}:orders-dlq"]
+
+
+def test_metric_labels_tell_places_apart_and_leave_the_deployments_alone():
+    from worker.fleet.guards import _label
+    from worker.settings import QueueSettings
+
+    def label(target: dict[str, str], **where: str) -> str:
+        return _label(QueueSettings(name="q", target=target, **where), "orders")
+
+    by_arn = {"kind": "lambda", "function": f"arn:aws:lambda:eu-west-1:{B}:function:orders"}
+    named = {"kind": "lambda", "function": "orders"}
+    assert label(named) == label(by_arn) == "orders"  # the deployment's own: as always
+    assert label(named, account=A, region="us-east-1") == f"{A}/us-east-1/orders"
+    assert label(by_arn, account=A, region="us-east-1") == f"{B}/eu-west-1/orders"
+    assert label(named, region="eu-west-1") == "own/eu-west-1/orders"
+
+
+def test_the_home_region_is_read_from_an_aws_object_too():
+    from worker.settings import AwsSettings, Settings
+
+    settings = Settings(
+        aws=AwsSettings(region="eu-west-1"),
+        accounts=[{"id": A, "role_arn": role(A), "regions": ["eu-west-1"]}],
+        defaults={"policy": {"parking_queue": "p"}},
+        queues={
+            "mine": {"name": "q", "region": "us-east-1", "target": {"kind": "sqs", "source": True}},
+            "a": {"name": "q", "account": A, "target": {"kind": "sqs", "source": True}},
+        },
+    )
+    assert settings.queues["mine"].region == "us-east-1"  # not dropped as if it were home
+    assert settings.queues["a"].region == "eu-west-1"
+
+
+async def test_a_refresh_that_fails_in_the_mandatory_window_is_an_account_down(
+    aws, proxy, monkeypatch
+):
+    """Within the last minutes before expiry every call fails with the refresh: the account
+    is down (and says so), not up with every call failing."""
+    monkeypatch.setattr(assume, "RETRY_SECONDS", 0)
+    states: list[bool] = []
+    assumed = _assumed(proxy, states, duration_seconds=900, refresh_before_seconds=1800)
+    async with assumed.session.create_client(
+        "sqs", region_name="us-east-1", endpoint_url=proxy.url
+    ) as sqs:
+        await sqs.list_queues()  # assumed: 900 s left, inside the 900 s mandatory window
+        proxy.add(Rule("sts", "AssumeRole", "error", status=403, code="AccessDenied"))
+        with pytest.raises(Exception):  # noqa: B017, PT011 - the refresh's failure, as AWS says it
+            await sqs.list_queues()
+    assert states == [True, False]

@@ -152,13 +152,17 @@ def _iam_policy(args: argparse.Namespace) -> int:
         if args.operator:
             from worker.ops.operator_iam import operator_policy
 
-            print(json.dumps(operator_policy(settings, args.account_id), indent=2))
+            policy = operator_policy(settings, args.account_id, member=args.account)
+            print(json.dumps(policy, indent=2))
             return EXIT_OK
         if args.stackset:  # the member accounts' role, for a CloudFormation StackSet
             if not settings.accounts:
                 raise PolicyError("--stackset: no `accounts` are configured")
+            from worker.ops.operator_iam import operator_policy
+
             policies = [build_policy(settings, member=a.id) for a in settings.accounts]
-            print(json.dumps(stackset_template(settings, policies), indent=2))
+            operators = [operator_policy(settings, member=a.id) for a in settings.accounts]
+            print(json.dumps(stackset_template(settings, policies, operators), indent=2))
             return EXIT_OK
         sources = anyio.run(resolve_sources, settings) if args.resolve_sources else None
         print(render(settings, args.account_id, sources, args.account), end="")

@@ -30,11 +30,8 @@ from aiobotocore.session import AioSession, get_session
 from worker.aws.errors import error_code
 
 RETRY_SECONDS = 30.0  # a failed assume is not tried again sooner
-FETCH_SECONDS = 20.0  # an assume that takes longer has failed
+FETCH_SECONDS = 10.0  # an assume that takes longer has failed (a caller waits that long at most)
 SESSION_NAME_MAX = 64
-# aiobotocore logs a failed refresh with its traceback on every call that waits for it: the
-# daemon says it once (`account_unavailable`), with the code.
-logging.getLogger("aiobotocore.credentials").setLevel(logging.CRITICAL)
 
 
 class AssumeFailed(Exception):
@@ -43,6 +40,18 @@ class AssumeFailed(Exception):
     def __init__(self, role: str, code: str) -> None:
         super().__init__(f"cannot assume {role}: {code}")
         self.response = {"Error": {"Code": code, "Message": f"cannot assume {role}"}}
+
+
+class _Gated(logging.Filter):
+    """aiobotocore logs a failed refresh with its traceback on every call: the calls a failed
+    assume's gate refuses (AssumeFailed) are said once, as `account_unavailable`. Every other
+    credential warning — the deployment's own credentials' — is left as it is."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], AssumeFailed))
+
+
+logging.getLogger("aiobotocore.credentials").addFilter(_Gated())
 
 
 def session_name(who: str = "retry-worker") -> str:
@@ -93,7 +102,8 @@ class Assumed:
         # refreshed this long before expiry (advisory), and surely by half that (mandatory)
         credentials._advisory_refresh_timeout = refresh_before_seconds
         credentials._mandatory_refresh_timeout = refresh_before_seconds / 2
-        self._credentials = credentials
+        self._mandatory = refresh_before_seconds / 2
+        self._expires: datetime.datetime | None = None  # of the credentials in hand
         self.session = get_session()
         self.session._credentials = credentials
 
@@ -109,12 +119,13 @@ class Assumed:
             except Exception as exc:
                 code = error_code(exc)
                 self._failed = (self._clock(), code)
-                if not self._still_valid():  # an early refresh that failed: not down yet
+                if not self._still_usable():  # an early refresh that failed: not down yet
                     self._tell(False, code)
                 raise
         self._failed = None
         self._tell(True, "")
         given = answer["Credentials"]
+        self._expires = given["Expiration"]
         return {
             "access_key": given["AccessKeyId"],
             "secret_key": given["SecretAccessKey"],
@@ -134,14 +145,13 @@ class Assumed:
                 **extra,
             )
 
-    def _still_valid(self) -> bool:
-        """Whether the credentials held now outlast the next minute (a failed early refresh
-        leaves them in use)."""
-        expiry = self._credentials._expiry_time
-        if expiry is None:
+    def _still_usable(self) -> bool:
+        """Whether the credentials in hand are still used after this failed refresh: an early
+        (advisory) one leaves them; within the mandatory window every call fails instead."""
+        if self._expires is None:
             return False
-        left = expiry - datetime.datetime.now(datetime.UTC)
-        return bool(left.total_seconds() > 60)
+        left = self._expires - datetime.datetime.now(datetime.UTC)
+        return left.total_seconds() > self._mandatory
 
     def _tell(self, up: bool, why: str) -> None:
         changed = up != self.up

@@ -110,6 +110,11 @@ class Clients:
             root._places[account, region] = root._place(account, region)
         return root._places[account, region]
 
+    @property
+    def elsewhere(self) -> bool:
+        """Another place than the deployment's own account and region."""
+        return self._root is not self
+
     def of(self, queue: QueueSettings) -> Clients:
         """Where a queue lives: its DLQ, parking queue and targets resolve there."""
         return self.at(queue.account, queue.region)

@@ -87,7 +87,8 @@ class Shared:
             if key not in self.parking:
                 sqs = await clients.get("sqs")
                 url = await resolved(sqs, ref, "parking queue")
-                where = f"{clients.account}/{clients.region}/" if clients.account else ""
+                elsewhere = clients.account or clients.elsewhere  # another account or region
+                where = f"{clients.account or 'own'}/{clients.region}/" if elsewhere else ""
                 label = where + url.rstrip("/").rsplit("/", 1)[-1]
                 self.parking[key] = SqsQueue(sqs, url, label=label)
                 if self.on_parking is not None:

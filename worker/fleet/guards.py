@@ -52,11 +52,10 @@ class Guards(Mapping[str, Guard]):
         target identity)."""
         assert self._clients is not None
         target = await build_target(queue, self._clients.of(queue), facts.by_arn)
-        # metric labels tell one name in two places apart, as the key does
-        placed = queue.target_key.startswith(f"{queue.place}/") and queue.place
-        return target, self.guard(queue, f"{queue.place}/{target.name}" if placed else target.name)
+        return target, self.guard(queue, _label(queue, target.name))
 
     def guard(self, queue: QueueSettings, target_name: str) -> Guard:
+        """`target_name`: the metrics' label (`_label`)."""
         key = queue.target_key
         guard = self._by_key.get(key)
         if guard is None:
@@ -78,3 +77,19 @@ class Guards(Mapping[str, Guard]):
 
     def __len__(self) -> int:
         return len(self._by_key)
+
+
+def _label(queue: QueueSettings, name: str) -> str:
+    """The metric label of a queue's target: its name; for a queue that lives elsewhere, where
+    the target is too (the ARN's account and region, or the queue's place for a name), so
+    two accounts' `orders` are two series, as they are two breakers."""
+    if not queue.place:
+        return name
+    key = queue.target_key
+    if key.startswith(f"{queue.place}/"):
+        return f"{queue.place}/{name}"
+    ref = key.split(":", 1)[1]
+    parts = ref.split(":")
+    if ref.startswith("arn:") and len(parts) > 4 and parts[4]:
+        return f"{parts[4]}/{parts[3]}/{name}"
+    return f"{queue.place}/{name}"

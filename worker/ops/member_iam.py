@@ -59,33 +59,43 @@ def _anywhere(resource: str, accounts: set[str]) -> Any:
     return {"Fn::Sub": text} if "${" in text else text
 
 
-def stackset_template(settings: Settings, policies: list[dict[str, Any]]) -> dict[str, Any]:
-    """The member role's template; `policies`: each member account's policy document, in
-    the order of `accounts`. Only a member's own account becomes `${AWS::AccountId}` in its
-    statements: a target of another account (given by ARN) stays that account's."""
+def _merged(settings: Settings, policies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The members' statements by Sid. Only a member's own account becomes
+    `${AWS::AccountId}` in its statements: a target of another account stays that account's."""
     statements: dict[str, dict[str, Any]] = {}
     for member, policy in zip(settings.accounts, policies, strict=True):
         for statement in policy["Statement"]:
             sid = statement["Sid"]
-            merged = statements.setdefault(
-                sid, {"Sid": sid, "Effect": "Allow", "Action": set(), "Resource": {}}
-            )
+            merged = statements.setdefault(sid, {"Action": set(), "Resource": {}})
             merged["Action"].update(statement["Action"])
             for resource in statement["Resource"]:
                 anywhere = _anywhere(resource, {member.id})
                 merged["Resource"][json.dumps(anywhere, sort_keys=True)] = anywhere
-    document = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Sid": s["Sid"],
-                "Effect": "Allow",
-                "Action": sorted(s["Action"]),
-                "Resource": [s["Resource"][key] for key in sorted(s["Resource"])],
-            }
-            for s in statements.values()
-        ],
-    }
+    return [
+        {
+            "Sid": sid,
+            "Effect": "Allow",
+            "Action": sorted(s["Action"]),
+            "Resource": [s["Resource"][key] for key in sorted(s["Resource"])],
+        }
+        for sid, s in statements.items()
+    ]
+
+
+def stackset_template(
+    settings: Settings,
+    policies: list[dict[str, Any]],
+    operators: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The member role's template; `policies`: each member account's policy document, in
+    the order of `accounts`; `operators`: what the operators do there (`iam-policy --operator
+    --account`), granted only when the template is given an `OperatorRoleArn` (pause tags,
+    replays to the DLQ: the daemon itself never needs them)."""
+    granted: list[Any] = _merged(settings, policies)
+    for statement in _merged(settings, operators or []) if operators else []:
+        statement["Sid"] = f"Operators{statement['Sid']}"
+        granted.append({"Fn::If": ["HasOperatorRole", statement, {"Ref": "AWS::NoValue"}]})
+    document = {"Version": "2012-10-17", "Statement": granted}
     principals = {
         "Fn::If": [
             "HasOperatorRole",

@@ -35,11 +35,15 @@ DLQ_ACTIONS = (
 )
 
 
-def operator_policy(settings: Settings, account: str | None = None) -> dict[str, Any]:
-    arns = Arns(settings.aws.region, account)
+def operator_policy(
+    settings: Settings, account: str | None = None, member: str | None = None
+) -> dict[str, Any]:
+    """The operators' policy in the deployment's account; with `member`, what they do in
+    that member account (through its role: `iam-policy --stackset` grants it there)."""
     grants: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    account = member or account
     for queue in settings.queues.values():
-        if queue.account is not None:  # a member's: reached by assuming its role (below)
+        if queue.account != member:  # another account's: through its role
             continue
         arns = Arns(queue.region or settings.aws.region, account)
         dlq = arns.queue(queue.queue_ref)
@@ -49,13 +53,15 @@ def operator_policy(settings: Settings, account: str | None = None) -> dict[str,
             grants["OperateParkingQueues"][action].add(arns.queue(queue.policy.parking_queue or ""))
         for sid, action, resource in target_statements(queue, dlq, arns, None):
             grants[f"Replay{sid}"][action].add(resource)
+    if member is not None:
+        return {"Version": "2012-10-17", "Statement": statements(grants)}
     arns = Arns(settings.aws.region, account)
     grant_coordination(settings, arns, grants)
     grant_backups(settings, arns.partition, grants)
     # The member accounts' queues: through their roles, which must trust the operator's role
     # too (the StackSet's OperatorRoleArn); CloudTrail names the session retry-worker-operator.
-    for member in settings.accounts:
-        grants["AssumeMemberRoles"]["sts:AssumeRole"].add(member.role_arn)
+    for listed in settings.accounts:
+        grants["AssumeMemberRoles"]["sts:AssumeRole"].add(listed.role_arn)
     if settings.aws.kms_key_arns:
         for action in ("kms:Decrypt", "kms:GenerateDataKey"):
             grants["UseQueueKeys"][action].update(settings.aws.kms_key_arns)

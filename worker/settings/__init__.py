@@ -164,7 +164,8 @@ class Settings(BaseSettings):
         if not isinstance(data, dict) or not isinstance(data.get("queues"), dict):
             return data
         aws = data.get("aws")
-        home = (aws.get("region") if isinstance(aws, dict) else None) or "us-east-1"
+        given = aws.get("region") if isinstance(aws, dict) else getattr(aws, "region", None)
+        home = given or "us-east-1"
         queues = {}
         for name, queue in data["queues"].items():
             if isinstance(queue, dict) and queue.get("account"):
