@@ -395,6 +395,10 @@ def test_the_stackset_template_renders_and_passes_cfn_lint(tmp_path):
             {"discovery": {"prefix": "r-", "accounts": [A, A]}},
             "discovery.accounts: an account is listed twice",
         ),
+        (
+            {"accounts": [{"id": A, "role_arn": f"arn:aws-cn:iam::{A}:role/r"}]},
+            f"accounts.{A}: `role_arn` is in partition aws-cn, us-east-1 in aws",
+        ),
     ],
 )
 def test_a_place_that_is_not_configured_is_refused(change, said):

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from worker.settings.accounts import AccountSettings, member_regions
+from worker.settings.accounts import AccountSettings, member_regions, partition_mismatch
 from worker.settings.decisions import DecisionSettings, LambdaHookSpec, Rule
 from worker.settings.notify import NotifySettings, Sink
 from worker.settings.queues import DiscoverySettings, QueueDefaults, QueueSettings, deep_merge
@@ -85,6 +85,17 @@ __all__ = [
 ]
 
 
+def _members(accounts: tuple[AccountSettings, ...], home: str) -> dict[str, AccountSettings]:
+    """The listed accounts by id: each once, each role in its regions' partition."""
+    members = {a.id: a for a in accounts}
+    if len(members) < len(accounts):
+        raise ValueError("accounts: an account is listed twice")
+    for listed in accounts:
+        if (why := partition_mismatch(listed, home)) is not None:
+            raise ValueError(f"accounts.{listed.id}: {why}")
+    return members
+
+
 def _url_agrees(name: str, queue: QueueSettings, home: str) -> None:
     """A queue given by URL says its account and region: they must be the queue's."""
     match = re.match(
@@ -126,9 +137,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _places_are_known(self) -> Settings:
         """A queue's account is one of `accounts`, in one of its regions."""
-        members = {a.id: a for a in self.accounts}
-        if len(members) < len(self.accounts):
-            raise ValueError("accounts: an account is listed twice")
+        members = _members(self.accounts, self.aws.region)
         for name, queue in self.queues.items():
             if queue.account is None:
                 continue

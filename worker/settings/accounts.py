@@ -42,3 +42,20 @@ class AccountSettings(Model):
 
 def member_regions(account: AccountSettings, home_region: str) -> tuple[str, ...]:
     return account.regions or (home_region,)
+
+
+def partition_of(region: str) -> str:
+    if region.startswith("cn-"):
+        return "aws-cn"
+    if region.startswith("us-gov-"):
+        return "aws-us-gov"
+    return "aws"
+
+
+def partition_mismatch(account: AccountSettings, home_region: str) -> str | None:
+    """Why the role cannot be assumed in the account's regions (another partition), or None."""
+    role = account.role_arn.split(":")[1]
+    for region in member_regions(account, home_region):
+        if partition_of(region) != role:
+            return f"`role_arn` is in partition {role}, {region} in {partition_of(region)}"
+    return None
