@@ -81,14 +81,14 @@ async def test_a_target_that_cannot_say_what_loops_costs_only_its_message(
     worker = _auto(proxy, worker_stack, arn)
     poller = await worker.poller("states")
     target = poller._pipeline.target
-    said = target.loop_payload
+    said = target.loop_seen
 
-    def loop_payload(message: DlqMessage) -> str:
+    def loop_seen(message: DlqMessage) -> tuple[str, str]:
         if message.body == "odd":
             raise ValueError("cannot say")
         return said(message)
 
-    monkeypatch.setattr(target, "loop_payload", loop_payload)
+    monkeypatch.setattr(target, "loop_seen", loop_seen)
     for body in ("odd", "names nothing"):
         await aws.sqs.send_message(QueueUrl=dlq, MessageBody=body)
 

@@ -50,6 +50,7 @@ class FailedEvent:
     # record's responsePayload.errorType / errorMessage (else its condition).
     error_code: str | None = None
     error_message: str | None = None
+    event_id: str | None = None  # an EventBridge event's own id (sfn_execution)
 
 
 def raw_member(text: str, key: str) -> str | None:
@@ -148,7 +149,7 @@ def parse_body(
     if isinstance(context, dict) and "functionArn" in context:
         return _invocation_record(body, data, context)
     if data.get("source") == "aws.states" and data.get("detail-type") == SFN_STATUS_CHANGE:
-        return _execution_status(body, data.get("detail"), sent_at)
+        return _execution_status(body, data, sent_at)
     if data.get("Type") == "Notification" and "TopicArn" in data and "Message" in data:
         inner = parse_body(str(data["Message"]), sent_at, depth + 1)
         if inner.shape == "opaque":
@@ -203,10 +204,11 @@ def machine_of(execution_arn: str) -> str | None:
     return f"arn:{partition}:states:{region}:{account}:stateMachine:{machine}"
 
 
-def _execution_status(body: str, detail: Any, sent_at: float | None) -> FailedEvent:
+def _execution_status(body: str, data: dict[str, Any], sent_at: float | None) -> FailedEvent:
     """EventBridge's "Step Functions Execution Status Change", routed to a DLQ by a rule: a
     FAILED, TIMED_OUT or ABORTED execution to redrive. The machine is read from the execution
     ARN itself (what is redriven is what `allow` is checked against)."""
+    detail = data.get("detail")
     detail = detail if isinstance(detail, dict) else {}
     execution = _text(detail.get("executionArn"))
     machine = machine_of(execution) if execution else None
@@ -220,6 +222,7 @@ def _execution_status(body: str, detail: Any, sent_at: float | None) -> FailedEv
         replayable=machine is not None and detail.get("status") in SFN_REDRIVABLE,
         error_code=_text(detail.get("error")),
         error_message=_text(detail.get("cause")),
+        event_id=_text(data.get("id")),
     )
 
 

@@ -118,10 +118,9 @@ class Pipeline:
         """(fingerprint, identity) as the target tells them; the body and the message id
         should it fail (one odd message is its own problem, never its batch's)."""
         try:
-            payload = self.target.loop_payload(message)
-            identity = self.target.loop_identity(message)
+            payload, identity = self.target.loop_seen(message)
         except Exception:
-            log.exception("loop_payload_failed", queue=self.queue, message_id=message.message_id)
+            log.exception("loop_seen_failed", queue=self.queue, message_id=message.message_id)
             payload, identity = message.body, message.message_id
         return fingerprint(self._loop_key, payload), identity
 

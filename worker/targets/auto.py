@@ -19,7 +19,6 @@ from worker.aws.sqs import RedriveSource
 from worker.core.envelope import DlqMessage
 from worker.core.errors import DeliveryError, ErrorKind
 from worker.core.failure import parse_failure
-from worker.core.jsontext import loads
 from worker.settings import (
     AutoTarget,
     LambdaTarget,
@@ -84,26 +83,18 @@ class AutoDispatcher(HandOff):
                 return None
         return self._targets[arn, redrive]
 
-    def loop_payload(self, message: DlqMessage) -> str:
+    def loop_seen(self, message: DlqMessage) -> tuple[str, str]:
         """The target and the payload the message names: an envelope (a Lambda destination
         record, a status-change event) is new each time — its id, its time — while what it
-        sends back is the same (for a status-change event, the execution)."""
+        sends back is the same (for a status-change event, the execution). A status-change
+        event counts by its own `id`: EventBridge may deliver one event twice, and a
+        duplicate is not a second failure."""
         event = parse_failure(message)
         if not event.replayable or event.target_arn is None:
-            return message.body  # parked, never sent: it spends no one's loop budget
-        return f"{event.target_arn}\n{event.payload}"
-
-    def loop_identity(self, message: DlqMessage) -> str:
-        """A status-change event's own `id`: EventBridge may deliver one event twice, and
-        a duplicate is not a second failure."""
-        if parse_failure(message).shape == "sfn_execution":
-            try:
-                event_id = loads(message.body).get("id")
-            except (ValueError, AttributeError):
-                event_id = None
-            if isinstance(event_id, str) and event_id:
-                return f"event:{event_id}"
-        return message.message_id
+            # parked, never sent: it spends no one's loop budget
+            return message.body, message.message_id
+        identity = f"event:{event.event_id}" if event.event_id else message.message_id
+        return f"{event.target_arn}\n{event.payload}", identity
 
     def _route(self, delivery: Delivery) -> DeliveryError | tuple[tuple[str, bool], Delivery]:
         """Where a message goes ((target ARN, redrive?) and the delivery as the target takes

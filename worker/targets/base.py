@@ -68,14 +68,10 @@ class Target(Protocol):
         in it ties to this one (the loop guard then watches the payload)."""
         ...
 
-    def loop_payload(self, message: DlqMessage) -> str:
-        """What the loop guard counts for this message: what comes back the same each time
-        the target sends it back (the body, unless the target knows better)."""
-        ...
-
-    def loop_identity(self, message: DlqMessage) -> str:
-        """One coming back, as the loop guard counts them: the DLQ message, unless a
-        duplicate of one event can arrive as two (EventBridge delivers at least once)."""
+    def loop_seen(self, message: DlqMessage) -> tuple[str, str]:
+        """What the loop guard counts for this message: (what comes back the same each time
+        the target sends it back — the body, unless the target knows better; which one
+        coming back this is — the DLQ message id, unless one event can arrive as two)."""
         ...
 
     async def deliver(self, batch: Sequence[Delivery]) -> list[Result]: ...
@@ -89,11 +85,8 @@ class HandOff:
     def loops_back(self, message: DlqMessage) -> bool:
         return self.hands_off
 
-    def loop_payload(self, message: DlqMessage) -> str:
-        return message.body
-
-    def loop_identity(self, message: DlqMessage) -> str:
-        return message.message_id
+    def loop_seen(self, message: DlqMessage) -> tuple[str, str]:
+        return message.body, message.message_id
 
 
 Entry = dict[str, Any]

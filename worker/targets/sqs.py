@@ -82,11 +82,8 @@ class SqsSender:
         self.name = short_name(settings.queue) if settings.queue else "source"
         self.hands_off = False  # the retry-worker.attempt marker travels with the message
 
-    def loop_payload(self, message: DlqMessage) -> str:
-        return message.body
-
-    def loop_identity(self, message: DlqMessage) -> str:
-        return message.message_id
+    def loop_seen(self, message: DlqMessage) -> tuple[str, str]:
+        return message.body, message.message_id
 
     def loops_back(self, message: DlqMessage) -> bool:
         """Only when the marker cannot travel: the message already has 10 attributes, or is
