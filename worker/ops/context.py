@@ -8,7 +8,13 @@ from urllib.parse import urlparse
 from worker.aws.clients import Client, Clients
 from worker.aws.errors import error_code
 from worker.aws.sqs import QUEUE_GONE_CODES, SqsQueue, existing_queue_url
-from worker.settings import CoordinationSettings, OperatorSettings, QueueSettings, Settings
+from worker.settings import (
+    CoordinationSettings,
+    OperatorSettings,
+    QueueSettings,
+    Settings,
+    queue_url_place,
+)
 
 
 class ContextError(ValueError):
@@ -63,13 +69,10 @@ def _there(settings: Settings, queue: QueueSettings, ref: str) -> bool:
         return True
     if queue.queue_ref.startswith(("https://", "http://")):
         return same_queue(queue.queue_ref, ref)
-    parsed = urlparse(ref)
-    account = parsed.path.strip("/").split("/")[0]
+    account, region = queue_url_place(ref)
     members = {a.id for a in settings.accounts}
     if (queue.account or None) != (account if account in members else None):
         return False
-    host = (parsed.hostname or "").split(".")
-    region = host[1] if len(host) > 2 and host[0] == "sqs" else None
     return region is None or region == (queue.region or settings.aws.region)
 
 
@@ -88,10 +91,7 @@ def place_of_ref(settings: Settings, clients: Clients, ref: str) -> Clients:
     and must name one place (else: give its URL); a name found nowhere is the deployment's."""
     members = {a.id for a in settings.accounts}
     if ref.startswith(("https://", "http://")):
-        parsed = urlparse(ref)
-        parts = (parsed.hostname or "").split(".")
-        account = parsed.path.strip("/").split("/")[0]
-        region = parts[1] if len(parts) > 2 and parts[0] == "sqs" else None
+        account, region = queue_url_place(ref)
         return clients.at(account if account in members else None, region)
     places = {
         (q.account, q.region or settings.aws.region)

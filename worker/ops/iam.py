@@ -27,6 +27,10 @@ from worker.settings import (
     SnsTarget,
     SqsTarget,
     StepFunctionsTarget,
+    queue_url_place,
+)
+from worker.settings import (
+    partition_of as partition,
 )
 
 DLQ_ACTIONS = (
@@ -76,14 +80,6 @@ class PolicyError(ValueError):
     """The configuration names something whose ARN cannot be known offline."""
 
 
-def partition(region: str) -> str:
-    if region.startswith("cn-"):
-        return "aws-cn"
-    if region.startswith("us-gov-"):
-        return "aws-us-gov"
-    return "aws"
-
-
 class Arns:
     def __init__(self, region: str, account: str | None) -> None:
         self.region = region
@@ -101,9 +97,7 @@ class Arns:
             return ref
         if ref.startswith(("https://", "http://")):
             account, name = urlparse(ref).path.strip("/").split("/")[-2:]
-            host = urlparse(ref).hostname or ""
-            parts = host.split(".")
-            region = parts[1] if len(parts) > 2 and parts[0] == "sqs" else self.region
+            region = queue_url_place(ref)[1] or self.region
             return f"arn:{partition(region)}:sqs:{region}:{account}:{name}"
         return f"arn:{self.partition}:sqs:{self.region}:{self._account(f'queue {ref}')}:{ref}"
 

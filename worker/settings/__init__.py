@@ -6,13 +6,18 @@ modules of this package; everything is importable from `worker.settings`.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from pydantic import model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from worker.settings.accounts import AccountSettings, member_regions, partition_mismatch
+from worker.settings.accounts import (
+    AccountSettings,
+    member_regions,
+    partition_mismatch,
+    partition_of,
+    queue_url_place,
+)
 from worker.settings.decisions import DecisionSettings, LambdaHookSpec, Rule
 from worker.settings.notify import NotifySettings, Sink
 from worker.settings.queues import DiscoverySettings, QueueDefaults, QueueSettings, deep_merge
@@ -82,6 +87,8 @@ __all__ = [
     "Target",
     "deep_merge",
     "member_regions",
+    "partition_of",
+    "queue_url_place",
 ]
 
 
@@ -98,12 +105,11 @@ def _members(accounts: tuple[AccountSettings, ...], home: str) -> dict[str, Acco
 
 def _url_agrees(name: str, queue: QueueSettings, home: str) -> None:
     """A queue given by URL says its account and region: they must be the queue's."""
-    match = re.match(
-        r"https://sqs\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/(\d{12})/", queue.url or ""
-    )
-    if match is None or queue.account is None:  # the deployment's own: as it always was
+    if queue.url is None or queue.account is None:  # the deployment's own: as it always was
         return
-    region, account = match.groups()
+    account, region = queue_url_place(queue.url)
+    if region is None:  # an endpoint of its own (a VPC endpoint, an emulator) says no region
+        return
     if account != queue.account:
         raise ValueError(f"queues.{name}.url: a queue of account {account}, not of {queue.account}")
     if region != (queue.region or home):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from typing import Annotated
+from urllib.parse import urlparse
 
 from pydantic import Field, model_validator
 
@@ -42,6 +43,15 @@ class AccountSettings(Model):
 
 def member_regions(account: AccountSettings, home_region: str) -> tuple[str, ...]:
     return account.regions or (home_region,)
+
+
+def queue_url_place(url: str) -> tuple[str, str | None]:
+    """The account a queue URL names, and its region when the host is SQS's
+    (`sqs.<region>.amazonaws.com`; None for a VPC endpoint or an emulator)."""
+    parsed = urlparse(url)
+    account = parsed.path.strip("/").split("/")[0]
+    host = (parsed.hostname or "").split(".")
+    return account, host[1] if len(host) > 2 and host[0] == "sqs" else None
 
 
 def partition_of(region: str) -> str:
