@@ -483,9 +483,9 @@ async def test_a_queue_named_on_the_command_line_is_looked_for_where_it_lives():
         assert where(f"https://sqs.eu-west-1.amazonaws.com/{B}/parked") == (B, "eu-west-1")
         assert where("https://sqs.us-west-2.amazonaws.com/123456789012/x") == (None, "us-west-2")
         assert where("elsewhere") == (None, "us-east-1")
-        assert not clients.elsewhere
-        assert clients.at(None, "eu-west-1").elsewhere
-        assert clients.at(A, "us-east-1").elsewhere
+        assert not clients.where
+        assert clients.at(None, "eu-west-1").where == "own/eu-west-1"
+        assert clients.at(A, "us-east-1").where == f"{A}/us-east-1"
         with pytest.raises(ContextError, match="lives in several places"):
             where("parked")
 

@@ -111,9 +111,10 @@ class Clients:
         return root._places[account, region]
 
     @property
-    def elsewhere(self) -> bool:
-        """Another place than the deployment's own account and region."""
-        return self._root is not self
+    def where(self) -> str:
+        """`<account>/<region>` (`own/<region>`) of another place than the deployment's own
+        account and region; empty for the deployment's own."""
+        return "" if self._root is self else f"{self.account or 'own'}/{self.region}"
 
     def of(self, queue: QueueSettings) -> Clients:
         """Where a queue lives: its DLQ, parking queue and targets resolve there."""

@@ -82,14 +82,13 @@ class Shared:
 
     async def parking_queue(self, clients: Clients, ref: str) -> SqsQueue:
         """Resolved once per place (a name is another queue in another account or region)."""
-        key = f"{clients.account or ''}@{clients.region}:{ref}"
+        key = f"{clients.where}:{ref}"
         async with self._locks[key]:  # queues start concurrently: resolve each one once
             if key not in self.parking:
                 sqs = await clients.get("sqs")
                 url = await resolved(sqs, ref, "parking queue")
-                elsewhere = clients.account or clients.elsewhere  # another account or region
-                where = f"{clients.account or 'own'}/{clients.region}/" if elsewhere else ""
-                label = where + url.rstrip("/").rsplit("/", 1)[-1]
+                name = url.rstrip("/").rsplit("/", 1)[-1]
+                label = f"{clients.where}/{name}" if clients.where else name
                 self.parking[key] = SqsQueue(sqs, url, label=label)
                 if self.on_parking is not None:
                     self.on_parking(self.parking[key])
