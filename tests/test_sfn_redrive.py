@@ -193,6 +193,13 @@ async def _status(aws: Any, execution: str, wanted: str) -> bool:
     return (await aws.sfn.describe_execution(executionArn=execution))["status"] == wanted
 
 
+async def _failed(aws: Any, arn: str, name: str) -> str:
+    """An execution of the machine, named `name`, once it failed (at `Two`)."""
+    started = await aws.sfn.start_execution(stateMachineArn=arn, name=name, input="{}")
+    await wait_for(lambda: _status(aws, started["executionArn"], "FAILED"))
+    return str(started["executionArn"])
+
+
 async def test_an_express_execution_is_started_anew_with_the_reason_logged(
     aws, proxy, worker_stack
 ):
@@ -360,10 +367,7 @@ async def test_auto_parks_an_execution_it_cannot_redrive_with_aws_reason(aws, pr
     """An execution that stopped over 14 days ago: parked `not_redrivable` with AWS's reason,
     without a RedriveExecution call (DescribeExecution says so first)."""
     arn, _, _ = await _machine(aws)
-    failed = (await aws.sfn.start_execution(stateMachineArn=arn, name="e2", input="{}"))[
-        "executionArn"
-    ]
-    await wait_for(lambda: _status(aws, failed, "FAILED"))
+    failed = await _failed(aws, arn, "e2")
     clock.advance(15 * 24 * 3600)
     dlq = await create_queue(aws.sqs, "states-dlq")
     parked = await create_queue(aws.sqs, "parked")
@@ -386,10 +390,7 @@ async def test_auto_stops_redriving_an_execution_that_keeps_failing(aws, proxy, 
     """Each failed redrive sends a new event (a new id, a new time): the loop guard counts
     them by the execution, and parks `loop_detected` at max_attempts."""
     arn, _, _ = await _machine(aws)
-    failed = (await aws.sfn.start_execution(stateMachineArn=arn, name="e3", input="{}"))[
-        "executionArn"
-    ]
-    await wait_for(lambda: _status(aws, failed, "FAILED"))
+    failed = await _failed(aws, arn, "e3")
     dlq = await create_queue(aws.sqs, "states-dlq")
     parked = await create_queue(aws.sqs, "parked")
     queues = {
@@ -427,10 +428,7 @@ async def test_auto_redrives_the_next_failure_of_the_same_execution(aws, proxy, 
     """With the execution ARN as the key, the second failure's event has the key of the
     first: its redrive must still happen (the token names the failure, not the message)."""
     arn, _, second = await _machine(aws)
-    failed = (await aws.sfn.start_execution(stateMachineArn=arn, name="e4", input="{}"))[
-        "executionArn"
-    ]
-    await wait_for(lambda: _status(aws, failed, "FAILED"))
+    failed = await _failed(aws, arn, "e4")
     dlq = await create_queue(aws.sqs, "states-dlq")
     await create_queue(aws.sqs, "parked")
     queues = {

@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import Worker, make_settings
 from tests.helpers import depth, drain, run_until, wait_for
-from tests.test_sfn_redrive import _machine, _status, _status_change, _worker
+from tests.test_sfn_redrive import _failed, _machine, _status, _status_change, _worker
 from worker.core.envelope import DlqMessage
 from worker.core.failure import parse_failure
 from worker.emulator import ROLE_ARN, create_queue
@@ -48,12 +48,6 @@ def _auto(proxy: Any, worker_stack: Any, arn: str, max_attempts: int = 5) -> Wor
 
 def _reasons(messages: list[dict[str, Any]]) -> list[str]:
     return sorted(m["MessageAttributes"]["retry-worker.reason"]["StringValue"] for m in messages)
-
-
-async def _failed(aws: Any, arn: str, name: str) -> str:
-    started = await aws.sfn.start_execution(stateMachineArn=arn, name=name, input="{}")
-    await wait_for(lambda: _status(aws, started["executionArn"], "FAILED"))
-    return str(started["executionArn"])
 
 
 async def test_an_odd_message_is_parked_alone_its_batch_mates_settled(aws, proxy, worker_stack):

@@ -41,7 +41,7 @@ def _add_header(params: dict[str, Any], **_: Any) -> None:
 
 def carry_traces(client: Any, service: str) -> None:
     """Register the handler on a client of `service` (once per client)."""
+    # the service's event name (`sfn` for stepfunctions), as botocore emits it
+    event_service = client.meta.service_model.service_id.hyphenize()
     for operation in CARRIED.get(service, ()):
-        # the service's event name (`sfn` for stepfunctions), as botocore emits it
-        event_service = client.meta.service_model.service_id.hyphenize()
         client.meta.events.register(f"before-call.{event_service}.{operation}", _add_header)
