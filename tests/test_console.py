@@ -3,6 +3,7 @@ confirmation → backup → result, covering exactly the filter the page shows."
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 
@@ -304,14 +305,17 @@ async def test_the_queue_page_says_times_counts_and_the_pause_as_people_do(aws):
         assert 'id="plan-pause"' not in paused.text
 
 
-async def test_a_person_edits_one_of_ten_parked_messages_and_replays_it(aws, tmp_path):
+@pytest.mark.parametrize("log_bodies", [False, True])
+async def test_a_person_edits_one_of_ten_parked_messages_and_replays_it(aws, tmp_path, log_bodies):
     """Issue 34: from a message's page, edit its body and replay it: the plan shows the
     diff, the DLQ gets exactly the edited copy, the backup keeps the original, the other
-    nine stay parked. A body that is not JSON, or an edit for two messages, is refused."""
+    nine stay parked. A body that is not JSON, or an edit for two messages, is refused. The
+    audit line has the edited body only with `logging.log_bodies`, its hash always."""
     dlq, parking = await _parked(aws, 10)  # m0..m9, bodies {"n": i}
     edited = '{"n": 3, "currency": "EUR"}'
+    settings = settings_for(aws.url, logging={"log_bodies": log_bodies})
     async with (
-        running_console(settings_for(aws.url), backup_dir=tmp_path) as (url, audit),
+        running_console(settings, backup_dir=tmp_path) as (url, audit),
         browser(url) as b,
     ):
         one = await b.get("/queues/orders?match=%24.n%3D3")
@@ -353,7 +357,12 @@ async def test_a_person_edits_one_of_ten_parked_messages_and_replays_it(aws, tmp
     assert [json.loads(json.loads(x)["body"]) for x in lines] == [{"n": 3}]  # the original
     assert await depth(aws.sqs, parking) == 9
     [line] = [x for x in audit_lines(audit) if x["action"] == "replay"]
-    assert line["edited_body"] == edited
+    if log_bodies:
+        assert line["edited_body"] == edited
+    else:  # a body is not for the audit log unless bodies are logged: its hash and size are
+        assert "edited_body" not in line and edited not in json.dumps(line)
+    assert line["edited_body_sha256"] == hashlib.sha256(edited.encode()).hexdigest()
+    assert line["edited_body_bytes"] == len(edited.encode())
 
 
 async def test_an_action_on_messages_no_longer_parked_says_nothing_changed(aws, tmp_path):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
 import json
 import secrets
 import time
@@ -94,6 +95,8 @@ class Jobs:
         clients: Clients,
         audit: Audit,
         backup_dir: Location,
+        *,
+        log_bodies: bool = False,
     ) -> None:
         self._tasks = tasks
         self._locks = locks
@@ -101,6 +104,7 @@ class Jobs:
         self._clients = clients
         self.audit = audit
         self.backup_dir = backup_dir
+        self._log_bodies = log_bodies
         self._jobs: dict[str, Job] = {}
 
     def get(self, job_id: str) -> Job | None:
@@ -229,8 +233,12 @@ class Jobs:
             fields["to"] = job.move.to
             if job.move.transform:
                 fields["transform"] = job.move.transform
-            if job.move.body is not None:
-                fields["edited_body"] = job.move.body
+            if job.move.body is not None:  # a body: in the audit only with `log_bodies`
+                edited = job.move.body.encode()
+                fields["edited_body_sha256"] = hashlib.sha256(edited).hexdigest()
+                fields["edited_body_bytes"] = len(edited)
+                if self._log_bodies:
+                    fields["edited_body"] = job.move.body
         if job.backup is not None and tally is not None and (tally.backed_up or tally.done):
             fields["backup"] = str(job.backup)  # written: something was backed up or exported
         if job.note is not None:
