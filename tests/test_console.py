@@ -360,9 +360,36 @@ async def test_a_person_edits_one_of_ten_parked_messages_and_replays_it(aws, tmp
     if log_bodies:
         assert line["edited_body"] == edited
     else:  # a body is not for the audit log unless bodies are logged: its hash and size are
-        assert "edited_body" not in line and edited not in json.dumps(line)
+        assert "edited_body" not in line
+        assert edited not in json.dumps(line)
     assert line["edited_body_sha256"] == hashlib.sha256(edited.encode()).hexdigest()
     assert line["edited_body_bytes"] == len(edited.encode())
+
+
+async def test_an_edit_the_dlq_would_refuse_is_refused_at_the_plan(aws, tmp_path):
+    """An edited body over the DLQ's MaximumMessageSize is said at the plan, naming the
+    sizes and the queue; nothing is planned, the message stays parked."""
+    _, parking = await _parked(aws, 1)
+    dlq = (await aws.sqs.get_queue_url(QueueName="orders-dlq"))["QueueUrl"]
+    await aws.sqs.set_queue_attributes(QueueUrl=dlq, Attributes={"MaximumMessageSize": "1024"})
+    big = json.dumps({"n": 0, "note": "x" * 2000})
+    async with (
+        running_console(settings_for(aws.url), backup_dir=tmp_path) as (url, _),
+        browser(url) as b,
+    ):
+        page = await b.get("/queues/orders")
+        [parked_id] = re.findall(r'/queues/orders/messages/([^"]+)"', page.text)
+        form = {"csrf": page.csrf, "action": "replay", "to": "dlq", "id": parked_id}
+        refused = await b.post("/queues/orders/plan", {**form, "body": big})
+        assert refused.status == 400
+        assert "the edited body is 2,020 bytes: the DLQ orders-dlq takes messages of at most" in (
+            refused.text
+        )
+        assert "1,024 bytes" in refused.text
+        fits = await b.post("/queues/orders/plan", {**form, "body": '{"n": 0}'})
+        assert fits.status == 200
+        assert "/jobs/" in str(fits.url)
+    assert await depth(aws.sqs, parking) == 1
 
 
 async def test_an_action_on_messages_no_longer_parked_says_nothing_changed(aws, tmp_path):

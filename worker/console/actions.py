@@ -23,8 +23,10 @@ from worker.console.pages import (
     queue_context,
 )
 from worker.console.security import LOCAL, SESSION_COOKIE, SESSION_SECONDS, WHO
+from worker.core.limits import utf8_len
 from worker.ops.acting import Move, reshape_for
 from worker.ops.arguments import DEFAULT_RATE
+from worker.ops.context import QueueContext, queue_name
 from worker.ops.filters import FilterError
 
 MAX_RATE = 1000.0
@@ -93,6 +95,16 @@ def edited_body(form: Any, params: dict[str, list[str]]) -> str | None:
     return body
 
 
+async def fits_the_dlq(ctx: QueueContext, body: str) -> None:
+    """An edited body the DLQ would refuse is said at the plan, not when the send fails."""
+    size, limit = utf8_len(body), await ctx.dlq.max_message_bytes()
+    if size > limit:
+        raise ValueError(
+            f"the edited body is {size:,} bytes: the DLQ {queue_name(ctx.dlq.url)} takes "
+            f"messages of at most {limit:,} bytes (its MaximumMessageSize, attributes included)"
+        )
+
+
 def _not_json(constant: str) -> Any:
     raise ValueError(f"{constant} is not JSON")
 
@@ -116,6 +128,8 @@ async def plan(request: web.Request) -> web.StreamResponse:
                 to, str(form.get("transform", "")).strip() or None, edited_body(form, params)
             )
             reshape_for(ctx, move)  # a bad expression is said now, before any read
+            if move.body is not None and to == "dlq":
+                await fits_the_dlq(ctx, move.body)
     except (FilterError, ValueError) as exc:
         return error_page(request, 400, str(exc))
     job = Job(

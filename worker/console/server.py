@@ -92,8 +92,15 @@ async def serve_console(
         async with anyio.create_task_group() as tasks:
             locks = QueueLocks()
             snapshots = Snapshots(tasks, locks)
-            bodies = settings.logging.log_bodies
-            jobs = Jobs(tasks, locks, snapshots, clients, Audit(audit), backup_dir, log_bodies=bodies)
+            jobs = Jobs(
+                tasks,
+                locks,
+                snapshots,
+                clients,
+                Audit(audit),
+                backup_dir,
+                log_bodies=settings.logging.log_bodies,
+            )
             app = build_app(Console(settings, clients, lock, snapshots, jobs))
             runner = web.AppRunner(app, access_log=None, handle_signals=False)
             await runner.setup()
