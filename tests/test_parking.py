@@ -48,6 +48,20 @@ def test_ten_attributes_are_kept_inside_an_envelope():
     assert envelope["attributes"]["bin"] == {"DataType": "Binary", "BinaryValue": "AAE="}
 
 
+def test_an_envelope_keeps_a_body_in_another_script_at_its_own_size():
+    """A body of 120,000 bytes in "é" (and 10 attributes) fits a 256 KiB parking queue in
+    its envelope: ASCII-escaped it took 360,000 and the message was unparkable."""
+    body = "é" * 60_000
+    message = DlqMessage("m", "r", body, attributes=_attrs(10))
+    parked = build_parked(message, META, 256 * 1024)
+    assert parked is not None
+    assert "é" in parked.body
+    assert message_size(parked.body, parked.attributes) < 256 * 1024
+    view = read_parked(parked.body, parked.attributes)
+    assert view is not None
+    assert view.body == body
+
+
 def test_stale_metadata_from_an_earlier_parking_is_replaced():
     message = _message(2)
     message.attributes["retry-worker.reason"] = {"DataType": "String", "StringValue": "old"}

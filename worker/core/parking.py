@@ -132,7 +132,9 @@ def _forms(message: DlqMessage, meta: dict[str, str]) -> list[ParkedMessage]:
             "body": message.body,
             "attributes": plain_attributes(kept),
         }
-        forms.append(ParkedMessage(json.dumps(envelope), packed))
+        # Not ASCII-escaped either: "é" would take 6 bytes, not 2, and a body well within its
+        # DLQ's size would not fit the parking queue in its envelope (unparkable, held).
+        forms.append(ParkedMessage(json.dumps(envelope, ensure_ascii=False), packed))
     return forms
 
 
