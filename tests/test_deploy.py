@@ -620,3 +620,15 @@ def test_the_digest_routes_pass_cfn_lint_and_read_the_digests_fields():
         assert rule["EventPattern"]["detail-type"] == [DETAIL_TYPE]
         paths = rule["Targets"][0]["InputTransformer"]["InputPathsMap"].values()
         assert {p.removeprefix("$.detail.") for p in paths} <= set(digest)
+    # What a target said never reaches Chatbot's Markdown, where a transformer cannot escape
+    # it ("[reset your card](https://evil.example)" would be a live link in the channel).
+    chatbot = resources["DigestsToChatbot"]["Properties"]["Targets"][0]["InputTransformer"]
+    said = {"$.detail.error_message", "$.detail.error_type"}
+    assert not said & set(chatbot["InputPathsMap"].values())
+    # The routing key is the connection's secret, never the rule's text (ListTargetsByRule).
+    pagerduty = resources["ParkedToPagerDuty"]["Properties"]["Targets"][0]["InputTransformer"]
+    assert "PagerDutyRoutingKey" not in json.dumps(pagerduty)
+    connection = resources["PagerDutyConnection"]["Properties"]["AuthParameters"]
+    [key] = connection["InvocationHttpParameters"]["BodyParameters"]
+    assert key["Key"] == "routing_key"
+    assert key["IsValueSecret"] is True
