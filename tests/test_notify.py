@@ -478,6 +478,37 @@ async def test_a_webhook_url_is_https_but_on_this_host(tmp_path, url, taken):
             assert "example.com" not in str(refused.value)  # never the secret itself
 
 
+async def test_a_webhook_answer_is_not_read_past_its_status(tmp_path):
+    """An answer whose body never ends (or is gigabytes) costs a few KiB: the digest is sent
+    at its status. Read whole, it held the answer in memory and timed out every try."""
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        answer = web.StreamResponse(status=200)
+        await answer.prepare(request)
+        with anyio.move_on_after(30):
+            while True:
+                await answer.write(b"x" * 65536)
+        return answer
+
+    app = web.Application()
+    app.router.add_post("/hook", endless)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    secret = tmp_path / "url"
+    secret.write_text(f"http://127.0.0.1:{port}/hook")
+    settings = NotifySettings(sinks=[{"webhook": {"url_file": str(secret)}}])
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+            sink = WebhookDigests(session, settings.sinks[0].webhook)
+            await sink.send({"event": "parked", "queue": "orders", "count": 1})
+    finally:
+        await runner.cleanup()
+
+
 async def test_a_retry_coming_back_is_not_an_arrival(aws, proxy, worker_stack):
     """Only a message's first receive in its DLQ is new to it: a deferred one that comes
     back for its next attempt is not announced again."""

@@ -25,6 +25,7 @@ SOURCE = "retry-worker"
 DETAIL_TYPE = "retry-worker.digest"
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 SUBJECT_MAX = 100  # SNS: a subject is at most 100 characters, one line
+ANSWER_BYTES = 4096  # read of a webhook's answer: an endless or huge one holds nothing
 
 
 class SinkFailed(Exception):
@@ -201,7 +202,8 @@ class WebhookDigests:
         try:
             post = self._session.post(url, json=body, allow_redirects=False, proxy=proxy_for(url))
             async with post as answer:
-                await answer.read()
+                # the status is the answer; its body, whatever its size, is not kept
+                await answer.content.read(ANSWER_BYTES)
                 status = answer.status
                 after = answer.headers.get("Retry-After")
         except (aiohttp.ClientError, TimeoutError) as exc:

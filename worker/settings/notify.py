@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from worker.settings.sections import Model
 
@@ -25,6 +25,17 @@ class WebhookSink(Model):
     # each send, never written in the configuration, never logged.
     url_file: Annotated[str, Field(min_length=1)]
     format: Literal["slack", "json"] = "json"
+
+    @field_validator("url_file")
+    @classmethod
+    def _a_path(cls, value: str) -> str:
+        # The URL pasted here instead would be quoted by every failure to read it as a file.
+        if "://" in value:
+            raise ValueError(
+                "the path of a file that holds the webhook's URL, not the URL itself "
+                "(a secret: never in the configuration)"
+            )
+        return value
 
 
 class Sink(Model):
