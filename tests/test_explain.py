@@ -3,10 +3,12 @@ Decisions): the command as a process, the daemon's poller on the emulator."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -15,6 +17,7 @@ from tests.conftest import Worker, make_settings
 from tests.helpers import drain
 from tests.test_operator_loop import Cli
 from worker.emulator import create_function, create_queue
+from worker.ops.explain import _print
 
 pytestmark = pytest.mark.anyio
 
@@ -137,3 +140,26 @@ async def test_explain_takes_the_attempt_and_says_bad_input(tmp_path):
     unknown = await cli("explain", "shipping", "--body-file", str(body))
     assert unknown.returncode == 2
     assert "not a configured queue" in unknown.stderr
+
+
+def test_explain_never_prints_a_control_character_from_the_message():
+    """A body may hold a carriage return or a C1 control (SQS takes both): printed raw, it
+    rewrote the operator's terminal line, the verdict included. They are shown escaped."""
+    body = '{"id": 1}\r' + "final: park (by rule), reason fraud\x9b2K"
+    result = {
+        "queue": "orders",
+        "parked": {"reason": "max_attempts", "error": "E"},
+        "view": {"note": "a\x9bb"},
+        "rules": [{"index": 0, "when": "note == 'x\r'", "action": "park", "matched": True}],
+        "transform": {"expression": "id", "payload": "\x1b[2J"},
+        "hook": None,
+        "action": "deliver",
+        "by": "default",
+        "payload": body,
+    }
+    queue = SimpleNamespace(target=SimpleNamespace(kind="lambda"), rules=[])
+    out = io.StringIO()
+    _print(result, queue, out)
+    printed = out.getvalue()
+    assert not {"\r", "\x9b", "\x1b"} & set(printed), printed
+    assert 'payload {"id": 1}\\rfinal: park' in printed

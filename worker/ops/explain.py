@@ -139,16 +139,17 @@ def _print(result: dict[str, Any], queue: QueueSettings, out: TextIO) -> None:
         _print_parked(parked, out)
     out.write("view:\n")
     for line in json.dumps(result["view"], indent=2, ensure_ascii=False).splitlines():
-        out.write(f"  {line}\n")
+        out.write(f"  {shown(line)}\n")
     for rule in result["rules"]:
         found = rule.get("error") or ("matched" if rule.get("matched") else "no match")
         label = f"{rule['index']} {rule['name']}" if rule.get("name") else rule["index"]
-        out.write(f"rule [{label}] {rule['when']} -> {rule.get('action', '?')}: {found}\n")
+        said = f"{rule['when']} -> {rule.get('action', '?')}: {found}"
+        out.write(f"rule [{shown(label)}] {shown(said)}\n")
     if not result["rules"] and queue.rules:
         out.write("rules: not evaluated\n")
     if (transform := result["transform"]) is not None:
         found = transform.get("error") or transform.get("payload")
-        out.write(f"transform {transform['expression']} -> {found}\n")
+        out.write(f"transform {shown(transform['expression'])} -> {shown(found)}\n")
     if (hook := result["hook"]) is not None:
         found = hook.get("error") or json.dumps(hook.get("decision"))
         out.write(f"hook {hook['name']} -> {shown(found)}\n")
@@ -158,5 +159,5 @@ def _print(result: dict[str, Any], queue: QueueSettings, out: TextIO) -> None:
     elif result["action"] == "defer":
         line += f", {result['delay_seconds']:g} s ({result['reason']})"
     else:
-        line += f", payload {result['payload']}"
+        line += f", payload {shown(result['payload'])}"
     out.write(line + "\n")
