@@ -249,6 +249,58 @@ async def test_the_shutdown_sends_every_open_window_without_pacing():
     assert _sent(registry, "sns", "sent") == 12
 
 
+async def test_what_the_flush_cuts_off_is_counted_dropped(monkeypatch):
+    """At shutdown, a digest still being sent (a hanging sink) or waiting to retry when the
+    flush runs out is counted `dropped`, as are those queued behind it: every digest is
+    counted once. It was counted nowhere."""
+    monkeypatch.setattr("worker.notify.notifier.FLUSH_SECONDS", 0.5)
+    registry = CollectorRegistry()
+
+    class Hanging:
+        kind = "webhook"
+
+        async def send(self, digest: dict[str, Any]) -> None:
+            await anyio.sleep_forever()
+
+    settings = NotifySettings(window_seconds=600, events=("parked",), timeout_seconds=60)
+    notifier = Notifier(settings, [Hanging()], Metrics(registry))
+    for reason in ("r1", "r2", "r3"):
+        notifier.parked(ParkedNotice("orders", reason, "E", "m"))
+    stop = anyio.Event()
+    stop.set()
+    with anyio.fail_after(10):
+        await notifier.run(stop)
+    counted = {o: _sent(registry, "webhook", o) for o in ("sent", "failed", "dropped")}
+    assert counted == {"sent": 0, "failed": 0, "dropped": 3}
+
+
+async def test_a_retry_during_the_flush_waits_briefly():
+    """A digest refused for now at shutdown is tried again after at most 0.5 s, not after
+    its usual backoff (a Retry-After of a minute), which the flush would only cut off."""
+    registry = CollectorRegistry()
+    waits: list[float] = []
+    answers = [SinkFailed("HTTP 429", retryable=True, retry_after=60.0)]
+
+    class Busy:
+        kind = "webhook"
+
+        async def send(self, digest: dict[str, Any]) -> None:
+            if answers:
+                raise answers.pop()
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    settings = NotifySettings(window_seconds=600, events=("parked",))
+    notifier = Notifier(settings, [Busy()], Metrics(registry), sleep=sleep)
+    notifier.parked(ParkedNotice("orders", "max_attempts", "E", "m"))
+    stop = anyio.Event()
+    stop.set()
+    await notifier.run(stop)
+    assert waits == [0.5]
+    assert _sent(registry, "webhook", "sent") == 1
+
+
 def test_a_webhook_goes_through_the_https_proxy_and_plain_http_never_does(monkeypatch):
     from worker.notify.sinks import proxy_for
 

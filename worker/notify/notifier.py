@@ -31,6 +31,7 @@ TICK_SECONDS = 1.0
 BACKOFF_FIRST_SECONDS = 1.0
 BACKOFF_MAX_SECONDS = 60.0
 FLUSH_SECONDS = 5.0  # at shutdown: how long the sinks get for the last digests
+FLUSH_BACKOFF_SECONDS = 0.5  # and the longest wait before a retry then
 # Between two sends to one sink (Slack takes about one message a second on a webhook): a
 # thousand kinds of failure closing at once are paced, not fired at the sink.
 SEND_INTERVAL_SECONDS = 1.0
@@ -136,6 +137,13 @@ class Notifier:
                     await self._sleep(SEND_INTERVAL_SECONDS)
 
     async def _send_one(self, index: int, sink: DigestSink, digest: dict[str, Any]) -> None:
+        try:
+            await self._tries(index, sink, digest)
+        except anyio.get_cancelled_exc_class():
+            self._counted(sink, "dropped")  # the flush ran out while it was being sent
+            raise
+
+    async def _tries(self, index: int, sink: DigestSink, digest: dict[str, Any]) -> None:
         delay = BACKOFF_FIRST_SECONDS
         for attempt in range(1, self._settings.attempts + 1):
             failure = await self._try(sink, digest)
@@ -156,7 +164,9 @@ class Notifier:
                     self._dead_until[index] = self._clock() + self._settings.window_seconds
                 return
             self._counted(sink, "retried")
-            await self._sleep(min(max(delay, failure.retry_after or 0), BACKOFF_MAX_SECONDS))
+            # at shutdown, a short wait: a long one would only be cut off by the flush
+            most = FLUSH_BACKOFF_SECONDS if self._flushing else BACKOFF_MAX_SECONDS
+            await self._sleep(min(max(delay, failure.retry_after or 0), most))
             delay = min(delay * 2, BACKOFF_MAX_SECONDS)
 
     async def _try(self, sink: DigestSink, digest: dict[str, Any]) -> SinkFailed | None:
