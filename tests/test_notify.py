@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -299,6 +299,54 @@ async def test_a_retry_during_the_flush_waits_briefly():
     await notifier.run(stop)
     assert waits == [0.5]
     assert _sent(registry, "webhook", "sent") == 1
+
+
+async def test_a_topic_and_a_bus_in_another_region_get_their_digests(emulator):
+    """SNS and EventBridge take a publish only in the topic's or bus's own region: through
+    the home region's client, a topic in eu-west-1 was NotFound, taken for a dead sink, and
+    every digest was lost. check-config --aws finds both there too."""
+    from aiobotocore.session import get_session
+
+    from worker.aws.clients import Clients
+    from worker.notify.build import open_notifier
+    from worker.ops.preflight import Findings, _sinks
+
+    async with AsyncExitStack() as stack:
+
+        async def client(service: str) -> Any:
+            made = get_session().create_client(
+                service, region_name="eu-west-1", endpoint_url=emulator.url
+            )
+            return await stack.enter_async_context(made)
+
+        sns, events, sqs = await client("sns"), await client("events"), await client("sqs")
+        topic = (await sns.create_topic(Name="retry-alerts"))["TopicArn"]
+        bus = (await events.create_event_bus(Name="ops"))["EventBusArn"]
+        inbox = (await sqs.create_queue(QueueName="inbox"))["QueueUrl"]
+        inbox_arn = "arn:aws:sqs:eu-west-1:123456789012:inbox"
+        await sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=inbox_arn)
+        await events.put_rule(
+            Name="all", EventBusName="ops", EventPattern='{"source": ["retry-worker"]}'
+        )
+        await events.put_targets(
+            Rule="all", EventBusName="ops", Targets=[{"Id": "q", "Arn": inbox_arn}]
+        )
+        sinks = [{"sns": {"topic_arn": topic}}, {"eventbridge": {"bus": bus}}]
+        settings = make_settings(emulator.url, {}, notify={"sinks": sinks})
+        assert settings.aws.region != "eu-west-1"
+        clients = Clients(settings.aws, stack, pool=lambda service: 4)
+        found = Findings()
+        await _sinks(found, clients, settings)
+        assert found.errors == []
+        notifier = await open_notifier(
+            settings.notify, clients, Metrics(CollectorRegistry()), stack
+        )
+        assert notifier is not None
+        digest = {"event": "parked", "queue": "q", "count": 1, "reason": "r", "error": "E"}
+        for sink in notifier._sinks:
+            await sink.send(digest)
+        got = await drain(sqs, inbox, delete=True)
+        assert len(got) == 2
 
 
 def test_a_webhook_goes_through_the_https_proxy_and_plain_http_never_does(monkeypatch):

@@ -22,10 +22,13 @@ async def open_notifier(
     sinks: list[DigestSink] = []
     session: aiohttp.ClientSession | None = None
     for sink in settings.sinks:
+        # a topic or bus in another region is reached through that region's endpoint
         if sink.sns is not None:
-            sinks.append(SnsDigests(await clients.get("sns"), sink.sns))
+            sns = await clients.at(None, sink.sns.region).get("sns")
+            sinks.append(SnsDigests(sns, sink.sns))
         elif sink.eventbridge is not None:
-            sinks.append(EventBridgeDigests(await clients.get("events"), sink.eventbridge))
+            events = await clients.at(None, sink.eventbridge.region).get("events")
+            sinks.append(EventBridgeDigests(events, sink.eventbridge))
         elif sink.webhook is not None:
             if session is None:
                 timeout = aiohttp.ClientTimeout(total=settings.timeout_seconds)

@@ -15,9 +15,21 @@ Event = Literal["parked", "arrived"]
 class SnsSink(Model):
     topic_arn: Annotated[str, Field(pattern=r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[\w.-]+$")]
 
+    @property
+    def region(self) -> str:
+        """The topic's region: SNS publishes only through its own region's endpoint."""
+        return self.topic_arn.split(":")[3]
+
 
 class EventBridgeSink(Model):
     bus: Annotated[str, Field(min_length=1, max_length=1600)] = "default"  # a name or an ARN
+
+    @property
+    def region(self) -> str | None:
+        """A bus given by ARN: its region (PutEvents reaches a bus only in its own region);
+        None for a name (the deployment's region)."""
+        parts = self.bus.split(":")
+        return parts[3] or None if self.bus.startswith("arn:") and len(parts) > 5 else None
 
 
 class WebhookSink(Model):
