@@ -34,7 +34,6 @@ from worker.settings import (
     SqsTarget,
     StepFunctionsTarget,
 )
-from worker.settings.notify import EventBridgeSink, SnsSink
 
 DENIED = frozenset({"AccessDenied", "AccessDeniedException", "AuthorizationError"})
 
@@ -143,25 +142,28 @@ async def _queue(found: Findings, clients: Clients, name: str, queue: QueueSetti
         await found.ask(f"queue {name}: its hook {queue.hook.function}", dry)
 
 
-async def _topic(found: Findings, clients: Clients, what: str, sink: SnsSink) -> None:
-    sns = await clients.at(None, sink.region).get("sns")
-    call = partial(sns.get_topic_attributes, TopicArn=sink.topic_arn)
-    await found.ask(f"{what} {sink.topic_arn}", call, optional="sns:GetTopicAttributes")
+async def _topic(found: Findings, clients: Clients, what: str, arn: str) -> None:
+    sns = await clients.get("sns")
+    call = partial(sns.get_topic_attributes, TopicArn=arn)
+    await found.ask(f"{what} {arn}", call, optional="sns:GetTopicAttributes")
 
 
-async def _bus(found: Findings, clients: Clients, what: str, sink: EventBridgeSink) -> None:
-    events = await clients.at(None, sink.region).get("events")
-    call = partial(events.describe_event_bus, Name=sink.bus)
-    await found.ask(f"{what} {sink.bus}", call, optional="events:DescribeEventBus")
+async def _bus(found: Findings, clients: Clients, what: str, bus: str) -> None:
+    events = await clients.get("events")
+    call = partial(events.describe_event_bus, Name=bus)
+    await found.ask(f"{what} {bus}", call, optional="events:DescribeEventBus")
 
 
 async def _sinks(found: Findings, clients: Clients, settings: Settings) -> None:
     for index, sink in enumerate(settings.notify.sinks):
         what = f"notify.sinks[{index}]"
         if sink.sns is not None:
-            await _topic(found, clients, f"{what}: topic", sink.sns)
+            # a topic or bus in another region is asked there, as the notifier sends there
+            there = clients.at(None, sink.sns.region)
+            await _topic(found, there, f"{what}: topic", sink.sns.topic_arn)
         elif sink.eventbridge is not None:
-            await _bus(found, clients, f"{what}: bus", sink.eventbridge)
+            there = clients.at(None, sink.eventbridge.region)
+            await _bus(found, there, f"{what}: bus", sink.eventbridge.bus)
         elif sink.webhook is not None:
             try:
                 await webhook_url(sink.webhook.url_file)
