@@ -200,3 +200,32 @@ def test_a_released_queue_takes_its_missing_gauge_with_it():
     metrics.forget_queue("retry-orders-dlq")
     labels = {"queue": "retry-orders-dlq"}
     assert registry.get_sample_value("retry_worker_queue_missing", labels) is None
+
+
+async def test_the_console_says_why_a_denied_queue_cannot_be_opened(aws, proxy):
+    """GetQueueUrl refused (a missing permission; an account whose role cannot be assumed):
+    the queue list's row and the queue's page say AWS's code and message. The row said the
+    bare code, the page a 500."""
+    from tests.console_client import browser, running_console
+
+    await create_queue(aws.sqs, "orders-dlq")
+    await create_queue(aws.sqs, "ghost-dlq")
+    await create_queue(aws.sqs, "parked")
+    said = "not authorized to perform: sqs:getqueueurl on ghost-dlq"
+    proxy.add(
+        Rule(
+            "sqs",
+            "GetQueueUrl",
+            "error",
+            status=403,
+            code="AccessDenied",
+            body="ghost-dlq",
+            extra={"message": said},
+        )
+    )
+    async with running_console(_settings(proxy.url)) as (url, _), browser(url) as b:
+        rows = (await b.get("/")).element("queues")
+        page = await b.get("/queues/ghost")
+    assert f"ghost cannot read: AccessDenied: {said}" in rows
+    assert page.status == 503
+    assert f"ghost: AccessDenied: {said}" in page.text

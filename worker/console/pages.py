@@ -19,7 +19,7 @@ from worker.console.security import LOCAL, WHO
 from worker.console.snapshot import Entry
 from worker.console.state import CONSOLE, Console
 from worker.core.parking import error_type_of
-from worker.ops.context import ContextError
+from worker.ops.context import ContextError, unreachable
 from worker.ops.filters import FilterError, Filters
 from worker.ops.reading import ParkingReads, oldest_text, status_row
 from worker.ops.store import s3_lines
@@ -108,8 +108,7 @@ async def index(request: web.Request) -> web.Response:
                 ctx = await console.context(name)
                 rows[name] = await status_row(name, queue, ctx.dlq, ctx.parking, shared)
             except Exception as exc:  # noqa: BLE001 - one row says it, the page goes on
-                why = str(exc) if isinstance(exc, ContextError) else error_code(exc)
-                rows[name] = {"queue": name, "target": queue.target_key, "error": why}
+                rows[name] = {"queue": name, "target": queue.target_key, "error": unreachable(exc)}
 
     breakers, table_error = await glance.breakers(console)
     async with anyio.create_task_group() as tg:
@@ -177,6 +176,8 @@ async def queue_context(request: web.Request) -> Any:
         return await console.context(name)
     except ContextError as exc:
         raise web.HTTPNotFound(text=str(exc)) from exc
+    except Exception as exc:
+        raise web.HTTPServiceUnavailable(text=f"{name}: {unreachable(exc)}") from exc
 
 
 async def queue_page(request: web.Request) -> web.Response:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
 from worker.aws.clients import Client, Clients
-from worker.aws.errors import error_code
+from worker.aws.errors import error_code, error_message, first_failure
 from worker.aws.sqs import QUEUE_GONE_CODES, SqsQueue, existing_queue_url
 from worker.settings import (
     CoordinationSettings,
@@ -19,6 +19,16 @@ from worker.settings import (
 
 class ContextError(ValueError):
     """The queue is not in the configuration, or a queue it names does not exist (exit 2)."""
+
+
+def unreachable(exc: BaseException) -> str:
+    """Why a queue could not be opened or read, as a row or a page says it: a missing queue
+    by its name, else AWS's code and message (a denied permission, a role that cannot be
+    assumed: the cause, never a bare code)."""
+    if isinstance(exc, ContextError):
+        return str(exc)
+    exc = first_failure(exc)
+    return f"{error_code(exc)}: {error_message(exc)}"
 
 
 @dataclass(frozen=True)

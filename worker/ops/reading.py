@@ -14,9 +14,8 @@ import anyio
 
 from worker.aws.attributes import KeptTag, read_depth, read_kept, read_pause
 from worker.aws.clients import Clients
-from worker.aws.errors import said
 from worker.aws.sqs import SqsQueue
-from worker.ops.context import ContextError, QueueContext, existing, same_queue
+from worker.ops.context import QueueContext, existing, same_queue, unreachable
 from worker.ops.filters import Filters
 from worker.ops.records import Record
 from worker.ops.scan import QueueReader
@@ -171,7 +170,7 @@ async def status(settings: Settings, clients: Clients) -> list[dict[str, Any]]:
             parking = SqsQueue(sqs, parking_urls[place.account, place.region, ref])
             rows.append({**await status_row(name, queue, dlq, parking, shared), **where})
         except Exception as exc:  # noqa: BLE001 - said on its row
-            why = str(exc) if isinstance(exc, ContextError) else said(exc)
+            why = unreachable(exc)
             rows.append({"queue": name, "target": queue.target_key, "error": why, **where})
     return rows
 
