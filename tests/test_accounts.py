@@ -672,3 +672,23 @@ async def test_a_refresh_that_fails_in_the_mandatory_window_is_an_account_down(
         with pytest.raises(Exception):  # noqa: B017, PT011 - the refresh's failure, as AWS says it
             await sqs.list_queues()
     assert states == [True, False]
+
+
+async def test_check_config_says_whose_parking_queue_is_missing(aws):
+    """A parking queue missing in one member account is named with its place and the queues
+    that park there: "parking queue parked" named neither account nor queue."""
+    from worker.ops.preflight import preflight
+
+    async with AsyncExitStack() as stack:
+        for account, region, parking in ((A, "eu-west-1", True), (B, "us-east-1", False)):
+            sqs = await member(aws, stack, account, region, "sqs")
+            await create_queue(sqs, "orders-dlq")
+            await create_queue(sqs, "out")
+            if parking:
+                await create_queue(sqs, "parked")
+    queues = {"a": _queue(A, "eu-west-1"), "b": _queue(B, "us-east-1")}
+    errors, _ = await preflight(make_settings(aws.url, queues, accounts=ACCOUNTS))
+    assert errors == [
+        f"parking queue parked in {B}/us-east-1 (of b): does not exist "
+        "(AWS.SimpleQueueService.NonExistentQueue)"
+    ]

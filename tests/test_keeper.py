@@ -287,9 +287,9 @@ async def test_check_config_aws_names_a_short_retention_and_a_missing_parking_qu
     assert yaml.safe_load(result.stdout)["keeper"]["margin_seconds"] == 172800
     lines = result.stderr.splitlines()
     assert lines == [
-        "warning: parking queue parked: its retention (60 s) is under twice "
+        "warning: parking queue parked (of orders): its retention (60 s) is under twice "
         "keeper.margin_seconds (172800 s); the keeper re-parks its messages 30 s before their end",
-        "error: parking queue parked-typo: does not exist "
+        "error: parking queue parked-typo (of billing): does not exist "
         "(AWS.SimpleQueueService.NonExistentQueue)",
     ]
 

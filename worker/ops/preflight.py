@@ -77,6 +77,20 @@ class Findings:
             return None
 
 
+def _parking_named(settings: Settings, place: Clients, at: Place, ref: str) -> str:
+    """A parking queue as a finding names it: where it lives, when that is not the
+    deployment's own place, and the queues that park there (one name is another queue in
+    each account and region)."""
+    users = [
+        name
+        for name, q in settings.queues.items()
+        if (q.account, q.region) == at and (q.policy.parking_queue or "") == ref
+    ]
+    where = f" in {place.where}" if place.where else ""
+    of = f" (of {', '.join(users)})" if users else " (of discovered queues)"
+    return f"parking queue {ref}{where}{of}"
+
+
 async def preflight(settings: Settings) -> tuple[list[str], list[str]]:
     """(errors, warnings), each naming the queue and what of it."""
     found = Findings()
@@ -84,16 +98,16 @@ async def preflight(settings: Settings) -> tuple[list[str], list[str]]:
     async with AsyncExitStack() as stack:
         clients = Clients(settings.aws, stack, pool=4, accounts=settings.accounts)
         for (account, region), ref in parking_refs(settings):
-            sqs = await clients.at(account, region).get("sqs")
-            url = await found.ask(f"parking queue {ref}", partial(resolve_queue_url, sqs, ref))
+            place = clients.at(account, region)
+            sqs = await place.get("sqs")
+            what = _parking_named(settings, place, (account, region), ref)
+            url = await found.ask(what, partial(resolve_queue_url, sqs, ref))
             if url is None:
                 continue
-            retention = await found.ask(
-                f"parking queue {ref}", partial(retention_seconds, sqs, url)
-            )
+            retention = await found.ask(what, partial(retention_seconds, sqs, url))
             if retention is not None and settings.keeper.enabled and retention < 2 * margin:
                 found.warnings.append(
-                    f"parking queue {ref}: its retention ({retention:g} s) is under twice "
+                    f"{what}: its retention ({retention:g} s) is under twice "
                     f"keeper.margin_seconds ({margin:g} s); the keeper re-parks its messages "
                     f"{retention / 2:g} s before their end"
                 )
