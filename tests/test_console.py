@@ -188,6 +188,26 @@ async def test_export_pause_and_resume(aws, tmp_path):
     assert [json.loads(x)["meta"] for x in lines] == [{**META, "source-queue": dlq}] * 11
 
 
+async def test_a_queue_shares_its_parking_queue_with_one_that_cannot_be_read(aws):
+    """billing's DLQ is gone, its messages still parked beside orders': orders' row shows
+    its own 20, not the parking queue's 24 (billing was left out of the sharing)."""
+    await _setup(aws)
+    billing = (await aws.sqs.get_queue_url(QueueName="billing-dlq"))["QueueUrl"]
+    await aws.sqs.delete_queue(QueueUrl=billing)
+    async with running_console(settings_for(aws.url)) as (url, _), browser(url) as b:
+        home = await b.get("/")
+        with anyio.fail_after(30):
+            while "reading the shared parking queue" in home.text:
+                await anyio.sleep(0.1)
+                home = await b.get("/")
+    cell = r'href="/queues/(\w+)">.*?<td class="n parked" title="([^"]*)">(\d+)</td>'
+    parked = {name: count for name, _, count in re.findall(cell, home.text, re.S)}
+    assert parked == {"orders": "20"}
+    assert "billing cannot read: billing: its DLQ billing-dlq does not exist" in (
+        home.element("queues")
+    )
+
+
 async def test_replay_to_the_target_with_a_transform_lists_what_failed(aws, tmp_path):
     _dlq, parking = await _setup(aws)
     out = (await aws.sqs.get_queue_url(QueueName="out"))["QueueUrl"]

@@ -12,6 +12,7 @@ import anyio
 from worker.aws.errors import error_code
 from worker.console.state import Console
 from worker.fleet.table import CoordinationTable
+from worker.settings import QueueSettings
 
 
 async def breakers(console: Console) -> tuple[dict[str, Any], str | None]:
@@ -34,13 +35,26 @@ def breaker_text(note: Any, now: float) -> str:
     return "half-open" if note.is_open else "closed"
 
 
+def _parking_of(queue: QueueSettings) -> tuple[str | None, str | None, str]:
+    return queue.account, queue.region, queue.policy.parking_queue or ""
+
+
 async def own_counts(console: Console, rows: list[dict[str, Any]]) -> bool:
     """Queues that share a parking queue: each its own count and oldest, from the parking
     queue's snapshot (one read, split by the DLQ each message came from; started here when
     there is none, all of them at once: the page waits a second at most). `own_note` says how
     far it can be trusted. Returns whether a read is still under way."""
     sharing = Counter(row["parking_queue"] for row in rows if "error" not in row)
-    mine = [r for r in rows if "error" not in r and sharing[r["parking_queue"]] > 1]
+    # a queue whose DLQ cannot be read shares its parking queue all the same (its messages
+    # may be parked there): known by the configuration's name for it, in its place
+    queues = console.settings.queues
+    named = Counter(_parking_of(q) for q in queues.values())
+    mine = [
+        r
+        for r in rows
+        if "error" not in r
+        and (sharing[r["parking_queue"]] > 1 or named[_parking_of(queues[r["queue"]])] > 1)
+    ]
     reading = False
 
     async def count(row: dict[str, Any]) -> None:
