@@ -74,6 +74,7 @@ async def test_pages_show_queues_groups_and_one_message(aws, tmp_path):
         # a filter is query parameters: a link to share
         one = await b.get("/queues/orders?match=%24.n%3D7")
         assert "1 matching message" in one.element("matching")
+        assert "<h2>Act on exactly this message</h2>" in one.text
         [parked_id] = re.findall(r"/queues/orders/messages/([^\"]+)\"", one.text)
         message = await b.get(f"/queues/orders/messages/{parked_id}")
         assert "max_attempts" in message.element("metadata")

@@ -5,6 +5,7 @@ queue appears; `status` gives it a row of its own; an operator command on it exi
 from __future__ import annotations
 
 import functools
+import json
 
 import anyio
 import pytest
@@ -91,6 +92,33 @@ async def test_status_gives_a_missing_dlq_its_own_row_and_a_command_on_it_exits_
     assert summary.returncode == 2
     assert summary.stderr.strip() == f"parked: ghost: its DLQ ghost-dlq does not exist ({GONE})"
     assert "parked messages" not in summary.stdout  # not "0 parked messages"
+
+
+async def test_restore_to_a_missing_queue_exits_2_and_pause_needs_only_the_dlq(aws, tmp_path):
+    """`restore --to` a queue that does not exist exits 2 naming it (a mistyped URL planned
+    "restore 1 messages" and then failed message by message); pause and resume act on the
+    DLQ alone: a missing parking queue is no reason not to pause."""
+    await create_queue(aws.sqs, "orders-dlq")
+    cli = Cli(tmp_path, _settings(aws.url).model_dump(mode="json"))
+    backup = tmp_path / "backup.jsonl"
+    line = {"message_id": "m1", "group_id": None, "body": "{}", "attributes": {}}
+    backup.write_text(json.dumps(line) + "\n")
+    url = (await aws.sqs.get_queue_url(QueueName="orders-dlq"))["QueueUrl"]
+    for to in ("orders-dlqq", url + "q"):
+        restore = await cli("restore", str(backup), "--to", to)
+        assert restore.returncode == 2, restore.stdout
+        assert restore.stderr.strip() == f"restore: --to {to} does not exist ({GONE})"
+    planned = await cli("restore", str(backup), "--to", "orders-dlq")
+    assert planned.returncode == 0, planned.stderr
+    assert planned.stdout.startswith("plan: restore 1 message from")
+
+    paused = await cli("pause", "orders", "--reason", "parking queue recreated")
+    assert paused.returncode == 0, paused.stderr  # no parking queue: pausing is what helps
+    resumed = await cli("resume", "orders")
+    assert resumed.returncode == 0, resumed.stderr
+    ghost = await cli("pause", "ghost", "--reason", "x")
+    assert ghost.returncode == 2
+    assert ghost.stderr.strip() == f"pause: ghost: its DLQ ghost-dlq does not exist ({GONE})"
 
 
 async def test_a_dlq_given_by_a_wrong_url_is_named_by_its_failing_receives(aws, worker_stack):

@@ -8,12 +8,9 @@ from datetime import UTC, datetime
 
 from markupsafe import Markup, escape
 
-from worker.ops.reading import age_text
+from worker.ops.reading import age_text, plural
 
-
-def plural(count: int, word: str, many: str | None = None) -> str:
-    """`1 message`, `2 messages` (`many`: the plural when it is not `word` + s)."""
-    return f"{count} {word if count == 1 else many or word + 's'}"
+__all__ = ["ago", "plural"]
 
 
 def ago(moment: str | float | None, now: float | None = None) -> Markup:

@@ -16,10 +16,17 @@ import anyio
 from worker.aws.attributes import clear_pause, read_depth, write_pause
 from worker.aws.clients import OPERATOR, Clients
 from worker.aws.errors import error_code, first_failure
-from worker.aws.sqs import SqsQueue, resolve_queue_url
+from worker.aws.sqs import SqsQueue
 from worker.ops import moves, reading, tally
 from worker.ops.acting import Move, act
-from worker.ops.context import ContextError, QueueContext, open_queue, place_of_ref
+from worker.ops.context import (
+    ContextError,
+    QueueContext,
+    existing,
+    open_dlq,
+    open_queue,
+    place_of_ref,
+)
 from worker.ops.explain import explain
 from worker.ops.filters import FilterError, Filters
 from worker.ops.progress import Progress
@@ -222,7 +229,7 @@ async def _queue_command(args: argparse.Namespace, settings: Settings, clients: 
         return EXIT_FAILED if any("error" in row for row in rows) else EXIT_OK
     if args.command == "restore":
         sqs = await place_of_ref(settings, clients, args.to).get("sqs")
-        queue = SqsQueue(sqs, await resolve_queue_url(sqs, args.to))
+        queue = SqsQueue(sqs, await existing(sqs, args.to, "--to"))  # a typo: exit 2
         async with interruptible() as stop:
             count, failed = await restore(
                 location(args.file),
@@ -234,10 +241,12 @@ async def _queue_command(args: argparse.Namespace, settings: Settings, clients: 
                 parallel=args.parallel,
             )
         if not args.yes:
-            out.write(f"plan: restore {count} messages from {args.file} to {queue.url}\n")
+            planned = reading.plural(count, "message")
+            out.write(f"plan: restore {planned} from {args.file} to {queue.url}\n")
             out.write("dry run: nothing changed; add --yes to act\n")
             return EXIT_OK
-        out.write(f"restored {count} messages to {queue.url}, failed: {len(failed)}\n")
+        restored = reading.plural(count, "message")
+        out.write(f"restored {restored} to {queue.url}, failed: {len(failed)}\n")
         for message_id, code in failed.items():
             out.write(f"  failed {message_id}: {code}\n")
         return EXIT_FAILED if failed else EXIT_OK
@@ -245,15 +254,17 @@ async def _queue_command(args: argparse.Namespace, settings: Settings, clients: 
         return await explain(args, settings, clients, out)
     if getattr(args, "transform", None):
         Reshape(args.queue, args.transform, unwrap=False)  # a syntax error before any call
-    ctx = await open_queue(settings, args.queue, clients)
     if args.command == "pause":
-        note = await write_pause(ctx.dlq, args.reason)
-        out.write(f"paused {ctx.name} ({note}); every replica stops receiving within ~30 s\n")
+        name, dlq = await open_dlq(settings, args.queue, clients)
+        note = await write_pause(dlq, args.reason)
+        out.write(f"paused {name} ({note}); every replica stops receiving within ~30 s\n")
         return EXIT_OK
     if args.command == "resume":
-        await clear_pause(ctx.dlq)
-        out.write(f"resumed {ctx.name}; replicas receive again within ~30 s\n")
+        name, dlq = await open_dlq(settings, args.queue, clients)
+        await clear_pause(dlq)
+        out.write(f"resumed {name}; replicas receive again within ~30 s\n")
         return EXIT_OK
+    ctx = await open_queue(settings, args.queue, clients)
     return await _parked(args, ctx, clients, (out, sys.stderr))
 
 

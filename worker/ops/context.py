@@ -86,12 +86,20 @@ def _there(settings: Settings, queue: QueueSettings, ref: str) -> bool:
     return region is None or region == (queue.region or settings.aws.region)
 
 
-async def open_queue(settings: Settings, ref: str, clients: Clients) -> QueueContext:
+async def open_dlq(settings: Settings, ref: str, clients: Clients) -> tuple[str, SqsQueue]:
+    """A configured queue's logical name and its DLQ, which must exist (pause and resume
+    need nothing else: a missing parking queue is no reason not to pause)."""
     name, queue = configured(settings, ref)
     sqs = await clients.of(queue).get("sqs")  # where it lives: its account and region
-    dlq = SqsQueue(sqs, await existing(sqs, queue.queue_ref, f"{name}: its DLQ"))
+    return name, SqsQueue(sqs, await existing(sqs, queue.queue_ref, f"{name}: its DLQ"))
+
+
+async def open_queue(settings: Settings, ref: str, clients: Clients) -> QueueContext:
+    name, dlq = await open_dlq(settings, ref, clients)
+    queue = settings.queues[name]
     parking_ref = queue.policy.parking_queue or ""
-    parking = SqsQueue(sqs, await existing(sqs, parking_ref, f"{name}: its parking queue"))
+    where = f"{name}: its parking queue"
+    parking = SqsQueue(dlq.client, await existing(dlq.client, parking_ref, where))
     return QueueContext(name, queue, dlq, parking, settings.coordination, settings.operator)
 
 

@@ -219,6 +219,11 @@ def number(text: str | None) -> int:
         return 0
 
 
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """`1 message`, `2 messages` (`many`: the plural when it is not `word` + s)."""
+    return f"{count} {word if count == 1 else many or word + 's'}"
+
+
 def age_text(seconds: float) -> str:
     """An age as people say it: 45s, 12m, 5h, 3d."""
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
