@@ -23,8 +23,11 @@ def configure_logging(
     stream: TextIO | None = None,
     *,
     quiet: frozenset[str] = frozenset(),
+    once: frozenset[str] = frozenset(),
 ) -> None:
-    """`quiet`: events not written at all (the demo leaves out its per-message lines)."""
+    """`quiet`: events not written at all (the demo leaves out its per-message lines);
+    `once`: events written the first time only (the demo shows one of a kind)."""
+    seen: set[str] = set()
     stream = stream or sys.stderr
     level = logging.getLevelNamesMapping()[settings.level]
     renderer: structlog.typing.Processor
@@ -40,8 +43,11 @@ def configure_logging(
     def drop_quiet(
         logger: object, name: str, event: structlog.typing.EventDict
     ) -> structlog.typing.EventDict:
-        if event.get("event") in quiet:
+        kind = event.get("event")
+        if kind in quiet or kind in seen:
             raise structlog.DropEvent
+        if kind in once:
+            seen.add(kind)
         return event
 
     structlog.configure(

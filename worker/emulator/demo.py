@@ -141,11 +141,13 @@ async def _report(registry: CollectorRegistry, started: float) -> None:
 PER_MESSAGE = frozenset(
     {"delivered", "deferred", "released", "parked", "rule_matched", "digest_sent"}
 )
+# Shown once, the first time, as an example of what happens (unless --verbose: every one).
+ONCE = frozenset({"execution_redriven", "redrive_refused_started_anew"})
 
 
 async def _demo(duration: float, console: tuple[str, int], verbose: bool) -> dict[str, int]:
-    quiet = frozenset() if verbose else PER_MESSAGE
-    configure_logging(LoggingSettings(format="console", level="INFO"), quiet=quiet)
+    quiet, once = (frozenset(), frozenset()) if verbose else (PER_MESSAGE, ONCE)
+    configure_logging(LoggingSettings(format="console", level="INFO"), quiet=quiet, once=once)
     moto = MotoServer().start()
     proxy = FaultProxy(moto.url, seed=42).start()
     try:
