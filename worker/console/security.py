@@ -38,7 +38,12 @@ from typing import Any, TextIO
 
 from aiohttp import web
 
+from worker.core.limits import SQS_MAX_MESSAGE_BYTES
+
 CSRF_COOKIE = "rw_csrf"
+# A form carries at most an edited body: as large as SQS takes (1 MiB), sent as it is by the
+# edit form (multipart: URL-encoded, text in another script would take up to 9 times that)
+MAX_FORM_BYTES = SQS_MAX_MESSAGE_BYTES + 64 * 1024
 SESSION_COOKIE = "rw_session"
 SESSION_SECONDS = 12 * 3600
 MIN_TOKEN_CHARS = 16
@@ -198,7 +203,11 @@ async def _guarded(
     if request.method == "POST":
         if lock.read_only and request.match_info.route.name not in READ_ONLY_POSTS:
             return _refuse(403, "read-only console: no action is taken")
-        form = await request.post()
+        try:
+            form = await request.post()
+        except web.HTTPRequestEntityTooLarge:
+            size = f"{MAX_FORM_BYTES:,}"
+            return _refuse(413, f"the form is over {size} bytes: an edited body fits SQS's 1 MiB")
         if not lock.csrf_ok(request, str(form.get("csrf", ""))):
             return _refuse(403, "missing or invalid CSRF token: reload the page and try again")
     return await handler(request)

@@ -21,6 +21,7 @@ from worker.aws.errors import innermost
 from worker.console import actions, pages, words
 from worker.console.jobs import Jobs
 from worker.console.security import (
+    MAX_FORM_BYTES,
     Audit,
     Lock,
     TokenFileError,
@@ -57,8 +58,7 @@ def parse_listen(text: str, token_file: str | None) -> tuple[str, int]:
 
 def build_app(console: Console) -> web.Application:
     guard = middleware(console.lock, pages.login_page)
-    # a form carries at most an edited body: 256 KiB of JSON, URL-encoded (up to 3 bytes each)
-    app = web.Application(middlewares=[guard], client_max_size=1024 * 1024)
+    app = web.Application(middlewares=[guard], client_max_size=MAX_FORM_BYTES)
     app[CONSOLE] = console
     env = aiohttp_jinja2.setup(
         app,
