@@ -191,6 +191,35 @@ async def test_a_dead_sink_is_logged_once_a_window_and_drops_are_counted():
     assert [e["event"] for e in logs if e["log_level"] == "error"] == ["notification_failed"]
 
 
+async def test_a_refusing_sink_is_asked_again_after_five_minutes_whatever_the_window():
+    """A sink that refused for good is left alone for the window, but 300 s at most: a
+    403 while a new role's policy spreads (IAM is eventually consistent) silenced a sink
+    with `window_seconds: 3600` for the hour."""
+    registry = CollectorRegistry()
+    now = [0.0]
+
+    class Refusing:
+        kind = "sns"
+        calls = 0
+
+        async def send(self, digest: dict[str, Any]) -> None:
+            Refusing.calls += 1
+            raise SinkFailed("AuthorizationError", retryable=False, sink_down=True)
+
+    async def paced(seconds: float) -> None:
+        now[0] += 301  # the next digest comes 301 s later
+
+    settings = NotifySettings(window_seconds=3600, events=("parked",))
+    sink = Refusing()
+    notifier = Notifier(settings, [sink], Metrics(registry), clock=lambda: now[0], sleep=paced)
+    send, receive = anyio.create_memory_object_stream[dict[str, Any]](4)
+    for reason in ("a", "b"):
+        send.send_nowait({"event": "parked", "queue": "orders", "reason": reason, "count": 1})
+    send.close()
+    await notifier._send_all(0, sink, receive)
+    assert Refusing.calls == 2
+
+
 async def test_one_digest_refused_leaves_the_sink_to_the_others():
     """A 400 for one digest is that digest's failure; the sink still takes the next ones."""
     registry = CollectorRegistry()

@@ -35,6 +35,9 @@ FLUSH_BACKOFF_SECONDS = 0.5  # and the longest wait before a retry then
 # Between two sends to one sink (Slack takes about one message a second on a webhook): a
 # thousand kinds of failure closing at once are paced, not fired at the sink.
 SEND_INTERVAL_SECONDS = 1.0
+# A sink that refused for good (a 403, a missing topic) is not called for a window, but at
+# most this long: IAM's eventual consistency at boot must not silence it for a day
+SINK_DOWN_MAX_SECONDS = 300.0
 OUTCOMES = ("sent", "retried", "failed", "dropped")
 
 
@@ -161,7 +164,8 @@ class Notifier:
                 self._counted(sink, "failed")
                 self._say_failed(index, sink, failure, digest)
                 if failure.sink_down:
-                    self._dead_until[index] = self._clock() + self._settings.window_seconds
+                    quiet = min(self._settings.window_seconds, SINK_DOWN_MAX_SECONDS)
+                    self._dead_until[index] = self._clock() + quiet
                 return
             self._counted(sink, "retried")
             # at shutdown, a short wait: a long one would only be cut off by the flush
