@@ -16,6 +16,9 @@ import pytest
 import yaml
 from botocore.validate import ParamValidator
 
+from worker.dlq.batch import SETTLE_DEADLINE_SECONDS
+from worker.notify.notifier import FLUSH_SECONDS
+
 pytestmark = pytest.mark.tools  # helm, promtool, prometheus, tsc (make tools)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -115,7 +118,8 @@ def test_deployment_probes_grace_and_security():
     assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["args"] == ["run", "--config", "/config/config.yaml"]
-    assert pod["terminationGracePeriodSeconds"] == 50 + 15  # above shutdown.grace_seconds
+    # above shutdown.grace_seconds, with room for a settle cut short and the last digests
+    assert pod["terminationGracePeriodSeconds"] == 50 + 30 >= 50 + SETTLE_DEADLINE_SECONDS + 5
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert "replicas" not in docs["Deployment"]["spec"], "KEDA owns the replica count"
@@ -280,7 +284,8 @@ def test_ecs_container_stops_after_the_grace_period_and_checks_health():
         "grace_seconds"
     ]
     assert container["command"] == ["run", "--env", "production"]
-    assert container["stopTimeout"] > grace
+    # the grace, a settle cut short by it (shielded, 20 s at most), the last digests (5 s)
+    assert container["stopTimeout"] >= grace + SETTLE_DEADLINE_SECONDS + FLUSH_SECONDS
     assert container["healthCheck"]["command"] == ["CMD", "retry-worker", "healthcheck"]
     # ...which asks /livez: one unreadable DLQ makes every task unready, and ECS would replace
     # the whole fleet for it (issue 28, item 1)
