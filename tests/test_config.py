@@ -367,3 +367,21 @@ def test_a_variables_bad_value_is_the_variables_once(config_dir, monkeypatch):
         "RETRY_WORKER_DEFAULTS__CONCURRENCY: defaults.concurrency: Input should be a valid "
         "integer, unable to parse string as an integer"
     ]
+
+
+def test_an_error_in_a_list_is_placed_in_the_file_whose_list_stands(config_dir, tmp_path):
+    """Lists replace, they do not merge: a rule missing its `when` in the overlay's list is
+    the overlay's, though the base file's list (which no longer stands) had a `when`."""
+    (config_dir / "base.yaml").write_text(
+        "defaults:\n  policy:\n    parking_queue: parked\n"
+        "queues:\n  orders:\n    name: orders-dlq\n    target: {kind: sqs, queue: out}\n"
+        "    rules:\n      - when: \"body.amount > `100`\"\n        action: park\n"
+        "        reason: manual_review\n"
+    )
+    overlay = tmp_path / "override.yaml"
+    overlay.write_text(
+        "queues:\n  orders:\n    rules:\n      - action: park\n        reason: big_order\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, [str(overlay)])
+    assert caught.value.errors == [f"{overlay}:4: queues.orders.rules[0].when: Field required"]

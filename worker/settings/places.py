@@ -97,6 +97,10 @@ class Places:
         where = self.inherited(where)
         most = max((x.depth(where) for x in self._layers), default=0)
         setting = [x for x in self._layers if most and x.depth(where) == most]
+        # a list replaces, it does not merge: what stands is the last layer's that set it
+        listed = next((where[:i] for i, part in enumerate(where) if part.startswith("[")), None)
+        if listed is not None:
+            setting = [x for x in self._layers if x.depth(listed) == len(listed)] or setting
         place = setting[-1].place(where) if setting else ""
         return f"{place}{dotted(where)}: {message}"
 
