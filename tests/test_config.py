@@ -375,7 +375,7 @@ def test_an_error_in_a_list_is_placed_in_the_file_whose_list_stands(config_dir, 
     (config_dir / "base.yaml").write_text(
         "defaults:\n  policy:\n    parking_queue: parked\n"
         "queues:\n  orders:\n    name: orders-dlq\n    target: {kind: sqs, queue: out}\n"
-        "    rules:\n      - when: \"body.amount > `100`\"\n        action: park\n"
+        '    rules:\n      - when: "body.amount > `100`"\n        action: park\n'
         "        reason: manual_review\n"
     )
     overlay = tmp_path / "override.yaml"
