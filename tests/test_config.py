@@ -385,3 +385,28 @@ def test_an_error_in_a_list_is_placed_in_the_file_whose_list_stands(config_dir, 
     with pytest.raises(ConfigError) as caught:
         load_settings(None, [str(overlay)])
     assert caught.value.errors == [f"{overlay}:4: queues.orders.rules[0].when: Field required"]
+
+
+def test_typos_under_discovery_defaults_and_in_variables_are_named_with_a_suggestion(
+    config_dir, monkeypatch
+):
+    """`discovery.defaults` is read as a queue's settings only at run time, and a variable
+    sets a path of its own: a typo in either was pydantic's "Extra inputs are not
+    permitted", the discovery one only once every other error was fixed."""
+    path = config_dir / "mine.yaml"
+    path.write_text(
+        "defaults:\n  policy:\n    parking_queue: parked\n"
+        "discovery:\n  prefix: dlq-\n  defaults:\n"
+        '    target: {kind: auto, allow: ["arn:aws:lambda:us-east-1:123456789012:function:f"]}\n'
+        "    policy:\n      max_atempts: 3\n"
+        "queues: {}\n"
+    )
+    monkeypatch.setenv("RETRY_WORKER_DEFAULTS__POLICY__MAX_ATEMTPS", "3")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, [str(path)])
+    assert caught.value.errors == [
+        f"{path}:9: discovery.defaults.policy.max_atempts: unknown key `max_atempts` (did you "
+        "mean `max_attempts`?)",
+        "RETRY_WORKER_DEFAULTS__POLICY__MAX_ATEMTPS: defaults.policy.max_atemtps: unknown key "
+        "`max_atemtps` (did you mean `max_attempts`?)",
+    ]

@@ -21,7 +21,7 @@ from worker.settings import (
     deep_merge,
 )
 from worker.settings.decisions import load_hook
-from worker.settings.keys import key_lines, unknown_keys
+from worker.settings.keys import key_lines
 from worker.settings.places import Layer, Places
 
 ENV_VAR = "RETRY_WORKER_ENV"
@@ -90,9 +90,8 @@ def load_settings(env: str | None = None, extra_files: Sequence[str] = ()) -> Se
         layers.append(_read_yaml(path, required=index > 0))
         merged = deep_merge(merged, layers[-1].data)
     errors = _check_env_vars(environ)
-    unknown = [line for layer in layers for line in layer.unknown()]
-    reported = {w for layer in layers for w, _ in unknown_keys(layer.data, Settings)}
     places = Places(layers, environ)
+    unknown, reported = places.unknown()
     try:
         settings = Settings(**merged)
     except ValidationError as exc:

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from worker.settings import TARGET_KINDS, Settings
+from worker.settings import TARGET_KINDS, QueueSettings, Settings
 from worker.settings.keys import KeyPath, unknown_keys
 
 ENV_PREFIX = "RETRY_WORKER_"
@@ -26,10 +26,19 @@ class Layer:
     def __init__(self, path: Path, data: dict[str, Any], lines: dict[KeyPath, int]) -> None:
         self.path, self.data, self.lines = path, data, lines
 
+    def unknown_keys(self) -> list[tuple[KeyPath, str]]:
+        """Each key no model knows, with the closest known one (or ""): the settings, and
+        `discovery.defaults`, a free mapping read as a queue's settings at run time."""
+        found = unknown_keys(self.data, Settings)
+        discovery = self.data.get("discovery")
+        if isinstance(discovery, dict) and isinstance(discovery.get("defaults"), dict):
+            found += unknown_keys(discovery["defaults"], QueueSettings, ("discovery", "defaults"))
+        return found
+
     def unknown(self) -> list[str]:
         """`file:line: path: unknown key `k` (did you mean `key`?)`, once per place."""
         out = []
-        for where, close in unknown_keys(self.data, Settings):
+        for where, close in self.unknown_keys():
             hint = f" (did you mean `{close}`?)" if close else ""
             out.append(f"{self.place(where)}{dotted(where)}: unknown key `{where[-1]}`{hint}")
         return out
@@ -51,11 +60,11 @@ class Variable(Layer):
     def __init__(self, name: str) -> None:
         parts = tuple(name.removeprefix(ENV_PREFIX).lower().split("__"))
         lines = {parts[:end]: 0 for end in range(1, len(parts) + 1)}
-        super().__init__(Path(name), {}, lines)
+        data: dict[str, Any] = {parts[-1]: ""}  # the path it sets (its value is not read)
+        for part in reversed(parts[:-1]):
+            data = {part: data}
+        super().__init__(Path(name), data, lines)
         self.name = name
-
-    def unknown(self) -> list[str]:
-        return []
 
     def place(self, where: KeyPath) -> str:
         return f"{self.name}: "
@@ -90,6 +99,12 @@ class Places:
             and var.removeprefix(ENV_PREFIX).split("__", 1)[0] in sections
         ]
         self._layers = [*layers, *variables]
+
+    def unknown(self) -> tuple[list[str], set[KeyPath]]:
+        """Every unknown key of the files and the variables, each once at its place, and
+        their paths (pydantic's own "extra" errors for them are not said again)."""
+        lines = [line for layer in self._layers for line in layer.unknown()]
+        return lines, {w for layer in self._layers for w, _ in layer.unknown_keys()}
 
     def said(self, where: KeyPath, message: str) -> str:
         """`place path: message`, the path as the queue inherited it when it did, the place
