@@ -68,6 +68,30 @@ def test_one_digest_per_key_per_window_with_counts_and_five_samples():
     assert again["count"] == 1
 
 
+@pytest.mark.parametrize("error_messages", [True, False])
+async def test_what_a_target_said_leaves_the_account_only_when_asked(error_messages):
+    """`error_messages: false` keeps what a target said (it may quote the message: a card,
+    an address) out of every digest; its type, the count and the link stay."""
+    taken: list[dict[str, Any]] = []
+
+    class Sink:
+        kind = "sns"
+
+        async def send(self, digest: dict[str, Any]) -> None:
+            taken.append(digest)
+
+    settings = NotifySettings(events=("parked",), error_messages=error_messages)
+    notifier = Notifier(settings, [Sink()], Metrics(CollectorRegistry()))
+    notifier.parked(_parked("m1", "PaymentDeclined", said="card 4242 declined"))
+    stop = anyio.Event()
+    stop.set()
+    await notifier.run(stop)
+    [digest] = taken
+    assert digest["error_type"] == "PaymentDeclined"
+    assert digest["count"] == 1
+    assert digest["error_message"] == ("card 4242 declined" if error_messages else None)
+
+
 def test_arrived_once_after_a_quiet_spell_not_for_every_batch():
     digests = Digests(window_seconds=60, quiet_seconds=600, started=0)
     digests.received("orders", ["a"], 100)  # 100 s after boot: not quiet long enough

@@ -52,6 +52,7 @@ class Digests:
         console_url: str | None = None,
         started: float = 0.0,
         wall: Callable[[], float] | None = None,
+        said: bool = True,
     ) -> None:
         """Times (`now`, `started`) are monotonic; `wall` gives epoch seconds for the digests
         (None: the monotonic times are epoch seconds, as in tests)."""
@@ -59,6 +60,7 @@ class Digests:
         self._quiet = quiet_seconds
         self._events = frozenset(events)
         self._console = console_url.rstrip("/") if console_url else None
+        self._said = said  # what a target said goes in the digests (`error_messages`)
         self._open: dict[Key, Window] = {}
         self._closed: list[dict[str, Any]] = []  # digests of windows closed between ticks
         # When each queue last received new messages (the quiet spell starts at boot: a
@@ -77,7 +79,7 @@ class Digests:
             self.folded += 1
         window = self._window_for(key, now)
         window.add([notice.message_id])
-        if window.said is None and notice.error_message:
+        if self._said and window.said is None and notice.error_message:
             window.said = notice.error_message[:MAX_SAID_CHARS]
 
     def received(self, queue: str, message_ids: Sequence[str], now: float) -> None:

@@ -63,6 +63,7 @@ class Notifier:
             console_url=settings.console_url,
             started=clock(),
             wall=wall,
+            said=settings.error_messages,
         )
         # each sink's bounded queue of digests, while `run` runs
         self._outboxes: list[MemoryObjectSendStream[dict[str, Any]]] = []

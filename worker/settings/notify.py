@@ -81,6 +81,10 @@ class NotifySettings(Model):
     quiet_seconds: Annotated[float, Field(ge=0, le=30 * 86_400)] = 3600
     # Digests link to the console's page of the queue, filtered (e.g. https://retry.internal).
     console_url: Annotated[str, Field(pattern=r"^https?://")] | None = None
+    # What the target said (the first error message of the window) in each digest. It may
+    # quote the message (an amount, an address): false keeps it in the account, in the
+    # console only.
+    error_messages: bool = True
     sinks: tuple[Sink, ...] = ()
     # Digests waiting for each sink; more are dropped (and counted): a dead sink never holds
     # memory or the loop.
