@@ -29,12 +29,12 @@ class PauseWatch:
         client: Client,
         url: str,
         *,
-        interval: float = CHECK_INTERVAL_SECONDS,
+        interval: float | None = None,  # CHECK_INTERVAL_SECONDS
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
         self._url = url
-        self._interval = interval
+        self._interval = CHECK_INTERVAL_SECONDS if interval is None else interval
         self._clock = clock
         self._checked_at: float | None = None
         self.paused = False
