@@ -162,11 +162,10 @@ async def test_endpoints_follow_the_daemon_through_an_sqs_outage(aws, proxy):
     await create_function(aws.lambda_, "fn")
     dlq = await create_queue(aws.sqs, "fn-dlq")
     await create_queue(aws.sqs, "parked")
-    settings = make_settings(
-        proxy.url,
-        {"fn": {"name": "fn-dlq", "target": {"kind": "lambda", "function": "fn"}}},
-        http={"host": "127.0.0.1", "port": 0},
-    )
+    # a message whose delete failed in the outage reappears after 5 s, not the default 30
+    queue = {"name": "fn-dlq", "target": {"kind": "lambda", "function": "fn"}}
+    queue["receive"] = {"visibility_timeout_seconds": 5}
+    settings = make_settings(proxy.url, {"fn": queue}, http={"host": "127.0.0.1", "port": 0})
     registry = CollectorRegistry()
     stop = anyio.Event()
     async with anyio.create_task_group() as tg:
@@ -188,7 +187,7 @@ async def test_endpoints_follow_the_daemon_through_an_sqs_outage(aws, proxy):
 
         proxy.rules.clear()  # SQS is back
         await wait_for(lambda: _status(base + "/readyz", 200), timeout=40)
-        # a delete that failed in the outage: the message reappears after its visibility (30 s)
+        # a delete that failed in the outage: the message reappears after its visibility
         await wait_for(lambda: _delivered(aws, dlq), timeout=60)
 
         status, text = await aget(base + "/metrics")
