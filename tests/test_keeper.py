@@ -327,7 +327,11 @@ async def test_status_shows_the_oldest_parked_age_the_keeper_noted(aws, proxy, p
     out = io.StringIO()
     parked_at = datetime.fromisoformat(PARKED_AT).timestamp()
     print_status(rows, out, now=parked_at + 3 * 86400 + 60)
-    assert out.getvalue().splitlines()[1].split()[5] == "3d"  # oldest: 3 days
+    lines = out.getvalue().splitlines()
+    assert lines[1].split()[5] == "3d"  # oldest: 3 days
+    # the shared parking queue's whole count, marked as such on both rows
+    assert [line.split()[4] for line in lines[1:3]] == ["2*", "2*"]
+    assert lines[3].startswith("* the whole count of a parking queue these queues share")
     age = _sample(registry, "retry_worker_parked_oldest_age_seconds", parking_queue="parked")
     assert age == pytest.approx(clock.now() - parked_at, abs=5)
 

@@ -4,7 +4,7 @@ of a queue's parked messages that every `parked` command shares."""
 from __future__ import annotations
 
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from datetime import datetime
@@ -185,16 +185,24 @@ def print_status(rows: list[dict[str, Any]], out: TextIO, now: float | None = No
     out.write(
         head + f" {'oldest':>7} paused target" + ("  account/region" if places else "") + "\n"
     )
+    # a parking queue several DLQs share: its whole count on each of their rows, marked
+    sharing = Counter(row["parking_queue"] for row in rows if "error" not in row)
     for row in rows:
         where = f"  {row.get('account') or 'own'}/{row.get('region')}" if places else ""
         if "error" in row:
             out.write(f"{row['queue']:<20} {'cannot read: ' + row['error']}{where}\n")
             continue
         dlq = row["dlq"]
+        parked = f"{row['parked']}{'*' if sharing[row['parking_queue']] > 1 else ''}"
         out.write(
             f"{row['queue']:<20} {dlq['visible']:>8} {dlq['in_flight']:>9} {dlq['delayed']:>8} "
-            f"{row['parked']:>7} {oldest_text(row, now):>7} {'yes' if row['paused'] else 'no':<6} "
+            f"{parked:>7} {oldest_text(row, now):>7} {'yes' if row['paused'] else 'no':<6} "
             f"{row['target']}{where}\n"
+        )
+    if any(n > 1 for n in sharing.values()):
+        out.write(
+            "* the whole count of a parking queue these queues share; `parked summary QUEUE` "
+            "counts a queue's own\n"
         )
 
 
