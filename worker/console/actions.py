@@ -23,6 +23,7 @@ from worker.console.pages import (
     queue_context,
 )
 from worker.console.security import LOCAL, SESSION_COOKIE, SESSION_SECONDS, WHO
+from worker.core.errors import sqs_refuses
 from worker.core.limits import utf8_len
 from worker.ops.acting import Move, reshape_for
 from worker.ops.arguments import DEFAULT_RATE
@@ -88,6 +89,8 @@ def edited_body(form: Any, params: dict[str, list[str]]) -> str | None:
         raise ValueError("an edited body replays exactly one message, chosen by its id")
     if "transform" in form and str(form["transform"]).strip():
         raise ValueError("an edited body or a transform, not both")
+    if (refused := sqs_refuses(body)) is not None:  # and which no audit line could encode
+        raise ValueError(f"the edited body holds {refused!r}, a character SQS refuses")
     try:
         json.loads(body, parse_constant=_not_json)
     except ValueError as exc:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import hashlib
 import json
 import secrets
 import time
@@ -25,6 +24,7 @@ from worker.aws.errors import said
 from worker.console.security import Audit
 from worker.console.snapshot import QueueLocks, Snapshots
 from worker.core.jsontext import loads
+from worker.core.limits import utf8_len
 from worker.ops import reading
 from worker.ops.acting import Move, act
 from worker.ops.context import QueueContext
@@ -238,9 +238,8 @@ class Jobs:
             if job.move.transform:
                 fields["transform"] = job.move.transform
             if job.move.body is not None:  # a body: in the audit only with `log_bodies`
-                edited = job.move.body.encode()
-                fields["edited_body_sha256"] = hashlib.sha256(edited).hexdigest()
-                fields["edited_body_bytes"] = len(edited)
+                # (the backup keeps it, `sent_as`, beside the original)
+                fields["edited_body_bytes"] = utf8_len(job.move.body)
                 if self._log_bodies:
                     fields["edited_body"] = job.move.body
         if job.backup is not None and tally is not None and (tally.backed_up or tally.done):

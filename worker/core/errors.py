@@ -15,6 +15,13 @@ _REFUSED = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 _SPACES = re.compile(r"\s+")
 
 
+def sqs_refuses(text: str) -> str | None:
+    """The first character SQS would refuse in a body (a control, half a surrogate pair,
+    U+FFFE/F), or None."""
+    found = _REFUSED.search(text)
+    return found.group() if found else None
+
+
 def clean(text: str) -> str:
     """`text` with what SQS would refuse replaced by U+FFFD."""
     return _REFUSED.sub("\ufffd", text)

@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TextIO
 
 import anyio
@@ -24,7 +24,7 @@ from worker.ops.context import QueueContext
 from worker.ops.filters import Filters
 from worker.ops.reading import Selection
 from worker.ops.records import Record
-from worker.ops.reshape import Reshape, example
+from worker.ops.reshape import Edited, Reshape, example
 from worker.ops.scan import QueueReader
 from worker.ops.senders import Send
 from worker.ops.store import Location, Writer, open_writer
@@ -99,6 +99,8 @@ async def move(
     `rate`. `tally` (else a new one) is filled as it goes: a watcher sees the counts grow.
     `clients`: for a backup in S3."""
     mover = _Mover(reader, ctx, send, backup, clients, tally if tally is not None else Tally())
+    if isinstance(reshape, Edited):  # the backup keeps what was sent beside the original
+        mover.sent_as = reshape.body
     selection = Selection(reader, ctx, filters, cutoff)
     bucket = TokenBucket(rate, max(1, int(rate)), time.monotonic)
 
@@ -149,6 +151,7 @@ class _Mover:
         self._clients = clients
         self._writer: Writer | None = None
         self.tally = tally
+        self.sent_as: str | None = None  # an edited body: written beside each original
 
     async def move(self, batch: list[Record], wait: float) -> None:
         reader = self._reader
@@ -158,7 +161,10 @@ class _Mover:
                 if self._writer is None and self._backup is not None:
                     self._writer = open_writer(self._backup, self._clients)
                 assert self._writer is not None
-                await self._writer.write(batch, self._ctx.parking.url)  # before it moves
+                stored_as = batch
+                if self.sent_as is not None:
+                    stored_as = [replace(r, sent_as=self.sent_as) for r in batch]
+                await self._writer.write(stored_as, self._ctx.parking.url)  # before it moves
                 self.tally.backed_up += len(batch)
                 # Ctrl-C while it was written (an S3 part): backed up, and not moved
                 stored = not reader.stopped

@@ -31,6 +31,8 @@ class Record:
     group_id: str | None
     view: ParkedView | None  # None: not a message we parked
     trace_header: str | None = None  # AWSTraceHeader: a replay keeps the trace
+    # the console's edit: the body sent instead (kept in the backup beside the original)
+    sent_as: str | None = None
 
     @classmethod
     def received(cls, raw: dict[str, Any]) -> Record:
@@ -81,6 +83,7 @@ class Record:
                 "meta": self.view.meta if self.view else None,
                 "queue": queue_url,
                 **({"trace_header": self.trace_header} if self.trace_header else {}),
+                **({"sent_as": self.sent_as} if self.sent_as is not None else {}),
             },
             ensure_ascii=False,
         )
