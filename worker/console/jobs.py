@@ -57,6 +57,7 @@ class Job:
     tally: Tally | None = None
     transform: str | None = None
     example: tuple[str, str] | None = None
+    example_id: str | None = None  # the parked message `example` (and `diff`) show
     diff: list[str] | None = None  # an edited body: the original against it, line by line
     backup: Location | None = None
     error: str | None = None
@@ -201,10 +202,7 @@ class Jobs:
             if job.move is not None and job.move.body is not None:
                 job.diff = body_diff(*job.tally.example)
             job.example = tuple(preview(t) for t in job.tally.example)  # type: ignore[assignment]
-            # the plan's page shows this parked body (before and after): audited as its
-            # message's page is when its body is shown
-            shown_id = job.tally.example_id
-            self.audit(job.who, "show_body", job.queue, message_id=shown_id, by="plan")
+            job.example_id = job.tally.example_id
 
     async def _act(self, ctx: QueueContext, job: Job) -> None:
         try:
