@@ -13,6 +13,8 @@ from tests.conftest import make_settings
 from tests.console_client import audit_lines, browser, running_console
 from tests.helpers import depth, drain
 from tests.test_operator_safety import META, _park, _visible
+from worker.core.envelope import DlqMessage
+from worker.core.parking import build_parked
 from worker.emulator import create_queue
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(180)]
@@ -402,12 +404,20 @@ async def test_a_person_edits_one_of_ten_parked_messages_and_replays_it(aws, tmp
 
 
 async def test_an_edit_the_dlq_would_refuse_is_refused_at_the_plan(aws, tmp_path):
-    """An edited body over the DLQ's MaximumMessageSize is said at the plan, naming the
-    sizes and the queue; nothing is planned, the message stays parked."""
-    _, parking = await _parked(aws, 1)
-    dlq = (await aws.sqs.get_queue_url(QueueName="orders-dlq"))["QueueUrl"]
-    await aws.sqs.set_queue_attributes(QueueUrl=dlq, Attributes={"MaximumMessageSize": "1024"})
-    big = json.dumps({"n": 0, "note": "x" * 2000})
+    """An edited body that, with the attributes that go with it, is over the DLQ's
+    MaximumMessageSize is said at the plan, naming the sizes and the queue; nothing is
+    planned, the message stays parked."""
+    dlq = await create_queue(aws.sqs, "orders-dlq", MaximumMessageSize="1024")
+    await create_queue(aws.sqs, "billing-dlq")
+    parking = await create_queue(aws.sqs, "parked")
+    note = {"note": {"DataType": "String", "StringValue": "x" * 600}}  # 610 bytes
+    original = DlqMessage("m0", "r", json.dumps({"n": 0}), attributes=note)
+    parked = build_parked(original, {**META, "source-queue": dlq})
+    assert parked is not None
+    await aws.sqs.send_message(
+        QueueUrl=parking, MessageBody=parked.body, MessageAttributes=parked.attributes
+    )
+    big = json.dumps({"n": 0, "note": "y" * 400})  # 420 bytes: alone it would fit
     async with (
         running_console(settings_for(aws.url), backup_dir=tmp_path) as (url, _),
         browser(url) as b,
@@ -417,9 +427,10 @@ async def test_an_edit_the_dlq_would_refuse_is_refused_at_the_plan(aws, tmp_path
         form = {"csrf": page.csrf, "action": "replay", "to": "dlq", "id": parked_id}
         refused = await b.post("/queues/orders/plan", {**form, "body": big})
         assert refused.status == 400
-        assert "the edited body is 2,020 bytes: the DLQ orders-dlq takes messages of at most" in (
-            refused.text
+        said = (
+            "the edited body is 1,030 bytes with the message&#39;s attributes: the DLQ orders-dlq"
         )
+        assert said in refused.text
         assert "1,024 bytes" in refused.text
         fits = await b.post("/queues/orders/plan", {**form, "body": '{"n": 0}'})
         assert fits.status == 200

@@ -24,7 +24,7 @@ from worker.console.pages import (
 )
 from worker.console.security import LOCAL, SESSION_COOKIE, SESSION_SECONDS, WHO
 from worker.core.errors import sqs_refuses
-from worker.core.limits import utf8_len
+from worker.core.limits import message_size
 from worker.ops.acting import Move, reshape_for
 from worker.ops.arguments import DEFAULT_RATE
 from worker.ops.context import QueueContext, queue_name
@@ -98,13 +98,15 @@ def edited_body(form: Any, params: dict[str, list[str]]) -> str | None:
     return body
 
 
-async def fits_the_dlq(ctx: QueueContext, body: str) -> None:
-    """An edited body the DLQ would refuse is said at the plan, not when the send fails."""
-    size, limit = utf8_len(body), await ctx.dlq.max_message_bytes()
+async def fits_the_dlq(ctx: QueueContext, body: str, attributes: dict[str, Any]) -> None:
+    """An edited body the DLQ would refuse (with the message's own attributes, which go
+    with it) is said at the plan, not when the send fails."""
+    size, limit = message_size(body, attributes), await ctx.dlq.max_message_bytes()
     if size > limit:
         raise ValueError(
-            f"the edited body is {size:,} bytes: the DLQ {queue_name(ctx.dlq.url)} takes "
-            f"messages of at most {limit:,} bytes (its MaximumMessageSize, attributes included)"
+            f"the edited body is {size:,} bytes with the message's attributes: the DLQ "
+            f"{queue_name(ctx.dlq.url)} takes messages of at most {limit:,} bytes (its "
+            "MaximumMessageSize)"
         )
 
 
@@ -132,7 +134,9 @@ async def plan(request: web.Request) -> web.StreamResponse:
             )
             reshape_for(ctx, move)  # a bad expression is said now, before any read
             if move.body is not None and to == "dlq":
-                await fits_the_dlq(ctx, move.body)
+                entry = (await console.snapshot(ctx)).find(params["id"][0])
+                attributes = entry.view.attributes if entry is not None else {}
+                await fits_the_dlq(ctx, move.body, attributes)
     except (FilterError, ValueError) as exc:
         return error_page(request, 400, str(exc))
     job = Job(
