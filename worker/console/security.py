@@ -42,8 +42,9 @@ from worker.core.limits import SQS_MAX_MESSAGE_BYTES
 
 CSRF_COOKIE = "rw_csrf"
 # A form carries at most an edited body: as large as SQS takes (1 MiB), sent as it is by the
-# edit form (multipart: URL-encoded, text in another script would take up to 9 times that)
-MAX_FORM_BYTES = SQS_MAX_MESSAGE_BYTES + 64 * 1024
+# edit form (multipart: URL-encoded, text in another script would take up to 9 times that),
+# twice over: a browser sends a textarea's line breaks as CRLF (a body of short lines)
+MAX_FORM_BYTES = 2 * SQS_MAX_MESSAGE_BYTES + 64 * 1024
 SESSION_COOKIE = "rw_session"
 SESSION_SECONDS = 12 * 3600
 MIN_TOKEN_CHARS = 16
