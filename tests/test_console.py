@@ -190,13 +190,20 @@ async def test_export_pause_and_resume(aws, tmp_path):
     assert [json.loads(x)["meta"] for x in lines] == [{**META, "source-queue": dlq}] * 11
 
 
-async def test_a_queue_shares_its_parking_queue_with_one_that_cannot_be_read(aws):
+@pytest.mark.parametrize("spelled", ["name", "url"])
+async def test_a_queue_shares_its_parking_queue_with_one_that_cannot_be_read(aws, spelled):
     """billing's DLQ is gone, its messages still parked beside orders': orders' row shows
-    its own 20, not the parking queue's 24 (billing was left out of the sharing)."""
-    await _setup(aws)
+    its own 20, not the parking queue's 24 (billing was left out of the sharing), whether
+    billing names the parking queue as orders does or by its URL."""
+    _, parking = await _setup(aws)
     billing = (await aws.sqs.get_queue_url(QueueName="billing-dlq"))["QueueUrl"]
     await aws.sqs.delete_queue(QueueUrl=billing)
-    async with running_console(settings_for(aws.url)) as (url, _), browser(url) as b:
+    settings = settings_for(aws.url)
+    if spelled == "url":
+        policy = settings.queues["billing"].policy.model_copy(update={"parking_queue": parking})
+        queue = settings.queues["billing"].model_copy(update={"policy": policy})
+        settings = settings.model_copy(update={"queues": {**settings.queues, "billing": queue}})
+    async with running_console(settings) as (url, _), browser(url) as b:
         home = await b.get("/")
         with anyio.fail_after(30):
             while "reading the shared parking queue" in home.text:
