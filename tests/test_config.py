@@ -275,18 +275,22 @@ queues:
 def test_a_webhook_url_pasted_as_its_url_file_is_refused_without_quoting_it(config_dir):
     """`url_file` holding the URL itself (the secret in the configuration) is refused at load,
     and the error never repeats it: read as a path, every failure quoted it in the logs."""
-    pasted = "https://hooks.slack.com/services/T000/B000/XXXXSECRETXXXX"
-    path = config_dir / "mine.yaml"
-    data = {
-        "queues": {"orders": {"name": "orders-dlq", "target": {"kind": "sqs", "queue": "out"}}},
-        "notify": {"sinks": [{"webhook": {"url_file": pasted}}]},
-    }
-    write(path, data)
-    with pytest.raises(ConfigError) as caught:
-        load_settings(None, [str(path)])
-    [error] = caught.value.errors
-    assert "notify.sinks[0].webhook.url_file: the path of a file that holds" in error
-    assert "SECRET" not in error
+    for pasted in (
+        "https://hooks.slack.com/services/T000/B000/XXXXSECRETXXXX",
+        "hooks.slack.com/services/T000/B000/XXXXSECRETXXXX",  # without its scheme
+    ):
+        path = config_dir / "mine.yaml"
+        queue = {"name": "orders-dlq", "target": {"kind": "sqs", "queue": "out"}}
+        data = {
+            "queues": {"orders": queue},
+            "notify": {"sinks": [{"webhook": {"url_file": pasted}}]},
+        }
+        write(path, data)
+        with pytest.raises(ConfigError) as caught:
+            load_settings(None, [str(path)])
+        [error] = caught.value.errors
+        assert "notify.sinks[0].webhook.url_file: the absolute path of a file that holds" in error
+        assert "SECRET" not in error
 
 
 def test_a_bad_value_inherited_from_defaults_is_named_once_in_defaults(config_dir):

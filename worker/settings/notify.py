@@ -41,11 +41,13 @@ class WebhookSink(Model):
     @field_validator("url_file")
     @classmethod
     def _a_path(cls, value: str) -> str:
-        # The URL pasted here instead would be quoted by every failure to read it as a file.
-        if "://" in value:
+        # The URL pasted here instead (with its scheme or without) would be quoted by every
+        # failure to read it as a file: only an absolute path is taken, and never repeated.
+        if "://" in value or not value.startswith("/"):
             raise ValueError(
-                "the path of a file that holds the webhook's URL, not the URL itself "
-                "(a secret: never in the configuration)"
+                "the absolute path of a file that holds the webhook's URL (a Secret's file, "
+                "e.g. /secrets/notify/url), not the URL itself: a secret is never in the "
+                "configuration"
             )
         return value
 
