@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from tests.conftest import make_settings
-from tests.console_client import audit_lines, browser, running_console
+from tests.console_client import Browser, Page, audit_lines, browser, running_console
 from tests.helpers import depth, drain
 from tests.test_operator_safety import META, _park, _visible
 from worker.core.envelope import DlqMessage
@@ -36,6 +36,13 @@ async def _setup(aws):
     await _park(aws, parking, dlq, 20)  # m0..m19: max_attempts / Boom
     await _park(aws, parking, billing, 4)
     return dlq, parking
+
+
+async def _the_one_parked(b: Browser) -> tuple[Page, str]:
+    """orders' page, and the id of the one message parked from it."""
+    page = await b.get("/queues/orders")
+    [parked_id] = re.findall(r'/queues/orders/messages/([^"]+)"', page.text)
+    return page, parked_id
 
 
 async def _parked(aws, count: int) -> tuple[str, str]:
@@ -429,8 +436,7 @@ async def test_an_edit_the_dlq_would_refuse_is_refused_at_the_plan(aws, tmp_path
         running_console(settings_for(aws.url), backup_dir=tmp_path) as (url, _),
         browser(url) as b,
     ):
-        page = await b.get("/queues/orders")
-        [parked_id] = re.findall(r'/queues/orders/messages/([^"]+)"', page.text)
+        page, parked_id = await _the_one_parked(b)
         form = {"csrf": page.csrf, "action": "replay", "to": "dlq", "id": parked_id}
         refused = await b.post("/queues/orders/plan", {**form, "body": big})
         assert refused.status == 400
@@ -454,8 +460,7 @@ async def test_an_edit_with_a_character_sqs_refuses_is_refused_at_the_plan(aws, 
         running_console(settings_for(aws.url), backup_dir=tmp_path) as (url, audit),
         browser(url) as b,
     ):
-        page = await b.get("/queues/orders")
-        [parked_id] = re.findall(r'/queues/orders/messages/([^"]+)"', page.text)
+        page, parked_id = await _the_one_parked(b)
         fields = {"csrf": page.csrf, "action": "replay", "to": "target", "id": parked_id}
         data = b""
         for name, value in fields.items():
@@ -492,8 +497,7 @@ async def test_an_edit_as_large_as_sqs_takes_fits_the_edit_form(aws, tmp_path):
         running_console(settings_for(aws.url), backup_dir=tmp_path) as (url, _),
         browser(url) as b,
     ):
-        page = await b.get("/queues/orders")
-        [parked_id] = re.findall(r'/queues/orders/messages/([^"]+)"', page.text)
+        page, parked_id = await _the_one_parked(b)
         shown = await b.post(f"/queues/orders/messages/{parked_id}/body", {"csrf": page.csrf})
         assert 'enctype="multipart/form-data"' in shown.text  # the edit form
         fields = {"csrf": page.csrf, "action": "replay", "to": "dlq", "id": parked_id}

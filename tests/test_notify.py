@@ -188,19 +188,25 @@ async def test_a_webhook_that_answers_429_then_200_gets_the_digest_once(tmp_path
     assert _sent(registry, "webhook", "retried") == 1
 
 
+class Refusing:
+    """A sink that refuses for good (a denied permission), counting its calls."""
+
+    kind = "sns"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def send(self, digest: dict[str, Any]) -> None:
+        self.calls += 1
+        raise SinkFailed("AuthorizationError", retryable=False, sink_down=True)
+
+
 async def test_a_dead_sink_is_logged_once_a_window_and_drops_are_counted():
     registry = CollectorRegistry()
 
-    class Refusing:
-        kind = "sns"
-        calls = 0
-
-        async def send(self, digest: dict[str, Any]) -> None:
-            Refusing.calls += 1
-            raise SinkFailed("AuthorizationError", retryable=False, sink_down=True)
-
     settings = NotifySettings(window_seconds=60, queue_size=2, events=("parked",))
-    notifier = Notifier(settings, [Refusing()], Metrics(registry), clock=lambda: 0.0)
+    sink = Refusing()
+    notifier = Notifier(settings, [sink], Metrics(registry), clock=lambda: 0.0)
     for reason in ("a", "b", "c", "d"):
         notifier.parked(ParkedNotice("orders", reason, "E", "m"))
     with capture_logs() as logs:
@@ -211,7 +217,7 @@ async def test_a_dead_sink_is_logged_once_a_window_and_drops_are_counted():
     assert notifier.finished.is_set()
     assert _sent(registry, "sns", "dropped") == 2  # four digests, room for two
     assert _sent(registry, "sns", "failed") == 2
-    assert Refusing.calls == 1  # the sink refused for good: not called again this window
+    assert sink.calls == 1  # the sink refused for good: not called again this window
     assert [e["event"] for e in logs if e["log_level"] == "error"] == ["notification_failed"]
 
 
@@ -221,14 +227,6 @@ async def test_a_refusing_sink_is_asked_again_after_five_minutes_whatever_the_wi
     with `window_seconds: 3600` for the hour."""
     registry = CollectorRegistry()
     now = [0.0]
-
-    class Refusing:
-        kind = "sns"
-        calls = 0
-
-        async def send(self, digest: dict[str, Any]) -> None:
-            Refusing.calls += 1
-            raise SinkFailed("AuthorizationError", retryable=False, sink_down=True)
 
     async def paced(seconds: float) -> None:
         now[0] += 301  # the next digest comes 301 s later
@@ -241,7 +239,7 @@ async def test_a_refusing_sink_is_asked_again_after_five_minutes_whatever_the_wi
         send.send_nowait({"event": "parked", "queue": "orders", "reason": reason, "count": 1})
     send.close()
     await notifier._send_all(0, sink, receive)
-    assert Refusing.calls == 2
+    assert sink.calls == 2
 
 
 async def test_one_digest_refused_leaves_the_sink_to_the_others():
