@@ -130,18 +130,27 @@ async def webhook(answers: list[int], hang: anyio.Event | None = None) -> AsyncI
         status = answers.pop(0) if answers else 200
         return web.Response(status=status, headers={"Retry-After": "0"})
 
+    async with serving("/hook/secret-path", hook) as url:
+        try:
+            yield url, received, holding
+        finally:
+            if hang is not None:
+                hang.set()
+
+
+@asynccontextmanager
+async def serving(path: str, handler: Any) -> AsyncIterator[str]:
+    """`handler` answering POSTs to `path` on loopback; yields the URL."""
     app = web.Application()
-    app.router.add_post("/hook/secret-path", hook)
+    app.router.add_post(path, handler)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        yield f"http://127.0.0.1:{port}/hook/secret-path", received, holding
+        yield f"http://127.0.0.1:{port}{path}"
     finally:
-        if hang is not None:
-            hang.set()
         await runner.cleanup()
 
 
@@ -642,22 +651,13 @@ async def test_a_webhook_answer_is_not_read_past_its_status(tmp_path):
                 await answer.write(b"x" * 65536)
         return answer
 
-    app = web.Application()
-    app.router.add_post("/hook", endless)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    secret = tmp_path / "url"
-    secret.write_text(f"http://127.0.0.1:{port}/hook")
-    settings = NotifySettings(sinks=[{"webhook": {"url_file": str(secret)}}])
-    try:
+    async with serving("/hook", endless) as url:
+        secret = tmp_path / "url"
+        secret.write_text(url)
+        settings = NotifySettings(sinks=[{"webhook": {"url_file": str(secret)}}])
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
             sink = WebhookDigests(session, settings.sinks[0].webhook)
             await sink.send({"event": "parked", "queue": "orders", "count": 1})
-    finally:
-        await runner.cleanup()
 
 
 async def test_a_retry_coming_back_is_not_an_arrival(aws, proxy, worker_stack):
