@@ -692,3 +692,32 @@ async def test_check_config_says_whose_parking_queue_is_missing(aws):
         f"parking queue parked in {B}/us-east-1 (of b): does not exist "
         "(AWS.SimpleQueueService.NonExistentQueue)"
     ]
+
+
+def test_a_parking_queue_is_one_place_however_it_is_written():
+    """A name, a URL or an ARN, the home region written or not: one parking queue is one
+    place (the console and status split or mark its count); another region's or another
+    account's queue of the same name is another."""
+    from worker.ops.context import parking_place
+
+    queues = {
+        "name": {**_queue(None, "us-east-1"), "policy": {"parking_queue": "parked"}},
+        "url": {
+            **_queue(None, "us-east-1"),
+            "policy": {"parking_queue": "https://sqs.us-east-1.amazonaws.com/999999999999/parked"},
+        },
+        "eu": {
+            **_queue(None, "us-east-1"),
+            "policy": {"parking_queue": "https://sqs.eu-west-1.amazonaws.com/999999999999/parked"},
+        },
+        "member-arn": {
+            **_queue(None, "us-east-1"),
+            "policy": {"parking_queue": f"arn:aws:sqs:us-east-1:{A}:parked"},
+        },
+        "member": {**_queue(A, "us-east-1"), "policy": {"parking_queue": "parked"}},
+    }
+    settings = make_settings("http://127.0.0.1:1", queues, accounts=ACCOUNTS)
+    places = {name: parking_place(settings, q) for name, q in settings.queues.items()}
+    assert places["name"] == places["url"] == (None, "us-east-1", "parked")
+    assert places["eu"] == (None, "eu-west-1", "parked")
+    assert places["member-arn"] == places["member"] == (A, "us-east-1", "parked")

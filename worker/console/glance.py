@@ -12,8 +12,7 @@ import anyio
 from worker.aws.errors import error_code
 from worker.console.state import Console
 from worker.fleet.table import CoordinationTable
-from worker.ops.context import queue_name
-from worker.settings import QueueSettings
+from worker.ops.context import parking_place
 
 
 async def breakers(console: Console) -> tuple[dict[str, Any], str | None]:
@@ -36,12 +35,6 @@ def breaker_text(note: Any, now: float) -> str:
     return "half-open" if note.is_open else "closed"
 
 
-def _parking_of(queue: QueueSettings, home: str) -> tuple[str | None, str, str]:
-    """A parking queue however it is written (a name, a URL, an ARN; the home region named
-    or not): its account, region and name."""
-    return queue.account, queue.region or home, queue_name(queue.policy.parking_queue or "")
-
-
 async def own_counts(console: Console, rows: list[dict[str, Any]]) -> bool:
     """Queues that share a parking queue: each its own count and oldest, from the parking
     queue's snapshot (one read, split by the DLQ each message came from; started here when
@@ -51,13 +44,16 @@ async def own_counts(console: Console, rows: list[dict[str, Any]]) -> bool:
     # a queue whose DLQ cannot be read shares its parking queue all the same (its messages
     # may be parked there): known by the configuration's name for it, in its place
     queues = console.settings.queues
-    home = console.settings.aws.region
-    named = Counter(_parking_of(q, home) for q in queues.values())
+    settings = console.settings
+    named = Counter(parking_place(settings, q) for q in queues.values())
     mine = [
         r
         for r in rows
         if "error" not in r
-        and (sharing[r["parking_queue"]] > 1 or named[_parking_of(queues[r["queue"]], home)] > 1)
+        and (
+            sharing[r["parking_queue"]] > 1
+            or named[parking_place(settings, queues[r["queue"]])] > 1
+        )
     ]
     reading = False
 

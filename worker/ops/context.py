@@ -48,6 +48,21 @@ def queue_name(ref: str) -> str:
     return ref.rsplit(":", 1)[-1]
 
 
+def parking_place(settings: Settings, queue: QueueSettings) -> tuple[str | None, str, str]:
+    """The parking queue a queue names, however it is written (a name, a URL, an ARN; the
+    home region named or not): its account (a member's, or None for the deployment's own),
+    region and name. Two queues that share one get the same."""
+    ref = queue.policy.parking_queue or ""
+    members = {a.id for a in settings.accounts}
+    account, region = queue.account, queue.region or settings.aws.region
+    if ref.startswith(("https://", "http://")):
+        named, there = queue_url_place(ref)
+        account, region = (named if named in members else None), there or region
+    elif ref.startswith("arn:") and len(parts := ref.split(":")) >= 6:
+        account, region = (parts[4] if parts[4] in members else None), parts[3] or region
+    return account, region, queue_name(ref)
+
+
 def same_queue(a: str, b: str) -> bool:
     """Two URLs of one queue (endpoints differ: sqs.<region>.amazonaws.com, a VPC endpoint,
     an emulator): the same account and name."""

@@ -15,7 +15,7 @@ import anyio
 from worker.aws.attributes import KeptTag, read_depth, read_kept, read_pause
 from worker.aws.clients import Clients
 from worker.aws.sqs import SqsQueue
-from worker.ops.context import QueueContext, existing, same_queue, unreachable
+from worker.ops.context import QueueContext, existing, parking_place, same_queue, unreachable
 from worker.ops.filters import Filters
 from worker.ops.records import Record
 from worker.ops.scan import QueueReader
@@ -157,9 +157,15 @@ async def status(settings: Settings, clients: Clients) -> list[dict[str, Any]]:
     the others are read all the same."""
     rows, shared = [], ParkingReads()
     parking_urls: dict[tuple[str | None, str, str], str] = {}  # shared: checked once
+    # several queues' parking queue: its count is theirs together (`shared_parking`)
+    sharing = Counter(parking_place(settings, q) for q in settings.queues.values())
     for name, queue in settings.queues.items():
         place = clients.of(queue)
-        where = {"account": place.account, "region": place.region}
+        where = {
+            "account": place.account,
+            "region": place.region,
+            "shared_parking": sharing[parking_place(settings, queue)] > 1,
+        }
         try:
             sqs = await place.get("sqs")
             dlq = SqsQueue(sqs, await existing(sqs, queue.queue_ref, "its DLQ"))
@@ -187,19 +193,21 @@ def print_status(rows: list[dict[str, Any]], out: TextIO, now: float | None = No
     )
     # a parking queue several DLQs share: its whole count on each of their rows, marked
     sharing = Counter(row["parking_queue"] for row in rows if "error" not in row)
+    shared = any(row.get("shared_parking") for row in rows)
     for row in rows:
         where = f"  {row.get('account') or 'own'}/{row.get('region')}" if places else ""
         if "error" in row:
             out.write(f"{row['queue']:<20} {'cannot read: ' + row['error']}{where}\n")
             continue
         dlq = row["dlq"]
-        parked = f"{row['parked']}{'*' if sharing[row['parking_queue']] > 1 else ''}"
+        marked = row.get("shared_parking") or sharing[row["parking_queue"]] > 1
+        parked = f"{row['parked']}{'*' if marked else ''}"
         out.write(
             f"{row['queue']:<20} {dlq['visible']:>8} {dlq['in_flight']:>9} {dlq['delayed']:>8} "
             f"{parked:>7} {oldest_text(row, now):>7} {'yes' if row['paused'] else 'no':<6} "
             f"{row['target']}{where}\n"
         )
-    if any(n > 1 for n in sharing.values()):
+    if shared or any(n > 1 for n in sharing.values()):
         out.write(
             "* the whole count of a parking queue these queues share; `parked summary QUEUE` "
             "counts a queue's own\n"
