@@ -425,7 +425,7 @@ async def test_a_person_edits_one_of_ten_parked_messages_and_replays_it(aws, tmp
     assert line["backup"].endswith(backup.rsplit("/", 1)[1])
 
 
-async def test_an_edit_the_dlq_would_refuse_is_refused_at_the_plan(aws, tmp_path):
+async def test_an_edit_the_dlq_would_refuse_is_refused_at_the_plan(aws, tmp_path, monkeypatch):
     """An edited body that, with the attributes that go with it, is over the DLQ's
     MaximumMessageSize is said at the plan, naming the sizes and the queue; nothing is
     planned, the message stays parked."""
@@ -456,6 +456,17 @@ async def test_an_edit_the_dlq_would_refuse_is_refused_at_the_plan(aws, tmp_path
         fits = await b.post("/queues/orders/plan", {**form, "body": '{"n": 0}'})
         assert fits.status == 200
         assert "/jobs/" in str(fits.url)
+        # the page's snapshot has not read the message yet (a refresh of a large queue): the
+        # plan's own read of it refuses the edit, and there is nothing to confirm
+        from worker.console.snapshot import Snapshot
+
+        monkeypatch.setattr(Snapshot, "find", lambda self, message_id: None)
+        late = await b.post("/queues/orders/plan", {**form, "body": big})
+        assert late.status == 200
+        planned = await b.finished(late.url.rsplit("/jobs/", 1)[1])
+        assert planned.element("state") == "failed"
+        assert said in planned.text
+        assert 'id="confirm"' not in planned.text
     assert await depth(aws.sqs, parking) == 1
 
 

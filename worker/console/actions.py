@@ -12,7 +12,7 @@ from urllib.parse import quote, urlsplit
 
 from aiohttp import web
 
-from worker.console.jobs import ACTIONS, Job
+from worker.console.jobs import ACTIONS, Job, dlq_refuses
 from worker.console.pages import (
     build_filters,
     console_of,
@@ -24,10 +24,8 @@ from worker.console.pages import (
 )
 from worker.console.security import LOCAL, SESSION_COOKIE, SESSION_SECONDS, WHO
 from worker.core.errors import sqs_refuses
-from worker.core.limits import message_size
 from worker.ops.acting import Move, reshape_for
 from worker.ops.arguments import DEFAULT_RATE
-from worker.ops.context import QueueContext, queue_name
 from worker.ops.filters import FilterError
 
 MAX_RATE = 1000.0
@@ -98,18 +96,6 @@ def edited_body(form: Any, params: dict[str, list[str]]) -> str | None:
     return body
 
 
-async def fits_the_dlq(ctx: QueueContext, body: str, attributes: dict[str, Any]) -> None:
-    """An edited body the DLQ would refuse (with the message's own attributes, which go
-    with it) is said at the plan, not when the send fails."""
-    size, limit = message_size(body, attributes), await ctx.dlq.max_message_bytes()
-    if size > limit:
-        raise ValueError(
-            f"the edited body is {size:,} bytes with the message's attributes: the DLQ "
-            f"{queue_name(ctx.dlq.url)} takes messages of at most {limit:,} bytes (its "
-            "MaximumMessageSize)"
-        )
-
-
 def _not_json(constant: str) -> Any:
     raise ValueError(f"{constant} is not JSON")
 
@@ -134,9 +120,12 @@ async def plan(request: web.Request) -> web.StreamResponse:
             )
             reshape_for(ctx, move)  # a bad expression is said now, before any read
             if move.body is not None and to == "dlq":
+                # said at once when the page's snapshot has the message (else by the plan)
                 entry = (await console.snapshot(ctx)).find(params["id"][0])
-                attributes = entry.view.attributes if entry is not None else {}
-                await fits_the_dlq(ctx, move.body, attributes)
+                if entry is not None and (
+                    why := await dlq_refuses(ctx, move.body, entry.view.attributes)
+                ):
+                    raise ValueError(why)
     except (FilterError, ValueError) as exc:
         return error_page(request, 400, str(exc))
     job = Job(

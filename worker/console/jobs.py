@@ -24,10 +24,10 @@ from worker.aws.errors import said
 from worker.console.security import Audit
 from worker.console.snapshot import QueueLocks, Snapshots
 from worker.core.jsontext import loads
-from worker.core.limits import utf8_len
+from worker.core.limits import message_size, utf8_len
 from worker.ops import reading
 from worker.ops.acting import Move, act
-from worker.ops.context import QueueContext
+from worker.ops.context import QueueContext, queue_name
 from worker.ops.filters import Filters
 from worker.ops.moves import Tally
 from worker.ops.records import default_backup_path
@@ -36,6 +36,7 @@ from worker.ops.scan import QueueReader
 from worker.ops.store import Location, inside
 
 ACTIONS = ("replay", "purge", "export", "pause", "resume")
+Attributes = dict[str, dict[str, Any]]
 KEEP_JOBS = 200
 
 
@@ -87,6 +88,23 @@ def body_diff(before: str, after: str) -> list[str]:
     )
 
 
+class PlanRefused(ValueError):
+    """What the plan found it cannot do (said on its page as it is)."""
+
+
+async def dlq_refuses(ctx: QueueContext, body: str, attributes: Attributes) -> str | None:
+    """Why the DLQ would refuse an edited body with the attributes that go with it (the
+    parked message's own), or None."""
+    size, limit = message_size(body, attributes), await ctx.dlq.max_message_bytes()
+    if size <= limit:
+        return None
+    return (
+        f"the edited body is {size:,} bytes with the message's attributes: the DLQ "
+        f"{queue_name(ctx.dlq.url)} takes messages of at most {limit:,} bytes (its "
+        "MaximumMessageSize)"
+    )
+
+
 class Jobs:
     def __init__(
         self,
@@ -127,6 +145,8 @@ class Jobs:
                 else:
                     await self._read(ctx, job, backup=None)
                 job.state = "done"
+            except PlanRefused as exc:
+                job.state, job.error = "failed", str(exc)
             except Exception as exc:  # noqa: BLE001 - shown on the job's page
                 job.state, job.error = "failed", said(exc)
             finally:
@@ -202,7 +222,14 @@ class Jobs:
             if job.move is not None and job.move.body is not None:
                 job.diff = body_diff(*job.tally.example)
             job.example = tuple(preview(t) for t in job.tally.example)  # type: ignore[assignment]
-            job.example_id = job.tally.example_id
+            of = job.tally.example_of
+            job.example_id = of.message_id if of is not None else None
+            edit = job.move.body if job.move and job.move.to == "dlq" else None
+            view = of.view if of is not None else None
+            # the plan's own read of the message (the page's snapshot may not have it)
+            why = await dlq_refuses(ctx, edit, view.attributes) if edit and view else None
+            if why is not None:
+                raise PlanRefused(why)
 
     async def _act(self, ctx: QueueContext, job: Job) -> None:
         try:

@@ -39,7 +39,7 @@ class Tally:
     done: int = 0
     failed: dict[str, str] = field(default_factory=dict)  # message id -> error
     example: tuple[str, str] | None = None  # a dry run with --transform: the first, before/after
-    example_id: str | None = None  # the parked message `example` shows
+    example_of: Record | None = None  # the parked message `example` shows
     ids: set[str] | None = None  # the matched ids, when asked for (the console's plan)
     later: int = 0  # matched, but parked after the command started: left where they are
     backed_up: int = 0  # written to the backup
@@ -115,7 +115,7 @@ async def move(
                 if backup is None:
                     if reshape is not None and mover.tally.example is None:
                         mover.tally.example = example(reshape, batch[0])
-                        mover.tally.example_id = batch[0].message_id
+                        mover.tally.example_of = batch[0]
                     for record in batch:
                         reader.keep(record)
                     continue
