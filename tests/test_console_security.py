@@ -257,6 +257,21 @@ async def test_a_read_only_console_still_logs_out(aws):
         assert lock.sessions == {}
 
 
+async def test_only_a_plan_takes_a_large_form(aws):
+    """An edited body may be 2 MiB on the wire; nothing else is more than a few fields: a
+    login form (open to anyone) of 200 KB is refused before it is read."""
+    await _setup(aws)
+    lock = Lock({TOKEN: "alice"})
+    async with running_console(settings_for(aws.url), lock=lock) as (url, _), browser(url) as b:
+        login = await b.get("/login")
+        padded = {"csrf": login.csrf, "token": TOKEN, "next": "/", "pad": "x" * 200_000}
+        refused = await b.post("/login", padded)
+        assert refused.status == 413
+        assert "the form is over 65,536 bytes" in refused.text
+        home = await b.post("/login", {"csrf": login.csrf, "token": TOKEN, "next": "/"})
+        assert "alice" in home.element("who")
+
+
 async def test_a_csrf_token_is_worth_nothing_in_another_session(aws):
     """A token someone got for a cookie they planted (a sibling origin can set cookies for
     this host: cookies do not tell ports apart) does not pass in the victim's session."""

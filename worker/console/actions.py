@@ -182,5 +182,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/logout", logout, name="logout")
     app.router.add_post("/queues/{queue}/refresh", refresh, name="refresh")
     app.router.add_post("/queues/{queue}/messages/{message_id}/body", show_body, name="show_body")
-    app.router.add_post("/queues/{queue}/plan", plan)
+    app.router.add_post("/queues/{queue}/plan", plan, name="plan")
     app.router.add_post("/jobs/{job_id}/confirm", confirm)

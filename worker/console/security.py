@@ -45,6 +45,7 @@ CSRF_COOKIE = "rw_csrf"
 # edit form (multipart: URL-encoded, text in another script would take up to 9 times that),
 # twice over: a browser sends a textarea's line breaks as CRLF (a body of short lines)
 MAX_FORM_BYTES = 2 * SQS_MAX_MESSAGE_BYTES + 64 * 1024
+SMALL_FORM_BYTES = 64 * 1024  # every other form (a login, a confirmation): a few fields
 SESSION_COOKIE = "rw_session"
 SESSION_SECONDS = 12 * 3600
 MIN_TOKEN_CHARS = 16
@@ -201,17 +202,27 @@ async def _guarded(
         request[WHO] = who
     if _from_another_site(request):
         return _refuse(403, "a request from another site: open the console itself")
-    if request.method == "POST":
-        if lock.read_only and request.match_info.route.name not in READ_ONLY_POSTS:
-            return _refuse(403, "read-only console: no action is taken")
-        try:
-            form = await request.post()
-        except web.HTTPRequestEntityTooLarge:
-            size = f"{MAX_FORM_BYTES:,}"
-            return _refuse(413, f"the form is over {size} bytes: an edited body fits SQS's 1 MiB")
-        if not lock.csrf_ok(request, str(form.get("csrf", ""))):
-            return _refuse(403, "missing or invalid CSRF token: reload the page and try again")
+    if request.method == "POST" and (refused := await _post_refused(lock, request)):
+        return refused
     return await handler(request)
+
+
+async def _post_refused(lock: Lock, request: web.Request) -> web.Response | None:
+    """Why a POST is not taken (read-only, too large, without its CSRF token), or None."""
+    route = request.match_info.route.name
+    if lock.read_only and route not in READ_ONLY_POSTS:
+        return _refuse(403, "read-only console: no action is taken")
+    # only a plan carries a body: any other form is read to SMALL_FORM_BYTES at most
+    if route != "plan" and (request.content_length or 0) > SMALL_FORM_BYTES:
+        return _refuse(413, f"the form is over {SMALL_FORM_BYTES:,} bytes")
+    try:
+        form = await request.post()
+    except web.HTTPRequestEntityTooLarge:
+        size = f"{MAX_FORM_BYTES:,}"
+        return _refuse(413, f"the form is over {size} bytes: an edited body fits SQS's 1 MiB")
+    if not lock.csrf_ok(request, str(form.get("csrf", ""))):
+        return _refuse(403, "missing or invalid CSRF token: reload the page and try again")
+    return None
 
 
 def _from_another_site(request: web.Request) -> bool:

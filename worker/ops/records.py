@@ -3,7 +3,8 @@
 One JSON object per line: `message_id`, `group_id`, `body` and `attributes` exactly as the
 message sat in the queue (binary values base64; `restore` sends them back as they were),
 `meta` (the parking metadata, or null), `queue` (where it was read) and, when the message had
-one, `trace_header` (its AWSTraceHeader, sent with it again). A backup is written
+one, `trace_header` (its AWSTraceHeader, sent with it again); for the console's edit, `sent_as`
+(the body sent instead: `restore` puts back the original). A backup is written
 and flushed to disk before anything it holds is deleted or moved, and never overwrites a file.
 """
 
