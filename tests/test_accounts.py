@@ -697,7 +697,8 @@ async def test_check_config_says_whose_parking_queue_is_missing(aws):
 def test_a_parking_queue_is_one_place_however_it_is_written():
     """A name, a URL or an ARN, the home region written or not: one parking queue is one
     place (the console and status split or mark its count); another region's or another
-    account's queue of the same name is another."""
+    account's queue of the same name is another, a third account's too (it is not the
+    deployment's own unless its id is the one the deployment's own queues' URLs name)."""
     from worker.ops.context import parking_place
 
     queues = {
@@ -715,9 +716,17 @@ def test_a_parking_queue_is_one_place_however_it_is_written():
             "policy": {"parking_queue": f"arn:aws:sqs:us-east-1:{A}:parked"},
         },
         "member": {**_queue(A, "us-east-1"), "policy": {"parking_queue": "parked"}},
+        "third": {
+            **_queue(None, "us-east-1"),
+            "policy": {"parking_queue": "arn:aws:sqs:us-east-1:333333333333:parked"},
+        },
     }
     settings = make_settings("http://127.0.0.1:1", queues, accounts=ACCOUNTS)
-    places = {name: parking_place(settings, q) for name, q in settings.queues.items()}
+    home = "999999999999"  # as the deployment's own DLQ URLs name it
+    places = {name: parking_place(settings, q, home) for name, q in settings.queues.items()}
     assert places["name"] == places["url"] == (None, "us-east-1", "parked")
     assert places["eu"] == (None, "eu-west-1", "parked")
     assert places["member-arn"] == places["member"] == (A, "us-east-1", "parked")
+    assert places["third"] == ("333333333333", "us-east-1", "parked")
+    # the deployment's own id unknown (none of its queues read): an id stays itself
+    assert parking_place(settings, settings.queues["url"])[0] == "999999999999"

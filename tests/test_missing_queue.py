@@ -260,3 +260,32 @@ async def test_the_console_says_why_a_denied_queue_cannot_be_opened(aws, proxy):
     assert f"ghost cannot read: AccessDenied: {said}" in rows
     assert page.status == 503
     assert f"ghost: AccessDenied: {said}" in page.text
+
+
+def test_the_footnote_is_for_a_mark_above_it():
+    """Two unreadable queues share a parking queue, a third has its own: no row is marked,
+    so no footnote (it said "*" of nothing)."""
+    import io
+
+    from worker.ops.reading import print_status
+
+    ok = {
+        "queue": "orders",
+        "dlq": {"visible": 0, "in_flight": 0, "delayed": 0},
+        "parking_queue": "http://127.0.0.1/1/own-parked",
+        "parked": 3,
+        "kept_at": None,
+        "target": "sqs:out",
+        "paused": False,
+        "shared_parking": False,
+    }
+    ghosts = [
+        {"queue": q, "target": "sqs:out", "error": "gone", "shared_parking": True}
+        for q in ("ghost1", "ghost2")
+    ]
+    out = io.StringIO()
+    print_status([ok, *ghosts], out, now=0)
+    assert "*" not in out.getvalue()
+    out = io.StringIO()
+    print_status([{**ok, "shared_parking": True}, *ghosts], out, now=0)
+    assert out.getvalue().splitlines()[-1].startswith("* the whole count")

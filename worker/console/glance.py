@@ -12,7 +12,7 @@ import anyio
 from worker.aws.errors import error_code
 from worker.console.state import Console
 from worker.fleet.table import CoordinationTable
-from worker.ops.context import parking_place
+from worker.ops.context import home_account, parking_place
 
 
 async def breakers(console: Console) -> tuple[dict[str, Any], str | None]:
@@ -45,15 +45,13 @@ async def own_counts(console: Console, rows: list[dict[str, Any]]) -> bool:
     # may be parked there): known by the configuration's name for it, in its place
     queues = console.settings.queues
     settings = console.settings
-    named = Counter(parking_place(settings, q) for q in queues.values())
+    home = home_account(settings, rows)
+    places = {name: parking_place(settings, q, home) for name, q in queues.items()}
+    named = Counter(places.values())
     mine = [
         r
         for r in rows
-        if "error" not in r
-        and (
-            sharing[r["parking_queue"]] > 1
-            or named[parking_place(settings, queues[r["queue"]])] > 1
-        )
+        if "error" not in r and (sharing[r["parking_queue"]] > 1 or named[places[r["queue"]]] > 1)
     ]
     reading = False
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlparse
 
 from worker.aws.clients import Client, Clients
@@ -48,19 +49,31 @@ def queue_name(ref: str) -> str:
     return ref.rsplit(":", 1)[-1]
 
 
-def parking_place(settings: Settings, queue: QueueSettings) -> tuple[str | None, str, str]:
+def parking_place(
+    settings: Settings, queue: QueueSettings, home: str | None = None
+) -> tuple[str | None, str, str]:
     """The parking queue a queue names, however it is written (a name, a URL, an ARN; the
-    home region named or not): its account (a member's, or None for the deployment's own),
-    region and name. Two queues that share one get the same."""
+    home region named or not): its account (None for the deployment's own), region and name.
+    Two queues that share one get the same. `home`: the deployment's own account id, when
+    known (`home_account`); an id that is neither it nor a member's stays itself."""
     ref = queue.policy.parking_queue or ""
-    members = {a.id for a in settings.accounts}
     account, region = queue.account, queue.region or settings.aws.region
     if ref.startswith(("https://", "http://")):
         named, there = queue_url_place(ref)
-        account, region = (named if named in members else None), there or region
+        account, region = (None if named == home else named), there or region
     elif ref.startswith("arn:") and len(parts := ref.split(":")) >= 6:
-        account, region = (parts[4] if parts[4] in members else None), parts[3] or region
+        account, region = (None if parts[4] == home else parts[4]), parts[3] or region
     return account, region, queue_name(ref)
+
+
+def home_account(settings: Settings, rows: list[dict[str, Any]]) -> str | None:
+    """The deployment's own account id, as a DLQ of its own read in `rows` names it (None
+    when none was read)."""
+    for row in rows:
+        queue = settings.queues.get(row["queue"])
+        if queue is not None and queue.account is None and row.get("dlq_url"):
+            return queue_url_place(row["dlq_url"])[0]
+    return None
 
 
 def same_queue(a: str, b: str) -> bool:

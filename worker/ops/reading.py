@@ -15,7 +15,14 @@ import anyio
 from worker.aws.attributes import KeptTag, read_depth, read_kept, read_pause
 from worker.aws.clients import Clients
 from worker.aws.sqs import SqsQueue
-from worker.ops.context import QueueContext, existing, parking_place, same_queue, unreachable
+from worker.ops.context import (
+    QueueContext,
+    existing,
+    home_account,
+    parking_place,
+    same_queue,
+    unreachable,
+)
 from worker.ops.filters import Filters
 from worker.ops.records import Record
 from worker.ops.scan import QueueReader
@@ -140,6 +147,7 @@ async def status_row(
     return {
         "queue": name,
         "dlq": await read_depth(dlq),
+        "dlq_url": dlq.url,
         "parking_queue": parking.url,
         "parked": parked,
         # the keeper's note (its last complete pass): None until a keeper has kept the queue
@@ -157,15 +165,9 @@ async def status(settings: Settings, clients: Clients) -> list[dict[str, Any]]:
     the others are read all the same."""
     rows, shared = [], ParkingReads()
     parking_urls: dict[tuple[str | None, str, str], str] = {}  # shared: checked once
-    # several queues' parking queue: its count is theirs together (`shared_parking`)
-    sharing = Counter(parking_place(settings, q) for q in settings.queues.values())
     for name, queue in settings.queues.items():
         place = clients.of(queue)
-        where = {
-            "account": place.account,
-            "region": place.region,
-            "shared_parking": sharing[parking_place(settings, queue)] > 1,
-        }
+        where = {"account": place.account, "region": place.region}
         try:
             sqs = await place.get("sqs")
             dlq = SqsQueue(sqs, await existing(sqs, queue.queue_ref, "its DLQ"))
@@ -178,6 +180,12 @@ async def status(settings: Settings, clients: Clients) -> list[dict[str, Any]]:
         except Exception as exc:  # noqa: BLE001 - said on its row
             why = unreachable(exc)
             rows.append({"queue": name, "target": queue.target_key, "error": why, **where})
+    # several queues' parking queue: its count is theirs together (`shared_parking`)
+    home = home_account(settings, rows)
+    places = {n: parking_place(settings, q, home) for n, q in settings.queues.items()}
+    sharing = Counter(places.values())
+    for row in rows:
+        row["shared_parking"] = sharing[places[row["queue"]]] > 1
     return rows
 
 
@@ -193,21 +201,22 @@ def print_status(rows: list[dict[str, Any]], out: TextIO, now: float | None = No
     )
     # a parking queue several DLQs share: its whole count on each of their rows, marked
     sharing = Counter(row["parking_queue"] for row in rows if "error" not in row)
-    shared = any(row.get("shared_parking") for row in rows)
+    marked = False
     for row in rows:
         where = f"  {row.get('account') or 'own'}/{row.get('region')}" if places else ""
         if "error" in row:
             out.write(f"{row['queue']:<20} {'cannot read: ' + row['error']}{where}\n")
             continue
         dlq = row["dlq"]
-        marked = row.get("shared_parking") or sharing[row["parking_queue"]] > 1
-        parked = f"{row['parked']}{'*' if marked else ''}"
+        mark = row.get("shared_parking") or sharing[row["parking_queue"]] > 1
+        marked = marked or mark
+        parked = f"{row['parked']}{'*' if mark else ''}"
         out.write(
             f"{row['queue']:<20} {dlq['visible']:>8} {dlq['in_flight']:>9} {dlq['delayed']:>8} "
             f"{parked:>7} {oldest_text(row, now):>7} {'yes' if row['paused'] else 'no':<6} "
             f"{row['target']}{where}\n"
         )
-    if shared or any(n > 1 for n in sharing.values()):
+    if marked:  # the footnote of a mark above it
         out.write(
             "* the whole count of a parking queue these queues share; `parked summary QUEUE` "
             "counts a queue's own\n"
