@@ -9,6 +9,8 @@ import re
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import AsyncIterator
+from urllib.parse import urlencode
 
 import anyio
 import pytest
@@ -268,6 +270,14 @@ async def test_only_a_plan_takes_a_large_form(aws):
         refused = await b.post("/login", padded)
         assert refused.status == 413
         assert "the form is over 65,536 bytes" in refused.text
+
+        async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: not read at all
+            yield urlencode(padded).encode()
+
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        async with b.session.post(b.base + "/login", data=chunks(), headers=form) as chunked:
+            assert chunked.status == 411
+        assert lock.sessions == {}
         home = await b.post("/login", {"csrf": login.csrf, "token": TOKEN, "next": "/"})
         assert "alice" in home.element("who")
 

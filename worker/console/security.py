@@ -212,9 +212,13 @@ async def _post_refused(lock: Lock, request: web.Request) -> web.Response | None
     route = request.match_info.route.name
     if lock.read_only and route not in READ_ONLY_POSTS:
         return _refuse(403, "read-only console: no action is taken")
-    # only a plan carries a body: any other form is read to SMALL_FORM_BYTES at most
-    if route != "plan" and (request.content_length or 0) > SMALL_FORM_BYTES:
-        return _refuse(413, f"the form is over {SMALL_FORM_BYTES:,} bytes")
+    # only a plan carries a body: any other form is read to SMALL_FORM_BYTES at most, and
+    # says its length first (a browser's form does; one sent in chunks would be read whole)
+    if route != "plan":
+        if request.content_length is None and request.body_exists:
+            return _refuse(411, "a form says its Content-Length")
+        if (request.content_length or 0) > SMALL_FORM_BYTES:
+            return _refuse(413, f"the form is over {SMALL_FORM_BYTES:,} bytes")
     try:
         form = await request.post()
     except web.HTTPRequestEntityTooLarge:
