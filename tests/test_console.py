@@ -441,7 +441,7 @@ async def test_an_edit_the_dlq_would_refuse_is_refused_at_the_plan(aws, tmp_path
     )
     big = json.dumps({"n": 0, "note": "y" * 400})  # 420 bytes: alone it would fit
     async with (
-        running_console(settings_for(aws.url), backup_dir=tmp_path) as (url, _),
+        running_console(settings_for(aws.url), backup_dir=tmp_path) as (url, audit),
         browser(url) as b,
     ):
         page, parked_id = await _the_one_parked(b)
@@ -467,6 +467,8 @@ async def test_an_edit_the_dlq_would_refuse_is_refused_at_the_plan(aws, tmp_path
         assert planned.element("state") == "failed"
         assert said in planned.text
         assert 'id="confirm"' not in planned.text
+        assert 'id="diff"' not in planned.text  # and no body shown: none audited
+        assert [x for x in audit_lines(audit) if x["action"] == "show_body"] == []
     assert await depth(aws.sqs, parking) == 1
 
 

@@ -219,17 +219,18 @@ class Jobs:
         if reshape is not None:
             job.transform = reshape.expression
         if job.tally.example is not None:
-            if job.move is not None and job.move.body is not None:
-                job.diff = body_diff(*job.tally.example)
-            job.example = tuple(preview(t) for t in job.tally.example)  # type: ignore[assignment]
             of = job.tally.example_of
-            job.example_id = of.message_id if of is not None else None
             edit = job.move.body if job.move and job.move.to == "dlq" else None
             view = of.view if of is not None else None
-            # the plan's own read of the message (the page's snapshot may not have it)
+            # the plan's own read of the message (the page's snapshot may not have it),
+            # before the page may show anything of it
             why = await dlq_refuses(ctx, edit, view.attributes) if edit and view else None
             if why is not None:
                 raise PlanRefused(why)
+            if job.move is not None and job.move.body is not None:
+                job.diff = body_diff(*job.tally.example)
+            job.example = tuple(preview(t) for t in job.tally.example)  # type: ignore[assignment]
+            job.example_id = of.message_id if of is not None else None
 
     async def _act(self, ctx: QueueContext, job: Job) -> None:
         try:

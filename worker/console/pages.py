@@ -255,8 +255,9 @@ async def job_page(request: web.Request) -> web.Response:
     job = console.jobs.get(request.match_info["job_id"])
     if job is None:
         return error_page(request, 404, "no such job (the console keeps the last 200)")
-    if job.kind == "plan" and job.example is not None:  # a parked body, shown (a plan's page
-        # only): audited for each who sees it, as the message's own page is
+    shows = job.kind == "plan" and job.state in ("done", "confirmed")  # as job.html does
+    if shows and job.example is not None:  # a parked body, shown: audited for each who
+        # sees it, as the message's own page is
         who = request.get(WHO) or LOCAL
         console.jobs.audit(who, "show_body", job.queue, message_id=job.example_id, by="plan")
     folder = console.jobs.backup_dir
