@@ -177,6 +177,9 @@ async def test_export_pause_and_resume(aws, tmp_path):
             lines = (await r.text()).splitlines()
         found = sorted(json.loads(json.loads(x)["body"])["n"] for x in lines)
         assert found == [1, *range(10, 20)]
+        [downloaded] = [x for x in audit_lines(audit) if x["action"] == "download"]
+        assert (downloaded["who"], downloaded["queue"]) == ("local", "orders")
+        assert downloaded["export"].endswith(".jsonl")
         job = await b.plan("orders", action="pause")
         paused = await b.finished(
             (await b.confirm(job, reason="target migrating")).url.rsplit("/", 1)[1]
@@ -192,7 +195,7 @@ async def test_export_pause_and_resume(aws, tmp_path):
             "Tags", {}
         )
     actions = [x["action"] for x in audit_lines(audit)]
-    assert actions == ["export", "pause", "resume"]
+    assert actions == ["export", "download", "pause", "resume"]
     assert await depth(aws.sqs, parking) == 24, "an export moves nothing"
     assert [json.loads(x)["meta"] for x in lines] == [{**META, "source-queue": dlq}] * 11
 

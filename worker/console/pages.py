@@ -270,6 +270,9 @@ async def download(request: web.Request) -> web.StreamResponse:
     job = console.jobs.get(request.match_info["job_id"])
     if job is None or job.action != "export" or job.state != "done" or job.backup is None:
         return error_page(request, 404, "no finished export of that id")
+    # the export's bodies leave the console: each download is an audit line of its own
+    who = request.get(WHO) or LOCAL
+    console.jobs.audit(who, "download", job.queue, export=str(job.backup), job=job.id)
     if not isinstance(job.backup, Path):  # streamed from S3, a part at a time
         streamed = web.StreamResponse(
             headers={"Content-Disposition": f'attachment; filename="{job.backup.name}"'}
