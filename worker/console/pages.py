@@ -16,9 +16,8 @@ from worker.aws.attributes import read_pause
 from worker.aws.errors import error_code
 from worker.console import glance
 from worker.console.security import LOCAL, WHO
-from worker.console.snapshot import Entry
+from worker.console.snapshot import by_error_type, grouped
 from worker.console.state import CONSOLE, Console
-from worker.core.parking import error_type_of
 from worker.ops.context import ContextError, unreachable
 from worker.ops.filters import FilterError, Filters
 from worker.ops.reading import ParkingReads, oldest_text, status_row
@@ -141,32 +140,6 @@ async def index(request: web.Request) -> web.Response:
     )
 
 
-def _groups(entries: list[Entry], key: str) -> list[dict[str, Any]]:
-    groups: dict[str, dict[str, Any]] = {}
-    for entry in entries:
-        value = entry.meta.get(key, "unknown")
-        at = entry.meta.get("parked-at", "")
-        group = groups.setdefault(value, {"value": value, "count": 0, "oldest": at, "newest": at})
-        group["count"] += 1
-        group["oldest"] = min(group["oldest"], at)
-        group["newest"] = max(group["newest"], at)
-    return sorted(groups.values(), key=lambda g: (-g["count"], g["value"]))
-
-
-def _by_error_type(entries: list[Entry]) -> list[dict[str, Any]]:
-    """Groups by the failure's type, each with what the target said most recently."""
-    groups: dict[str, dict[str, Any]] = {}
-    for entry in entries:
-        value = error_type_of(entry.meta)
-        at = entry.meta.get("parked-at", "")
-        group = groups.setdefault(value, {"value": value, "count": 0, "newest": "", "said": None})
-        group["count"] += 1
-        if at >= group["newest"]:
-            group["newest"] = at
-            group["said"] = entry.meta.get("error-message") or group["said"]
-    return sorted(groups.values(), key=lambda g: (-g["count"], g["value"]))
-
-
 async def queue_context(request: web.Request) -> Any:
     console = console_of(request)
     name = request.match_info["queue"]
@@ -209,9 +182,9 @@ async def queue_page(request: web.Request) -> web.Response:
         one={k: v[0] for k, v in params.items()},
         filtered=bool(params),
         query=query,
-        by_reason=_groups(matching, "reason"),
-        by_error=_groups(matching, "error"),
-        by_error_type=_by_error_type(matching),
+        by_reason=grouped(matching, "reason"),
+        by_error=grouped(matching, "error"),
+        by_error_type=by_error_type(matching),
         total=len(matching),
         messages=shown,
         page=page,

@@ -24,13 +24,14 @@ import time
 from collections import Counter, defaultdict
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
 
 from worker.aws.attributes import read_depth
 from worker.aws.errors import said
-from worker.core.parking import ParkedView
+from worker.core.parking import ParkedView, error_type_of
 from worker.ops.context import QueueContext, same_queue
 from worker.ops.filters import Filters
 from worker.ops.scan import QueueReader
@@ -52,6 +53,33 @@ class Entry:
     @property
     def meta(self) -> dict[str, str]:
         return self.view.meta
+
+
+def grouped(entries: list[Entry], key: str) -> list[dict[str, Any]]:
+    """Groups by a metadata key (reason, error), each with its oldest and newest."""
+    groups: dict[str, dict[str, Any]] = {}
+    for entry in entries:
+        value = entry.meta.get(key, "unknown")
+        at = entry.meta.get("parked-at", "")
+        group = groups.setdefault(value, {"value": value, "count": 0, "oldest": at, "newest": at})
+        group["count"] += 1
+        group["oldest"] = min(group["oldest"], at)
+        group["newest"] = max(group["newest"], at)
+    return sorted(groups.values(), key=lambda g: (-g["count"], g["value"]))
+
+
+def by_error_type(entries: list[Entry]) -> list[dict[str, Any]]:
+    """Groups by the failure's type, each with what the target said most recently."""
+    groups: dict[str, dict[str, Any]] = {}
+    for entry in entries:
+        value = error_type_of(entry.meta)
+        at = entry.meta.get("parked-at", "")
+        group = groups.setdefault(value, {"value": value, "count": 0, "newest": "", "said": None})
+        group["count"] += 1
+        if at >= group["newest"]:
+            group["newest"] = at
+            group["said"] = entry.meta.get("error-message") or group["said"]
+    return sorted(groups.values(), key=lambda g: (-g["count"], g["value"]))
 
 
 @dataclass
