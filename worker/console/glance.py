@@ -42,11 +42,10 @@ async def own_counts(console: Console, rows: list[dict[str, Any]]) -> bool:
     far it can be trusted. Returns whether a read is still under way."""
     sharing = Counter(row["parking_queue"] for row in rows if "error" not in row)
     # a queue whose DLQ cannot be read shares its parking queue all the same (its messages
-    # may be parked there): known by the configuration's name for it, in its place
-    queues = console.settings.queues
+    # may be parked there): known by where the configuration says its parking queue is
     settings = console.settings
     home = home_account(settings, rows)
-    places = {name: parking_place(settings, q, home) for name, q in queues.items()}
+    places = {name: parking_place(settings, q, home) for name, q in settings.queues.items()}
     named = Counter(places.values())
     mine = [
         r
