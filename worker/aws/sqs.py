@@ -19,6 +19,7 @@ from worker.aws.clients import Client
 from worker.aws.errors import error_code, kind_of
 from worker.core.errors import ErrorKind
 from worker.core.limits import SQS_MAX_BATCH_BYTES, SQS_MAX_MESSAGE_BYTES, pack, sqs_entry_size
+from worker.settings.accounts import parse_arn
 
 BATCH = 10
 REREAD_SECONDS = 60.0  # a queue attribute that could not be read is asked for again after this
@@ -241,9 +242,9 @@ async def resolve_queue_url(client: Client, ref: str) -> str:
     """A queue URL from a URL, a name or an ARN."""
     if ref.startswith(("https://", "http://")):
         return ref
-    if ref.startswith("arn:"):
-        parts = ref.split(":")
-        response = await client.get_queue_url(QueueName=parts[5], QueueOwnerAWSAccountId=parts[4])
+    if arn := parse_arn(ref):
+        owner = arn.account
+        response = await client.get_queue_url(QueueName=arn.resource, QueueOwnerAWSAccountId=owner)
     else:
         response = await client.get_queue_url(QueueName=ref)
     return str(response["QueueUrl"])

@@ -15,7 +15,7 @@ from worker.aws.clients import Clients
 from worker.aws.facts import DlqFacts
 from worker.fleet.coordinator import Coordinator
 from worker.metrics import Metrics
-from worker.settings import CoordinationSettings, QueueSettings
+from worker.settings import CoordinationSettings, QueueSettings, parse_arn
 from worker.targets import build_target
 from worker.targets.base import Target
 from worker.targets.guard import Guard
@@ -88,8 +88,7 @@ def _label(queue: QueueSettings, name: str) -> str:
     key = queue.target_key
     if key.startswith(f"{queue.place}/"):
         return f"{queue.place}/{name}"
-    ref = key.split(":", 1)[1]
-    parts = ref.split(":")
-    if ref.startswith("arn:") and len(parts) > 4 and parts[4]:
-        return f"{parts[4]}/{parts[3]}/{name}"
+    arn = parse_arn(key.split(":", 1)[1])
+    if arn and arn.account:
+        return f"{arn.account}/{arn.region}/{name}"
     return f"{queue.place}/{name}"

@@ -14,6 +14,7 @@ from worker.settings import (
     OperatorSettings,
     QueueSettings,
     Settings,
+    parse_arn,
     queue_url_place,
 )
 
@@ -61,8 +62,8 @@ def parking_place(
     if ref.startswith(("https://", "http://")):
         named, there = queue_url_place(ref)
         account, region = (None if named == home else named), there or region
-    elif ref.startswith("arn:") and len(parts := ref.split(":")) >= 6:
-        account, region = (None if parts[4] == home else parts[4]), parts[3] or region
+    elif arn := parse_arn(ref):
+        account, region = (None if arn.account == home else arn.account), arn.region or region
     return account, region, queue_name(ref)
 
 

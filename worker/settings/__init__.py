@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from worker.settings.accounts import (
     AccountSettings,
     member_regions,
+    parse_arn,
     partition_mismatch,
     partition_of,
     queue_url_place,
@@ -87,6 +88,7 @@ __all__ = [
     "Target",
     "deep_merge",
     "member_regions",
+    "parse_arn",
     "partition_of",
     "queue_url_place",
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, NamedTuple
 from urllib.parse import urlparse
 
 from pydantic import Field, model_validator
@@ -45,6 +45,21 @@ def member_regions(account: AccountSettings, home_region: str) -> tuple[str, ...
     return account.regions or (home_region,)
 
 
+class Arn(NamedTuple):
+    partition: str
+    service: str
+    region: str  # empty for a global resource (IAM)
+    account: str
+    resource: str  # the rest, colons and all (`function:name`, `stateMachine:name`)
+
+
+def parse_arn(text: str) -> Arn | None:
+    """`arn:partition:service:region:account:resource` in its parts; None for what is not
+    an ARN (a name, a URL)."""
+    parts = text.split(":", 5)
+    return Arn(*parts[1:]) if len(parts) == 6 and parts[0] == "arn" else None
+
+
 def queue_url_place(url: str) -> tuple[str, str | None]:
     """The account a queue URL names, and its region when the host is SQS's
     (`sqs.<region>.amazonaws.com`; None for a VPC endpoint or an emulator)."""
@@ -64,7 +79,8 @@ def partition_of(region: str) -> str:
 
 def partition_mismatch(account: AccountSettings, home_region: str) -> str | None:
     """Why the role cannot be assumed in the account's regions (another partition), or None."""
-    role = account.role_arn.split(":")[1]
+    arn = parse_arn(account.role_arn)
+    role = arn.partition if arn else "aws"
     for region in member_regions(account, home_region):
         if partition_of(region) != role:
             return f"`role_arn` is in partition {role}, {region} in {partition_of(region)}"

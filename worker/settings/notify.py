@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from worker.settings.accounts import parse_arn
 from worker.settings.sections import Model
 
 Event = Literal["parked", "arrived"]
@@ -18,7 +19,8 @@ class SnsSink(Model):
     @property
     def region(self) -> str:
         """The topic's region: SNS publishes only through its own region's endpoint."""
-        return self.topic_arn.split(":")[3]
+        arn = parse_arn(self.topic_arn)  # the field's pattern makes it one
+        return arn.region if arn else ""
 
 
 class EventBridgeSink(Model):
@@ -28,8 +30,8 @@ class EventBridgeSink(Model):
     def region(self) -> str | None:
         """A bus given by ARN: its region (PutEvents reaches a bus only in its own region);
         None for a name (the deployment's region)."""
-        parts = self.bus.split(":")
-        return parts[3] or None if self.bus.startswith("arn:") and len(parts) > 5 else None
+        arn = parse_arn(self.bus)
+        return arn.region or None if arn else None
 
 
 class WebhookSink(Model):
